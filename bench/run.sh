@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs one benchmark against the components it needs, started here on loopback.
+#
+#   bench/run.sh storage|transport|claim|persistor|etl|fuzz [extra args for the bench]
+#
+# Builds into ./build (Release figures come from RelWithDebInfo, the default build type).
+# Figures are printed; copy them into bench/RESULTS.md with the machine they ran on.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${SHOAL_BUILD_DIR:-$root/build}
+what=${1:-}
+[ -n "$what" ] || { sed -n '2,8p' "$0"; exit 2; }
+shift
+
+with_azurite() {
+  local state
+  state=$(mktemp -d /tmp/shoal-bench-azurite.XXXXXX)
+  "$build/tests/shoal_test_azurite" start --state "$state" \
+    --azurite "$root/deploy/local/node_modules/.bin/azurite" >&2
+  trap '"$build/tests/shoal_test_azurite" stop --state "'"$state"'" >&2; rm -rf "'"$state"'"' EXIT
+  export SHOAL_TEST_AZURITE=$state
+  export AZURE_STORAGE_CONNECTION_STRING
+  AZURE_STORAGE_CONNECTION_STRING=$(head -n1 "$state/connection_string")
+  "$@"
+}
+
+case "$what" in
+  fuzz)
+    fbuild=${SHOAL_FUZZ_BUILD_DIR:-$root/build-fuzz}
+    CC=clang CXX=clang++ cmake -S "$root" -B "$fbuild" -G Ninja -DSHOAL_FUZZ=ON \
+      -DSHOAL_BUILD_TESTS=OFF -DSHOAL_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build "$fbuild" --target envelope_fuzz
+    corpus=$(mktemp -d /tmp/shoal-fuzz-corpus.XXXXXX)
+    cp "$root"/transport/fuzz/corpus/* "$corpus"/
+    "$fbuild/transport/envelope_fuzz" "$corpus" -max_total_time="${SHOAL_FUZZ_SECONDS:-300}" \
+      -print_final_stats=1 "$@"
+    ;;
+  *)
+    cmake --build "$build" --target "${what}_bench"
+    case "$what" in
+      transport) "$build/bench/${what}_bench" "$@" ;;
+      *) with_azurite "$build/bench/${what}_bench" "$@" ;;
+    esac
+    ;;
+esac

@@ -1,0 +1,72 @@
+#pragma once
+// The HTTP layer under the storage clients: plain request/response values and a transport
+// interface. libcurl stays behind make_curl_transport(); tests pass a fake transport.
+
+#include "storage/error.hpp"
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace shoal::storage {
+
+/// HTTP verbs the Azure Storage REST API uses (MERGE is the Table service's partial update).
+enum class http_method : std::uint8_t { get, head, put, post, merge, del };
+
+/// "GET", "PUT", ..., "DELETE".
+std::string_view to_string(http_method m) noexcept;
+
+/// One request as it goes on the wire. The transport sends exactly these headers (plus
+/// Content-Length, computed from `body`); it adds no Content-Type, Expect or Date of its own.
+struct http_request {
+  http_method method = http_method::get;
+  std::string url;                                          ///< absolute, path percent-encoded, query included
+  std::vector<std::pair<std::string, std::string>> headers; ///< in send order, names as given
+  std::string body;                                         ///< raw bytes; empty = no body
+  std::chrono::milliseconds timeout{0};                     ///< whole request; 0 = transport default
+};
+
+/// One response. Header names are lower-cased; a header sent twice appears twice.
+struct http_response {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+
+  /// First value of header `lower_name` (which must be lower-case), if present.
+  std::optional<std::string_view> header(std::string_view lower_name) const noexcept {
+    for (const auto& [k, v] : headers)
+      if (k == lower_name)
+        return std::string_view(v);
+    return std::nullopt;
+  }
+};
+
+/// Sends one HTTP request. An HTTP error status is NOT an error here: any response that
+/// arrived is returned as a value; only transport failures come back as `error`
+/// (errc::timeout or errc::transport, with `retryable = true`).
+/// Implementations must be thread-safe.
+class http_transport {
+public:
+  virtual ~http_transport() = default;
+  [[nodiscard]] virtual result<http_response> send(const http_request& req) = 0;
+};
+
+/// Settings of the libcurl transport. Fixed at construction.
+struct curl_transport_options {
+  std::chrono::milliseconds connect_timeout{2'000};
+  std::chrono::milliseconds request_timeout{30'000}; ///< default when the request gives none
+  bool verify_peer = true;                           ///< TLS peer and host verification
+  std::string ca_file;                               ///< PEM bundle; empty = system default
+  std::size_t max_idle_connections = 16;             ///< kept-alive connections per transport
+};
+
+/// The libcurl transport: keep-alive connection reuse, no per-request handle churn.
+/// Thread-safe. Errors: invalid_argument if `opts` is unusable.
+[[nodiscard]] result<std::shared_ptr<http_transport>>
+make_curl_transport(const curl_transport_options& opts = {});
+
+} // namespace shoal::storage

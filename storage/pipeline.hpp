@@ -1,0 +1,90 @@
+#pragma once
+// The request pipeline shared by the table, blob and queue clients:
+// endpoint + path + query → x-ms-date/x-ms-version → SharedKey/SharedKeyLite/SAS → transport,
+// retried per retry_options (re-stamped and re-signed on every attempt).
+
+#include "storage/connection_string.hpp"
+#include "storage/error.hpp"
+#include "storage/http.hpp"
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace shoal::storage {
+
+/// Which service a request goes to; picks the endpoint, the signing scheme and the API version.
+enum class service : std::uint8_t { blob, queue, table };
+
+/// Table requests can be signed either way (REST "Authorize with Shared Key").
+enum class table_auth_scheme : std::uint8_t { shared_key, shared_key_lite };
+
+/// Exponential backoff with jitter (DESIGN.md defaults: 4 attempts, 200 ms doubling, ±20 %).
+/// Retried: 408, 429, 500, 502, 503, 504 and transport errors; never another 4xx.
+/// A server delay (x-ms-retry-after-ms / retry-after-ms in ms, Retry-After in seconds)
+/// replaces the computed one, still capped at `max_delay`.
+struct retry_options {
+  int max_attempts = 4;                         ///< counts the first try; 1 = no retries
+  std::chrono::milliseconds base_delay{200};    ///< delay before the 2nd attempt
+  std::chrono::milliseconds max_delay{30'000};  ///< cap on any one delay
+  double jitter = 0.2;                          ///< delay × uniform[1-jitter, 1+jitter]
+};
+
+/// Hooks for tests: a manual clock and a fixed jitter make the schedule deterministic.
+struct pipeline_hooks {
+  std::function<std::chrono::system_clock::time_point()> now; ///< x-ms-date; default system clock
+  std::function<double()> random_unit;                        ///< uniform [0,1); default a PRNG
+  std::function<void(std::chrono::milliseconds)> sleep;       ///< default this_thread::sleep_for
+};
+
+/// Fixed at construction. Every field has a safe default.
+struct pipeline_options {
+  curl_transport_options http;
+  retry_options retry;
+  table_auth_scheme table_auth = table_auth_scheme::shared_key;
+  std::string blob_api_version = "2023-11-03";
+  std::string queue_api_version = "2023-11-03";
+  std::string table_api_version = "2019-02-02";
+  pipeline_hooks hooks;
+};
+
+/// A request relative to a service endpoint.
+struct storage_request {
+  http_method method = http_method::get;
+  std::string path;  ///< after the endpoint, starts with '/', already percent-encoded
+  std::vector<std::pair<std::string, std::string>> query;   ///< raw names/values; encoded by send()
+  std::vector<std::pair<std::string, std::string>> headers; ///< If-Match, Content-Type, x-ms-*, ...
+  std::string body;
+  std::chrono::milliseconds timeout{0}; ///< 0 = the transport's request_timeout
+};
+
+/// Signs and sends storage requests with retries. Thread-safe; copies share the transport.
+class pipeline {
+public:
+  /// `transport` defaults to a libcurl transport built from `opts.http`; tests pass a fake.
+  /// Errors: invalid_argument (no endpoint for a service is fine: send() then fails).
+  [[nodiscard]] static result<pipeline> make(storage_account account, pipeline_options opts = {},
+                                             std::shared_ptr<http_transport> transport = nullptr);
+
+  /// Sends `req` to `svc`. 2xx and 3xx responses are returned as values; every other status
+  /// becomes an error carrying http_status, x-ms-error-code, x-ms-request-id, the service's
+  /// message, `retryable` and `attempts` (> 1 when retried: a 409 or 412 then may stem from
+  /// this same request's earlier attempt, which callers resolve by re-reading).
+  [[nodiscard]] result<http_response> send(service svc, const storage_request& req) const;
+
+  /// The account this pipeline signs for (its key is never logged).
+  const storage_account& account() const noexcept;
+  /// The endpoint base of `svc`, e.g. "http://127.0.0.1:10002/devstoreaccount1".
+  const std::string& endpoint(service svc) const noexcept;
+  const pipeline_options& options() const noexcept;
+
+private:
+  struct impl;
+  explicit pipeline(std::shared_ptr<const impl> p) : impl_(std::move(p)) {}
+  std::shared_ptr<const impl> impl_;
+};
+
+} // namespace shoal::storage

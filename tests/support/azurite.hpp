@@ -1,0 +1,25 @@
+#pragma once
+// Access to the Azurite instances the CTest fixtures `azurite` and `azurite_tls` start
+// (tests/support/azurite_launcher.cpp). Integration test executables get the state folders in
+// $SHOAL_TEST_AZURITE and $SHOAL_TEST_AZURITE_TLS; run by hand, they fall back to the build
+// tree's folders, so `ctest -L integration` or a manual `shoal_test_azurite start` both work.
+
+#include <string>
+#include <string_view>
+
+namespace shoal::tests {
+
+/// Connection string of the plain-HTTP Azurite. Fails the current test (ADD_FAILURE) and
+/// returns "" when the fixture did not run.
+std::string azurite_connection_string();
+
+/// Connection string of the HTTPS Azurite and the path of its self-signed certificate (the
+/// CA file to trust). Same failure behaviour.
+std::string azurite_tls_connection_string();
+std::string azurite_tls_ca_file();
+
+/// A name unique to this process and call, valid as a table name (letters and digits, starts
+/// with a letter, ≤ 63) and, lower-cased, as a container or queue name: prefix + pid + counter.
+std::string unique_name(std::string_view prefix);
+
+} // namespace shoal::tests
