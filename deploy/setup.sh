@@ -22,7 +22,7 @@ packages=(
   clang libclang-rt-14-dev
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libspdlog-dev
   libcurl4-openssl-dev libssl-dev openssl ca-certificates curl
-  nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libvalijson-dev
+  nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libvalijson-dev libpugixml-dev
   libsqlite3-dev sqlite3 libpqxx-dev postgresql
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 procps
