@@ -50,6 +50,10 @@ std::string azurite_tls_ca_file() {
   return state_dir("SHOAL_TEST_AZURITE_TLS", SHOAL_TEST_AZURITE_TLS_STATE) + "/cert.pem";
 }
 
+std::string shoal_binary() { return state_dir("SHOAL_BINARY", SHOAL_TEST_SHOAL_BINARY); }
+
+std::string source_dir() { return state_dir("SHOAL_SOURCE_DIR", SHOAL_TEST_SOURCE_DIR); }
+
 std::string unique_name(std::string_view prefix) {
   static std::atomic<unsigned> counter{0};
   std::string out;

@@ -1,5 +1,5 @@
 #pragma once
-// Access to the Azurite instances the CTest fixtures `azurite` and `azurite_tls` start
+// Access to the two Azurite instances (http, https) the CTest fixture `azurite` starts
 // (tests/support/azurite_launcher.cpp). Integration test executables get the state folders in
 // $SHOAL_TEST_AZURITE and $SHOAL_TEST_AZURITE_TLS; run by hand, they fall back to the build
 // tree's folders, so `ctest -L integration` or a manual `shoal_test_azurite start` both work.
@@ -17,6 +17,13 @@ std::string azurite_connection_string();
 /// CA file to trust). Same failure behaviour.
 std::string azurite_tls_connection_string();
 std::string azurite_tls_ca_file();
+
+/// Path of the built `shoal` executable (for tests that run it as a process); $SHOAL_BINARY
+/// overrides.
+std::string shoal_binary();
+
+/// The repository's top folder (deploy/, bench/ ...); $SHOAL_SOURCE_DIR overrides.
+std::string source_dir();
 
 /// A name unique to this process and call, valid as a table name (letters and digits, starts
 /// with a letter, ≤ 63) and, lower-cased, as a container or queue name: prefix + pid + counter.

@@ -1,0 +1,163 @@
+#include "workers/config.hpp"
+
+#include <toml++/toml.h>
+
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <sstream>
+
+namespace shoal::workers {
+namespace {
+
+// One entry per key: how to set it from a TOML node and from an environment string.
+struct key_binding {
+  std::function<bool(const toml::node&)> from_toml;    // false on a type mismatch
+  std::function<bool(const std::string&)> from_string; // false if unparsable
+};
+
+template <class T> key_binding bind(T& field) {
+  key_binding b;
+  if constexpr (std::is_same_v<T, std::string>) {
+    b.from_toml = [&field](const toml::node& n) {
+      if (auto v = n.value<std::string>()) {
+        field = *v;
+        return true;
+      }
+      return false;
+    };
+    b.from_string = [&field](const std::string& s) {
+      field = s;
+      return true;
+    };
+  } else {
+    b.from_toml = [&field](const toml::node& n) {
+      auto v = n.value<std::int64_t>();
+      if (!v || *v < 0 || *v > static_cast<std::int64_t>(std::numeric_limits<T>::max()))
+        return false;
+      field = static_cast<T>(*v);
+      return true;
+    };
+    b.from_string = [&field](const std::string& s) {
+      char* end = nullptr;
+      errno = 0;
+      unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+      if (s.empty() || *end != '\0' || errno != 0 || v > std::numeric_limits<T>::max())
+        return false;
+      field = static_cast<T>(v);
+      return true;
+    };
+  }
+  return b;
+}
+
+std::map<std::string, key_binding> bindings(config& c) {
+  return {
+      {"storage.connection_string", bind(c.storage.connection_string)},
+      {"storage.request_timeout_ms", bind(c.storage.request_timeout_ms)},
+      {"storage.connect_timeout_ms", bind(c.storage.connect_timeout_ms)},
+      {"storage.max_attempts", bind(c.storage.max_attempts)},
+      {"storage.ca_file", bind(c.storage.ca_file)},
+      {"work.table", bind(c.work.table)},
+      {"work.shards", bind(c.work.shards)},
+      {"work.lease_ms", bind(c.work.lease_ms)},
+      {"work.lease_renew_ms", bind(c.work.lease_renew_ms)},
+      {"work.claim_batch", bind(c.work.claim_batch)},
+      {"work.max_attempts", bind(c.work.max_attempts)},
+      {"work.retry_base_ms", bind(c.work.retry_base_ms)},
+      {"work.retry_max_ms", bind(c.work.retry_max_ms)},
+      {"log.level", bind(c.log.level)},
+      {"log.file", bind(c.log.file)},
+  };
+}
+
+// "work.lease_ms" -> "SHOAL_WORK_LEASE_MS"
+std::string env_name(const std::string& key) {
+  std::string out = "SHOAL_";
+  for (char ch : key)
+    out += ch == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+} // namespace
+
+result<config> load_config(const std::filesystem::path& path) {
+  config c;
+  auto keys = bindings(c);
+  if (!path.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec))
+      return fail(errc::io, "configuration file " + path.string() + " does not exist");
+    // Debian's toml++ is built with exceptions: a syntax error throws toml::parse_error.
+    toml::table root;
+    try {
+      root = toml::parse_file(path.string());
+    } catch (const toml::parse_error& err) {
+      std::ostringstream msg;
+      msg << path.string() << ':' << err.source().begin.line << ':' << err.source().begin.column
+          << ": " << err.description();
+      return fail(errc::parse, msg.str());
+    }
+    for (const auto& [section, node] : root) {
+      const toml::table* tbl = node.as_table();
+      if (!tbl)
+        return fail(errc::parse, path.string() + ": top-level key '" + std::string(section.str()) +
+                                     "' must be a [section]");
+      for (const auto& [name, value] : *tbl) {
+        std::string key = std::string(section.str()) + '.' + std::string(name.str());
+        auto it = keys.find(key);
+        if (it == keys.end())
+          return fail(errc::parse, path.string() + ":" + std::to_string(value.source().begin.line) +
+                                       ": unknown key '" + key + "'");
+        if (!it->second.from_toml(value))
+          return fail(errc::parse, path.string() + ":" + std::to_string(value.source().begin.line) +
+                                       ": wrong type or range for '" + key + "'");
+      }
+    }
+  }
+  for (auto& [key, b] : keys) {
+    const std::string name = env_name(key);
+    if (const char* v = std::getenv(name.c_str()); v != nullptr)
+      if (!b.from_string(v))
+        return fail(errc::invalid_argument,
+                    "environment variable " + name + " has an invalid value for '" + key + "'");
+  }
+  if (c.storage.connection_string.empty()) {
+    const char* env = std::getenv("AZURE_STORAGE_CONNECTION_STRING");
+    c.storage.connection_string = (env && *env) ? env : "UseDevelopmentStorage=true";
+  }
+  if (auto ok = validate(c); !ok)
+    return std::unexpected(ok.error());
+  return c;
+}
+
+result<void> validate(const config& c) {
+  auto bad = [](const std::string& key, const std::string& why) {
+    return fail(errc::invalid_argument, "configuration key '" + key + "' " + why);
+  };
+  if (c.work.shards < 1 || c.work.shards > 256)
+    return bad("work.shards", "must be between 1 and 256");
+  if (c.work.claim_batch < 1 || c.work.claim_batch > 100)
+    return bad("work.claim_batch", "must be between 1 and 100 (entity group transaction limit)");
+  if (c.work.lease_ms < 1000)
+    return bad("work.lease_ms", "must be at least 1000");
+  if (c.work.lease_renew_ms == 0 || c.work.lease_renew_ms >= c.work.lease_ms)
+    return bad("work.lease_renew_ms", "must be greater than 0 and less than work.lease_ms");
+  if (c.work.max_attempts < 1)
+    return bad("work.max_attempts", "must be at least 1");
+  if (c.work.retry_base_ms == 0 || c.work.retry_max_ms < c.work.retry_base_ms)
+    return bad("work.retry_max_ms", "must be at least work.retry_base_ms (> 0)");
+  if (c.storage.max_attempts < 1 || c.storage.max_attempts > 10)
+    return bad("storage.max_attempts", "must be between 1 and 10");
+  if (c.storage.request_timeout_ms < 100)
+    return bad("storage.request_timeout_ms", "must be at least 100");
+  static const char* levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+  bool level_ok = false;
+  for (const char* l : levels)
+    level_ok = level_ok || c.log.level == l;
+  if (!level_ok)
+    return bad("log.level", "must be one of trace, debug, info, warn, error, critical, off");
+  return {};
+}
+
+} // namespace shoal::workers

@@ -1,0 +1,61 @@
+#pragma once
+// shoal's configuration: one TOML file (toml++), every key with its unit in its name,
+// overridable by SHOAL_<SECTION>_<KEY> environment variables and then by command-line flags.
+// The storage connection string comes from AZURE_STORAGE_CONNECTION_STRING like the Azure SDKs.
+// deploy/shoal.toml.example lists every key with its default.
+
+#include "workers/error.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace shoal::workers {
+
+/// [storage]
+struct storage_config {
+  /// Empty = $AZURE_STORAGE_CONNECTION_STRING, else "UseDevelopmentStorage=true".
+  std::string connection_string;
+  std::uint32_t request_timeout_ms = 30'000;
+  std::uint32_t connect_timeout_ms = 2'000;
+  std::uint32_t max_attempts = 4;     ///< HTTP attempts per request, counting the first
+  std::string ca_file;                ///< PEM bundle for TLS; empty = system default
+};
+
+/// [work]: the work table and claiming (workers/SCHEMA.md).
+struct work_config {
+  std::string table = "shoalwork";
+  std::uint32_t shards = 16;           ///< partitions per queue: {queue}-{shard:02x}
+  std::uint32_t lease_ms = 30'000;
+  std::uint32_t lease_renew_ms = 10'000;
+  std::uint32_t claim_batch = 100;     ///< merges per entity group transaction, ≤ 100
+  std::uint32_t max_attempts = 5;      ///< then the record is dead
+  std::uint32_t retry_base_ms = 200;   ///< not_before backoff after a failure, doubling
+  std::uint32_t retry_max_ms = 30'000;
+};
+
+/// [log]
+struct log_config {
+  std::string level = "info";          ///< trace|debug|info|warn|error|off
+  std::string file;                    ///< rotating log file; empty = stderr only
+};
+
+/// The whole configuration. Plain values; copy freely.
+struct config {
+  storage_config storage;
+  work_config work;
+  log_config log;
+};
+
+/// Loads `path` (if non-empty; a missing file is an error), then applies SHOAL_* environment
+/// overrides (e.g. SHOAL_WORK_LEASE_MS=5000), then fills the connection string from
+/// AZURE_STORAGE_CONNECTION_STRING or the development-storage default, and validates.
+/// Errors: io (unreadable file), parse (bad TOML, with line and column; unknown key; wrong
+/// type), invalid_argument (a value out of range, naming the key). Thread-safe (pure).
+[[nodiscard]] result<config> load_config(const std::filesystem::path& path);
+
+/// Checks ranges and relations (lease_renew_ms < lease_ms, 1 ≤ claim_batch ≤ 100, shards in
+/// 1..256, ...). Errors: invalid_argument naming the key.
+[[nodiscard]] result<void> validate(const config& c);
+
+} // namespace shoal::workers
