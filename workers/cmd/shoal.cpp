@@ -1,21 +1,33 @@
 // The single `shoal` executable: one subcommand per role (see README.md).
 
+#include "workers/cmd/cli.hpp"
+#include "workers/version.hpp"
+
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
-#include <exception>
+#include <string>
 
 int main(int argc, char** argv) {
-  CLI::App app{"shoal: actor-model worker fleets on Azure Storage"};
-  app.set_version_flag("--version", "shoal 0.1.0");
-  app.require_subcommand(0);
+  CLI::App app{"shoal: actor-model worker fleets on Azure Storage.\n"
+               "Storage comes from --connection-string, the [storage] section of the config file, "
+               "or AZURE_STORAGE_CONNECTION_STRING (default: UseDevelopmentStorage=true)."};
+  app.set_version_flag("--version", "shoal " + std::string(shoal::workers::version()));
+  shoal::cmd::global_options g;
+  app.add_option("--config", g.config_path, "TOML configuration file (or $SHOAL_CONFIG)");
+  app.add_option("--connection-string", g.connection_string,
+                 "Azure Storage connection string (overrides config and environment)");
+  app.add_option("--log-level", g.log_level, "trace|debug|info|warn|error|off");
+  app.add_flag("--json", g.json, "machine-readable JSON output");
+  app.require_subcommand(1);
+
+  shoal::cmd::command_fn run;
+  // One line per subcommand file (workers/cmd/<name>.cpp), declared in cli.hpp.
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (app.get_subcommands().empty()) {
-    std::fputs(app.help().c_str(), stdout);
-  }
-  return 0;
+  return run ? run() : 0;
 }

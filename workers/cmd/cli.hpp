@@ -1,0 +1,37 @@
+#pragma once
+// Shared plumbing of the `shoal` subcommands: global options, configuration loading and
+// logging set-up. Each subcommand lives in its own file and registers itself in shoal.cpp.
+
+#include "workers/config.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace shoal::cmd {
+
+/// Global options, parsed before any subcommand runs.
+struct global_options {
+  std::string config_path;       ///< --config / $SHOAL_CONFIG
+  std::string connection_string; ///< --connection-string (overrides config and environment)
+  std::string log_level;         ///< --log-level (overrides config)
+  bool json = false;             ///< --json: machine-readable output where a command has one
+};
+
+/// Loads the configuration named by `g` and applies the flag overrides. On failure prints a
+/// clear message to stderr and returns nullopt (the caller exits with status 2).
+std::optional<workers::config> load(const global_options& g);
+
+/// Sets up spdlog from `c.log` (level, optional rotating file) plus SPDLOG_LEVEL env overrides.
+void init_logging(const workers::config& c);
+
+/// A subcommand's body: returns the process exit status.
+using command_fn = std::function<int()>;
+
+// Registration functions, one per subcommand file (workers/cmd/<name>.cpp): each adds its
+// subcommand to `app` and, from the subcommand's callback, sets `run` to the body to execute.
+// Declare them here, e.g.: void add_records_command(CLI::App&, global_options&, command_fn&);
+
+} // namespace shoal::cmd
