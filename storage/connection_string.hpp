@@ -18,6 +18,11 @@ struct storage_account {
   std::string queue_endpoint; ///< likewise
   std::string table_endpoint; ///< likewise
   bool development = false;   ///< came from UseDevelopmentStorage=true
+  std::string file_endpoint;  ///< FileEndpoint or constructed; parsed for completeness, unused
+  std::string blob_secondary_endpoint;  ///< BlobSecondaryEndpoint, or "{name}-secondary" host; may be empty
+  std::string queue_secondary_endpoint; ///< likewise
+  std::string table_secondary_endpoint; ///< likewise
+  std::string file_secondary_endpoint;  ///< likewise
 
   /// "account devstoreaccount1 (SharedKey) blob=http://…" — safe to log, no secrets.
   std::string describe() const;

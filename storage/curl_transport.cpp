@@ -1,0 +1,331 @@
+// The libcurl transport behind make_curl_transport().
+//
+// One easy handle per in-flight request, taken from a mutex-guarded pool and put back after
+// the request: each handle keeps its own connection cache, so a pooled handle reuses its
+// kept-alive connection and the hot path allocates no handle. Options that never change (timeouts,
+// TLS, callbacks, keepalive) are set once when a handle is created; only the per-request ones
+// (URL, method, headers, body) are set for each request.
+
+#include "storage/http.hpp"
+
+#include <curl/curl.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace shoal::storage {
+namespace {
+
+// -- global init ------------------------------------------------------------------------------
+
+// curl_global_init is not thread-safe in libcurl 7.88: run it once, before the first handle.
+CURLcode global_init() {
+  static const CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+  return rc;
+}
+
+// -- callbacks --------------------------------------------------------------------------------
+
+char ascii_lower(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+std::string_view trim(std::string_view s) noexcept {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
+    s.remove_suffix(1);
+  return s;
+}
+
+// Largest body we pre-reserve from a Content-Length header; bigger bodies just grow.
+constexpr std::size_t max_body_reserve = 64u << 20;
+
+std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) noexcept {
+  auto* resp = static_cast<http_response*>(user);
+  const std::size_t len = size * n;
+  const std::string_view line = trim(std::string_view(data, len));
+  // A status line starts a new header block (after "100 Continue" or an interim response):
+  // keep only the final response's headers.
+  if (line.starts_with("HTTP/")) {
+    resp->headers.clear();
+    return len;
+  }
+  const std::size_t colon = line.find(':');
+  if (colon == std::string_view::npos || colon == 0)
+    return len; // blank line that ends the block, or garbage
+  try {
+    std::string name(line.substr(0, colon));
+    for (char& c : name)
+      c = ascii_lower(c);
+    const std::string_view value = trim(line.substr(colon + 1));
+    if (name == "content-length") {
+      std::size_t bytes = 0;
+      for (const char c : value)
+        if (c >= '0' && c <= '9')
+          bytes = bytes * 10 + static_cast<std::size_t>(c - '0');
+      resp->body.reserve(std::min(bytes, max_body_reserve));
+    }
+    resp->headers.emplace_back(std::move(name), std::string(value));
+  } catch (...) {
+    return 0; // out of memory: abort the transfer (CURLE_WRITE_ERROR) rather than throw into C
+  }
+  return len;
+}
+
+std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) noexcept {
+  auto* resp = static_cast<http_response*>(user);
+  try {
+    resp->body.append(data, size * n);
+  } catch (...) {
+    return 0;
+  }
+  return size * n;
+}
+
+// -- error mapping ----------------------------------------------------------------------------
+
+error transport_error(CURLcode rc, const char* detail) {
+  error e;
+  e.http_status = 0;
+  e.retryable = true;
+  switch (rc) {
+  case CURLE_OPERATION_TIMEDOUT: e.code = errc::timeout; break;
+  // Configuration or certificate problems do not heal by retrying.
+  case CURLE_UNSUPPORTED_PROTOCOL:
+  case CURLE_URL_MALFORMAT:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+  case CURLE_OUT_OF_MEMORY:
+    e.code = errc::transport;
+    e.retryable = false;
+    break;
+  default: e.code = errc::transport; break;
+  }
+  // curl's error buffer names host and port at most, never the query (which may hold a SAS).
+  e.message = "curl: ";
+  e.message += curl_easy_strerror(rc);
+  if (detail != nullptr && *detail != '\0') {
+    e.message += ": ";
+    e.message += detail;
+  }
+  return e;
+}
+
+// -- the pool ---------------------------------------------------------------------------------
+
+struct easy_handle {
+  CURL* curl = nullptr;
+  char error_buffer[CURL_ERROR_SIZE] = {};
+
+  easy_handle() = default;
+  easy_handle(const easy_handle&) = delete;
+  easy_handle& operator=(const easy_handle&) = delete;
+  ~easy_handle() {
+    if (curl != nullptr)
+      curl_easy_cleanup(curl);
+  }
+};
+
+// Frees a header list when the request ends, however it ends.
+struct slist_guard {
+  curl_slist* list = nullptr;
+  ~slist_guard() { curl_slist_free_all(list); }
+  bool append(const char* line) {
+    curl_slist* next = curl_slist_append(list, line);
+    if (next == nullptr)
+      return false;
+    list = next;
+    return true;
+  }
+};
+
+// `name` (any case) equals `lower_name` (lower-case).
+bool is_named(std::string_view name, std::string_view lower_name) noexcept {
+  if (name.size() != lower_name.size())
+    return false;
+  for (std::size_t i = 0; i < name.size(); ++i)
+    if (ascii_lower(name[i]) != lower_name[i])
+      return false;
+  return true;
+}
+
+bool has_header(const http_request& req, std::string_view lower_name) noexcept {
+  for (const auto& [k, v] : req.headers)
+    if (is_named(k, lower_name))
+      return true;
+  return false;
+}
+
+class curl_transport final : public http_transport {
+public:
+  explicit curl_transport(curl_transport_options opts) : opts_(std::move(opts)) {}
+
+  result<http_response> send(const http_request& req) override {
+    std::unique_ptr<easy_handle> h = acquire();
+    if (!h)
+      return std::unexpected(error{errc::transport, 0, {}, {}, false, 1,
+                                   "curl: could not create an easy handle"});
+    auto r = perform(*h, req);
+    release(std::move(h));
+    return r;
+  }
+
+private:
+  std::unique_ptr<easy_handle> acquire() {
+    {
+      std::lock_guard lock(mu_);
+      if (!idle_.empty()) {
+        auto h = std::move(idle_.back());
+        idle_.pop_back();
+        return h;
+      }
+    }
+    auto h = std::make_unique<easy_handle>();
+    h->curl = curl_easy_init();
+    if (h->curl == nullptr)
+      return nullptr;
+    CURL* c = h->curl;
+    // Fixed options: set once per handle, they survive across requests.
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); // no SIGALRM for DNS timeouts: we are threaded
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->error_buffer);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(opts_.connect_timeout.count()));
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, 30L);  // seconds
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPINTVL, 15L); // seconds
+    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, opts_.verify_peer ? 1L : 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, opts_.verify_peer ? 2L : 0L);
+    if (!opts_.ca_file.empty())
+      curl_easy_setopt(c, CURLOPT_CAINFO, opts_.ca_file.c_str());
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &on_header);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &on_body);
+    return h;
+  }
+
+  void release(std::unique_ptr<easy_handle> h) {
+    std::lock_guard lock(mu_);
+    if (idle_.size() < opts_.max_idle_connections)
+      idle_.push_back(std::move(h));
+    // else: h (and its connection) is closed when it goes out of scope
+  }
+
+  result<http_response> perform(easy_handle& h, const http_request& req) {
+    CURL* c = h.curl;
+    h.error_buffer[0] = '\0';
+    http_response resp;
+    resp.headers.reserve(16);
+
+    slist_guard headers;
+    std::string line;
+    line.reserve(256);
+    bool ok = true;
+    for (const auto& [name, value] : req.headers) {
+      if (is_named(name, "content-length"))
+        continue; // computed from the body below
+      line.assign(name);
+      // "Name;" sends an empty header; "Name:" would remove it.
+      if (value.empty()) {
+        line += ';';
+      } else {
+        line += ": ";
+        line += value;
+      }
+      ok = ok && headers.append(line.c_str());
+    }
+    // An empty Expect: stops curl's "Expect: 100-continue" round trip on large bodies.
+    ok = ok && headers.append("Expect:");
+
+    curl_easy_setopt(c, CURLOPT_URL, req.url.c_str());
+    switch (req.method) {
+    case http_method::get:
+      curl_easy_setopt(c, CURLOPT_HTTPGET, 1L); // also clears a previous HEAD's NOBODY
+      curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, nullptr);
+      break;
+    case http_method::head:
+      curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+      curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+      curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, nullptr);
+      break;
+    case http_method::put:
+    case http_method::post:
+    case http_method::merge:
+    case http_method::del: {
+      // Every verb with a (possibly empty) body goes out as a POST whose verb is replaced:
+      // curl then sends exactly our bytes, and an explicit Content-Length (0 included, which
+      // Azure requires on a bodyless PUT).
+      curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
+      curl_easy_setopt(c, CURLOPT_POST, 1L);
+      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(req.body.size()));
+      curl_easy_setopt(c, CURLOPT_POSTFIELDS, req.body.data());
+      curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST,
+                       req.method == http_method::post ? nullptr : to_string(req.method).data());
+      line.assign("Content-Length: ");
+      line += std::to_string(req.body.size());
+      ok = ok && headers.append(line.c_str());
+      // Without this curl adds "Content-Type: application/x-www-form-urlencoded", which is
+      // signed and would break the signature.
+      if (!has_header(req, "content-type"))
+        ok = ok && headers.append("Content-Type:");
+      break;
+    }
+    }
+    if (!ok)
+      return std::unexpected(error{errc::transport, 0, {}, {}, false, 1,
+                                   "curl: out of memory building the header list"});
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.list);
+    const auto timeout = req.timeout.count() > 0 ? req.timeout : opts_.request_timeout;
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &resp);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
+
+    const CURLcode rc = curl_easy_perform(c);
+    // Do not leave pointers into this call's stack in the pooled handle.
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, nullptr);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, nullptr);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, nullptr);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, nullptr);
+    if (rc != CURLE_OK) {
+      error e = transport_error(rc, h.error_buffer);
+      spdlog::debug("storage http: {} failed: {}", to_string(req.method), e.message);
+      return std::unexpected(std::move(e));
+    }
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    resp.status = static_cast<int>(status);
+    return resp;
+  }
+
+  const curl_transport_options opts_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<easy_handle>> idle_; // guarded by mu_
+};
+
+} // namespace
+
+result<std::shared_ptr<http_transport>> make_curl_transport(const curl_transport_options& opts) {
+  if (opts.connect_timeout.count() <= 0 || opts.request_timeout.count() <= 0)
+    return std::unexpected(error::invalid("curl transport: timeouts must be positive"));
+  if (!opts.ca_file.empty() && !std::ifstream(opts.ca_file).good())
+    return std::unexpected(error::invalid("curl transport: ca_file '" + opts.ca_file +
+                                          "' cannot be read"));
+  if (const CURLcode rc = global_init(); rc != CURLE_OK)
+    return std::unexpected(error::invalid(std::string("curl_global_init failed: ") +
+                                          curl_easy_strerror(rc)));
+  try {
+    return std::shared_ptr<http_transport>(std::make_shared<curl_transport>(opts));
+  } catch (const std::exception& e) {
+    return std::unexpected(error::invalid(std::string("curl transport: ") + e.what()));
+  }
+}
+
+} // namespace shoal::storage

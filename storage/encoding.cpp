@@ -1,0 +1,330 @@
+#include "storage/encoding.hpp"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+
+namespace shoal::storage {
+namespace {
+
+constexpr char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// Maps a byte to its 6-bit value, or -1 (not in the alphabet). '=' is handled by the caller.
+constexpr std::array<std::int8_t, 256> make_b64_table() {
+  std::array<std::int8_t, 256> t{};
+  for (auto& v : t)
+    v = -1;
+  for (int i = 0; i < 64; ++i)
+    t[static_cast<unsigned char>(b64_alphabet[i])] = static_cast<std::int8_t>(i);
+  return t;
+}
+constexpr auto b64_table = make_b64_table();
+
+constexpr char hex_digits[] = "0123456789ABCDEF";
+
+int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+bool is_unreserved(unsigned char c) noexcept {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == '.' || c == '~';
+}
+
+constexpr const char* day_names[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+constexpr const char* month_names[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+// Parses exactly `n` decimal digits at s[pos..], advancing pos. -1 on failure.
+int parse_digits(std::string_view s, std::size_t& pos, std::size_t n) noexcept {
+  if (pos + n > s.size())
+    return -1;
+  int v = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const char c = s[pos + i];
+    if (c < '0' || c > '9')
+      return -1;
+    v = v * 10 + (c - '0');
+  }
+  pos += n;
+  return v;
+}
+
+bool expect_char(std::string_view s, std::size_t& pos, char c) noexcept {
+  if (pos < s.size() && s[pos] == c) {
+    ++pos;
+    return true;
+  }
+  return false;
+}
+
+// Validated civil date + time → time point (UTC). nullopt-like: returns false on a bad field.
+bool make_time(int y, int mo, int d, int h, int mi, int sec,
+               std::chrono::system_clock::time_point& out) noexcept {
+  using namespace std::chrono;
+  const year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)},
+                           day{static_cast<unsigned>(d)}};
+  if (!ymd.ok() || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 60)
+    return false;
+  out = sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec};
+  return true;
+}
+
+struct civil_time {
+  int year, month, day, hour, minute, second, weekday; // weekday 0 = Sunday
+  std::int64_t sub_second_ns;                          // [0, 1e9)
+};
+
+civil_time to_civil(std::chrono::system_clock::time_point t) noexcept {
+  using namespace std::chrono;
+  const auto ns = time_point_cast<nanoseconds>(t);
+  const auto day_point = floor<days>(ns);
+  const year_month_day ymd{day_point};
+  const hh_mm_ss hms{ns - day_point};
+  const auto secs_floor = floor<seconds>(ns - day_point);
+  return civil_time{static_cast<int>(ymd.year()),
+                    static_cast<int>(static_cast<unsigned>(ymd.month())),
+                    static_cast<int>(static_cast<unsigned>(ymd.day())),
+                    static_cast<int>(hms.hours().count()),
+                    static_cast<int>(hms.minutes().count()),
+                    static_cast<int>(hms.seconds().count()),
+                    static_cast<int>(weekday{day_point}.c_encoding()),
+                    (ns - day_point - secs_floor).count()};
+}
+
+} // namespace
+
+std::string base64_encode(std::string_view bytes) {
+  std::string out;
+  out.resize((bytes.size() + 2) / 3 * 4);
+  std::size_t o = 0, i = 0;
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  for (; i + 3 <= bytes.size(); i += 3) {
+    const std::uint32_t v = (std::uint32_t{p[i]} << 16) | (std::uint32_t{p[i + 1]} << 8) | p[i + 2];
+    out[o++] = b64_alphabet[(v >> 18) & 63];
+    out[o++] = b64_alphabet[(v >> 12) & 63];
+    out[o++] = b64_alphabet[(v >> 6) & 63];
+    out[o++] = b64_alphabet[v & 63];
+  }
+  const std::size_t rest = bytes.size() - i;
+  if (rest > 0) {
+    std::uint32_t v = std::uint32_t{p[i]} << 16;
+    if (rest == 2)
+      v |= std::uint32_t{p[i + 1]} << 8;
+    out[o++] = b64_alphabet[(v >> 18) & 63];
+    out[o++] = b64_alphabet[(v >> 12) & 63];
+    out[o++] = rest == 2 ? b64_alphabet[(v >> 6) & 63] : '=';
+    out[o++] = '=';
+  }
+  return out;
+}
+
+result<std::string> base64_decode(std::string_view text) {
+  if (text.size() % 4 != 0)
+    return std::unexpected(error::invalid("base64: length is not a multiple of 4"));
+  std::size_t pad = 0;
+  if (!text.empty() && text.back() == '=')
+    pad = (text.size() >= 2 && text[text.size() - 2] == '=') ? 2 : 1;
+  std::string out;
+  out.reserve(text.size() / 4 * 3);
+  for (std::size_t i = 0; i < text.size(); i += 4) {
+    const bool last = i + 4 == text.size();
+    std::uint32_t v = 0;
+    for (std::size_t j = 0; j < 4; ++j) {
+      const char c = text[i + j];
+      std::int8_t d;
+      if (c == '=' && last && j >= 4 - pad)
+        d = 0;
+      else
+        d = b64_table[static_cast<unsigned char>(c)];
+      if (d < 0)
+        return std::unexpected(error::invalid("base64: invalid character at offset " +
+                                              std::to_string(i + j)));
+      v = (v << 6) | static_cast<std::uint32_t>(d);
+    }
+    out += static_cast<char>((v >> 16) & 0xff);
+    if (!last || pad < 2)
+      out += static_cast<char>((v >> 8) & 0xff);
+    if (!last || pad < 1)
+      out += static_cast<char>(v & 0xff);
+  }
+  return out;
+}
+
+std::string url_encode(std::string_view s, bool keep_slash) {
+  std::string out;
+  out.reserve(s.size() + s.size() / 4);
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (is_unreserved(c) || (keep_slash && c == '/')) {
+      out += ch;
+    } else {
+      out += '%';
+      out += hex_digits[c >> 4];
+      out += hex_digits[c & 15];
+    }
+  }
+  return out;
+}
+
+result<std::string> url_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    const int hi = i + 2 < s.size() ? hex_value(s[i + 1]) : -1;
+    const int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
+    if (hi < 0 || lo < 0)
+      return std::unexpected(
+          error::invalid("url_decode: bad percent escape at offset " + std::to_string(i)));
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+std::string md5(std::string_view bytes) {
+  std::string out(16, '\0');
+  unsigned int len = 0;
+  // EVP_Digest is the non-deprecated OpenSSL 3 one-shot; it cannot fail for MD5 in practice.
+  if (EVP_Digest(bytes.data(), bytes.size(), reinterpret_cast<unsigned char*>(out.data()), &len,
+                 EVP_md5(), nullptr) != 1 ||
+      len != 16)
+    out.clear();
+  return out;
+}
+
+std::string hmac_sha256(std::string_view key, std::string_view msg) {
+  std::string out(32, '\0');
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+           reinterpret_cast<const unsigned char*>(msg.data()), msg.size(),
+           reinterpret_cast<unsigned char*>(out.data()), &len) == nullptr ||
+      len != 32)
+    out.clear();
+  return out;
+}
+
+std::string format_http_date(std::chrono::system_clock::time_point t) {
+  const civil_time c = to_civil(t);
+  char buf[40];
+  const int n = std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                              day_names[c.weekday], c.day, month_names[c.month - 1], c.year,
+                              c.hour, c.minute, c.second);
+  return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+}
+
+result<std::chrono::system_clock::time_point> parse_http_date(std::string_view s) {
+  // "Sat, 21 Nov 2026 11:58:31 GMT" (RFC 7231 IMF-fixdate, the form Azure sends).
+  const auto bad = [&] {
+    return std::unexpected(error::invalid("not an RFC 1123 HTTP date: '" + std::string(s) + "'"));
+  };
+  std::size_t pos = 0;
+  if (s.size() < 29)
+    return bad();
+  bool day_ok = false;
+  for (const char* d : day_names)
+    day_ok = day_ok || s.substr(0, 3) == d;
+  pos = 3;
+  if (!day_ok || !expect_char(s, pos, ',') || !expect_char(s, pos, ' '))
+    return bad();
+  const int day = parse_digits(s, pos, 2);
+  if (day < 0 || !expect_char(s, pos, ' ') || pos + 3 > s.size())
+    return bad();
+  int month = 0;
+  for (int m = 0; m < 12; ++m)
+    if (s.substr(pos, 3) == month_names[m])
+      month = m + 1;
+  pos += 3;
+  if (month == 0 || !expect_char(s, pos, ' '))
+    return bad();
+  const int year = parse_digits(s, pos, 4);
+  if (year < 0 || !expect_char(s, pos, ' '))
+    return bad();
+  const int h = parse_digits(s, pos, 2);
+  if (h < 0 || !expect_char(s, pos, ':'))
+    return bad();
+  const int mi = parse_digits(s, pos, 2);
+  if (mi < 0 || !expect_char(s, pos, ':'))
+    return bad();
+  const int sec = parse_digits(s, pos, 2);
+  if (sec < 0 || s.substr(pos) != " GMT")
+    return bad();
+  std::chrono::system_clock::time_point out;
+  if (!make_time(year, month, day, h, mi, sec, out))
+    return bad();
+  return out;
+}
+
+std::string format_iso8601(std::chrono::system_clock::time_point t) {
+  const civil_time c = to_civil(t);
+  char buf[40];
+  // Edm.DateTime carries 100 ns ticks: 7 fractional digits, truncated.
+  const int n =
+      std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%07lldZ", c.year, c.month,
+                    c.day, c.hour, c.minute, c.second, static_cast<long long>(c.sub_second_ns / 100));
+  return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+}
+
+result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s) {
+  const auto bad = [&] {
+    return std::unexpected(error::invalid("not an ISO-8601 UTC time: '" + std::string(s) + "'"));
+  };
+  std::size_t pos = 0;
+  const int year = parse_digits(s, pos, 4);
+  if (year < 0 || !expect_char(s, pos, '-'))
+    return bad();
+  const int month = parse_digits(s, pos, 2);
+  if (month < 0 || !expect_char(s, pos, '-'))
+    return bad();
+  const int day = parse_digits(s, pos, 2);
+  if (day < 0 || !expect_char(s, pos, 'T'))
+    return bad();
+  const int h = parse_digits(s, pos, 2);
+  if (h < 0 || !expect_char(s, pos, ':'))
+    return bad();
+  const int mi = parse_digits(s, pos, 2);
+  if (mi < 0 || !expect_char(s, pos, ':'))
+    return bad();
+  const int sec = parse_digits(s, pos, 2);
+  if (sec < 0)
+    return bad();
+  std::int64_t frac_ns = 0;
+  if (expect_char(s, pos, '.')) {
+    std::size_t digits = 0;
+    std::int64_t scale = 100'000'000;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      if (++digits > 7)
+        return bad();
+      frac_ns += (s[pos] - '0') * scale;
+      scale /= 10;
+      ++pos;
+    }
+    if (digits == 0)
+      return bad();
+  }
+  const std::string_view zone = s.substr(pos);
+  if (zone != "Z" && zone != "+00:00")
+    return bad();
+  std::chrono::system_clock::time_point out;
+  if (!make_time(year, month, day, h, mi, sec, out))
+    return bad();
+  return out + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                   std::chrono::nanoseconds{frac_ns});
+}
+
+} // namespace shoal::storage

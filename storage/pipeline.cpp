@@ -1,0 +1,353 @@
+#include "storage/pipeline.hpp"
+
+#include "storage/encoding.hpp"
+#include "storage/shared_key.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <optional>
+#include <random>
+#include <thread>
+
+namespace shoal::storage {
+
+struct pipeline::impl {
+  storage_account account;
+  pipeline_options opts;
+  std::shared_ptr<http_transport> transport;
+  std::string no_endpoint; // returned by endpoint() for an unknown service
+};
+
+namespace {
+
+// The longest service message we keep in an error (the rest is noise for a log line).
+constexpr std::size_t max_message_bytes = 512;
+
+// -- retry policy -------------------------------------------------------------------------------
+
+bool is_retryable_status(int status) noexcept {
+  switch (status) {
+  case 408:
+  case 429:
+  case 500:
+  case 502:
+  case 503:
+  case 504: return true;
+  default: return false;
+  }
+}
+
+// Non-negative integer header value, or nullopt (absent, empty, not a number, absurdly big).
+std::optional<long long> header_integer(const http_response& r, std::string_view name) {
+  const auto v = r.header(name);
+  if (!v || v->empty() || v->size() > 12)
+    return std::nullopt;
+  long long n = 0;
+  for (const char c : *v) {
+    if (c < '0' || c > '9')
+      return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  return n;
+}
+
+// The delay the service asked for, if any (the order the C++ SDK checks them in).
+// Retry-After in its HTTP-date form is ignored, as the SDKs do.
+std::optional<std::chrono::milliseconds> server_delay(const http_response& r) {
+  if (auto ms = header_integer(r, "retry-after-ms"))
+    return std::chrono::milliseconds{*ms};
+  if (auto ms = header_integer(r, "x-ms-retry-after-ms"))
+    return std::chrono::milliseconds{*ms};
+  if (auto s = header_integer(r, "retry-after"))
+    return std::chrono::milliseconds{*s * 1000};
+  return std::nullopt;
+}
+
+// base × 2^(attempt−1) × uniform[1−jitter, 1+jitter], capped at max_delay. `attempt` is the
+// 1-based number of the attempt that just failed.
+std::chrono::milliseconds backoff(const retry_options& o, int attempt, double unit) {
+  const double exp = std::ldexp(1.0, std::min(attempt - 1, 30));
+  const double factor = 1.0 - o.jitter + 2.0 * o.jitter * std::clamp(unit, 0.0, 1.0);
+  const double ms = static_cast<double>(o.base_delay.count()) * exp * factor;
+  const double cap = static_cast<double>(o.max_delay.count());
+  return std::chrono::milliseconds{static_cast<long long>(std::llround(std::min(ms, cap)))};
+}
+
+// -- error bodies -------------------------------------------------------------------------------
+
+std::string xml_unescape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '&') {
+      static constexpr std::pair<std::string_view, char> entities[] = {
+          {"&lt;", '<'}, {"&gt;", '>'}, {"&amp;", '&'}, {"&quot;", '"'}, {"&apos;", '\''}};
+      bool done = false;
+      for (const auto& [ent, ch] : entities)
+        if (s.substr(i, ent.size()) == ent) {
+          out += ch;
+          i += ent.size() - 1;
+          done = true;
+          break;
+        }
+      if (done)
+        continue;
+    }
+    out += s[i];
+  }
+  return out;
+}
+
+// Text of the first <tag>…</tag> in `body`; a substring scan is enough for the flat
+// <Error><Code/><Message/></Error> documents of the blob and queue services.
+std::string xml_element(std::string_view body, std::string_view tag) {
+  const std::string open = "<" + std::string(tag) + ">";
+  const std::string close = "</" + std::string(tag) + ">";
+  const std::size_t b = body.find(open);
+  if (b == std::string_view::npos)
+    return {};
+  const std::size_t start = b + open.size();
+  const std::size_t e = body.find(close, start);
+  if (e == std::string_view::npos)
+    return {};
+  return xml_unescape(body.substr(start, e - start));
+}
+
+// Service code and message from an error body: table JSON {"odata.error":{"code":…,
+// "message":{"value":…}}} or blob/queue (and Azurite's table 403) XML <Error>.
+void parse_error_body(std::string_view body, std::string& code, std::string& message) {
+  std::size_t first = 0;
+  while (first < body.size() && std::isspace(static_cast<unsigned char>(body[first])))
+    ++first;
+  if (first < body.size() && body[first] == '{') {
+    try {
+      const auto j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object()) {
+        const auto err = j.find("odata.error");
+        if (err != j.end() && err->is_object()) {
+          const auto c = err->find("code");
+          if (c != err->end() && c->is_string())
+            code = c->get<std::string>();
+          const auto m = err->find("message");
+          if (m != err->end() && m->is_object()) {
+            const auto v = m->find("value");
+            if (v != m->end() && v->is_string())
+              message = v->get<std::string>();
+          } else if (m != err->end() && m->is_string()) {
+            message = m->get<std::string>();
+          }
+        }
+      }
+    } catch (const std::exception&) {
+      // a malformed error body just leaves the message empty
+    }
+  } else if (first < body.size() && body[first] == '<') {
+    code = xml_element(body, "Code");
+    message = xml_element(body, "Message");
+  }
+  // Azure appends "\nRequestId:…\nTime:…": the request id has its own field.
+  if (const std::size_t nl = message.find('\n'); nl != std::string::npos)
+    message.resize(nl);
+  while (!message.empty() && (message.back() == '\r' || message.back() == ' '))
+    message.pop_back();
+  if (message.size() > max_message_bytes)
+    message.resize(max_message_bytes);
+}
+
+error error_from_response(const http_response& r) {
+  error e;
+  e.http_status = r.status;
+  std::string body_code;
+  parse_error_body(r.body, body_code, e.message);
+  if (auto c = r.header("x-ms-error-code"); c && !c->empty())
+    e.service_code = std::string(*c);
+  else
+    e.service_code = std::move(body_code);
+  if (auto id = r.header("x-ms-request-id"))
+    e.request_id = std::string(*id);
+  e.code = errc_from_http(r.status, e.service_code);
+  e.retryable = is_retryable_status(r.status);
+  if (e.message.empty())
+    e.message = "HTTP " + std::to_string(r.status);
+  return e;
+}
+
+// -- request building ---------------------------------------------------------------------------
+
+const std::string& endpoint_of(const storage_account& a, service svc) noexcept {
+  switch (svc) {
+  case service::blob: return a.blob_endpoint;
+  case service::queue: return a.queue_endpoint;
+  case service::table: return a.table_endpoint;
+  }
+  return a.table_endpoint;
+}
+
+std::string_view service_name(service svc) noexcept {
+  switch (svc) {
+  case service::blob: return "blob";
+  case service::queue: return "queue";
+  case service::table: return "table";
+  }
+  return "?";
+}
+
+// Offset of the path in an absolute URL ("http://host:port/path" → index of "/path").
+std::size_t path_offset(std::string_view url) noexcept {
+  const std::size_t scheme = url.find("://");
+  const std::size_t from = scheme == std::string_view::npos ? 0 : scheme + 3;
+  const std::size_t slash = url.find('/', from);
+  return slash == std::string_view::npos ? url.size() : slash;
+}
+
+} // namespace
+
+result<pipeline> pipeline::make(storage_account account, pipeline_options opts,
+                                std::shared_ptr<http_transport> transport) {
+  const retry_options& r = opts.retry;
+  if (r.max_attempts < 1)
+    return std::unexpected(error::invalid("pipeline: retry.max_attempts must be >= 1"));
+  if (r.base_delay.count() < 0 || r.max_delay.count() < 0)
+    return std::unexpected(error::invalid("pipeline: retry delays must be >= 0"));
+  if (!(r.jitter >= 0.0 && r.jitter <= 1.0))
+    return std::unexpected(error::invalid("pipeline: retry.jitter must be in [0, 1]"));
+  if (!transport) {
+    auto t = make_curl_transport(opts.http);
+    if (!t)
+      return std::unexpected(std::move(t.error()));
+    transport = std::move(*t);
+  }
+  pipeline_hooks& h = opts.hooks;
+  if (!h.now)
+    h.now = [] { return std::chrono::system_clock::now(); };
+  if (!h.random_unit)
+    h.random_unit = [] {
+      thread_local std::mt19937_64 gen{std::random_device{}()};
+      return std::uniform_real_distribution<double>(0.0, 1.0)(gen);
+    };
+  if (!h.sleep)
+    h.sleep = [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); };
+  try {
+    auto p = std::make_shared<impl>();
+    p->account = std::move(account);
+    p->opts = std::move(opts);
+    p->transport = std::move(transport);
+    return pipeline(std::move(p));
+  } catch (const std::exception& e) {
+    return std::unexpected(error::invalid(std::string("pipeline: ") + e.what()));
+  }
+}
+
+const storage_account& pipeline::account() const noexcept { return impl_->account; }
+
+const std::string& pipeline::endpoint(service svc) const noexcept {
+  return endpoint_of(impl_->account, svc);
+}
+
+const pipeline_options& pipeline::options() const noexcept { return impl_->opts; }
+
+result<http_response> pipeline::send(service svc, const storage_request& req) const {
+  const impl& p = *impl_;
+  const storage_account& acct = p.account;
+  const std::string& ep = endpoint_of(acct, svc);
+  if (ep.empty())
+    return std::unexpected(error::invalid("pipeline: the account has no " +
+                                          std::string(service_name(svc)) + " endpoint"));
+  if (!req.path.empty() && req.path.front() != '/')
+    return std::unexpected(error::invalid("pipeline: request path must start with '/'"));
+
+  http_request hr;
+  hr.method = req.method;
+  hr.timeout = req.timeout;
+  // URL = endpoint + path + encoded query (+ SAS). The signed path is exactly what is sent.
+  std::string& url = hr.url;
+  url.reserve(ep.size() + req.path.size() + 64 + acct.sas.size());
+  url = ep;
+  url += req.path;
+  const std::size_t path_at = path_offset(url);
+  if (path_at == url.size())
+    url += '/'; // host-style endpoint and no path: the path is "/"
+  const std::size_t path_len = url.size() - path_at;
+  char sep = '?';
+  for (const auto& [name, value] : req.query) {
+    url += sep;
+    url += url_encode(name);
+    url += '=';
+    url += url_encode(value);
+    sep = '&';
+  }
+  const bool use_sas = !acct.sas.empty();
+  if (use_sas) {
+    url += sep;
+    url += acct.sas;
+  }
+  const bool sign = !use_sas && !acct.key.empty();
+
+  // Headers: the caller's, then x-ms-date / x-ms-version / Authorization, filled per attempt.
+  hr.headers.reserve(req.headers.size() + 3);
+  hr.headers = req.headers;
+  const std::size_t date_at = hr.headers.size();
+  hr.headers.emplace_back("x-ms-date", std::string());
+  if (shared_key::find_header(req.headers, "x-ms-version").empty()) {
+    const std::string& version = svc == service::blob    ? p.opts.blob_api_version
+                                 : svc == service::queue ? p.opts.queue_api_version
+                                                         : p.opts.table_api_version;
+    hr.headers.emplace_back("x-ms-version", version);
+  }
+  const std::size_t auth_at = hr.headers.size();
+  if (sign)
+    hr.headers.emplace_back("Authorization", std::string());
+  hr.body = req.body;
+
+  const retry_options& retry = p.opts.retry;
+  const bool lite = svc == service::table && p.opts.table_auth == table_auth_scheme::shared_key_lite;
+  for (int attempt = 1;; ++attempt) {
+    // Re-stamp and re-sign every attempt: a retry may come long after the first try, and
+    // Azure rejects dates more than 15 minutes off.
+    hr.headers[date_at].second = format_http_date(p.opts.hooks.now());
+    if (sign) {
+      const shared_key::signing_input in{
+          .method = req.method,
+          .account = acct.name,
+          .path = std::string_view(hr.url).substr(path_at, path_len),
+          .query = req.query,
+          .headers = hr.headers,
+          .content_length = req.body.size(),
+      };
+      const std::string to_sign = svc != service::table ? shared_key::blob_queue_string_to_sign(in)
+                                  : lite ? shared_key::table_lite_string_to_sign(in)
+                                         : shared_key::table_string_to_sign(in);
+      hr.headers[auth_at].second =
+          shared_key::authorization(acct.name, shared_key::signature(acct.key, to_sign), lite);
+    }
+
+    auto r = p.transport->send(hr);
+    if (r && r->status < 400)
+      return r;
+
+    error e;
+    std::optional<std::chrono::milliseconds> asked;
+    if (!r) {
+      e = std::move(r.error());
+    } else {
+      e = error_from_response(*r);
+      if (e.retryable)
+        asked = server_delay(*r);
+    }
+    e.attempts = attempt;
+    if (!e.retryable || attempt >= retry.max_attempts)
+      return std::unexpected(std::move(e));
+
+    const auto delay = asked ? std::min(*asked, retry.max_delay)
+                             : backoff(retry, attempt, p.opts.hooks.random_unit());
+    spdlog::debug("storage {}: {} attempt {} failed ({}), retrying in {} ms", service_name(svc),
+                  to_string(req.method), attempt, e.describe(), delay.count());
+    p.opts.hooks.sleep(delay);
+  }
+}
+
+} // namespace shoal::storage

@@ -1,0 +1,220 @@
+// The signed request pipeline against the real Azurite (fixtures `azurite` and `azurite_tls`).
+
+#include "storage/connection_string.hpp"
+#include "storage/encoding.hpp"
+#include "storage/pipeline.hpp"
+
+#include "tests/support/azurite.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace shoal::storage {
+namespace {
+
+storage_request create_table_request(const std::string& name) {
+  storage_request req;
+  req.method = http_method::post;
+  req.path = "/Tables";
+  req.headers = {{"Accept", "application/json;odata=nometadata"},
+                 {"Content-Type", "application/json"},
+                 {"DataServiceVersion", "3.0;NetFx"},
+                 {"MaxDataServiceVersion", "3.0;NetFx"},
+                 {"Prefer", "return-no-content"}};
+  req.body = R"({"TableName":")" + name + R"("})";
+  return req;
+}
+
+storage_request create_container_request(const std::string& name) {
+  storage_request req;
+  req.method = http_method::put;
+  req.path = "/" + name;
+  req.query = {{"restype", "container"}};
+  return req;
+}
+
+storage_request create_queue_request(const std::string& name) {
+  storage_request req;
+  req.method = http_method::put;
+  req.path = "/" + name;
+  return req;
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+class PipelineIt : public ::testing::Test {
+protected:
+  void SetUp() override {
+    auto acct = parse_connection_string(tests::azurite_connection_string());
+    ASSERT_TRUE(acct) << acct.error().describe();
+    account = *acct;
+  }
+
+  pipeline make(pipeline_options opts = {}) {
+    auto p = pipeline::make(account, std::move(opts));
+    EXPECT_TRUE(p) << p.error().describe();
+    return std::move(*p);
+  }
+
+  storage_account account;
+};
+
+TEST_F(PipelineIt, CreatesTableWithSharedKey) {
+  const pipeline p = make();
+  const std::string name = tests::unique_name("PipeSk");
+  auto r = p.send(service::table, create_table_request(name));
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->status, 204);
+  EXPECT_TRUE(r->header("x-ms-request-id"));
+
+  // Creating it again is a 409 TableAlreadyExists, carried as a value-level error.
+  auto again = p.send(service::table, create_table_request(name));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, errc::conflict);
+  EXPECT_EQ(again.error().http_status, 409);
+  EXPECT_EQ(again.error().service_code, "TableAlreadyExists");
+  EXPECT_FALSE(again.error().request_id.empty());
+  EXPECT_FALSE(again.error().message.empty());
+  EXPECT_FALSE(again.error().retryable);
+  EXPECT_EQ(again.error().attempts, 1);
+}
+
+TEST_F(PipelineIt, CreatesTableWithSharedKeyLite) {
+  pipeline_options opts;
+  opts.table_auth = table_auth_scheme::shared_key_lite;
+  const pipeline p = make(opts);
+  auto r = p.send(service::table, create_table_request(tests::unique_name("PipeLite")));
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->status, 204);
+
+  storage_request list;
+  list.path = "/Tables";
+  list.query = {{"$top", "5"}}; // excluded from the table canonicalized resource
+  list.headers = {{"Accept", "application/json;odata=nometadata"}};
+  auto l = p.send(service::table, list);
+  ASSERT_TRUE(l) << l.error().describe();
+  EXPECT_EQ(l->status, 200);
+  EXPECT_NE(l->body.find("\"value\""), std::string::npos) << l->body;
+}
+
+TEST_F(PipelineIt, CreatesContainerAndBlobWithSharedKey) {
+  const pipeline p = make();
+  const std::string container = lower(tests::unique_name("pipe"));
+  auto r = p.send(service::blob, create_container_request(container));
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->status, 201);
+  EXPECT_TRUE(r->header("etag"));
+
+  // A body, a content type, a condition and metadata are all part of the signature.
+  storage_request put;
+  put.method = http_method::put;
+  put.path = "/" + container + "/dir/a%20b.txt";
+  put.headers = {{"Content-Type", "text/plain"},
+                 {"If-None-Match", "*"},
+                 {"x-ms-blob-type", "BlockBlob"},
+                 {"x-ms-meta-owner", "me"}};
+  put.body = "hello";
+  auto pr = p.send(service::blob, put);
+  ASSERT_TRUE(pr) << pr.error().describe();
+  EXPECT_EQ(pr->status, 201);
+
+  storage_request get;
+  get.path = put.path;
+  auto gr = p.send(service::blob, get);
+  ASSERT_TRUE(gr) << gr.error().describe();
+  EXPECT_EQ(gr->status, 200);
+  EXPECT_EQ(gr->body, "hello");
+  EXPECT_EQ(gr->header("x-ms-meta-owner").value_or(""), "me");
+
+  storage_request head;
+  head.method = http_method::head;
+  head.path = put.path;
+  auto hr = p.send(service::blob, head);
+  ASSERT_TRUE(hr) << hr.error().describe();
+  EXPECT_EQ(hr->status, 200);
+  EXPECT_EQ(hr->header("content-length").value_or(""), "5");
+  EXPECT_TRUE(hr->body.empty());
+
+  // If-None-Match: * on an existing blob: 409 BlobAlreadyExists, not retried.
+  auto dup = p.send(service::blob, put);
+  ASSERT_FALSE(dup);
+  EXPECT_EQ(dup.error().http_status, 409);
+  EXPECT_EQ(dup.error().service_code, "BlobAlreadyExists");
+  EXPECT_EQ(dup.error().attempts, 1);
+
+  // A missing blob: 404 with the XML <Message> of the service.
+  storage_request missing;
+  missing.path = "/" + container + "/nope";
+  auto mr = p.send(service::blob, missing);
+  ASSERT_FALSE(mr);
+  EXPECT_EQ(mr.error().code, errc::not_found);
+  EXPECT_EQ(mr.error().service_code, "BlobNotFound");
+
+  // A list with several query parameters (signed decoded and sorted).
+  storage_request list;
+  list.path = "/" + container;
+  list.query = {{"restype", "container"}, {"comp", "list"}, {"prefix", "dir/"}};
+  auto lr = p.send(service::blob, list);
+  ASSERT_TRUE(lr) << lr.error().describe();
+  EXPECT_NE(lr->body.find("<Name>dir/a b.txt</Name>"), std::string::npos) << lr->body;
+
+  storage_request del;
+  del.method = http_method::del;
+  del.path = "/" + container;
+  del.query = {{"restype", "container"}};
+  auto dr = p.send(service::blob, del);
+  ASSERT_TRUE(dr) << dr.error().describe();
+  EXPECT_EQ(dr->status, 202);
+}
+
+TEST_F(PipelineIt, CreatesQueueAndPutsMessageWithSharedKey) {
+  const pipeline p = make();
+  const std::string queue = lower(tests::unique_name("pipeq"));
+  auto r = p.send(service::queue, create_queue_request(queue));
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->status, 201);
+
+  storage_request put;
+  put.method = http_method::post;
+  put.path = "/" + queue + "/messages";
+  put.headers = {{"Content-Type", "application/xml"}};
+  put.body = "<QueueMessage><MessageText>aGVsbG8=</MessageText></QueueMessage>";
+  auto pr = p.send(service::queue, put);
+  ASSERT_TRUE(pr) << pr.error().describe();
+  EXPECT_EQ(pr->status, 201);
+
+  storage_request get;
+  get.path = "/" + queue + "/messages";
+  get.query = {{"numofmessages", "1"}, {"visibilitytimeout", "5"}};
+  auto gr = p.send(service::queue, get);
+  ASSERT_TRUE(gr) << gr.error().describe();
+  EXPECT_NE(gr->body.find("aGVsbG8="), std::string::npos) << gr->body;
+}
+
+TEST_F(PipelineIt, WrongKeyIsAuthError403) {
+  storage_account wrong = account;
+  wrong.key = std::string(64, 'x');
+  auto p = pipeline::make(wrong);
+  ASSERT_TRUE(p) << p.error().describe();
+  for (service svc : {service::table, service::blob, service::queue}) {
+    auto r = svc == service::table  ? p->send(svc, create_table_request(tests::unique_name("Bad")))
+             : svc == service::blob ? p->send(svc, create_container_request(lower(tests::unique_name("bad"))))
+                                    : p->send(svc, create_queue_request(lower(tests::unique_name("bad"))));
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, errc::auth) << r.error().describe();
+    EXPECT_EQ(r.error().http_status, 403);
+    // Azurite: AuthorizationFailure (table), AuthenticationFailed (blob, queue).
+    EXPECT_TRUE(r.error().service_code == "AuthorizationFailure" ||
+                r.error().service_code == "AuthenticationFailed")
+        << r.error().describe();
+    EXPECT_FALSE(r.error().retryable);
+    EXPECT_EQ(r.error().attempts, 1);
+  }
+}
+
+} // namespace
+} // namespace shoal::storage
