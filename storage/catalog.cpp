@@ -1,0 +1,983 @@
+// The catalog (see catalog.hpp for the layout and the write/recovery protocol, CATALOG.md for
+// the reasoning).
+
+#include "storage/catalog.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <limits>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <unordered_set>
+
+namespace shoal::storage {
+namespace {
+
+// -- constants of the layout ----------------------------------------------------------------------
+
+constexpr std::string_view meta_pk = "meta";
+constexpr std::string_view schema_rk = "schema";
+constexpr std::string_view wal_pk = "wal";
+constexpr std::string_view counter_rk = "counter";
+constexpr std::string_view checkpoint_rk = "checkpoint";
+constexpr std::string_view seq_prop = "_seq";
+constexpr std::string_view del_prop = "_del";
+constexpr std::int32_t layout_version = 1;
+constexpr std::size_t max_index_keys = 16;
+constexpr std::size_t max_conditions = 8;
+constexpr int max_apply_rounds = 64;
+constexpr int max_advance_rounds = 64;
+
+std::string pad(std::uint64_t seq) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%020llu", static_cast<unsigned long long>(seq));
+  return buf;
+}
+
+// The last possible padded sequence: an upper bound that excludes `counter` and `checkpoint`.
+const std::string& max_pad() {
+  static const std::string s = pad(std::numeric_limits<std::uint64_t>::max());
+  return s;
+}
+
+std::optional<std::uint64_t> parse_seq(std::string_view rk) {
+  if (rk.size() != 20)
+    return std::nullopt;
+  std::uint64_t v = 0;
+  for (char c : rk) {
+    if (c < '0' || c > '9')
+      return std::nullopt;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return v;
+}
+
+std::uint64_t int_prop(const table_entity& e, std::string_view name) {
+  if (const auto* v = e.get<std::int64_t>(name))
+    return *v < 0 ? 0 : static_cast<std::uint64_t>(*v);
+  if (const auto* v = e.get<std::int32_t>(name))
+    return *v < 0 ? 0 : static_cast<std::uint64_t>(*v);
+  // Azurite may hand back an untagged number as a string in odd cases; accept digits.
+  if (const auto* v = e.get<std::string>(name)) {
+    std::uint64_t out = 0;
+    for (char c : *v) {
+      if (c < '0' || c > '9')
+        return 0;
+      out = out * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    return out;
+  }
+  return 0;
+}
+
+error make_error(errc code, std::string msg, std::string service_code = {}) {
+  error e;
+  e.code = code;
+  e.service_code = std::move(service_code);
+  e.message = std::move(msg);
+  e.attempts = 0;
+  return e;
+}
+
+error fault_error(write_stage stage, std::size_t done) {
+  static constexpr const char* names[] = {"after_wal_append", "after_index_entity", "after_fan_out",
+                                          "after_mark_applied"};
+  return make_error(errc::server,
+                    std::string("catalog write stopped by the fault hook at ") +
+                        names[static_cast<int>(stage)] + " (" + std::to_string(done) +
+                        " index entities written)",
+                    std::string(catalog_fault_injected));
+}
+
+error with_context(error e, std::string_view what) {
+  e.message = std::string(what) + ": " + e.message;
+  return e;
+}
+
+bool valid_catalog_name(std::string_view n) {
+  if (n.size() < 3 || n.size() > 60)
+    return false;
+  if (!std::isalpha(static_cast<unsigned char>(n[0])))
+    return false;
+  return std::all_of(n.begin(), n.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)); });
+}
+
+std::string default_writer_id() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0)
+    std::snprintf(host, sizeof host, "unknown");
+  return std::string(host) + "-" + std::to_string(::getpid());
+}
+
+std::string random_hex128() {
+  thread_local std::mt19937_64 rng{[] {
+    std::random_device rd;
+    return (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^
+           static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  }()};
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+std::string join(const std::vector<std::string>& v, std::string_view sep) {
+  std::string out;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i)
+      out += sep;
+    out += v[i];
+  }
+  return out;
+}
+
+std::vector<std::string> split(std::string_view s, char sep) {
+  std::vector<std::string> out;
+  if (s.empty())
+    return out;
+  std::size_t start = 0;
+  for (;;) {
+    auto pos = s.find(sep, start);
+    out.emplace_back(s.substr(start, pos == std::string_view::npos ? std::string_view::npos : pos - start));
+    if (pos == std::string_view::npos)
+      break;
+    start = pos + 1;
+  }
+  return out;
+}
+
+std::string record_to_json(const catalog_fields& r) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : r)
+    j[k] = v;
+  return j.dump();
+}
+
+result<catalog_fields> record_from_json(std::string_view text) {
+  try {
+    auto j = nlohmann::json::parse(text);
+    if (!j.is_object())
+      return std::unexpected(make_error(errc::bad_response, "WAL record is not a JSON object"));
+    catalog_fields out;
+    for (const auto& [k, v] : j.items()) {
+      if (!v.is_string())
+        return std::unexpected(make_error(errc::bad_response, "WAL record field '" + k + "' is not a string"));
+      out.emplace(k, v.get<std::string>());
+    }
+    return out;
+  } catch (const std::exception& ex) {
+    return std::unexpected(make_error(errc::bad_response, std::string("WAL record is not JSON: ") + ex.what()));
+  }
+}
+
+result<catalog_wal_entry> entry_from_entity(const table_entity& e) {
+  auto seq = parse_seq(e.row_key);
+  if (!seq)
+    return std::unexpected(make_error(errc::bad_response, "WAL row '" + e.row_key + "' is not a sequence number"));
+  catalog_wal_entry out;
+  out.seq = *seq;
+  const auto* op = e.get<std::string>("op");
+  if (!op || (*op != "insert" && *op != "delete"))
+    return std::unexpected(make_error(errc::bad_response, "WAL entry " + e.row_key + " has no valid op"));
+  out.op = *op == "insert" ? catalog_op::insert : catalog_op::remove;
+  const auto* rec = e.get<std::string>("record");
+  if (!rec)
+    return std::unexpected(make_error(errc::bad_response, "WAL entry " + e.row_key + " has no record"));
+  auto fields = record_from_json(*rec);
+  if (!fields)
+    return std::unexpected(with_context(fields.error(), "WAL entry " + e.row_key));
+  out.record = std::move(*fields);
+  if (const auto* id = e.get<std::string>("op_id"))
+    out.op_id = *id;
+  if (const auto* w = e.get<std::string>("writer"))
+    out.writer = *w;
+  if (const auto* a = e.get<bool>("applied"))
+    out.applied = *a;
+  out.timestamp = e.timestamp;
+  return out;
+}
+
+table_entity entry_to_entity(const catalog_wal_entry& e) {
+  table_entity t;
+  t.partition_key = wal_pk;
+  t.row_key = pad(e.seq);
+  t.set("op", std::string(e.op == catalog_op::insert ? "insert" : "delete"));
+  t.set("record", record_to_json(e.record));
+  t.set("op_id", e.op_id);
+  t.set("writer", e.writer);
+  t.set("applied", e.applied);
+  return t;
+}
+
+table_entity seq_row(std::string_view rk, std::uint64_t seq) {
+  table_entity t;
+  t.partition_key = wal_pk;
+  t.row_key = rk;
+  t.set("seq", static_cast<std::int64_t>(seq));
+  return t;
+}
+
+// Continuation tokens: "{NextPartitionKey}|{NextRowKey}" (the service's tokens hold no '|').
+std::string encode_continuation(const table_continuation& c) {
+  return c.next_partition_key + "|" + c.next_row_key;
+}
+
+std::optional<table_continuation> decode_continuation(std::string_view s) {
+  auto bar = s.find('|');
+  if (bar == std::string_view::npos || bar == 0)
+    return std::nullopt;
+  return table_continuation{std::string(s.substr(0, bar)), std::string(s.substr(bar + 1))};
+}
+
+catalog_record record_from_index(const table_entity& e) {
+  catalog_record r;
+  for (const auto& [k, v] : e.properties)
+    if (!k.empty() && k[0] != '_')
+      if (const auto* s = std::get_if<std::string>(&v))
+        r.fields.emplace(k, *s);
+  r.seq = int_prop(e, seq_prop);
+  return r;
+}
+
+} // namespace
+
+// -- schema ---------------------------------------------------------------------------------------
+
+result<void> catalog_schema::validate() const {
+  auto field_ok = [](const std::string& f, std::string_view what) -> result<void> {
+    if (auto ok = validate_property_name(f); !ok)
+      return std::unexpected(error::invalid(std::string(what) + " '" + f + "': " + ok.error().message));
+    if (f[0] == '_')
+      return std::unexpected(error::invalid(std::string(what) + " '" + f +
+                                            "' starts with '_', which the catalog reserves"));
+    if (f.find(',') != std::string::npos)
+      return std::unexpected(error::invalid(std::string(what) + " '" + f + "' holds a comma"));
+    return {};
+  };
+  if (index_keys.empty() || index_keys.size() > max_index_keys)
+    return std::unexpected(error::invalid("a catalog schema needs 1 to 16 index keys"));
+  std::set<std::string, std::less<>> seen;
+  for (const auto& k : index_keys) {
+    if (auto ok = field_ok(k, "index key"); !ok)
+      return ok;
+    if (!seen.insert(k).second)
+      return std::unexpected(error::invalid("index key '" + k + "' is listed twice"));
+  }
+  if (auto ok = field_ok(row_key, "row key"); !ok)
+    return ok;
+  if (seen.contains(row_key))
+    return std::unexpected(error::invalid("row key '" + row_key + "' must not also be an index key"));
+  return {};
+}
+
+std::string catalog_schema::describe() const {
+  return "index keys [" + join(index_keys, ", ") + "], row key '" + row_key + "'";
+}
+
+// -- key helpers ----------------------------------------------------------------------------------
+
+std::string catalog::escape_key(std::string_view raw) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(raw.size());
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    auto c = static_cast<unsigned char>(raw[i]);
+    bool esc = c == '%' || c == '/' || c == '\\' || c == '#' || c == '?' || c < 0x20 || c == 0x7F;
+    // U+0080..U+009F are C2 80..C2 9F in UTF-8: escape both bytes.
+    bool c1 = c == 0xC2 && i + 1 < raw.size() && static_cast<unsigned char>(raw[i + 1]) >= 0x80 &&
+              static_cast<unsigned char>(raw[i + 1]) <= 0x9F;
+    if (c1) {
+      auto d = static_cast<unsigned char>(raw[i + 1]);
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+      out += '%';
+      out += hex[d >> 4];
+      out += hex[d & 15];
+      ++i;
+    } else if (esc) {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+std::string catalog::partition_key(std::string_view field, std::string_view value) {
+  return std::to_string(field.size()) + "_" + std::string(field) + escape_key(value);
+}
+
+std::string catalog::fingerprint(const catalog_schema& schema, const catalog_fields& record) {
+  // FNV-1a 64 over "len:value;" per index key in schema order (length-prefixed, so
+  // ("a;", "b") and ("a", ";b") differ).
+  std::uint64_t h = 14695981039346656037ull;
+  auto feed = [&h](std::string_view s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+  };
+  for (const auto& k : schema.index_keys) {
+    auto it = record.find(k);
+    std::string_view v = it == record.end() ? std::string_view{} : std::string_view(it->second);
+    feed(std::to_string(v.size()));
+    feed(":");
+    feed(v);
+    feed(";");
+  }
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+std::string catalog::row_key(const catalog_schema& schema, const catalog_fields& record) {
+  auto it = record.find(schema.row_key);
+  return escape_key(it == record.end() ? std::string_view{} : std::string_view(it->second)) + ":" +
+         fingerprint(schema, record);
+}
+
+// -- open / create / drop -------------------------------------------------------------------------
+
+catalog::catalog(std::string name, catalog_schema schema, catalog_options opts, table_client index,
+                 table_client wal)
+    : name_(std::move(name)), schema_(std::move(schema)), opts_(std::move(opts)), index_(std::move(index)),
+      wal_(std::move(wal)) {
+  if (opts_.writer_id.empty())
+    opts_.writer_id = default_writer_id();
+}
+
+result<catalog> catalog::create(const table_service_client& svc, std::string name, catalog_schema schema,
+                                catalog_options opts) {
+  if (!valid_catalog_name(name))
+    return std::unexpected(error::invalid("catalog name '" + name +
+                                          "' must be 3 to 60 letters or digits starting with a letter"));
+  if (auto ok = schema.validate(); !ok)
+    return std::unexpected(ok.error());
+  auto index = svc.table(index_table_name(name));
+  auto wal = svc.table(wal_table_name(name));
+  if (!index)
+    return std::unexpected(index.error());
+  if (!wal)
+    return std::unexpected(wal.error());
+  if (auto r = index->create_table_if_not_exists(); !r)
+    return std::unexpected(with_context(r.error(), "creating table " + index->name()));
+  if (auto r = wal->create_table_if_not_exists(); !r)
+    return std::unexpected(with_context(r.error(), "creating table " + wal->name()));
+  // Counter and checkpoint first, the schema row last: a catalog whose schema row exists is
+  // complete, so a concurrent open never sees a half-created one.
+  for (auto rk : {counter_rk, checkpoint_rk})
+    if (auto r = wal->insert(seq_row(rk, 0)); !r && r.error().code != errc::conflict)
+      return std::unexpected(with_context(r.error(), "creating the " + std::string(rk) + " row"));
+  table_entity s;
+  s.partition_key = meta_pk;
+  s.row_key = schema_rk;
+  s.set("index_keys", join(schema.index_keys, ","));
+  s.set("row_key", schema.row_key);
+  s.set("layout", layout_version);
+  if (auto r = index->insert(s); !r && r.error().code != errc::conflict)
+    return std::unexpected(with_context(r.error(), "storing the catalog schema"));
+  return open(svc, std::move(name), std::move(schema), std::move(opts));
+}
+
+result<catalog> catalog::open(const table_service_client& svc, std::string name,
+                              std::optional<catalog_schema> expected, catalog_options opts) {
+  if (!valid_catalog_name(name))
+    return std::unexpected(error::invalid("catalog name '" + name +
+                                          "' must be 3 to 60 letters or digits starting with a letter"));
+  if (expected)
+    if (auto ok = expected->validate(); !ok)
+      return std::unexpected(ok.error());
+  auto index = svc.table(index_table_name(name));
+  auto wal = svc.table(wal_table_name(name));
+  if (!index)
+    return std::unexpected(index.error());
+  if (!wal)
+    return std::unexpected(wal.error());
+  auto row = index->get(meta_pk, schema_rk);
+  if (!row) {
+    if (row.error().code == errc::not_found)
+      return std::unexpected(make_error(errc::not_found, "catalog '" + name +
+                                                             "' does not exist (no schema row in table " +
+                                                             index->name() + "); create it first"));
+    return std::unexpected(with_context(row.error(), "reading the schema of catalog '" + name + "'"));
+  }
+  const auto* keys = row->get<std::string>("index_keys");
+  const auto* rk = row->get<std::string>("row_key");
+  if (!keys || !rk)
+    return std::unexpected(make_error(errc::bad_response, "the schema row of catalog '" + name + "' is damaged"));
+  if (auto layout = int_prop(*row, "layout"); layout != static_cast<std::uint64_t>(layout_version))
+    return std::unexpected(make_error(errc::conflict,
+                                      "catalog '" + name + "' has layout version " + std::to_string(layout) +
+                                          "; this client understands version " + std::to_string(layout_version),
+                                      std::string(catalog_schema_mismatch)));
+  catalog_schema stored{split(*keys, ','), *rk};
+  if (expected && *expected != stored)
+    return std::unexpected(make_error(errc::conflict,
+                                      "catalog '" + name + "' was created with " + stored.describe() +
+                                          ", but this client is configured with " + expected->describe() +
+                                          "; refusing to open it (writes would corrupt the index)",
+                                      std::string(catalog_schema_mismatch)));
+  catalog c(std::move(name), std::move(stored), std::move(opts), std::move(*index), std::move(*wal));
+  if (c.opts_.recover_on_open)
+    if (auto r = c.recover(); !r)
+      return std::unexpected(with_context(r.error(), "recovering catalog '" + c.name_ + "' on open"));
+  return c;
+}
+
+result<void> catalog::drop(const table_service_client& svc, std::string_view name) {
+  if (!valid_catalog_name(name))
+    return std::unexpected(error::invalid("catalog name '" + std::string(name) + "' is not valid"));
+  for (const auto& t : {index_table_name(name), wal_table_name(name)})
+    if (auto r = svc.delete_table(t); !r && r.error().code != errc::not_found)
+      return std::unexpected(r.error());
+  return {};
+}
+
+// -- writes ---------------------------------------------------------------------------------------
+
+void catalog::backoff(int attempt) const {
+  auto base = opts_.contention_delay.count() << std::min(attempt, 20);
+  auto capped = std::min<std::int64_t>(base, opts_.max_contention_delay.count());
+  double u = opts_.random_unit ? opts_.random_unit() : [] {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+  }();
+  auto delay = std::chrono::milliseconds(static_cast<std::int64_t>(static_cast<double>(capped) * (0.5 + u)));
+  if (opts_.sleep)
+    opts_.sleep(delay);
+  else
+    std::this_thread::sleep_for(delay);
+}
+
+result<catalog_write_result> catalog::insert(const catalog_fields& record) const {
+  return write(catalog_op::insert, record);
+}
+
+result<catalog_write_result> catalog::remove(const catalog_fields& record) const {
+  // Only the row key and the index values identify a record; the WAL keeps just those.
+  catalog_fields keys;
+  for (const auto& k : schema_.index_keys)
+    if (auto it = record.find(k); it != record.end())
+      keys.emplace(k, it->second);
+  if (auto it = record.find(schema_.row_key); it != record.end())
+    keys.emplace(schema_.row_key, it->second);
+  return write(catalog_op::remove, keys);
+}
+
+result<catalog_write_result> catalog::write(catalog_op op, const catalog_fields& record) const {
+  // 1. Validate everything that will be written before anything is.
+  auto rk_it = record.find(schema_.row_key);
+  if (rk_it == record.end() || rk_it->second.empty())
+    return std::unexpected(error::invalid("record lacks the row key field '" + schema_.row_key + "'"));
+  for (const auto& k : schema_.index_keys)
+    if (!record.contains(k))
+      return std::unexpected(error::invalid("record lacks the index key field '" + k + "'"));
+  for (const auto& [k, v] : record) {
+    if (auto ok = validate_property_name(k); !ok)
+      return std::unexpected(error::invalid("record field '" + k + "': " + ok.error().message));
+    if (k[0] == '_')
+      return std::unexpected(error::invalid("record field '" + k + "' starts with '_', which the catalog reserves"));
+  }
+  catalog_wal_entry entry;
+  entry.op = op;
+  entry.record = record;
+  entry.op_id = random_hex128();
+  entry.writer = opts_.writer_id;
+  {
+    table_entity probe = entry_to_entity(entry);
+    if (auto ok = validate_entity(probe); !ok)
+      return std::unexpected(with_context(ok.error(), "WAL entry"));
+    const std::string rk = row_key(schema_, record);
+    for (const auto& k : schema_.index_keys) {
+      table_entity e;
+      e.partition_key = partition_key(k, record.at(k));
+      e.row_key = rk;
+      for (const auto& [f, v] : record)
+        e.set(f, v);
+      e.set(std::string(seq_prop), std::int64_t{0});
+      e.set(std::string(del_prop), false);
+      if (auto ok = validate_entity(e); !ok)
+        return std::unexpected(with_context(ok.error(), "index entity for key '" + k + "'"));
+    }
+  }
+
+  // 2. Sequence number and WAL append, atomically.
+  catalog_write_result out;
+  auto seq = append(op, record, entry.op_id, out.sequence_attempts);
+  if (!seq)
+    return std::unexpected(seq.error());
+  entry.seq = *seq;
+  out.seq = *seq;
+  if (opts_.fault && opts_.fault(write_stage::after_wal_append, 0))
+    return std::unexpected(fault_error(write_stage::after_wal_append, 0));
+
+  // 3. Fan-out; 4. mark applied.
+  if (auto r = apply(entry, true); !r)
+    return std::unexpected(r.error());
+  if (auto r = mark_applied(entry.seq); !r)
+    return std::unexpected(with_context(r.error(), "marking WAL entry " + std::to_string(entry.seq) + " applied"));
+  if (opts_.fault && opts_.fault(write_stage::after_mark_applied, schema_.index_keys.size()))
+    return std::unexpected(fault_error(write_stage::after_mark_applied, schema_.index_keys.size()));
+
+  // 5. Checkpoint. The write itself is complete; a failed advance is caught up later.
+  auto cp = advance(nullptr, nullptr, false);
+  if (cp)
+    out.checkpoint = *cp;
+  else
+    spdlog::warn("catalog {}: checkpoint advance after seq {} failed: {}", name_, out.seq, cp.error().describe());
+  return out;
+}
+
+result<std::uint64_t> catalog::append(catalog_op op, const catalog_fields& record, const std::string& op_id,
+                                      int& attempts) const {
+  catalog_wal_entry entry;
+  entry.op = op;
+  entry.record = record;
+  entry.op_id = op_id;
+  entry.writer = opts_.writer_id;
+  const int max_attempts = std::max(1, opts_.max_sequence_attempts);
+  for (int attempt = 1; attempt <= max_attempts; ++attempt) {
+    attempts = attempt;
+    auto counter = wal_.get(wal_pk, counter_rk);
+    if (!counter)
+      return std::unexpected(with_context(counter.error(), "reading the WAL counter of catalog '" + name_ + "'"));
+    const std::uint64_t n = int_prop(*counter, "seq");
+    entry.seq = n + 1;
+    table_transaction tx;
+    tx.merge(seq_row(counter_rk, n + 1), counter->etag);
+    tx.insert(entry_to_entity(entry));
+    auto done = wal_.submit_transaction(tx);
+    if (done)
+      return n + 1;
+    const auto& err = done.error();
+    // The transaction may have committed although we saw a failure (an answer lost in transit
+    // and a retry that then hit the changed counter, or a timeout): entry n+1 carries our op_id
+    // exactly when it did.
+    if (err.code == errc::precondition_failed || err.code == errc::conflict || err.attempts > 1 || err.retryable) {
+      auto stored = wal_.get(wal_pk, pad(n + 1));
+      if (stored) {
+        if (const auto* id = stored->get<std::string>("op_id"); id && *id == op_id)
+          return n + 1;
+      } else if (stored.error().code != errc::not_found) {
+        return std::unexpected(with_context(stored.error(), "checking WAL entry " + std::to_string(n + 1)));
+      }
+      if (err.code == errc::conflict && err.failed_index == 1 && stored) {
+        // Entry n+1 exists but the counter said n: the counter was rolled back by hand. Move
+        // it forward past the highest entry rather than loop forever.
+        spdlog::warn("catalog {}: WAL entry {} exists while the counter is {}; repairing the counter", name_, n + 1, n);
+        table_query q;
+        q.filter = table_filter::partition(wal_pk) && table_filter::gt("RowKey", pad(n)) &&
+                   table_filter::le("RowKey", max_pad());
+        std::uint64_t top = n + 1;
+        auto seen = wal_.for_each(q, [&top](const table_entity& e) {
+          if (auto s = parse_seq(e.row_key))
+            top = std::max(top, *s);
+          return true;
+        });
+        if (!seen)
+          return std::unexpected(seen.error());
+        (void)wal_.merge(seq_row(counter_rk, top), counter->etag);
+        continue;
+      }
+      if (err.code == errc::precondition_failed || err.code == errc::conflict || err.retryable) {
+        backoff(attempt);
+        continue;
+      }
+    }
+    return std::unexpected(with_context(err, "appending to the WAL of catalog '" + name_ + "'"));
+  }
+  return std::unexpected(make_error(errc::conflict, "catalog '" + name_ + "': lost the WAL counter race " +
+                                                        std::to_string(max_attempts) + " times"));
+}
+
+result<void> catalog::apply(const catalog_wal_entry& e, bool inject_faults) const {
+  const std::string rk = row_key(schema_, e.record);
+  std::size_t done = 0;
+  for (const auto& k : schema_.index_keys) {
+    auto it = e.record.find(k);
+    if (it == e.record.end())
+      return std::unexpected(make_error(errc::bad_response, "WAL entry " + std::to_string(e.seq) +
+                                                                " lacks index key '" + k + "'"));
+    table_entity desired;
+    desired.partition_key = partition_key(k, it->second);
+    desired.row_key = rk;
+    if (e.op == catalog_op::insert)
+      for (const auto& [f, v] : e.record)
+        desired.set(f, v);
+    desired.set(std::string(seq_prop), static_cast<std::int64_t>(e.seq));
+    desired.set(std::string(del_prop), e.op == catalog_op::remove);
+    if (auto r = apply_one(desired.partition_key, rk, desired, e.seq); !r)
+      return std::unexpected(with_context(r.error(), "applying WAL entry " + std::to_string(e.seq) + " to " +
+                                                         desired.partition_key));
+    ++done;
+    if (inject_faults && opts_.fault && opts_.fault(write_stage::after_index_entity, done))
+      return std::unexpected(fault_error(write_stage::after_index_entity, done));
+  }
+  if (inject_faults && opts_.fault && opts_.fault(write_stage::after_fan_out, done))
+    return std::unexpected(fault_error(write_stage::after_fan_out, done));
+  return {};
+}
+
+result<void> catalog::apply_one(const std::string& pk, const std::string& rk, const table_entity& desired,
+                                std::uint64_t seq) const {
+  // Highest sequence wins: insert; if something is there, replace it only when it is older,
+  // guarded by its ETag (a 412 or 404 means someone else changed it: look again).
+  for (int round = 0; round < max_apply_rounds; ++round) {
+    auto ins = index_.insert(desired);
+    if (ins)
+      return {};
+    if (ins.error().code != errc::conflict)
+      return std::unexpected(ins.error());
+    auto cur = index_.get(pk, rk);
+    if (!cur) {
+      if (cur.error().code == errc::not_found)
+        continue; // removed meanwhile (compaction): insert again
+      return std::unexpected(cur.error());
+    }
+    if (int_prop(*cur, seq_prop) >= seq)
+      return {}; // the same or a later operation is already there
+    auto upd = index_.update(desired, cur->etag);
+    if (upd)
+      return {};
+    if (upd.error().code != errc::precondition_failed && upd.error().code != errc::not_found)
+      return std::unexpected(upd.error());
+    backoff(round);
+  }
+  return std::unexpected(make_error(errc::conflict, "index entity " + pk + "/" + rk + " kept changing"));
+}
+
+result<void> catalog::mark_applied(std::uint64_t seq) const {
+  table_entity t;
+  t.partition_key = wal_pk;
+  t.row_key = pad(seq);
+  t.set("applied", true);
+  auto r = wal_.merge(t, "*");
+  if (!r && r.error().code != errc::not_found) // not_found: compacted, so applied long ago
+    return std::unexpected(r.error());
+  return {};
+}
+
+result<std::uint64_t> catalog::advance(std::size_t* replayed, std::size_t* skipped, bool replay_all) const {
+  for (int round = 0; round < max_advance_rounds; ++round) {
+    auto cp = wal_.get_with_server_time(wal_pk, checkpoint_rk);
+    if (!cp)
+      return std::unexpected(with_context(cp.error(), "reading the checkpoint of catalog '" + name_ + "'"));
+    const table_entity& cp_row = cp->first;
+    const std::chrono::system_clock::time_point server_now = cp->second;
+    const std::uint64_t start = int_prop(cp_row, "seq");
+    std::uint64_t next = start + 1; // the sequence number we need next
+    std::size_t gaps = 0;
+    std::optional<error> failed;
+    table_query q;
+    q.filter = table_filter::partition(wal_pk) && table_filter::gt("RowKey", pad(start)) &&
+               table_filter::le("RowKey", max_pad());
+    if (!replay_all)
+      q.max_entities = std::max<std::size_t>(1, opts_.max_advance_entries);
+    auto walked = wal_.for_each(q, [&](const table_entity& row) {
+      auto e = entry_from_entity(row);
+      if (!e) {
+        failed = e.error();
+        return false;
+      }
+      if (e->seq > next) {
+        // Numbers next..seq-1 are missing although a later entry exists. The counter and the
+        // entry commit in one transaction, so they were never written or were deleted by hand:
+        // they can never appear, and waiting for them would block the catalog forever.
+        spdlog::warn("catalog {}: WAL sequence numbers {}..{} are missing; stepping over them", name_, next,
+                     e->seq - 1);
+        gaps += e->seq - next;
+      }
+      if (!e->applied) {
+        bool stalled = e->timestamp && server_now - std::chrono::system_clock::time_point(*e->timestamp) >
+                                           opts_.stall_timeout;
+        if (!replay_all && !stalled)
+          return false; // in flight at its writer: the checkpoint stops here
+        if (auto r = apply(*e, false); !r) {
+          failed = r.error();
+          return false;
+        }
+        if (auto r = mark_applied(e->seq); !r) {
+          failed = r.error();
+          return false;
+        }
+        if (replayed)
+          ++*replayed;
+      }
+      next = e->seq + 1;
+      return true;
+    });
+    if (!walked)
+      return std::unexpected(with_context(walked.error(), "scanning the WAL of catalog '" + name_ + "'"));
+    const std::uint64_t reached = next - 1;
+    if (reached > start) {
+      auto moved = wal_.merge(seq_row(checkpoint_rk, reached), cp_row.etag);
+      if (!moved) {
+        if (moved.error().code == errc::precondition_failed)
+          continue; // another process advanced it: look again from there
+        return std::unexpected(with_context(moved.error(), "advancing the checkpoint of catalog '" + name_ + "'"));
+      }
+    }
+    if (skipped)
+      *skipped = gaps;
+    if (failed)
+      return std::unexpected(*failed);
+    return reached;
+  }
+  return std::unexpected(make_error(errc::conflict, "catalog '" + name_ + "': the checkpoint kept moving"));
+}
+
+// -- queries --------------------------------------------------------------------------------------
+
+result<catalog_page> catalog::query_page(const catalog_query& q, const std::optional<std::string>& continuation) const {
+  if (q.where.empty())
+    return std::unexpected(error::invalid("a catalog query needs at least one index key condition"));
+  if (q.where.size() > max_conditions)
+    return std::unexpected(error::invalid("a catalog query takes at most 8 conditions"));
+  if (q.page_size < 1 || q.page_size > table_limits::max_page_size)
+    return std::unexpected(error::invalid("page_size must be between 1 and 1000"));
+  for (const auto& [k, v] : q.where)
+    if (std::find(schema_.index_keys.begin(), schema_.index_keys.end(), k) == schema_.index_keys.end())
+      return std::unexpected(error::invalid("'" + k + "' is not an index key of catalog '" + name_ + "' (" +
+                                            schema_.describe() + ")"));
+  std::optional<table_continuation> from;
+  if (continuation) {
+    from = decode_continuation(*continuation);
+    if (!from)
+      return std::unexpected(error::invalid("not a catalog continuation token: '" + *continuation + "'"));
+  }
+  // One partition scan (the first condition's); the other conditions and the tombstone check
+  // run in the service against the record copy each index entity carries.
+  table_filter f = table_filter::partition(partition_key(q.where[0].first, q.where[0].second));
+  if (q.row_key_ge)
+    f = f && table_filter::ge("RowKey", escape_key(*q.row_key_ge));
+  if (q.row_key_lt)
+    f = f && table_filter::lt("RowKey", escape_key(*q.row_key_lt));
+  if (q.row_key_prefix && !q.row_key_prefix->empty())
+    f = f && table_filter::starts_with("RowKey", escape_key(*q.row_key_prefix));
+  for (std::size_t i = 1; i < q.where.size(); ++i)
+    f = f && table_filter::eq(q.where[i].first, q.where[i].second);
+  f = f && table_filter::eq(del_prop, false);
+  table_query tq;
+  tq.filter = f;
+  tq.page_size = q.page_size;
+  for (;;) {
+    auto page = index_.query_page(tq, from);
+    if (!page)
+      return std::unexpected(page.error());
+    catalog_page out;
+    for (const auto& e : page->entities)
+      out.records.push_back(record_from_index(e));
+    if (page->continuation)
+      out.continuation = encode_continuation(*page->continuation);
+    if (!out.records.empty() || !page->continuation)
+      return out;
+    from = page->continuation; // an empty page with a continuation: keep going
+  }
+}
+
+result<std::vector<catalog_record>> catalog::query(const catalog_query& q) const {
+  std::vector<catalog_record> out;
+  std::optional<std::string> cont;
+  do {
+    auto page = query_page(q, cont);
+    if (!page)
+      return std::unexpected(page.error());
+    for (auto& r : page->records) {
+      if (q.limit && out.size() >= *q.limit)
+        return out;
+      out.push_back(std::move(r));
+    }
+    cont = page->continuation;
+  } while (cont && !(q.limit && out.size() >= *q.limit));
+  return out;
+}
+
+// -- recovery and maintenance ---------------------------------------------------------------------
+
+result<catalog_recovery_report> catalog::recover() const {
+  catalog_recovery_report rep;
+  auto before = wal_.get(wal_pk, checkpoint_rk);
+  if (!before)
+    return std::unexpected(with_context(before.error(), "reading the checkpoint of catalog '" + name_ + "'"));
+  rep.checkpoint_before = int_prop(*before, "seq");
+  auto after = advance(&rep.replayed, &rep.skipped, true);
+  if (!after)
+    return std::unexpected(after.error());
+  rep.checkpoint_after = *after;
+  auto counter = wal_.get(wal_pk, counter_rk);
+  if (!counter)
+    return std::unexpected(counter.error());
+  rep.last_seq = int_prop(*counter, "seq");
+  if (rep.replayed || rep.skipped)
+    spdlog::info("catalog {}: recovery replayed {} WAL entries, stepped over {} missing; checkpoint {} -> {}", name_,
+                 rep.replayed, rep.skipped, rep.checkpoint_before, rep.checkpoint_after);
+  return rep;
+}
+
+result<catalog_compaction_report> catalog::compact(std::chrono::milliseconds retention) const {
+  catalog_compaction_report rep;
+  auto cp = wal_.get_with_server_time(wal_pk, checkpoint_rk);
+  if (!cp)
+    return std::unexpected(cp.error());
+  rep.checkpoint = int_prop(cp->first, "seq");
+  const auto cutoff = to_table_time(cp->second - retention);
+  if (rep.checkpoint == 0)
+    return rep;
+
+  // WAL entries ≤ checkpoint, older than the cutoff: deleted 100 per transaction.
+  table_query q;
+  q.filter = table_filter::partition(wal_pk) && table_filter::le("RowKey", pad(rep.checkpoint)) &&
+             table_filter::lt("Timestamp", cutoff);
+  q.select = {"PartitionKey", "RowKey"};
+  std::vector<std::string> victims;
+  auto seen = wal_.for_each(q, [&victims](const table_entity& e) {
+    if (parse_seq(e.row_key))
+      victims.push_back(e.row_key);
+    return true;
+  });
+  if (!seen)
+    return std::unexpected(seen.error());
+  for (std::size_t i = 0; i < victims.size(); i += table_limits::max_batch_operations) {
+    table_transaction tx;
+    const std::size_t end = std::min(victims.size(), i + table_limits::max_batch_operations);
+    for (std::size_t j = i; j < end; ++j)
+      tx.delete_entity(std::string(wal_pk), victims[j]);
+    if (auto r = wal_.submit_transaction(tx); r) {
+      rep.wal_deleted += end - i;
+      continue;
+    }
+    // Someone else is compacting too (404 on one row): fall back to single deletes.
+    for (std::size_t j = i; j < end; ++j) {
+      auto r = wal_.delete_entity(wal_pk, victims[j]);
+      if (r)
+        ++rep.wal_deleted;
+      else if (r.error().code != errc::not_found)
+        return std::unexpected(r.error());
+    }
+  }
+
+  // Tombstones ≤ checkpoint, older than the cutoff; each deleted If-Match its ETag so a
+  // re-insert that lands meanwhile is kept.
+  table_query t;
+  t.filter = table_filter::eq(del_prop, true) && table_filter::lt("Timestamp", cutoff);
+  std::vector<table_entity> stones;
+  auto found = index_.for_each(t, [&](const table_entity& e) {
+    if (e.partition_key != meta_pk && int_prop(e, seq_prop) <= rep.checkpoint)
+      stones.push_back(e);
+    return true;
+  });
+  if (!found)
+    return std::unexpected(found.error());
+  for (const auto& e : stones) {
+    auto r = index_.delete_entity(e.partition_key, e.row_key, e.etag);
+    if (r)
+      ++rep.tombstones_deleted;
+    else if (r.error().code != errc::not_found && r.error().code != errc::precondition_failed)
+      return std::unexpected(r.error());
+  }
+  return rep;
+}
+
+result<std::pair<std::uint64_t, std::uint64_t>> catalog::checkpoint_and_counter() const {
+  auto cp = wal_.get(wal_pk, checkpoint_rk);
+  if (!cp)
+    return std::unexpected(cp.error());
+  auto counter = wal_.get(wal_pk, counter_rk);
+  if (!counter)
+    return std::unexpected(counter.error());
+  return std::pair{int_prop(*cp, "seq"), int_prop(*counter, "seq")};
+}
+
+result<catalog_stats> catalog::stats() const {
+  catalog_stats s;
+  s.name = name_;
+  s.schema = schema_;
+  auto cc = checkpoint_and_counter();
+  if (!cc)
+    return std::unexpected(cc.error());
+  s.checkpoint = cc->first;
+  s.last_seq = cc->second;
+  table_query w;
+  w.filter = table_filter::partition(wal_pk) && table_filter::le("RowKey", max_pad());
+  w.select = {"PartitionKey", "RowKey", "applied"};
+  auto walked = wal_.for_each(w, [&s](const table_entity& e) {
+    if (!parse_seq(e.row_key))
+      return true;
+    ++s.wal_entries;
+    const auto* a = e.get<bool>("applied");
+    if (!a || !*a)
+      ++s.unapplied;
+    return true;
+  });
+  if (!walked)
+    return std::unexpected(walked.error());
+  for (const auto& k : schema_.index_keys)
+    s.partitions_per_key[k] = 0;
+  table_query x;
+  x.select = {"PartitionKey", "RowKey", std::string(del_prop)};
+  std::string last_pk;
+  auto scanned = index_.for_each(x, [&](const table_entity& e) {
+    if (e.partition_key == meta_pk)
+      return true;
+    const auto* d = e.get<bool>(del_prop);
+    if (d && *d) {
+      ++s.tombstones;
+      return true;
+    }
+    ++s.index_entities;
+    if (e.partition_key != last_pk) {
+      last_pk = e.partition_key;
+      // "{len}_{field}{value}" → field
+      auto us = e.partition_key.find('_');
+      if (us != std::string::npos) {
+        std::size_t len = 0;
+        for (std::size_t i = 0; i < us; ++i)
+          len = len * 10 + static_cast<std::size_t>(e.partition_key[i] - '0');
+        if (us + 1 + len <= e.partition_key.size()) {
+          auto it = s.partitions_per_key.find(e.partition_key.substr(us + 1, len));
+          if (it != s.partitions_per_key.end())
+            ++it->second;
+        }
+      }
+    }
+    return true;
+  });
+  if (!scanned)
+    return std::unexpected(scanned.error());
+  return s;
+}
+
+result<std::vector<catalog_wal_entry>> catalog::wal(std::uint64_t from_seq, std::size_t limit) const {
+  std::vector<catalog_wal_entry> out;
+  table_query q;
+  q.filter = table_filter::partition(wal_pk) && table_filter::ge("RowKey", pad(from_seq)) &&
+             table_filter::le("RowKey", max_pad());
+  q.max_entities = limit;
+  std::optional<error> failed;
+  auto walked = wal_.for_each(q, [&](const table_entity& row) {
+    auto e = entry_from_entity(row);
+    if (!e) {
+      failed = e.error();
+      return false;
+    }
+    out.push_back(std::move(*e));
+    return true;
+  });
+  if (!walked)
+    return std::unexpected(walked.error());
+  if (failed)
+    return std::unexpected(*failed);
+  return out;
+}
+
+} // namespace shoal::storage
