@@ -1,0 +1,248 @@
+#pragma once
+// The work table (DESIGN.md "Work table", the schema in workers/SCHEMA.md): records of named
+// queues, sharded over partitions, claimed by many independent processes with optimistic ETag
+// updates and no broker. Enqueue, claim, renew, complete, fail, release, and the operator views
+// (get, list, counts, requeue, purge).
+//
+// Guarantees (see SCHEMA.md "Protocol"):
+//  - Every state change of a claimed record is a conditional MERGE (If-Match: the ETag of the
+//    claim or its latest renewal). A claim sets owner, gen + 1 (the fencing token) and attempts
+//    + 1; a holder whose record moved on (other owner or gen) gets errc::lease_lost.
+//  - Leases are computed from the storage server's clock (server_clock), never the local one.
+//  - Enqueue is idempotent: an id already present is left untouched.
+//
+// REST pages followed: Insert/Merge/Delete Entity, Query Entities, Performing entity group
+// transactions (reference §3–§5), Put/Get/Delete Blob for oversized payloads (§6).
+
+#include "storage/blob_client.hpp"
+#include "storage/table_client.hpp"
+#include "workers/claim_counters.hpp"
+#include "workers/config.hpp"
+#include "workers/error.hpp"
+#include "workers/server_clock.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shoal::workers {
+
+// -- values ---------------------------------------------------------------------------------------
+
+/// The life cycle of a record: pending → claimed → done, or back to pending (fail, release),
+/// or dead after max_attempts.
+enum class record_status : std::uint8_t { pending, claimed, done, dead };
+
+/// "pending", "claimed", "done", "dead".
+std::string_view to_string(record_status s) noexcept;
+/// Parses a status name. Errors: invalid_argument.
+[[nodiscard]] result<record_status> parse_record_status(std::string_view s);
+
+/// One record to enqueue.
+struct new_record {
+  std::string id;      ///< any UTF-8 text; escaped into the RowKey (key_escape.hpp)
+  std::string payload; ///< any bytes; > inline_payload_max_bytes or not UTF-8 → stored as a blob
+  std::chrono::milliseconds delay{0}; ///< not claimable before server now + delay
+};
+
+/// Outcome of enqueue.
+struct enqueue_result {
+  std::size_t inserted = 0;        ///< new records
+  std::size_t already_present = 0; ///< ids that existed; left unchanged (whatever their status)
+};
+
+/// A record held by a claimer: what complete/renew/fail/release need. Owner only: keep one
+/// per claim and pass it back; the calls update `etag`, `lease_until` and `deadline` in place.
+struct claimed_record {
+  std::string queue;
+  std::string id;            ///< the unescaped record id
+  std::uint32_t shard = 0;
+  std::string partition_key;
+  std::string row_key;       ///< the escaped id
+  std::string etag;          ///< ETag after our last write (claim or renew)
+  std::string owner;         ///< our owner string
+  std::int64_t gen = 0;      ///< fencing token of this claim
+  std::int32_t attempts = 0; ///< including this claim
+  std::string payload;       ///< resolved (blob payloads are read at claim time)
+  std::string last_error;    ///< of the previous attempt, if any
+  std::chrono::system_clock::time_point lease_until; ///< server clock, as written
+  /// Local steady time after which the lease may have expired on the server (computed from
+  /// when the claim/renew request was SENT, minus the clock uncertainty and a safety margin).
+  /// Work on the record must stop before it.
+  std::chrono::steady_clock::time_point deadline;
+};
+
+/// Everything stored about a record, for get/list and the CLI.
+struct record_view {
+  std::string queue;
+  std::string id;
+  std::uint32_t shard = 0;
+  std::string partition_key;
+  std::string row_key;
+  record_status status = record_status::pending;
+  std::string owner;      ///< last claimer; empty if never claimed
+  std::int64_t gen = 0;
+  std::int32_t attempts = 0;
+  std::chrono::system_clock::time_point not_before;
+  std::chrono::system_clock::time_point lease_until;
+  std::string last_error;
+  std::string payload;      ///< resolved when requested, else inline payload only
+  std::string payload_blob; ///< "container/blob" when the payload lives in a blob
+  std::int64_t payload_bytes = 0;
+  std::chrono::system_clock::time_point created; ///< server clock estimate at enqueue
+  std::chrono::system_clock::time_point updated; ///< server clock estimate at the last change
+  std::optional<std::chrono::system_clock::time_point> timestamp; ///< the service's Timestamp
+  std::string etag;
+};
+
+/// Record counts of one queue, by status and by shard.
+struct record_counts {
+  std::map<record_status, std::size_t> by_status;
+  std::map<std::uint32_t, std::map<record_status, std::size_t>> by_shard;
+  std::size_t total = 0;
+};
+
+/// Which records requeue/purge act on. Empty ids and statuses = none (nothing is implied).
+struct record_selector {
+  std::vector<std::string> ids;      ///< these records (any status)
+  std::set<record_status> statuses;  ///< plus every record in one of these statuses
+  bool stuck = false;                ///< plus claimed records whose lease has expired
+};
+
+/// Settings of a work_table. Every field has a safe default.
+struct work_table_options {
+  work_config work;                               ///< shards, lease, batch, attempts, backoff
+  std::string payload_container = "shoal";        ///< blobs of oversized payloads
+  std::size_t inline_payload_max_bytes = 32 * 1024; ///< larger payloads go to a blob
+  /// Subtracted from every local lease deadline on top of the clock uncertainty;
+  /// 0 = max(200 ms, lease_ms / 10).
+  std::chrono::milliseconds lease_safety_margin{0};
+  /// After this many 412s in a row, single-claim fallback gives up on the rest of a batch.
+  int max_consecutive_contention = 3;
+  std::function<std::chrono::steady_clock::time_point()> steady_now; ///< tests; default steady_clock
+  std::function<double()> random_unit;            ///< uniform [0,1) for jitter/shuffles; default PRNG
+};
+
+// -- work_table -----------------------------------------------------------------------------------
+
+/// The work table. Thread-safe: all methods are const and copies share the clients, the
+/// server clock estimate and the counters. Every call blocks on storage I/O.
+class work_table {
+public:
+  /// A work table over `table` (and `blobs` for oversized payloads; without it such payloads
+  /// are refused with limit_exceeded). Errors: invalid_argument (bad options).
+  [[nodiscard]] static result<work_table> make(storage::table_client table,
+                                               std::optional<storage::blob_client> blobs,
+                                               work_table_options opts = {});
+
+  /// Creates the table (and the payload container) unless they exist. Errors: storage.
+  [[nodiscard]] result<void> create_if_missing() const;
+
+  // -- producing ---------------------------------------------------------------------------
+  /// Adds `records` to `queue` as pending, in entity group transactions of ≤ 100 inserts per
+  /// partition (≤ ~3.5 MiB each). Idempotent: an id already present (in any status) is left
+  /// as it is and counted in already_present; a transaction that meets 409 is resolved by
+  /// reading which of its ids exist, then the rest is inserted. Duplicate ids within one
+  /// call count once. Errors: invalid_argument (queue name, an id that cannot be a key:
+  /// empty, not UTF-8), limit_exceeded (id too long, payload too large without blobs),
+  /// storage. Records before a storage error may have been inserted; enqueue again to finish.
+  [[nodiscard]] result<enqueue_result> enqueue(std::string_view queue,
+                                               std::span<const new_record> records) const;
+
+  // -- claiming ----------------------------------------------------------------------------
+  /// Claims up to `max` claimable records of `queue` from `shards` (pending with not_before
+  /// ≤ server now, or claimed with lease_until < server now), visiting the shards from a
+  /// random start, picking a random subset of each partition's candidates, and taking them
+  /// with one transaction of ≤ claim_batch conditional merges per partition. A transaction
+  /// that meets 412 falls back to single conditional merges for the rest (giving up after
+  /// max_consecutive_contention 412s in a row). Records lost to others are counted as
+  /// contention and skipped. `owner` must be unique per claimer (name + process nonce).
+  /// Errors: invalid_argument, storage (only when nothing could be claimed).
+  [[nodiscard]] result<std::vector<claimed_record>> claim(std::string_view queue,
+                                                          std::span<const std::uint32_t> shards,
+                                                          std::string_view owner,
+                                                          std::size_t max) const;
+
+  /// Extends the lease to server now + lease_ms (conditional MERGE). Errors: lease_lost (the
+  /// record moved on: message names the new owner and gen), not_found, storage.
+  [[nodiscard]] result<void> renew(claimed_record& r) const;
+  /// Renews many records, one transaction per partition; one result per record, in order.
+  std::vector<result<void>> renew_many(std::span<claimed_record* const> records) const;
+
+  /// Marks the record done if we still hold it (If-Match). Errors: lease_lost (re-claimed by
+  /// another owner or gen; the completion is refused), not_found, storage. Completing twice
+  /// is not an error.
+  [[nodiscard]] result<void> complete(claimed_record& r) const;
+  /// Completes many records, one transaction per partition; one result per record, in order.
+  std::vector<result<void>> complete_many(std::span<claimed_record* const> records) const;
+
+  /// Gives the record back after a failed attempt: pending with not_before = server now +
+  /// retry_base_ms·2^(attempts−1) (capped at retry_max_ms, ±20 % jitter), or dead when
+  /// attempts ≥ max_attempts. `error_text` is kept in last_error (truncated to 8 KiB).
+  /// Returns the new status. Errors: lease_lost, not_found, storage.
+  [[nodiscard]] result<record_status> fail(claimed_record& r, std::string_view error_text) const;
+
+  /// Gives the claim back at once (pending, claimable now). With `count_attempt` false the
+  /// claim's attempt is refunded (drain); true keeps it (a worker died holding it).
+  /// Errors: lease_lost, not_found, storage.
+  [[nodiscard]] result<void> release(claimed_record& r, bool count_attempt = false) const;
+
+  /// Releases every claimed record of `queue` whose owner is `owner` (a supervisor after a
+  /// worker died), counting the attempt. Returns how many were released. Errors: storage.
+  [[nodiscard]] result<std::size_t> release_owner(std::string_view queue, std::string_view owner) const;
+
+  // -- reading and operating ---------------------------------------------------------------
+  /// One record; the payload is read from its blob when `resolve_payload`. Errors:
+  /// invalid_argument, not_found, storage.
+  [[nodiscard]] result<record_view> get(std::string_view queue, std::string_view id,
+                                        bool resolve_payload = true) const;
+  /// Records of `queue` (in shard, then key order), optionally of one status, at most `max`.
+  /// Payloads are not resolved. Errors: invalid_argument, storage.
+  [[nodiscard]] result<std::vector<record_view>> list(std::string_view queue,
+                                                      std::optional<record_status> status,
+                                                      std::size_t max) const;
+  /// Counts per status and shard (reads only the status column). Errors: storage.
+  [[nodiscard]] result<record_counts> counts(std::string_view queue) const;
+  /// True when `queue` has a record that is pending or claimed. Errors: storage.
+  [[nodiscard]] result<bool> has_open(std::string_view queue) const;
+  /// Puts the selected records back to pending with attempts 0, claimable now (last_error is
+  /// kept). A claimed record with a live lease is requeued only when named by id or status
+  /// `claimed`; its holder then gets lease_lost. Returns how many changed. Errors: storage.
+  [[nodiscard]] result<std::size_t> requeue(std::string_view queue, const record_selector& which) const;
+  /// Deletes the selected records (and their payload blobs). Returns how many were deleted.
+  /// Errors: storage.
+  [[nodiscard]] result<std::size_t> purge(std::string_view queue, const record_selector& which) const;
+
+  // -- shared state ------------------------------------------------------------------------
+  /// Counters shared by every copy.
+  claim_counters& counters() const noexcept;
+  /// The server clock estimate shared by every copy.
+  server_clock& clock() const noexcept;
+  /// Makes sure the server clock is known (one cheap query if no sample yet). Errors: storage.
+  [[nodiscard]] result<void> sync_clock() const;
+  /// The options in use (with defaults resolved).
+  const work_table_options& options() const noexcept;
+  /// The table client.
+  const storage::table_client& table() const noexcept;
+
+  struct impl; ///< defined in work_table.cpp
+
+private:
+  explicit work_table(std::shared_ptr<impl> p) : impl_(std::move(p)) {}
+  std::shared_ptr<impl> impl_;
+};
+
+/// The retry delay after attempt `attempts` (≥ 1): base·2^(attempts−1) capped at `max`, times
+/// a jitter factor 1 + 0.4·(unit − 0.5) (±20 %). Thread-safe (pure).
+std::chrono::milliseconds retry_delay(std::uint32_t attempts, std::chrono::milliseconds base,
+                                      std::chrono::milliseconds max, double unit) noexcept;
+
+} // namespace shoal::workers
