@@ -120,6 +120,8 @@ std::string xml_element(std::string_view body, std::string_view tag) {
 // Service code and message from an error body: table JSON {"odata.error":{"code":…,
 // "message":{"value":…}}} or blob/queue (and Azurite's table 403) XML <Error>.
 void parse_error_body(std::string_view body, std::string& code, std::string& message) {
+  if (body.starts_with("\xEF\xBB\xBF")) // Azure's XML error bodies start with a UTF-8 BOM
+    body.remove_prefix(3);
   std::size_t first = 0;
   while (first < body.size() && std::isspace(static_cast<unsigned char>(body[first])))
     ++first;

@@ -1,0 +1,129 @@
+#include "storage/encoding.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+
+namespace shoal::storage {
+namespace {
+
+using namespace std::chrono;
+
+std::string hex(std::string_view bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : bytes) {
+    out += digits[static_cast<unsigned char>(c) >> 4];
+    out += digits[static_cast<unsigned char>(c) & 15];
+  }
+  return out;
+}
+
+TEST(EncodingTest, Base64MatchesRfc4648Vectors) {
+  const std::pair<const char*, const char*> vectors[] = {
+      {"", ""},         {"f", "Zg=="},        {"fo", "Zm8="},        {"foo", "Zm9v"},
+      {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
+  for (const auto& [plain, encoded] : vectors) {
+    EXPECT_EQ(base64_encode(plain), encoded);
+    auto d = base64_decode(encoded);
+    ASSERT_TRUE(d) << d.error().describe();
+    EXPECT_EQ(*d, plain);
+  }
+}
+
+TEST(EncodingTest, Base64RoundTripsEveryByte) {
+  std::string all;
+  for (int i = 0; i < 256; ++i)
+    all += static_cast<char>(i);
+  for (std::size_t n = 0; n <= all.size(); n += 37) {
+    const std::string part = all.substr(0, n);
+    auto d = base64_decode(base64_encode(part));
+    ASSERT_TRUE(d) << d.error().describe();
+    EXPECT_EQ(*d, part);
+  }
+}
+
+TEST(EncodingTest, Base64RejectsMalformedInput) {
+  for (const char* bad : {"Zg=", "Zg", "Z===", "Zm9v!A==", "Zg==Zg==", "Zm 9v", "=Zg="}) {
+    auto d = base64_decode(bad);
+    ASSERT_FALSE(d) << bad;
+    EXPECT_EQ(d.error().code, errc::invalid_argument);
+  }
+}
+
+TEST(EncodingTest, UrlEncodeKeepsUnreservedOnly) {
+  EXPECT_EQ(url_encode("aZ09-_.~"), "aZ09-_.~");
+  EXPECT_EQ(url_encode("a b/c?d=e&f'g"), "a%20b%2Fc%3Fd%3De%26f%27g");
+  EXPECT_EQ(url_encode("dir/a b.txt", /*keep_slash=*/true), "dir/a%20b.txt");
+  EXPECT_EQ(url_encode("\xc3\xa9"), "%C3%A9"); // UTF-8 é
+  EXPECT_EQ(url_encode("PartitionKey eq 'x'"), "PartitionKey%20eq%20%27x%27");
+}
+
+TEST(EncodingTest, UrlDecodeInvertsEncodeAndRejectsBadEscapes) {
+  const std::string s = "a b/c?d=e&f'g+\xc3\xa9%";
+  auto d = url_decode(url_encode(s));
+  ASSERT_TRUE(d) << d.error().describe();
+  EXPECT_EQ(*d, s);
+  EXPECT_EQ(*url_decode("a+b%2f"), "a+b/");
+  EXPECT_FALSE(url_decode("%"));
+  EXPECT_FALSE(url_decode("%4"));
+  EXPECT_FALSE(url_decode("%zz"));
+}
+
+TEST(EncodingTest, Md5AndHmacMatchKnownVectors) {
+  EXPECT_EQ(hex(md5("")), "d41d8cd98f00b204e9800998ecf8427e");
+  EXPECT_EQ(hex(md5("abc")), "900150983cd24fb0d6963f7d28e17f72");
+  EXPECT_EQ(base64_encode(md5("")), "1B2M2Y8AsgTpgAmY7PhCfg==");
+  // RFC 4231 test case 2.
+  EXPECT_EQ(hex(hmac_sha256("Jefe", "what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+TEST(EncodingTest, HttpDateFormatsAndParsesRfc1123) {
+  const sys_days day = year{2026} / November / 21;
+  const auto t = system_clock::time_point{day + hours{11} + minutes{58} + seconds{31}};
+  EXPECT_EQ(format_http_date(t), "Sat, 21 Nov 2026 11:58:31 GMT");
+  EXPECT_EQ(format_http_date(t + milliseconds{999}), "Sat, 21 Nov 2026 11:58:31 GMT");
+  EXPECT_EQ(format_http_date(system_clock::time_point{sys_days{year{1970} / January / 1}}),
+            "Thu, 01 Jan 1970 00:00:00 GMT");
+  auto p = parse_http_date("Sat, 21 Nov 2026 11:58:31 GMT");
+  ASSERT_TRUE(p) << p.error().describe();
+  EXPECT_EQ(*p, t);
+  auto leap = parse_http_date("Thu, 29 Feb 2024 23:59:59 GMT");
+  ASSERT_TRUE(leap) << leap.error().describe();
+  EXPECT_EQ(format_http_date(*leap), "Thu, 29 Feb 2024 23:59:59 GMT");
+}
+
+TEST(EncodingTest, HttpDateRejectsOtherForms) {
+  for (const char* bad : {"", "Sat, 21 Nov 2026 11:58:31", "Saturday, 21-Nov-26 11:58:31 GMT",
+                          "Sat, 31 Nov 2026 11:58:31 GMT", "Sat, 21 Foo 2026 11:58:31 GMT",
+                          "Sat, 21 Nov 2026 25:58:31 GMT", "Sat, 21 Nov 2026 11:58:31 UTC"})
+    EXPECT_FALSE(parse_http_date(bad)) << bad;
+}
+
+TEST(EncodingTest, Iso8601HasSevenFractionalDigits) {
+  const sys_days day = year{2024} / January / 2;
+  const auto t = system_clock::time_point{day + hours{3} + minutes{4} + seconds{5}} +
+                 duration_cast<system_clock::duration>(nanoseconds{123'456'700});
+  EXPECT_EQ(format_iso8601(t), "2024-01-02T03:04:05.1234567Z");
+  auto p = parse_iso8601("2024-01-02T03:04:05.1234567Z");
+  ASSERT_TRUE(p) << p.error().describe();
+  EXPECT_EQ(*p, t);
+  EXPECT_EQ(format_iso8601(system_clock::time_point{day}), "2024-01-02T00:00:00.0000000Z");
+}
+
+TEST(EncodingTest, Iso8601ParsesShortFractionsAndOffsetZero) {
+  const auto base = system_clock::time_point{sys_days{year{2024} / January / 2} + hours{3} +
+                                             minutes{4} + seconds{5}};
+  EXPECT_EQ(*parse_iso8601("2024-01-02T03:04:05Z"), base);
+  EXPECT_EQ(*parse_iso8601("2024-01-02T03:04:05.5Z"), base + milliseconds{500});
+  EXPECT_EQ(*parse_iso8601("2024-01-02T03:04:05.120+00:00"), base + milliseconds{120});
+  for (const char* bad : {"2024-01-02", "2024-01-02T03:04:05", "2024-01-02T03:04:05.Z",
+                          "2024-01-02T03:04:05.12345678Z", "2024-13-02T03:04:05Z",
+                          "2024-01-02T03:04:05+01:00", "2024-01-02 03:04:05Z"})
+    EXPECT_FALSE(parse_iso8601(bad)) << bad;
+}
+
+} // namespace
+} // namespace shoal::storage
