@@ -9,6 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
+#include <vector>
 
 namespace shoal::storage {
 namespace {
@@ -214,6 +217,123 @@ TEST_F(PipelineIt, WrongKeyIsAuthError403) {
     EXPECT_FALSE(r.error().retryable);
     EXPECT_EQ(r.error().attempts, 1);
   }
+}
+
+TEST_F(PipelineIt, ManyThreadsShareOnePipeline) {
+  const pipeline p = make();
+  const std::string queue = lower(tests::unique_name("pipemt"));
+  ASSERT_TRUE(p.send(service::queue, create_queue_request(queue)));
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 25; ++i) {
+        storage_request put;
+        put.method = http_method::post;
+        put.path = "/" + queue + "/messages";
+        put.headers = {{"Content-Type", "application/xml"}};
+        put.body = "<QueueMessage><MessageText>eA==</MessageText></QueueMessage>";
+        good += p.send(service::queue, put).has_value();
+      }
+    });
+  for (auto& th : threads)
+    th.join();
+  EXPECT_EQ(good.load(), 100);
+  storage_request meta;
+  meta.path = "/" + queue;
+  meta.query = {{"comp", "metadata"}};
+  auto m = p.send(service::queue, meta);
+  ASSERT_TRUE(m) << m.error().describe();
+  EXPECT_EQ(m->header("x-ms-approximate-messages-count").value_or(""), "100");
+}
+
+// -- account SAS ----------------------------------------------------------------------------------
+
+// An account SAS (REST "Create an account SAS", version 2019-02-02 string to sign), made with
+// the account key the way a deployment tool would hand one out.
+std::string make_account_sas(const storage_account& a, std::string_view permissions) {
+  const std::string version = "2019-02-02";
+  const std::string services = "bqt";
+  const std::string types = "sco";
+  const std::string expiry = "2099-01-01T00:00:00Z";
+  const std::string to_sign = a.name + "\n" + std::string(permissions) + "\n" + services + "\n" +
+                              types + "\n" + "\n" + expiry + "\n" + "\n" + "http,https\n" +
+                              version + "\n";
+  const std::string sig = base64_encode(hmac_sha256(a.key, to_sign));
+  return "sv=" + version + "&ss=" + services + "&srt=" + types + "&sp=" +
+         std::string(permissions) + "&se=" + url_encode(expiry) + "&spr=" +
+         url_encode("http,https") + "&sig=" + url_encode(sig);
+}
+
+TEST_F(PipelineIt, AccountSasAuthorizesWithoutSharedKey) {
+  storage_account sas_only = account;
+  sas_only.sas = make_account_sas(account, "rwdlacup");
+  sas_only.key.clear();
+  auto p = pipeline::make(sas_only);
+  ASSERT_TRUE(p) << p.error().describe();
+  const std::string container = lower(tests::unique_name("pipesas"));
+  auto c = p->send(service::blob, create_container_request(container));
+  ASSERT_TRUE(c) << c.error().describe();
+  EXPECT_EQ(c->status, 201);
+  auto t = p->send(service::table, create_table_request(tests::unique_name("PipeSas")));
+  ASSERT_TRUE(t) << t.error().describe();
+
+  // A read-only SAS cannot create: 403, not retried.
+  storage_account read_only = sas_only;
+  read_only.sas = make_account_sas(account, "rl");
+  auto ro = pipeline::make(read_only);
+  ASSERT_TRUE(ro) << ro.error().describe();
+  auto denied = ro->send(service::blob, create_container_request(lower(tests::unique_name("pipesas"))));
+  ASSERT_FALSE(denied);
+  EXPECT_EQ(denied.error().code, errc::auth) << denied.error().describe();
+  EXPECT_EQ(denied.error().attempts, 1);
+}
+
+// -- HTTPS (fixture azurite_tls, self-signed certificate for 127.0.0.1) ---------------------------
+
+class PipelineTlsIt : public ::testing::Test {
+protected:
+  void SetUp() override {
+    auto acct = parse_connection_string(tests::azurite_tls_connection_string());
+    ASSERT_TRUE(acct) << acct.error().describe();
+    account = *acct;
+    ASSERT_TRUE(account.table_endpoint.starts_with("https://")) << account.describe();
+  }
+  storage_account account;
+};
+
+TEST_F(PipelineTlsIt, TrustsTheSelfSignedCertificateAsCaFile) {
+  pipeline_options opts;
+  opts.http.ca_file = tests::azurite_tls_ca_file();
+  auto p = pipeline::make(account, opts);
+  ASSERT_TRUE(p) << p.error().describe();
+  auto t = p->send(service::table, create_table_request(tests::unique_name("PipeTls")));
+  ASSERT_TRUE(t) << t.error().describe();
+  EXPECT_EQ(t->status, 204);
+  auto c = p->send(service::blob, create_container_request(lower(tests::unique_name("pipetls"))));
+  ASSERT_TRUE(c) << c.error().describe();
+  auto q = p->send(service::queue, create_queue_request(lower(tests::unique_name("pipetls"))));
+  ASSERT_TRUE(q) << q.error().describe();
+}
+
+TEST_F(PipelineTlsIt, FailsVerificationWithoutTheCaFile) {
+  auto p = pipeline::make(account); // verify_peer on, system CA bundle only
+  ASSERT_TRUE(p) << p.error().describe();
+  auto t = p->send(service::table, create_table_request(tests::unique_name("PipeTls")));
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().code, errc::transport) << t.error().describe();
+  EXPECT_EQ(t.error().http_status, 0);
+  EXPECT_FALSE(t.error().retryable); // a certificate problem does not heal by retrying
+  EXPECT_EQ(t.error().attempts, 1);
+}
+
+TEST_F(PipelineTlsIt, VerificationCanBeTurnedOffForTests) {
+  pipeline_options opts;
+  opts.http.verify_peer = false;
+  auto p = pipeline::make(account, opts);
+  ASSERT_TRUE(p) << p.error().describe();
+  auto t = p->send(service::table, create_table_request(tests::unique_name("PipeNoVerify")));
+  ASSERT_TRUE(t) << t.error().describe();
 }
 
 } // namespace
