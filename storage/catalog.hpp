@@ -144,12 +144,12 @@ struct catalog_write_result {
 
 /// A query: `where` conditions on index keys (ANDed), an optional RowKey range.
 struct catalog_query {
-  std::vector<std::pair<std::string, std::string>> where; ///< (index key, value); ≥ 1, ≤ 8
-  std::optional<std::string> row_key_ge; ///< row key (raw, escaped here) ≥ this
-  std::optional<std::string> row_key_lt; ///< row key < this
-  std::optional<std::string> row_key_prefix; ///< row key starts with this (ANDed with the range)
+  std::vector<std::pair<std::string, std::string>> where{}; ///< (index key, value); ≥ 1, ≤ 8
+  std::optional<std::string> row_key_ge{}; ///< row key (raw, escaped here) ≥ this
+  std::optional<std::string> row_key_lt{}; ///< row key < this
+  std::optional<std::string> row_key_prefix{}; ///< row key starts with this (ANDed with the range)
   int page_size = 1000;                  ///< entities per service page, 1..1000
-  std::optional<std::size_t> limit;      ///< query_all: stop after this many records
+  std::optional<std::size_t> limit{};    ///< query_all: stop after this many records
 };
 
 /// One page of results.

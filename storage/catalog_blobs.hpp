@@ -19,13 +19,13 @@ namespace shoal::storage {
 
 /// One committed blob.
 struct blob_catalog_entry {
-  std::string blob;              ///< blob name, e.g. "flights/2001/01/05/00/h1-p1-00000001.json" (row key)
-  std::string dest;              ///< destination (index key)
-  std::string date;              ///< event date "YYYY-MM-DD" (index key)
-  std::string host;              ///< host that wrote the blob (index key)
-  std::string format;            ///< "persistor-v1" | "ndjson" | ...
+  std::string blob{};            ///< blob name, e.g. "flights/2001/01/05/00/h1-p1-00000001.json" (row key)
+  std::string dest{};            ///< destination (index key)
+  std::string date{};            ///< event date "YYYY-MM-DD" (index key)
+  std::string host{};            ///< host that wrote the blob (index key)
+  std::string format{};          ///< "persistor-v1" | "ndjson" | ...
   std::uint64_t record_count = 0; ///< records in the blob
-  std::string container;         ///< container name; empty = not recorded
+  std::string container{};       ///< container name; empty = not recorded
   std::uint64_t seq = 0;         ///< set by find(): the WAL sequence of the registration
 
   friend bool operator==(const blob_catalog_entry&, const blob_catalog_entry&) = default;
@@ -33,13 +33,13 @@ struct blob_catalog_entry {
 
 /// A blob query: at least one of dest, date, host; the others narrow it (intersection).
 struct blob_catalog_query {
-  std::optional<std::string> dest;
-  std::optional<std::string> date;
-  std::optional<std::string> host;
-  std::optional<std::string> blob_prefix; ///< blob names starting with this
-  std::optional<std::string> blob_ge;     ///< blob names ≥ this
-  std::optional<std::string> blob_lt;     ///< blob names < this
-  std::optional<std::size_t> limit;       ///< at most this many entries
+  std::optional<std::string> dest{};
+  std::optional<std::string> date{};
+  std::optional<std::string> host{};
+  std::optional<std::string> blob_prefix{}; ///< blob names starting with this
+  std::optional<std::string> blob_ge{};     ///< blob names ≥ this
+  std::optional<std::string> blob_lt{};     ///< blob names < this
+  std::optional<std::size_t> limit{};     ///< at most this many entries
 };
 
 /// The blob catalog. Thread-safe (as catalog).

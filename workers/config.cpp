@@ -66,6 +66,9 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"work.max_attempts", bind(c.work.max_attempts)},
       {"work.retry_base_ms", bind(c.work.retry_base_ms)},
       {"work.retry_max_ms", bind(c.work.retry_max_ms)},
+      {"catalog.table", bind(c.catalog.table)},
+      {"catalog.wal_retention_ms", bind(c.catalog.wal_retention_ms)},
+      {"catalog.stall_timeout_ms", bind(c.catalog.stall_timeout_ms)},
       {"log.level", bind(c.log.level)},
       {"log.file", bind(c.log.file)},
   };
@@ -151,6 +154,17 @@ result<void> validate(const config& c) {
     return bad("storage.max_attempts", "must be between 1 and 10");
   if (c.storage.request_timeout_ms < 100)
     return bad("storage.request_timeout_ms", "must be at least 100");
+  {
+    // The catalog name is the index table's; the WAL table appends "wal" (≤ 63 characters).
+    const std::string& t = c.catalog.table;
+    bool name_ok = t.size() >= 3 && t.size() <= 60 && std::isalpha(static_cast<unsigned char>(t[0]));
+    for (char ch : t)
+      name_ok = name_ok && std::isalnum(static_cast<unsigned char>(ch));
+    if (!name_ok)
+      return bad("catalog.table", "must be 3 to 60 letters or digits starting with a letter");
+  }
+  if (c.catalog.stall_timeout_ms < 1000)
+    return bad("catalog.stall_timeout_ms", "must be at least 1000");
   static const char* levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
   bool level_ok = false;
   for (const char* l : levels)

@@ -34,6 +34,13 @@ struct work_config {
   std::uint32_t retry_max_ms = 30'000;
 };
 
+/// [catalog]: the blob catalog (storage/CATALOG.md), used by `shoal catalog` and the persistor.
+struct catalog_config {
+  std::string table = "shoalcatalog";          ///< catalog name = index table; the WAL is table + "wal"
+  std::uint32_t wal_retention_ms = 86'400'000; ///< `shoal catalog compact` keeps WAL entries younger than this
+  std::uint32_t stall_timeout_ms = 60'000;     ///< an unapplied WAL entry this old is applied by the next writer
+};
+
 /// [log]
 struct log_config {
   std::string level = "info";          ///< trace|debug|info|warn|error|off
@@ -44,6 +51,7 @@ struct log_config {
 struct config {
   storage_config storage;
   work_config work;
+  catalog_config catalog;
   log_config log;
 };
 
