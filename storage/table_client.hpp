@@ -49,10 +49,10 @@ struct table_write_result {
 
 /// A query over the entities of one table.
 struct table_query {
-  table_filter filter;                ///< empty = all entities
-  std::vector<std::string> select;    ///< $select property names; empty = all properties
+  table_filter filter{};              ///< empty = all entities
+  std::vector<std::string> select{};  ///< $select property names; empty = all properties
   int page_size = table_limits::max_page_size; ///< $top per page, 1..1000 (not a total)
-  std::optional<std::size_t> max_entities;     ///< stop after this many in total (query_all, pager)
+  std::optional<std::size_t> max_entities{};   ///< stop after this many in total (query_all, pager)
 };
 
 /// Where the next page of a query starts (x-ms-continuation-NextPartitionKey / NextRowKey).
