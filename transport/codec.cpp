@@ -20,6 +20,8 @@ enum key_bit : std::uint16_t {
   k_v = 1 << 0, k_id = 1 << 1, k_kind = 1 << 2, k_from = 1 << 3, k_to = 1 << 4, k_corr = 1 << 5,
   k_ts = 1 << 6, k_deadline = 1 << 7, k_attempt = 1 << 8, k_gen = 1 << 9, k_hdr = 1 << 10,
   k_body = 1 << 11,
+  k_to_present = 1 << 12,  // bookkeeping: "to" held a string (not nil)
+  k_hdr_present = 1 << 13, // bookkeeping: "hdr" was decoded into out.hdr
 };
 
 // Maps a key to its bit; 0 for keys this version does not know (they are skipped).
@@ -43,6 +45,14 @@ std::uint16_t key_of(std::string_view k) noexcept {
 bool valid_utf8(const std::uint8_t* s, std::size_t n) noexcept {
   std::size_t i = 0;
   while (i < n) {
+    // ASCII fast path: 8 bytes at a time while no byte has its high bit set.
+    while (n - i >= 8) {
+      std::uint64_t w;
+      std::memcpy(&w, s + i, 8);
+      if (w & 0x8080808080808080ull) break;
+      i += 8;
+    }
+    if (i == n) break;
     std::uint8_t c = s[i];
     if (c < 0x80) { ++i; continue; }
     std::size_t len;
@@ -305,10 +315,12 @@ bool as_str(std::string_view key, const item& it, std::size_t min, std::size_t m
   return true;
 }
 
+// Decodes `hdr` into `out`, reusing its nodes and strings when the keys come in the map's own
+// (sorted) order, as every encoder following ENVELOPE.md writes them: a warm receive loop then
+// allocates nothing for headers.
 bool decode_hdr(reader& r, const item& it, const decode_limits& lim,
                 std::map<std::string, std::string>& out, decode_failure& f) {
-  out.clear();
-  if (it.type == mp::nil) return true;
+  if (it.type == mp::nil) { out.clear(); return true; }
   if (it.type != mp::map) { f = wrong("hdr", it, "map str→str"); return false; }
   if (it.u > lim.max_hdr_entries) {
     f = bad(errc::limit_exceeded, "hdr",
@@ -316,31 +328,51 @@ bool decode_hdr(reader& r, const item& it, const decode_limits& lim,
     return false;
   }
   std::size_t total = 0;
+  auto reuse = out.begin(); // next node that may be reused in place
+  bool in_place = true;
   for (std::uint64_t k = 0; k < it.u; ++k) {
     item ki, vi;
     if (errc e = r.next(ki); e != errc{}) { f = bad(e, "hdr", "entry name"); return false; }
-    std::string name;
-    if (!as_str("hdr", ki, 1, max_hdr_key_bytes, name, f)) {
-      f.message += " (header name)";
+    if (ki.type != mp::str) { f = wrong("hdr", ki, "str (header name)"); return false; }
+    if (ki.len < 1 || ki.len > max_hdr_key_bytes || !valid_utf8(ki.data, ki.len)) {
+      f = bad(errc::invalid_value, "hdr", "header name must be 1.." +
+                                          std::to_string(max_hdr_key_bytes) + " bytes of UTF-8");
       return false;
     }
+    const std::string_view name(reinterpret_cast<const char*>(ki.data), ki.len);
     if (errc e = r.next(vi); e != errc{}) { f = bad(e, "hdr", "entry value"); return false; }
-    std::string value;
-    if (!as_str("hdr", vi, 0, max_hdr_value_bytes, value, f)) {
-      f.message += " (value of header '" + name + "')";
+    if (vi.type != mp::str) {
+      f = wrong("hdr", vi, "str");
+      f.message += " (value of header '" + std::string(name) + "')";
       return false;
     }
+    if (vi.len > max_hdr_value_bytes || !valid_utf8(vi.data, vi.len)) {
+      f = bad(errc::invalid_value, "hdr", "value of header '" + std::string(name) + "' must be ≤ " +
+                                          std::to_string(max_hdr_value_bytes) + " bytes of UTF-8");
+      return false;
+    }
+    const std::string_view value(reinterpret_cast<const char*>(vi.data), vi.len);
     total += name.size() + value.size();
     if (total > lim.max_hdr_bytes) {
       f = bad(errc::limit_exceeded, "hdr",
               "more than " + std::to_string(lim.max_hdr_bytes) + " bytes of names and values");
       return false;
     }
-    if (!out.emplace(std::move(name), std::move(value)).second) {
-      f = bad(errc::invalid_value, "hdr", "duplicate header name");
+    if (in_place && reuse != out.end() && reuse->first == name) {
+      reuse->second.assign(value);
+      ++reuse;
+      continue;
+    }
+    if (in_place) { // first mismatch: drop the nodes not reused, insert from here on
+      out.erase(reuse, out.end());
+      in_place = false;
+    }
+    if (!out.emplace(std::string(name), std::string(value)).second) {
+      f = bad(errc::invalid_value, "hdr", "duplicate header name '" + std::string(name) + "'");
       return false;
     }
   }
+  if (in_place) out.erase(reuse, out.end());
   return true;
 }
 
@@ -396,12 +428,11 @@ bool decode_impl(std::span<const std::uint8_t> frame, envelope& out, const decod
     return false;
   }
   std::uint16_t seen = 0;
-  out.to.reset();
+  // Optional fields are reset only at the end if absent, so a present `to` reuses its string.
   out.corr.reset();
   out.deadline_ns.reset();
   out.attempt.reset();
   out.gen.reset();
-  out.hdr.clear();
   out.body.clear();
   for (std::uint64_t k = 0; k < m.u; ++k) {
     item ki, vi;
@@ -447,8 +478,10 @@ bool decode_impl(std::span<const std::uint8_t> frame, envelope& out, const decod
       if (!as_str(key, vi, 1, max_address_bytes, out.from, f)) return false;
       break;
     case k_to:
-      if (nil) break;
-      if (!as_str(key, vi, 0, max_address_bytes, out.to.emplace(), f)) return false;
+      if (nil) { seen &= static_cast<std::uint16_t>(~k_to_present); break; }
+      if (!out.to) out.to.emplace();
+      if (!as_str(key, vi, 0, max_address_bytes, *out.to, f)) return false;
+      seen |= k_to_present;
       break;
     case k_corr:
       if (nil) break;
@@ -476,6 +509,7 @@ bool decode_impl(std::span<const std::uint8_t> frame, envelope& out, const decod
       break;
     case k_hdr:
       if (!decode_hdr(r, vi, lim, out.hdr, f)) return false;
+      seen |= k_hdr_present;
       break;
     case k_body:
       if (nil) break;
@@ -488,6 +522,8 @@ bool decode_impl(std::span<const std::uint8_t> frame, envelope& out, const decod
     f = {errc::malformed, std::to_string(r.remaining()) + " trailing bytes after the map"};
     return false;
   }
+  if (!(seen & k_to_present)) out.to.reset();
+  if (!(seen & k_hdr_present)) out.hdr.clear();
   for (std::uint16_t bit : {k_v, k_id, k_kind, k_from, k_ts}) {
     if (!(seen & bit)) {
       f = {errc::missing_field, std::string("required key '") + key_name(bit) + "' is missing"};
@@ -567,38 +603,39 @@ result<std::size_t> encode_to(const envelope& e, std::span<std::uint8_t> out,
                                             " bytes, encoding needs " + std::to_string(size));
   span_writer w{out.data(), out.data() + out.size()};
   msgpack::packer<span_writer> pk(w);
-  auto key = [&pk](std::string_view k) {
-    pk.pack_str(static_cast<std::uint32_t>(k.size()));
-    pk.pack_str_body(k.data(), static_cast<std::uint32_t>(k.size()));
+  // Keys are fixstr constants: written pre-encoded in one piece ("\xa2" "id" = fixstr 2 + "id").
+  auto key = [&w](std::string_view encoded) { w.write(encoded.data(), encoded.size()); };
+  auto str = [&pk](std::string_view v) {
+    pk.pack_str(static_cast<std::uint32_t>(v.size()));
+    pk.pack_str_body(v.data(), static_cast<std::uint32_t>(v.size()));
   };
-  auto str = key; // same encoding
   auto bin = [&pk](const std::uint8_t* p, std::size_t n) {
     pk.pack_bin(static_cast<std::uint32_t>(n));
     pk.pack_bin_body(reinterpret_cast<const char*>(p), static_cast<std::uint32_t>(n));
   };
   // Keys in the order of ENVELOPE.md §3; "v" first so a decoder can reject other versions early.
   pk.pack_map(static_cast<std::uint32_t>(entry_count(e)));
-  key("v");
+  key("\xa1" "v");
   pk.pack_uint64(1);
-  key("id");
+  key("\xa2" "id");
   bin(e.id.data(), e.id.size());
-  key("kind");
+  key("\xa4" "kind");
   str(e.kind);
-  key("from");
+  key("\xa4" "from");
   str(e.from);
-  if (e.to) { key("to"); str(*e.to); }
-  if (e.corr) { key("corr"); bin(e.corr->data(), e.corr->size()); }
-  key("ts");
+  if (e.to) { key("\xa2" "to"); str(*e.to); }
+  if (e.corr) { key("\xa4" "corr"); bin(e.corr->data(), e.corr->size()); }
+  key("\xa2" "ts");
   pk.pack_uint64(e.ts_ns);
-  if (e.deadline_ns) { key("deadline"); pk.pack_uint64(*e.deadline_ns); }
-  if (e.attempt) { key("attempt"); pk.pack_uint64(*e.attempt); }
-  if (e.gen) { key("gen"); pk.pack_uint64(*e.gen); }
+  if (e.deadline_ns) { key("\xa8" "deadline"); pk.pack_uint64(*e.deadline_ns); }
+  if (e.attempt) { key("\xa7" "attempt"); pk.pack_uint64(*e.attempt); }
+  if (e.gen) { key("\xa3" "gen"); pk.pack_uint64(*e.gen); }
   if (!e.hdr.empty()) {
-    key("hdr");
+    key("\xa3" "hdr");
     pk.pack_map(static_cast<std::uint32_t>(e.hdr.size()));
     for (const auto& [k, v] : e.hdr) { str(k); str(v); }
   }
-  if (!e.body.empty()) { key("body"); bin(e.body.data(), e.body.size()); }
+  if (!e.body.empty()) { key("\xa4" "body"); bin(e.body.data(), e.body.size()); }
   const auto written = static_cast<std::size_t>(w.p - out.data());
   if (w.overflow || written != size) // a bug in encoded_size, never input-dependent
     return fail(errc::invalid_argument, "internal: encoded " + std::to_string(written) +

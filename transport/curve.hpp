@@ -3,7 +3,9 @@
 // handler that admits only listed client keys (ZAP, RFC 27).
 //
 // Usage, server side:
-//   auto zap = zap_authenticator::start(ctx, {.allow_list = "/etc/shoal/clients.keys"});
+//   zap_options zo;
+//   zo.allow_list = "/etc/shoal/clients.keys";
+//   auto zap = zap_authenticator::start(ctx, zo);
 //   auto keys = load_curve_secret_key("/etc/shoal/server.key_secret");
 //   configure_curve_server(sock.raw(), *keys);   // before bind
 // Client side: configure_curve_client(sock.raw(), client_keys, server_public) before connect.

@@ -129,7 +129,7 @@ std::string envelope_socket::last_endpoint() const {
 // -- messaging ----------------------------------------------------------------------------------
 
 result<void> envelope_socket::send_frames(std::span<const std::uint8_t> routing_id,
-                                          zmq::message_t& frame) {
+                                          zmq::message_t& frame, std::chrono::milliseconds wait) {
   const bool router = type_ == zmq::socket_type::router;
   if (router != !routing_id.empty()) {
     stats_->send_errors.fetch_add(1, std::memory_order_relaxed);
@@ -138,8 +138,7 @@ result<void> envelope_socket::send_frames(std::span<const std::uint8_t> routing_
   }
   const std::size_t bytes = frame.size();
   void* h = socket_.handle();
-  auto failed = [this](const char* what) -> result<void> {
-    const int e = zmq_errno();
+  auto failed = [this](const char* what, int e) -> result<void> {
     error err = zmq_failure(what, e);
     auto& counter = err.code == errc::would_block ? stats_->dropped_hwm
                     : err.code == errc::unroutable ? stats_->unroutable
@@ -147,20 +146,37 @@ result<void> envelope_socket::send_frames(std::span<const std::uint8_t> routing_
     counter.fetch_add(1, std::memory_order_relaxed);
     return unexpected_error(std::move(err));
   };
-  // With ROUTER_MANDATORY, an unknown peer fails here with EHOSTUNREACH and a full one with
-  // EAGAIN; once the routing frame is accepted the rest of the message always is (atomic).
-  if (router && zmq_send(h, routing_id.data(), routing_id.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
-    return failed("sending routing id");
-  while (zmq_msg_send(frame.handle(), h, ZMQ_DONTWAIT) < 0) {
-    if (zmq_errno() == EINTR) continue;
-    return failed("sending envelope");
+  // With ROUTER_MANDATORY an unknown peer fails the routing frame with EHOSTUNREACH and a full
+  // one with EAGAIN; once the routing frame is accepted the rest of the message always is
+  // (multipart messages are atomic). A refused zmq_msg_send leaves `frame` intact for a retry.
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  for (;;) {
+    const int rc = router ? zmq_send(h, routing_id.data(), routing_id.size(), ZMQ_SNDMORE | ZMQ_DONTWAIT)
+                          : zmq_msg_send(frame.handle(), h, ZMQ_DONTWAIT);
+    if (rc >= 0) break;
+    const int e = zmq_errno();
+    if (e == EINTR) continue;
+    if (e != EAGAIN || wait.count() <= 0) return failed(router ? "sending routing id" : "sending envelope", e);
+    if (!deadline) deadline = std::chrono::steady_clock::now() + wait;
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return failed("sending envelope", EAGAIN);
+    zmq_pollitem_t item{h, 0, ZMQ_POLLOUT, 0};
+    if (zmq_poll(&item, 1, static_cast<long>(left.count())) < 0 && zmq_errno() != EINTR)
+      return failed("polling for send", zmq_errno());
+  }
+  if (router) {
+    while (zmq_msg_send(frame.handle(), h, ZMQ_DONTWAIT) < 0) {
+      if (zmq_errno() == EINTR) continue;
+      return failed("sending envelope", zmq_errno());
+    }
   }
   stats_->sent.fetch_add(1, std::memory_order_relaxed);
   stats_->bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
   return {};
 }
 
-result<void> envelope_socket::send(std::span<const std::uint8_t> routing_id, const envelope& env) {
+result<void> envelope_socket::send(std::span<const std::uint8_t> routing_id, const envelope& env,
+                                   std::chrono::milliseconds wait) {
   // Encode in place in the message libzmq will own: one allocation, no extra copy.
   zmq::message_t frame(encoded_size(env));
   auto n = encode_to(env, std::span<std::uint8_t>(frame.data<std::uint8_t>(), frame.size()),
@@ -169,15 +185,23 @@ result<void> envelope_socket::send(std::span<const std::uint8_t> routing_id, con
     stats_->encode_errors.fetch_add(1, std::memory_order_relaxed);
     return unexpected_error(std::move(n).error());
   }
-  return send_frames(routing_id, frame);
+  return send_frames(routing_id, frame, wait);
 }
 
-result<void> envelope_socket::send(const envelope& env) { return send({}, env); }
+result<void> envelope_socket::send(std::span<const std::uint8_t> routing_id, const envelope& env) {
+  return send(routing_id, env, std::chrono::milliseconds{0});
+}
+
+result<void> envelope_socket::send(const envelope& env, std::chrono::milliseconds wait) {
+  return send({}, env, wait);
+}
+
+result<void> envelope_socket::send(const envelope& env) { return send({}, env, std::chrono::milliseconds{0}); }
 
 result<void> envelope_socket::send_encoded(std::span<const std::uint8_t> bytes,
                                            std::span<const std::uint8_t> routing_id) {
   zmq::message_t frame(bytes.data(), bytes.size());
-  return send_frames(routing_id, frame);
+  return send_frames(routing_id, frame, std::chrono::milliseconds{0});
 }
 
 result<void> envelope_socket::receive(envelope& out, std::chrono::milliseconds timeout,

@@ -106,6 +106,13 @@ public:
   /// ROUTER: sends `env` to the peer with `routing_id`, without blocking. Errors: as `send`, plus
   /// unroutable (no such peer, counted in stats().unroutable).
   [[nodiscard]] result<void> send(std::span<const std::uint8_t> routing_id, const envelope& env);
+  /// As `send(env)`, but when the high-water mark is reached it waits up to `wait` for room
+  /// (zmq_poll POLLOUT) before giving up: backpressure for producers that must not drop. Only a
+  /// send still refused after `wait` counts in dropped_hwm. Errors: as `send`.
+  [[nodiscard]] result<void> send(const envelope& env, std::chrono::milliseconds wait);
+  /// ROUTER form of the waiting send. Errors: as `send(routing_id, env)`.
+  [[nodiscard]] result<void> send(std::span<const std::uint8_t> routing_id, const envelope& env,
+                                  std::chrono::milliseconds wait);
   /// Sends an already encoded frame (e.g. one being forwarded), unchanged and unchecked; pass
   /// `routing_id` on a ROUTER. Errors and counters as `send`.
   [[nodiscard]] result<void> send_encoded(std::span<const std::uint8_t> frame,
@@ -137,7 +144,8 @@ public:
 
 private:
   envelope_socket(zmq::socket_t s, zmq::socket_type type, socket_options opts);
-  result<void> send_frames(std::span<const std::uint8_t> routing_id, zmq::message_t& frame);
+  result<void> send_frames(std::span<const std::uint8_t> routing_id, zmq::message_t& frame,
+                           std::chrono::milliseconds wait);
 
   zmq::socket_t socket_;
   zmq::socket_type type_;

@@ -137,6 +137,26 @@ TEST(CodecTest, DecodeIntoReusesTheTargetEnvelope) {
   EXPECT_EQ(out, small); // optionals from the previous content are cleared
 }
 
+TEST(CodecTest, DecodeIntoReplacesHeadersWhateverTheirOrder) {
+  envelope out = minimal();
+  out.hdr = {{"a", "1"}, {"b", "2"}, {"c", "3"}};
+  out.to = "old@to@x";
+  envelope next = minimal();
+  next.hdr = {{"b", "20"}, {"d", "40"}};
+  ASSERT_TRUE(decode_into(*encode(next), out));
+  EXPECT_EQ(out, next);
+  // Unsorted keys from a foreign encoder are fine; duplicates are not.
+  mp unsorted;
+  unsorted.map(6).required().str("hdr").map(2).str("z").str("1").str("a").str("2");
+  ASSERT_TRUE(decode_into(unsorted.b, out));
+  EXPECT_EQ(out.hdr, (std::map<std::string, std::string>{{"a", "2"}, {"z", "1"}}));
+  mp dup;
+  dup.map(6).required().str("hdr").map(2).str("a").str("1").str("a").str("2");
+  auto r = decode_into(dup.b, out);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::invalid_value);
+}
+
 TEST(CodecTest, EncodeToRefusesAShortBuffer) {
   envelope e = full();
   std::vector<std::uint8_t> small(encoded_size(e) - 1);

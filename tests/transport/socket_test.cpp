@@ -144,6 +144,34 @@ TEST(EnvelopeSocketTest, CountsDropsAtTheHighWaterMark) {
   EXPECT_EQ(got, ok); // every accepted envelope arrives; only the counted ones were dropped
 }
 
+TEST(EnvelopeSocketTest, WaitingSendAppliesBackpressureInsteadOfDropping) {
+  zmq::context_t ctx;
+  socket_options opts;
+  opts.send_hwm = 1;
+  opts.receive_hwm = 1;
+  auto pull = must(envelope_socket::make(ctx, zmq::socket_type::pull, opts));
+  auto push = must(envelope_socket::make(ctx, zmq::socket_type::push, opts));
+  const std::string where = inproc_name();
+  ASSERT_TRUE(pull.bind(where));
+  ASSERT_TRUE(push.connect(where));
+  std::uint64_t ok = 0;
+  while (push.send(sample())) ++ok;
+  ASSERT_EQ(push.stats().dropped_hwm.load(), 1u);
+  // Still full: a bounded wait gives up and counts one more drop.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = push.send(sample(), 40ms);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::would_block);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 35ms);
+  EXPECT_EQ(push.stats().dropped_hwm.load(), 2u);
+  // Room appears once the receiver reads; the waiting send then goes through.
+  ASSERT_TRUE(pull.receive(1s));
+  auto later = push.send(sample(), 5s);
+  ASSERT_TRUE(later) << later.error().describe();
+  EXPECT_EQ(push.stats().sent.load(), ok + 1);
+  EXPECT_EQ(push.stats().dropped_hwm.load(), 2u);
+}
+
 TEST(EnvelopeSocketTest, CountsUnroutableSendsAtARouterAndRepliesToKnownPeers) {
   zmq::context_t ctx;
   auto router = must(envelope_socket::make(ctx, zmq::socket_type::router));
