@@ -5,6 +5,11 @@
 
 namespace shoal::actors {
 
+transport::envelope& detail::scratch_envelope() {
+  thread_local transport::envelope e;
+  return e;
+}
+
 // -- actor_ref -----------------------------------------------------------------------------------
 
 const address& actor_ref::addr() const { return cell_->addr(); }
@@ -16,7 +21,7 @@ actor_stats actor_ref::stats() const { return cell_ ? cell_->stats() : actor_sta
 const address& actor::self_address() const { return cell_->addr(); }
 actor_ref actor::self() const { return actor_ref(cell_->shared_from_this()); }
 std::shared_ptr<detail::cell> actor::self_cell() const { return cell_->shared_from_this(); }
-system& actor::sys() const { return cell_->sys(); }
+actor_system& actor::sys() const { return cell_->sys(); }
 time_point actor::now() const { return cell_->sys().clock().now(); }
 msgpack::zone& actor::zone() const { return cell_->zone(); }
 
@@ -24,10 +29,10 @@ void actor::init_envelope(transport::envelope& e, std::string_view kind) const {
   cell_->sys().init_envelope(e, kind, cell_->addr_string());
 }
 
-result<void> actor::post(const actor_ref& to, transport::envelope&& e) {
+result<void> actor::post(const actor_ref& to, transport::envelope& e) {
   if (!to)
     return make_error(errc::invalid_argument, "empty actor_ref");
-  return to.cell_->post(std::move(e));
+  return to.cell_->post(e);
 }
 
 result<void> actor::post(const address& to, transport::envelope&& e) {

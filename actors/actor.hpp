@@ -37,7 +37,7 @@
 
 namespace shoal::actors {
 
-class system;
+class actor_system;
 class actor;
 class supervisor;
 namespace detail {
@@ -72,7 +72,7 @@ public:
   friend bool operator==(const actor_ref& a, const actor_ref& b) noexcept { return a.cell_ == b.cell_; }
 
 private:
-  friend class system;
+  friend class actor_system;
   friend class actor;
   friend class detail::cell;
   friend class supervisor;
@@ -132,6 +132,10 @@ template <class C, class R, class A> struct handler_traits<R (C::*)(A)> {
   using arg = std::remove_cvref_t<A>;
   using ret = R;
 };
+/// Per-thread envelope that `tell` fills and hands to the mailbox, which swaps a recycled one
+/// back: the steady-state tell allocates nothing.
+transport::envelope& scratch_envelope();
+
 template <class T> struct is_result : std::false_type {};
 template <class T> struct is_result<std::expected<T, error>> : std::true_type {};
 
@@ -207,7 +211,7 @@ private:
 
 // -- actor -----------------------------------------------------------------------------------
 
-/// Base class of every actor. Construct via `system::spawn<T>(opts, args...)`, which calls
+/// Base class of every actor. Construct via `actor_system::spawn<T>(opts, args...)`, which calls
 /// `T(actor_config&, args...)` on the actor's own thread, then `init()`, then `make_behavior()`.
 /// All protected members are owner only (call them from the actor's handlers/timers/init).
 class actor {
@@ -238,7 +242,7 @@ protected:
 
   // -- identity and time ----------------------------------------------------------------------
   /// The system this actor runs in. Owner only.
-  system& sys() const;
+  actor_system& sys() const;
   /// The system clock's current time.
   time_point now() const;
 
@@ -246,7 +250,10 @@ protected:
   /// Sends `m` to `to` (any process). Errors: mailbox_full (reject policy, or block policy when
   /// `to` is this actor), actor_down, not_found, no_route, peer_down, transport.
   template <class M> result<void> tell(const actor_ref& to, const M& m) {
-    return post(to, make_envelope(m));
+    auto& e = detail::scratch_envelope();
+    init_envelope(e, kind_of<M>());
+    encode_body(m, e.body);
+    return post(to, e);
   }
   /// As above, by address: local names go through the registry, other processes to the gateway.
   template <class M> result<void> tell(const address& to, const M& m) {
@@ -254,7 +261,7 @@ protected:
   }
   /// Sends `m` as a request; `on_reply(result<R>)` runs later on this actor's strand with the
   /// reply, or errc::timeout after `timeout` on the system clock (a reply arriving after that is
-  /// dropped and counted in `system::stats().late_replies`). Errors (then `on_reply` never runs):
+  /// dropped and counted in `actor_system::stats().late_replies`). Errors (then `on_reply` never runs):
   /// as `tell`.
   template <class R, class M, class F>
   result<void> request(const actor_ref& to, const M& m, duration timeout, F&& on_reply) {
@@ -276,7 +283,7 @@ protected:
 
   // -- children and lifecycle -----------------------------------------------------------------
   /// Spawns an actor whose failures are reported to this one (`on_child_failed`). Blocks until
-  /// the child initialised. Errors: as `system::spawn`.
+  /// the child initialised. Errors: as `actor_system::spawn`.
   template <class T, class... A> result<actor_ref> spawn_child(spawn_options opts, A&&... args);
   /// Stops this actor after the current handler returns (on_stop runs, the mailbox closes).
   void quit();
@@ -293,7 +300,8 @@ private:
     return e;
   }
   void init_envelope(transport::envelope& e, std::string_view kind) const;
-  result<void> post(const actor_ref& to, transport::envelope&& e);
+  result<void> post(const actor_ref& to, transport::envelope& e); // swaps e with a recycled slot
+  result<void> post(const actor_ref& to, transport::envelope&& e) { return post(to, e); }
   result<void> post(const address& to, transport::envelope&& e);
   using reply_fn = std::function<void(const transport::envelope*)>; // nullptr: timed out
   result<void> post_request(const actor_ref& to, const address* addr, transport::envelope&& e,

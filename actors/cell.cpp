@@ -32,7 +32,7 @@ cell*& current_cell() {
   return c;
 }
 
-cell::cell(system& sys, address addr, mailbox_options mb, factory_fn make, std::shared_ptr<cell> parent)
+cell::cell(actor_system& sys, address addr, mailbox_options mb, factory_fn make, std::shared_ptr<cell> parent)
     : sys_(sys), addr_(std::move(addr)), addr_str_(addr_.to_string()), mb_(mb), make_(std::move(make)),
       parent_(parent), manual_(sys.mode() == execution::manual) {}
 
@@ -58,11 +58,11 @@ actor_stats cell::stats() const {
 
 // -- producers -----------------------------------------------------------------------------------
 
-result<void> cell::post(transport::envelope&& e) {
+result<void> cell::post(transport::envelope& e) {
   // Blocking is impossible without a thread of our own (manual execution) or when an actor
   // writes to its own full mailbox (it would wait for itself): both fall back to reject.
   bool may_block = !manual_ && current_cell() != this;
-  switch (mb_.push(std::move(e), may_block)) {
+  switch (mb_.push(e, may_block)) {
   case mailbox::push_result::ok:
   case mailbox::push_result::dropped:
     return {};
@@ -144,7 +144,7 @@ void cell::thread_main(std::promise<result<void>>* started) {
     auto st = state_.load(std::memory_order_acquire);
     if (st == cell_state::stopped)
       break;
-    bool leftover = st == cell_state::running && batch_pos_ < batch_.size();
+    bool leftover = st == cell_state::running && batch_pos_ < batch_n_;
     if (!leftover) {
       std::optional<std::chrono::nanoseconds> max_wait;
       if (st == cell_state::running) {
@@ -210,6 +210,7 @@ void cell::finish_stop() {
     return;
   drop_instance(st == cell_state::running);
   batch_.clear();
+  batch_n_ = 0;
   batch_pos_ = 0;
   state_.store(cell_state::stopped, std::memory_order_release);
   mb_.close();
@@ -277,12 +278,13 @@ bool cell::step() {
   if (state_.load(std::memory_order_acquire) == cell_state::stopped)
     return false;
   current_scope scope(this);
-  bool want_user = state_.load(std::memory_order_relaxed) == cell_state::running && batch_pos_ >= batch_.size();
-  if (want_user) {
-    batch_.clear();
+  bool want_user = state_.load(std::memory_order_relaxed) == cell_state::running && batch_pos_ >= batch_n_;
+  auto taken = mb_.take(batch_, ctl_, want_user);
+  if (taken > 0) {
+    batch_n_ = taken;
     batch_pos_ = 0;
   }
-  bool did = mb_.take(batch_, ctl_, want_user);
+  bool did = taken > 0 || !ctl_.empty();
   if (!ctl_.empty()) {
     auto ctl = std::move(ctl_);
     ctl_.clear();
@@ -300,7 +302,7 @@ bool cell::step() {
     did = true;
     fire_timers(now);
   }
-  if (state_.load(std::memory_order_acquire) == cell_state::running && batch_pos_ < batch_.size()) {
+  if (state_.load(std::memory_order_acquire) == cell_state::running && batch_pos_ < batch_n_) {
     did = true;
     process_user();
   }
@@ -308,7 +310,7 @@ bool cell::step() {
 }
 
 void cell::process_user() {
-  while (batch_pos_ < batch_.size()) {
+  while (batch_pos_ < batch_n_) {
     auto& e = batch_[batch_pos_++];
     dispatch(e);
     if (quit_ || fail_) {

@@ -23,19 +23,20 @@ cell*& current_cell();
 
 class cell : public std::enable_shared_from_this<cell> {
 public:
-  cell(system& sys, address addr, mailbox_options mb, factory_fn make, std::shared_ptr<cell> parent);
+  cell(actor_system& sys, address addr, mailbox_options mb, factory_fn make, std::shared_ptr<cell> parent);
   ~cell();
 
   // -- identity (any thread) --------------------------------------------------------------------
   const address& addr() const { return addr_; }
   const std::string& addr_string() const { return addr_str_; }
-  system& sys() const { return sys_; }
+  actor_system& sys() const { return sys_; }
   bool alive() const { return state_.load(std::memory_order_acquire) != cell_state::stopped; }
   actor_stats stats() const;
 
   // -- producers (any thread) -------------------------------------------------------------------
   /// Queues a message. Errors: mailbox_full, actor_down. Drops (drop_newest) count as success.
-  result<void> post(transport::envelope&& e);
+  result<void> post(transport::envelope& e);
+  result<void> post(transport::envelope&& e) { return post(e); }
   /// Queues a control function for the owner thread; false when the cell has stopped.
   bool post_control(std::function<void(cell&)> fn);
 
@@ -85,7 +86,7 @@ private:
   void finish_stop();
   void drop_instance(bool call_on_stop);
 
-  system& sys_;
+  actor_system& sys_;
   address addr_;
   std::string addr_str_;
   mailbox mb_;
@@ -100,7 +101,8 @@ private:
   bool manual_ = false;
 
   // owner-thread state
-  std::vector<transport::envelope> batch_;
+  std::vector<transport::envelope> batch_; // [0, batch_n_) taken mail; the rest recycled slots
+  std::size_t batch_n_ = 0;
   std::size_t batch_pos_ = 0;
   std::vector<std::function<void()>> ctl_;
   msgpack::zone zone_;

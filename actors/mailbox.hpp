@@ -48,20 +48,26 @@ public:
   /// An empty open mailbox. `opts.capacity` 0 is treated as 1.
   explicit mailbox(mailbox_options opts);
 
-  /// Queues `e` according to the overflow policy. `may_block` false turns `block` into `reject`
-  /// (used when the sender is the consumer itself, or has no thread to block). Thread-safe.
-  push_result push(transport::envelope&& e, bool may_block = true);
+  /// Queues `e` according to the overflow policy by swapping it with a recycled slot: on
+  /// return `e` holds a consumed envelope (stale content, reusable capacity) or is unchanged if
+  /// nothing was queued, so a producer that refills the same envelope allocates nothing in the
+  /// steady state. `may_block` false turns `block` into `reject` (used when the sender is the
+  /// consumer itself, or has no thread to block). Thread-safe.
+  push_result push(transport::envelope& e, bool may_block = true);
+  /// As above for a temporary.
+  push_result push(transport::envelope&& e, bool may_block = true) { return push(e, may_block); }
   /// Queues a control item for the consumer; false when closed. Never bounded. Thread-safe.
   bool push_control(std::function<void()> fn);
 
   /// Consumer only: returns when a control item is queued, when `want_user` and mail is queued,
   /// when the mailbox is closed, or after `max_wait` (nullopt: no limit).
   void wait(bool want_user, std::optional<std::chrono::nanoseconds> max_wait);
-  /// Consumer only: moves all queued control items into `ctl` and, when `want_user`, all queued
-  /// mail into `user` (which must be empty; its capacity is recycled). True if anything moved.
-  bool take(std::vector<transport::envelope>& user, std::vector<std::function<void()>>& ctl,
-            bool want_user);
-
+  /// Consumer only: moves all queued control items into `ctl` (which must be empty) and, when
+  /// `want_user`, swaps the queued mail into `user`, returning how many of `user`'s leading
+  /// elements are new mail (the rest are recycled slots). The consumer leaves handled envelopes
+  /// in place: they go back to the producers as recycled slots on the next take.
+  std::size_t take(std::vector<transport::envelope>& user, std::vector<std::function<void()>>& ctl,
+                   bool want_user);
   /// Closes the mailbox: queued mail and controls are discarded, blocked senders wake and get
   /// `closed`, later pushes fail. Idempotent. Thread-safe.
   void close();
@@ -80,7 +86,9 @@ private:
   mutable std::mutex m_;
   std::condition_variable not_empty_; // consumer waits here
   std::condition_variable not_full_;  // blocked producers wait here
-  std::vector<transport::envelope> q_;
+  std::vector<transport::envelope> q_; // [0, n_) queued; [n_, size) recycled slots
+  std::size_t n_ = 0;
+  std::atomic<bool> ready_{false};       // something queued or closed: lets `wait` spin lock-free
   std::vector<std::function<void()>> ctl_;
   bool closed_ = false;
   bool consumer_waiting_ = false; // notify only when someone sleeps

@@ -73,14 +73,15 @@ std::vector<std::uint8_t>& scratch_buffer();
 bool reference_all(msgpack::type::object_type, std::size_t, void*);
 } // namespace detail
 
-/// Encodes `m` as MessagePack into `out` (replacing its contents). Owner thread of `out`.
+/// Encodes `m` as MessagePack into `out`, replacing its contents but reusing its capacity (a
+/// recycled envelope body makes this allocation-free). Owner thread of `out`.
 template <class M> void encode_body(const M& m, std::vector<std::uint8_t>& out) {
-  auto& s = detail::scratch_buffer();
-  s.clear();
-  detail::byte_writer w{&s};
+  out.clear();
+  if (out.capacity() < 64)
+    out.reserve(64);
+  detail::byte_writer w{&out};
   msgpack::packer<detail::byte_writer> pk(w);
   pk.pack(m);
-  out.assign(s.begin(), s.end());
 }
 
 /// Decodes `bytes` into an `M`. `zone` is scratch memory the caller reuses (cleared here).

@@ -17,22 +17,31 @@ std::uint64_t wall_now_ns() {
 constexpr std::string_view client_name = "$client";
 } // namespace
 
-system::system(system_options opts)
+actor_system::actor_system(system_options opts)
     : opts_(std::move(opts)), clock_(opts_.clock_source ? opts_.clock_source : std::make_shared<steady_clock_source>()),
       client_address_(std::string(client_name) + '@' + opts_.process + '@' + opts_.host) {}
 
-system::~system() { shutdown(); }
+actor_system::~actor_system() { shutdown(); }
 
-void system::init_envelope(transport::envelope& e, std::string_view kind, const std::string& from) const {
+void actor_system::init_envelope(transport::envelope& e, std::string_view kind, const std::string& from) const {
+  // Every field is (re)set: `e` may be a recycled envelope still holding an old message.
+  e.v = 1;
   e.id = transport::new_message_id();
-  e.kind = kind;
-  e.from = from;
+  e.kind.assign(kind);
+  e.from.assign(from);
+  e.to.reset();
+  e.corr.reset();
   e.ts_ns = wall_now_ns();
+  e.deadline_ns.reset();
+  e.attempt.reset();
+  e.gen.reset();
+  if (!e.hdr.empty())
+    e.hdr.clear();
 }
 
 // -- lifecycle -----------------------------------------------------------------------------------
 
-result<actor_ref> system::spawn_cell(spawn_options opts, actor_factory make, std::shared_ptr<detail::cell> parent) {
+result<actor_ref> actor_system::spawn_cell(spawn_options opts, actor_factory make, std::shared_ptr<detail::cell> parent) {
   if (!make)
     return make_error(errc::invalid_argument, "no factory");
   if (opts.name.find('@') != std::string::npos || (!opts.name.empty() && opts.name.front() == '$'))
@@ -63,7 +72,7 @@ result<actor_ref> system::spawn_cell(spawn_options opts, actor_factory make, std
   return actor_ref(c);
 }
 
-void system::stop(const actor_ref& ref) {
+void actor_system::stop(const actor_ref& ref) {
   if (!ref)
     return;
   auto c = ref.cell_;
@@ -74,7 +83,7 @@ void system::stop(const actor_ref& ref) {
   }
 }
 
-void system::shutdown() {
+void actor_system::shutdown() {
   std::vector<std::shared_ptr<detail::cell>> cells;
   {
     std::lock_guard lk(m_);
@@ -107,7 +116,7 @@ void system::shutdown() {
   shutting_down_ = false; // the system may be reused (spawn works again)
 }
 
-void system::unregister(detail::cell* c) {
+void actor_system::unregister(detail::cell* c) {
   std::lock_guard lk(m_);
   if (auto it = registry_.find(c->addr().name); it != registry_.end() && it->second.get() == c)
     registry_.erase(it);
@@ -115,7 +124,7 @@ void system::unregister(detail::cell* c) {
 
 // -- registry ------------------------------------------------------------------------------------
 
-result<actor_ref> system::lookup(std::string_view name) const {
+result<actor_ref> actor_system::lookup(std::string_view name) const {
   std::lock_guard lk(m_);
   auto it = registry_.find(name);
   if (it == registry_.end() || !it->second->alive())
@@ -123,7 +132,7 @@ result<actor_ref> system::lookup(std::string_view name) const {
   return actor_ref(it->second);
 }
 
-std::vector<std::string> system::names() const {
+std::vector<std::string> actor_system::names() const {
   std::lock_guard lk(m_);
   std::vector<std::string> out;
   for (auto& [n, c] : registry_)
@@ -133,13 +142,13 @@ std::vector<std::string> system::names() const {
 
 // -- routing -------------------------------------------------------------------------------------
 
-result<void> system::post(const actor_ref& to, transport::envelope&& e) {
+result<void> actor_system::post(const actor_ref& to, transport::envelope& e) {
   if (!to)
     return make_error(errc::invalid_argument, "empty actor_ref");
-  return to.cell_->post(std::move(e));
+  return to.cell_->post(e);
 }
 
-result<void> system::route(const address& to, transport::envelope&& e) {
+result<void> actor_system::route(const address& to, transport::envelope&& e) {
   if (to.process == opts_.process && to.host == opts_.host) {
     if (to.name == client_name) {
       complete_external(std::move(e));
@@ -166,7 +175,7 @@ result<void> system::route(const address& to, transport::envelope&& e) {
   return (*r)(std::move(e));
 }
 
-result<void> system::deliver(transport::envelope&& e) {
+result<void> actor_system::deliver(transport::envelope&& e) {
   if (!e.to)
     return make_error(errc::invalid_argument, "envelope without 'to'");
   auto a = address::parse(*e.to);
@@ -177,7 +186,7 @@ result<void> system::deliver(transport::envelope&& e) {
   return route(*a, std::move(e));
 }
 
-void system::set_remote_router(remote_router r) {
+void actor_system::set_remote_router(remote_router r) {
   auto p = r ? std::make_shared<const remote_router>(std::move(r)) : nullptr;
   std::lock_guard lk(m_);
   router_ = std::move(p);
@@ -185,7 +194,7 @@ void system::set_remote_router(remote_router r) {
 
 // -- requests from outside actors ----------------------------------------------------------------
 
-std::shared_ptr<detail::reply_slot> system::post_external_request(const actor_ref* to, const address* addr,
+std::shared_ptr<detail::reply_slot> actor_system::post_external_request(const actor_ref* to, const address* addr,
                                                                   transport::envelope&& e, duration timeout) {
   auto slot = std::make_shared<detail::reply_slot>();
   slot->corr = transport::new_message_id();
@@ -208,7 +217,7 @@ std::shared_ptr<detail::reply_slot> system::post_external_request(const actor_re
   return slot;
 }
 
-void system::complete_external(transport::envelope&& e) {
+void actor_system::complete_external(transport::envelope&& e) {
   std::shared_ptr<detail::reply_slot> s;
   if (e.corr) {
     std::lock_guard lk(m_);
@@ -229,7 +238,7 @@ void system::complete_external(transport::envelope&& e) {
   s->cv.notify_all();
 }
 
-void system::expire_external(time_point now) {
+void actor_system::expire_external(time_point now) {
   std::vector<std::shared_ptr<detail::reply_slot>> expired;
   {
     std::lock_guard lk(m_);
@@ -249,7 +258,7 @@ void system::expire_external(time_point now) {
   }
 }
 
-result<const transport::envelope*> system::await(detail::reply_slot& slot) {
+result<const transport::envelope*> actor_system::await(detail::reply_slot& slot) {
   std::unique_lock lk(slot.m);
   if (!slot.done) {
     if (opts_.mode == execution::manual)
@@ -285,7 +294,7 @@ result<const transport::envelope*> system::await(detail::reply_slot& slot) {
 
 // -- manual execution ----------------------------------------------------------------------------
 
-std::size_t system::run_until_idle() {
+std::size_t actor_system::run_until_idle() {
   std::size_t steps = 0;
   std::vector<std::shared_ptr<detail::cell>> snapshot;
   for (;;) {
@@ -313,7 +322,7 @@ std::size_t system::run_until_idle() {
   return steps;
 }
 
-std::optional<time_point> system::next_due() const {
+std::optional<time_point> actor_system::next_due() const {
   std::optional<time_point> best;
   std::vector<std::shared_ptr<detail::cell>> snapshot;
   {
@@ -329,7 +338,7 @@ std::optional<time_point> system::next_due() const {
   return best;
 }
 
-system_stats system::stats() const {
+system_stats actor_system::stats() const {
   system_stats s;
   s.late_replies = late_replies_.load(std::memory_order_relaxed);
   s.unknown_kind = unknown_kind_.load(std::memory_order_relaxed);

@@ -66,7 +66,7 @@ struct reply_slot {
 };
 } // namespace detail
 
-/// The reply to a request made with `system::request`. Copyable handle.
+/// The reply to a request made with `actor_system::request`. Copyable handle.
 template <class R> class pending_reply {
 public:
   /// The reply. Threaded execution: blocks until the reply or the deadline. Manual execution:
@@ -77,9 +77,9 @@ public:
   bool ready() const;
 
 private:
-  friend class system;
-  pending_reply(system* s, std::shared_ptr<detail::reply_slot> slot) : sys_(s), slot_(std::move(slot)) {}
-  system* sys_;
+  friend class actor_system;
+  pending_reply(actor_system* s, std::shared_ptr<detail::reply_slot> slot) : sys_(s), slot_(std::move(slot)) {}
+  actor_system* sys_;
   std::shared_ptr<detail::reply_slot> slot_;
   std::optional<result<R>> value_;
   result<R> not_ready_{std::unexpected(error{errc::not_ready, "no reply yet: run the system"})};
@@ -87,13 +87,13 @@ private:
 
 /// An actor system. All public members are thread-safe unless marked otherwise. Destroying the
 /// system stops every actor (children before their supervisors' own shutdown completes).
-class system {
+class actor_system {
 public:
   /// A system with no actors. Validates nothing that can fail: bad names surface on first use.
-  explicit system(system_options opts = {});
-  ~system();
-  system(const system&) = delete;
-  system& operator=(const system&) = delete;
+  explicit actor_system(system_options opts = {});
+  ~actor_system();
+  actor_system(const actor_system&) = delete;
+  actor_system& operator=(const actor_system&) = delete;
 
   // -- identity -------------------------------------------------------------------------------
   /// This process's name. 
@@ -130,7 +130,10 @@ public:
   // -- messaging from outside any actor ---------------------------------------------------------
   /// Sends `m` to `to` with sender `$client@process@host`. Errors: as actor::tell.
   template <class M> result<void> tell(const actor_ref& to, const M& m) {
-    return post(to, make_envelope(m));
+    auto& e = detail::scratch_envelope();
+    init_envelope(e, kind_of<M>(), client_address_);
+    encode_body(m, e.body);
+    return post(to, e);
   }
   /// As above, by address (local registry or the gateway).
   template <class M> result<void> tell(const address& to, const M& m) {
@@ -185,7 +188,8 @@ private:
   void init_envelope(transport::envelope& e, std::string_view kind, const std::string& from) const;
   result<actor_ref> spawn_cell(spawn_options opts, actor_factory make,
                                std::shared_ptr<detail::cell> parent);
-  result<void> post(const actor_ref& to, transport::envelope&& e);
+  result<void> post(const actor_ref& to, transport::envelope& e);
+  result<void> post(const actor_ref& to, transport::envelope&& e) { return post(to, e); }
   std::shared_ptr<detail::reply_slot> post_external_request(const actor_ref* to, const address* addr,
                                                             transport::envelope&& e, duration timeout);
   result<const transport::envelope*> await(detail::reply_slot& slot);

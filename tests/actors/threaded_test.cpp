@@ -59,7 +59,7 @@ private:
 class ThreadedTest : public ::testing::Test {
 protected:
   log_capture logs;
-  system sys{system_options{.process = "p", .host = "h"}};
+  actor_system sys{system_options{.process = "p", .host = "h"}};
   counter::shared shared;
 };
 

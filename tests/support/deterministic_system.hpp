@@ -59,13 +59,13 @@ public:
   actors::time_point now() const { return clock_->now(); }
 
   /// The underlying system (manual execution).
-  actors::system& sys() { return sys_; }
+  actors::actor_system& sys() { return sys_; }
   /// The manual clock.
   actors::manual_clock& clock() { return *clock_; }
 
 private:
   std::shared_ptr<actors::manual_clock> clock_;
-  actors::system sys_;
+  actors::actor_system sys_;
 };
 
 } // namespace shoal::tests
