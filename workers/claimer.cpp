@@ -273,4 +273,39 @@ std::size_t lease_keeper::held() const {
   return held_.size();
 }
 
+result<drain_stats> drain(const work_table& table, std::string_view queue, std::span<const std::uint32_t> shards,
+                          std::string_view owner, const drain_options& opts,
+                          const std::function<void(const claimed_record&)>& on_completed) {
+  drain_stats st;
+  auto idle_since = steady_clock::now();
+  for (;;) {
+    auto got = table.claim(queue, shards, owner, opts.batch);
+    if (!got) return std::unexpected(got.error());
+    if (got->empty()) {
+      auto open = table.has_open(queue);
+      if (!open) return std::unexpected(open.error());
+      if (!*open) return st;
+      if (opts.max_idle.count() > 0 && steady_clock::now() - idle_since > opts.max_idle) return st;
+      std::this_thread::sleep_for(opts.idle_poll);
+      continue;
+    }
+    idle_since = steady_clock::now();
+    st.claimed += got->size();
+    std::vector<claimed_record*> ptrs;
+    for (auto& r : *got) ptrs.push_back(&r);
+    auto res = table.complete_many(ptrs);
+    for (std::size_t i = 0; i < res.size(); ++i) {
+      if (res[i]) {
+        ++st.completed;
+        if (on_completed) on_completed((*got)[i]);
+      } else if (res[i].error().code == errc::lease_lost) {
+        ++st.lease_lost;
+      } else {
+        ++st.errors;
+        spdlog::warn("drain: completing '{}' failed: {}", (*got)[i].id, res[i].error().describe());
+      }
+    }
+  }
+}
+
 } // namespace shoal::workers

@@ -108,4 +108,33 @@ private:
   std::thread thread_;
 };
 
+// -- drain: the simplest claim loop ----------------------------------------------------------------
+
+/// Settings of drain().
+struct drain_options {
+  std::size_t batch = 100;                    ///< records per claim call
+  std::chrono::milliseconds idle_poll{50};    ///< wait when nothing is claimable but records are open
+  /// Stop after this long without an open record or progress; 0 = until the queue has no
+  /// pending or claimed record.
+  std::chrono::milliseconds max_idle{0};
+};
+
+/// What drain() did.
+struct drain_stats {
+  std::size_t claimed = 0;    ///< records claimed
+  std::size_t completed = 0;  ///< records this loop completed
+  std::size_t lease_lost = 0; ///< completions refused (another owner took the record)
+  std::size_t errors = 0;     ///< other failed completions (the record stays claimed, then expires)
+};
+
+/// Claims records of `queue` from `shards` as `owner` and completes them (one transaction per
+/// partition) until the queue has no pending or claimed record; `on_completed` is called for
+/// each record this loop completed. No processing happens in between: this is the claim path
+/// of a worker without its work, used by tests and bench/claim_bench.
+/// Errors: those of work_table::claim and has_open. Owner only.
+[[nodiscard]] result<drain_stats> drain(const work_table& table, std::string_view queue,
+                                        std::span<const std::uint32_t> shards, std::string_view owner,
+                                        const drain_options& opts,
+                                        const std::function<void(const claimed_record&)>& on_completed);
+
 } // namespace shoal::workers

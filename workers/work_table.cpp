@@ -217,7 +217,7 @@ struct work_table::impl {
 
   void observe(system_clock::time_point date, const std::string& etag, steady_tp sent, steady_tp received) const {
     if (date.time_since_epoch().count() > 0) clock.observe(date, sent, received, seconds(1));
-    if (auto t = etag_time(etag)) clock.observe(*t, sent, received, nanoseconds(0));
+    if (auto t = etag_time(etag)) clock.observe(*t, sent, received, milliseconds(1)); // JS Date: ms
   }
 
   // The local deadline of a lease written with a request sent at `sent`.

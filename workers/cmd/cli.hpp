@@ -34,5 +34,6 @@ using command_fn = std::function<int()>;
 // subcommand to `app` and, from the subcommand's callback, sets `run` to the body to execute.
 // Declare them here, e.g.: void add_records_command(CLI::App&, global_options&, command_fn&);
 void add_catalog_command(CLI::App&, global_options&, command_fn&);
+void add_records_command(CLI::App&, global_options&, command_fn&);
 
 } // namespace shoal::cmd

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   shoal::cmd::command_fn run;
   // One line per subcommand file (workers/cmd/<name>.cpp), declared in cli.hpp.
   shoal::cmd::add_catalog_command(app, g, run);
+  shoal::cmd::add_records_command(app, g, run);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,595 @@
+// Integration tests of the work table against Azurite (label `claim`): enqueue, claims,
+// leases under server time, fencing, dead letters, renew outages, many claimer processes.
+
+#include "storage/blob_client.hpp"
+#include "storage/connection_string.hpp"
+#include "storage/pipeline.hpp"
+#include "storage/table_client.hpp"
+#include "tests/support/azurite.hpp"
+#include "workers/claimer.hpp"
+#include "workers/key_escape.hpp"
+#include "workers/record_table.hpp"
+#include "workers/work_table.hpp"
+
+#include <gtest/gtest.h>
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <set>
+#include <thread>
+
+extern char** environ;
+
+namespace shoal::workers {
+namespace {
+
+using namespace std::chrono;
+using namespace std::chrono_literals;
+
+// -- harness --------------------------------------------------------------------------------------
+
+/// Wraps the curl transport; while `down` every request fails like a dead network.
+class switchable_transport final : public storage::http_transport {
+public:
+  explicit switchable_transport(std::shared_ptr<storage::http_transport> inner) : inner_(std::move(inner)) {}
+  storage::result<storage::http_response> send(const storage::http_request& req) override {
+    if (down.load())
+      return std::unexpected(storage::error{storage::errc::transport, 0, {}, {}, true, 1, "switchable_transport: network down"});
+    return inner_->send(req);
+  }
+  std::atomic<bool> down{false};
+
+private:
+  std::shared_ptr<storage::http_transport> inner_;
+};
+
+struct env {
+  std::string table_name;
+  storage::pipeline pipe;
+  storage::table_client table;
+  work_table work;
+};
+
+struct env_options {
+  work_table_options wt;
+  nanoseconds skew{0};                               // added to the client's wall clock (x-ms-date)
+  std::shared_ptr<storage::http_transport> transport; // default curl
+  int http_attempts = 4;
+};
+
+storage::pipeline make_pipeline(const env_options& o) {
+  auto account = storage::parse_connection_string(tests::azurite_connection_string());
+  EXPECT_TRUE(account) << account.error().describe();
+  storage::pipeline_options po;
+  po.retry.max_attempts = o.http_attempts;
+  po.retry.base_delay = 20ms;
+  po.http.request_timeout = 5000ms;
+  if (o.skew.count() != 0) {
+    auto skew = o.skew;
+    po.hooks.now = [skew] { return system_clock::now() + duration_cast<system_clock::duration>(skew); };
+  }
+  auto p = storage::pipeline::make(*account, po, o.transport);
+  EXPECT_TRUE(p) << p.error().describe();
+  return *p;
+}
+
+/// A work table over table `name` (created when `create`).
+env open_env(const std::string& name, env_options o = {}, bool create = true) {
+  auto pipe = make_pipeline(o);
+  auto tc = storage::table_client::make(pipe, name);
+  EXPECT_TRUE(tc) << tc.error().describe();
+  auto wt = work_table::make(*tc, storage::blob_client(pipe), o.wt);
+  EXPECT_TRUE(wt) << wt.error().describe();
+  if (create) {
+    auto ok = wt->create_if_missing();
+    EXPECT_TRUE(ok) << ok.error().describe();
+  }
+  return env{name, pipe, *tc, *wt};
+}
+
+work_table_options short_leases() {
+  work_table_options o;
+  o.work.lease_ms = 2000;
+  o.work.lease_renew_ms = 700;
+  o.work.retry_base_ms = 50;
+  o.work.retry_max_ms = 200;
+  return o;
+}
+
+std::vector<std::uint32_t> all_shards(const work_table& w) {
+  std::vector<std::uint32_t> s(w.options().work.shards);
+  std::iota(s.begin(), s.end(), 0u);
+  return s;
+}
+
+std::vector<new_record> make_records(std::size_t n, std::string_view prefix) {
+  std::vector<new_record> out;
+  for (std::size_t i = 0; i < n; ++i)
+    out.push_back({std::string(prefix) + std::to_string(i), "{\"n\":" + std::to_string(i) + "}", 0ms});
+  return out;
+}
+
+/// Polls `fn` until it returns true or `limit` passes.
+template <class F> bool eventually(F&& fn, milliseconds limit, milliseconds step = 50ms) {
+  auto end = steady_clock::now() + limit;
+  while (steady_clock::now() < end) {
+    if (fn()) return true;
+    std::this_thread::sleep_for(step);
+  }
+  return fn();
+}
+
+system_clock::time_point as_sys(storage::table_time t) {
+  return system_clock::time_point(duration_cast<system_clock::duration>(t.time_since_epoch()));
+}
+
+// -- tests ----------------------------------------------------------------------------------------
+
+TEST(WorkTableIt, EnqueueClaimCompleteRoundTrip) {
+  auto e = open_env(tests::unique_name("wtround"));
+  auto recs = make_records(5, "r");
+  auto enq = e.work.enqueue("jobs", recs);
+  ASSERT_TRUE(enq) << enq.error().describe();
+  EXPECT_EQ(enq->inserted, 5u);
+
+  auto shards = all_shards(e.work);
+  auto got = e.work.claim("jobs", shards, "w1@test", 10);
+  ASSERT_TRUE(got) << got.error().describe();
+  ASSERT_EQ(got->size(), 5u);
+  for (auto& r : *got) {
+    EXPECT_EQ(r.gen, 1);
+    EXPECT_EQ(r.attempts, 1);
+    EXPECT_EQ(r.payload, "{\"n\":" + r.id.substr(1) + "}");
+    EXPECT_EQ(r.shard, shard_of(r.id, 16));
+  }
+  auto again = e.work.claim("jobs", shards, "w2@test", 10);
+  ASSERT_TRUE(again) << again.error().describe();
+  EXPECT_TRUE(again->empty()) << "held records must not be claimable while the lease lives";
+
+  std::vector<claimed_record*> ptrs;
+  for (auto& r : *got) ptrs.push_back(&r);
+  auto done = e.work.complete_many(ptrs);
+  for (auto& d : done) ASSERT_TRUE(d) << d.error().describe();
+  auto v = e.work.get("jobs", "r3");
+  ASSERT_TRUE(v) << v.error().describe();
+  EXPECT_EQ(v->status, record_status::done);
+  EXPECT_EQ(v->owner, "w1@test");
+  EXPECT_EQ(e.work.counters().snapshot().completions, 5u);
+  auto open = e.work.has_open("jobs");
+  ASSERT_TRUE(open) << open.error().describe();
+  EXPECT_FALSE(*open);
+}
+
+TEST(WorkTableIt, EnqueueIsIdempotentAndNeverResetsFinishedRecords) {
+  auto o = env_options{};
+  o.wt.work.shards = 1; // one partition: > 100 records exercise several transactions
+  auto e = open_env(tests::unique_name("wtidem"), o);
+  auto recs = make_records(250, "id");
+  auto first = e.work.enqueue("q", recs);
+  ASSERT_TRUE(first) << first.error().describe();
+  EXPECT_EQ(first->inserted, 250u);
+
+  auto got = e.work.claim("q", std::vector<std::uint32_t>{0}, "w@t", 1);
+  ASSERT_TRUE(got && got->size() == 1);
+  ASSERT_TRUE(e.work.complete(got->front()));
+
+  // Same ids again plus new ones, in one call: the 409s are resolved by reading.
+  auto more = make_records(260, "id");
+  auto second = e.work.enqueue("q", more);
+  ASSERT_TRUE(second) << second.error().describe();
+  EXPECT_EQ(second->inserted, 10u);
+  EXPECT_EQ(second->already_present, 250u);
+  auto v = e.work.get("q", got->front().id);
+  ASSERT_TRUE(v) << v.error().describe();
+  EXPECT_EQ(v->status, record_status::done) << "enqueue must not reset a finished record";
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c) << c.error().describe();
+  EXPECT_EQ(c->total, 260u);
+  EXPECT_EQ(c->by_status[record_status::done], 1u);
+  EXPECT_EQ(c->by_status[record_status::pending], 259u);
+}
+
+TEST(WorkTableIt, AwkwardIdsAndLargePayloadsRoundTrip) {
+  auto e = open_env(tests::unique_name("wtodd"));
+  std::string big(40 * 1024, 'x');
+  std::string binary("\x00\xff\xfe payload", 11);
+  std::vector<new_record> recs = {
+      {"a/b\\c#d?e%f", "slashes", 0ms},
+      {"tab\there\nnewline\x7f", "controls", 0ms},
+      {"unicode-\xc3\xa9\xe2\x82\xac", "utf8", 0ms},
+      {"big", big, 0ms},
+      {"bin", binary, 0ms},
+  };
+  auto enq = e.work.enqueue("odd", recs);
+  ASSERT_TRUE(enq) << enq.error().describe();
+  for (const auto& r : recs) {
+    auto v = e.work.get("odd", r.id);
+    ASSERT_TRUE(v) << v.error().describe();
+    EXPECT_EQ(v->id, r.id);
+    EXPECT_EQ(v->payload, r.payload);
+  }
+  auto bigv = e.work.get("odd", "big");
+  ASSERT_TRUE(bigv);
+  EXPECT_FALSE(bigv->payload_blob.empty()) << "a 40 KiB payload must live in a blob";
+  auto got = e.work.claim("odd", all_shards(e.work), "w@t", 10);
+  ASSERT_TRUE(got) << got.error().describe();
+  ASSERT_EQ(got->size(), recs.size());
+  std::map<std::string, std::string> payloads;
+  for (auto& r : *got) payloads[r.id] = r.payload;
+  for (const auto& r : recs) EXPECT_EQ(payloads[r.id], r.payload) << r.id;
+
+  std::vector<new_record> too_long = {{std::string(600, 'k'), "x", 0ms}};
+  auto bad = e.work.enqueue("odd", too_long);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, errc::limit_exceeded) << bad.error().describe();
+}
+
+TEST(WorkTableIt, ExpiredLeaseIsReclaimedAndStaleCompletionIsRefused) {
+  env_options o;
+  o.wt = short_leases();
+  auto a = open_env(tests::unique_name("wtlease"), o);
+  auto b = open_env(a.table_name, o, false);
+  std::vector<new_record> one = {{"job-1", "p", 0ms}};
+  ASSERT_TRUE(a.work.enqueue("q", one));
+  auto shards = all_shards(a.work);
+  auto held = a.work.claim("q", shards, "worker-a", 1);
+  ASSERT_TRUE(held && held->size() == 1);
+
+  std::vector<claimed_record> taken;
+  ASSERT_TRUE(eventually([&] {
+    auto r = b.work.claim("q", shards, "worker-b", 1);
+    if (r && !r->empty()) taken = *r;
+    return !taken.empty();
+  }, 8s)) << "the expired lease was never reclaimed";
+  EXPECT_EQ(taken[0].gen, 2);
+  EXPECT_EQ(taken[0].attempts, 2);
+
+  auto stale = a.work.complete(held->front());
+  ASSERT_FALSE(stale) << "a stale owner's completion must be refused";
+  EXPECT_EQ(stale.error().code, errc::lease_lost);
+  EXPECT_NE(stale.error().message.find("worker-b"), std::string::npos) << stale.error().message;
+  EXPECT_NE(stale.error().message.find("gen 2"), std::string::npos) << stale.error().message;
+  EXPECT_EQ(a.work.counters().snapshot().lease_lost, 1u);
+  auto renew = a.work.renew(held->front());
+  ASSERT_FALSE(renew);
+  EXPECT_EQ(renew.error().code, errc::lease_lost);
+
+  ASSERT_TRUE(b.work.complete(taken[0]));
+  auto v = b.work.get("q", "job-1");
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->status, record_status::done);
+  EXPECT_EQ(v->owner, "worker-b");
+}
+
+TEST(WorkTableIt, MaxAttemptsMakesTheRecordDeadKeepingTheError) {
+  env_options o;
+  o.wt = short_leases();
+  o.wt.work.max_attempts = 3;
+  auto e = open_env(tests::unique_name("wtdead"), o);
+  std::vector<new_record> one = {{"poison", "p", 0ms}};
+  ASSERT_TRUE(e.work.enqueue("q", one));
+  auto shards = all_shards(e.work);
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    std::vector<claimed_record> got;
+    ASSERT_TRUE(eventually([&] {
+      auto r = e.work.claim("q", shards, "w", 1);
+      if (r && !r->empty()) got = *r;
+      return !got.empty();
+    }, 5s)) << "attempt " << attempt << " never became claimable";
+    EXPECT_EQ(got[0].attempts, attempt);
+    auto st = e.work.fail(got[0], "boom " + std::to_string(attempt));
+    ASSERT_TRUE(st) << st.error().describe();
+    EXPECT_EQ(*st, attempt < 3 ? record_status::pending : record_status::dead);
+    if (attempt == 2) {
+      EXPECT_EQ(got[0].last_error, "boom 1");
+    }
+  }
+  auto v = e.work.get("q", "poison");
+  ASSERT_TRUE(v) << v.error().describe();
+  EXPECT_EQ(v->status, record_status::dead);
+  EXPECT_EQ(v->last_error, "boom 3");
+  EXPECT_EQ(v->attempts, 3);
+  EXPECT_EQ(e.work.counters().snapshot().dead_letters, 1u);
+  EXPECT_EQ(e.work.counters().snapshot().failures, 2u);
+  auto none = e.work.claim("q", shards, "w", 1);
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty()) << "a dead record is never claimed";
+
+  // Operators bring it back.
+  record_selector dead;
+  dead.statuses = {record_status::dead};
+  auto n = e.work.requeue("q", dead);
+  ASSERT_TRUE(n) << n.error().describe();
+  EXPECT_EQ(*n, 1u);
+  auto back = e.work.get("q", "poison");
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->status, record_status::pending);
+  EXPECT_EQ(back->attempts, 0);
+  EXPECT_EQ(back->last_error, "boom 3");
+}
+
+TEST(WorkTableIt, ServerClockLeasesHoldWhenClientClocksAreSkewedTenMinutes) {
+  env_options ahead;
+  ahead.wt = short_leases();
+  ahead.skew = 10min;
+  env_options behind = ahead;
+  behind.skew = -10min;
+  auto a = open_env(tests::unique_name("wtskew"), ahead);
+  auto b = open_env(a.table_name, behind, false);
+  auto plain = open_env(a.table_name, env_options{}, false);
+  std::vector<new_record> one = {{"skewed", "p", 0ms}};
+  ASSERT_TRUE(a.work.enqueue("q", one));
+  auto shards = all_shards(a.work);
+
+  auto held = a.work.claim("q", shards, "ahead", 1);
+  ASSERT_TRUE(held && held->size() == 1);
+  // The lease was computed from the server's clock: lease_until ≈ server Timestamp + lease_ms.
+  auto stored = plain.table.get(held->front().partition_key, held->front().row_key);
+  ASSERT_TRUE(stored) << stored.error().describe();
+  auto lease_until = as_sys(*stored->get<storage::table_time>("lease_until"));
+  auto written = as_sys(*stored->timestamp);
+  EXPECT_LT(std::chrono::abs(lease_until - (written + 2000ms)), 1500ms)
+      << "lease_until must come from the server clock, not the +10 min client clock";
+
+  // A client 10 minutes behind cannot take it early...
+  auto early = b.work.claim("q", shards, "behind", 1);
+  ASSERT_TRUE(early);
+  EXPECT_TRUE(early->empty()) << "a client whose clock is behind must not see the lease as expired";
+  // ...and the client ahead cannot have made it look expired: it is taken only after expiry.
+  std::vector<claimed_record> taken;
+  auto start = steady_clock::now();
+  ASSERT_TRUE(eventually([&] {
+    auto r = b.work.claim("q", shards, "behind", 1);
+    if (r && !r->empty()) taken = *r;
+    return !taken.empty();
+  }, 8s));
+  EXPECT_GT(steady_clock::now() - start, 500ms);
+  auto stored2 = plain.table.get(taken[0].partition_key, taken[0].row_key);
+  ASSERT_TRUE(stored2);
+  auto lease2 = as_sys(*stored2->get<storage::table_time>("lease_until"));
+  EXPECT_LT(std::chrono::abs(lease2 - (as_sys(*stored2->timestamp) + 2000ms)), 1500ms)
+      << "lease_until must come from the server clock, not the -10 min client clock";
+  EXPECT_EQ(a.work.complete(held->front()).error().code, errc::lease_lost);
+  ASSERT_TRUE(b.work.complete(taken[0]));
+}
+
+TEST(WorkTableIt, RenewOutageMakesTheKeeperGiveUpBeforeTheLeaseExpires) {
+  auto curl = storage::make_curl_transport();
+  ASSERT_TRUE(curl) << curl.error().describe();
+  auto sw = std::make_shared<switchable_transport>(*curl);
+  env_options o;
+  o.wt.work.lease_ms = 3000;
+  o.wt.work.lease_renew_ms = 500;
+  o.transport = sw;
+  o.http_attempts = 2;
+  auto e = open_env(tests::unique_name("wtout"), o);
+  auto probe = open_env(e.table_name, env_options{}, false);
+  std::vector<new_record> one = {{"renewed", "p", 0ms}};
+  ASSERT_TRUE(e.work.enqueue("q", one));
+  auto got = e.work.claim("q", all_shards(e.work), "keeper", 1);
+  ASSERT_TRUE(got && got->size() == 1);
+
+  std::atomic<int> lost_calls{0};
+  lease_keeper keeper(e.work, {o.wt.work.lease_renew_ms * 1ms, 100ms},
+                      [&](const claimed_record&, const error&) { ++lost_calls; });
+  auto h = keeper.hold(got->front());
+  keeper.start();
+  // Renewals keep it alive well past one lease...
+  ASSERT_TRUE(eventually([&] { return e.work.counters().snapshot().renewals >= 3; }, 6s));
+  EXPECT_FALSE(h.lost());
+  // ...then storage goes away.
+  sw->down = true;
+  auto outage = steady_clock::now();
+  ASSERT_TRUE(eventually([&] { return h.lost(); }, 5s, 10ms));
+  auto noticed = steady_clock::now() - outage;
+  // The record must still be leased on the server at this moment: a write now gets a server
+  // timestamp (its ETag) earlier than the lease_until the last renewal wrote.
+  storage::table_entity p;
+  p.partition_key = "probe";
+  p.row_key = "now";
+  auto w = probe.table.insert_or_replace(p);
+  ASSERT_TRUE(w) << w.error().describe();
+  auto server_now = etag_time(w->etag);
+  ASSERT_TRUE(server_now);
+  auto stored = probe.table.get(got->front().partition_key, got->front().row_key);
+  ASSERT_TRUE(stored);
+  auto lease_until = as_sys(*stored->get<storage::table_time>("lease_until"));
+  EXPECT_LT(*server_now, lease_until) << "the keeper gave up only after the server lease expired (noticed after "
+                                      << duration_cast<milliseconds>(noticed).count() << " ms)";
+  EXPECT_TRUE(eventually([&] { return lost_calls.load() == 1; }, 2s));
+  EXPECT_GE(e.work.counters().snapshot().renew_failures, 1u);
+  EXPECT_EQ(keeper.held(), 0u);
+  keeper.stop();
+  sw->down = false;
+}
+
+TEST(WorkTableIt, ThreadsRacingOnOnePartitionCompleteEachRecordOnce) {
+  env_options o;
+  o.wt.work.shards = 1;
+  auto first = open_env(tests::unique_name("wtrace"), o);
+  auto recs = make_records(400, "race");
+  ASSERT_TRUE(first.work.enqueue("q", recs));
+  std::mutex mu;
+  std::map<std::string, int> completions;
+  std::vector<std::thread> threads;
+  std::atomic<std::uint64_t> contention{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      auto e = open_env(first.table_name, o, false);
+      drain_options d;
+      d.batch = 50;
+      auto st = drain(e.work, "q", std::vector<std::uint32_t>{0}, "t" + std::to_string(t), d, [&](const claimed_record& r) {
+        std::lock_guard lock(mu);
+        ++completions[r.id];
+      });
+      EXPECT_TRUE(st) << st.error().describe();
+      contention += e.work.counters().snapshot().contention;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(completions.size(), 400u);
+  for (auto& [id, n] : completions) EXPECT_EQ(n, 1) << id;
+  std::cout << "[ info ] 4 threads, 1 partition: " << contention.load() << " claims lost to contention\n";
+}
+
+std::string claim_process_binary() {
+  if (const char* p = std::getenv("SHOAL_CLAIM_PROCESS"); p && *p) return p;
+  return SHOAL_TEST_CLAIM_PROCESS;
+}
+
+TEST(WorkTableIt, EightClaimerProcessesCompleteTwoThousandRecordsExactlyOnce) {
+  auto e = open_env(tests::unique_name("wtprocs"));
+  auto recs = make_records(2000, "rec-");
+  auto enq = e.work.enqueue("load", recs);
+  ASSERT_TRUE(enq) << enq.error().describe();
+  ASSERT_EQ(enq->inserted, 2000u);
+
+  auto dir = std::filesystem::temp_directory_path() / tests::unique_name("claimprocs");
+  std::filesystem::create_directories(dir);
+  const std::string cs = tests::azurite_connection_string();
+  std::vector<pid_t> pids;
+  for (int i = 0; i < 8; ++i) {
+    std::string out = (dir / ("out" + std::to_string(i))).string();
+    std::vector<std::string> args = {claim_process_binary(), cs, e.table_name, "load", "proc" + std::to_string(i), out, "16", "25"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0) << argv[0];
+    pids.push_back(pid);
+  }
+  for (auto pid : pids) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "claimer process failed, status " << status;
+  }
+  std::map<std::string, int> completions;
+  int processes_with_work = 0;
+  for (int i = 0; i < 8; ++i) {
+    std::ifstream in(dir / ("out" + std::to_string(i)));
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) {
+      if (line.starts_with("# ")) {
+        std::cout << "[ info ] proc" << i << ": " << line.substr(2) << "\n";
+        continue;
+      }
+      ++completions[line];
+      ++n;
+    }
+    processes_with_work += n > 0;
+  }
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(completions.size(), 2000u);
+  int duplicates = 0;
+  for (auto& [id, n] : completions) duplicates += n - 1;
+  EXPECT_EQ(duplicates, 0);
+  EXPECT_GE(processes_with_work, 2) << "the work should have been shared";
+  auto c = e.work.counts("load");
+  ASSERT_TRUE(c) << c.error().describe();
+  EXPECT_EQ(c->by_status[record_status::done], 2000u);
+}
+
+TEST(WorkTableIt, ReleaseGivesTheClaimBackAndPurgeDeletes) {
+  auto e = open_env(tests::unique_name("wtrel"));
+  auto recs = make_records(3, "x");
+  ASSERT_TRUE(e.work.enqueue("q", recs));
+  auto shards = all_shards(e.work);
+  auto got = e.work.claim("q", shards, "drainer", 3);
+  ASSERT_TRUE(got && got->size() == 3);
+  ASSERT_TRUE(e.work.release((*got)[0]));
+  auto again = e.work.claim("q", shards, "other", 3);
+  ASSERT_TRUE(again && again->size() == 1) << "a released record is claimable at once";
+  EXPECT_EQ((*again)[0].attempts, 1) << "release on drain refunds the attempt";
+  auto n = e.work.release_owner("q", "drainer");
+  ASSERT_TRUE(n) << n.error().describe();
+  EXPECT_EQ(*n, 2u);
+  ASSERT_TRUE(e.work.complete((*again)[0]));
+  record_selector done;
+  done.statuses = {record_status::done};
+  auto purged = e.work.purge("q", done);
+  ASSERT_TRUE(purged) << purged.error().describe();
+  EXPECT_EQ(*purged, 1u);
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->total, 2u);
+  EXPECT_EQ(c->by_status[record_status::pending], 2u);
+}
+
+// -- typed records ---------------------------------------------------------------------------------
+
+struct tracked_file {
+  std::string path;
+  std::int64_t size = 0;
+  std::string checksum;
+  bool processed = false;
+  std::optional<double> score;
+  system_clock::time_point seen{};
+};
+
+} // namespace
+
+template <> struct record_schema<tracked_file> {
+  static constexpr std::string_view table = "trackedfiles";
+  static constexpr std::string_view partition = "files";
+  static constexpr auto key = &tracked_file::path;
+  static constexpr std::string_view processed_field = "processed";
+  static constexpr auto fields = std::make_tuple(field("size", &tracked_file::size), field("checksum", &tracked_file::checksum),
+                                                 field("processed", &tracked_file::processed), field("score", &tracked_file::score),
+                                                 field("seen", &tracked_file::seen));
+};
+
+namespace {
+
+TEST(RecordTableIt, TypedRecordsCrudAndUnprocessedQuery) {
+  auto pipe = make_pipeline({});
+  auto tc = storage::table_client::make(pipe, tests::unique_name("trk"));
+  ASSERT_TRUE(tc);
+  record_table<tracked_file> files(*tc);
+  ASSERT_TRUE(files.create_table_if_missing());
+  auto now = storage::to_table_time(system_clock::now());
+  tracked_file a{"in/a.json", 10, "x1", false, 0.5, system_clock::time_point(duration_cast<system_clock::duration>(now.time_since_epoch()))};
+  tracked_file b{"in/b.json", 20, "x2", true, std::nullopt, {}};
+  ASSERT_TRUE(files.create(a));
+  ASSERT_TRUE(files.create(b));
+  auto dup = files.create(a);
+  ASSERT_FALSE(dup);
+  EXPECT_EQ(dup.error().code, errc::conflict);
+
+  auto ra = files.read("in/a.json");
+  ASSERT_TRUE(ra) << ra.error().describe();
+  EXPECT_EQ(ra->value.path, "in/a.json");
+  EXPECT_EQ(ra->value.size, 10);
+  EXPECT_EQ(ra->value.score, 0.5);
+  EXPECT_EQ(ra->value.seen, a.seen);
+  auto todo = files.unprocessed();
+  ASSERT_TRUE(todo) << todo.error().describe();
+  ASSERT_EQ(todo->size(), 1u);
+  EXPECT_EQ(todo->front().value.path, "in/a.json");
+
+  auto upd = ra->value;
+  upd.processed = true;
+  auto etag = files.update(upd, ra->etag);
+  ASSERT_TRUE(etag) << etag.error().describe();
+  auto stale = files.update(upd, ra->etag);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, errc::conflict);
+  todo = files.unprocessed();
+  ASSERT_TRUE(todo);
+  EXPECT_TRUE(todo->empty());
+  ASSERT_TRUE(files.remove("in/b.json"));
+  auto gone = files.read("in/b.json");
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, errc::not_found);
+}
+
+} // namespace
+} // namespace shoal::workers
