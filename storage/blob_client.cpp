@@ -113,6 +113,7 @@ result<blob_properties> properties_from(const http_response& r, bool ranged) {
   for (const auto& [k, v] : r.headers)
     if (k.starts_with("x-ms-meta-"))
       p.metadata[k.substr(10)] = v;
+  p.date = date_header(r, "date");
   return p;
 }
 
@@ -123,6 +124,29 @@ blob_write_result write_result_from(const http_response& r) {
   w.last_modified = date_header(r, "last-modified");
   w.date = date_header(r, "date");
   return w;
+}
+
+// A 409/412 that came on a RETRY: the earlier attempt may have landed with its answer lost
+// (reference §8). Callers then re-read the blob and compare with what they wrote.
+bool is_retry_conflict(const error& e) {
+  return e.attempts > 1 && (e.code == errc::conflict || e.code == errc::precondition_failed);
+}
+
+blob_write_result recovered_from(const blob_properties& p) {
+  blob_write_result w;
+  w.etag = p.etag;
+  w.content_md5 = p.content_md5;
+  w.last_modified = p.last_modified;
+  w.date = p.date;
+  w.recovered = true;
+  return w;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
 }
 
 result<void> validate_names(std::string_view container, std::string_view blob) {
@@ -355,19 +379,13 @@ result<blob_write_result> blob_client::put_blob(std::string_view container, std:
   if (r)
     return write_result_from(*r);
   error e = std::move(r.error());
-  // A retried create-only put that meets "already exists" may have met its own first attempt:
-  // the same bytes under the same name mean it did (or an identical write won the race, which is
-  // just as good for an idempotent writer).
-  if (opts.create_only && opts.send_md5 && e.attempts > 1 && e.code == errc::conflict) {
+  // A retried conditional put that meets "already exists" / "condition not met" may have met its
+  // own first attempt: the same bytes under the same name mean it did (or an identical write won
+  // the race, which is just as good for an idempotent writer).
+  if ((opts.create_only || opts.if_match) && opts.send_md5 && is_retry_conflict(e)) {
     if (auto p = get_properties(container, blob);
-        p && p->content_md5 == md5 && p->content_length == body.size()) {
-      blob_write_result w;
-      w.etag = p->etag;
-      w.content_md5 = p->content_md5;
-      w.last_modified = p->last_modified;
-      w.recovered = true;
-      return w;
-    }
+        p && p->content_md5 == md5 && p->content_length == body.size())
+      return recovered_from(*p);
   }
   return std::unexpected(with_context(std::move(e), "put blob " + quote(blob)));
 }
@@ -421,8 +439,13 @@ result<blob_write_result> blob_client::put_block_list(std::string_view container
   add_if_match(req.headers, opts.if_match);
   req.timeout = opts.timeout;
   auto r = pipeline_.send(service::blob, req);
-  if (!r)
+  if (!r) {
+    if ((opts.create_only || opts.if_match) && opts.send_md5 && !whole_md5.empty() &&
+        is_retry_conflict(r.error()))
+      if (auto p = get_properties(container, blob); p && p->content_md5 == whole_md5)
+        return recovered_from(*p);
     return std::unexpected(with_context(std::move(r.error()), "put block list of " + quote(blob)));
+  }
   blob_write_result w = write_result_from(*r);
   // The response's Content-MD5 is that of the request body (the XML); report the blob's own.
   w.content_md5 = std::string(whole_md5);
@@ -618,8 +641,16 @@ result<blob_write_result> blob_client::set_metadata(std::string_view container,
   add_metadata(req.headers, metadata);
   add_if_match(req.headers, opts.if_match);
   auto r = pipeline_.send(service::blob, req);
-  if (!r)
+  if (!r) {
+    if (opts.if_match && is_retry_conflict(r.error())) {
+      metadata_map ours;
+      for (const auto& [k, v] : metadata)
+        ours[lower(k)] = v;
+      if (auto p = get_properties(container, blob); p && p->metadata == ours)
+        return recovered_from(*p);
+    }
     return std::unexpected(with_context(std::move(r.error()), "set metadata of " + quote(blob)));
+  }
   return write_result_from(*r);
 }
 
@@ -673,8 +704,12 @@ result<void> blob_client::delete_blob(std::string_view container, std::string_vi
   req.headers.emplace_back("x-ms-delete-snapshots", "include");
   add_if_match(req.headers, opts.if_match);
   auto r = pipeline_.send(service::blob, req);
-  if (!r)
+  if (!r) {
+    if (r.error().code == errc::not_found && r.error().attempts > 1 &&
+        r.error().service_code == "BlobNotFound")
+      return {}; // an earlier attempt deleted it; the response was lost
     return std::unexpected(with_context(std::move(r.error()), "delete blob " + quote(blob)));
+  }
   return {};
 }
 

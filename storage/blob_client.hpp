@@ -88,6 +88,8 @@ struct blob_properties {
   std::optional<std::chrono::system_clock::time_point> last_modified; ///< server time
   std::optional<std::uint32_t> committed_block_count; ///< append blobs only
   metadata_map metadata;              ///< names lower-cased; empty unless fetched
+  std::optional<std::chrono::system_clock::time_point> date; ///< response `Date` (server clock)
+                                                             ///< of a HEAD/GET; empty in listings
 };
 
 /// Outcome of a write (Put Blob, Put Block List, Set Metadata, create append blob).
@@ -96,7 +98,9 @@ struct blob_write_result {
   std::string content_md5; ///< base64 MD5 the service returned (Put Blob / Put Block List); may be empty
   std::optional<std::chrono::system_clock::time_point> last_modified; ///< server time
   std::optional<std::chrono::system_clock::time_point> date; ///< the response `Date` (server clock)
-  bool recovered = false; ///< a retried create-only write met its own earlier attempt (see put_blob)
+  bool recovered = false; ///< a retried conditional write met its own earlier attempt: the
+                          ///< 409/412 was checked against the stored MD5 (or metadata) and the
+                          ///< write had landed (reference §8); etag/last_modified are re-read
 };
 
 /// Outcome of one Append Block.
@@ -224,8 +228,9 @@ public:
   /// Stores `body` as a block blob in one request, with Content-MD5 unless disabled.
   /// Errors: conflict (409 BlobAlreadyExists, with create_only), precondition_failed (if_match),
   /// bad_request (400 Md5Mismatch / InvalidOperation on Azurite), limit_exceeded (> 5000 MiB).
-  /// A create-only put whose retry meets 409 is reported as success (`recovered`) when the
-  /// stored blob's MD5 equals ours: the earlier attempt landed.
+  /// A conditional put (create_only / if_match) whose RETRY meets 409 / 412 is reported as
+  /// success (`recovered`) when the stored blob's MD5 and length equal ours: the earlier attempt
+  /// landed (needs send_md5). A first-attempt 409/412 is always an error.
   [[nodiscard]] result<blob_write_result> put_blob(std::string_view container, std::string_view blob,
                                                    std::string_view body,
                                                    const put_blob_options& opts = {}) const;
@@ -239,7 +244,8 @@ public:
   /// Commits the blob as exactly `block_ids` in order (each sent as `<Latest>`), setting its
   /// content type, metadata and (with send_md5 and `whole_md5`) x-ms-blob-content-md5.
   /// Errors: invalid_argument / limit_exceeded (validate_block_ids), bad_request
-  /// (InvalidBlockList: an id not uploaded), conflict / precondition_failed per `opts`.
+  /// (InvalidBlockList: an id not uploaded), conflict / precondition_failed per `opts`; a
+  /// retried conditional commit is recovered like put_blob's when `whole_md5` is given.
   [[nodiscard]] result<blob_write_result>
   put_block_list(std::string_view container, std::string_view blob,
                  const std::vector<std::string>& block_ids, const put_blob_options& opts = {},
@@ -284,7 +290,8 @@ public:
                                                        std::string_view blob) const;
 
   /// Replaces all metadata of the blob (an empty map clears it); returns the new ETag.
-  /// Errors: not_found, precondition_failed (if_match), invalid_argument.
+  /// Errors: not_found, precondition_failed (if_match), invalid_argument. A retried if_match
+  /// write meeting 412 is `recovered` when the stored metadata already equals `metadata`.
   [[nodiscard]] result<blob_write_result> set_metadata(std::string_view container,
                                                        std::string_view blob,
                                                        const metadata_map& metadata,
@@ -301,7 +308,8 @@ public:
   blob_pager list_blobs_pager(std::string_view container, list_blobs_options opts = {}) const;
 
   /// Deletes the blob and its snapshots (x-ms-delete-snapshots: include).
-  /// Errors: not_found (404 BlobNotFound), precondition_failed (if_match).
+  /// Errors: not_found (404 BlobNotFound on the first attempt), precondition_failed (if_match).
+  /// A 404 on a retry means an earlier attempt deleted it: success.
   [[nodiscard]] result<void> delete_blob(std::string_view container, std::string_view blob,
                                          const blob_condition_options& opts = {}) const;
 

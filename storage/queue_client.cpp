@@ -282,6 +282,9 @@ result<void> queue_client::delete_message(std::string_view queue, std::string_vi
   req.path = message_path(queue, message_id);
   req.query = {{"popreceipt", std::string(pop_receipt)}};
   auto r = pipeline_.send(service::queue, req);
+  if (!r && r.error().code == errc::not_found && r.error().attempts > 1 &&
+      r.error().service_code == "MessageNotFound")
+    return {}; // an earlier attempt deleted it; the response was lost
   if (!r)
     return std::unexpected(receipt_error(std::move(r.error()), "delete message " +
                                                                    quote(message_id) + " of " +

@@ -145,11 +145,14 @@ public:
   /// Deletes a received message. Errors: precondition_failed with service_code
   /// "PopReceiptMismatch" (400: the receipt is stale — the message was received again or
   /// updated since), not_found (404 MessageNotFound: deleted or expired), invalid_argument.
+  /// A 404 on a RETRY means an earlier attempt deleted it: success.
   [[nodiscard]] result<void> delete_message(std::string_view queue, std::string_view message_id,
                                             std::string_view pop_receipt) const;
 
   /// Changes a received message's visibility (and text when opts.text is set); returns the new
-  /// pop receipt. Errors: as delete_message(); limit_exceeded (new text over 64 KiB).
+  /// pop receipt. Errors: as delete_message(); limit_exceeded (new text over 64 KiB). If an
+  /// earlier attempt landed and its answer was lost, the retry fails with PopReceiptMismatch
+  /// and the new receipt is unknown: the message reappears after the visibility timeout.
   [[nodiscard]] result<update_message_result>
   update_message(std::string_view queue, std::string_view message_id,
                  std::string_view pop_receipt, const update_message_options& opts = {}) const;

@@ -1,5 +1,6 @@
-// blob_client and queue_client over a scripted transport: the requests they build, how they
-// read answers, and the retry-after-landing decisions — deterministic, no network.
+// blob_client (and, where one test covers both, queue_client) over a scripted transport: the
+// requests they build, how they read answers, and the retry-after-landing decisions —
+// deterministic, no network.
 
 #include "storage/blob_client.hpp"
 #include "storage/connection_string.hpp"
@@ -33,7 +34,7 @@ std::optional<std::string> header_of(const http_request& r, std::string_view nam
   return std::nullopt;
 }
 
-class ClientFakeTest : public ::testing::Test {
+class BlobClientTest : public ::testing::Test {
 protected:
   void SetUp() override {
     auto acct = parse_connection_string("UseDevelopmentStorage=true");
@@ -52,7 +53,7 @@ protected:
   std::optional<queue_client> queues;
 };
 
-TEST_F(ClientFakeTest, PutBlobSendsTypeMd5MetadataAndCreateOnly) {
+TEST_F(BlobClientTest, PutBlobSendsTypeMd5MetadataAndCreateOnly) {
   fake->respond(201, {{"etag", "\"0x1\""}, {"content-md5", base64_encode(md5("body"))},
                       {"date", "Sat, 21 Nov 2026 11:58:31 GMT"}});
   put_blob_options o;
@@ -76,7 +77,7 @@ TEST_F(ClientFakeTest, PutBlobSendsTypeMd5MetadataAndCreateOnly) {
   EXPECT_EQ(req.body, "body");
 }
 
-TEST_F(ClientFakeTest, InvalidInputSendsNothing) {
+TEST_F(BlobClientTest, InvalidInputSendsNothing) {
   EXPECT_EQ(blobs->put_blob("UPPER", "a", "b").error().code, errc::invalid_argument);
   EXPECT_EQ(blobs->get_blob("c1x", "").error().code, errc::invalid_argument);
   EXPECT_EQ(blobs->append_block("c1x", "a", std::string(max_append_block_bytes + 1, 'x'))
@@ -91,7 +92,7 @@ TEST_F(ClientFakeTest, InvalidInputSendsNothing) {
   EXPECT_EQ(fake->request_count(), 0u);
 }
 
-TEST_F(ClientFakeTest, AppendSendsPositionAndReadsOffsetAndCount) {
+TEST_F(BlobClientTest, AppendSendsPositionAndReadsOffsetAndCount) {
   fake->respond(201, {{"etag", "\"0x2\""},
                       {"x-ms-blob-append-offset", "18"},
                       {"x-ms-blob-committed-block-count", "3"}});
@@ -109,14 +110,14 @@ TEST_F(ClientFakeTest, AppendSendsPositionAndReadsOffsetAndCount) {
   EXPECT_EQ(header_of(req, "x-ms-blob-condition-maxsize"), "1024");
 }
 
-TEST_F(ClientFakeTest, AppendWithoutOffsetHeadersIsBadResponse) {
+TEST_F(BlobClientTest, AppendWithoutOffsetHeadersIsBadResponse) {
   fake->respond(201, {{"etag", "\"0x2\""}});
   auto r = blobs->append_block("c1x", "log", "abc");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::bad_response);
 }
 
-TEST_F(ClientFakeTest, RetriedAppendMeeting412WithOurBytesIsRecovered) {
+TEST_F(BlobClientTest, RetriedAppendMeeting412WithOurBytesIsRecovered) {
   fake->respond(503, {{"x-ms-error-code", "ServerBusy"}}) // first attempt "lost"
       .respond(412, {{"x-ms-error-code", "AppendPositionConditionNotMet"}})
       .respond(206, {{"etag", "\"0x3\""},
@@ -136,7 +137,7 @@ TEST_F(ClientFakeTest, RetriedAppendMeeting412WithOurBytesIsRecovered) {
   EXPECT_EQ(header_of(fake->requests()[2], "x-ms-range"), "bytes=10-12");
 }
 
-TEST_F(ClientFakeTest, RetriedAppendMeeting412WithOtherBytesStaysPreconditionFailed) {
+TEST_F(BlobClientTest, RetriedAppendMeeting412WithOtherBytesStaysPreconditionFailed) {
   fake->respond(503, {{"x-ms-error-code", "ServerBusy"}})
       .respond(412, {{"x-ms-error-code", "AppendPositionConditionNotMet"}})
       .respond(206, {{"content-range", "bytes 10-12/13"}}, "xyz");
@@ -149,7 +150,7 @@ TEST_F(ClientFakeTest, RetriedAppendMeeting412WithOtherBytesStaysPreconditionFai
   EXPECT_GT(r.error().attempts, 1);
 }
 
-TEST_F(ClientFakeTest, FirstAttempt412IsNeverTakenForOurOwn) {
+TEST_F(BlobClientTest, FirstAttempt412IsNeverTakenForOurOwn) {
   fake->respond(412, {{"x-ms-error-code", "AppendPositionConditionNotMet"}});
   append_block_options o;
   o.expected_offset = 10;
@@ -160,7 +161,43 @@ TEST_F(ClientFakeTest, FirstAttempt412IsNeverTakenForOurOwn) {
   EXPECT_NE(r.error().message.find("expected 10"), std::string::npos) << r.error().message;
 }
 
-TEST_F(ClientFakeTest, ListBlobsQueryAndMalformedBody) {
+TEST_F(BlobClientTest, RetriedIfMatchPutThatLandedIsRecoveredByMd5) {
+  fake->respond(500, {{"x-ms-error-code", "InternalError"}})
+      .respond(412, {{"x-ms-error-code", "ConditionNotMet"}})
+      .respond(200, {{"etag", "\"0x9\""}, {"content-md5", base64_encode(md5("new"))},
+                     {"content-length", "3"}});
+  put_blob_options o;
+  o.if_match = "\"0x8\"";
+  auto r = blobs->put_blob("c1x", "a", "new", o);
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_TRUE(r->recovered);
+  EXPECT_EQ(r->etag, "\"0x9\"");
+  EXPECT_EQ(fake->requests()[2].method, http_method::head);
+
+  // Same story, but the stored bytes are someone else's: the 412 stands.
+  fake->respond(500, {{"x-ms-error-code", "InternalError"}})
+      .respond(412, {{"x-ms-error-code", "ConditionNotMet"}})
+      .respond(200, {{"etag", "\"0xA\""}, {"content-md5", base64_encode(md5("other"))},
+                     {"content-length", "5"}});
+  auto lost = blobs->put_blob("c1x", "a", "new", o);
+  ASSERT_FALSE(lost);
+  EXPECT_EQ(lost.error().code, errc::precondition_failed);
+}
+
+TEST_F(BlobClientTest, RetriedDeletesThatMeet404AreSuccesses) {
+  fake->respond(503, {{"x-ms-error-code", "ServerBusy"}})
+      .respond(404, {{"x-ms-error-code", "BlobNotFound"}})
+      .respond(404, {{"x-ms-error-code", "BlobNotFound"}})
+      .respond(503, {{"x-ms-error-code", "ServerBusy"}})
+      .respond(404, {{"x-ms-error-code", "MessageNotFound"}});
+  EXPECT_TRUE(blobs->delete_blob("c1x", "a"));           // retried: the first one landed
+  auto first = blobs->delete_blob("c1x", "a");           // first attempt: really missing
+  ASSERT_FALSE(first);
+  EXPECT_EQ(first.error().code, errc::not_found);
+  EXPECT_TRUE(queues->delete_message("q-1", "m1", "r1")); // retried
+}
+
+TEST_F(BlobClientTest, ListBlobsQueryAndMalformedBody) {
   fake->respond(200, {}, "<EnumerationResults><Blobs><Blob><Name>a</Name></Blob></Blobs>"
                          "<NextMarker>m2</NextMarker></EnumerationResults>")
       .respond(200, {{"x-ms-request-id", "req-7"}}, "<EnumerationResults><Blobs><Blob>");
@@ -186,69 +223,12 @@ TEST_F(ClientFakeTest, ListBlobsQueryAndMalformedBody) {
   EXPECT_NE(fake->requests()[1].url.find("marker=m2"), std::string::npos);
 }
 
-TEST_F(ClientFakeTest, WholeBlobReadChecksMd5) {
+TEST_F(BlobClientTest, WholeBlobReadChecksMd5) {
   fake->respond(200, {{"content-md5", base64_encode(md5("right"))}, {"content-length", "5"}},
                 "wrong");
   auto r = blobs->get_blob("c1x", "a");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::bad_response);
-}
-
-TEST_F(ClientFakeTest, StaleReceiptBecomesPreconditionFailed) {
-  fake->respond(400, {{"x-ms-error-code", "PopReceiptMismatch"}},
-                "<?xml version=\"1.0\"?><Error><Code>PopReceiptMismatch</Code><Message>The "
-                "specified pop receipt did not match.</Message></Error>");
-  auto r = queues->delete_message("q-1", "id 1", "rcpt+/=");
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, errc::precondition_failed);
-  EXPECT_EQ(r.error().service_code, "PopReceiptMismatch");
-  EXPECT_NE(r.error().message.find("pop receipt is stale"), std::string::npos);
-  const std::string url = fake->requests()[0].url;
-  EXPECT_NE(url.find("/q-1/messages/id%201"), std::string::npos) << url;
-  EXPECT_NE(url.find("popreceipt=rcpt%2B%2F%3D"), std::string::npos) << url;
-}
-
-TEST_F(ClientFakeTest, PutMessageBuildsBodyAndQuery) {
-  fake->respond(201, {},
-                "<QueueMessagesList><QueueMessage><MessageId>m1</MessageId><PopReceipt>r1"
-                "</PopReceipt></QueueMessage></QueueMessagesList>");
-  put_message_options o;
-  o.visibility_timeout = std::chrono::seconds{5};
-  o.ttl = message_ttl_infinite;
-  o.encoding = message_encoding::raw;
-  auto r = queues->put_message("q-1", "a<b", o);
-  ASSERT_TRUE(r) << r.error().describe();
-  EXPECT_EQ(r->message_id, "m1");
-  EXPECT_EQ(r->pop_receipt, "r1");
-  const http_request req = fake->requests()[0];
-  EXPECT_EQ(req.method, http_method::post);
-  EXPECT_EQ(req.body, "<QueueMessage><MessageText>a&lt;b</MessageText></QueueMessage>");
-  EXPECT_NE(req.url.find("visibilitytimeout=5"), std::string::npos) << req.url;
-  EXPECT_NE(req.url.find("messagettl=-1"), std::string::npos) << req.url;
-  EXPECT_EQ(header_of(req, "Content-Type"), "application/xml");
-}
-
-TEST_F(ClientFakeTest, UpdateWithoutNewReceiptIsBadResponse) {
-  fake->respond(204, {});
-  auto r = queues->update_message("q-1", "m1", "r1");
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, errc::bad_response);
-  fake->respond(204, {{"x-ms-popreceipt", "r2"},
-                      {"x-ms-time-next-visible", "Sat, 21 Nov 2026 11:58:31 GMT"}});
-  auto ok = queues->update_message("q-1", "m1", "r1");
-  ASSERT_TRUE(ok) << ok.error().describe();
-  EXPECT_EQ(ok->pop_receipt, "r2");
-  EXPECT_TRUE(ok->time_next_visible);
-  EXPECT_TRUE(fake->requests()[1].body.empty()); // no text: visibility only
-}
-
-TEST_F(ClientFakeTest, MalformedMessageListIsBadResponse) {
-  fake->respond(200, {}, "<QueueMessagesList><QueueMessage>");
-  auto r = queues->get_messages("q-1");
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code, errc::bad_response);
-  fake->respond(200, {{"x-ms-approximate-messages-count", "many"}});
-  EXPECT_EQ(queues->approximate_message_count("q-1").error().code, errc::bad_response);
 }
 
 } // namespace
