@@ -277,7 +277,14 @@ result<http_response> pipeline::send(service svc, const storage_request& req) co
   char sep = '?';
   for (const auto& [name, value] : req.query) {
     url += sep;
-    url += url_encode(name);
+    // '$' stays literal in names ($filter, $top, $select): it is legal in a query (RFC 3986
+    // sub-delims) and it is how the Table REST pages write them.
+    if (name.starts_with('$')) {
+      url += '$';
+      url += url_encode(std::string_view(name).substr(1));
+    } else {
+      url += url_encode(name);
+    }
     url += '=';
     url += url_encode(value);
     sep = '&';

@@ -96,12 +96,15 @@ TEST_F(PipelineIt, CreatesTableWithSharedKeyLite) {
 
   storage_request list;
   list.path = "/Tables";
-  list.query = {{"$top", "5"}}; // excluded from the table canonicalized resource
+  list.query = {{"$top", "1"}}; // excluded from the table canonicalized resource
   list.headers = {{"Accept", "application/json;odata=nometadata"}};
   auto l = p.send(service::table, list);
   ASSERT_TRUE(l) << l.error().describe();
   EXPECT_EQ(l->status, 200);
   EXPECT_NE(l->body.find("\"value\""), std::string::npos) << l->body;
+  // $top was understood: one table per page, and a continuation header for the rest.
+  EXPECT_EQ(l->body.find("TableName", l->body.find("TableName") + 1), std::string::npos) << l->body;
+  EXPECT_TRUE(l->header("x-ms-continuation-nexttablename")) << l->body;
 }
 
 TEST_F(PipelineIt, CreatesContainerAndBlobWithSharedKey) {

@@ -119,7 +119,7 @@ TEST(PipelineTest, TableSharedKeyLiteWhenConfigured) {
   ASSERT_TRUE(p.send(service::table, q));
   const auto req = h.transport->requests().at(0);
   EXPECT_EQ(req.url,
-            "http://127.0.0.1:10002/devstoreaccount1/Tables?%24filter=TableName%20eq%20%27x%27");
+            "http://127.0.0.1:10002/devstoreaccount1/Tables?$filter=TableName%20eq%20%27x%27");
   const std::string to_sign = "Sat, 21 Nov 2026 11:58:31 GMT\n/devstoreaccount1/devstoreaccount1/Tables";
   EXPECT_EQ(header(req, "authorization"),
             "SharedKeyLite devstoreaccount1:" + shared_key::signature(p.account().key, to_sign));
