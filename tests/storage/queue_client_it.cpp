@@ -238,7 +238,7 @@ TEST_F(QueueClientIt, BinaryBase64AndRawTextRoundTrip) {
 
   put_message_options raw;
   raw.encoding = message_encoding::raw;
-  const std::string text = "{\"k\": \"<v> & 'w'\", \"u\": \"\xC3\xA9\"}";
+  const std::string text = "{\"k\": \"<v> & 'w'\", \"u\": \"\xC3\xA9\"}\r\n\tend";
   ASSERT_TRUE(client->put_message(queue, text, raw));
   get_messages_options g;
   g.encoding = message_encoding::raw;
