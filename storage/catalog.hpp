@@ -160,19 +160,19 @@ struct catalog_page {
 
 /// One WAL entry as stored.
 struct catalog_wal_entry {
-  std::uint64_t seq = 0;
-  catalog_op op = catalog_op::insert;
-  catalog_fields record;
-  std::string op_id;
-  std::string writer;
-  bool applied = false;
+  std::uint64_t seq = 0;               ///< sequence number (the RowKey)
+  catalog_op op = catalog_op::insert;  ///< what the entry does
+  catalog_fields record;               ///< the record (for a remove: row key and index values)
+  std::string op_id;                   ///< 128-bit random hex naming the write (lost-answer check)
+  std::string writer;                  ///< catalog_options::writer_id of the process that wrote it
+  bool applied = false;                ///< every index entity written
   std::optional<table_time> timestamp; ///< set by the service
 };
 
 /// What recover() did.
 struct catalog_recovery_report {
-  std::uint64_t checkpoint_before = 0;
-  std::uint64_t checkpoint_after = 0;
+  std::uint64_t checkpoint_before = 0; ///< checkpoint when recovery started
+  std::uint64_t checkpoint_after = 0;  ///< checkpoint it left
   std::uint64_t last_seq = 0;     ///< the counter
   std::size_t replayed = 0;       ///< unapplied entries this call applied
   std::size_t skipped = 0;        ///< missing sequence numbers stepped over (manual deletion)
@@ -180,15 +180,15 @@ struct catalog_recovery_report {
 
 /// What compact() removed.
 struct catalog_compaction_report {
-  std::uint64_t checkpoint = 0;
-  std::size_t wal_deleted = 0;
-  std::size_t tombstones_deleted = 0;
+  std::uint64_t checkpoint = 0;       ///< the checkpoint compaction worked below
+  std::size_t wal_deleted = 0;        ///< WAL entries deleted
+  std::size_t tombstones_deleted = 0; ///< index tombstones deleted
 };
 
 /// Counts for `shoal catalog stats` (full scans: O(entities)).
 struct catalog_stats {
-  std::string name;
-  catalog_schema schema;
+  std::string name;               ///< the catalog name
+  catalog_schema schema;          ///< the stored schema
   std::uint64_t last_seq = 0;     ///< the counter
   std::uint64_t checkpoint = 0;
   std::size_t wal_entries = 0;    ///< entries still in the WAL
@@ -259,8 +259,11 @@ public:
   [[nodiscard]] result<std::pair<std::uint64_t, std::uint64_t>> checkpoint_and_counter() const;
 
   // -- accessors -------------------------------------------------------------------------------
+  /// The catalog name (= the index table's name).
   const std::string& name() const noexcept { return name_; }
+  /// The schema read from storage at open.
   const catalog_schema& schema() const noexcept { return schema_; }
+  /// The options it was opened with (writer_id filled in).
   const catalog_options& options() const noexcept { return opts_; }
 
   // -- key helpers (pure; exposed for tests and tools) ------------------------------------------

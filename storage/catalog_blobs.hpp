@@ -33,9 +33,9 @@ struct blob_catalog_entry {
 
 /// A blob query: at least one of dest, date, host; the others narrow it (intersection).
 struct blob_catalog_query {
-  std::optional<std::string> dest{};
-  std::optional<std::string> date{};
-  std::optional<std::string> host{};
+  std::optional<std::string> dest{}; ///< destination equals this
+  std::optional<std::string> date{}; ///< event date (YYYY-MM-DD) equals this
+  std::optional<std::string> host{}; ///< writing host equals this
   std::optional<std::string> blob_prefix{}; ///< blob names starting with this
   std::optional<std::string> blob_ge{};     ///< blob names ≥ this
   std::optional<std::string> blob_lt{};     ///< blob names < this
