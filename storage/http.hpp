@@ -47,7 +47,9 @@ struct http_response {
 
 /// Sends one HTTP request. An HTTP error status is NOT an error here: any response that
 /// arrived is returned as a value; only transport failures come back as `error`
-/// (errc::timeout or errc::transport, with `retryable = true`).
+/// (errc::timeout or errc::transport, with `retryable = true`; the curl transport sets
+/// `retryable = false` for failures that cannot heal: a TLS certificate not verified, a bad
+/// CA file, a malformed URL or unsupported scheme, out of memory).
 /// Implementations must be thread-safe.
 class http_transport {
 public:
@@ -64,8 +66,11 @@ struct curl_transport_options {
   std::size_t max_idle_connections = 16;             ///< kept-alive connections per transport
 };
 
-/// The libcurl transport: keep-alive connection reuse, no per-request handle churn.
-/// Thread-safe. Errors: invalid_argument if `opts` is unusable.
+/// The libcurl transport: keep-alive connection reuse, no per-request handle churn (a pool
+/// of easy handles, each keeping its connection; at most `max_idle_connections` are kept).
+/// Sends an explicit Content-Length (0 for a bodyless PUT/POST/MERGE/DELETE), an empty
+/// `Expect:`, and no Content-Type of its own. Thread-safe.
+/// Errors: invalid_argument if `opts` is unusable (non-positive timeout, unreadable ca_file).
 [[nodiscard]] result<std::shared_ptr<http_transport>>
 make_curl_transport(const curl_transport_options& opts = {});
 

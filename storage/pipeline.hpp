@@ -73,12 +73,19 @@ public:
   /// becomes an error carrying http_status, x-ms-error-code, x-ms-request-id, the service's
   /// message, `retryable` and `attempts` (> 1 when retried: a 409 or 412 then may stem from
   /// this same request's earlier attempt, which callers resolve by re-reading).
+  /// Authorization: the account's SAS when it has one (appended to the URL, no Authorization
+  /// header), else SharedKey (SharedKeyLite for tables if configured), else anonymous.
+  /// Errors: invalid_argument (no endpoint for `svc`, path not starting with '/'; nothing
+  /// sent); timeout / transport (no response, retried unless a TLS or URL problem);
+  /// errc_from_http() of the status otherwise (408, 429, 500, 502, 503, 504 retried).
+  /// Blocks for the retries' delays (hooks.sleep). Thread-safe.
   [[nodiscard]] result<http_response> send(service svc, const storage_request& req) const;
 
   /// The account this pipeline signs for (its key is never logged).
   const storage_account& account() const noexcept;
   /// The endpoint base of `svc`, e.g. "http://127.0.0.1:10002/devstoreaccount1".
   const std::string& endpoint(service svc) const noexcept;
+  /// The options in force, with the default hooks filled in.
   const pipeline_options& options() const noexcept;
 
 private:
