@@ -284,7 +284,125 @@ result<std::optional<table_value>> read_value(const std::string& name, const jso
 
 } // namespace
 
+namespace {
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += '"';
+  std::size_t run = 0; // bytes since the last escape, appended in one go
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\')
+      continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+    case '"': out += "\\\""; break;
+    case '\\': out += "\\\\"; break;
+    case '\n': out += "\\n"; break;
+    case '\r': out += "\\r"; break;
+    case '\t': out += "\\t"; break;
+    case '\b': out += "\\b"; break;
+    case '\f': out += "\\f"; break;
+    default:
+      out += "\\u00";
+      out += hex[c >> 4];
+      out += hex[c & 0xF];
+    }
+  }
+  out.append(s.data() + run, s.size() - run);
+  out += '"';
+}
+
+void append_annotation(std::string& out, const std::string& name, edm_type t) {
+  out += ',';
+  append_json_string(out, name + std::string(type_suffix));
+  out += ":\"";
+  out += to_string(t);
+  out += '"';
+}
+
+// The writer of entity_to_json for valid UTF-8 (the common case): one pass, no DOM.
+std::string write_entity_json(const table_entity& e) {
+  std::string out;
+  out.reserve(64 + e.partition_key.size() + e.row_key.size() + e.properties.size() * 32);
+  out += "{\"PartitionKey\":";
+  append_json_string(out, e.partition_key);
+  out += ",\"RowKey\":";
+  append_json_string(out, e.row_key);
+  char num[64];
+  for (const auto& [name, v] : e.properties) {
+    out += ',';
+    append_json_string(out, name);
+    out += ':';
+    switch (type_of(v)) {
+    case edm_type::string: append_json_string(out, std::get<std::string>(v)); break;
+    case edm_type::int32: {
+      auto r = std::to_chars(num, num + sizeof num, std::get<std::int32_t>(v));
+      out.append(num, r.ptr);
+      break;
+    }
+    case edm_type::int64: {
+      auto r = std::to_chars(num, num + sizeof num, std::get<std::int64_t>(v));
+      out += '"';
+      out.append(num, r.ptr);
+      out += '"';
+      append_annotation(out, name, edm_type::int64);
+      break;
+    }
+    case edm_type::double_: {
+      double d = std::get<double>(v);
+      if (std::isnan(d))
+        out += "\"NaN\"";
+      else if (std::isinf(d))
+        out += d > 0 ? "\"Infinity\"" : "\"-Infinity\"";
+      else {
+        auto r = std::to_chars(num, num + sizeof num, d); // shortest form that round-trips
+        std::string_view text(num, static_cast<std::size_t>(r.ptr - num));
+        out += text;
+        if (text.find_first_of(".e") == std::string_view::npos)
+          out += ".0"; // keep it a JSON float, as the service writes doubles
+      }
+      append_annotation(out, name, edm_type::double_);
+      break;
+    }
+    case edm_type::boolean: out += std::get<bool>(v) ? "true" : "false"; break;
+    case edm_type::datetime:
+      append_json_string(out, format_iso8601(std::get<table_time>(v)));
+      append_annotation(out, name, edm_type::datetime);
+      break;
+    case edm_type::guid:
+      append_json_string(out, std::get<table_guid>(v).to_string());
+      append_annotation(out, name, edm_type::guid);
+      break;
+    case edm_type::binary:
+      append_json_string(out, base64_encode(std::get<table_binary>(v).bytes));
+      append_annotation(out, name, edm_type::binary);
+      break;
+    }
+  }
+  out += '}';
+  return out;
+}
+
+bool all_utf8(const table_entity& e) {
+  if (!detail::valid_utf8(e.partition_key) || !detail::valid_utf8(e.row_key))
+    return false;
+  for (const auto& [name, v] : e.properties) {
+    if (!detail::valid_utf8(name))
+      return false;
+    if (const auto* s = std::get_if<std::string>(&v); s && !detail::valid_utf8(*s))
+      return false;
+  }
+  return true;
+}
+
+} // namespace
+
 std::string entity_to_json(const table_entity& e) {
+  if (all_utf8(e))
+    return write_entity_json(e);
+  // Invalid UTF-8 (validate_entity rejects it before any send): let nlohmann replace it.
   json j = json::object();
   j["PartitionKey"] = e.partition_key;
   j["RowKey"] = e.row_key;

@@ -201,8 +201,11 @@ TEST_F(TableClientTest, QueryFollowsContinuationsThroughEmptyPages) {
   EXPECT_EQ((*all)[2].row_key, "c");
   auto reqs = fake->requests();
   ASSERT_EQ(reqs.size(), 3u);
-  EXPECT_EQ(reqs[0].url, "http://127.0.0.1:10002/devstoreaccount1/work()?%24filter=status%20eq%20%27pending%27"
-                         "&%24select=status&%24top=1000");
+  // ('$' may or may not be percent-encoded in the parameter names: both are valid.)
+  EXPECT_TRUE(reqs[0].url.starts_with("http://127.0.0.1:10002/devstoreaccount1/work()?")) << reqs[0].url;
+  EXPECT_NE(reqs[0].url.find("filter=status%20eq%20%27pending%27&"), std::string::npos) << reqs[0].url;
+  EXPECT_NE(reqs[0].url.find("select=status&"), std::string::npos) << reqs[0].url;
+  EXPECT_NE(reqs[0].url.find("top=1000"), std::string::npos) << reqs[0].url;
   EXPECT_NE(reqs[1].url.find("&NextPartitionKey=cA%3D%3D&NextRowKey=Yg%3D%3D"), std::string::npos) << reqs[1].url;
   EXPECT_NE(reqs[2].url.find("&NextPartitionKey=cQ%3D%3D"), std::string::npos) << reqs[2].url;
   EXPECT_EQ(reqs[2].url.find("NextRowKey"), std::string::npos);
@@ -228,7 +231,7 @@ TEST_F(TableClientTest, PagerStopsAtMaxEntitiesAndShrinksTop) {
   EXPECT_TRUE(pager.done());
   auto reqs = fake->requests();
   ASSERT_EQ(reqs.size(), 2u);
-  EXPECT_NE(reqs[1].url.find("%24top=1"), std::string::npos) << reqs[1].url;
+  EXPECT_NE(reqs[1].url.find("top=1&"), std::string::npos) << reqs[1].url;
 }
 
 TEST_F(TableClientTest, TransactionRefusesMixedPartitionsDuplicatesAndOversizeClientSide) {

@@ -23,7 +23,7 @@ table_entity every_type() {
   std::string all_bytes;
   for (int i = 0; i < 256; ++i)
     all_bytes += static_cast<char>(i);
-  e.set("s", std::string("O'Brien \"quoted\" \\ \xE2\x82\xAC \xF0\x9F\x98\x80"))
+  e.set("s", std::string("O'Brien \"quoted\" \\ \xE2\x82\xAC \xF0\x9F\x98\x80 \x01\n\t\r\b\f\x1f/"))
       .set("empty", std::string())
       .set("i32", std::int32_t{-2147483647 - 1})
       .set("i32max", std::int32_t{2147483647})
@@ -77,6 +77,14 @@ TEST(TableEntityTest, WritesAnnotationsForTypesJsonCannotCarry) {
   EXPECT_EQ(text.find("i32@odata"), std::string::npos);
   EXPECT_EQ(text.find("yes@odata"), std::string::npos);
   EXPECT_EQ(text.find("\"s@odata"), std::string::npos);
+}
+
+TEST(TableEntityTest, InvalidUtf8IsReplacedNotThrown) {
+  table_entity e;
+  e.set("s", std::string("bad\xFF"));
+  std::string text = entity_to_json(e);
+  EXPECT_TRUE(entity_from_json(text)) << text;
+  EXPECT_FALSE(validate_entity(e));
 }
 
 TEST(TableEntityTest, DateTimeKeepsSevenFractionalDigits) {
