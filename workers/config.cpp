@@ -69,6 +69,14 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"catalog.table", bind(c.catalog.table)},
       {"catalog.wal_retention_ms", bind(c.catalog.wal_retention_ms)},
       {"catalog.stall_timeout_ms", bind(c.catalog.stall_timeout_ms)},
+      {"etl.queue", bind(c.etl.queue)},
+      {"etl.container", bind(c.etl.container)},
+      {"etl.runs_table", bind(c.etl.runs_table)},
+      {"etl.datasets_dir", bind(c.etl.datasets_dir)},
+      {"etl.sqlite_path", bind(c.etl.sqlite_path)},
+      {"etl.postgres_url", bind(c.etl.postgres_url)},
+      {"etl.busy_timeout_ms", bind(c.etl.busy_timeout_ms)},
+      {"etl.claim_max", bind(c.etl.claim_max)},
       {"log.level", bind(c.log.level)},
       {"log.file", bind(c.log.file)},
   };
@@ -165,6 +173,18 @@ result<void> validate(const config& c) {
   }
   if (c.catalog.stall_timeout_ms < 1000)
     return bad("catalog.stall_timeout_ms", "must be at least 1000");
+  if (c.etl.queue.empty() || c.etl.queue.size() > 64 || c.etl.queue.find('-') != std::string::npos)
+    return bad("etl.queue", "must be 1 to 64 letters, digits or '_'");
+  if (c.etl.runs_table.size() < 3 || c.etl.runs_table.size() > 63 ||
+      !std::isalpha(static_cast<unsigned char>(c.etl.runs_table[0])))
+    return bad("etl.runs_table", "must be 3 to 63 letters or digits starting with a letter");
+  if (c.etl.sqlite_path.empty() && c.etl.postgres_url.empty())
+    return bad("etl.sqlite_path", "must not be empty unless etl.postgres_url is set");
+  if (!c.etl.postgres_url.empty() && !c.etl.postgres_url.starts_with("postgresql://") &&
+      !c.etl.postgres_url.starts_with("postgres://"))
+    return bad("etl.postgres_url", "must start with postgresql:// or postgres://");
+  if (c.etl.claim_max < 1 || c.etl.claim_max > 100)
+    return bad("etl.claim_max", "must be between 1 and 100");
   static const char* levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
   bool level_ok = false;
   for (const char* l : levels)

@@ -41,6 +41,18 @@ struct catalog_config {
   std::uint32_t stall_timeout_ms = 60'000;     ///< an unapplied WAL entry this old is applied by the next writer
 };
 
+/// [etl]: blobs into SQL (workers/etl/, issue 7).
+struct etl_config {
+  std::string queue = "etl";            ///< work-table queue of ETL records (payload = blob name)
+  std::string container = "shoal";      ///< container of the persistor's blobs
+  std::string runs_table = "shoalruns"; ///< orchestration instances and step history
+  std::string datasets_dir;             ///< *.toml dataset files; empty = generic mode only
+  std::string sqlite_path = "./shoal.db"; ///< SQLite sink (the default)
+  std::string postgres_url;             ///< "postgresql://…": load into PostgreSQL instead
+  std::uint32_t busy_timeout_ms = 30'000; ///< SQLite: wait this long for another writer
+  std::uint32_t claim_max = 16;         ///< ETL records claimed per round by `shoal etl run`
+};
+
 /// [log]
 struct log_config {
   std::string level = "info";          ///< trace|debug|info|warn|error|off
@@ -52,6 +64,7 @@ struct config {
   storage_config storage;
   work_config work;
   catalog_config catalog;
+  etl_config etl;
   log_config log;
 };
 

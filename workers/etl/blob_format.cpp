@@ -1,0 +1,151 @@
+#include "workers/etl/blob_format.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+
+namespace shoal::workers::etl {
+namespace {
+
+// Line and column (both 1-based) of byte `pos` of `body`. O(pos); only used for error messages.
+std::pair<std::size_t, std::size_t> line_col(std::string_view body, std::size_t pos) {
+  pos = std::min(pos, body.size());
+  std::size_t line = 1 + static_cast<std::size_t>(std::count(body.begin(), body.begin() + static_cast<std::ptrdiff_t>(pos), '\n'));
+  std::size_t last_nl = body.rfind('\n', pos == 0 ? 0 : pos - 1);
+  std::size_t col = (last_nl == std::string_view::npos || pos == 0) ? pos + 1 : pos - last_nl;
+  return {line, col};
+}
+
+std::unexpected<error> parse_error_at(std::string_view body, std::size_t pos, const std::string& what) {
+  auto [line, col] = line_col(body, pos);
+  return fail(errc::parse, "blob is not parsable at line " + std::to_string(line) + ", column " +
+                               std::to_string(col) + " (byte " + std::to_string(pos) + "): " + what);
+}
+
+// End (one past the closing brace) of the JSON object starting at body[start] == '{', tracking
+// strings and escapes; npos when unterminated. O(object bytes).
+std::size_t object_end(std::string_view body, std::size_t start) {
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = start; i < body.size(); ++i) {
+    char c = body[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '{' || c == '[') ++depth;
+    else if (c == '}' || c == ']') {
+      if (--depth == 0) return i + 1;
+    }
+  }
+  return std::string_view::npos;
+}
+
+std::string text_of(const nlohmann::json& j) {
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_null()) return {};
+  return j.dump();
+}
+
+} // namespace
+
+std::string_view to_string(blob_format f) noexcept {
+  return f == blob_format::ndjson ? "ndjson" : "persistor-v1";
+}
+
+std::string_view dest_of(std::string_view blob_name) noexcept {
+  auto slash = blob_name.find('/');
+  return slash == std::string_view::npos ? blob_name : blob_name.substr(0, slash);
+}
+
+result<extracted_blob> extract_records(std::string_view body) {
+  extracted_blob out;
+  bool format_known = false;
+  std::size_t pos = 0;
+  std::size_t line = 1;
+  // Skip a UTF-8 byte order mark.
+  if (body.starts_with("\xEF\xBB\xBF")) pos = 3;
+  while (true) {
+    while (pos < body.size() && (body[pos] == ' ' || body[pos] == '\t' || body[pos] == '\r' || body[pos] == '\n')) {
+      if (body[pos] == '\n') ++line;
+      ++pos;
+    }
+    if (pos >= body.size()) break;
+    if (body[pos] != '{')
+      return parse_error_at(body, pos, std::string("expected '{' starting record ") +
+                                           std::to_string(out.records.size() + 1) + ", found '" +
+                                           std::string(1, body[pos]) + "'");
+    const std::size_t end = object_end(body, pos);
+    if (end == std::string_view::npos)
+      return parse_error_at(body, pos, "record " + std::to_string(out.records.size() + 1) +
+                                           " is not terminated (missing '}' or '\"')");
+    extracted_record r;
+    r.index = out.records.size();
+    r.offset = pos;
+    r.line = line;
+    r.raw = body.substr(pos, end - pos);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(r.raw);
+    } catch (const nlohmann::json::parse_error& e) {
+      // e.byte is 1-based within the record.
+      std::size_t at = pos + (e.byte > 0 ? e.byte - 1 : 0);
+      return parse_error_at(body, at, "record " + std::to_string(r.index + 1) + ": " + e.what());
+    }
+    for (std::size_t i = pos; i < end; ++i)
+      if (body[i] == '\n') ++line;
+    pos = end;
+
+    const bool upper = j.contains("DATA") || j.contains("METADATA");
+    const bool lower = j.contains("data") || j.contains("meta");
+    if (!format_known && (upper || lower)) {
+      out.format = upper ? blob_format::persistor_v1 : blob_format::ndjson;
+      format_known = true;
+    }
+    const char* data_key = out.format == blob_format::persistor_v1 ? "DATA" : "data";
+    const char* meta_key = out.format == blob_format::persistor_v1 ? "METADATA" : "meta";
+    auto data = j.find(data_key);
+    if (data == j.end()) {
+      r.problem = std::string("record has no \"") + data_key + "\" member";
+    } else if (out.format == blob_format::persistor_v1 && !data->is_string()) {
+      r.problem = "DATA must be a string (persistor-v1)";
+    } else {
+      r.payload = out.format == blob_format::persistor_v1 ? data->get<std::string>() : data->dump();
+    }
+    auto meta = j.find(meta_key);
+    if (meta != j.end() && meta->is_object()) {
+      if (auto it = meta->find("message_id"); it != meta->end()) r.message_id = text_of(*it);
+      if (auto it = meta->find("producer"); it != meta->end()) r.producer = text_of(*it);
+      if (auto it = meta->find("event_time"); it != meta->end()) r.event_time = text_of(*it);
+      if (auto it = meta->find("ingest_time"); it != meta->end()) r.ingest_time = text_of(*it);
+    }
+    if (r.problem.empty() && r.message_id.empty())
+      r.problem = std::string("record has no ") + meta_key + ".message_id";
+    out.records.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::string write_blob(blob_format format, const std::vector<record_to_write>& records) {
+  std::string out;
+  for (const auto& r : records) {
+    nlohmann::json meta = {{"message_id", r.message_id}, {"producer", r.producer},
+                           {"event_time", r.event_time}, {"ingest_time", r.event_time}};
+    if (format == blob_format::persistor_v1) {
+      nlohmann::json j = {{"DATA", r.payload}, {"METADATA", meta}};
+      out += j.dump();
+      out += "\n\n";
+    } else {
+      nlohmann::json j;
+      j["data"] = nlohmann::json::parse(r.payload, nullptr, false);
+      j["meta"] = meta;
+      out += j.dump();
+      out += '\n';
+    }
+  }
+  return out;
+}
+
+} // namespace shoal::workers::etl
