@@ -23,6 +23,7 @@ actor_ref actor::self() const { return actor_ref(cell_->shared_from_this()); }
 std::shared_ptr<detail::cell> actor::self_cell() const { return cell_->shared_from_this(); }
 actor_system& actor::sys() const { return cell_->sys(); }
 time_point actor::now() const { return cell_->sys().clock().now(); }
+const std::string& actor::current_sender() const { return cell_->current_sender(); }
 msgpack::zone& actor::zone() const { return cell_->zone(); }
 
 void actor::init_envelope(transport::envelope& e, std::string_view kind) const {

@@ -245,6 +245,9 @@ protected:
   actor_system& sys() const;
   /// The system clock's current time.
   time_point now() const;
+  /// Sender address ("name@process@host") of the message being handled; empty outside a
+  /// handler. Owner only. Use it to answer a tell from another process by address.
+  const std::string& current_sender() const;
 
   // -- messaging ------------------------------------------------------------------------------
   /// Sends `m` to `to` (any process). Errors: mailbox_full (reject policy, or block policy when

@@ -364,6 +364,11 @@ void cell::dispatch(transport::envelope& e) {
   }
   handler_call call{e, zone_, want_reply, reply_buf_};
   std::optional<error> err;
+  current_env_ = &e;
+  struct reset_env {
+    const transport::envelope*& p;
+    ~reset_env() { p = nullptr; }
+  } reset{current_env_};
   try {
     err = h->fn(call);
   } catch (const std::exception& ex) {

@@ -64,6 +64,10 @@ public:
   void request_quit() { quit_ = true; }
   void request_fail(error e) { fail_ = std::move(e); }
   msgpack::zone& zone() { return zone_; }
+  const std::string& current_sender() const {
+    static const std::string none;
+    return current_env_ ? current_env_->from : none;
+  }
   actor* instance() const { return inst_.get(); }
   std::shared_ptr<cell> parent() const { return parent_.lock(); }
 
@@ -106,6 +110,7 @@ private:
   std::size_t batch_pos_ = 0;
   std::vector<std::function<void()>> ctl_;
   msgpack::zone zone_;
+  const transport::envelope* current_env_ = nullptr; // the message being handled
   std::vector<std::uint8_t> reply_buf_;
   struct timer {
     time_point due;
