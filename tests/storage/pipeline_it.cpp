@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -248,6 +249,23 @@ TEST_F(PipelineIt, ManyThreadsShareOnePipeline) {
   auto m = p.send(service::queue, meta);
   ASSERT_TRUE(m) << m.error().describe();
   EXPECT_EQ(m->header("x-ms-approximate-messages-count").value_or(""), "100");
+}
+
+TEST_F(PipelineIt, PooledConnectionSurvivesAzuriteKeepAliveTimeout) {
+  // Azurite closes idle keep-alive connections after 5 s (reference §8). The pooled handle
+  // must notice and reconnect by itself: with one attempt allowed, no retry can hide it.
+  pipeline_options opts;
+  opts.retry.max_attempts = 1;
+  const pipeline p = make(opts);
+  storage_request list;
+  list.path = "/Tables";
+  list.headers = {{"Accept", "application/json;odata=nometadata"}};
+  auto first = p.send(service::table, list);
+  ASSERT_TRUE(first) << first.error().describe();
+  std::this_thread::sleep_for(std::chrono::milliseconds{6'000}); // a real idle period, on purpose
+  auto second = p.send(service::table, list);
+  ASSERT_TRUE(second) << second.error().describe();
+  EXPECT_EQ(second->status, 200);
 }
 
 // -- account SAS ----------------------------------------------------------------------------------
