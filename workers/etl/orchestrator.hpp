@@ -1,0 +1,184 @@
+#pragma once
+// The ETL orchestration (issue 7 items 2, 3, 6): extract → validate → transform → load for one
+// blob, with durable step state in the `shoalruns` table so a worker that dies after a step
+// resumes after it (Durable Task's history + replay, shared/reference/peers.md §2.3).
+//
+// `shoalruns` layout (one partition per orchestration instance):
+//   PartitionKey = escape_key(record id)   (the ETL record id is the blob name)
+//   RowKey "instance": blob, dataset, status (running | completed | failed), step (last finished
+//     step), attempts (Int32, claim attempts seen), gen (Int64, fencing token of the last run),
+//     owner, created, updated, finished (DateTime), error, records, loaded, duplicates,
+//     quarantined (Int64), ms (Double, last run's wall time)
+//   RowKey "step-{n}-{name}" (n = 1 extract, 2 validate, 3 transform, 4 load): one history row per
+//     FINISHED step: step, attempt, gen, owner, started, finished, ms, records_in, records_out,
+//     quarantined (Int64), detail. Inserted with Insert Entity: a 409 means another run
+//     recorded the step first and is ignored.
+//
+// Resume: the pure steps (extract, validate, transform) are deterministic functions of the blob
+// and the dataset; after a restart they are replayed (not recorded again) when the load still has
+// to run. A recorded load is never run again; an unrecorded load that did commit (the worker
+// died in between) is made harmless by the sink's ledger (sql_sink.hpp), so no row lands twice.
+
+#include "storage/blob_client.hpp"
+#include "storage/table_client.hpp"
+#include "workers/error.hpp"
+#include "workers/etl/dataset.hpp"
+#include "workers/etl/sql_sink.hpp"
+#include "workers/work_table.hpp"
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace shoal::workers::etl {
+
+// -- step results ---------------------------------------------------------------------------------
+
+/// What one step did (also one log line per step).
+struct step_stats {
+  std::string step;              ///< "extract", "validate", "transform", "load"
+  std::size_t records_in = 0;
+  std::size_t records_out = 0;
+  std::size_t quarantined = 0;   ///< records this step sent to quarantine
+  double ms = 0;                 ///< wall time of the step
+  std::string detail;            ///< e.g. "already loaded" or "replayed"
+};
+
+/// What a whole pipeline run did.
+struct pipeline_outcome {
+  std::string blob;
+  std::string dataset;
+  std::vector<step_stats> steps; ///< in order; replayed steps included with detail "replayed"
+  load_outcome load;             ///< the sink's answer (already_loaded when skipped)
+  bool resumed_after_load = false; ///< the history already held the load: nothing ran
+};
+
+/// Runs extract → validate → transform → load for a blob body held in memory, no durable state
+/// (the bench and unit tests; etl_job adds the history). Errors: parse (blob unparsable, with
+/// position), those of sql_sink::prepare/load. Owner only (uses `sink`).
+[[nodiscard]] result<pipeline_outcome> run_pipeline(const dataset& d, std::string_view blob_name,
+                                                    std::string_view body, sql_sink& sink,
+                                                    std::string_view owner = "etl");
+
+// -- the runs table -------------------------------------------------------------------------------
+
+/// One orchestration instance (the "instance" row).
+struct run_instance {
+  std::string id;          ///< the ETL record id (the blob name)
+  std::string blob;
+  std::string dataset;
+  std::string status;      ///< running | completed | failed
+  std::string step;        ///< last finished step; empty before the first
+  std::int32_t attempts = 0;
+  std::int64_t gen = 0;
+  std::string owner;
+  std::chrono::system_clock::time_point created, updated, finished;
+  std::string error;
+  std::int64_t records = 0, loaded = 0, duplicates = 0, quarantined = 0;
+  double ms = 0;
+};
+
+/// One history row.
+struct run_step {
+  int seq = 0;             ///< 1..4
+  std::string step;
+  std::int32_t attempt = 0;
+  std::int64_t gen = 0;
+  std::string owner;
+  std::chrono::system_clock::time_point started, finished;
+  double ms = 0;
+  std::int64_t records_in = 0, records_out = 0, quarantined = 0;
+  std::string detail;
+};
+
+/// The `shoalruns` table. Thread-safe (const methods over a thread-safe table client).
+class run_log {
+public:
+  /// Wraps `table` (named by configuration, default "shoalruns").
+  explicit run_log(storage::table_client table) : table_(std::move(table)) {}
+  /// Creates the table unless it exists. Errors: storage.
+  [[nodiscard]] result<void> create_if_missing() const;
+  /// The instance row and the history of `id` (history in step order). Errors: not_found
+  /// (no instance), invalid_argument (id cannot be a key), storage.
+  [[nodiscard]] result<std::pair<run_instance, std::vector<run_step>>> show(std::string_view id) const;
+  /// Instances, optionally of one status, at most `max`. Errors: storage.
+  [[nodiscard]] result<std::vector<run_instance>> list(std::optional<std::string> status, std::size_t max) const;
+  /// Writes (insert-or-merge) the instance row. Errors: invalid_argument, storage.
+  [[nodiscard]] result<void> put_instance(const run_instance& i) const;
+  /// Inserts a history row; a row already there (another run recorded it) is not an error.
+  /// Errors: invalid_argument, storage.
+  [[nodiscard]] result<void> record_step(std::string_view id, const run_step& s) const;
+  /// The table client.
+  const storage::table_client& table() const noexcept { return table_; }
+
+private:
+  storage::table_client table_;
+};
+
+// -- the ETL job ----------------------------------------------------------------------------------
+
+/// Settings of an etl_job.
+struct etl_job_options {
+  std::string container = "shoal";  ///< where the blobs are
+  std::string owner = "etl";        ///< this worker's id, recorded in history and ledger
+  std::vector<dataset> datasets;    ///< by dest; unmatched blobs use the generic dataset
+  /// Tests and fault drills: called after a step's effect and before it is recorded; returning
+  /// true makes the run stop there with errc::cancelled, as if the worker had died.
+  std::function<bool(std::string_view step)> crash_after;
+};
+
+/// Processes ETL records: one blob each, durably (see the file comment). The ETL job of
+/// `shoal worker` (issue 5) calls `run` for every claimed ETL record and then completes or fails
+/// the record; `drain` does the claiming too (`shoal etl run --once`). Owner only: one per
+/// thread (it owns a SQL connection).
+class etl_job {
+public:
+  /// Errors: none today (reserved: invalid_argument).
+  [[nodiscard]] static result<etl_job> make(storage::blob_client blobs, run_log runs,
+                                            std::unique_ptr<sql_sink> sink, etl_job_options opts);
+
+  /// Runs (or resumes) the orchestration of `record` (payload = blob name; empty payload →
+  /// the record id). Does not complete or fail the record. Errors: not_found (blob missing),
+  /// parse (blob unparsable: line, column, byte), io (SQL), storage, cancelled (crash_after).
+  /// A failure is also written to the instance row (status failed, error).
+  [[nodiscard]] result<pipeline_outcome> run(const claimed_record& record);
+  /// As run, for a record id / blob name with the given attempt and fencing gen.
+  [[nodiscard]] result<pipeline_outcome> run_blob(std::string_view record_id, std::string_view blob_name,
+                                                  std::int32_t attempt, std::int64_t gen);
+
+  /// Runs `record` and then completes it (success) or fails it (retry later, dead after
+  /// max_attempts) in `work`. Returns the pipeline's result; the work-table call's failure
+  /// (e.g. lease_lost) is logged, and returned only when the pipeline succeeded.
+  [[nodiscard]] result<pipeline_outcome> process(const work_table& work, claimed_record& record);
+
+  /// Claims and processes records of `queue` until none is claimable (`claim_max` per round).
+  /// Returns how many succeeded and failed. Errors: storage (claiming failed).
+  struct drain_summary {
+    std::size_t succeeded = 0;
+    std::size_t failed = 0;
+  };
+  [[nodiscard]] result<drain_summary> drain(const work_table& work, std::string_view queue, std::size_t claim_max);
+
+  /// The sink (tests and the CLI read counts through it).
+  sql_sink& sink() noexcept { return *sink_; }
+  /// The runs table.
+  const run_log& runs() const noexcept { return runs_; }
+
+private:
+  etl_job(storage::blob_client blobs, run_log runs, std::unique_ptr<sql_sink> sink, etl_job_options opts)
+      : blobs_(std::move(blobs)), runs_(std::move(runs)), sink_(std::move(sink)), opts_(std::move(opts)) {}
+  result<pipeline_outcome> run_steps(run_instance& inst, const std::set<std::string>& done,
+                                     std::int32_t attempt, std::int64_t gen);
+
+  storage::blob_client blobs_;
+  run_log runs_;
+  std::unique_ptr<sql_sink> sink_;
+  etl_job_options opts_;
+  std::set<std::string> prepared_; ///< datasets whose DDL ran on this connection
+};
+
+} // namespace shoal::workers::etl
