@@ -921,7 +921,7 @@ result<record_counts> work_table::counts(std::string_view queue) const {
   if (auto ok = validate_queue_name(queue); !ok) return std::unexpected(ok.error());
   storage::table_query q;
   q.filter = queue_filter(queue);
-  q.select = {p_status};
+  q.select = {"PartitionKey", "RowKey", p_status}; // keys are returned only when selected
   record_counts out;
   auto n = m.table.for_each(q, [&](const table_entity& e) {
     auto st = status_prop(e).value_or(record_status::pending);

@@ -195,6 +195,8 @@ TEST(WorkTableIt, EnqueueIsIdempotentAndNeverResetsFinishedRecords) {
   EXPECT_EQ(c->total, 260u);
   EXPECT_EQ(c->by_status[record_status::done], 1u);
   EXPECT_EQ(c->by_status[record_status::pending], 259u);
+  ASSERT_EQ(c->by_shard.size(), 1u);
+  EXPECT_EQ(c->by_shard.begin()->second[record_status::pending], 259u);
 }
 
 TEST(WorkTableIt, AwkwardIdsAndLargePayloadsRoundTrip) {
@@ -496,6 +498,7 @@ TEST(WorkTableIt, EightClaimerProcessesCompleteTwoThousandRecordsExactlyOnce) {
   auto c = e.work.counts("load");
   ASSERT_TRUE(c) << c.error().describe();
   EXPECT_EQ(c->by_status[record_status::done], 2000u);
+  EXPECT_EQ(c->by_shard.size(), 16u) << "counts per shard";
 }
 
 TEST(WorkTableIt, ReleaseGivesTheClaimBackAndPurgeDeletes) {
