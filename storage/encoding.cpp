@@ -77,7 +77,14 @@ bool make_time(int y, int mo, int d, int h, int mi, int sec,
                            day{static_cast<unsigned>(d)}};
   if (!ymd.ok() || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 60)
     return false;
-  out = sys_days{ymd} + hours{h} + minutes{mi} + seconds{sec};
+  // system_clock counts nanoseconds in 64 bits: it ends in April 2262. Later dates (Azure
+  // writes 9999-12-31 for "never expires") saturate to time_point::max() instead of wrapping.
+  const auto secs = sys_seconds{sys_days{ymd}} + hours{h} + minutes{mi} + seconds{sec};
+  if (secs >= time_point_cast<seconds>(system_clock::time_point::max())) {
+    out = system_clock::time_point::max();
+    return true;
+  }
+  out = time_point_cast<system_clock::duration>(secs);
   return true;
 }
 
@@ -323,6 +330,8 @@ result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s) 
   std::chrono::system_clock::time_point out;
   if (!make_time(year, month, day, h, mi, sec, out))
     return bad();
+  if (out == std::chrono::system_clock::time_point::max())
+    return out;
   return out + std::chrono::duration_cast<std::chrono::system_clock::duration>(
                    std::chrono::nanoseconds{frac_ns});
 }

@@ -27,11 +27,14 @@ std::string hmac_sha256(std::string_view key, std::string_view msg);
 /// RFC 1123 date in GMT, e.g. "Sat, 21 Nov 2026 11:58:31 GMT" (the x-ms-date form).
 std::string format_http_date(std::chrono::system_clock::time_point t);
 /// Parses the RFC 1123 form of an HTTP `Date` header. Errors: invalid_argument.
+/// Dates past system_clock's range (April 2262; Azure uses 9999-12-31 for "never") give
+/// time_point::max().
 [[nodiscard]] result<std::chrono::system_clock::time_point> parse_http_date(std::string_view s);
 
 /// ISO-8601 UTC with 7 fractional digits, e.g. "2024-01-02T03:04:05.1234567Z" (Edm.DateTime).
 std::string format_iso8601(std::chrono::system_clock::time_point t);
 /// Parses ISO-8601 UTC ("Z" or "+00:00"), 0-7 fractional digits. Errors: invalid_argument.
+/// Dates past April 2262 give time_point::max().
 [[nodiscard]] result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s);
 
 } // namespace shoal::storage

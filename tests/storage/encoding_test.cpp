@@ -95,6 +95,19 @@ TEST(EncodingTest, HttpDateFormatsAndParsesRfc1123) {
   EXPECT_EQ(format_http_date(*leap), "Thu, 29 Feb 2024 23:59:59 GMT");
 }
 
+TEST(EncodingTest, DatesPastTheClockRangeSaturateInsteadOfWrapping) {
+  // Azure reports "never expires" as 9999-12-31; system_clock (ns) ends in 2262.
+  auto http = parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT");
+  ASSERT_TRUE(http) << http.error().describe();
+  EXPECT_EQ(*http, std::chrono::system_clock::time_point::max());
+  auto iso = parse_iso8601("9999-12-31T23:59:59.9999999Z");
+  ASSERT_TRUE(iso) << iso.error().describe();
+  EXPECT_EQ(*iso, std::chrono::system_clock::time_point::max());
+  auto before = parse_iso8601("2262-01-01T00:00:00Z");
+  ASSERT_TRUE(before);
+  EXPECT_LT(*before, std::chrono::system_clock::time_point::max());
+}
+
 TEST(EncodingTest, HttpDateRejectsOtherForms) {
   for (const char* bad : {"", "Sat, 21 Nov 2026 11:58:31", "Saturday, 21-Nov-26 11:58:31 GMT",
                           "Sat, 31 Nov 2026 11:58:31 GMT", "Sat, 21 Foo 2026 11:58:31 GMT",
