@@ -42,7 +42,9 @@ namespace shoal::storage {
 /// What a successful write returns.
 struct table_write_result {
   std::string etag;                                  ///< the entity's new ETag; empty after a delete
-  std::chrono::system_clock::time_point server_time; ///< the response `Date` header (1 s resolution)
+  /// The response `Date` header: the storage server's clock, 1 s resolution. The epoch when the
+  /// response had none (never on Azure/Azurite) or after a retried delete resolved by its 404.
+  std::chrono::system_clock::time_point server_time;
 };
 
 // -- queries --------------------------------------------------------------------------------------
