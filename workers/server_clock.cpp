@@ -41,6 +41,14 @@ std::optional<server_clock::wall::time_point> server_clock::lower_bound_at(stead
   return wall::time_point(duration_cast<wall::duration>(t));
 }
 
+std::optional<server_clock::wall::time_point> server_clock::upper_bound_at(steady::time_point at) const {
+  std::lock_guard lock(mu_);
+  if (!upper_offset_)
+    return std::nullopt;
+  const nanoseconds t = duration_cast<nanoseconds>(at.time_since_epoch()) + *upper_offset_;
+  return wall::time_point(duration_cast<wall::duration>(t));
+}
+
 nanoseconds server_clock::uncertainty() const {
   std::lock_guard lock(mu_);
   if (!lower_offset_ || !upper_offset_)

@@ -34,6 +34,8 @@ public:
   bool known() const;
   /// A lower bound of the server's time at steady instant `at`, or nullopt before any sample.
   std::optional<wall::time_point> lower_bound_at(steady::time_point at) const;
+  /// An upper bound of the server's time at steady instant `at`, or nullopt before any sample.
+  std::optional<wall::time_point> upper_bound_at(steady::time_point at) const;
   /// lower_bound_at(steady_now()).
   std::optional<wall::time_point> now() const { return lower_bound_at(steady_now()); }
   /// How far the true server time may be ahead of the lower bound (upper − lower); a large

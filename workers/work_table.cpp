@@ -220,10 +220,14 @@ struct work_table::impl {
     if (auto t = etag_time(etag)) clock.observe(*t, sent, received, milliseconds(1)); // JS Date: ms
   }
 
-  // The local deadline of a lease written with a request sent at `sent`.
-  steady_tp deadline_for(steady_tp sent) const {
-    auto unc = duration_cast<steady_clock::duration>(clock.uncertainty());
-    return sent + lease - unc - margin;
+  // The local deadline of a lease `lease_until` written with a request sent at `sent`: the
+  // server's time at `sent` was at most upper_bound_at(sent) (the tightest bound known now,
+  // which may include samples from the response itself), so the lease lasts at least
+  // lease_until − upper from `sent`; minus the safety margin.
+  steady_tp deadline_for(steady_tp sent, system_clock::time_point lease_until) const {
+    auto upper = clock.upper_bound_at(sent);
+    if (!upper) return sent; // cannot happen once a sample exists; treat the lease as gone
+    return sent + duration_cast<steady_clock::duration>(lease_until - *upper) - margin;
   }
 
   result<system_clock::time_point> server_now() const {
@@ -477,7 +481,7 @@ struct work_table::impl {
     switch (c) {
     case change::renew:
       r.lease_until = now + lease;
-      r.deadline = deadline_for(sent);
+      r.deadline = deadline_for(sent, r.lease_until);
       claim_counters::add(counters.renewals);
       break;
     case change::complete: claim_counters::add(counters.completions); break;
@@ -538,8 +542,13 @@ struct work_table::impl {
           r.etag = *res[k];
           after_success(r, c, sent, *now);
           out[idx[k]] = {};
-        } else if (res[k].error().code == storage::errc::precondition_failed ||
-                   res[k].error().retryable || res[k].error().attempts > 1) {
+        } else if (res[k].error().code == storage::errc::precondition_failed) {
+          // Re-read first (the ETag we hold is stale): lost, already applied, or retry.
+          auto again = resolve(r, c);
+          if (!again) out[idx[k]] = std::unexpected(again.error());
+          else if (!*again) { after_success(r, c, sent, *now); out[idx[k]] = {}; }
+          else out[idx[k]] = change_one(r, c, {}, false);
+        } else if (res[k].error().retryable || res[k].error().attempts > 1) {
           out[idx[k]] = change_one(r, c, {}, false);
         } else {
           if (c == change::renew) claim_counters::add(counters.renew_failures);
@@ -772,7 +781,7 @@ result<std::vector<claimed_record>> work_table::claim(std::string_view queue, st
       }
       std::vector<bool> maybe_landed;
       auto res = m.apply(ops, batch, true, &maybe_landed, &m.counters.claim_requests);
-      const auto deadline = m.deadline_for(csent);
+      const auto deadline = m.deadline_for(csent, lease_until);
       std::vector<std::size_t> unresolved;
       for (std::size_t k = 0; k < ops.size(); ++k) {
         if (res[k]) continue;

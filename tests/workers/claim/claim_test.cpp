@@ -83,6 +83,7 @@ TEST(ServerClock, KeepsTheTightestBoundsFromDateAndEtagSamples) {
   now = t0 + 1510ms;
   EXPECT_EQ(*c.now(), server + 1600ms);
   EXPECT_EQ(c.uncertainty(), 10ms);
+  EXPECT_EQ(*c.upper_bound_at(now), server + 1610ms);
 }
 
 TEST(EtagTime, ParsesTheDatetimeOfTableEtags) {
