@@ -77,6 +77,30 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"etl.postgres_url", bind(c.etl.postgres_url)},
       {"etl.busy_timeout_ms", bind(c.etl.busy_timeout_ms)},
       {"etl.claim_max", bind(c.etl.claim_max)},
+      {"persistor.mode", bind(c.persistor.mode)},
+      {"persistor.endpoint", bind(c.persistor.endpoint)},
+      {"persistor.committed_endpoint", bind(c.persistor.committed_endpoint)},
+      {"persistor.queue", bind(c.persistor.queue)},
+      {"persistor.queue_dest", bind(c.persistor.queue_dest)},
+      {"persistor.pullers", bind(c.persistor.pullers)},
+      {"persistor.max_dequeue", bind(c.persistor.max_dequeue)},
+      {"persistor.poison_queue", bind(c.persistor.poison_queue)},
+      {"persistor.visibility_timeout_ms", bind(c.persistor.visibility_timeout_ms)},
+      {"persistor.container", bind(c.persistor.container)},
+      {"persistor.format", bind(c.persistor.format)},
+      {"persistor.blob_type", bind(c.persistor.blob_type)},
+      {"persistor.batch_max_records", bind(c.persistor.batch_max_records)},
+      {"persistor.batch_max_bytes", bind(c.persistor.batch_max_bytes)},
+      {"persistor.batch_max_delay_ms", bind(c.persistor.batch_max_delay_ms)},
+      {"persistor.event_time_field", bind(c.persistor.event_time_field)},
+      {"persistor.host", bind(c.persistor.host)},
+      {"persistor.name", bind(c.persistor.name)},
+      {"persistor.writers", bind(c.persistor.writers)},
+      {"persistor.max_inflight_bytes", bind(c.persistor.max_inflight_bytes)},
+      {"persistor.append_max_blocks", bind(c.persistor.append_max_blocks)},
+      {"persistor.append_max_bytes", bind(c.persistor.append_max_bytes)},
+      {"persistor.register_etl", bind(c.persistor.register_etl)},
+      {"persistor.register_catalog", bind(c.persistor.register_catalog)},
       {"log.level", bind(c.log.level)},
       {"log.file", bind(c.log.file)},
   };
@@ -185,6 +209,37 @@ result<void> validate(const config& c) {
     return bad("etl.postgres_url", "must start with postgresql:// or postgres://");
   if (c.etl.claim_max < 1 || c.etl.claim_max > 100)
     return bad("etl.claim_max", "must be between 1 and 100");
+  {
+    const persistor_config& p = c.persistor;
+    if (p.mode != "push" && p.mode != "pull")
+      return bad("persistor.mode", "must be push or pull");
+    if (p.format != "persistor-v1" && p.format != "ndjson")
+      return bad("persistor.format", "must be persistor-v1 or ndjson");
+    if (p.blob_type != "block" && p.blob_type != "append")
+      return bad("persistor.blob_type", "must be block or append");
+    if (p.pullers < 1 || p.pullers > 64)
+      return bad("persistor.pullers", "must be between 1 and 64");
+    if (p.writers < 1 || p.writers > 64)
+      return bad("persistor.writers", "must be between 1 and 64");
+    if (p.max_dequeue < 1)
+      return bad("persistor.max_dequeue", "must be at least 1");
+    if (p.batch_max_records < 1)
+      return bad("persistor.batch_max_records", "must be at least 1");
+    if (p.batch_max_bytes < 1024 || p.batch_max_bytes > (256u << 20))
+      return bad("persistor.batch_max_bytes", "must be between 1024 and 268435456");
+    if (p.visibility_timeout_ms < 1000 || p.visibility_timeout_ms <= p.batch_max_delay_ms)
+      return bad("persistor.visibility_timeout_ms",
+                 "must be at least 1000 and longer than persistor.batch_max_delay_ms");
+    if (p.append_max_blocks < 1 || p.append_max_blocks >= 50'000)
+      return bad("persistor.append_max_blocks", "must be between 1 and 49999");
+    if (p.max_inflight_bytes < p.batch_max_bytes)
+      return bad("persistor.max_inflight_bytes", "must be at least persistor.batch_max_bytes");
+    bool name_ok = !p.name.empty() && p.name.size() <= 64;
+    for (char ch : p.name)
+      name_ok = name_ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.');
+    if (!name_ok)
+      return bad("persistor.name", "must be 1 to 64 letters, digits, '_' or '.'");
+  }
   static const char* levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
   bool level_ok = false;
   for (const char* l : levels)

@@ -53,6 +53,34 @@ struct etl_config {
   std::uint32_t claim_max = 16;         ///< ETL records claimed per round by `shoal etl run`
 };
 
+/// [persistor]: messages into date-partitioned blobs (workers/persistor/, issue 6).
+struct persistor_config {
+  std::string mode = "push";             ///< push (ZeroMQ ROUTER) | pull (Azure Storage Queue)
+  std::string endpoint = "tcp://127.0.0.1:5590"; ///< push: where producers connect (DEALER)
+  std::string committed_endpoint;        ///< optional PUB endpoint for persist.committed
+  std::string queue = "shoalin";         ///< pull: the Azure Storage Queue read
+  std::string queue_dest = "default";    ///< pull: dest of messages that name none
+  std::uint32_t pullers = 4;             ///< pull: parallel pullers
+  std::uint32_t max_dequeue = 5;         ///< pull: more dequeues than this → poison queue
+  std::string poison_queue = "shoalpoison"; ///< pull: where poison messages are parked
+  std::uint32_t visibility_timeout_ms = 60'000; ///< pull: > a batch's life
+  std::string container = "shoal";       ///< blob container
+  std::string format = "persistor-v1";   ///< persistor-v1 | ndjson
+  std::string blob_type = "block";       ///< block | append
+  std::uint32_t batch_max_records = 1000;
+  std::uint32_t batch_max_bytes = 4u << 20;
+  std::uint32_t batch_max_delay_ms = 1000;
+  std::string event_time_field;          ///< JSON field of the payload holding the event time; empty = ingest time
+  std::string host;                      ///< host part of blob names; empty = gethostname()
+  std::string name = "p1";               ///< persistor name (blob names, seq counter)
+  std::uint32_t writers = 4;             ///< parallel blob writers
+  std::uint32_t max_inflight_bytes = 64u << 20; ///< high-water mark: stop reading above this
+  std::uint32_t append_max_blocks = 49'000;     ///< append mode: roll before this many blocks
+  std::uint32_t append_max_bytes = 256u << 20;  ///< append mode: roll before this size
+  std::uint32_t register_etl = 1;        ///< 1 = enqueue each blob into the work table's ETL queue
+  std::uint32_t register_catalog = 1;    ///< 1 = register each blob in the catalog
+};
+
 /// [log]
 struct log_config {
   std::string level = "info";          ///< trace|debug|info|warn|error|off
@@ -65,6 +93,7 @@ struct config {
   work_config work;
   catalog_config catalog;
   etl_config etl;
+  persistor_config persistor;
   log_config log;
 };
 

@@ -1,0 +1,80 @@
+#pragma once
+// Batching per destination and hour partition (DESIGN.md "Blobs", Defaults "persistor batch"):
+// a batch is sealed when it reaches max_records, max_bytes or max_delay since its first record,
+// whichever comes first. Pure state machine over a caller-supplied clock, so tests never sleep.
+//
+//   batcher b({.max_records = 2}, record_format::ndjson);
+//   auto sealed = b.add(rec, /*token*/ 1, now_ms);   // [] — batch open
+//   sealed = b.add(rec2, 2, now_ms);                 // [batch{2 records, tokens {1, 2}}]
+//   auto late = b.due(now_ms + 1000);                // batches whose delay has passed
+
+#include "workers/persistor/format.hpp"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace shoal::workers::persistor {
+
+/// When a batch is sealed.
+struct batch_limits {
+  std::size_t max_records = 1000;             ///< records per batch
+  std::size_t max_bytes = 4u << 20;           ///< formatted bytes per batch
+  std::int64_t max_delay_ms = 1000;           ///< ms from a batch's first record to its seal
+};
+
+/// Opaque per-record handle of the source (push: a waiting producer; pull: a queue message),
+/// handed back when the batch is committed.
+using ack_token = std::uint64_t;
+
+/// A sealed (or open) batch: the blob body in its format and what to acknowledge.
+struct batch {
+  std::string dest;                ///< first blob-name segment
+  std::string partition;           ///< "YYYY/MM/DD/HH"
+  std::string body;                ///< formatted records
+  batch_summary summary;           ///< count, first/last event time
+  std::vector<ack_token> tokens;   ///< one per record, in body order
+  std::int64_t opened_ms = 0;      ///< caller clock when the first record was added
+};
+
+/// The batcher. Owner only (not thread-safe): the persistor guards it with a mutex.
+class batcher {
+public:
+  /// A batcher with `limits` writing records in `format`.
+  batcher(batch_limits limits, record_format format) : limits_(limits), format_(format) {}
+
+  /// Adds `r` to the open batch of (r.dest, partition_of(r.event_time)), opening one if needed.
+  /// Returns the batches sealed by this call: the open one first when `r` would push it over
+  /// max_bytes, then the one `r` filled to max_records/max_bytes. A record larger than
+  /// max_bytes alone becomes a batch of one. `now_ms` is any monotonic millisecond clock.
+  std::vector<batch> add(const record& r, ack_token token, std::int64_t now_ms);
+
+  /// Seals and returns every open batch whose first record is at least max_delay_ms old.
+  std::vector<batch> due(std::int64_t now_ms);
+
+  /// Seals and returns every open batch (shutdown, flush).
+  std::vector<batch> flush_all();
+
+  /// When the oldest open batch falls due (caller clock), or nullopt when none is open.
+  std::optional<std::int64_t> next_due() const;
+
+  /// Formatted bytes held in open batches.
+  std::size_t open_bytes() const noexcept { return open_bytes_; }
+  /// Records held in open batches.
+  std::size_t open_records() const noexcept { return open_records_; }
+
+private:
+  batch seal(std::map<std::pair<std::string, std::string>, batch>::iterator it);
+
+  batch_limits limits_;
+  record_format format_;
+  std::map<std::pair<std::string, std::string>, batch> open_;
+  std::size_t open_bytes_ = 0;
+  std::size_t open_records_ = 0;
+  std::string scratch_;
+};
+
+} // namespace shoal::workers::persistor

@@ -1,0 +1,303 @@
+#include "workers/persistor/format.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+
+namespace shoal::workers::persistor {
+namespace {
+
+bool digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
+  if (pos + n > s.size())
+    return false;
+  int v = 0;
+  for (std::size_t i = pos; i < pos + n; ++i) {
+    if (!std::isdigit(static_cast<unsigned char>(s[i])))
+      return false;
+    v = v * 10 + (s[i] - '0');
+  }
+  out = v;
+  return true;
+}
+
+std::optional<unix_ms> civil(int y, int mo, int d, int h, int mi, int se, int ms) {
+  using namespace std::chrono;
+  year_month_day ymd{year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
+  if (!ymd.ok() || h > 23 || mi > 59 || se > 60)
+    return std::nullopt;
+  auto days = sys_days(ymd).time_since_epoch().count();
+  return ((static_cast<unix_ms>(days) * 24 + h) * 60 + mi) * 60'000 +
+         static_cast<unix_ms>(se) * 1000 + ms;
+}
+
+// Date "YYYY-MM-DD" or "YYYY/MM/DD", then optional [T or space] HH:MM[:SS[.fff]] [Z|±hh:mm].
+std::optional<unix_ms> parse_calendar(std::string_view s) {
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0, ms = 0;
+  if (s.size() < 10 || !digits(s, 0, 4, y) || !digits(s, 5, 2, mo) || !digits(s, 8, 2, d))
+    return std::nullopt;
+  const char sep = s[4];
+  if ((sep != '-' && sep != '/') || s[7] != sep)
+    return std::nullopt;
+  std::size_t p = 10;
+  unix_ms offset_ms = 0;
+  if (p < s.size()) {
+    if (s[p] != 'T' && s[p] != 't' && s[p] != ' ')
+      return std::nullopt;
+    ++p;
+    if (!digits(s, p, 2, h) || p + 2 >= s.size() || s[p + 2] != ':' || !digits(s, p + 3, 2, mi))
+      return std::nullopt;
+    p += 5;
+    if (p < s.size() && s[p] == ':') {
+      if (!digits(s, p + 1, 2, se))
+        return std::nullopt;
+      p += 3;
+      if (p < s.size() && (s[p] == '.' || s[p] == ',')) {
+        ++p;
+        int scale = 100, n = 0;
+        while (p < s.size() && std::isdigit(static_cast<unsigned char>(s[p]))) {
+          ms += (s[p] - '0') * scale;
+          scale /= 10;
+          ++p;
+          ++n;
+        }
+        if (n == 0)
+          return std::nullopt;
+      }
+    }
+    if (p < s.size()) {
+      if (s[p] == 'Z' || s[p] == 'z') {
+        ++p;
+      } else if (s[p] == '+' || s[p] == '-') {
+        int oh = 0, om = 0;
+        const int sign = s[p] == '-' ? -1 : 1;
+        if (!digits(s, p + 1, 2, oh))
+          return std::nullopt;
+        std::size_t q = p + 3;
+        if (q < s.size() && s[q] == ':')
+          ++q;
+        if (!digits(s, q, 2, om))
+          return std::nullopt;
+        p = q + 2;
+        offset_ms = sign * (static_cast<unix_ms>(oh) * 60 + om) * 60'000;
+      }
+    }
+    if (p != s.size())
+      return std::nullopt;
+  }
+  auto t = civil(y, mo, d, h, mi, se, ms);
+  if (!t)
+    return std::nullopt;
+  return *t - offset_ms;
+}
+
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = 0;
+    if (c < 0x80)
+      n = 0;
+    else if ((c >> 5) == 6 && c >= 0xC2)
+      n = 1;
+    else if ((c >> 4) == 14)
+      n = 2;
+    else if ((c >> 3) == 30 && c <= 0xF4)
+      n = 3;
+    else
+      return false;
+    if (n >= s.size() - i)
+      return false;
+    for (std::size_t k = 1; k <= n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2)
+        return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+} // namespace
+
+result<record_format> parse_format(std::string_view s) {
+  if (s == "persistor-v1")
+    return record_format::persistor_v1;
+  if (s == "ndjson")
+    return record_format::ndjson;
+  return fail(errc::invalid_argument,
+              "unknown format '" + std::string(s) + "' (persistor-v1 or ndjson)");
+}
+
+std::string_view to_string(record_format f) noexcept {
+  return f == record_format::ndjson ? "ndjson" : "persistor-v1";
+}
+
+result<unix_ms> parse_event_time(std::string_view text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front())))
+    text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back())))
+    text.remove_suffix(1);
+  if (text.empty())
+    return fail(errc::parse, "empty event time");
+  bool numeric = true;
+  for (std::size_t i = 0; i < text.size(); ++i)
+    numeric = numeric && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.' ||
+                          (i == 0 && text[i] == '-'));
+  if (numeric) {
+    double v = 0;
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc{} || ptr != text.data() + text.size())
+      return fail(errc::parse, "event time '" + std::string(text) + "' is not a number");
+    if (v >= 1e11 || v <= -1e11)
+      return static_cast<unix_ms>(v);
+    return static_cast<unix_ms>(v * 1000.0);
+  }
+  if (auto t = parse_calendar(text))
+    return *t;
+  return fail(errc::parse, "event time '" + std::string(text.substr(0, 64)) +
+                               "' is not ISO-8601, YYYY/MM/DD HH:MM or Unix seconds/ms");
+}
+
+result<unix_ms> event_time_of(std::string_view payload, std::string_view field) {
+  auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return fail(errc::parse, "payload is not a JSON object, no event-time field '" +
+                                 std::string(field) + "'");
+  const nlohmann::json* cur = &j;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t dot = field.find('.', start);
+    const std::string part(field.substr(start, dot == std::string_view::npos ? field.npos : dot - start));
+    if (!cur->is_object())
+      return fail(errc::parse, "event-time field '" + std::string(field) + "' missing");
+    auto it = cur->find(part);
+    if (it == cur->end())
+      return fail(errc::parse, "event-time field '" + std::string(field) + "' missing");
+    cur = &*it;
+    if (dot == std::string_view::npos)
+      break;
+    start = dot + 1;
+  }
+  if (cur->is_string())
+    return parse_event_time(cur->get_ref<const std::string&>());
+  if (cur->is_number_integer() || cur->is_number_unsigned()) {
+    const auto v = cur->get<std::int64_t>();
+    return (v >= 100'000'000'000 || v <= -100'000'000'000) ? v : v * 1000;
+  }
+  if (cur->is_number_float()) {
+    const double v = cur->get<double>();
+    return static_cast<unix_ms>((v >= 1e11 || v <= -1e11) ? v : v * 1000.0);
+  }
+  return fail(errc::parse, "event-time field '" + std::string(field) + "' is not a string or number");
+}
+
+std::string format_time(unix_ms t) {
+  using namespace std::chrono;
+  const sys_time<milliseconds> tp{milliseconds{t}};
+  const auto dp = floor<days>(tp);
+  const year_month_day ymd{dp};
+  const hh_mm_ss hms{tp - dp};
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02ld:%02ld:%02ld.%03ldZ", static_cast<int>(ymd.year()),
+                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                static_cast<long>(hms.hours().count()), static_cast<long>(hms.minutes().count()),
+                static_cast<long>(hms.seconds().count()), static_cast<long>(hms.subseconds().count()));
+  return buf;
+}
+
+std::string partition_of(unix_ms t) {
+  const std::string s = format_time(t); // YYYY-MM-DDTHH:...
+  std::string out;
+  out.reserve(13);
+  out.append(s, 0, 4).append(1, '/').append(s, 5, 2).append(1, '/').append(s, 8, 2).append(1, '/').append(s, 11, 2);
+  return out;
+}
+
+result<void> validate_dest(std::string_view dest) {
+  if (dest.empty() || dest.size() > 128 || dest == "." || dest == "..")
+    return fail(errc::invalid_argument, "dest '" + std::string(dest.substr(0, 128)) +
+                                            "' must be 1 to 128 characters, not '.' or '..'");
+  for (char ch : dest)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.')
+      return fail(errc::invalid_argument,
+                  "dest '" + std::string(dest) + "' may hold only letters, digits, '-', '_' and '.'");
+  return {};
+}
+
+std::string blob_name(std::string_view dest, std::string_view partition, std::string_view host,
+                      std::string_view persistor, std::uint64_t seq) {
+  char num[24];
+  std::snprintf(num, sizeof num, "%08llu", static_cast<unsigned long long>(seq));
+  std::string out;
+  out.reserve(dest.size() + partition.size() + host.size() + persistor.size() + 24);
+  out.append(dest).append(1, '/').append(partition).append(1, '/').append(host).append(1, '-');
+  out.append(persistor).append(1, '-').append(num).append(".json");
+  return out;
+}
+
+std::string base64(std::string_view bytes) {
+  static constexpr char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const std::uint32_t v = (static_cast<unsigned char>(bytes[i]) << 16) |
+                            (static_cast<unsigned char>(bytes[i + 1]) << 8) |
+                            static_cast<unsigned char>(bytes[i + 2]);
+    out += tbl[(v >> 18) & 63];
+    out += tbl[(v >> 12) & 63];
+    out += tbl[(v >> 6) & 63];
+    out += tbl[v & 63];
+  }
+  if (i < bytes.size()) {
+    std::uint32_t v = static_cast<unsigned char>(bytes[i]) << 16;
+    if (i + 1 < bytes.size())
+      v |= static_cast<unsigned char>(bytes[i + 1]) << 8;
+    out += tbl[(v >> 18) & 63];
+    out += tbl[(v >> 12) & 63];
+    out += i + 1 < bytes.size() ? tbl[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+std::size_t append_record(std::string& out, record_format format, const record& r) {
+  const std::size_t before = out.size();
+  const bool utf8 = valid_utf8(r.payload);
+  nlohmann::json props = nlohmann::json::object();
+  for (const auto& [k, v] : r.properties)
+    props[k] = valid_utf8(v) ? v : base64(v);
+  if (!utf8)
+    props["encoding"] = "base64";
+  nlohmann::json meta = {{"message_id", r.message_id},
+                         {"producer", r.producer},
+                         {"dest", r.dest},
+                         {"event_time", format_time(r.event_time)},
+                         {"ingest_time", format_time(r.ingest_time)},
+                         {"properties", std::move(props)}};
+  const std::string text = utf8 ? r.payload : base64(r.payload);
+  if (format == record_format::persistor_v1) {
+    nlohmann::json j = {{"DATA", text}, {"METADATA", std::move(meta)}};
+    out += j.dump();
+    out += "\n\n";
+  } else {
+    nlohmann::json data;
+    if (utf8)
+      data = nlohmann::json::parse(r.payload, nullptr, false);
+    if (!utf8 || data.is_discarded())
+      data = text;
+    nlohmann::json j = {{"data", std::move(data)}, {"meta", std::move(meta)}};
+    out += j.dump();
+    out += '\n';
+  }
+  return out.size() - before;
+}
+
+std::map<std::string, std::string> blob_metadata(const batch_summary& s, record_format format) {
+  return {{"record_count", std::to_string(s.record_count)},
+          {"first_event_time", format_time(s.first_event_time)},
+          {"last_event_time", format_time(s.last_event_time)},
+          {"format", std::string(to_string(format))}};
+}
+
+} // namespace shoal::workers::persistor

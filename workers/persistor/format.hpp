@@ -1,0 +1,86 @@
+#pragma once
+// The persistor's blob layout (DESIGN.md "Blobs", workers/etl/BLOBS.md): event-time parsing,
+// date partitions, blob names, and the two record formats. Everything here is pure.
+//
+//   auto t = parse_event_time("2001/01/05 10:30");        // → 2001-01-05T10:30:00Z
+//   std::string name = blob_name("flights", *t, "h1", "p1", 7);
+//   // "flights/2001/01/05/10/h1-p1-00000007.json"
+
+#include "workers/error.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shoal::workers::persistor {
+
+/// Unix time in milliseconds (UTC).
+using unix_ms = std::int64_t;
+
+/// The two record formats.
+enum class record_format : std::uint8_t { persistor_v1, ndjson };
+
+/// "persistor-v1" | "ndjson". Errors: invalid_argument for anything else.
+[[nodiscard]] result<record_format> parse_format(std::string_view s);
+/// "persistor-v1" or "ndjson".
+std::string_view to_string(record_format f) noexcept;
+
+/// One message to persist, as received (push envelope or queue message).
+struct record {
+  std::string message_id;  ///< stable identity: 32 hex characters (envelope id) or queue id
+  std::string producer;    ///< envelope `from` or "queue:<name>"
+  std::string dest;        ///< destination: first blob-name segment
+  std::string payload;     ///< the payload bytes
+  unix_ms event_time = 0;  ///< partition time (event time, or ingest time when none)
+  unix_ms ingest_time = 0; ///< when the persistor received it
+  std::map<std::string, std::string> properties; ///< source properties (headers, queue info)
+};
+
+/// Parses an event time: ISO-8601 / RFC 3339 (`2001-01-05T10:30:00Z`, fractions, `±hh:mm`
+/// offsets, a space instead of 'T', a date alone), `YYYY/MM/DD HH:MM[:SS]`, or a Unix time as a
+/// number (seconds; values ≥ 1e11 are milliseconds). Errors: parse, naming the text.
+[[nodiscard]] result<unix_ms> parse_event_time(std::string_view text);
+
+/// Finds `field` (dotted path "a.b") in `payload` when it is a JSON object, and parses it
+/// (string or number) with parse_event_time. Errors: parse (payload not JSON, field missing or
+/// not a time). Cost: one JSON parse of the payload.
+[[nodiscard]] result<unix_ms> event_time_of(std::string_view payload, std::string_view field);
+
+/// RFC 3339 UTC text with milliseconds: "2001-01-05T10:30:00.000Z".
+std::string format_time(unix_ms t);
+
+/// The hour partition "YYYY/MM/DD/HH" of `t` (UTC).
+std::string partition_of(unix_ms t);
+
+/// Checks a dest: 1–128 characters of letters, digits, '-', '_', '.', not "." or "..".
+/// Errors: invalid_argument.
+[[nodiscard]] result<void> validate_dest(std::string_view dest);
+
+/// `{dest}/{partition}/{host}-{persistor}-{seq:08}.json`.
+std::string blob_name(std::string_view dest, std::string_view partition, std::string_view host,
+                      std::string_view persistor, std::uint64_t seq);
+
+/// Appends `r` to `out` in `format`: persistor-v1 writes `{"DATA": "<payload>", "METADATA":
+/// {...}}` and a blank line; ndjson writes `{"data": <payload JSON>, "meta": {...}}` and '\n'
+/// (a payload that is not JSON is embedded as a JSON string). METADATA / meta keys: message_id,
+/// producer, dest, event_time, ingest_time, properties. A payload that is not UTF-8 is stored
+/// base64-encoded with properties.encoding = "base64". Returns the bytes appended.
+std::size_t append_record(std::string& out, record_format format, const record& r);
+
+/// What a finished batch declares in its blob metadata.
+struct batch_summary {
+  std::uint64_t record_count = 0;
+  unix_ms first_event_time = 0; ///< smallest event time in the batch
+  unix_ms last_event_time = 0;  ///< largest event time in the batch
+};
+
+/// Blob metadata of a batch: record_count, first_event_time, last_event_time, format.
+std::map<std::string, std::string> blob_metadata(const batch_summary& s, record_format format);
+
+/// base64 of `bytes` (standard alphabet, padded).
+std::string base64(std::string_view bytes);
+
+} // namespace shoal::workers::persistor

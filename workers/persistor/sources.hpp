@@ -1,0 +1,90 @@
+#pragma once
+// Where the persistor's records come from, and how they are acknowledged once committed:
+//  - push_server: a ZeroMQ ROUTER accepting `persist.record` envelopes from any number of DEALER
+//    producers, answering `persist.ack` (body: the acked 16-byte ids) once the blob holding the
+//    records is committed, or `persist.reject` (corr: the id, body: the reason) for a record that
+//    can never be stored (bad dest). A record id already waiting for its blob is not stored twice:
+//    the second sender is acked with the first.
+//  - queue_pullers: N threads reading an Azure Storage Queue (up to 32 messages per get), deleting
+//    each message once its blob is committed; a message dequeued more than max_dequeue times is
+//    moved to the poison queue with the reason.
+// Both stop reading while the engine is saturated (back-pressure) and stop when `stop` is set.
+
+#include "storage/queue_client.hpp"
+#include "transport/envelope.hpp"
+#include "workers/error.hpp"
+#include "workers/persistor/engine.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace shoal::workers::persistor {
+
+/// Envelope kinds of the persistor protocol (transport/ENVELOPE.md "persist.*").
+inline constexpr std::string_view kind_record = "persist.record";
+inline constexpr std::string_view kind_ack = "persist.ack";
+inline constexpr std::string_view kind_reject = "persist.reject";
+inline constexpr std::string_view kind_committed = "persist.committed";
+
+/// Settings of the push source.
+struct push_options {
+  std::string endpoint = "tcp://127.0.0.1:5590"; ///< bound ROUTER endpoint
+  std::string committed_endpoint;   ///< optional PUB endpoint announcing persist.committed
+  std::string event_time_field;     ///< payload field with the event time; empty = ingest time
+  std::string address = "persistor@shoal"; ///< `from` of the acks
+  int receive_hwm = 10'000;         ///< ZMQ_RCVHWM of the ROUTER (per producer)
+};
+
+/// Settings of the pull source.
+struct pull_options {
+  std::string queue = "shoalin";
+  std::string poison_queue = "shoalpoison";
+  std::string default_dest = "default";
+  std::uint32_t pullers = 4;
+  std::uint32_t max_dequeue = 5;
+  std::chrono::seconds visibility_timeout{60};
+  std::string event_time_field;
+};
+
+/// Counters of a source, readable from any thread.
+struct source_stats {
+  std::atomic<std::uint64_t> received{0};  ///< records received
+  std::atomic<std::uint64_t> duplicates{0}; ///< received while the same id was in flight
+  std::atomic<std::uint64_t> acked{0};     ///< acks sent / messages deleted
+  std::atomic<std::uint64_t> rejected{0};  ///< rejected records / messages left for poisoning
+  std::atomic<std::uint64_t> poisoned{0};  ///< moved to the poison queue
+  std::atomic<std::uint64_t> bad_frames{0}; ///< undecodable frames or wrong kinds
+  std::atomic<std::uint64_t> paused_ms{0}; ///< time spent not reading (back-pressure)
+};
+
+/// Builds the engine with an ack path to push producers and runs the ROUTER loop until `stop`
+/// is set; then flushes every open batch (up to `flush_timeout`), sends the last acks and
+/// returns. Errors: invalid_argument / zmq (bind), those of engine::start, timeout (flush).
+/// Blocks the calling thread. `on_ready` (optional) is called once bound, with the endpoint.
+[[nodiscard]] result<void> run_push(const engine_options& eopts, storage::blob_client blobs,
+                                    std::optional<work_table> etl,
+                                    std::optional<storage::blob_catalog> catalog,
+                                    const push_options& popts, const std::atomic<bool>& stop,
+                                    source_stats& stats, std::chrono::milliseconds flush_timeout,
+                                    const std::function<void(const std::string&)>& on_ready = {});
+
+/// Builds the engine with an ack path that deletes queue messages, runs `pullers` threads until
+/// `stop` is set, then flushes and deletes what was committed. Creates the queue and the poison
+/// queue if missing. Errors: storage, those of engine::start, timeout (flush).
+[[nodiscard]] result<void> run_pull(const engine_options& eopts, storage::blob_client blobs,
+                                    storage::queue_client queues, std::optional<work_table> etl,
+                                    std::optional<storage::blob_catalog> catalog,
+                                    const pull_options& popts, const std::atomic<bool>& stop,
+                                    source_stats& stats, std::chrono::milliseconds flush_timeout);
+
+/// The record a queue message carries: a JSON object `{"dest": "...", "data": <payload>,
+/// "event_time": "...", "id": "..."}` (data a string = the payload itself, any other JSON = its
+/// serialization), or any other text = the payload for `default_dest`. Errors: invalid_argument
+/// (bad dest, undecodable text) — the reason a poison message carries.
+[[nodiscard]] result<record> record_from_queue_text(std::string_view text, std::string_view default_dest,
+                                                    std::string_view event_time_field);
+
+} // namespace shoal::workers::persistor
