@@ -81,4 +81,13 @@ struct decode_limits {
 [[nodiscard]] result<void> decode_into(std::span<const std::uint8_t> frame, envelope& out,
                                        const decode_limits& limits = {});
 
+namespace detail {
+/// Checks `env` like `validate` and returns its exact encoded size, in one pass. For the socket
+/// layer, which allocates the zmq message before encoding into it. Thread-safe (pure).
+[[nodiscard]] result<std::size_t> validated_size(const envelope& env, const decode_limits& limits);
+/// Writes `env` into `out`, which must be exactly `validated_size(env)` bytes of an envelope that
+/// passed it. Returns out.size(). No checks: callers must have validated. Thread-safe (pure).
+std::size_t encode_validated(const envelope& env, std::span<std::uint8_t> out) noexcept;
+} // namespace detail
+
 } // namespace shoal::transport

@@ -65,10 +65,10 @@ class unexpected_error {
 public:
   explicit unexpected_error(error e) : e_(std::move(e)) {}
   const error& error() const& { return e_; }
-  class error&& error() && { return std::move(e_); }
+  ::shoal::transport::error&& error() && { return std::move(e_); }
 
 private:
-  class error e_;
+  ::shoal::transport::error e_;
 };
 /// `T` or an error (fallback for std::expected<T, error>).
 template <class T> class result {
@@ -86,11 +86,11 @@ public:
   T&& operator*() && { return std::move(*this).value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
-  const class error& error() const& { assert(!has_value()); return std::get<1>(v_); }
-  class error& error() & { assert(!has_value()); return std::get<1>(v_); }
+  const ::shoal::transport::error& error() const& { assert(!has_value()); return std::get<1>(v_); }
+  ::shoal::transport::error& error() & { assert(!has_value()); return std::get<1>(v_); }
 
 private:
-  std::variant<T, class error> v_;
+  std::variant<T, ::shoal::transport::error> v_;
 };
 /// `void` or an error (fallback for std::expected<void, error>).
 template <> class result<void> {
@@ -101,11 +101,11 @@ public:
   explicit operator bool() const { return has_value(); }
   void value() const { assert(has_value()); }
   void operator*() const {}
-  const class error& error() const& { assert(!has_value()); return *e_; }
-  class error& error() & { assert(!has_value()); return *e_; }
+  const ::shoal::transport::error& error() const& { assert(!has_value()); return *e_; }
+  ::shoal::transport::error& error() & { assert(!has_value()); return *e_; }
 
 private:
-  std::optional<class error> e_;
+  std::optional<::shoal::transport::error> e_;
 };
 #endif
 

@@ -9,6 +9,13 @@
 namespace shoal::transport {
 namespace {
 
+// Counters have a single writer (the socket's owner thread), so a relaxed load + store is
+// enough and avoids a locked read-modify-write on every message; readers on other threads
+// still see whole values (std::atomic).
+inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexcept {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
 error zmq_failure(std::string_view what, int e) {
   errc code = errc::zmq;
   if (e == EAGAIN) code = errc::would_block;
@@ -132,7 +139,7 @@ result<void> envelope_socket::send_frames(std::span<const std::uint8_t> routing_
                                           zmq::message_t& frame, std::chrono::milliseconds wait) {
   const bool router = type_ == zmq::socket_type::router;
   if (router != !routing_id.empty()) {
-    stats_->send_errors.fetch_add(1, std::memory_order_relaxed);
+    bump(stats_->send_errors);
     return fail(errc::invalid_argument, router ? "a ROUTER send needs a routing id"
                                                : "only a ROUTER send takes a routing id");
   }
@@ -143,7 +150,7 @@ result<void> envelope_socket::send_frames(std::span<const std::uint8_t> routing_
     auto& counter = err.code == errc::would_block ? stats_->dropped_hwm
                     : err.code == errc::unroutable ? stats_->unroutable
                                                    : stats_->send_errors;
-    counter.fetch_add(1, std::memory_order_relaxed);
+    bump(counter);
     return unexpected_error(std::move(err));
   };
   // With ROUTER_MANDATORY an unknown peer fails the routing frame with EHOSTUNREACH and a full
@@ -170,21 +177,22 @@ result<void> envelope_socket::send_frames(std::span<const std::uint8_t> routing_
       return failed("sending envelope", zmq_errno());
     }
   }
-  stats_->sent.fetch_add(1, std::memory_order_relaxed);
-  stats_->bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
+  bump(stats_->sent);
+  bump(stats_->bytes_sent, bytes);
   return {};
 }
 
 result<void> envelope_socket::send(std::span<const std::uint8_t> routing_id, const envelope& env,
                                    std::chrono::milliseconds wait) {
-  // Encode in place in the message libzmq will own: one allocation, no extra copy.
-  zmq::message_t frame(encoded_size(env));
-  auto n = encode_to(env, std::span<std::uint8_t>(frame.data<std::uint8_t>(), frame.size()),
-                     opts_.limits);
-  if (!n) {
-    stats_->encode_errors.fetch_add(1, std::memory_order_relaxed);
-    return unexpected_error(std::move(n).error());
+  // Validate and size in one pass, then encode in place in the message libzmq will own: one
+  // allocation, no extra copy.
+  auto size = detail::validated_size(env, opts_.limits);
+  if (!size) {
+    bump(stats_->encode_errors);
+    return unexpected_error(std::move(size).error());
   }
+  zmq::message_t frame(*size);
+  detail::encode_validated(env, std::span<std::uint8_t>(frame.data<std::uint8_t>(), *size));
   return send_frames(routing_id, frame, wait);
 }
 
@@ -207,14 +215,16 @@ result<void> envelope_socket::send_encoded(std::span<const std::uint8_t> bytes,
 result<void> envelope_socket::receive(envelope& out, std::chrono::milliseconds timeout,
                                       std::vector<std::uint8_t>* routing_id) {
   void* h = socket_.handle();
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // The clock is read only once nothing is waiting: a busy receive loop never pays for it.
+  std::optional<std::chrono::steady_clock::time_point> deadline;
   for (;;) {
     if (zmq_msg_recv(rx_.handle(), h, ZMQ_DONTWAIT) >= 0) break;
     const int e = zmq_errno();
     if (e == EINTR) continue;
     if (e != EAGAIN) return unexpected_error(zmq_failure("receiving", e));
+    if (!deadline) deadline = std::chrono::steady_clock::now() + timeout;
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
+        *deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return fail(errc::timeout, "nothing received within the timeout");
     zmq_pollitem_t item{h, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&item, 1, static_cast<long>(left.count())) < 0 && zmq_errno() != EINTR)
@@ -226,7 +236,7 @@ result<void> envelope_socket::receive(envelope& out, std::chrono::milliseconds t
       if (zmq_msg_recv(rx_.handle(), h, 0) < 0) break;
   };
   auto reject = [&](errc code, std::string msg) -> result<void> {
-    stats_->decode_errors.fetch_add(1, std::memory_order_relaxed);
+    bump(stats_->decode_errors);
     return fail(code, std::move(msg));
   };
   if (type_ == zmq::socket_type::router) {
@@ -243,11 +253,11 @@ result<void> envelope_socket::receive(envelope& out, std::chrono::milliseconds t
   auto r = decode_into(std::span<const std::uint8_t>(rx_.data<std::uint8_t>(), rx_.size()), out,
                        opts_.limits);
   if (!r) {
-    stats_->decode_errors.fetch_add(1, std::memory_order_relaxed);
+    bump(stats_->decode_errors);
     return r;
   }
-  stats_->received.fetch_add(1, std::memory_order_relaxed);
-  stats_->bytes_received.fetch_add(rx_.size(), std::memory_order_relaxed);
+  bump(stats_->received);
+  bump(stats_->bytes_received, rx_.size());
   return {};
 }
 

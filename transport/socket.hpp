@@ -56,9 +56,10 @@ struct socket_options {
   decode_limits limits;
 };
 
-/// Counters of one socket. Written by the owner thread, readable from any thread (relaxed
-/// atomics: each counter is exact, a set of them is not a consistent snapshot).
-struct socket_stats {
+/// Counters of one socket. Written only by the owner thread, readable from any thread (relaxed
+/// atomics: each counter is exact, a set of them is not a consistent snapshot). Cache-line
+/// aligned so two sockets' counters never share a line across threads.
+struct alignas(64) socket_stats {
   std::atomic<std::uint64_t> sent{0};          ///< envelopes handed to libzmq
   std::atomic<std::uint64_t> received{0};      ///< envelopes received and decoded
   std::atomic<std::uint64_t> dropped_hwm{0};   ///< sends refused with would_block (HWM or no peer)
