@@ -35,6 +35,9 @@ using command_fn = std::function<int()>;
 // Declare them here, e.g.: void add_records_command(CLI::App&, global_options&, command_fn&);
 void add_catalog_command(CLI::App&, global_options&, command_fn&);
 void add_records_command(CLI::App&, global_options&, command_fn&);
+void add_send_command(CLI::App&, global_options&, command_fn&);
+void add_persistor_command(CLI::App&, global_options&, command_fn&);
+void add_init_command(CLI::App&, global_options&, command_fn&);
 void add_etl_command(CLI::App&, global_options&, command_fn&);
 
 } // namespace shoal::cmd

@@ -25,6 +25,9 @@ int main(int argc, char** argv) {
   // One line per subcommand file (workers/cmd/<name>.cpp), declared in cli.hpp.
   shoal::cmd::add_catalog_command(app, g, run);
   shoal::cmd::add_records_command(app, g, run);
+  shoal::cmd::add_send_command(app, g, run);
+  shoal::cmd::add_persistor_command(app, g, run);
+  shoal::cmd::add_init_command(app, g, run);
   shoal::cmd::add_etl_command(app, g, run);
 
   try {

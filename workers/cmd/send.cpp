@@ -1,0 +1,429 @@
+// `shoal send`: a producer that streams a JSON array, NDJSON or CSV file (or stdin) to a
+// persistor as `persist.record` envelopes and waits until every record is acknowledged.
+//
+//   shoal send flights.ndjson --dest flights --event-time-field ts [--id-field id]
+//              [--endpoint tcp://127.0.0.1:5590] [--ack-timeout-ms 10000] [--timeout-s 300]
+//
+// Each record gets a stable message id — a 128-bit hash of its --id-field value, or of the file
+// path and record number — so re-sending (after an ack timeout, or re-running the command)
+// never creates a second identity. Records not acked within --ack-timeout-ms are sent again.
+// Exit status: 0 when every record was acked; 1 naming how many were not (or were rejected);
+// 2 for bad arguments or an unreadable file. A line that is not valid JSON (or a CSV row with the
+// wrong number of fields) is reported on stderr and still sent, as text, so nothing is lost.
+
+#include "workers/cmd/cli.hpp"
+
+#include "transport/socket.hpp"
+#include "workers/persistor/engine.hpp"
+#include "workers/persistor/sources.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <unistd.h>
+#include <unordered_map>
+
+namespace shoal::cmd {
+namespace {
+
+struct send_args {
+  std::string file = "-";
+  std::string dest;
+  std::string event_time_field;
+  std::string id_field;
+  std::string format = "auto";
+  std::string endpoint;
+  std::uint32_t ack_timeout_ms = 10'000;
+  std::uint32_t timeout_s = 300;
+  std::uint32_t window = 20'000;
+  bool progress = false;
+  bool quiet = false;
+};
+
+std::uint64_t fnv1a(std::string_view s, std::uint64_t h) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::uint64_t mix(std::uint64_t z) { // splitmix64 finaliser
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+transport::message_id stable_id(std::string_view key) {
+  const std::uint64_t a = mix(fnv1a(key, 14695981039346656037ull));
+  const std::uint64_t b = mix(fnv1a(key, 0x84222325cbf29ce4ull) ^ 0x9e3779b97f4a7c15ull);
+  transport::message_id id{};
+  std::memcpy(id.data(), &a, 8);
+  std::memcpy(id.data() + 8, &b, 8);
+  return id;
+}
+
+// One record read from the input: its payload and its stable id.
+struct input_record {
+  std::string payload;
+  transport::message_id id{};
+};
+
+// Splits one CSV line (RFC 4180 quoting; a quoted field may not span lines here).
+std::optional<std::vector<std::string>> csv_fields(const std::string& line) {
+  std::vector<std::string> out(1);
+  bool quoted = false;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        out.back() += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        out.back() += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      out.emplace_back();
+    } else if (c != '\r') {
+      out.back() += c;
+    }
+  }
+  if (quoted)
+    return std::nullopt;
+  return out;
+}
+
+// Reads records one at a time from a JSON array, NDJSON or CSV input.
+class reader {
+public:
+  static std::optional<reader> open(const send_args& a) {
+    reader r;
+    r.id_field_ = a.id_field;
+    if (a.file == "-") {
+      r.in_ = &std::cin;
+      r.origin_ = "stdin";
+    } else {
+      r.file_ = std::make_unique<std::ifstream>(a.file, std::ios::binary);
+      if (!*r.file_) {
+        std::fprintf(stderr, "shoal send: cannot open %s: %s\n", a.file.c_str(), std::strerror(errno));
+        return std::nullopt;
+      }
+      r.in_ = r.file_.get();
+      std::error_code ec;
+      auto canon = std::filesystem::weakly_canonical(a.file, ec);
+      r.origin_ = ec ? a.file : canon.string();
+    }
+    std::string fmt = a.format;
+    if (fmt == "auto") {
+      const std::string ext = std::filesystem::path(a.file).extension().string();
+      if (ext == ".csv")
+        fmt = "csv";
+      else {
+        // A JSON array starts with '['; anything else is read as NDJSON.
+        int c;
+        while ((c = r.in_->peek()) != EOF && std::isspace(c))
+          r.in_->get();
+        fmt = c == '[' ? "json" : "ndjson";
+      }
+    }
+    r.format_ = fmt;
+    if (fmt == "json") {
+      try {
+        r.array_ = nlohmann::json::parse(*r.in_);
+      } catch (const nlohmann::json::exception& e) {
+        std::fprintf(stderr, "shoal send: %s is not a JSON array: %s\n", r.origin_.c_str(), e.what());
+        return std::nullopt;
+      }
+      if (!r.array_.is_array()) {
+        std::fprintf(stderr, "shoal send: %s: the top-level JSON value is not an array\n", r.origin_.c_str());
+        return std::nullopt;
+      }
+    } else if (fmt == "csv") {
+      std::string header;
+      if (!std::getline(*r.in_, header)) {
+        std::fprintf(stderr, "shoal send: %s: empty CSV (no header row)\n", r.origin_.c_str());
+        return std::nullopt;
+      }
+      auto h = csv_fields(header);
+      if (!h) {
+        std::fprintf(stderr, "shoal send: %s: CSV header has an unterminated quote\n", r.origin_.c_str());
+        return std::nullopt;
+      }
+      r.header_ = *h;
+      r.line_ = 1;
+    } else if (fmt != "ndjson") {
+      std::fprintf(stderr, "shoal send: --format must be auto, json, ndjson or csv\n");
+      return std::nullopt;
+    }
+    return r;
+  }
+
+  /// Next record, or nullopt at the end.
+  std::optional<input_record> next() {
+    if (format_ == "json") {
+      if (index_ >= array_.size())
+        return std::nullopt;
+      const auto& v = array_[index_++];
+      return make(v.dump(), &v, index_);
+    }
+    std::string line;
+    while (std::getline(*in_, line)) {
+      ++line_;
+      if (!line.empty() && line.back() == '\r')
+        line.pop_back();
+      if (line.find_first_not_of(" \t") == std::string::npos)
+        continue;
+      if (format_ == "csv") {
+        auto f = csv_fields(line);
+        if (!f || f->size() != header_.size()) {
+          ++broken;
+          std::fprintf(stderr, "shoal send: %s:%zu: CSV row has %zu fields, the header %zu; sent as text\n",
+                       origin_.c_str(), line_, f ? f->size() : 0, header_.size());
+          return make(nlohmann::json{{"_raw", line}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                      nullptr, line_);
+        }
+        nlohmann::json obj = nlohmann::json::object();
+        for (std::size_t i = 0; i < header_.size(); ++i)
+          obj[header_[i]] = (*f)[i];
+        return make(obj.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), &obj, line_);
+      }
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded()) {
+        ++broken;
+        std::fprintf(stderr, "shoal send: %s:%zu: not valid JSON; sent as text\n", origin_.c_str(), line_);
+        return make(line, nullptr, line_);
+      }
+      return make(std::move(line), &j, line_);
+    }
+    return std::nullopt;
+  }
+
+  std::size_t broken = 0; ///< lines sent as text because they did not parse
+
+private:
+  input_record make(std::string payload, const nlohmann::json* j, std::size_t n) {
+    input_record r;
+    r.payload = std::move(payload);
+    std::string key;
+    if (!id_field_.empty() && j && j->is_object() && j->contains(id_field_)) {
+      const auto& v = (*j)[id_field_];
+      key = "id:" + (v.is_string() ? v.get<std::string>() : v.dump());
+    } else {
+      key = "line:" + origin_ + ":" + std::to_string(n);
+    }
+    r.id = stable_id(key);
+    return r;
+  }
+
+  std::istream* in_ = nullptr;
+  std::unique_ptr<std::ifstream> file_;
+  std::string origin_;
+  std::string format_;
+  std::string id_field_;
+  nlohmann::json array_;
+  std::size_t index_ = 0;
+  std::size_t line_ = 0;
+  std::vector<std::string> header_;
+};
+
+int run_send(const global_options& g, const send_args& a) {
+  auto cfg = load(g);
+  if (!cfg)
+    return 2;
+  init_logging(*cfg);
+  if (auto v = workers::persistor::validate_dest(a.dest); !v) {
+    std::fprintf(stderr, "shoal send: --dest: %s\n", v.error().message.c_str());
+    return 2;
+  }
+  auto rd = reader::open(a);
+  if (!rd)
+    return 2;
+  const std::string endpoint = a.endpoint.empty() ? cfg->persistor.endpoint : a.endpoint;
+  zmq::context_t ctx(1);
+  transport::socket_options so;
+  so.send_hwm = 10'000;
+  so.receive_hwm = 100'000;
+  so.linger = std::chrono::milliseconds(0);
+  auto sock = transport::envelope_socket::make(ctx, zmq::socket_type::dealer, so);
+  if (!sock) {
+    std::fprintf(stderr, "shoal send: socket: %s\n", sock.error().describe().c_str());
+    return 2;
+  }
+  if (auto c = sock->connect(endpoint); !c) {
+    std::fprintf(stderr, "shoal send: connecting %s: %s\n", endpoint.c_str(), c.error().describe().c_str());
+    return 2;
+  }
+
+  struct pending {
+    std::string payload;
+    std::int64_t sent_ms = 0;
+    std::uint32_t attempt = 0;
+  };
+  std::unordered_map<std::string, pending> unacked; // 16 id bytes → record
+  std::deque<std::pair<std::string, std::int64_t>> timeline; // (id, sent_ms) in send order
+  std::deque<std::string> unsent;                   // read but refused by the HWM
+  std::size_t read = 0, acked = 0, rejected = 0, resent = 0;
+  std::uint64_t bytes = 0;
+  bool input_done = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto now_ms = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  };
+  std::int64_t last_progress = now_ms(), last_report = 0;
+
+  transport::envelope env;
+  env.kind = std::string(workers::persistor::kind_record);
+  env.from = "send@" + std::to_string(::getpid()) + "@" + workers::persistor::local_host_name();
+  env.hdr["dest"] = a.dest;
+  if (!a.event_time_field.empty())
+    env.hdr["event_time_field"] = a.event_time_field;
+  auto send_one = [&](const std::string& key, pending& p) -> bool {
+    std::memcpy(env.id.data(), key.data(), 16);
+    env.ts_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                               std::chrono::system_clock::now().time_since_epoch())
+                                               .count());
+    env.attempt = p.attempt + 1;
+    env.body.assign(p.payload.begin(), p.payload.end());
+    auto s = sock->send(env, std::chrono::milliseconds(20));
+    if (!s) {
+      if (s.error().code != transport::errc::would_block) {
+        std::fprintf(stderr, "shoal send: record cannot be sent: %s\n", s.error().describe().c_str());
+        return true; // stays unacked: reported at the end
+      }
+      return false;
+    }
+    p.attempt += 1;
+    p.sent_ms = now_ms();
+    timeline.emplace_back(key, p.sent_ms);
+    return true;
+  };
+
+  const bool show = a.progress || (!a.quiet && ::isatty(STDERR_FILENO));
+  auto report = [&](bool final) {
+    const double secs = std::max(1e-3, static_cast<double>(now_ms()) / 1000.0);
+    std::fprintf(stderr, "%s%zu records, %.1f MB, %.0f rec/s, acked %zu%s%s", show ? "\r" : "", read,
+                 static_cast<double>(bytes) / 1e6, static_cast<double>(acked) / secs, acked,
+                 resent ? (", resent " + std::to_string(resent)).c_str() : "", final || !show ? "\n" : "");
+    std::fflush(stderr);
+  };
+
+  transport::envelope in;
+  while (true) {
+    // Fill the window.
+    while (!unsent.empty() && unacked.size() <= a.window) {
+      if (!send_one(unsent.front(), unacked[unsent.front()]))
+        break;
+      unsent.pop_front();
+    }
+    while (!input_done && unsent.empty() && unacked.size() < a.window) {
+      auto r = rd->next();
+      if (!r) {
+        input_done = true;
+        break;
+      }
+      ++read;
+      bytes += r->payload.size();
+      std::string key(r->id.begin(), r->id.end());
+      auto [it, fresh] = unacked.try_emplace(key, pending{std::move(r->payload), 0, 0});
+      if (!fresh)
+        continue; // the same id twice in the input: one identity
+      if (!send_one(key, it->second)) {
+        unsent.push_back(key);
+        break;
+      }
+    }
+    if (input_done && unacked.empty())
+      break;
+    // Acks.
+    for (int burst = 0; burst < 1000; ++burst) {
+      auto got = sock->receive(in, std::chrono::milliseconds(burst == 0 ? 5 : 0));
+      if (!got)
+        break;
+      if (in.kind == workers::persistor::kind_ack) {
+        for (std::size_t off = 0; off + 16 <= in.body.size(); off += 16) {
+          std::string key(reinterpret_cast<const char*>(in.body.data() + off), 16);
+          if (unacked.erase(key)) {
+            ++acked;
+            last_progress = now_ms();
+          }
+        }
+      } else if (in.kind == workers::persistor::kind_reject && in.corr) {
+        std::string key(in.corr->begin(), in.corr->end());
+        if (unacked.erase(key)) {
+          ++rejected;
+          std::fprintf(stderr, "\nshoal send: record %s rejected: %.*s\n", transport::to_hex(*in.corr).c_str(),
+                       static_cast<int>(in.body.size()), reinterpret_cast<const char*>(in.body.data()));
+        }
+      }
+    }
+    // Re-send what was not acked in time.
+    const std::int64_t now = now_ms();
+    while (!timeline.empty() && timeline.front().second + a.ack_timeout_ms <= now) {
+      auto [key, sent] = timeline.front();
+      timeline.pop_front();
+      auto it = unacked.find(key);
+      if (it == unacked.end() || it->second.sent_ms != sent)
+        continue; // acked, or sent again since
+      if (!send_one(key, it->second)) {
+        unsent.push_back(key);
+        break;
+      }
+      ++resent;
+    }
+    if (now - last_progress > static_cast<std::int64_t>(a.timeout_s) * 1000) {
+      std::fprintf(stderr, "\nshoal send: no acknowledgement for %u s; giving up\n", a.timeout_s);
+      break;
+    }
+    if (show && now - last_report >= 250) {
+      report(false);
+      last_report = now;
+    }
+  }
+  report(true);
+  if (rd->broken)
+    std::fprintf(stderr, "shoal send: %zu input lines did not parse and were sent as text\n", rd->broken);
+  const std::size_t missing = unacked.size();
+  if (missing || rejected) {
+    std::fprintf(stderr, "shoal send: %zu of %zu records not acknowledged (%zu rejected)\n",
+                 missing + rejected, read, rejected);
+    return 1;
+  }
+  if (g.json)
+    std::printf("%s\n", nlohmann::json{{"records", read}, {"acked", acked}, {"resent", resent},
+                                       {"bytes", bytes}}.dump().c_str());
+  return 0;
+}
+
+} // namespace
+
+void add_send_command(CLI::App& app, global_options& g, command_fn& run) {
+  auto a = std::make_shared<send_args>();
+  auto* cmd = app.add_subcommand("send", "Stream a JSON array, NDJSON or CSV file to a persistor");
+  cmd->add_option("file", a->file, "input file, or - for stdin")->capture_default_str();
+  cmd->add_option("--dest", a->dest, "destination (first blob-name segment)")->required();
+  cmd->add_option("--event-time-field", a->event_time_field, "record field holding the event time");
+  cmd->add_option("--id-field", a->id_field, "record field giving the stable message id");
+  cmd->add_option("--format", a->format, "auto|json|ndjson|csv")->capture_default_str();
+  cmd->add_option("--endpoint", a->endpoint, "persistor endpoint (default [persistor] endpoint)");
+  cmd->add_option("--ack-timeout-ms", a->ack_timeout_ms, "re-send a record not acked within this")
+      ->capture_default_str();
+  cmd->add_option("--timeout-s", a->timeout_s, "give up after this long without any ack")
+      ->capture_default_str();
+  cmd->add_option("--window", a->window, "most records in flight")->capture_default_str();
+  cmd->add_flag("--progress", a->progress, "show the progress line even when stderr is not a terminal");
+  cmd->add_flag("--quiet", a->quiet, "no progress line");
+  cmd->callback([&g, &run, a] { run = [&g, a] { return run_send(g, *a); }; });
+}
+
+} // namespace shoal::cmd
