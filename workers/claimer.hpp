@@ -71,8 +71,10 @@ public:
   /// Starts holding each of `records`.
   std::vector<handle> hold(std::vector<claimed_record> records);
 
-  /// Completes the record and stops holding it. Errors: those of work_table::complete
-  /// (lease_lost: the completion was refused), invalid_argument (not held any more).
+  /// Completes the record and stops holding it. A record already declared lost may still be
+  /// completed: the conditional write decides (it succeeds if nobody re-claimed it).
+  /// Errors: those of work_table::complete (lease_lost: the completion was refused),
+  /// invalid_argument (already completed, failed or released).
   [[nodiscard]] result<void> complete(const handle& h);
   /// Completes many (one transaction per partition); one result per handle.
   std::vector<result<void>> complete_many(std::span<const handle> hs);
