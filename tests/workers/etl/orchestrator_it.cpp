@@ -1,0 +1,338 @@
+// Integration tests of the ETL orchestration against Azurite (label `etl`): blobs written
+// directly in both persistor formats, ETL records in the work table, durable step history in a
+// runs table, SQLite sink in a temp folder. Covers: the full pipeline through the work table,
+// a worker killed (a real process, _exit) after the load committed but before the step was
+// recorded, two workers holding the same record at once (expired lease), an unparsable blob
+// going to the dead letter with its position, and the `shoal etl` CLI.
+
+#include "storage/blob_client.hpp"
+#include "storage/connection_string.hpp"
+#include "storage/pipeline.hpp"
+#include "storage/table_client.hpp"
+#include "tests/support/azurite.hpp"
+#include "tests/workers/etl/etl_test_data.hpp"
+#include "workers/etl/orchestrator.hpp"
+#include "workers/work_table.hpp"
+
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+#include <thread>
+
+namespace shoal::workers::etl {
+namespace {
+
+using namespace std::chrono_literals;
+
+/// Polls `fn` until it returns true or `limit` passes (no fixed sleeps as assertions).
+template <class F> bool eventually(F&& fn, std::chrono::milliseconds limit, std::chrono::milliseconds step = 100ms) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (fn()) return true;
+    std::this_thread::sleep_for(step);
+  }
+  return fn();
+}
+
+class EtlOrchestratorIt : public ::testing::Test {
+protected:
+  void SetUp() override {
+    conn_ = tests::azurite_connection_string();
+    ASSERT_FALSE(conn_.empty());
+    auto account = storage::parse_connection_string(conn_);
+    ASSERT_TRUE(account) << account.error().describe();
+    storage::pipeline_options po;
+    po.retry.base_delay = 20ms;
+    po.http.request_timeout = 10'000ms;
+    auto p = storage::pipeline::make(*account, po);
+    ASSERT_TRUE(p) << p.error().describe();
+    pipe_.emplace(*p);
+    work_name_ = tests::unique_name("etlwork");
+    runs_name_ = tests::unique_name("etlruns");
+    container_ = tests::unique_name("etlblobs");
+    for (auto& ch : container_) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    blobs_.emplace(*pipe_);
+    ASSERT_TRUE(blobs_->create_container_if_not_exists(container_));
+    auto rt = storage::table_client::make(*pipe_, runs_name_);
+    ASSERT_TRUE(rt);
+    runs_.emplace(*rt);
+    ASSERT_TRUE(runs_->create_if_missing());
+    dir_ = std::filesystem::temp_directory_path() / ("shoal-etl-it-" + work_name_);
+    std::filesystem::create_directories(dir_);
+    db_ = (dir_ / "etl.db").string();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  work_table make_work(std::uint32_t lease_ms = 30'000, std::uint32_t max_attempts = 5) {
+    auto tc = storage::table_client::make(*pipe_, work_name_);
+    EXPECT_TRUE(tc);
+    work_table_options o;
+    o.work.lease_ms = lease_ms;
+    o.work.lease_renew_ms = lease_ms / 3;
+    o.work.max_attempts = max_attempts;
+    o.work.retry_base_ms = 50;
+    o.work.retry_max_ms = 100;
+    auto w = work_table::make(*tc, *blobs_, o);
+    EXPECT_TRUE(w) << w.error().describe();
+    EXPECT_TRUE(w->create_if_missing());
+    return *w;
+  }
+
+  std::unique_ptr<sql_sink> sink() {
+    auto s = open_sqlite_sink({.path = db_, .busy_timeout_ms = 30'000, .synchronous = "NORMAL"});
+    EXPECT_TRUE(s) << s.error().message;
+    return s ? std::move(*s) : nullptr;
+  }
+
+  etl_job make_job(std::string owner, std::function<bool(std::string_view)> crash = {}) {
+    etl_job_options o;
+    o.container = container_;
+    o.owner = std::move(owner);
+    o.datasets.push_back(tests::etl::flights_dataset());
+    o.crash_after = std::move(crash);
+    auto j = etl_job::make(*blobs_, *runs_, sink(), std::move(o));
+    EXPECT_TRUE(j);
+    return std::move(*j);
+  }
+
+  void put(const std::string& name, const std::string& body) {
+    auto r = blobs_->put_blob(container_, name, body);
+    ASSERT_TRUE(r) << r.error().describe();
+  }
+
+  std::int64_t count(const std::string& sql) {
+    auto s = sink();
+    auto r = s->scalar(sql);
+    EXPECT_TRUE(r) << r.error().message;
+    return r ? *r : -1;
+  }
+
+  std::vector<std::uint32_t> shards(const work_table& w) {
+    std::vector<std::uint32_t> s(w.options().work.shards);
+    std::iota(s.begin(), s.end(), 0u);
+    return s;
+  }
+
+  // Runs the shoal binary with the test's storage and ETL settings; returns its exit status and
+  // fills `out` with its stdout.
+  int shoal(const std::string& args, const std::string& extra_env, std::string* out = nullptr, std::uint32_t lease_ms = 30'000) {
+    const std::string out_file = (dir_ / "stdout.txt").string();
+    std::ostringstream cmd;
+    cmd << "env AZURE_STORAGE_CONNECTION_STRING='" << conn_ << "' SHOAL_WORK_TABLE=" << work_name_
+        << " SHOAL_ETL_RUNS_TABLE=" << runs_name_ << " SHOAL_ETL_CONTAINER=" << container_
+        << " SHOAL_ETL_SQLITE_PATH=" << db_ << " SHOAL_ETL_DATASETS_DIR=" << tests::source_dir() << "/deploy/datasets"
+        << " SHOAL_WORK_LEASE_MS=" << lease_ms << " SHOAL_WORK_LEASE_RENEW_MS=" << lease_ms / 3
+        << " SHOAL_WORK_RETRY_BASE_MS=50 SHOAL_WORK_RETRY_MAX_MS=100 " << extra_env << " " << tests::shoal_binary()
+        << " " << args << " > " << out_file << " 2> " << (dir_ / "stderr.txt").string();
+    int st = std::system(cmd.str().c_str());
+    if (out) {
+      std::ifstream in(out_file);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      *out = ss.str();
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  }
+
+  std::string conn_;
+  std::optional<storage::pipeline> pipe_;
+  std::optional<storage::blob_client> blobs_;
+  std::optional<run_log> runs_;
+  std::string work_name_, runs_name_, container_;
+  std::filesystem::path dir_;
+  std::string db_;
+};
+
+TEST_F(EtlOrchestratorIt, LoadsClaimedRecordsAndRecordsEveryStep) {
+  const std::string a = "flights/2026/11/21/12/host-p1-00000001.json";
+  const std::string b = "logs/2026/11/21/12/host-p1-00000002.json";
+  put(a, tests::etl::flights_blob(blob_format::persistor_v1, 10'000, 37));
+  put(b, write_blob(blob_format::ndjson, {{"l1", "2026-11-21T12:00:00Z", "{\"msg\":\"hello\"}"},
+                                          {"l2", "2026-11-21T12:00:01Z", "[1,2,3]"}}));
+  auto work = make_work();
+  std::vector<new_record> recs{{a, a, {}}, {b, b, {}}};
+  ASSERT_TRUE(work.enqueue("etl", recs));
+  auto job = make_job("w1");
+  auto sum = job.drain(work, "etl", 16);
+  ASSERT_TRUE(sum) << sum.error().describe();
+  EXPECT_EQ(sum->succeeded, 2u);
+  EXPECT_EQ(sum->failed, 0u);
+
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 9963);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_quarantine"), 37);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_records"), 2); // generic mode for dest "logs"
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_records WHERE dest = 'logs' AND payload = '[1,2,3]'"), 1);
+
+  auto shown = runs_->show(a);
+  ASSERT_TRUE(shown) << shown.error().describe();
+  const auto& [inst, steps] = *shown;
+  EXPECT_EQ(inst.status, "completed");
+  EXPECT_EQ(inst.step, "load");
+  EXPECT_EQ(inst.dataset, "flights");
+  EXPECT_EQ(inst.loaded, 9963);
+  EXPECT_EQ(inst.quarantined, 37);
+  EXPECT_EQ(inst.records, 10'000);
+  ASSERT_EQ(steps.size(), 4u);
+  EXPECT_EQ(steps[0].step, "extract");
+  EXPECT_EQ(steps[0].records_in, 10'000);
+  EXPECT_EQ(steps[3].step, "load");
+  EXPECT_EQ(steps[3].records_out, 9963);
+  auto rec = work.get("etl", a);
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->status, record_status::done);
+  auto list = runs_->list(std::string("completed"), 10);
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->size(), 2u);
+}
+
+TEST_F(EtlOrchestratorIt, ResumesAfterInProcessDeathBetweenCommitAndRecord) {
+  const std::string a = "flights/2026/11/21/13/host-p1-00000003.json";
+  put(a, tests::etl::flights_blob(blob_format::ndjson, 3'000, 12));
+  auto work = make_work(1000);
+  std::vector<new_record> recs{{a, a, {}}};
+  ASSERT_TRUE(work.enqueue("etl", recs));
+  {
+    auto dying = make_job("dying", [](std::string_view step) { return step == "load"; });
+    auto claimed = work.claim("etl", shards(work), "dying", 1);
+    ASSERT_TRUE(claimed && claimed->size() == 1);
+    auto r = dying.process(work, (*claimed)[0]);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, errc::cancelled);
+  }
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 2988); // committed
+  auto mid = runs_->show(a);
+  ASSERT_TRUE(mid);
+  EXPECT_EQ(mid->first.status, "running");
+  EXPECT_EQ(mid->second.size(), 3u); // extract, validate, transform recorded; load not
+
+  auto job = make_job("w2");
+  std::optional<claimed_record> again;
+  ASSERT_TRUE(eventually([&] {
+    auto c = work.claim("etl", shards(work), "w2", 1);
+    if (c && !c->empty()) again = (*c)[0];
+    return again.has_value();
+  }, 15s)) << "the dead worker's lease never expired";
+  auto r = job.process(work, *again);
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_TRUE(r->load.already_loaded);
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 2988);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_quarantine"), 12);
+  auto done = runs_->show(a);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->first.status, "completed");
+  EXPECT_EQ(done->first.loaded, 2988);
+  ASSERT_EQ(done->second.size(), 4u);
+  EXPECT_EQ(done->second[0].attempt, 1); // the first run's history is kept
+  EXPECT_EQ(done->second[3].attempt, 2);
+  EXPECT_NE(done->second[3].detail.find("already loaded"), std::string::npos);
+}
+
+TEST_F(EtlOrchestratorIt, KilledProcessAfterCommitResumesWithoutLoadingTwice) {
+  const std::string a = "flights/2026/11/21/14/host-p1-00000004.json";
+  put(a, tests::etl::flights_blob(blob_format::persistor_v1, 10'000, 37));
+  ASSERT_EQ(shoal("etl enqueue " + a, ""), 0);
+  // The worker process dies (_exit 137) right after the load transaction committed.
+  EXPECT_EQ(shoal("etl run --once --owner victim", "SHOAL_ETL_CRASH_AFTER=load", nullptr, 1000), 137);
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 9963);
+  // A fresh worker resumes once the victim's lease expired.
+  ASSERT_TRUE(eventually([&] {
+    std::string out;
+    EXPECT_EQ(shoal("etl run --once --owner survivor", "", &out, 1000), 0);
+    auto s = runs_->show(a);
+    return s && s->first.status == "completed";
+  }, 20s, 300ms));
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 9963);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_quarantine"), 37);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_ledger"), 1);
+  std::string out;
+  ASSERT_EQ(shoal("--json etl show " + a, "", &out), 0);
+  auto j = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << out;
+  EXPECT_EQ(j["status"], "completed");
+  EXPECT_EQ(j["loaded"], 9963);
+  ASSERT_EQ(j["history"].size(), 4u);
+  EXPECT_EQ(j["history"][2]["owner"], "victim");
+  EXPECT_EQ(j["history"][3]["owner"], "survivor");
+  ASSERT_EQ(shoal("etl runs", "", &out), 0);
+  EXPECT_NE(out.find(a), std::string::npos) << out;
+  EXPECT_NE(out.find("completed"), std::string::npos) << out;
+}
+
+TEST_F(EtlOrchestratorIt, TwoWorkersHoldingTheSameRecordLoadItOnce) {
+  const std::string a = "flights/2026/11/21/15/host-p1-00000005.json";
+  put(a, tests::etl::flights_blob(blob_format::persistor_v1, 10'000, 37));
+  auto work = make_work(1000);
+  std::vector<new_record> recs{{a, a, {}}};
+  ASSERT_TRUE(work.enqueue("etl", recs));
+  auto first = work.claim("etl", shards(work), "slow", 1);
+  ASSERT_TRUE(first && first->size() == 1);
+  claimed_record slow_rec = (*first)[0];
+  // The slow worker's lease expires; another worker claims the same record.
+  std::optional<claimed_record> fast_rec;
+  ASSERT_TRUE(eventually([&] {
+    auto c = work.claim("etl", shards(work), "fast", 1);
+    if (c && !c->empty()) fast_rec = (*c)[0];
+    return fast_rec.has_value();
+  }, 15s));
+  EXPECT_GT(fast_rec->gen, slow_rec.gen);
+  auto slow = make_job("slow");
+  auto fast = make_job("fast");
+  result<pipeline_outcome> r1 = std::unexpected(error{}), r2 = std::unexpected(error{});
+  std::thread t1([&] { r1 = slow.run(slow_rec); });
+  std::thread t2([&] { r2 = fast.run(*fast_rec); });
+  t1.join();
+  t2.join();
+  ASSERT_TRUE(r1) << r1.error().describe();
+  ASSERT_TRUE(r2) << r2.error().describe();
+  EXPECT_NE(r1->load.already_loaded, r2->load.already_loaded);
+  EXPECT_EQ(r1->load.inserted + r2->load.inserted, 9963u);
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 9963);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_quarantine"), 37);
+  // Only the current holder may complete the record.
+  auto stale = work.complete(slow_rec);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, errc::lease_lost);
+  EXPECT_TRUE(work.complete(*fast_rec));
+}
+
+TEST_F(EtlOrchestratorIt, UnparsableBlobFailsWithPositionThenGoesDead) {
+  const std::string a = "flights/2026/11/21/16/host-p1-00000006.json";
+  put(a, "{\"DATA\":\"{}\",\"METADATA\":{\"message_id\":\"1\"}}\n\n{\"DATA\": \"x\", \"METADATA\": {oops}}\n");
+  auto work = make_work(30'000, 2);
+  std::vector<new_record> recs{{a, a, {}}};
+  ASSERT_TRUE(work.enqueue("etl", recs));
+  auto job = make_job("w1");
+  ASSERT_TRUE(eventually([&] {
+    auto s = job.drain(work, "etl", 4);
+    EXPECT_TRUE(s);
+    auto rec = work.get("etl", a);
+    return rec && rec->status == record_status::dead;
+  }, 15s));
+  auto rec = work.get("etl", a);
+  ASSERT_TRUE(rec);
+  EXPECT_NE(rec->last_error.find("line 3"), std::string::npos) << rec->last_error;
+  EXPECT_NE(rec->last_error.find("byte"), std::string::npos) << rec->last_error;
+  auto shown = runs_->show(a);
+  ASSERT_TRUE(shown);
+  EXPECT_EQ(shown->first.status, "failed");
+  EXPECT_EQ(shown->first.attempts, 2);
+  EXPECT_TRUE(shown->second.empty());
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_ledger"), 0);
+}
+
+TEST_F(EtlOrchestratorIt, MissingBlobIsNotFound) {
+  auto job = make_job("w1");
+  auto r = job.run_blob("flights/none.json", "flights/none.json", 1, 1);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::not_found);
+}
+
+} // namespace
+} // namespace shoal::workers::etl
