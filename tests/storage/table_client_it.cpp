@@ -403,5 +403,68 @@ TEST_F(TableClientIt, MixedPartitionTransactionIsRefusedClientSide) {
   EXPECT_EQ(r.error().code, errc::limit_exceeded);
 }
 
+// Delivers every request to Azurite but loses the answer of the first `lose` of them (reported as
+// a retryable timeout), as when a response is cut off after the service committed the write.
+class lossy_transport final : public http_transport {
+public:
+  lossy_transport(std::shared_ptr<http_transport> inner, int lose) : inner_(std::move(inner)), lose_(lose) {}
+  result<http_response> send(const http_request& req) override {
+    auto r = inner_->send(req);
+    if (lose_-- > 0)
+      return std::unexpected(error{errc::timeout, 0, {}, {}, true, 1, "answer lost (test)"});
+    return r;
+  }
+  void lose(int n) { lose_ = n; }
+
+private:
+  std::shared_ptr<http_transport> inner_;
+  int lose_;
+};
+
+TEST_F(TableClientIt, RetriedWritesWhoseFirstAttemptLandedSucceed) {
+  auto curl = make_curl_transport();
+  ASSERT_TRUE(curl) << curl.error().describe();
+  auto lossy = std::make_shared<lossy_transport>(*curl, 0);
+  auto account = parse_connection_string(tests::azurite_connection_string());
+  ASSERT_TRUE(account);
+  pipeline_options opts;
+  opts.hooks.sleep = [](std::chrono::milliseconds) {};
+  auto p = pipeline::make(*account, opts, lossy);
+  ASSERT_TRUE(p) << p.error().describe();
+  auto t = table_client::make(*p, table->name());
+  ASSERT_TRUE(t);
+
+  table_entity e = entity("p", "retried");
+  e.set("status", std::string("pending"));
+  lossy->lose(1); // the insert lands, its 201 is lost, the retry gets 409 EntityAlreadyExists
+  auto w = t->insert(e);
+  ASSERT_TRUE(w) << w.error().describe();
+  auto stored = table->get("p", "retried");
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(w->etag, stored->etag);
+
+  table_entity patch = entity("p", "retried");
+  patch.set("status", std::string("claimed"));
+  lossy->lose(1); // the merge lands, the retry's If-Match is stale: 412, resolved by reading back
+  auto m = t->merge(patch, w->etag);
+  ASSERT_TRUE(m) << m.error().describe();
+  stored = table->get("p", "retried");
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(m->etag, stored->etag);
+  EXPECT_EQ(*stored->get<std::string>("status"), "claimed");
+
+  lossy->lose(1); // the delete lands, the retry gets 404
+  auto d = t->delete_entity("p", "retried", m->etag);
+  ASSERT_TRUE(d) << d.error().describe();
+  EXPECT_EQ(table->get("p", "retried").error().code, errc::not_found);
+
+  // Someone else's entity is not mistaken for ours.
+  ASSERT_TRUE(table->insert(entity("p", "theirs").set("owner", std::string("w2"))));
+  lossy->lose(1);
+  auto dup = t->insert(entity("p", "theirs").set("owner", std::string("w1")));
+  ASSERT_FALSE(dup);
+  EXPECT_EQ(dup.error().code, errc::conflict);
+}
+
 } // namespace
 } // namespace shoal::storage
