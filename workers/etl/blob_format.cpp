@@ -92,7 +92,12 @@ result<extracted_blob> extract_records(std::string_view body) {
     } catch (const nlohmann::json::parse_error& e) {
       // e.byte is 1-based within the record.
       std::size_t at = pos + (e.byte > 0 ? e.byte - 1 : 0);
-      return parse_error_at(body, at, "record " + std::to_string(r.index + 1) + ": " + e.what());
+      // Drop nlohmann's "[json.exception…] parse error at line 1, column N: " prefix: its
+      // position is relative to the record, ours to the blob.
+      std::string what = e.what();
+      if (auto col = what.find("column "); col != std::string::npos)
+        if (auto colon = what.find(": ", col); colon != std::string::npos) what = what.substr(colon + 2);
+      return parse_error_at(body, at, "record " + std::to_string(r.index + 1) + ": " + what);
     }
     for (std::size_t i = pos; i < end; ++i)
       if (body[i] == '\n') ++line;

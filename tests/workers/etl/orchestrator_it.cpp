@@ -109,6 +109,7 @@ protected:
 
   std::int64_t count(const std::string& sql) {
     auto s = sink();
+    EXPECT_TRUE(s->prepare("")); // the ETL tables exist even when nothing was loaded
     auto r = s->scalar(sql);
     EXPECT_TRUE(r) << r.error().message;
     return r ? *r : -1;

@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdlib>
+#include <unistd.h>
 #include <fstream>
 
 namespace shoal::workers::etl {
@@ -23,12 +25,16 @@ std::string pg_url() {
 class PostgresSinkTest : public ::testing::Test {
 protected:
   void SetUp() override {
-    url_ = pg_url();
-    ASSERT_FALSE(url_.empty()) << "no PostgreSQL: the `postgres` fixture did not run (" SHOAL_TEST_PG_URL_FILE ")";
-    auto s = open_postgres_sink(url_);
-    ASSERT_TRUE(s) << s.error().message;
-    ASSERT_TRUE((*s)->execute("DROP TABLE IF EXISTS flights, shoal_etl_ledger, shoal_etl_messages, "
-                              "shoal_etl_quarantine, shoal_etl_records"));
+    const std::string base = pg_url();
+    ASSERT_FALSE(base.empty()) << "no PostgreSQL: the `postgres` fixture did not run (" SHOAL_TEST_PG_URL_FILE ")";
+    // CTest runs these tests in parallel processes: each gets its own schema (search_path).
+    std::string schema = "t" + std::to_string(::getpid()) + "_";
+    for (char ch : std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()))
+      schema += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    auto admin = open_postgres_sink(base);
+    ASSERT_TRUE(admin) << admin.error().message;
+    ASSERT_TRUE((*admin)->execute("DROP SCHEMA IF EXISTS " + schema + " CASCADE; CREATE SCHEMA " + schema));
+    url_ = base + (base.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" + schema;
   }
   tests::etl::sink_factory factory() {
     return [url = url_]() -> std::unique_ptr<sql_sink> {
