@@ -137,6 +137,14 @@ std::string endpoint_for(const std::string& transport) {
   return "tcp://127.0.0.1:*";
 }
 
+/// libzmq 4.3 leaves an ipc socket file behind after close; remove ours.
+void remove_ipc_file(const std::string& endpoint) {
+  if (endpoint.starts_with("ipc://")) {
+    std::error_code ec;
+    std::filesystem::remove(endpoint.substr(6), ec);
+  }
+}
+
 envelope bench_envelope(std::size_t body_bytes) {
   envelope e;
   e.id = new_message_id();
@@ -199,6 +207,7 @@ run_result run_raw(const std::string& transport, std::size_t frame_bytes, std::s
   push.close();
   pull.close();
   ctx.close();
+  remove_ipc_file(where);
   return {static_cast<double>(count - 1) / secs, (cpu_seconds() - cpu0) / static_cast<double>(count) * 1e6};
 }
 
@@ -265,8 +274,10 @@ run_result run_envelopes(const std::string& transport, std::size_t body_bytes, s
   if (push->stats().dropped_hwm.load() != 0 || pull->stats().decode_errors.load() != 0)
     std::fprintf(stderr, "unexpected drops/decode errors\n");
   if (received != count) return {};
+  const std::string where = pull->last_endpoint();
   push->raw().close();
   pull->raw().close();
+  remove_ipc_file(where);
   if (zap) zap->stop();
   ctx.close();
   return {static_cast<double>(count - 1) / secs, (cpu_seconds() - cpu0) / static_cast<double>(count) * 1e6};

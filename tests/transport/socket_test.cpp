@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 namespace shoal::transport {
@@ -115,6 +116,8 @@ TEST(EnvelopeSocketTest, PushPullCarriesEnvelopesOverInprocIpcAndTcp) {
     EXPECT_EQ(push.stats().sent.load(), 1u);
     EXPECT_EQ(pull.stats().received.load(), 1u);
     EXPECT_EQ(pull.stats().bytes_received.load(), encoded_size(out));
+    if (where.starts_with("ipc://")) // libzmq 4.3 leaves the socket file behind
+      std::filesystem::remove(where.substr(6));
   }
 }
 
