@@ -3,6 +3,8 @@
 #include "actors/cell.hpp"
 #include "actors/system.hpp"
 
+#include <algorithm>
+
 namespace shoal::actors {
 
 transport::envelope& detail::scratch_envelope() {
@@ -44,6 +46,8 @@ result<void> actor::post_request(const actor_ref& to, const address* addr, trans
                                  duration timeout, reply_fn done) {
   auto corr = transport::new_message_id();
   e.corr = corr;
+  // Receivers drop it unprocessed after this (Unix ns).
+  e.deadline_ns = e.ts_ns + static_cast<std::uint64_t>(std::max<std::int64_t>(timeout.count(), 0));
   auto r = addr ? post(*addr, std::move(e)) : post(to, std::move(e));
   if (!r)
     return r;

@@ -327,7 +327,8 @@ void cell::dispatch(transport::envelope& e) {
     handle_reply(e);
     return;
   }
-  if (e.deadline_ns && wall_now_ns() > *e.deadline_ns) {
+  // Manual execution keeps time on the manual clock only; requesters time out by their timers.
+  if (!manual_ && e.deadline_ns && wall_now_ns() > *e.deadline_ns) {
     sys_.count_expired();
     return;
   }

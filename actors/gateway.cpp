@@ -212,7 +212,8 @@ struct gateway::impl {
       auto it = a ? links.find(peer_key(a->process, a->host)) : links.end();
       bool ok = false;
       if (it != links.end() && it->second.dealer) {
-        auto r = it->second.dealer->send(e);
+        // Wait briefly at the high-water mark (backpressure) rather than drop at once.
+        auto r = it->second.dealer->send(e, std::chrono::milliseconds(100));
         ok = r.has_value();
         if (!r)
           spdlog::debug("gateway {}: send to {} failed: {}", bound, it->first, r.error().describe());

@@ -200,6 +200,7 @@ std::shared_ptr<detail::reply_slot> actor_system::post_external_request(const ac
   slot->corr = transport::new_message_id();
   slot->deadline = clock_->now() + timeout;
   e.corr = slot->corr;
+  e.deadline_ns = e.ts_ns + static_cast<std::uint64_t>(std::max<std::int64_t>(timeout.count(), 0));
   {
     std::lock_guard lk(m_);
     external_.emplace(slot->corr, slot);

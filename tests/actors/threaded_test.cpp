@@ -132,6 +132,22 @@ TEST_F(ThreadedTest, RequestTimesOutAndLateReplyIsCounted) {
   EXPECT_EQ(*again.get(), 7);
 }
 
+TEST_F(ThreadedTest, RequestStillQueuedAtItsDeadlineIsDroppedUnprocessed) {
+  std::promise<void> open;
+  std::atomic<int> handled{0};
+  auto g = sys.spawn<gated>({.name = "g"}, open.get_future().share(), &handled);
+  ASSERT_TRUE(g);
+  ASSERT_TRUE(sys.tell(*g, hold{}));
+  ASSERT_TRUE(eventually([&] { return g->stats().queued == 0; })); // the handler holds it now
+  auto r = sys.request<int>(*g, hold{}, 20ms);                      // waits behind it
+  ASSERT_FALSE(r.get());
+  EXPECT_EQ(r.get().error().code, errc::timeout);
+  open.set_value();
+  ASSERT_TRUE(eventually([&] { return sys.stats().expired == 1; }));
+  EXPECT_EQ(handled.load(), 1);            // the expired request never reached the handler
+  EXPECT_EQ(sys.stats().late_replies, 0u); // so no reply was sent either
+}
+
 struct start_ticking {
   static constexpr std::string_view kind = "test.start_ticking";
   std::uint8_t reserved = 0;
