@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <future>
 #include <map>
 
 namespace shoal::workers {
@@ -277,11 +278,39 @@ result<drain_stats> drain(const work_table& table, std::string_view queue, std::
                           std::string_view owner, const drain_options& opts,
                           const std::function<void(const claimed_record&)>& on_completed) {
   drain_stats st;
+  // Completions of batch k run on a helper thread while batch k+1 is being claimed, as a
+  // worker's completions overlap its claims; at most one completion batch is in flight.
+  std::future<void> completing;
+  auto complete_async = [&](std::vector<claimed_record> batch) {
+    return std::async(std::launch::async, [&table, &st, &on_completed, batch = std::move(batch)]() mutable {
+      std::vector<claimed_record*> ptrs;
+      for (auto& r : batch) ptrs.push_back(&r);
+      auto res = table.complete_many(ptrs);
+      for (std::size_t i = 0; i < res.size(); ++i) {
+        if (res[i]) {
+          ++st.completed;
+          if (on_completed) on_completed(batch[i]);
+        } else if (res[i].error().code == errc::lease_lost) {
+          ++st.lease_lost;
+        } else {
+          ++st.errors;
+          spdlog::warn("drain: completing '{}' failed: {}", batch[i].id, res[i].error().describe());
+        }
+      }
+    });
+  };
+  auto wait_completing = [&] {
+    if (completing.valid()) completing.get();
+  };
   auto idle_since = steady_clock::now();
   for (;;) {
     auto got = table.claim(queue, shards, owner, opts.batch);
-    if (!got) return std::unexpected(got.error());
+    if (!got) {
+      wait_completing();
+      return std::unexpected(got.error());
+    }
     if (got->empty()) {
+      wait_completing();
       auto open = table.has_open(queue);
       if (!open) return std::unexpected(open.error());
       if (!*open) return st;
@@ -291,20 +320,8 @@ result<drain_stats> drain(const work_table& table, std::string_view queue, std::
     }
     idle_since = steady_clock::now();
     st.claimed += got->size();
-    std::vector<claimed_record*> ptrs;
-    for (auto& r : *got) ptrs.push_back(&r);
-    auto res = table.complete_many(ptrs);
-    for (std::size_t i = 0; i < res.size(); ++i) {
-      if (res[i]) {
-        ++st.completed;
-        if (on_completed) on_completed((*got)[i]);
-      } else if (res[i].error().code == errc::lease_lost) {
-        ++st.lease_lost;
-      } else {
-        ++st.errors;
-        spdlog::warn("drain: completing '{}' failed: {}", (*got)[i].id, res[i].error().describe());
-      }
-    }
+    wait_completing();
+    completing = complete_async(std::move(*got));
   }
 }
 

@@ -131,8 +131,9 @@ struct drain_stats {
 
 /// Claims records of `queue` from `shards` as `owner` and completes them (one transaction per
 /// partition) until the queue has no pending or claimed record; `on_completed` is called for
-/// each record this loop completed. No processing happens in between: this is the claim path
-/// of a worker without its work, used by tests and bench/claim_bench.
+/// each record this loop completed, from a helper thread (one call at a time): the completion
+/// of one batch overlaps the claim of the next. No processing happens in between: this is the
+/// claim path of a worker without its work, used by tests and bench/claim_bench.
 /// Errors: those of work_table::claim and has_open. Owner only.
 [[nodiscard]] result<drain_stats> drain(const work_table& table, std::string_view queue,
                                         std::span<const std::uint32_t> shards, std::string_view owner,
