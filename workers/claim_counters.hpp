@@ -24,7 +24,8 @@ struct claim_counters_snapshot {
   std::uint64_t releases = 0;         ///< claims given back with release
 };
 
-/// The live counters. All members are relaxed atomics: thread-safe, never blocking.
+/// The live counters, one per field of claim_counters_snapshot (same names, same meaning).
+/// All members are relaxed atomics: thread-safe, never blocking.
 struct claim_counters {
   std::atomic<std::uint64_t> enqueued{0};
   std::atomic<std::uint64_t> enqueue_existing{0};
