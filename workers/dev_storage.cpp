@@ -8,10 +8,16 @@
 
 namespace shoal::workers {
 
+std::filesystem::path source_dir() {
+  if (const char* env = std::getenv("SHOAL_SOURCE_DIR"); env && *env)
+    return env;
+  return SHOAL_SOURCE_DIR;
+}
+
 std::filesystem::path default_azurite_executable() {
   if (const char* env = std::getenv("SHOAL_AZURITE"); env && *env)
     return env;
-  return std::filesystem::path(SHOAL_SOURCE_DIR) / "deploy/local/node_modules/.bin/azurite";
+  return source_dir() / "deploy/local/node_modules/.bin/azurite";
 }
 
 bool is_development_storage(const std::string& connection_string) {

@@ -12,6 +12,10 @@
 
 namespace shoal::workers {
 
+/// The repository's top folder as built ($SHOAL_SOURCE_DIR overrides): deploy/ and the
+/// vega-datasets under deploy/local are found from here.
+std::filesystem::path source_dir();
+
 /// Where the pinned Azurite lives: $SHOAL_AZURITE if set, else the build's source tree
 /// (deploy/local/node_modules/.bin/azurite).
 std::filesystem::path default_azurite_executable();

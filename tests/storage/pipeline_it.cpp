@@ -94,6 +94,9 @@ TEST_F(PipelineIt, CreatesTableWithSharedKeyLite) {
   auto r = p.send(service::table, create_table_request(tests::unique_name("PipeLite")));
   ASSERT_TRUE(r) << r.error().describe();
   EXPECT_EQ(r->status, 204);
+  // A second table, so that a one-per-page listing has a continuation whatever else exists.
+  auto r2 = p.send(service::table, create_table_request(tests::unique_name("PipeLite")));
+  ASSERT_TRUE(r2) << r2.error().describe();
 
   storage_request list;
   list.path = "/Tables";
