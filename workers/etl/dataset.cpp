@@ -365,10 +365,15 @@ const dataset& dataset_for(const std::vector<dataset>& all, std::string_view blo
 
 std::vector<validated_record> validate_records(const dataset& d, const extracted_blob& blob,
                                                std::vector<quarantine_row>& quarantine) {
+  return validate_records(d, std::span<const extracted_record>(blob.records), quarantine);
+}
+
+std::vector<validated_record> validate_records(const dataset& d, std::span<const extracted_record> records,
+                                               std::vector<quarantine_row>& quarantine) {
   std::vector<validated_record> out;
-  out.reserve(blob.records.size());
+  out.reserve(records.size());
   valijson::Validator validator;
-  for (const extracted_record& r : blob.records) {
+  for (const extracted_record& r : records) {
     auto reject = [&](std::string step, std::string reason) {
       quarantine.push_back(quarantine_row{r.index, r.message_id, std::move(step), std::move(reason), std::string(r.raw)});
     };

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -82,6 +83,9 @@ struct validated_record {
 /// the rest are returned. Generic mode accepts every record that has a message id.
 /// Thread-safe (pure; the schema is shared read-only).
 std::vector<validated_record> validate_records(const dataset& d, const extracted_blob& blob,
+                                               std::vector<quarantine_row>& quarantine);
+/// As above, for a slice of a blob's records (the pipeline validates slices on several threads).
+std::vector<validated_record> validate_records(const dataset& d, std::span<const extracted_record> records,
                                                std::vector<quarantine_row>& quarantine);
 
 /// The transform step: maps each record to the dataset's columns; a failed conversion or a
