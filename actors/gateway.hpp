@@ -88,7 +88,9 @@ struct gateway_stats {
 
 /// A running gateway: an I/O thread owning a ZeroMQ context, the ROUTER and one DEALER per peer.
 /// Installs itself as the system's remote router on start and removes itself on stop. All public
-/// members are thread-safe.
+/// members are thread-safe. Lifetime: borrows the actor_system; stop (or destroy) the gateway
+/// before the system. Incoming mail for an actor whose mailbox policy is `block` blocks the I/O
+/// thread while that mailbox is full (backpressure to the peer; heartbeats wait too).
 class gateway {
 public:
   /// Binds, connects to the peers, starts the thread and installs the router; returns once the
