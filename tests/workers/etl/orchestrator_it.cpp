@@ -11,6 +11,8 @@
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
 #include "tests/workers/etl/etl_test_data.hpp"
+#include "actors/system.hpp"
+#include "workers/etl/etl_actor.hpp"
 #include "workers/etl/orchestrator.hpp"
 #include "workers/work_table.hpp"
 
@@ -326,6 +328,39 @@ TEST_F(EtlOrchestratorIt, UnparsableBlobFailsWithPositionThenGoesDead) {
   EXPECT_EQ(shown->first.attempts, 2);
   EXPECT_TRUE(shown->second.empty());
   EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_ledger"), 0);
+}
+
+TEST_F(EtlOrchestratorIt, EtlActorLoadsABlobPerRequestOnItsOwnThread) {
+  const std::string a = "flights/2026/11/21/17/host-p1-00000007.json";
+  const std::string bad = "flights/2026/11/21/17/host-p1-00000008.json";
+  put(a, tests::etl::flights_blob(blob_format::persistor_v1, 1'000, 4));
+  put(bad, "{\"DATA\": oops}");
+  actors::actor_system sys;
+  etl_actor::job_factory factory = [this]() -> result<etl_job> {
+    etl_job_options o;
+    o.container = container_;
+    o.owner = "actor";
+    o.datasets.push_back(tests::etl::flights_dataset());
+    auto s = open_sqlite_sink({.path = db_, .busy_timeout_ms = 30'000, .synchronous = "NORMAL"});
+    if (!s) return std::unexpected(s.error());
+    return etl_job::make(*blobs_, *runs_, std::move(*s), std::move(o));
+  };
+  auto ref = sys.spawn<etl_actor>(actors::spawn_options{.name = "etl"}, factory);
+  ASSERT_TRUE(ref) << ref.error().message;
+  auto first = sys.request<etl_done>(*ref, etl_run{a, a, 1, 1}, std::chrono::seconds(60));
+  auto second = sys.request<etl_done>(*ref, etl_run{a, a, 2, 2}, std::chrono::seconds(60));
+  auto broken = sys.request<etl_done>(*ref, etl_run{bad, bad, 1, 1}, std::chrono::seconds(60));
+  ASSERT_TRUE(first.get()) << first.get().error().message;
+  EXPECT_EQ(first.get()->inserted, 996u);
+  EXPECT_EQ(first.get()->quarantined, 4u);
+  EXPECT_EQ(first.get()->dataset, "flights");
+  ASSERT_TRUE(second.get()) << second.get().error().message;
+  EXPECT_TRUE(second.get()->already_loaded); // the history holds the load: nothing ran
+  ASSERT_FALSE(broken.get());
+  EXPECT_EQ(broken.get().error().code, actors::errc::handler_failed);
+  EXPECT_NE(broken.get().error().message.find("parse"), std::string::npos) << broken.get().error().message;
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 996);
+  sys.shutdown();
 }
 
 TEST_F(EtlOrchestratorIt, MissingBlobIsNotFound) {
