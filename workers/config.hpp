@@ -16,22 +16,22 @@ namespace shoal::workers {
 struct storage_config {
   /// Empty = $AZURE_STORAGE_CONNECTION_STRING, else "UseDevelopmentStorage=true".
   std::string connection_string;
-  std::uint32_t request_timeout_ms = 30'000;
-  std::uint32_t connect_timeout_ms = 2'000;
+  std::uint32_t request_timeout_ms = 30'000; ///< one HTTP request, body included
+  std::uint32_t connect_timeout_ms = 2'000;  ///< TCP (+ TLS) connect
   std::uint32_t max_attempts = 4;     ///< HTTP attempts per request, counting the first
   std::string ca_file;                ///< PEM bundle for TLS; empty = system default
 };
 
 /// [work]: the work table and claiming (workers/SCHEMA.md).
 struct work_config {
-  std::string table = "shoalwork";
+  std::string table = "shoalwork";     ///< the work table (workers/SCHEMA.md)
   std::uint32_t shards = 16;           ///< partitions per queue: {queue}-{shard:02x}
-  std::uint32_t lease_ms = 30'000;
-  std::uint32_t lease_renew_ms = 10'000;
+  std::uint32_t lease_ms = 30'000;      ///< a claim's lease, on the storage server's clock
+  std::uint32_t lease_renew_ms = 10'000; ///< renew held leases this often (< lease_ms)
   std::uint32_t claim_batch = 100;     ///< merges per entity group transaction, ≤ 100
   std::uint32_t max_attempts = 5;      ///< then the record is dead
   std::uint32_t retry_base_ms = 200;   ///< not_before backoff after a failure, doubling
-  std::uint32_t retry_max_ms = 30'000;
+  std::uint32_t retry_max_ms = 30'000;  ///< cap of that backoff (±20 % jitter)
 };
 
 /// [catalog]: the blob catalog (storage/CATALOG.md), used by `shoal catalog` and the persistor.

@@ -55,12 +55,19 @@ struct dataset_spec {
 
 std::optional<dataset_spec> resolve_dataset(const run_args& a) {
   const fs::path data = workers::source_dir() / "deploy/local/node_modules/vega-datasets/data";
+  // The dated flight files share one schema (date, delay, distance, origin, destination) and
+  // the shipped `flights` dataset; flights-200k has another (delay, distance, time: no date),
+  // so it loads with the generic mapping and ingest time.
   static const std::map<std::string, std::string> flights{
-      {"flights-2k", "flights-2k.json"},   {"flights-5k", "flights-5k.json"},
-      {"flights-10k", "flights-10k.json"}, {"flights-20k", "flights-20k.json"},
-      {"flights-200k", "flights-200k.json"}};
+      {"flights-2k", "flights-2k.json"},
+      {"flights-5k", "flights-5k.json"},
+      {"flights-10k", "flights-10k.json"},
+      {"flights-20k", "flights-20k.json"}};
   dataset_spec d;
-  if (auto it = flights.find(a.dataset); it != flights.end()) {
+  if (a.dataset == "flights-200k") {
+    d.file = data / "flights-200k.json";
+    d.dest = "flights-200k";
+  } else if (auto it = flights.find(a.dataset); it != flights.end()) {
     d.file = data / it->second;
     d.dest = "flights";
     d.event_time_field = "date";
