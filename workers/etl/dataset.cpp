@@ -182,7 +182,9 @@ dataset make_generic() {
   dataset d;
   d.name = "generic";
   d.generic = true;
-  d.insert_sql = "INSERT INTO shoal_etl_records (message_id, dest, event_time, payload, blob) VALUES (?, ?, ?, ?, ?)";
+  d.insert_sql = "INSERT INTO shoal_etl_records (message_id, dest, event_time, payload, blob) VALUES (?, ?, ?, ?, ?) "
+                 "ON CONFLICT (message_id) DO NOTHING";
+  d.message_key = "table";
   auto add = [&](std::string column, std::string source, bool required) {
     field_spec f;
     f.column = std::move(column);
@@ -262,6 +264,7 @@ result<dataset> load_dataset(const std::filesystem::path& file) {
     else if (key == "dest") ok = str(d.dest);
     else if (key == "ddl") ok = str(d.ddl);
     else if (key == "insert") ok = str(d.insert_sql);
+    else if (key == "message_key") ok = str(d.message_key);
     else if (key == "schema_file") {
       std::string s;
       ok = str(s);
@@ -313,6 +316,15 @@ result<dataset> load_dataset(const std::filesystem::path& file) {
   if (d.dest.empty()) d.dest = d.name;
   if (d.insert_sql.empty()) return fail(errc::parse, where + ": 'insert' is required");
   if (d.fields.empty()) return fail(errc::parse, where + ": at least one [[fields]] entry is required");
+  if (d.message_key != "ledger" && d.message_key != "table")
+    return fail(errc::parse, where + ": message_key must be \"ledger\" or \"table\"");
+  if (d.message_key == "table") {
+    std::string upper = d.insert_sql;
+    for (auto& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    if (upper.find("ON CONFLICT") == std::string::npos || upper.find("DO NOTHING") == std::string::npos)
+      return fail(errc::parse, where + ": message_key = \"table\" needs an insert ending in "
+                                       "ON CONFLICT (<message id column>) DO NOTHING");
+  }
   auto [_, placeholders] = to_dollar_placeholders(d.insert_sql);
   if (placeholders != d.fields.size())
     return fail(errc::invalid_argument, where + ": 'insert' has " + std::to_string(placeholders) +

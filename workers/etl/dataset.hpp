@@ -59,6 +59,10 @@ struct dataset {
   std::filesystem::path schema_file;          ///< empty: no schema check
   std::shared_ptr<const compiled_schema> schema; ///< parsed schema_file (shared, immutable)
   bool generic = false;    ///< the built-in generic dataset
+  /// "ledger" (default): a shoal_etl_messages row per message keys exactly-once; "table": the
+  /// dataset's table has a unique message-id column and `insert` ends in
+  /// `ON CONFLICT (…) DO NOTHING` (checked at load), so no separate key row is written.
+  std::string message_key = "ledger";
 };
 
 /// Reads one dataset TOML file (relative schema paths resolve against its folder) and parses

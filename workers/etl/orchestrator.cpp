@@ -109,6 +109,7 @@ load_batch make_batch(const dataset& d, std::string_view blob_name, prepared_loa
   b.rows = std::move(p.rows);
   b.quarantined = std::move(p.quarantine);
   b.owner = std::string(owner);
+  b.keyed_by_table = d.message_key == "table";
   return b;
 }
 

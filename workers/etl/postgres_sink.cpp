@@ -131,10 +131,12 @@ public:
       std::vector<std::string> texts;
       std::vector<const char*> ptrs;
       for (const load_row& row : b.rows) {
-        auto m = w.exec_prepared("shoal_message", row.message_id, b.dataset, b.blob);
-        if (m.affected_rows() == 0) {
-          ++out.duplicates;
-          continue;
+        if (!b.keyed_by_table) {
+          auto m = w.exec_prepared("shoal_message", row.message_id, b.dataset, b.blob);
+          if (m.affected_rows() == 0) {
+            ++out.duplicates;
+            continue;
+          }
         }
         texts.assign(row.values.size(), {});
         ptrs.assign(row.values.size(), nullptr);
@@ -143,8 +145,9 @@ public:
           texts[i] = text_of(row.values[i], null);
           ptrs[i] = null ? nullptr : texts[i].c_str();
         }
-        w.exec_prepared(insert_name, pqxx::prepare::make_dynamic_params(ptrs));
-        ++out.inserted;
+        auto ins = w.exec_prepared(insert_name, pqxx::prepare::make_dynamic_params(ptrs));
+        if (ins.affected_rows() == 0) ++out.duplicates; // keyed_by_table: ON CONFLICT DO NOTHING
+        else ++out.inserted;
       }
       for (const quarantine_row& q : b.quarantined) {
         w.exec_prepared("shoal_quarantine", b.blob, static_cast<std::int64_t>(q.index), b.dataset,

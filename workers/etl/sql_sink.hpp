@@ -10,7 +10,11 @@
 //  2. per row, a message row (`shoal_etl_messages`, primary key = message id), inserted
 //     with INSERT OR IGNORE / ON CONFLICT DO NOTHING; when it already existed the row is a
 //     re-sent message and is skipped (counted in `duplicates`);
-//  3. the dataset's own insert statement (from configuration) for every new row;
+//  3. the dataset's own insert statement (from configuration) for every new row.
+//     With `keyed_by_table` (dataset `message_key = "table"`) step 2 is skipped: the dataset's
+//     table has a unique message-id column and its insert ends in `ON CONFLICT (…) DO NOTHING`,
+//     so an insert that changes no row is the re-sent message (one B-tree insert per row
+//     instead of two);
 //  4. the quarantined records of the blob (`shoal_etl_quarantine`).
 //
 // Schema (both engines; TEXT timestamps are RFC 3339 UTC):
@@ -62,6 +66,7 @@ struct load_batch {
   std::vector<load_row> rows;
   std::vector<quarantine_row> quarantined;
   std::string owner;      ///< who loads (worker id), recorded in the ledger
+  bool keyed_by_table = false; ///< the insert itself skips known message ids (see above)
 };
 
 /// What a load did.

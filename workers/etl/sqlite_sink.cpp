@@ -195,14 +195,16 @@ private:
     if (!ins) return std::unexpected(ins.error());
     const int params = sqlite3_bind_parameter_count(*ins);
     for (const load_row& row : b.rows) {
-      bind_text(*msg, 1, row.message_id);
-      bind_text(*msg, 2, b.dataset);
-      bind_text(*msg, 3, b.blob);
-      auto fresh = run(*msg, "inserting a message row");
-      if (!fresh) return std::unexpected(fresh.error());
-      if (*fresh == 0) {
-        ++out.duplicates;
-        continue;
+      if (!b.keyed_by_table) {
+        bind_text(*msg, 1, row.message_id);
+        bind_text(*msg, 2, b.dataset);
+        bind_text(*msg, 3, b.blob);
+        auto fresh = run(*msg, "inserting a message row");
+        if (!fresh) return std::unexpected(fresh.error());
+        if (*fresh == 0) {
+          ++out.duplicates;
+          continue;
+        }
       }
       if (static_cast<int>(row.values.size()) != params)
         return fail(errc::invalid_argument, "row " + std::to_string(row.index) + " has " +
@@ -217,7 +219,8 @@ private:
       }
       auto done = run(*ins, "running the dataset's insert");
       if (!done) return std::unexpected(done.error());
-      ++out.inserted;
+      if (*done == 0) ++out.duplicates; // keyed_by_table: ON CONFLICT DO NOTHING skipped it
+      else ++out.inserted;
     }
     if (!b.quarantined.empty()) {
       auto q = stmt("INSERT OR REPLACE INTO shoal_etl_quarantine "

@@ -51,6 +51,9 @@ TEST_F(PostgresSinkTest, LoadsTenThousandRecordsQuarantiningThe37Invalid) {
 }
 TEST_F(PostgresSinkTest, ReloadAfterCommitIsANoOp) { tests::etl::check_reload_after_commit_is_a_no_op(factory()); }
 TEST_F(PostgresSinkTest, ResentMessageLandsOnce) { tests::etl::check_resent_message_lands_once(factory()); }
+TEST_F(PostgresSinkTest, ResentMessageLandsOnceWithLedgerKeys) {
+  tests::etl::check_resent_message_lands_once(factory(), true);
+}
 TEST_F(PostgresSinkTest, TwoWorkersRacingOnOneBlobLoadItOnce) { tests::etl::check_two_workers_racing_load_once(factory()); }
 TEST_F(PostgresSinkTest, FailedLoadRollsBackEverything) { tests::etl::check_failed_load_rolls_back(factory()); }
 

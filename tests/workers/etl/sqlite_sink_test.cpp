@@ -34,6 +34,9 @@ TEST_F(SqliteSinkTest, LoadsTenThousandRecordsQuarantiningThe37Invalid) {
 }
 TEST_F(SqliteSinkTest, ReloadAfterCommitIsANoOp) { tests::etl::check_reload_after_commit_is_a_no_op(factory()); }
 TEST_F(SqliteSinkTest, ResentMessageLandsOnce) { tests::etl::check_resent_message_lands_once(factory()); }
+TEST_F(SqliteSinkTest, ResentMessageLandsOnceWithLedgerKeys) {
+  tests::etl::check_resent_message_lands_once(factory(), true);
+}
 TEST_F(SqliteSinkTest, TwoWorkersRacingOnOneBlobLoadItOnce) { tests::etl::check_two_workers_racing_load_once(factory()); }
 TEST_F(SqliteSinkTest, FailedLoadRollsBackEverything) { tests::etl::check_failed_load_rolls_back(factory()); }
 
