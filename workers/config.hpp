@@ -73,7 +73,7 @@ struct persistor_config {
   std::string event_time_field;          ///< JSON field of the payload holding the event time; empty = ingest time
   std::string host;                      ///< host part of blob names; empty = gethostname()
   std::string name = "p1";               ///< persistor name (blob names, seq counter)
-  std::uint32_t writers = 4;             ///< parallel blob writers
+  std::uint32_t writers = 8;             ///< parallel blob writers
   std::uint32_t max_inflight_bytes = 64u << 20; ///< high-water mark: stop reading above this
   std::uint32_t append_max_blocks = 49'000;     ///< append mode: roll before this many blocks
   std::uint32_t append_max_bytes = 256u << 20;  ///< append mode: roll before this size

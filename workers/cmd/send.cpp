@@ -3,6 +3,7 @@
 //
 //   shoal send flights.ndjson --dest flights --event-time-field ts [--id-field id]
 //              [--endpoint tcp://127.0.0.1:5590] [--ack-timeout-ms 10000] [--timeout-s 300]
+//              [--window 20000] [--progress | --quiet]
 //
 // Each record gets a stable message id — a 128-bit hash of its --id-field value, or of the file
 // path and record number — so re-sending (after an ack timeout, or re-running the command)
@@ -25,6 +26,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <unistd.h>
@@ -271,7 +273,9 @@ int run_send(const global_options& g, const send_args& a) {
     std::uint32_t attempt = 0;
   };
   std::unordered_map<std::string, pending> unacked; // 16 id bytes → record
-  std::deque<std::pair<std::string, std::int64_t>> timeline; // (id, sent_ms) in send order
+  // Re-send deadlines: (deadline ms → id, sent_ms). A record's timeout doubles with every
+  // re-send (capped at 8×), so a slow persistor sees fewer duplicates instead of more.
+  std::multimap<std::int64_t, std::pair<std::string, std::int64_t>> timeline;
   std::deque<std::string> unsent;                   // read but refused by the HWM
   std::size_t read = 0, acked = 0, rejected = 0, resent = 0;
   std::uint64_t bytes = 0;
@@ -305,7 +309,8 @@ int run_send(const global_options& g, const send_args& a) {
     }
     p.attempt += 1;
     p.sent_ms = now_ms();
-    timeline.emplace_back(key, p.sent_ms);
+    const std::int64_t timeout = static_cast<std::int64_t>(a.ack_timeout_ms) << std::min<std::uint32_t>(p.attempt - 1, 3);
+    timeline.emplace(p.sent_ms + timeout, std::make_pair(key, p.sent_ms));
     return true;
   };
 
@@ -369,9 +374,9 @@ int run_send(const global_options& g, const send_args& a) {
     }
     // Re-send what was not acked in time.
     const std::int64_t now = now_ms();
-    while (!timeline.empty() && timeline.front().second + a.ack_timeout_ms <= now) {
-      auto [key, sent] = timeline.front();
-      timeline.pop_front();
+    while (!timeline.empty() && timeline.begin()->first <= now) {
+      auto [key, sent] = timeline.begin()->second;
+      timeline.erase(timeline.begin());
       auto it = unacked.find(key);
       if (it == unacked.end() || it->second.sent_ms != sent)
         continue; // acked, or sent again since

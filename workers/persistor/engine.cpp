@@ -52,6 +52,7 @@ struct engine::impl {
   std::condition_variable idle_cv; // flush(): records committed
   batcher b;
   std::deque<batch> sealed;
+  std::deque<committed_blob> catalog_queue; // committed, not yet in the catalog
   std::uint64_t queued_bytes = 0;  // sealed + being written
   std::uint64_t pending_records = 0; // submitted, not yet committed
   bool stopping = false;
@@ -166,6 +167,19 @@ struct engine::impl {
         return std::unexpected(r.error());
     }
     if (catalog) {
+      std::lock_guard lk(m);
+      catalog_queue.push_back(c);
+      work_cv.notify_all();
+    }
+    if (etl)
+      stats.registered.fetch_add(1, std::memory_order_relaxed);
+    return {};
+  }
+
+  // The catalog is written by one registrar thread, in commit order: its WAL counter row is
+  // ETag-guarded, so parallel writers would only contend for it.
+  result<void> register_in_catalog(const committed_blob& c) {
+    {
       storage::blob_catalog_entry e{.blob = c.name, .dest = c.dest, .date = c.date, .host = c.host,
                                     .format = std::string(to_string(c.format)),
                                     .record_count = c.summary.record_count, .container = c.container};
@@ -173,9 +187,28 @@ struct engine::impl {
       if (!r)
         return std::unexpected(error::from_storage(r.error(), "registering " + c.name + " in the catalog"));
     }
-    if (etl || catalog)
-      stats.registered.fetch_add(1, std::memory_order_relaxed);
+    stats.catalogued.fetch_add(1, std::memory_order_relaxed);
     return {};
+  }
+
+  void registrar_loop() {
+    while (true) {
+      committed_blob c;
+      {
+        std::unique_lock lk(m);
+        work_cv.wait(lk, [&] { return stopping || !catalog_queue.empty(); });
+        if (stopping)
+          return;
+        c = catalog_queue.front();
+      }
+      if (!retry_until_ok("cataloguing", c.name, [&] { return register_in_catalog(c); }))
+        return;
+      {
+        std::lock_guard lk(m);
+        catalog_queue.pop_front();
+      }
+      idle_cv.notify_all();
+    }
   }
 
   committed_blob describe(const batch& bt, std::string name) const {
@@ -214,7 +247,11 @@ struct engine::impl {
       po.content_type = content_type();
       po.metadata = blob_metadata(bt.summary, opts.format);
       po.create_only = true;
+      const auto t0 = std::chrono::steady_clock::now();
       auto put = blobs.put_blob(opts.container, name, bt.body, po);
+      spdlog::debug("persistor: put {} ({} records, {} bytes) in {} us", name, bt.tokens.size(),
+                    bt.body.size(),
+                    std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
       if (put) {
         out = describe(bt, name);
         return true;
@@ -436,6 +473,8 @@ result<std::unique_ptr<engine>> engine::start(engine_options opts, storage::blob
   for (std::uint32_t i = 0; i < raw->opts.writers; ++i)
     raw->threads.emplace_back([raw] { raw->writer_loop(); });
   raw->threads.emplace_back([raw] { raw->timer_loop(); });
+  if (raw->catalog)
+    raw->threads.emplace_back([raw] { raw->registrar_loop(); });
   return std::unique_ptr<engine>(new engine(std::move(p)));
 }
 
@@ -460,7 +499,7 @@ result<void> engine::flush(std::chrono::milliseconds timeout) {
   std::unique_lock lk(impl_->m);
   impl_->push_sealed_locked(impl_->b.flush_all());
   const bool done = impl_->idle_cv.wait_for(lk, timeout, [&] {
-    return impl_->pending_records == 0 || impl_->stopping;
+    return (impl_->pending_records == 0 && impl_->catalog_queue.empty()) || impl_->stopping;
   });
   lk.unlock();
   if (impl_->opts.append_blobs)

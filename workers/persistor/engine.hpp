@@ -8,6 +8,11 @@
 // passed; `writers` threads write and register. Back-pressure: saturated() turns true while the
 // bytes held (open + sealed + being written) exceed max_inflight_bytes; sources stop reading then.
 //
+// Registration: the ETL record (work table) is enqueued by the writer before the ack, so a
+// committed, acked blob always reaches the ETL; the catalog entry is written afterwards by one
+// registrar thread in commit order (flush() waits for it). A crash can leave the catalog entries
+// of the last blobs missing; the ETL records are not affected.
+//
 // Failure rules: a blob write or registration that fails is retried with backoff (200 ms
 // doubling to 10 s) until it succeeds or the engine is stopped; nothing is acked before. A
 // create-only put that meets an existing blob (409 not recovered: a name used by an earlier run)
@@ -53,7 +58,7 @@ struct engine_options {
   batch_limits limits;                       ///< when a batch is sealed
   std::string host = "localhost";            ///< host part of blob names and catalog entries
   std::string name = "p1";                   ///< persistor name in blob names and the seq counter
-  std::uint32_t writers = 4;                 ///< parallel blob writers
+  std::uint32_t writers = 8;                 ///< parallel blob writers
   std::uint64_t max_inflight_bytes = 64u << 20; ///< high-water mark for saturated()
   std::string etl_queue = "etl";             ///< work-table queue registered into
   std::uint32_t seq_reserve = 1000;          ///< sequence numbers reserved per counter write
@@ -71,7 +76,8 @@ struct engine_stats {
   std::atomic<std::uint64_t> bytes_committed{0};
   std::atomic<std::uint64_t> write_retries{0};  ///< failed writes/registrations retried
   std::atomic<std::uint64_t> seq_collisions{0}; ///< create-only puts that met an existing blob
-  std::atomic<std::uint64_t> registered{0};     ///< blobs registered (ETL and/or catalog)
+  std::atomic<std::uint64_t> registered{0};     ///< blobs enqueued for ETL
+  std::atomic<std::uint64_t> catalogued{0};     ///< blobs registered in the catalog
 };
 
 /// The engine. Thread-safe: submit(), saturated(), flush() and stats() from any thread.

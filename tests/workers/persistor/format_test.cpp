@@ -202,6 +202,11 @@ TEST(PersistorConfig, SectionBindsAndValidates) {
   bad.persistor.visibility_timeout_ms = 500;
   EXPECT_FALSE(validate(bad));
   bad = *c;
+  bad.persistor.batch_max_delay_ms = 600'000; // longer than the visibility timeout: pull only
+  EXPECT_FALSE(validate(bad));
+  bad.persistor.mode = "push";
+  EXPECT_TRUE(validate(bad));
+  bad = *c;
   bad.persistor.name = "a/b";
   EXPECT_FALSE(validate(bad));
 }

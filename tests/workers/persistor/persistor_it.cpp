@@ -1,0 +1,477 @@
+// Persistor end to end against Azurite, with real `shoal persistor` and `shoal send` processes:
+//  - 100,000 records land in blobs under the right date folders, each exactly once, every blob
+//    strict JSON in its format, metadata counts right, every blob registered for ETL;
+//  - kill -9 of the persistor mid-stream, restart: `shoal send` still succeeds, every record
+//    is stored at least once, and no blob is overwritten;
+//  - pull mode, 4 pullers: 20,000 queue messages stored, the queue empty, a poison message parked
+//    with its reason;
+//  - append-blob mode, SIGTERM flush, `shoal init`.
+
+#include "storage/blob_client.hpp"
+#include "storage/catalog_blobs.hpp"
+#include "storage/connection_string.hpp"
+#include "storage/queue_client.hpp"
+#include "storage/table_client.hpp"
+#include "tests/support/azurite.hpp"
+#include "workers/etl/blob_format.hpp"
+#include "workers/persistor/format.hpp"
+#include "workers/work_table.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <arpa/inet.h>
+#include <csignal>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <netinet/in.h>
+#include <set>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace shoal::tests {
+namespace {
+
+namespace fs = std::filesystem;
+namespace ps = workers::persistor;
+using namespace std::chrono_literals;
+
+int free_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  const int port = ntohs(a.sin_port);
+  ::close(s);
+  return port;
+}
+
+struct child {
+  pid_t pid = -1;
+};
+
+// Starts `shoal args...` with `env` added, stdout+stderr to `log`.
+child spawn(const std::vector<std::string>& args, const std::vector<std::string>& env,
+            const fs::path& log) {
+  std::vector<std::string> all{shoal_binary()};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : all)
+    argv.push_back(s.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> envs(env);
+  for (char** e = environ; *e; ++e)
+    envs.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& s : envs)
+    envp.push_back(s.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  child c;
+  EXPECT_EQ(posix_spawn(&c.pid, argv[0], &fa, nullptr, argv.data(), envp.data()), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  return c;
+}
+
+// Waits for the child to exit; its exit status, or -1 on timeout (then it is killed).
+int wait_exit(child& c, std::chrono::seconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    int st = 0;
+    pid_t r = ::waitpid(c.pid, &st, WNOHANG);
+    if (r == c.pid) {
+      c.pid = -1;
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  ::kill(c.pid, SIGKILL);
+  ::waitpid(c.pid, nullptr, 0);
+  c.pid = -1;
+  return -1;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Waits until `log` contains `what`.
+bool wait_for_text(const fs::path& log, const std::string& what, std::chrono::seconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (slurp(log).find(what) != std::string::npos)
+      return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+struct stored_record {
+  std::string blob;
+  std::string event_time;
+};
+
+// Everything in the container: per message id, the blobs holding it. Checks every blob as it goes.
+struct inventory {
+  std::map<std::string, std::vector<stored_record>> by_id;
+  std::vector<std::string> blobs;
+  std::size_t records = 0;
+};
+
+struct fixture_storage {
+  std::string cs;
+  storage::pipeline pipe;
+  storage::blob_client blobs;
+  storage::queue_client queues;
+  static fixture_storage make() {
+    const std::string cs = azurite_connection_string();
+    auto account = storage::parse_connection_string(cs);
+    EXPECT_TRUE(account);
+    auto pipe = storage::pipeline::make(*account);
+    EXPECT_TRUE(pipe);
+    return {cs, *pipe, storage::blob_client(*pipe), storage::queue_client(*pipe)};
+  }
+};
+
+inventory collect(const storage::blob_client& bc, const std::string& container) {
+  inventory inv;
+  auto pager = bc.list_blobs_pager(container);
+  while (true) {
+    auto page = pager.next();
+    EXPECT_TRUE(page) << page.error().describe();
+    if (!page || !*page)
+      break;
+    for (const auto& item : (*page)->blobs) {
+      if (item.name.starts_with("_shoal/"))
+        continue;
+      inv.blobs.push_back(item.name);
+      auto got = bc.get_blob(container, item.name);
+      EXPECT_TRUE(got) << item.name;
+      if (!got)
+        continue;
+      const std::string& body = got->body;
+      auto ex = workers::etl::extract_records(body);
+      EXPECT_TRUE(ex) << item.name << ": " << ex.error().describe();
+      if (!ex)
+        continue;
+      // Strict JSON: every record separately, in its format's framing.
+      const auto& md = got->properties.metadata;
+      const std::string format = md.contains("format") ? md.at("format") : "";
+      if (format == "ndjson") {
+        std::size_t pos = 0;
+        while (pos < body.size()) {
+          auto nl = body.find('\n', pos);
+          if (nl == std::string::npos) {
+            ADD_FAILURE() << item.name << " does not end with a newline";
+            break;
+          }
+          EXPECT_TRUE(nlohmann::json::accept(body.substr(pos, nl - pos))) << item.name;
+          pos = nl + 1;
+        }
+      } else {
+        EXPECT_EQ(format, "persistor-v1") << item.name;
+        std::size_t pos = 0;
+        while (pos < body.size()) {
+          auto sep = body.find("\n\n", pos);
+          if (sep == std::string::npos) {
+            ADD_FAILURE() << item.name << " record without a blank line";
+            break;
+          }
+          EXPECT_TRUE(nlohmann::json::accept(body.substr(pos, sep - pos))) << item.name;
+          pos = sep + 2;
+        }
+      }
+      EXPECT_EQ(md.contains("record_count") ? md.at("record_count") : "",
+                std::to_string(ex->records.size()))
+          << item.name;
+      // The folder is the hour of each record's event time.
+      const std::string folder = item.name.substr(0, item.name.rfind('/'));
+      for (const auto& r : ex->records) {
+        EXPECT_TRUE(r.problem.empty()) << item.name << ": " << r.problem;
+        auto t = ps::parse_event_time(r.event_time);
+        EXPECT_TRUE(t) << r.event_time;
+        if (t) {
+          EXPECT_EQ(folder.substr(folder.find('/') + 1), ps::partition_of(*t)) << item.name;
+        }
+        inv.by_id[r.message_id].push_back({item.name, r.event_time});
+        ++inv.records;
+      }
+    }
+  }
+  return inv;
+}
+
+// NDJSON of n records {"id": i, "ts": "...", "v": "..."} spread over 3 days and 24 hours each.
+fs::path write_input(const fs::path& dir, std::size_t n, std::size_t pad) {
+  const fs::path p = dir / "input.ndjson";
+  std::ofstream out(p);
+  for (std::size_t i = 0; i < n; ++i) {
+    char ts[32];
+    std::snprintf(ts, sizeof ts, "2001/01/%02zu %02zu:%02zu", 5 + i % 3, (i / 3) % 24, i % 60);
+    out << R"({"id":)" << i << R"(,"ts":")" << ts << R"(","v":")" << std::string(pad, 'x') << "\"}\n";
+  }
+  return p;
+}
+
+struct persistor_run {
+  fs::path dir;
+  std::string container;
+  std::string table;
+  std::string catalog;
+  int port = 0;
+  std::vector<std::string> env;
+  std::string cs;
+
+  static persistor_run make(const std::string& tag) {
+    persistor_run r;
+    r.dir = fs::temp_directory_path() / unique_name("persistorit" + tag);
+    fs::create_directories(r.dir);
+    r.container = unique_name("pc" + tag);
+    for (auto& c : r.container)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    r.table = unique_name("pw" + tag);
+    r.catalog = unique_name("pcat" + tag);
+    r.port = free_port();
+    r.cs = azurite_connection_string();
+    r.env = {"SHOAL_WORK_TABLE=" + r.table, "SHOAL_CATALOG_TABLE=" + r.catalog,
+             "SHOAL_LOG_LEVEL=info"};
+    return r;
+  }
+  std::string endpoint() const { return "tcp://127.0.0.1:" + std::to_string(port); }
+  child start_push(const std::string& log, std::vector<std::string> extra = {}) const {
+    std::vector<std::string> args{"--connection-string", cs, "persistor", "--mode", "push",
+                                  "--endpoint", endpoint(), "--container", container,
+                                  "--host", "h1", "--name", "p1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return spawn(args, env, dir / log);
+  }
+};
+
+TEST(PersistorIt, HundredThousandRecordsLandOnceUnderTheirDateFolders) {
+  auto fx = fixture_storage::make();
+  auto run = persistor_run::make("big");
+  const std::size_t n = 100'000;
+  const auto input = write_input(run.dir, n, 100);
+  auto p = run.start_push("persistor.log", {"--batch-max-records", "5000", "--format", "persistor-v1"});
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
+  auto s = spawn({"--connection-string", run.cs, "send", input.string(), "--dest", "flights",
+                  "--event-time-field", "ts", "--id-field", "id", "--endpoint", run.endpoint(),
+                  "--ack-timeout-ms", "60000"},
+                 run.env, run.dir / "send.log");
+  ASSERT_EQ(wait_exit(s, 240s), 0) << slurp(run.dir / "send.log") << slurp(run.dir / "persistor.log");
+  ::kill(p.pid, SIGTERM);
+  ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
+
+  auto inv = collect(fx.blobs, run.container);
+  EXPECT_EQ(inv.by_id.size(), n);
+  EXPECT_EQ(inv.records, n) << "some record is stored twice";
+  for (const auto& b : inv.blobs) {
+    EXPECT_TRUE(b.starts_with("flights/2001/01/0")) << b;
+    EXPECT_NE(b.find("/h1-p1-"), std::string::npos) << b;
+  }
+  // Every blob is a pending ETL record (payload = blob name).
+  auto tc = storage::table_client::make(fx.pipe, run.table);
+  ASSERT_TRUE(tc);
+  auto wt = workers::work_table::make(*tc, fx.blobs);
+  ASSERT_TRUE(wt);
+  auto counts = wt->counts("etl");
+  ASSERT_TRUE(counts) << counts.error().describe();
+  EXPECT_EQ(counts->total, inv.blobs.size());
+  auto one = wt->get("etl", inv.blobs.front());
+  ASSERT_TRUE(one) << one.error().describe();
+  EXPECT_EQ(one->payload, inv.blobs.front());
+  // And a catalog entry, by dest and date.
+  auto svc = storage::table_service_client::from_connection_string(run.cs);
+  ASSERT_TRUE(svc);
+  auto cat = storage::blob_catalog::open_existing(*svc, run.catalog);
+  ASSERT_TRUE(cat) << cat.error().describe();
+  auto found = cat->find({.dest = "flights"});
+  ASSERT_TRUE(found) << found.error().describe();
+  EXPECT_EQ(found->size(), inv.blobs.size());
+  std::uint64_t catalogued = 0;
+  for (const auto& e : *found)
+    catalogued += e.record_count;
+  EXPECT_EQ(catalogued, n);
+}
+
+TEST(PersistorIt, KillNineMidStreamThenRestartLosesNoAckedRecord) {
+  auto fx = fixture_storage::make();
+  auto run = persistor_run::make("kill");
+  const std::size_t n = 30'000;
+  const auto input = write_input(run.dir, n, 200);
+  const std::vector<std::string> opts{"--batch-max-records", "1000", "--batch-max-delay-ms", "500",
+                                      "--format", "ndjson", "--no-register"};
+  auto p = run.start_push("persistor1.log", opts);
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor1.log", "listening", 30s)) << slurp(run.dir / "persistor1.log");
+  auto s = spawn({"--connection-string", run.cs, "send", input.string(), "--dest", "kill",
+                  "--event-time-field", "ts", "--endpoint", run.endpoint(), "--ack-timeout-ms",
+                  "3000", "--window", "10000"},
+                 run.env, run.dir / "send.log");
+  // Mid-stream: once some blobs are committed, and the sender is still running.
+  bool some = false;
+  for (int i = 0; i < 1500 && !some; ++i) {
+    storage::list_blobs_options lo;
+    lo.prefix = "kill/";
+    auto page = fx.blobs.list_blobs(run.container, lo);
+    some = page && page->blobs.size() >= 3;
+    if (!some)
+      std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(some) << slurp(run.dir / "persistor1.log");
+  ASSERT_EQ(::kill(p.pid, SIGKILL), 0);
+  wait_exit(p, 10s);
+  auto p2 = run.start_push("persistor2.log", opts);
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor2.log", "listening", 30s)) << slurp(run.dir / "persistor2.log");
+  ASSERT_EQ(wait_exit(s, 180s), 0) << slurp(run.dir / "send.log");
+  ::kill(p2.pid, SIGTERM);
+  ASSERT_EQ(wait_exit(p2, 60s), 0) << slurp(run.dir / "persistor2.log");
+  auto inv = collect(fx.blobs, run.container);
+  EXPECT_EQ(inv.by_id.size(), n) << "every record stored at least once";
+  EXPECT_GE(inv.records, n);
+  std::set<std::string> names(inv.blobs.begin(), inv.blobs.end());
+  EXPECT_EQ(names.size(), inv.blobs.size());
+  // The restarted persistor continued the sequence instead of reusing names.
+  EXPECT_NE(slurp(run.dir / "send.log").find("acked 30000"), std::string::npos) << slurp(run.dir / "send.log");
+}
+
+TEST(PersistorIt, PullModeStoresEveryQueueMessageAndParksPoison) {
+  auto fx = fixture_storage::make();
+  auto run = persistor_run::make("pull");
+  std::string queue = unique_name("pq");
+  std::string poison = unique_name("pp");
+  for (auto* q : {&queue, &poison})
+    for (auto& c : *q)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  ASSERT_TRUE(fx.queues.create_queue(queue));
+  const std::size_t n = 20'000;
+  {
+    std::vector<std::thread> putters;
+    std::atomic<std::size_t> failures{0};
+    for (int t = 0; t < 16; ++t)
+      putters.emplace_back([&, t] {
+        for (std::size_t i = t; i < n; i += 16) {
+          nlohmann::json j = {{"dest", "pulled"}, {"id", "m" + std::to_string(i)},
+                              {"event_time", "2001-01-05T10:00:00Z"},
+                              {"data", {{"i", i}, {"ts", 978'688'800 + i}}}};
+          if (!fx.queues.put_message(queue, j.dump()))
+            failures.fetch_add(1);
+        }
+      });
+    for (auto& t : putters)
+      t.join();
+    ASSERT_EQ(failures.load(), 0u);
+  }
+  ASSERT_TRUE(fx.queues.put_message(queue, R"({"dest":"../escape","data":"evil"})"));
+  auto p = spawn({"--connection-string", run.cs, "persistor", "--mode", "pull", "--queue", queue,
+                  "--poison-queue", poison, "--pullers", "4", "--max-dequeue", "2", "--container",
+                  run.container, "--host", "h1", "--name", "pull1", "--batch-max-records", "2000",
+                  "--batch-max-delay-ms", "500", "--no-register"},
+                 run.env, run.dir / "pull.log");
+  // Until the queue is empty and the poison message is parked.
+  bool done = false;
+  for (int i = 0; i < 1800 && !done; ++i) {
+    auto left = fx.queues.approximate_message_count(queue);
+    auto parked = fx.queues.approximate_message_count(poison);
+    done = left && *left == 0 && parked && *parked == 1;
+    if (!done)
+      std::this_thread::sleep_for(100ms);
+  }
+  ::kill(p.pid, SIGTERM);
+  ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "pull.log");
+  ASSERT_TRUE(done) << slurp(run.dir / "pull.log");
+  auto inv = collect(fx.blobs, run.container);
+  EXPECT_EQ(inv.by_id.size(), n);
+  EXPECT_TRUE(inv.by_id.contains("m0"));
+  for (const auto& b : inv.blobs)
+    EXPECT_TRUE(b.starts_with("pulled/2001/01/05/10/h1-pull1-")) << b;
+  auto parked = fx.queues.peek_messages(poison);
+  ASSERT_TRUE(parked);
+  ASSERT_EQ(parked->size(), 1u);
+  auto j = nlohmann::json::parse((*parked)[0].text);
+  EXPECT_NE(j["reason"].get<std::string>().find("dest"), std::string::npos) << j.dump();
+  EXPECT_EQ(j["text"], R"({"dest":"../escape","data":"evil"})");
+}
+
+TEST(PersistorIt, AppendModeAndSigtermFlushOpenBatches) {
+  auto fx = fixture_storage::make();
+  auto run = persistor_run::make("app");
+  const std::size_t n = 3'000;
+  const auto input = write_input(run.dir, n, 50);
+  // Batches never fill and the delay is long: only the SIGTERM flush writes the last ones.
+  auto p = run.start_push("persistor.log", {"--blob-type", "append", "--batch-max-records", "100",
+                                            "--batch-max-delay-ms", "600000", "--no-register"});
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
+  auto s = spawn({"--connection-string", run.cs, "send", input.string(), "--dest", "app",
+                  "--event-time-field", "ts", "--endpoint", run.endpoint(), "--ack-timeout-ms",
+                  "600000", "--timeout-s", "5"},
+                 run.env, run.dir / "send.log");
+  // 3000 records over 72 hours: ~41 per partition, under the 100-record cap, so nothing is
+  // acked until the SIGTERM flush; the sender gives up after 5 s of silence... unless flushed.
+  ASSERT_TRUE(wait_for_text(run.dir / "send.log", "3000 records", 30s)) << slurp(run.dir / "send.log");
+  ::kill(p.pid, SIGTERM);
+  ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
+  wait_exit(s, 30s);
+  auto inv = collect(fx.blobs, run.container);
+  EXPECT_EQ(inv.by_id.size(), n);
+  auto props = fx.blobs.get_properties(run.container, inv.blobs.front());
+  ASSERT_TRUE(props);
+  EXPECT_EQ(props->type, storage::blob_type::append);
+}
+
+TEST(PersistorIt, InitWritesConfigAndUnitAndNeverOverwritesWithoutForce) {
+  const fs::path dir = fs::temp_directory_path() / unique_name("shoalinit");
+  const fs::path log = fs::temp_directory_path() / (unique_name("initlog") + ".log");
+  auto c = spawn({"init", "--role", "persistor", "--mode", "pull-queue", "--dir", dir.string(),
+                  "--name", "edge1", "--queue", "inbound"},
+                 {}, log);
+  ASSERT_EQ(wait_exit(c, 30s), 0) << slurp(log);
+  const fs::path cfg = dir / "shoal-persistor-edge1.toml";
+  const fs::path unit = dir / "shoal-persistor-edge1.service";
+  ASSERT_TRUE(fs::exists(cfg));
+  ASSERT_TRUE(fs::exists(unit));
+  EXPECT_NE(slurp(cfg).find("mode = \"pull\""), std::string::npos);
+  EXPECT_NE(slurp(cfg).find("queue = \"inbound\""), std::string::npos);
+  EXPECT_NE(slurp(unit).find("--config " + cfg.string() + " persistor"), std::string::npos);
+  EXPECT_TRUE(workers::load_config(cfg)) << slurp(cfg);
+  { std::ofstream(cfg) << "# edited by the operator\n"; }
+  auto again = spawn({"init", "--mode", "pull-queue", "--dir", dir.string(), "--name", "edge1"}, {}, log);
+  ASSERT_EQ(wait_exit(again, 30s), 0) << slurp(log);
+  EXPECT_EQ(slurp(cfg), "# edited by the operator\n");
+  EXPECT_NE(slurp(log).find("kept"), std::string::npos);
+  auto forced = spawn({"init", "--mode", "push", "--dir", dir.string(), "--name", "edge1", "--force"}, {}, log);
+  ASSERT_EQ(wait_exit(forced, 30s), 0) << slurp(log);
+  EXPECT_NE(slurp(cfg).find("mode = \"push\""), std::string::npos);
+  auto bad = spawn({"init", "--mode", "sideways", "--dir", dir.string()}, {}, log);
+  EXPECT_EQ(wait_exit(bad, 30s), 2);
+}
+
+TEST(PersistorIt, SendReportsUnackedRecordsWhenNoPersistorAnswers) {
+  auto run = persistor_run::make("noone");
+  const auto input = write_input(run.dir, 10, 5);
+  { std::ofstream(run.dir / "input.ndjson", std::ios::app) << "{broken json\n"; }
+  auto s = spawn({"--connection-string", run.cs, "send", (run.dir / "input.ndjson").string(),
+                  "--dest", "x", "--endpoint", run.endpoint(), "--timeout-s", "1"},
+                 run.env, run.dir / "send.log");
+  EXPECT_EQ(wait_exit(s, 30s), 1);
+  const std::string out = slurp(run.dir / "send.log");
+  EXPECT_NE(out.find("11 of 11 records not acknowledged"), std::string::npos) << out;
+  EXPECT_NE(out.find(":11: not valid JSON"), std::string::npos) << out;
+}
+
+} // namespace
+} // namespace shoal::tests
