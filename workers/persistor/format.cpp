@@ -261,34 +261,94 @@ std::string base64(std::string_view bytes) {
   return out;
 }
 
+namespace {
+
+// Appends `v` as a JSON string (quotes included). `v` must be valid UTF-8.
+void append_json_string(std::string& out, std::string_view v) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += '"';
+  std::size_t run = 0; // start of the pending run of bytes that need no escaping
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const auto c = static_cast<unsigned char>(v[i]);
+    if (c >= 0x20 && c != '"' && c != '\\')
+      continue;
+    out.append(v.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+    case '"': out += "\\\""; break;
+    case '\\': out += "\\\\"; break;
+    case '\n': out += "\\n"; break;
+    case '\r': out += "\\r"; break;
+    case '\t': out += "\\t"; break;
+    case '\b': out += "\\b"; break;
+    case '\f': out += "\\f"; break;
+    default:
+      out += "\\u00";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  out.append(v.data() + run, v.size() - run);
+  out += '"';
+}
+
+void append_meta(std::string& out, const record& r, bool utf8) {
+  out += "{\"message_id\":";
+  append_json_string(out, valid_utf8(r.message_id) ? std::string_view(r.message_id) : std::string_view("?"));
+  out += ",\"producer\":";
+  append_json_string(out, valid_utf8(r.producer) ? std::string_view(r.producer) : std::string_view("?"));
+  out += ",\"dest\":";
+  append_json_string(out, r.dest);
+  out += ",\"event_time\":";
+  append_json_string(out, format_time(r.event_time));
+  out += ",\"ingest_time\":";
+  append_json_string(out, format_time(r.ingest_time));
+  out += ",\"properties\":{";
+  bool first = true;
+  for (const auto& [k, v] : r.properties) {
+    if (!first)
+      out += ',';
+    first = false;
+    append_json_string(out, valid_utf8(k) ? k : base64(k));
+    out += ':';
+    append_json_string(out, valid_utf8(v) ? v : base64(v));
+  }
+  if (!utf8) {
+    if (!first)
+      out += ',';
+    out += "\"encoding\":\"base64\"";
+  }
+  out += "}}";
+}
+
+} // namespace
+
 std::size_t append_record(std::string& out, record_format format, const record& r) {
   const std::size_t before = out.size();
   const bool utf8 = valid_utf8(r.payload);
-  nlohmann::json props = nlohmann::json::object();
-  for (const auto& [k, v] : r.properties)
-    props[k] = valid_utf8(v) ? v : base64(v);
-  if (!utf8)
-    props["encoding"] = "base64";
-  nlohmann::json meta = {{"message_id", r.message_id},
-                         {"producer", r.producer},
-                         {"dest", r.dest},
-                         {"event_time", format_time(r.event_time)},
-                         {"ingest_time", format_time(r.ingest_time)},
-                         {"properties", std::move(props)}};
-  const std::string text = utf8 ? r.payload : base64(r.payload);
+  const std::string encoded = utf8 ? std::string() : base64(r.payload);
+  const std::string_view text = utf8 ? std::string_view(r.payload) : std::string_view(encoded);
   if (format == record_format::persistor_v1) {
-    nlohmann::json j = {{"DATA", text}, {"METADATA", std::move(meta)}};
-    out += j.dump();
-    out += "\n\n";
+    out += "{\"DATA\":";
+    append_json_string(out, text);
+    out += ",\"METADATA\":";
+    append_meta(out, r, utf8);
+    out += "}\n\n";
   } else {
-    nlohmann::json data;
-    if (utf8)
-      data = nlohmann::json::parse(r.payload, nullptr, false);
-    if (!utf8 || data.is_discarded())
-      data = text;
-    nlohmann::json j = {{"data", std::move(data)}, {"meta", std::move(meta)}};
-    out += j.dump();
-    out += '\n';
+    out += "{\"data\":";
+    // A JSON payload on one line is embedded as it is (checked without building a DOM); one
+    // spread over lines is re-serialized; anything else becomes a JSON string.
+    if (utf8 && nlohmann::json::accept(r.payload)) {
+      if (r.payload.find_first_of("\r\n") == std::string::npos)
+        out += r.payload;
+      else
+        out += nlohmann::json::parse(r.payload).dump();
+    } else {
+      append_json_string(out, text);
+    }
+    out += ",\"meta\":";
+    append_meta(out, r, utf8);
+    out += "}\n";
   }
   return out.size() - before;
 }

@@ -121,6 +121,43 @@ TEST(PersistorFormat, NdjsonEmbedsJsonPayloadsAndQuotesOthers) {
   EXPECT_EQ(lines, 2u);
 }
 
+TEST(PersistorFormat, EscapesEveryControlCharacterAndKeepsNdjsonOnOneLine) {
+  std::string payload = "{\"a\":\n  \"x\\ty\"\n}"; // JSON spread over lines
+  std::string ctl;
+  for (int c = 0; c < 0x20; ++c)
+    ctl += static_cast<char>(c);
+  ctl += "\"\\/\u00e9"; // quote, backslash, slash, a 2-byte UTF-8 character
+  for (auto fmt : {record_format::ndjson, record_format::persistor_v1}) {
+    std::string body;
+    auto r1 = sample("c1", payload);
+    r1.properties["weird"] = ctl;
+    r1.properties[std::string("\xff", 1)] = "bad key";
+    append_record(body, fmt, r1);
+    append_record(body, fmt, sample("c2", ctl));
+    if (fmt == record_format::ndjson) {
+      std::size_t lines = 0;
+      for (char c : body)
+        lines += c == '\n';
+      EXPECT_EQ(lines, 2u) << body;
+    }
+    auto ex = etl::extract_records(body);
+    ASSERT_TRUE(ex) << ex.error().describe() << "\n" << body;
+    ASSERT_EQ(ex->records.size(), 2u);
+    auto j = nlohmann::json::parse(std::string_view(ex->records[0].raw).substr(
+        0, ex->records[0].raw.find_last_not_of('\n') + 1));
+    const auto& meta = fmt == record_format::ndjson ? j["meta"] : j["METADATA"];
+    EXPECT_EQ(meta["properties"]["weird"], ctl);
+    EXPECT_EQ(meta["properties"][base64(std::string("\xff", 1))], "bad key");
+    if (fmt == record_format::ndjson) {
+      EXPECT_EQ(nlohmann::json::parse(ex->records[0].payload), nlohmann::json::parse(payload));
+      EXPECT_EQ(ex->records[1].payload, nlohmann::json(ctl).dump()); // not JSON: a JSON string
+    } else {
+      EXPECT_EQ(ex->records[0].payload, payload);
+      EXPECT_EQ(ex->records[1].payload, ctl);
+    }
+  }
+}
+
 TEST(PersistorFormat, MetadataDeclaresCountAndTimes) {
   auto m = blob_metadata({.record_count = 3, .first_event_time = 0, .last_event_time = 1000},
                          record_format::ndjson);
