@@ -39,11 +39,7 @@ struct catalog_args {
 };
 
 std::optional<st::table_service_client> service(const workers::config& c) {
-  st::pipeline_options opts;
-  opts.http.request_timeout = std::chrono::milliseconds(c.storage.request_timeout_ms);
-  opts.http.connect_timeout = std::chrono::milliseconds(c.storage.connect_timeout_ms);
-  opts.http.ca_file = c.storage.ca_file;
-  opts.retry.max_attempts = static_cast<int>(c.storage.max_attempts);
+  st::pipeline_options opts = pipeline_options_for(c);
   if (const char* skew = std::getenv("SHOAL_TEST_CLOCK_SKEW_MS"); skew && *skew) {
     char* end = nullptr;
     long long ms = std::strtoll(skew, &end, 10);

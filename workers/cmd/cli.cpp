@@ -33,6 +33,32 @@ std::optional<workers::config> load(const global_options& g) {
   return *std::move(c);
 }
 
+storage::pipeline_options pipeline_options_for(const workers::config& c) {
+  storage::pipeline_options opts;
+  opts.http.request_timeout = std::chrono::milliseconds(c.storage.request_timeout_ms);
+  opts.http.connect_timeout = std::chrono::milliseconds(c.storage.connect_timeout_ms);
+  opts.http.ca_file = c.storage.ca_file;
+  opts.retry.max_attempts = static_cast<int>(c.storage.max_attempts);
+  return opts;
+}
+
+std::optional<storage::pipeline> make_pipeline(const workers::config& c, std::string_view command,
+                                               const storage::pipeline_options& opts) {
+  auto account = storage::parse_connection_string(c.storage.connection_string);
+  if (!account) {
+    std::fprintf(stderr, "shoal %.*s: storage: %s\n", static_cast<int>(command.size()),
+                 command.data(), account.error().describe().c_str());
+    return std::nullopt;
+  }
+  auto p = storage::pipeline::make(*account, opts);
+  if (!p) {
+    std::fprintf(stderr, "shoal %.*s: storage: %s\n", static_cast<int>(command.size()),
+                 command.data(), p.error().describe().c_str());
+    return std::nullopt;
+  }
+  return *std::move(p);
+}
+
 void init_logging(const workers::config& c) {
   std::vector<spdlog::sink_ptr> sinks;
   sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());

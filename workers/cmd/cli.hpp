@@ -2,6 +2,7 @@
 // Shared plumbing of the `shoal` subcommands: global options, configuration loading and
 // logging set-up. Each subcommand lives in its own file and registers itself in shoal.cpp.
 
+#include "storage/pipeline.hpp"
 #include "workers/config.hpp"
 
 #include <CLI/CLI.hpp>
@@ -23,6 +24,18 @@ struct global_options {
 /// Loads the configuration named by `g` and applies the flag overrides. On failure prints a
 /// clear message to stderr and returns nullopt (the caller exits with status 2).
 std::optional<workers::config> load(const global_options& g);
+
+/// The storage pipeline settings of `c` ([storage] timeouts, CA file, attempts).
+storage::pipeline_options pipeline_options_for(const workers::config& c);
+
+/// A storage pipeline for `c`'s connection string. On failure prints
+/// "shoal <command>: storage: <error>" to stderr and returns nullopt.
+std::optional<storage::pipeline> make_pipeline(const workers::config& c, std::string_view command,
+                                               const storage::pipeline_options& opts);
+inline std::optional<storage::pipeline> make_pipeline(const workers::config& c,
+                                                      std::string_view command) {
+  return make_pipeline(c, command, pipeline_options_for(c));
+}
 
 /// Sets up spdlog from `c.log` (level, optional rotating file) plus SPDLOG_LEVEL env overrides.
 void init_logging(const workers::config& c);

@@ -59,24 +59,6 @@ int report(const char* what, const workers::error& e) {
   return 1;
 }
 
-std::optional<storage::pipeline> make_pipeline(const workers::config& c) {
-  storage::pipeline_options opts;
-  opts.http.request_timeout = std::chrono::milliseconds(c.storage.request_timeout_ms);
-  opts.http.connect_timeout = std::chrono::milliseconds(c.storage.connect_timeout_ms);
-  opts.http.ca_file = c.storage.ca_file;
-  opts.retry.max_attempts = static_cast<int>(c.storage.max_attempts);
-  auto account = storage::parse_connection_string(c.storage.connection_string);
-  if (!account) {
-    std::fprintf(stderr, "shoal etl: storage: %s\n", account.error().describe().c_str());
-    return std::nullopt;
-  }
-  auto p = storage::pipeline::make(*account, opts);
-  if (!p) {
-    std::fprintf(stderr, "shoal etl: storage: %s\n", p.error().describe().c_str());
-    return std::nullopt;
-  }
-  return *p;
-}
 
 std::optional<workers::etl::run_log> open_runs(const workers::config& c, const storage::pipeline& p) {
   auto t = storage::table_client::make(p, c.etl.runs_table);
@@ -110,7 +92,7 @@ std::string default_owner() {
 }
 
 int run_run(const workers::config& c, const etl_args& a) {
-  auto p = make_pipeline(c);
+  auto p = make_pipeline(c, "etl");
   if (!p) return 1;
   auto runs = open_runs(c, *p);
   auto work = open_work(c, *p);
@@ -156,7 +138,7 @@ int run_run(const workers::config& c, const etl_args& a) {
 }
 
 int run_enqueue(const workers::config& c, const etl_args& a) {
-  auto p = make_pipeline(c);
+  auto p = make_pipeline(c, "etl");
   if (!p) return 1;
   auto work = open_work(c, *p);
   if (!work) return 1;
@@ -179,7 +161,7 @@ nlohmann::json to_json(const workers::etl::run_instance& i) {
 }
 
 int run_runs(const workers::config& c, const etl_args& a, bool json) {
-  auto p = make_pipeline(c);
+  auto p = make_pipeline(c, "etl");
   if (!p) return 1;
   auto runs = open_runs(c, *p);
   if (!runs) return 1;
@@ -204,7 +186,7 @@ int run_runs(const workers::config& c, const etl_args& a, bool json) {
 }
 
 int run_show(const workers::config& c, const etl_args& a, bool json) {
-  auto p = make_pipeline(c);
+  auto p = make_pipeline(c, "etl");
   if (!p) return 1;
   auto runs = open_runs(c, *p);
   if (!runs) return 1;

@@ -49,21 +49,9 @@ struct records_args {
 };
 
 std::optional<workers::work_table> open(const workers::config& c, const records_args& a) {
-  storage::pipeline_options opts;
-  opts.http.request_timeout = std::chrono::milliseconds(c.storage.request_timeout_ms);
-  opts.http.connect_timeout = std::chrono::milliseconds(c.storage.connect_timeout_ms);
-  opts.http.ca_file = c.storage.ca_file;
-  opts.retry.max_attempts = static_cast<int>(c.storage.max_attempts);
-  auto account = storage::parse_connection_string(c.storage.connection_string);
-  if (!account) {
-    std::fprintf(stderr, "shoal records: storage: %s\n", account.error().describe().c_str());
+  auto p = make_pipeline(c, "records");
+  if (!p)
     return std::nullopt;
-  }
-  auto p = storage::pipeline::make(*account, opts);
-  if (!p) {
-    std::fprintf(stderr, "shoal records: storage: %s\n", p.error().describe().c_str());
-    return std::nullopt;
-  }
   auto t = storage::table_client::make(*p, a.table.empty() ? c.work.table : a.table);
   if (!t) {
     std::fprintf(stderr, "shoal records: %s\n", t.error().describe().c_str());
