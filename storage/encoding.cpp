@@ -1,5 +1,7 @@
 #include "storage/encoding.hpp"
 
+#include "storage/table_detail.hpp"
+
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -334,6 +336,13 @@ result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s) 
     return out;
   return out + std::chrono::duration_cast<std::chrono::system_clock::duration>(
                    std::chrono::nanoseconds{frac_ns});
+}
+
+std::optional<std::size_t> utf16_length(std::string_view s) noexcept {
+  std::size_t units = 0;
+  if (!detail::for_each_code_point(s, [&](char32_t cp) { units += cp > 0xFFFF ? 2 : 1; }))
+    return std::nullopt;
+  return units;
 }
 
 } // namespace shoal::storage

@@ -4,6 +4,8 @@
 #include "storage/error.hpp"
 
 #include <chrono>
+#include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -18,6 +20,11 @@ std::string base64_encode(std::string_view bytes);
 std::string url_encode(std::string_view s, bool keep_slash = false);
 /// Decodes %XX escapes ('+' is kept as '+'). Errors: invalid_argument on a bad escape.
 [[nodiscard]] result<std::string> url_decode(std::string_view s);
+
+/// UTF-16 code units of UTF-8 `s` (Azure counts key and string lengths in them), or nullopt if
+/// `s` is not valid UTF-8 (bad lead or continuation bytes, overlong forms, surrogates,
+/// code points above U+10FFFF). Thread-safe (pure).
+std::optional<std::size_t> utf16_length(std::string_view s) noexcept;
 
 /// Raw 16-byte MD5 digest of `bytes` (for Content-MD5, base64 it).
 std::string md5(std::string_view bytes);

@@ -1,5 +1,7 @@
 #include "workers/key_escape.hpp"
 
+#include "storage/encoding.hpp"
+
 #include <cstdio>
 
 namespace shoal::workers {
@@ -9,36 +11,6 @@ namespace {
 // sequences C2 80..C2 9F and are handled by the caller.
 bool escaped_ascii(unsigned char c) noexcept {
   return c < 0x20 || c == 0x7F || c == '%' || c == '/' || c == '\\' || c == '#' || c == '?';
-}
-
-// Validates UTF-8 and counts UTF-16 units in one pass; false on malformed input.
-bool utf8_units(std::string_view s, std::size_t& units) noexcept {
-  units = 0;
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* end = p + s.size();
-  while (p < end) {
-    unsigned char c = *p;
-    int extra;
-    char32_t cp;
-    if (c < 0x80) { extra = 0; cp = c; }
-    else if ((c & 0xE0) == 0xC0) { extra = 1; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { extra = 2; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { extra = 3; cp = c & 0x07; }
-    else return false;
-    if (end - p <= extra)
-      return false;
-    for (int i = 1; i <= extra; ++i) {
-      if ((p[i] & 0xC0) != 0x80)
-        return false;
-      cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    static constexpr char32_t min_for[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < min_for[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    units += extra == 3 ? 2 : 1;
-    p += extra + 1;
-  }
-  return true;
 }
 
 int hex_value(char c) noexcept {
@@ -60,8 +32,7 @@ void append_escaped(std::string& out, unsigned char c) {
 result<std::string> escape_key(std::string_view id) {
   if (id.empty())
     return fail(errc::invalid_argument, "record id is empty");
-  std::size_t units = 0;
-  if (!utf8_units(id, units))
+  if (!storage::utf16_length(id))
     return fail(errc::invalid_argument, "record id is not valid UTF-8");
   std::string out;
   out.reserve(id.size() + 8);
@@ -78,8 +49,7 @@ result<std::string> escape_key(std::string_view id) {
       out += static_cast<char>(c);
     }
   }
-  std::size_t out_units = 0;
-  (void)utf8_units(out, out_units);
+  const std::size_t out_units = storage::utf16_length(out).value_or(0);
   if (out_units > max_escaped_key_chars)
     return fail(errc::limit_exceeded, "record id too long: its escaped key has " +
                                           std::to_string(out_units) + " characters, at most " +
@@ -104,8 +74,7 @@ result<std::string> unescape_key(std::string_view key) {
     out += static_cast<char>(hi * 16 + lo);
     i += 2;
   }
-  std::size_t units = 0;
-  if (!utf8_units(out, units))
+  if (!storage::utf16_length(out))
     return fail(errc::parse, "escaped key '" + std::string(key) + "' is not UTF-8 once unescaped");
   return out;
 }

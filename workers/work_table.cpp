@@ -1,5 +1,7 @@
 #include "workers/work_table.hpp"
 
+#include "storage/encoding.hpp"
+
 #include "workers/key_escape.hpp"
 
 #include <spdlog/spdlog.h>
@@ -40,30 +42,6 @@ constexpr std::size_t max_tx_body_bytes = 3'500'000; // under the 4 MiB $batch l
 
 table_time tt(system_clock::time_point t) { return storage::to_table_time(t); }
 table_time epoch_tt() { return table_time{}; }
-
-bool valid_utf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* end = p + s.size();
-  while (p < end) {
-    unsigned char c = *p;
-    int extra;
-    char32_t cp;
-    if (c < 0x80) { extra = 0; cp = c; }
-    else if ((c & 0xE0) == 0xC0) { extra = 1; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { extra = 2; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { extra = 3; cp = c & 0x07; }
-    else return false;
-    if (end - p <= extra) return false;
-    for (int i = 1; i <= extra; ++i) {
-      if ((p[i] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    static constexpr char32_t min_for[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < min_for[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    p += extra + 1;
-  }
-  return true;
-}
 
 // Bytes `s` takes as a JSON string value (escapes included).
 std::size_t json_string_bytes(std::string_view s) {
@@ -621,7 +599,7 @@ result<enqueue_result> work_table::enqueue(std::string_view queue, std::span<con
     const auto shard = shard_of(rec.id, m.opts.work.shards);
     auto pk = partition_key(queue, shard);
     if (!seen.emplace(pk, *rk).second) continue;
-    const bool inline_ok = rec.payload.size() <= m.opts.inline_payload_max_bytes && valid_utf8(rec.payload);
+    const bool inline_ok = rec.payload.size() <= m.opts.inline_payload_max_bytes && storage::utf16_length(rec.payload).has_value();
     if (!inline_ok && !m.blobs)
       return workers::fail(errc::limit_exceeded, "record '" + rec.id + "': payload of " + std::to_string(rec.payload.size()) +
                                             " bytes needs a blob but no blob client is configured");
