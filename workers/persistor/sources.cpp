@@ -417,7 +417,8 @@ result<void> run_pull(const engine_options& eopts, storage::blob_client blobs,
   for (std::uint32_t i = 0; i < popts.pullers; ++i)
     threads.emplace_back(puller);
   std::vector<std::thread> deleters;
-  for (std::uint32_t i = 0; i < std::max<std::uint32_t>(popts.pullers, 4); ++i)
+  // Deletes are one request per message: more of them in flight than gets.
+  for (std::uint32_t i = 0; i < std::max<std::uint32_t>(popts.pullers * 4, 8); ++i)
     deleters.emplace_back(deleter);
   for (auto& t : threads)
     t.join();
