@@ -354,7 +354,7 @@ std::size_t append_record(std::string& out, record_format format, const record& 
 }
 
 std::map<std::string, std::string> blob_metadata(const batch_summary& s, record_format format) {
-  return {{"record_count", std::to_string(s.record_count)},
+  return {{"count", std::to_string(s.record_count)},
           {"first_event_time", format_time(s.first_event_time)},
           {"last_event_time", format_time(s.last_event_time)},
           {"format", std::string(to_string(format))}};

@@ -77,7 +77,8 @@ struct batch_summary {
   unix_ms last_event_time = 0;  ///< largest event time in the batch
 };
 
-/// Blob metadata of a batch: record_count, first_event_time, last_event_time, format.
+/// Blob metadata of a batch (workers/etl/BLOBS.md): count, first_event_time, last_event_time,
+/// format.
 std::map<std::string, std::string> blob_metadata(const batch_summary& s, record_format format);
 
 /// base64 of `bytes` (standard alphabet, padded).

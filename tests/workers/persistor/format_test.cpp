@@ -161,7 +161,7 @@ TEST(PersistorFormat, EscapesEveryControlCharacterAndKeepsNdjsonOnOneLine) {
 TEST(PersistorFormat, MetadataDeclaresCountAndTimes) {
   auto m = blob_metadata({.record_count = 3, .first_event_time = 0, .last_event_time = 1000},
                          record_format::ndjson);
-  EXPECT_EQ(m["record_count"], "3");
+  EXPECT_EQ(m["count"], "3");
   EXPECT_EQ(m["first_event_time"], "1970-01-01T00:00:00.000Z");
   EXPECT_EQ(m["last_event_time"], "1970-01-01T00:00:01.000Z");
   EXPECT_EQ(m["format"], "ndjson");

@@ -197,7 +197,7 @@ inventory collect(const storage::blob_client& bc, const std::string& container) 
           pos = sep + 2;
         }
       }
-      EXPECT_EQ(md.contains("record_count") ? md.at("record_count") : "",
+      EXPECT_EQ(md.contains("count") ? md.at("count") : "",
                 std::to_string(ex->records.size()))
           << item.name;
       // The folder is the hour of each record's event time.
