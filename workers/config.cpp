@@ -227,9 +227,10 @@ result<void> validate(const config& c) {
       return bad("persistor.batch_max_records", "must be at least 1");
     if (p.batch_max_bytes < 1024 || p.batch_max_bytes > (256u << 20))
       return bad("persistor.batch_max_bytes", "must be between 1024 and 268435456");
-    if (p.visibility_timeout_ms < 1000 || p.visibility_timeout_ms <= p.batch_max_delay_ms)
+    if (p.visibility_timeout_ms < 1000 ||
+        (p.mode == "pull" && p.visibility_timeout_ms <= p.batch_max_delay_ms))
       return bad("persistor.visibility_timeout_ms",
-                 "must be at least 1000 and longer than persistor.batch_max_delay_ms");
+                 "must be at least 1000 and, in pull mode, longer than persistor.batch_max_delay_ms");
     if (p.append_max_blocks < 1 || p.append_max_blocks >= 50'000)
       return bad("persistor.append_max_blocks", "must be between 1 and 49999");
     if (p.max_inflight_bytes < p.batch_max_bytes)
