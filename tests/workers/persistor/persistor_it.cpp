@@ -439,6 +439,29 @@ TEST(PersistorIt, AppendModeAndSigtermFlushOpenBatches) {
   EXPECT_EQ(props->type, storage::blob_type::append);
 }
 
+TEST(PersistorIt, HighWaterMarkPausesReadingWithoutLosingRecords) {
+  auto fx = fixture_storage::make();
+  auto run = persistor_run::make("hwm");
+  const std::size_t n = 5'000;
+  const auto input = write_input(run.dir, n, 300);
+  // At most ~2 small batches held at once: the persistor stops reading almost all the time.
+  run.env.push_back("SHOAL_PERSISTOR_MAX_INFLIGHT_BYTES=4096");
+  run.env.push_back("SHOAL_PERSISTOR_BATCH_MAX_BYTES=2048");
+  auto p = run.start_push("persistor.log", {"--no-register", "--writers", "1"});
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
+  auto s = spawn({"--connection-string", run.cs, "send", input.string(), "--dest", "hwm",
+                  "--event-time-field", "ts", "--endpoint", run.endpoint(), "--ack-timeout-ms", "60000"},
+                 run.env, run.dir / "send.log");
+  ASSERT_EQ(wait_exit(s, 240s), 0) << slurp(run.dir / "send.log");
+  ::kill(p.pid, SIGTERM);
+  ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
+  const std::string log = slurp(run.dir / "persistor.log");
+  EXPECT_EQ(log.find("paused 0 ms"), std::string::npos) << "reading never paused:\n" << log;
+  auto inv = collect(fx.blobs, run.container);
+  EXPECT_EQ(inv.by_id.size(), n);
+  EXPECT_EQ(inv.records, n);
+}
+
 TEST(PersistorIt, InitWritesConfigAndUnitAndNeverOverwritesWithoutForce) {
   const fs::path dir = fs::temp_directory_path() / unique_name("shoalinit");
   const fs::path log = fs::temp_directory_path() / (unique_name("initlog") + ".log");
