@@ -15,6 +15,7 @@
 #include "tests/support/azurite.hpp"
 #include "workers/etl/blob_format.hpp"
 #include "workers/persistor/format.hpp"
+#include "transport/socket.hpp"
 #include "workers/work_table.hpp"
 
 #include <gtest/gtest.h>
@@ -460,6 +461,41 @@ TEST(PersistorIt, HighWaterMarkPausesReadingWithoutLosingRecords) {
   auto inv = collect(fx.blobs, run.container);
   EXPECT_EQ(inv.by_id.size(), n);
   EXPECT_EQ(inv.records, n);
+}
+
+TEST(PersistorIt, AnnouncesEveryCommittedBlobOnThePubEndpoint) {
+  auto fx = fixture_storage::make();
+  auto run = persistor_run::make("pub");
+  const std::string pub = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const auto input = write_input(run.dir, 10, 5); // 10 records in 10 hour partitions
+  auto p = run.start_push("persistor.log", {"--no-register", "--committed-endpoint", pub,
+                                            "--batch-max-delay-ms", "100"});
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
+  zmq::context_t ctx(1);
+  auto sub = transport::envelope_socket::make(ctx, zmq::socket_type::sub);
+  ASSERT_TRUE(sub);
+  ASSERT_TRUE(sub->connect(pub));
+  std::this_thread::sleep_for(200ms); // PUB/SUB joins late by design; not an assertion
+  auto s = spawn({"--connection-string", run.cs, "send", input.string(), "--dest", "pub",
+                  "--event-time-field", "ts", "--endpoint", run.endpoint()},
+                 run.env, run.dir / "send.log");
+  ASSERT_EQ(wait_exit(s, 60s), 0) << slurp(run.dir / "send.log");
+  std::set<std::string> announced;
+  std::uint64_t records = 0;
+  while (announced.size() < 10) {
+    auto got = sub->receive(5000ms);
+    ASSERT_TRUE(got) << "announced " << announced.size();
+    ASSERT_EQ(got->env.kind, "persist.committed");
+    auto j = nlohmann::json::parse(std::string(got->env.body.begin(), got->env.body.end()));
+    announced.insert(j["blob"].get<std::string>());
+    records += j["record_count"].get<std::uint64_t>();
+    EXPECT_EQ(j["container"], run.container);
+  }
+  EXPECT_EQ(records, 10u);
+  ::kill(p.pid, SIGTERM);
+  ASSERT_EQ(wait_exit(p, 60s), 0);
+  auto inv = collect(fx.blobs, run.container);
+  EXPECT_EQ(std::set<std::string>(inv.blobs.begin(), inv.blobs.end()), announced);
 }
 
 TEST(PersistorIt, InitWritesConfigAndUnitAndNeverOverwritesWithoutForce) {
