@@ -26,6 +26,11 @@ std::string url_encode(std::string_view s, bool keep_slash = false);
 /// code points above U+10FFFF). Thread-safe (pure).
 std::optional<std::size_t> utf16_length(std::string_view s) noexcept;
 
+/// Appends `s` as a JSON string literal, quotes included, escaping `"`, `\` and control
+/// characters (RFC 8259 §7); other bytes are copied as they are, so `s` must be valid UTF-8.
+/// Thread-safe.
+void append_json_string(std::string& out, std::string_view s);
+
 /// Raw 16-byte MD5 digest of `bytes` (for Content-MD5, base64 it).
 std::string md5(std::string_view bytes);
 /// Raw 32-byte HMAC-SHA256 of `msg` under `key`.

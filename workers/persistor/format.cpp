@@ -1,5 +1,7 @@
 #include "workers/persistor/format.hpp"
 
+#include "storage/encoding.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <cctype>
@@ -8,6 +10,10 @@
 
 namespace shoal::workers::persistor {
 namespace {
+
+using storage::append_json_string;
+
+bool valid_utf8(std::string_view s) { return storage::utf16_length(s).has_value(); }
 
 bool digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
   if (pos + n > s.size())
@@ -92,30 +98,6 @@ std::optional<unix_ms> parse_calendar(std::string_view s) {
   return *t - offset_ms;
 }
 
-bool valid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = 0;
-    if (c < 0x80)
-      n = 0;
-    else if ((c >> 5) == 6 && c >= 0xC2)
-      n = 1;
-    else if ((c >> 4) == 14)
-      n = 2;
-    else if ((c >> 3) == 30 && c <= 0xF4)
-      n = 3;
-    else
-      return false;
-    if (n >= s.size() - i)
-      return false;
-    for (std::size_t k = 1; k <= n; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2)
-        return false;
-    i += n + 1;
-  }
-  return true;
-}
 
 } // namespace
 
@@ -263,34 +245,6 @@ std::string base64(std::string_view bytes) {
 
 namespace {
 
-// Appends `v` as a JSON string (quotes included). `v` must be valid UTF-8.
-void append_json_string(std::string& out, std::string_view v) {
-  static constexpr char hex[] = "0123456789abcdef";
-  out += '"';
-  std::size_t run = 0; // start of the pending run of bytes that need no escaping
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const auto c = static_cast<unsigned char>(v[i]);
-    if (c >= 0x20 && c != '"' && c != '\\')
-      continue;
-    out.append(v.data() + run, i - run);
-    run = i + 1;
-    switch (c) {
-    case '"': out += "\\\""; break;
-    case '\\': out += "\\\\"; break;
-    case '\n': out += "\\n"; break;
-    case '\r': out += "\\r"; break;
-    case '\t': out += "\\t"; break;
-    case '\b': out += "\\b"; break;
-    case '\f': out += "\\f"; break;
-    default:
-      out += "\\u00";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  out.append(v.data() + run, v.size() - run);
-  out += '"';
-}
 
 void append_meta(std::string& out, const record& r, bool utf8) {
   out += "{\"message_id\":";
