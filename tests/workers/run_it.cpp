@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -24,10 +25,12 @@ struct run_output {
   std::string text;
 };
 
-// Runs `shoal --connection-string <fixture> run <args>` in `dir`, capturing stdout+stderr.
+// Runs `shoal --config <dir>/shoal.toml --connection-string <fixture> run <args>` in `dir`,
+// capturing stdout+stderr. The config gives this test its own work table, queue, container and
+// catalog: other suites share the fixture's Azurite and run `etl run` on the default names.
 run_output run_shoal(const fs::path& dir, const std::string& args) {
   const std::string cmd = "cd '" + dir.string() + "' && '" + tests::shoal_binary() +
-                          "' --log-level warn --connection-string '" +
+                          "' --config shoal.toml --log-level warn --connection-string '" +
                           tests::azurite_connection_string() + "' run " + args + " 2>&1";
   run_output out;
   FILE* p = ::popen(cmd.c_str(), "r");
@@ -45,7 +48,18 @@ run_output run_shoal(const fs::path& dir, const std::string& args) {
 class RunIt : public ::testing::Test {
 protected:
   fs::path dir = fs::temp_directory_path() / tests::unique_name("shoalrun");
-  void SetUp() override { fs::create_directories(dir); }
+  void SetUp() override {
+    fs::create_directories(dir);
+    const std::string name = tests::unique_name("run");
+    std::string lower;
+    for (char c : name)
+      lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::ofstream(dir / "shoal.toml") << "[work]\ntable = \"" << name << "w\"\n"
+                                      << "[etl]\nqueue = \"etl\"\ncontainer = \"" << lower
+                                      << "\"\nruns_table = \"" << name << "r\"\n"
+                                      << "[persistor]\ncontainer = \"" << lower << "\"\n"
+                                      << "[catalog]\ntable = \"" << name << "c\"\n";
+  }
   void TearDown() override {
     if (!HasFailure())
       fs::remove_all(dir);
