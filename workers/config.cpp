@@ -101,6 +101,33 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"persistor.append_max_bytes", bind(c.persistor.append_max_bytes)},
       {"persistor.register_etl", bind(c.persistor.register_etl)},
       {"persistor.register_catalog", bind(c.persistor.register_catalog)},
+      {"worker.job", bind(c.worker.job)},
+      {"worker.queue", bind(c.worker.queue)},
+      {"worker.exec_command", bind(c.worker.exec_command)},
+      {"worker.exec_timeout_ms", bind(c.worker.exec_timeout_ms)},
+      {"worker.concurrency", bind(c.worker.concurrency)},
+      {"worker.poll_min_ms", bind(c.worker.poll_min_ms)},
+      {"worker.poll_max_ms", bind(c.worker.poll_max_ms)},
+      {"worker.drain_timeout_ms", bind(c.worker.drain_timeout_ms)},
+      {"fleet.workers", bind(c.fleet.workers)},
+      {"fleet.host", bind(c.fleet.host)},
+      {"fleet.endpoint", bind(c.fleet.endpoint)},
+      {"fleet.host_endpoint", bind(c.fleet.host_endpoint)},
+      {"fleet.join", bind(c.fleet.join)},
+      {"fleet.table", bind(c.fleet.table)},
+      {"fleet.heartbeat_interval_ms", bind(c.fleet.heartbeat_interval_ms)},
+      {"fleet.heartbeat_liveness", bind(c.fleet.heartbeat_liveness)},
+      {"fleet.restart_intensity", bind(c.fleet.restart_intensity)},
+      {"fleet.restart_period_ms", bind(c.fleet.restart_period_ms)},
+      {"fleet.restart_backoff_ms", bind(c.fleet.restart_backoff_ms)},
+      {"fleet.coordinator_lease_ms", bind(c.fleet.coordinator_lease_ms)},
+      {"fleet.coordinator_renew_ms", bind(c.fleet.coordinator_renew_ms)},
+      {"fleet.drain_timeout_ms", bind(c.fleet.drain_timeout_ms)},
+      {"fleet.metrics_port", bind(c.fleet.metrics_port)},
+      {"fleet.metrics_address", bind(c.fleet.metrics_address)},
+      {"fleet.curve_secret_key", bind(c.fleet.curve_secret_key)},
+      {"fleet.curve_public_key", bind(c.fleet.curve_public_key)},
+      {"fleet.curve_allow_dir", bind(c.fleet.curve_allow_dir)},
       {"log.level", bind(c.log.level)},
       {"log.file", bind(c.log.file)},
   };
@@ -240,6 +267,40 @@ result<void> validate(const config& c) {
       name_ok = name_ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.');
     if (!name_ok)
       return bad("persistor.name", "must be 1 to 64 letters, digits, '_' or '.'");
+  }
+  {
+    const worker_config& w = c.worker;
+    if (w.job != "exec" && w.job != "etl")
+      return bad("worker.job", "must be exec or etl");
+    if (!w.queue.empty() && (w.queue.size() > 64 || w.queue.find('-') != std::string::npos))
+      return bad("worker.queue", "must be 1 to 64 letters, digits or '_'");
+    if (w.exec_timeout_ms < 1)
+      return bad("worker.exec_timeout_ms", "must be at least 1");
+    if (w.concurrency < 1 || w.concurrency > 256)
+      return bad("worker.concurrency", "must be between 1 and 256");
+    if (w.poll_min_ms < 1 || w.poll_max_ms < w.poll_min_ms)
+      return bad("worker.poll_max_ms", "must be at least worker.poll_min_ms, which must be at least 1");
+  }
+  {
+    const fleet_config& f = c.fleet;
+    if (f.workers > 1024)
+      return bad("fleet.workers", "must be at most 1024 (0 = 2 per core)");
+    if (f.heartbeat_interval_ms < 10)
+      return bad("fleet.heartbeat_interval_ms", "must be at least 10");
+    if (f.heartbeat_liveness < 1)
+      return bad("fleet.heartbeat_liveness", "must be at least 1");
+    if (f.restart_intensity < 1 || f.restart_period_ms < 1)
+      return bad("fleet.restart_intensity", "restart_intensity and restart_period_ms must be at least 1");
+    if (f.coordinator_renew_ms < 1 || f.coordinator_renew_ms >= f.coordinator_lease_ms)
+      return bad("fleet.coordinator_renew_ms", "must be at least 1 and less than fleet.coordinator_lease_ms");
+    if (f.table.size() < 3 || f.table.size() > 63 || !std::isalpha(static_cast<unsigned char>(f.table[0])))
+      return bad("fleet.table", "must be 3 to 63 letters or digits starting with a letter");
+    if (f.metrics_port > 65535)
+      return bad("fleet.metrics_port", "must be a TCP port (0 = off)");
+    if (!f.join.empty() && !f.join.starts_with("tcp://"))
+      return bad("fleet.join", "must be a tcp:// endpoint");
+    if (!f.host_endpoint.empty() && !f.host_endpoint.starts_with("tcp://"))
+      return bad("fleet.host_endpoint", "must be a tcp:// endpoint");
   }
   static const char* levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
   bool level_ok = false;

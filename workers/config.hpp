@@ -81,6 +81,41 @@ struct persistor_config {
   std::uint32_t register_catalog = 1;    ///< 1 = register each blob in the catalog
 };
 
+/// [worker]: one `shoal worker` process (workers/fleet/, issue 5).
+struct worker_config {
+  std::string job = "exec";              ///< exec | etl: what runs on each claimed record
+  std::string queue;                     ///< work-table queue to claim from; empty = "exec" for exec, etl.queue for etl
+  std::string exec_command;              ///< exec job: run by /bin/sh -c, the payload on stdin; exit 0 = done
+  std::uint32_t exec_timeout_ms = 60'000; ///< exec job: SIGTERM, then SIGKILL 2 s later; counts as a failure
+  std::uint32_t concurrency = 1;         ///< records run at once by one worker process
+  std::uint32_t poll_min_ms = 250;       ///< fallback table poll when idle, first delay
+  std::uint32_t poll_max_ms = 5'000;     ///< fallback table poll backoff cap (work.available wakes earlier)
+  std::uint32_t drain_timeout_ms = 20'000; ///< on SIGTERM or ctl.drain: finish or release in-flight, then exit 0
+};
+
+/// [fleet]: `shoal supervisor`, the coordinator and `shoal status` (workers/fleet/, issue 5).
+struct fleet_config {
+  std::uint32_t workers = 0;             ///< worker processes per supervisor; 0 = 2 per core
+  std::string host;                      ///< this host's name in the fleet; empty = gethostname()
+  std::string endpoint;                  ///< ROUTER for local workers; empty = ipc://{runtime dir}/shoal-{host}.sock
+  std::string host_endpoint;             ///< tcp ROUTER for other hosts' supervisors (CURVE); empty = single host
+  std::string join;                      ///< tcp://… of a supervisor to join; empty = find the coordinator in the fleet table
+  std::string table = "shoalfleet";      ///< fleet table: the coordinator lease row and host rows
+  std::uint32_t heartbeat_interval_ms = 1'000; ///< ctl.heartbeat period, both directions
+  std::uint32_t heartbeat_liveness = 3;  ///< missed heartbeats before a peer is dead
+  std::uint32_t restart_intensity = 5;   ///< restarts allowed per slot within restart_period_ms …
+  std::uint32_t restart_period_ms = 60'000; ///< … else the slot backs off
+  std::uint32_t restart_backoff_ms = 30'000; ///< pause of a slot that exceeded its restart intensity
+  std::uint32_t coordinator_lease_ms = 15'000; ///< the coordinator row's lease
+  std::uint32_t coordinator_renew_ms = 5'000;  ///< renewed this often (< coordinator_lease_ms)
+  std::uint32_t drain_timeout_ms = 30'000;     ///< SIGTERM: wait this long for workers to drain, then SIGKILL
+  std::uint32_t metrics_port = 0;        ///< Prometheus /metrics on 127.0.0.1…; 0 = off
+  std::string metrics_address = "127.0.0.1"; ///< bind address of the metrics endpoint
+  std::string curve_secret_key;          ///< this host's CURVE secret key file (`shoal keys generate`)
+  std::string curve_public_key;          ///< this host's CURVE public key file
+  std::string curve_allow_dir;           ///< folder of *.pub files: the hosts admitted (ZAP allow-list)
+};
+
 /// [log]
 struct log_config {
   std::string level = "info";          ///< trace|debug|info|warn|error|off
@@ -94,6 +129,8 @@ struct config {
   catalog_config catalog;
   etl_config etl;
   persistor_config persistor;
+  worker_config worker;
+  fleet_config fleet;
   log_config log;
 };
 
