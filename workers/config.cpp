@@ -14,6 +14,7 @@ namespace {
 struct key_binding {
   std::function<bool(const toml::node&)> from_toml;    // false on a type mismatch
   std::function<bool(const std::string&)> from_string; // false if unparsable
+  std::function<std::string()> to_text;                // the value as text (decimal for numbers)
 };
 
 template <class T> key_binding bind(T& field) {
@@ -30,6 +31,7 @@ template <class T> key_binding bind(T& field) {
       field = s;
       return true;
     };
+    b.to_text = [&field] { return field; };
   } else {
     b.from_toml = [&field](const toml::node& n) {
       auto v = n.value<std::int64_t>();
@@ -47,6 +49,7 @@ template <class T> key_binding bind(T& field) {
       field = static_cast<T>(v);
       return true;
     };
+    b.to_text = [&field] { return std::to_string(field); };
   }
   return b;
 }
@@ -142,6 +145,14 @@ std::string env_name(const std::string& key) {
 }
 
 } // namespace
+
+std::vector<std::pair<std::string, std::string>> config_entries(const config& c) {
+  config copy = c; // bindings() needs a mutable config; only read here
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [key, b] : bindings(copy))
+    out.emplace_back(key, b.to_text());
+  return out;
+}
 
 result<config> load_config(const std::filesystem::path& path) {
   config c;

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace shoal::workers {
 
@@ -140,6 +142,11 @@ struct config {
 /// Errors: io (unreadable file), parse (bad TOML, with line and column; unknown key; wrong
 /// type), invalid_argument (a value out of range, naming the key). Thread-safe (pure).
 [[nodiscard]] result<config> load_config(const std::filesystem::path& path);
+
+/// Every key load_config accepts ("section.key"), sorted, with its value in `c` as text
+/// (numbers in decimal, strings as they are). Lets tests check deploy/shoal.toml.example and
+/// tools print the configuration in force. Thread-safe (pure).
+std::vector<std::pair<std::string, std::string>> config_entries(const config& c);
 
 /// Checks ranges and relations (lease_renew_ms < lease_ms, 1 ≤ claim_batch ≤ 100, shards in
 /// 1..256, ...). Errors: invalid_argument naming the key.
