@@ -59,8 +59,9 @@ struct heartbeat {
   std::uint64_t claimed = 0;       ///< records claimed since start
   double rate_per_s = 0;           ///< completions per second over the last ~10 s
   std::uint64_t assign_epoch = 0;  ///< epoch of the last ctl.assign applied
+  std::uint64_t malformed = 0;     ///< frames from the supervisor the worker dropped (undecodable)
   MSGPACK_DEFINE(state, current, in_flight, done, failed, lease_lost, contention, claimed,
-                 rate_per_s, assign_epoch);
+                 rate_per_s, assign_epoch, malformed);
 };
 
 /// supervisor → worker: the shards this worker should claim from. A newer epoch replaces an
