@@ -1,0 +1,26 @@
+// The registry of `shoal worker` jobs (workers/fleet/job.hpp): "exec" and "etl".
+
+#include "workers/fleet/exec_job.hpp"
+#include "workers/fleet/job.hpp"
+
+namespace shoal::workers::fleet {
+
+job_factory find_job_factory(std::string_view name) {
+  if (name == "exec")
+    return [](const config& cfg) -> result<std::unique_ptr<job>> {
+      auto opts = exec_options_from(cfg);
+      if (!opts)
+        return std::unexpected(opts.error());
+      auto j = exec_job::make(*std::move(opts));
+      if (!j)
+        return std::unexpected(j.error());
+      return std::unique_ptr<job>(std::move(*j));
+    };
+  if (name == "etl")
+    return [](const config&) -> result<std::unique_ptr<job>> {
+      return fail(errc::invalid_argument, "the etl job is not available in this build");
+    };
+  return nullptr;
+}
+
+} // namespace shoal::workers::fleet
