@@ -1,0 +1,169 @@
+// `shoal worker`: one worker process of a fleet (workers/fleet/worker.hpp, issue 5).
+//
+//   shoal worker [--slot NAME] [--supervisor ENDPOINT] [--job exec|etl] [--exec CMD]
+//                [--queue Q] [--concurrency N] [--standalone]
+//
+// Flags override the [worker] keys of the configuration. `shoal supervisor` launches it as
+// `shoal [--config F] [--connection-string S] worker --slot wN --supervisor ENDPOINT`.
+// SIGTERM or SIGINT drains (a second one shortens the deadline to now); exit 0 after a drain,
+// 1 when the job is broken or storage cannot be reached at start, 2 for bad configuration.
+
+#include "workers/cmd/cli.hpp"
+
+#include "storage/blob_client.hpp"
+#include "storage/table_client.hpp"
+#include "workers/fleet/worker.hpp"
+#include "workers/work_table.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <ctime>
+#include <memory>
+#include <thread>
+
+namespace shoal::cmd {
+namespace {
+
+struct worker_args {
+  std::string slot = "w0";
+  std::string supervisor;
+  std::string job;
+  std::string exec;
+  std::string queue;
+  std::uint32_t concurrency = 0;
+  bool standalone = false;
+};
+
+int run_worker(const global_options& g, const worker_args& a) {
+  // Block the drain signals before any thread exists so every thread inherits the mask and only
+  // the sigwait thread below sees them (the exec job unblocks them in its children).
+  sigset_t drain_signals;
+  sigemptyset(&drain_signals);
+  sigaddset(&drain_signals, SIGTERM);
+  sigaddset(&drain_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &drain_signals, nullptr);
+
+  auto c = load(g);
+  if (!c)
+    return 2;
+  if (!a.job.empty())
+    c->worker.job = a.job;
+  if (!a.exec.empty())
+    c->worker.exec_command = a.exec;
+  if (!a.queue.empty())
+    c->worker.queue = a.queue;
+  if (a.concurrency > 0)
+    c->worker.concurrency = a.concurrency;
+  if (auto ok = workers::validate(*c); !ok) {
+    std::fprintf(stderr, "shoal worker: %s\n", ok.error().describe().c_str());
+    return 2;
+  }
+  init_logging(*c);
+
+  auto p = make_pipeline(*c, "worker");
+  if (!p)
+    return 2;
+  auto t = storage::table_client::make(*p, c->work.table);
+  if (!t) {
+    std::fprintf(stderr, "shoal worker: %s\n", t.error().describe().c_str());
+    return 2;
+  }
+  workers::work_table_options wo;
+  wo.work = c->work;
+  auto table = workers::work_table::make(*t, storage::blob_client(*p), wo);
+  if (!table) {
+    std::fprintf(stderr, "shoal worker: %s\n", table.error().describe().c_str());
+    return 2;
+  }
+  if (auto r = table->create_if_missing(); !r) {
+    std::fprintf(stderr, "shoal worker: work table '%s': %s\n", c->work.table.c_str(),
+                 r.error().describe().c_str());
+    return 1;
+  }
+
+  workers::fleet::worker_options o;
+  o.cfg = *c;
+  o.slot = a.slot;
+  o.supervisor = a.standalone || a.supervisor == "none" ? std::string() : !a.supervisor.empty() ? a.supervisor : c->fleet.endpoint;
+  auto w = workers::fleet::worker::make(*table, std::move(o));
+  if (!w) {
+    std::fprintf(stderr, "shoal worker: %s\n", w.error().describe().c_str());
+    return w.error().code == workers::errc::invalid_argument ? 2 : 1;
+  }
+
+  std::atomic<bool> finished{false};
+  std::thread signals([&] {
+    int count = 0;
+    const timespec tick{0, 200'000'000};
+    while (!finished.load()) {
+      siginfo_t info{};
+      int sig = sigtimedwait(&drain_signals, &info, &tick);
+      if (sig <= 0)
+        continue;
+      ++count;
+      const char* name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+      if (count == 1) {
+        spdlog::info("worker {}: {} received; draining", a.slot, name);
+        (*w)->drain(std::chrono::milliseconds(0), name);
+      } else {
+        spdlog::warn("worker {}: {} again; stopping the running job(s) now", a.slot, name);
+        (*w)->drain(std::chrono::milliseconds(1), name);
+      }
+    }
+  });
+  auto r = (*w)->run();
+  finished.store(true);
+  signals.join();
+  spdlog::default_logger()->flush();
+  if (!r) {
+    std::fprintf(stderr, "shoal worker: %s\n", r.error().describe().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+} // namespace
+
+void add_worker_command(CLI::App& app, global_options& g, command_fn& run) {
+  auto a = std::make_shared<worker_args>();
+  auto* cmd = app.add_subcommand(
+      "worker",
+      "One worker process: claims records of a work-table queue, runs a job on each (exec: a "
+      "shell command per record, payload on stdin, exit 0 = done; etl: load the blob into SQL), "
+      "renews leases while it runs, completes or fails them. Usually launched by `shoal "
+      "supervisor`; alone it polls the table (worker.poll_min_ms doubling to poll_max_ms).");
+  cmd->add_option("--slot", a->slot,
+                  "slot name: routing id towards the supervisor, part of the owner string "
+                  "{host}/{slot}/{pid} written into claimed records")
+      ->capture_default_str();
+  cmd->add_option("--supervisor", a->supervisor,
+                  "ROUTER endpoint of the supervisor (ipc://… or tcp://…); default [fleet] "
+                  "endpoint; none = standalone");
+  cmd->add_flag("--standalone", a->standalone, "ignore [fleet] endpoint: no supervisor, just claim and work");
+  cmd->add_option("--job", a->job, "exec|etl (default [worker] job)")
+      ->check(CLI::IsMember({"exec", "etl"}));
+  cmd->add_option("--exec", a->exec,
+                  "exec job: command run by /bin/sh -c per record; the payload on stdin; env "
+                  "SHOAL_RECORD_ID, SHOAL_QUEUE, SHOAL_ATTEMPT, SHOAL_GEN; exit 0 = done, else "
+                  "failed (retried with backoff, dead after [work] max_attempts); killed after "
+                  "[worker] exec_timeout_ms (default [worker] exec_command)");
+  cmd->add_option("--queue", a->queue,
+                  "work-table queue to claim from (default [worker] queue, else exec / [etl] queue)");
+  cmd->add_option("--concurrency", a->concurrency,
+                  "records run at once by this process (default [worker] concurrency)")
+      ->check(CLI::Range(1, 256));
+  cmd->footer("SIGTERM/SIGINT or ctl.drain: stop claiming, let running records finish within "
+              "[worker] drain_timeout_ms, then stop them and release their claims; exit 0.\n"
+              "Exit status: 0 drained, 1 job broken or storage unreachable at start, 2 bad "
+              "configuration.");
+  cmd->callback([&g, &run, a] {
+    run = [&g, a] { return run_worker(g, *a); };
+  });
+}
+
+} // namespace shoal::cmd

@@ -1,0 +1,761 @@
+#include "workers/fleet/worker.hpp"
+
+#include "actors/message.hpp"
+#include "transport/endpoint.hpp"
+#include "transport/socket.hpp"
+#include "workers/claimer.hpp"
+#include "workers/version.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <numeric>
+#include <optional>
+#include <stop_token>
+#include <thread>
+#include <vector>
+
+namespace shoal::workers::fleet {
+
+using namespace std::chrono;
+using clock_type = steady_clock;
+
+std::string worker_queue(const config& cfg) {
+  if (!cfg.worker.queue.empty())
+    return cfg.worker.queue;
+  return cfg.worker.job == "etl" ? cfg.etl.queue : std::string("exec");
+}
+
+namespace {
+
+std::string local_host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0')
+    return "localhost";
+  return buf;
+}
+
+std::uint64_t unix_ns() {
+  return static_cast<std::uint64_t>(
+      duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count());
+}
+
+// One job runner. Guarded by impl::mu_ except `job`, owned by the lane's thread.
+struct lane {
+  std::unique_ptr<fleet::job> job;
+  bool busy = false;
+  std::string current;            // record id being run
+  std::stop_source stop;          // replaced per record
+  lease_keeper::handle held;      // the record being run
+  bool lost = false;              // its lease was reported lost
+  std::thread thread;
+};
+
+} // namespace
+
+struct worker::impl {
+  impl(worker_options o, work_table t) : opts(std::move(o)), table(std::move(t)) {}
+
+  // -- fixed at make -------------------------------------------------------------------------
+  worker_options opts;
+  work_table table;
+  std::string queue;
+  std::string host;
+  std::string owner;
+  std::string address; // envelope `from`: "worker@{slot}@{host}"
+  std::vector<std::uint32_t> all_shards;
+  std::uint64_t contention_base = 0;
+  std::unique_ptr<lease_keeper> keeper;
+  std::vector<std::unique_ptr<lane>> lanes;
+
+  // -- shared state, guarded by mu -----------------------------------------------------------
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::deque<lease_keeper::handle> ready; // claimed, waiting for a lane
+  std::vector<std::uint32_t> shards;      // assigned; empty = all
+  std::uint64_t assign_epoch = 0;
+  bool wake = false;                      // work.available since the last claim
+  bool draining = false;                  // no more claims; lanes exit when idle
+  bool drain_requested = false;
+  clock_type::time_point drain_deadline{};
+  std::string drain_reason;
+  std::optional<error> fatal;             // a job's result<> error
+  std::thread claimer;
+
+  // -- counters (relaxed atomics; read by stats() from any thread) ---------------------------
+  std::atomic<std::uint64_t> claim_calls{0}, claimed{0}, done{0}, failed{0}, dead{0}, released{0}, lease_lost{0},
+      storage_errors{0}, malformed{0}, ignored{0}, reconnects{0}, heartbeats_sent{0}, wakeups{0};
+  std::atomic<double> rate{0};
+  std::deque<std::pair<clock_type::time_point, std::uint64_t>> rate_samples; // control thread only
+
+  static void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) {
+    c.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  std::uint32_t in_flight_locked() const {
+    std::uint32_t n = static_cast<std::uint32_t>(ready.size());
+    for (const auto& l : lanes)
+      n += l->busy ? 1 : 0;
+    return n;
+  }
+
+  worker_stats stats() const {
+    worker_stats s;
+    auto r = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+    s.claim_calls = r(claim_calls);
+    s.claimed = r(claimed);
+    s.done = r(done);
+    s.failed = r(failed);
+    s.dead = r(dead);
+    s.released = r(released);
+    s.lease_lost = r(lease_lost);
+    s.contention = table.counters().contention.load(std::memory_order_relaxed) - contention_base;
+    s.storage_errors = r(storage_errors);
+    s.malformed = r(malformed);
+    s.ignored = r(ignored);
+    s.reconnects = r(reconnects);
+    s.heartbeats_sent = r(heartbeats_sent);
+    s.wakeups = r(wakeups);
+    s.rate_per_s = rate.load(std::memory_order_relaxed);
+    std::lock_guard lock(mu);
+    s.assign_epoch = assign_epoch;
+    s.in_flight = in_flight_locked();
+    return s;
+  }
+
+  // -- lease loss ----------------------------------------------------------------------------
+  // From the keeper's thread: stop the lane running that record at once.
+  void on_lost(const claimed_record& rec, const error& e) {
+    std::lock_guard lock(mu);
+    for (auto& l : lanes)
+      if (l->busy && l->current == rec.id && !l->lost) {
+        l->lost = true;
+        l->stop.request_stop();
+        spdlog::warn("worker {}: lease of record '{}' lost ({}); stopping its job", opts.slot, rec.id,
+                     e.describe());
+      }
+  }
+
+  // -- table writes with bounded retries -----------------------------------------------------
+  // Retries a finishing write (complete/fail/release) on storage errors while the lease is
+  // still ours: storage is shared truth, so giving up early would leave the record claimed
+  // until its lease expires. Stops on success, lease_lost, not_found, or a lost lease.
+  template <class F> auto with_retries(const lease_keeper::handle& h, F&& write) -> decltype(write()) {
+    auto delay = milliseconds(200);
+    for (;;) {
+      auto r = write();
+      if (r || r.error().code == errc::lease_lost || r.error().code == errc::not_found ||
+          r.error().code == errc::invalid_argument || h.lost())
+        return r;
+      add(storage_errors);
+      spdlog::warn("worker {}: record '{}': {} (retrying in {} ms)", opts.slot, h.id(),
+                   r.error().describe(), delay.count());
+      std::this_thread::sleep_for(delay);
+      delay = std::min(delay * 2, milliseconds(5'000));
+    }
+  }
+
+  void release_uncounted(const lease_keeper::handle& h, std::string_view why) {
+    auto r = with_retries(h, [&] { return keeper->release(h, false); });
+    if (r) {
+      add(released);
+      spdlog::debug("worker {}: record '{}' released ({})", opts.slot, h.id(), why);
+    } else if (r.error().code == errc::lease_lost || r.error().code == errc::not_found) {
+      spdlog::debug("worker {}: record '{}' not released: {}", opts.slot, h.id(), r.error().describe());
+    } else {
+      spdlog::warn("worker {}: record '{}' could not be released ({}); its lease will expire",
+                   opts.slot, h.id(), r.error().describe());
+    }
+  }
+
+  // -- lanes ---------------------------------------------------------------------------------
+  void process(lane& l, const lease_keeper::handle& h, std::stop_token stop) {
+    claimed_record rec = h.record();
+    job_context ctx;
+    ctx.stop = stop;
+    ctx.lease_deadline = [h] { return h.record().deadline; };
+    ctx.lease_lost = [h] { return h.lost(); };
+    const auto t0 = clock_type::now();
+    result<job_result> r = [&]() -> result<job_result> {
+      try {
+        return l.job->run(rec, ctx);
+      } catch (const std::exception& e) { // a job must not throw; treat it as broken
+        return fail(errc::io, std::string("job threw: ") + e.what());
+      }
+    }();
+    const auto ms = duration_cast<milliseconds>(clock_type::now() - t0).count();
+    if (!r) {
+      spdlog::error("worker {}: the {} job is broken on record '{}': {}", opts.slot, l.job->name(),
+                    rec.id, r.error().describe());
+      release_uncounted(h, "job broken");
+      {
+        std::lock_guard lock(mu);
+        if (!fatal)
+          fatal = r.error();
+      }
+      drain(milliseconds(0), "job broken");
+      return;
+    }
+    const bool was_lost = h.lost();
+    switch (r->verdict) {
+    case job_verdict::done: {
+      // Even after a reported loss the conditional write decides: it succeeds only if nobody
+      // re-claimed the record since our last ETag.
+      auto c = with_retries(h, [&] { return keeper->complete(h); });
+      if (c) {
+        add(done);
+        spdlog::debug("worker {}: record '{}' done (attempt {}, gen {}, {} ms): {}", opts.slot,
+                      rec.id, rec.attempts, rec.gen, ms, r->detail);
+      } else if (c.error().code == errc::lease_lost || c.error().code == errc::not_found) {
+        add(lease_lost);
+        spdlog::warn("worker {}: record '{}' ran but its completion was refused: {}", opts.slot,
+                     rec.id, c.error().describe());
+      } else {
+        spdlog::warn("worker {}: record '{}' ran but could not be completed: {}", opts.slot, rec.id,
+                     c.error().describe());
+        if (was_lost || h.lost())
+          add(lease_lost);
+      }
+      break;
+    }
+    case job_verdict::failed: {
+      if (was_lost) {
+        add(lease_lost);
+        spdlog::warn("worker {}: record '{}' failed after its lease was lost: {}", opts.slot,
+                     rec.id, r->error);
+        release_uncounted(h, "lease lost");
+        break;
+      }
+      auto f = with_retries(h, [&] { return keeper->fail(h, r->error); });
+      if (f) {
+        add(failed);
+        if (*f == record_status::dead)
+          add(dead);
+        spdlog::warn("worker {}: record '{}' failed (attempt {}, {} ms): {} → {}", opts.slot,
+                     rec.id, rec.attempts, ms, r->error,
+                     *f == record_status::dead ? "dead" : "retried later");
+      } else {
+        if (f.error().code == errc::lease_lost || f.error().code == errc::not_found)
+          add(lease_lost);
+        spdlog::warn("worker {}: record '{}' failed ({}) but the failure could not be recorded: {}",
+                     opts.slot, rec.id, r->error, f.error().describe());
+      }
+      break;
+    }
+    case job_verdict::release:
+      if (was_lost)
+        add(lease_lost);
+      release_uncounted(h, was_lost ? "lease lost" : r->detail.empty() ? "stopped" : r->detail);
+      break;
+    }
+  }
+
+  void lane_loop(std::size_t i) {
+    lane& l = *lanes[i];
+    for (;;) {
+      lease_keeper::handle h;
+      std::stop_token token;
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return !ready.empty() || draining; });
+        if (ready.empty() || draining) // draining: the control thread releases what is ready
+          return;
+        h = std::move(ready.front());
+        ready.pop_front();
+        l.busy = true;
+        l.current = h.id();
+        l.lost = false;
+        l.stop = std::stop_source();
+        l.held = h;
+        token = l.stop.get_token();
+      }
+      process(l, h, token);
+      {
+        std::lock_guard lock(mu);
+        l.busy = false;
+        l.current.clear();
+        l.held = {};
+      }
+      cv.notify_all();
+    }
+  }
+
+  // -- claimer -------------------------------------------------------------------------------
+  void claimer_loop() {
+    const auto poll_min = milliseconds(opts.cfg.worker.poll_min_ms);
+    const auto poll_max = milliseconds(opts.cfg.worker.poll_max_ms);
+    auto backoff = poll_min;
+    auto next_poll = clock_type::now();
+    std::uint64_t errors_in_row = 0;
+    for (;;) {
+      std::size_t want = 0;
+      std::vector<std::uint32_t> from;
+      {
+        std::unique_lock lock(mu);
+        auto free_lanes = [&] {
+          std::size_t idle = 0;
+          for (const auto& l : lanes)
+            idle += l->busy ? 0 : 1;
+          return idle > ready.size() ? idle - ready.size() : 0;
+        };
+        for (;;) {
+          if (draining)
+            return;
+          if (free_lanes() == 0) {
+            cv.wait(lock);
+            continue;
+          }
+          if (wake || clock_type::now() >= next_poll)
+            break;
+          cv.wait_until(lock, next_poll);
+        }
+        if (wake)
+          backoff = poll_min; // a wake-up means work: poll eagerly again afterwards
+        wake = false;
+        want = std::min<std::size_t>(free_lanes(), opts.cfg.work.claim_batch);
+        from = shards.empty() ? all_shards : shards;
+      }
+      add(claim_calls);
+      auto got = table.claim(queue, from, owner, want);
+      if (!got) {
+        add(storage_errors);
+        ++errors_in_row;
+        if (errors_in_row == 1 || errors_in_row % 20 == 0)
+          spdlog::warn("worker {}: claim from queue '{}' failed ({} in a row): {}", opts.slot, queue,
+                       errors_in_row, got.error().describe());
+        next_poll = clock_type::now() + backoff;
+        backoff = std::min(backoff * 2, poll_max);
+        continue;
+      }
+      errors_in_row = 0;
+      if (got->empty()) {
+        next_poll = clock_type::now() + backoff;
+        backoff = std::min(backoff * 2, poll_max);
+        continue;
+      }
+      backoff = poll_min;
+      next_poll = clock_type::now(); // found work: claim again as soon as a lane is free
+      add(claimed, got->size());
+      auto hs = keeper->hold(std::move(*got));
+      std::vector<lease_keeper::handle> late;
+      {
+        std::lock_guard lock(mu);
+        if (draining)
+          late = std::move(hs); // the drain began during the claim: give these back
+        else
+          for (auto& h : hs)
+            ready.push_back(std::move(h));
+      }
+      cv.notify_all();
+      for (auto& h : late)
+        release_uncounted(h, "draining");
+      if (!late.empty())
+        return;
+    }
+  }
+
+  // -- control -------------------------------------------------------------------------------
+  void drain(milliseconds deadline, std::string reason) {
+    {
+      std::lock_guard lock(mu);
+      const auto d = deadline.count() > 0 ? deadline : milliseconds(opts.cfg.worker.drain_timeout_ms);
+      const auto at = fatal && deadline.count() == 0 ? clock_type::now() : clock_type::now() + d;
+      if (!drain_requested || at < drain_deadline)
+        drain_deadline = at;
+      if (!drain_requested)
+        drain_reason = std::move(reason);
+      drain_requested = true;
+    }
+    cv.notify_all();
+  }
+
+  transport::envelope make_envelope(std::string_view kind) const {
+    transport::envelope e;
+    e.id = transport::new_message_id();
+    e.kind = std::string(kind);
+    e.from = address;
+    e.ts_ns = unix_ns();
+    return e;
+  }
+
+  template <class M> void send(transport::envelope_socket& s, const M& m) {
+    auto e = make_envelope(M::kind);
+    actors::encode_body(m, e.body);
+    if (auto r = s.send(e); !r)
+      spdlog::debug("worker {}: {} not sent: {}", opts.slot, M::kind, r.error().describe());
+  }
+
+  heartbeat make_heartbeat() {
+    heartbeat hb;
+    const auto st = stats();
+    {
+      std::lock_guard lock(mu);
+      bool busy = false;
+      for (const auto& l : lanes)
+        if (l->busy) {
+          if (!busy)
+            hb.current = l->current;
+          busy = true;
+        }
+      hb.state = static_cast<std::uint8_t>(draining || drain_requested ? worker_state::draining
+                                           : busy                       ? worker_state::working
+                                                                        : worker_state::idle);
+    }
+    hb.in_flight = st.in_flight;
+    hb.done = st.done;
+    hb.failed = st.failed;
+    hb.lease_lost = st.lease_lost;
+    hb.contention = st.contention;
+    hb.claimed = st.claimed;
+    hb.rate_per_s = st.rate_per_s;
+    hb.assign_epoch = st.assign_epoch;
+    hb.malformed = st.malformed;
+    return hb;
+  }
+
+  void update_rate(clock_type::time_point now) {
+    const auto d = done.load(std::memory_order_relaxed);
+    rate_samples.emplace_back(now, d);
+    while (rate_samples.size() > 2 && now - rate_samples.front().first > seconds(10))
+      rate_samples.pop_front();
+    const auto& [t0, d0] = rate_samples.front();
+    const double secs = duration<double>(now - t0).count();
+    rate.store(secs > 0.5 ? static_cast<double>(d - d0) / secs : 0.0, std::memory_order_relaxed);
+  }
+
+  // Applies one message from the supervisor. Malformed bodies are dropped and counted.
+  void handle(const transport::envelope& env, msgpack::zone& zone) {
+    auto bad = [&](const auto& err) {
+      const auto n = malformed.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (n <= 10 || n % 1000 == 0)
+        spdlog::warn("worker {}: dropped a malformed {} from the supervisor ({} so far): {}",
+                     opts.slot, env.kind, n, err.message);
+    };
+    if (env.kind == heartbeat::kind) {
+      auto m = actors::decode_body<heartbeat>(env.body, zone);
+      if (!m)
+        bad(m.error());
+    } else if (env.kind == assign::kind) {
+      auto m = actors::decode_body<assign>(env.body, zone);
+      if (!m)
+        return bad(m.error());
+      if (!m->queue.empty() && m->queue != queue) {
+        add(ignored);
+        spdlog::debug("worker {}: ctl.assign for queue '{}' ignored (mine is '{}')", opts.slot,
+                      m->queue, queue);
+        return;
+      }
+      std::vector<std::uint32_t> s;
+      for (auto x : m->shards)
+        if (x < opts.cfg.work.shards && std::find(s.begin(), s.end(), x) == s.end())
+          s.push_back(x);
+      if (s.size() != m->shards.size() && s.empty())
+        return bad(actors::error{actors::errc::decode, "ctl.assign names no valid shard"});
+      std::lock_guard lock(mu);
+      if (m->epoch < assign_epoch) {
+        add(ignored);
+        return;
+      }
+      assign_epoch = m->epoch;
+      std::sort(s.begin(), s.end());
+      shards = std::move(s);
+      wake = true; // new shards may hold work: look at once
+      cv.notify_all();
+      spdlog::info("worker {}: assigned {} (epoch {})", opts.slot,
+                   shards.empty() ? std::string("every shard")
+                                  : std::to_string(shards.size()) + " shard(s)",
+                   assign_epoch);
+    } else if (env.kind == work_available::kind) {
+      auto m = actors::decode_body<work_available>(env.body, zone);
+      if (!m)
+        return bad(m.error());
+      if (!m->queue.empty() && m->queue != queue) {
+        add(ignored);
+        return;
+      }
+      add(wakeups);
+      {
+        std::lock_guard lock(mu);
+        wake = true;
+      }
+      cv.notify_all();
+    } else if (env.kind == fleet::drain::kind) {
+      auto m = actors::decode_body<fleet::drain>(env.body, zone);
+      if (!m)
+        return bad(m.error());
+      spdlog::info("worker {}: ctl.drain from the supervisor ({}, deadline {} ms)", opts.slot,
+                   m->reason.empty() ? "no reason given" : m->reason, m->deadline_ms);
+      drain(milliseconds(m->deadline_ms),
+            "supervisor: " + (m->reason.empty() ? std::string("drain") : m->reason));
+    } else {
+      add(ignored);
+      spdlog::debug("worker {}: ignored a {} from the supervisor", opts.slot, env.kind);
+    }
+  }
+
+  result<std::optional<transport::envelope_socket>> connect(zmq::context_t& ctx) {
+    transport::socket_options so;
+    so.routing_id = opts.slot;
+    so.linger = milliseconds(1000);
+    so.send_hwm = 100; // heartbeats queued while the supervisor is away are stale anyway
+    auto s = transport::envelope_socket::make(ctx, zmq::socket_type::dealer, so);
+    if (!s)
+      return fail(errc::invalid_argument, "worker: cannot create the DEALER: " + s.error().describe());
+    if (auto r = s->connect(opts.supervisor); !r)
+      return fail(errc::invalid_argument,
+                  "worker: cannot connect to the supervisor at " + opts.supervisor + ": " + r.error().describe());
+    hello h;
+    h.slot = opts.slot;
+    h.pid = opts.pid;
+    h.host = host;
+    h.owner = owner;
+    h.job = opts.cfg.worker.job;
+    h.queue = queue;
+    h.version = std::string(version());
+    send(*s, h);
+    return std::optional<transport::envelope_socket>(std::move(*s));
+  }
+
+  result<worker_stats> run();
+};
+
+result<worker_stats> worker::impl::run() {
+  const auto started = clock_type::now();
+  const auto hb_interval = milliseconds(opts.cfg.fleet.heartbeat_interval_ms);
+  const auto silence_base = hb_interval * opts.cfg.fleet.heartbeat_liveness;
+  zmq::context_t ctx(1);
+  std::optional<transport::envelope_socket> sock;
+  if (!opts.supervisor.empty()) {
+    auto s = connect(ctx);
+    if (!s)
+      return std::unexpected(s.error());
+    sock = std::move(*s);
+  }
+  spdlog::info("worker {}: {} job on queue '{}' ({} lane(s)) as {}{}", opts.slot,
+               opts.cfg.worker.job, queue, lanes.size(), owner,
+               opts.supervisor.empty() ? std::string(", standalone")
+                                       : ", supervisor " + opts.supervisor);
+  if (auto r = table.sync_clock(); !r)
+    spdlog::warn("worker {}: storage clock not known yet: {}", opts.slot, r.error().describe());
+
+  keeper->start();
+  for (std::size_t i = 0; i < lanes.size(); ++i)
+    lanes[i]->thread = std::thread([this, i] { lane_loop(i); });
+  claimer = std::thread([this] { claimer_loop(); });
+
+  // -- the control loop: messages, heartbeats, liveness, drain ----------------------------------
+  msgpack::zone zone;
+  transport::envelope env;
+  auto next_hb = clock_type::now();
+  auto last_heard = clock_type::now();
+  auto silence_limit = silence_base;
+  bool stop_sent = false;      // jobs asked to stop (drain deadline passed)
+  bool drain_started = false;
+  for (;;) {
+    auto now = clock_type::now();
+    // Drain: stop claiming, release what no lane took yet, wait for the lanes.
+    bool all_idle = false;
+    {
+      std::unique_lock lock(mu);
+      if (drain_requested && !drain_started) {
+        drain_started = true;
+        draining = true;
+        spdlog::info("worker {}: draining ({}): {} record(s) in flight", opts.slot, drain_reason,
+                     in_flight_locked());
+      }
+      if (draining) {
+        std::deque<lease_keeper::handle> unstarted;
+        unstarted.swap(ready);
+        all_idle = std::none_of(lanes.begin(), lanes.end(), [](const auto& l) { return l->busy; });
+        if (!stop_sent && now >= drain_deadline && !all_idle) {
+          stop_sent = true;
+          for (auto& l : lanes)
+            if (l->busy)
+              l->stop.request_stop();
+          spdlog::info("worker {}: drain deadline reached; stopping the running job(s)", opts.slot);
+        }
+        lock.unlock();
+        cv.notify_all();
+        for (auto& h : unstarted)
+          release_uncounted(h, "draining");
+      }
+    }
+    if (drain_started && all_idle)
+      break;
+    if (now >= next_hb) {
+      update_rate(now);
+      if (sock) {
+        send(*sock, make_heartbeat());
+        add(heartbeats_sent);
+      }
+      next_hb = now + hb_interval;
+    }
+    if (sock && now - last_heard > silence_limit) {
+      // Paranoid Pirate: the supervisor is presumed dead. Reconnect with a fresh socket (and
+      // hello) while the lanes keep working from the table; tolerate twice the silence next time.
+      add(reconnects);
+      spdlog::warn("worker {}: no word from the supervisor at {} for {} ms; reconnecting", opts.slot,
+                   opts.supervisor, duration_cast<milliseconds>(now - last_heard).count());
+      sock.reset();
+      auto s = connect(ctx);
+      if (s)
+        sock = std::move(*s);
+      else
+        spdlog::error("worker {}: {}", opts.slot, s.error().describe());
+      last_heard = now;
+      silence_limit = std::min(silence_limit * 2, std::max(opts.reconnect_max, silence_base));
+      continue;
+    }
+    // Wait for a message, the next heartbeat, or at most 50 ms (drain requests, lane progress).
+    auto wait = std::clamp(duration_cast<milliseconds>(next_hb - now), milliseconds(0), milliseconds(50));
+    if (!sock) {
+      std::unique_lock lock(mu);
+      cv.wait_for(lock, wait);
+      continue;
+    }
+    auto r = sock->receive(env, wait);
+    if (!r) {
+      if (r.error().code == transport::errc::timeout)
+        continue;
+      if (r.error().code == transport::errc::closed) {
+        spdlog::error("worker {}: the supervisor socket closed: {}", opts.slot, r.error().describe());
+        sock.reset();
+        continue;
+      }
+      // An undecodable frame (counted by the socket as well): it still proves the peer is alive.
+      last_heard = clock_type::now();
+      const auto n = malformed.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (n <= 10 || n % 1000 == 0)
+        spdlog::warn("worker {}: dropped a malformed frame from the supervisor ({} so far): {}",
+                     opts.slot, n, r.error().describe());
+      continue;
+    }
+    last_heard = clock_type::now();
+    silence_limit = silence_base;
+    handle(env, zone);
+  }
+
+  // -- shut down: every thread joined, nothing left held, bye ----------------------------------
+  {
+    std::lock_guard lock(mu);
+    draining = true;
+  }
+  cv.notify_all();
+  if (claimer.joinable())
+    claimer.join();
+  for (auto& l : lanes)
+    if (l->thread.joinable())
+      l->thread.join();
+  std::deque<lease_keeper::handle> left;
+  {
+    std::lock_guard lock(mu);
+    left.swap(ready);
+  }
+  for (auto& h : left)
+    release_uncounted(h, "draining");
+  if (auto n = keeper->release_all(); n > 0) {
+    add(released, n);
+    spdlog::info("worker {}: released {} record(s) still held", opts.slot, n);
+  }
+  keeper->stop();
+  update_rate(clock_type::now());
+  const auto st = stats();
+  if (sock) {
+    bye b;
+    b.reason = fatal ? "job broken: " + fatal->message : drain_reason;
+    b.released = st.released;
+    b.done = st.done;
+    send(*sock, b);
+    sock.reset(); // linger delivers the bye (up to 1 s)
+  }
+  const double secs = duration<double>(clock_type::now() - started).count();
+  spdlog::info("worker {}: exiting after {:.1f} s: {} done, {} failed ({} dead), {} released, "
+               "{} lease lost, {} claimed, {} contention, {} malformed frame(s)",
+               opts.slot, secs, st.done, st.failed, st.dead, st.released, st.lease_lost, st.claimed,
+               st.contention, st.malformed);
+  if (fatal)
+    return std::unexpected(*fatal);
+  return st;
+}
+
+// -- worker --------------------------------------------------------------------------------------
+
+worker::worker(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+
+worker::~worker() {
+  // run() joins every thread before returning; a worker destroyed without run() has none.
+  if (impl_) {
+    {
+      std::lock_guard lock(impl_->mu);
+      impl_->draining = true;
+    }
+    impl_->cv.notify_all();
+    if (impl_->claimer.joinable())
+      impl_->claimer.join();
+    for (auto& l : impl_->lanes)
+      if (l->thread.joinable())
+        l->thread.join();
+  }
+}
+
+result<std::unique_ptr<worker>> worker::make(work_table table, worker_options opts) {
+  if (opts.slot.empty() || opts.slot.size() > 64)
+    return fail(errc::invalid_argument, "worker: the slot name must be 1 to 64 bytes");
+  for (char c : opts.slot)
+    if (c == '/' || c == '@' || static_cast<unsigned char>(c) < 0x20)
+      return fail(errc::invalid_argument, "worker: the slot name must not hold '/', '@' or control characters");
+  if (!opts.supervisor.empty())
+    if (auto e = transport::endpoint::parse(opts.supervisor, transport::endpoint_use::connect); !e)
+      return fail(errc::invalid_argument, "worker: --supervisor: " + e.error().describe());
+  if (auto v = validate(opts.cfg); !v)
+    return std::unexpected(v.error());
+  if (!opts.factory)
+    opts.factory = find_job_factory(opts.cfg.worker.job);
+  if (!opts.factory)
+    return fail(errc::invalid_argument, "worker: unknown job '" + opts.cfg.worker.job + "' (exec or etl)");
+  auto p = std::make_unique<impl>(worker_options{}, table);
+  p->queue = worker_queue(opts.cfg);
+  p->host = !opts.host.empty() ? opts.host : !opts.cfg.fleet.host.empty() ? opts.cfg.fleet.host : local_host_name();
+  if (opts.pid == 0)
+    opts.pid = static_cast<long>(::getpid());
+  p->owner = worker_owner(p->host, opts.slot, opts.pid);
+  p->address = "worker@" + opts.slot + "@" + p->host;
+  if (p->address.size() > 256)
+    return fail(errc::invalid_argument, "worker: host name too long");
+  p->all_shards.resize(opts.cfg.work.shards);
+  std::iota(p->all_shards.begin(), p->all_shards.end(), 0u);
+  for (std::uint32_t i = 0; i < opts.cfg.worker.concurrency; ++i) {
+    auto j = opts.factory(opts.cfg);
+    if (!j)
+      return std::unexpected(j.error());
+    auto l = std::make_unique<lane>();
+    l->job = std::move(*j);
+    p->lanes.push_back(std::move(l));
+  }
+  p->contention_base = table.counters().contention.load(std::memory_order_relaxed);
+  lease_keeper_options ko;
+  ko.renew_interval = milliseconds(opts.cfg.work.lease_renew_ms);
+  p->opts = std::move(opts);
+  impl* raw = p.get();
+  p->keeper = std::make_unique<lease_keeper>(
+      table, ko, [raw](const claimed_record& r, const error& e) { raw->on_lost(r, e); });
+  return std::unique_ptr<worker>(new worker(std::move(p)));
+}
+
+result<worker_stats> worker::run() { return impl_->run(); }
+
+void worker::drain(milliseconds deadline, std::string reason) {
+  impl_->drain(deadline, std::move(reason));
+}
+
+worker_stats worker::stats() const { return impl_->stats(); }
+const std::string& worker::owner() const noexcept { return impl_->owner; }
+const std::string& worker::queue() const noexcept { return impl_->queue; }
+
+} // namespace shoal::workers::fleet

@@ -1,0 +1,109 @@
+#pragma once
+// The engine of `shoal worker` (issue 5 items 1–2): claims records of one queue from the work
+// table, runs a pluggable job on each (workers/fleet/job.hpp), renews their leases while the job
+// runs, completes / fails / releases them, and talks to its supervisor over ZeroMQ.
+//
+// Threads: the caller of run() owns the DEALER (hello, heartbeats, assignments, wake-ups,
+// drain, Paranoid Pirate reconnects; never storage I/O, so heartbeats keep flowing during a
+// storage outage); one claimer thread claims as many records as there are idle lanes (the
+// fallback table poll backs off from worker.poll_min_ms to poll_max_ms, reset by any found work,
+// cut short by work.available); worker.concurrency lane threads each run one job instance; the
+// lease_keeper's thread renews held leases. A lost lease stops that lane's job at once
+// (stop_token) and nothing is completed on it.
+//
+// Correctness is in the table (ETags, leases, fencing gens): a supervisor that goes silent is
+// reconnected to in the background while work continues; no message is needed for a record to be
+// processed exactly once per successful attempt.
+
+#include "workers/fleet/job.hpp"
+#include "workers/fleet/protocol.hpp"
+#include "workers/work_table.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace shoal::workers::fleet {
+
+/// Settings of a worker. `cfg` carries [worker] (job, queue, concurrency, polls, drain), [work]
+/// (lease, renew, batch) and [fleet] (heartbeats); the rest have safe defaults.
+struct worker_options {
+  config cfg;               ///< the whole configuration, already validated
+  std::string slot = "w0";  ///< slot name: DEALER routing id and part of the owner string (1..64 bytes)
+  std::string supervisor;   ///< ROUTER endpoint of the supervisor; empty = standalone (no ZeroMQ)
+  std::string host;         ///< host name; empty = cfg.fleet.host, else gethostname()
+  long pid = 0;             ///< process id in the owner string; 0 = getpid()
+  job_factory factory;      ///< makes one job per lane; empty = find_job_factory(cfg.worker.job)
+  /// Cap of the Paranoid Pirate reconnect backoff: the silence tolerated before the next
+  /// reconnect doubles from heartbeat_liveness × heartbeat_interval_ms up to this.
+  std::chrono::milliseconds reconnect_max{32'000};
+};
+
+/// Counters of one worker (monotonic since start, except in_flight and assign_epoch).
+struct worker_stats {
+  std::uint64_t claim_calls = 0; ///< work_table::claim calls (polls and wake-ups)
+  std::uint64_t claimed = 0;     ///< records claimed
+  std::uint64_t done = 0;        ///< records completed
+  std::uint64_t failed = 0;      ///< failed attempts recorded (retry or dead)
+  std::uint64_t dead = 0;        ///< of which the record went dead (max_attempts reached)
+  std::uint64_t released = 0;    ///< claims given back uncounted (drain, stop, broken job)
+  std::uint64_t lease_lost = 0;  ///< records whose lease was lost (job stopped or completion refused)
+  std::uint64_t contention = 0;  ///< claims lost to another claimer (412)
+  std::uint64_t storage_errors = 0; ///< claim/complete/fail/release calls that failed on storage
+  std::uint64_t malformed = 0;   ///< frames from the supervisor dropped: undecodable envelope or body
+  std::uint64_t ignored = 0;     ///< well-formed messages of a kind or queue not for a worker
+  std::uint64_t reconnects = 0;  ///< Paranoid Pirate reconnects after a silent supervisor
+  std::uint64_t heartbeats_sent = 0;
+  std::uint64_t wakeups = 0;     ///< work.available messages applied
+  std::uint64_t assign_epoch = 0; ///< epoch of the last ctl.assign applied
+  std::uint32_t in_flight = 0;   ///< records held right now (running or about to)
+  double rate_per_s = 0;         ///< completions per second over the last ~10 s
+};
+
+/// One worker process's engine. Create with make(), run() once from one thread; drain() and
+/// stats() may be called from any thread.
+class worker {
+public:
+  /// Makes the job instances (one per lane, through opts.factory) and checks the options.
+  /// Errors: invalid_argument (bad slot, unknown job, exec without a command), whatever the
+  /// job factory returns (storage, SQL), transport errors of the supervisor endpoint as
+  /// invalid_argument.
+  [[nodiscard]] static result<std::unique_ptr<worker>> make(work_table table, worker_options opts);
+  ~worker();
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+
+  /// Works until drained: connects and says hello (unless standalone), claims and runs records,
+  /// heartbeats. Returns after a drain (drain(), ctl.drain) once every in-flight record is
+  /// finished or, after the drain deadline, stopped and released, and ctl.bye is sent.
+  /// Errors: a job's result<> error (the job is broken; its record is released and the worker
+  /// drains at once) — the process should exit non-zero so its supervisor restarts it.
+  [[nodiscard]] result<worker_stats> run();
+
+  /// Asks the worker to drain: stop claiming, finish in-flight records within `deadline`
+  /// (0 = worker.drain_timeout_ms), then stop their jobs and release them. Thread-safe and
+  /// idempotent (a later call may only shorten the deadline). Not async-signal-safe: call it
+  /// from a sigwait thread, not a signal handler.
+  void drain(std::chrono::milliseconds deadline = std::chrono::milliseconds(0),
+             std::string reason = "drain requested");
+
+  /// A copy of the counters. Thread-safe.
+  worker_stats stats() const;
+  /// The work-table owner string (worker_owner(host, slot, pid)).
+  const std::string& owner() const noexcept;
+  /// The queue claimed from.
+  const std::string& queue() const noexcept;
+
+  struct impl; ///< defined in worker.cpp
+
+private:
+  explicit worker(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+/// The queue a worker of `cfg` claims from: worker.queue, else "exec" for the exec job and
+/// etl.queue for the etl job. Thread-safe (pure).
+std::string worker_queue(const config& cfg);
+
+} // namespace shoal::workers::fleet
