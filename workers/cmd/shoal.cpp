@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   shoal::cmd::add_init_command(app, g, run);
   shoal::cmd::add_etl_command(app, g, run);
   shoal::cmd::add_run_command(app, g, run);
+  shoal::cmd::add_worker_command(app, g, run);
   shoal::cmd::add_keys_command(app, g, run);
 
   try {
