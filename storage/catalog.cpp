@@ -3,6 +3,8 @@
 
 #include "storage/catalog.hpp"
 
+#include "storage/key_escape.hpp"
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -283,35 +285,7 @@ std::string catalog_schema::describe() const {
 
 // -- key helpers ----------------------------------------------------------------------------------
 
-std::string catalog::escape_key(std::string_view raw) {
-  static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(raw.size());
-  for (std::size_t i = 0; i < raw.size(); ++i) {
-    auto c = static_cast<unsigned char>(raw[i]);
-    bool esc = c == '%' || c == '/' || c == '\\' || c == '#' || c == '?' || c < 0x20 || c == 0x7F;
-    // U+0080..U+009F are C2 80..C2 9F in UTF-8: escape both bytes.
-    bool c1 = c == 0xC2 && i + 1 < raw.size() && static_cast<unsigned char>(raw[i + 1]) >= 0x80 &&
-              static_cast<unsigned char>(raw[i + 1]) <= 0x9F;
-    if (c1) {
-      auto d = static_cast<unsigned char>(raw[i + 1]);
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-      out += '%';
-      out += hex[d >> 4];
-      out += hex[d & 15];
-      ++i;
-    } else if (esc) {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
+std::string catalog::escape_key(std::string_view raw) { return escape_table_key(raw); }
 
 std::string catalog::partition_key(std::string_view field, std::string_view value) {
   return std::to_string(field.size()) + "_" + std::string(field) + escape_key(value);

@@ -267,7 +267,7 @@ public:
   const catalog_options& options() const noexcept { return opts_; }
 
   // -- key helpers (pure; exposed for tests and tools) ------------------------------------------
-  /// `%XX`-escapes the characters a table key cannot hold (see the file comment).
+  /// `%XX`-escapes the characters a table key cannot hold: storage::escape_table_key.
   static std::string escape_key(std::string_view raw);
   /// PartitionKey of the index entities of `field` = `value`.
   static std::string partition_key(std::string_view field, std::string_view value);

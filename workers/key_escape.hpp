@@ -5,7 +5,9 @@
 // Table keys may not contain `/ \ # ?`, U+0000–U+001F or U+007F–U+009F, and Azurite caps them
 // at 512 characters (shared/reference/azure-storage-rest.md §4). shoal percent-escapes those
 // characters and `%` itself, byte by byte, as `%XX` (upper-case hex of each UTF-8 byte), so any
-// valid UTF-8 id maps to exactly one key and back.
+// valid UTF-8 id maps to exactly one key and back. The escaping itself is
+// storage::escape_table_key (storage/key_escape.hpp), shared with the catalog; these functions
+// add the record-id checks (non-empty, UTF-8, length).
 
 #include "workers/error.hpp"
 
