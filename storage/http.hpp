@@ -35,6 +35,10 @@ struct http_response {
   int status = 0;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  /// HTTP attempts pipeline::send made to get this response, counting the first; > 1 means an
+  /// earlier attempt may have landed (a 2xx batch answer can still hold a 409 caused by it).
+  /// Transports leave it 1.
+  int attempts = 1;
 
   /// First value of header `lower_name` (which must be lower-case), if present.
   std::optional<std::string_view> header(std::string_view lower_name) const noexcept {

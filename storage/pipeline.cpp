@@ -335,8 +335,10 @@ result<http_response> pipeline::send(service svc, const storage_request& req) co
     }
 
     auto r = p.transport->send(hr);
-    if (r && r->status < 400)
+    if (r && r->status < 400) {
+      r->attempts = attempt;
       return r;
+    }
 
     error e;
     std::optional<std::chrono::milliseconds> asked;

@@ -69,7 +69,8 @@ public:
   [[nodiscard]] static result<pipeline> make(storage_account account, pipeline_options opts = {},
                                              std::shared_ptr<http_transport> transport = nullptr);
 
-  /// Sends `req` to `svc`. 2xx and 3xx responses are returned as values; every other status
+  /// Sends `req` to `svc`. 2xx and 3xx responses are returned as values, with
+  /// http_response::attempts set (> 1 when retried); every other status
   /// becomes an error carrying http_status, x-ms-error-code, x-ms-request-id, the service's
   /// message, `retryable` and `attempts` (> 1 when retried: a 409 or 412 then may stem from
   /// this same request's earlier attempt, which callers resolve by re-reading).

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <random>
 #include <set>
 
@@ -431,6 +432,43 @@ std::string_view kind_name(table_operation_kind k) {
   return "?";
 }
 
+// Whether `ops` are all in effect in storage now, by reading each entity back: the state a
+// committed changeset leaves (inserted/replaced entities hold exactly the operation's content,
+// merged ones hold at least the patch, deleted ones are gone). Used when a retried transaction
+// got 409/412/404 for an operation: the changeset is atomic, so if an earlier attempt committed,
+// every operation shows. On success the ETags (from the reads; "" for deletes) and the latest
+// read's Date; otherwise why not, for the error message. One GET per operation.
+result<table_transaction_result> applied_already(const table_client& table, const std::vector<table_operation>& ops) {
+  table_transaction_result out;
+  out.etags.reserve(ops.size());
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    const table_operation& op = ops[i];
+    auto stored = table.get_with_server_time(op.entity.partition_key, op.entity.row_key);
+    const std::string which = "operation " + std::to_string(i) + " (" + std::string(kind_name(op.kind)) + " " +
+                              op.entity.row_key.substr(0, 60) + ")";
+    if (op.kind == table_operation_kind::delete_entity) {
+      if (stored)
+        return std::unexpected(error::invalid(which + ": the entity still exists"));
+      if (stored.error().code != errc::not_found)
+        return std::unexpected(stored.error());
+      out.etags.emplace_back();
+      continue;
+    }
+    if (!stored) {
+      error e = stored.error();
+      if (e.code == errc::not_found)
+        e.message = which + ": the entity does not exist";
+      return std::unexpected(std::move(e));
+    }
+    const bool merged = op.kind == table_operation_kind::merge || op.kind == table_operation_kind::insert_or_merge;
+    if (!(merged ? contains_content(stored->first, op.entity) : same_content(stored->first, op.entity)))
+      return std::unexpected(error::invalid(which + ": the stored entity does not hold its content"));
+    out.etags.push_back(stored->first.etag);
+    out.server_time = std::max(out.server_time, stored->second);
+  }
+  return out;
+}
+
 } // namespace
 
 table_transaction_outcome table_client::submit_transaction(const table_transaction& tx) const {
@@ -503,6 +541,7 @@ table_transaction_outcome table_client::submit_transaction(const table_transacti
     if (auto id = r->header("x-ms-request-id"))
       e.request_id = std::string(*id);
     e.retryable = false;
+    e.attempts = r->attempts;
     auto index = detail::failed_operation_index(part);
     if (auto nl = message.find('\n'); nl != std::string::npos)
       message.resize(nl); // drop the RequestId/Time lines
@@ -512,6 +551,18 @@ table_transaction_outcome table_client::submit_transaction(const table_transacti
                            " " + ops[*index].entity.row_key.substr(0, 60) + ") failed: "
                      : std::string("an operation failed: ")) +
                 message;
+    if (r->attempts > 1 && (part.status == 404 || part.status == 409 || part.status == 412)) {
+      // The request was retried: the rejected operation may have collided with this same
+      // transaction's earlier attempt, which committed while its answer was lost.
+      auto applied = applied_already(*this, ops);
+      if (applied) {
+        if (applied->server_time.time_since_epoch().count() == 0)
+          applied->server_time = server_time_of(*r);
+        return std::move(*applied);
+      }
+      e.message += " (after " + std::to_string(r->attempts) +
+                   " attempts; not an earlier attempt's doing: " + applied.error().message + ")";
+    }
     return std::unexpected(tx_error(std::move(e), index));
   }
   if (parts->size() != ops.size())

@@ -20,6 +20,10 @@
 //  - update/merge with an ETag → 412: read back; the stored entity holds our content → success;
 //    otherwise precondition_failed, saying so.
 //  - delete → 404: success (the earlier attempt deleted it).
+//  - transaction → 2xx batch answer whose failing operation got 409, 412 or 404: every entity of
+//    the transaction is read back; if each shows the operation's effect (inserted/replaced =
+//    same content, merged = holds the patch, deleted = gone), the earlier attempt committed →
+//    success with the reads' ETags; otherwise the service's error, `attempts` > 1.
 // Server time: every write result carries the service's `Date` header, so leases can be computed
 // from the storage clock, never the local one.
 
@@ -223,7 +227,9 @@ public:
   /// operations, one PartitionKey, each (PK, RK) at most once, every entity valid, body ≤ 4 MiB
   /// (invalid_argument / limit_exceeded with failed_index where one operation is at fault).
   /// On success the per-operation ETags; on failure the service's status of the failing
-  /// operation (conflict, precondition_failed, not_found, bad_request, ...) with failed_index.
+  /// operation (conflict, precondition_failed, not_found, bad_request, ...) with failed_index
+  /// and `attempts`. A retried transaction rejected with 409/412/404 is resolved by reading
+  /// back as the file comment says (one GET per operation).
   [[nodiscard]] table_transaction_outcome submit_transaction(const table_transaction& tx) const;
 
 private:

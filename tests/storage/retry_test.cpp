@@ -210,16 +210,21 @@ TEST_F(RetryTest, TimeoutThenSuccess) {
   auto r = p.send(service::blob, request());
   ASSERT_TRUE(r) << r.error().describe();
   EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(r->attempts, 2); // a 2xx after a retry says so: its body may reflect attempt 1
   EXPECT_EQ(transport->request_count(), 2u);
   EXPECT_EQ(sleeps, (sleeps_t{milliseconds{200}}));
 }
 
 TEST_F(RetryTest, ServiceUnavailableThenSuccess) {
-  transport->respond(503).respond(201);
+  transport->respond(503).respond(503).respond(201).respond(200);
   const pipeline p = make();
   auto r = p.send(service::blob, request());
   ASSERT_TRUE(r) << r.error().describe();
-  EXPECT_EQ(transport->request_count(), 2u);
+  EXPECT_EQ(r->attempts, 3);
+  EXPECT_EQ(transport->request_count(), 3u);
+  auto first_try = p.send(service::blob, request());
+  ASSERT_TRUE(first_try) << first_try.error().describe();
+  EXPECT_EQ(first_try->attempts, 1);
 }
 
 TEST_F(RetryTest, ConnectionResetThenSuccess) {

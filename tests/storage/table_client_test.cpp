@@ -305,5 +305,100 @@ TEST_F(TableClientTest, TransactionFailureCarriesTheFailingIndex) {
   EXPECT_EQ(reqs[0].url, "http://127.0.0.1:10002/devstoreaccount1/$batch");
 }
 
+// A batch answer whose changeset failed at `index` (0-based) with `status` / `code`, as Azurite
+// and Azure send it: 202 outside, one failing part inside, the index as the message prefix.
+std::string failed_batch_body(int status, const std::string& reason, const std::string& code, std::size_t index) {
+  return "--batchresponse_1\r\nContent-Type: multipart/mixed; boundary=changesetresponse_2\r\n\r\n"
+         "--changesetresponse_2\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+         "HTTP/1.1 " + std::to_string(status) + " " + reason +
+         "\r\nContent-ID: " + std::to_string(index + 1) + "\r\nContent-Type: application/json\r\n\r\n"
+         R"({"odata.error":{"code":")" + code + R"(","message":{"lang":"en-US","value":")" + std::to_string(index) +
+         ":failed.\\nRequestId:x\"}}}"
+         "\r\n--changesetresponse_2--\r\n--batchresponse_1--\r\n";
+}
+
+const header_list batch_headers = {{"date", date_text}, {"content-type", "multipart/mixed; boundary=batchresponse_1"}};
+
+TEST_F(TableClientTest, RetriedTransactionRejectedByItsOwnEarlierAttemptIsSuccess) {
+  // Attempt 1 commits but its answer is lost; attempt 2 collides with it (409 on operation 0).
+  table_entity a = sample(), b = sample();
+  b.row_key = "rec2";
+  fake->fail_timeout();
+  fake->respond(202, batch_headers, failed_batch_body(409, "Conflict", "EntityAlreadyExists", 0));
+  fake->respond(200, with_etag(etag1), entity_to_json(a)); // read-back of a
+  fake->respond(200, with_etag(etag2), entity_to_json(b)); // read-back of b
+  table_transaction tx;
+  tx.insert(a).insert(b);
+  auto r = client->submit_transaction(tx);
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->etags, (std::vector<std::string>{etag1, etag2}));
+  EXPECT_EQ(r->server_time, *parse_http_date(date_text));
+  auto reqs = fake->requests();
+  ASSERT_EQ(reqs.size(), 4u);
+  EXPECT_EQ(reqs[2].method, http_method::get);
+  EXPECT_EQ(reqs[2].url, "http://127.0.0.1:10002/devstoreaccount1/work(PartitionKey='q-00',RowKey='rec1')");
+  EXPECT_EQ(reqs[3].url, "http://127.0.0.1:10002/devstoreaccount1/work(PartitionKey='q-00',RowKey='rec2')");
+}
+
+TEST_F(TableClientTest, RetriedTransactionOfMergesAndDeletesResolvesEachKind) {
+  table_entity patch;
+  patch.partition_key = "q-00";
+  patch.row_key = "rec1";
+  patch.set("status", std::string("claimed"));
+  table_entity stored = sample();
+  stored.set("status", std::string("claimed"));
+  fake->fail_connection_reset();
+  fake->respond(202, batch_headers, failed_batch_body(412, "Precondition Failed", "UpdateConditionNotSatisfied", 0));
+  fake->respond(200, with_etag(etag2), entity_to_json(stored)); // the merge is in
+  fake->respond(404, {{"x-ms-error-code", "ResourceNotFound"}}); // the delete is done
+  table_transaction tx;
+  tx.merge(patch, etag1).delete_entity("q-00", "rec2", etag1);
+  auto r = client->submit_transaction(tx);
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->etags, (std::vector<std::string>{etag2, ""}));
+}
+
+TEST_F(TableClientTest, RetriedTransactionConflictWithSomeoneElsesEntityStaysAConflict) {
+  table_entity a = sample(), b = sample();
+  b.row_key = "rec2";
+  table_entity other = b;
+  other.set("owner", std::string("someone-else"));
+  fake->fail_timeout();
+  fake->respond(202, batch_headers, failed_batch_body(409, "Conflict", "EntityAlreadyExists", 1));
+  fake->respond(404, {{"x-ms-error-code", "ResourceNotFound"}}); // a is not there: nothing committed
+  table_transaction tx;
+  tx.insert(a).insert(b);
+  auto r = client->submit_transaction(tx);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::conflict);
+  EXPECT_EQ(r.error().service_code, "EntityAlreadyExists");
+  EXPECT_EQ(r.error().failed_index, 1u);
+  EXPECT_EQ(r.error().attempts, 2);
+  EXPECT_NE(r.error().message.find("does not exist"), std::string::npos) << r.error().message;
+  EXPECT_EQ(fake->request_count(), 3u);
+
+  // Both present, but b holds someone else's content.
+  fake->fail_timeout();
+  fake->respond(202, batch_headers, failed_batch_body(409, "Conflict", "EntityAlreadyExists", 1));
+  fake->respond(200, with_etag(etag1), entity_to_json(a));
+  fake->respond(200, with_etag(etag2), entity_to_json(other));
+  auto again = client->submit_transaction(tx);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, errc::conflict);
+  EXPECT_EQ(again.error().attempts, 2);
+  EXPECT_NE(again.error().message.find("does not hold"), std::string::npos) << again.error().message;
+}
+
+TEST_F(TableClientTest, FirstAttemptTransactionConflictIsReportedWithoutReads) {
+  fake->respond(202, batch_headers, failed_batch_body(409, "Conflict", "EntityAlreadyExists", 0));
+  table_transaction tx;
+  tx.insert(sample());
+  auto r = client->submit_transaction(tx);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::conflict);
+  EXPECT_EQ(r.error().attempts, 1);
+  EXPECT_EQ(fake->request_count(), 1u);
+}
+
 } // namespace
 } // namespace shoal::storage
