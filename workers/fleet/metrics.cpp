@@ -1,0 +1,98 @@
+#include "workers/fleet/metrics.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <array>
+#include <mutex>
+#include <set>
+
+namespace shoal::workers::fleet {
+
+struct fleet_metrics::impl {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::array<prometheus::Counter*, 8> counters{};
+  prometheus::Family<prometheus::Gauge>* records = nullptr;
+  prometheus::Family<prometheus::Gauge>* workers = nullptr;
+  std::mutex mu; // guards the label sets below (Family::Add is thread-safe; our bookkeeping is not)
+  std::set<std::string> worker_states;
+  std::unique_ptr<prometheus::Exposer> exposer;
+
+  impl() {
+    auto counter = [&](fleet_counter c, const char* name, const char* help) {
+      auto& fam = prometheus::BuildCounter().Name(name).Help(help).Register(*registry);
+      counters[static_cast<std::size_t>(c)] = &fam.Add({});
+    };
+    counter(fleet_counter::claims, "shoal_claims_total", "Records claimed by this host's workers.");
+    counter(fleet_counter::completions, "shoal_completions_total", "Records completed by this host's workers.");
+    counter(fleet_counter::failures, "shoal_failures_total", "Failed attempts of this host's workers.");
+    counter(fleet_counter::contention, "shoal_contention_total",
+            "Claims lost to another claimer (HTTP 412 on the conditional merge).");
+    counter(fleet_counter::lease_lost, "shoal_lease_lost_total",
+            "Completions refused because the record was re-claimed.");
+    counter(fleet_counter::restarts, "shoal_worker_restarts_total", "Worker processes restarted.");
+    counter(fleet_counter::missed_heartbeats, "shoal_missed_heartbeats_total",
+            "Workers declared hung after heartbeat_liveness silent intervals.");
+    counter(fleet_counter::hwm_drops, "shoal_hwm_drops_total",
+            "Envelopes dropped at a ZeroMQ high-water mark.");
+    records = &prometheus::BuildGauge().Name("shoal_records").Help("Work-table records per queue and status.")
+                   .Register(*registry);
+    workers = &prometheus::BuildGauge().Name("shoal_workers").Help("Worker slots of this supervisor per state.")
+                   .Register(*registry);
+  }
+};
+
+fleet_metrics::fleet_metrics() : impl_(std::make_unique<impl>()) {}
+fleet_metrics::~fleet_metrics() = default;
+
+result<std::unique_ptr<fleet_metrics>> fleet_metrics::serve(const std::string& address, std::uint16_t port) {
+  auto m = std::make_unique<fleet_metrics>();
+  try {
+    // civetweb takes "host:port"; an IPv6 literal needs brackets.
+    std::string bind = address.find(':') != std::string::npos ? "[" + address + "]" : address;
+    bind += ":" + std::to_string(port);
+    m->impl_->exposer = std::make_unique<prometheus::Exposer>(bind, 2);
+    m->impl_->exposer->RegisterCollectable(m->impl_->registry);
+  } catch (const std::exception& e) {
+    return fail(errc::io, "metrics: cannot listen on " + address + ":" + std::to_string(port) + ": " + e.what());
+  }
+  return m;
+}
+
+void fleet_metrics::add(fleet_counter c, std::uint64_t n) {
+  if (n)
+    impl_->counters[static_cast<std::size_t>(c)]->Increment(static_cast<double>(n));
+}
+
+void fleet_metrics::set_records(const std::string& queue, const std::map<std::string, std::uint64_t>& by_status) {
+  for (const char* s : {"pending", "claimed", "done", "dead"}) {
+    auto it = by_status.find(s);
+    impl_->records->Add({{"queue", queue}, {"status", s}})
+        .Set(it == by_status.end() ? 0.0 : static_cast<double>(it->second));
+  }
+}
+
+void fleet_metrics::set_workers(const std::map<std::string, std::uint64_t>& by_state) {
+  std::lock_guard lock(impl_->mu);
+  for (const auto& [state, n] : by_state)
+    impl_->worker_states.insert(state);
+  for (const auto& state : impl_->worker_states) {
+    auto it = by_state.find(state);
+    impl_->workers->Add({{"state", state}}).Set(it == by_state.end() ? 0.0 : static_cast<double>(it->second));
+  }
+}
+
+std::string fleet_metrics::render() const {
+  prometheus::TextSerializer s;
+  return s.Serialize(impl_->registry->Collect());
+}
+
+std::vector<int> fleet_metrics::ports() const {
+  return impl_->exposer ? impl_->exposer->GetListeningPorts() : std::vector<int>{};
+}
+
+} // namespace shoal::workers::fleet
