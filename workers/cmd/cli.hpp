@@ -55,5 +55,7 @@ void add_etl_command(CLI::App&, global_options&, command_fn&);
 void add_run_command(CLI::App&, global_options&, command_fn&);
 void add_worker_command(CLI::App&, global_options&, command_fn&);
 void add_keys_command(CLI::App&, global_options&, command_fn&);
+void add_supervisor_command(CLI::App&, global_options&, command_fn&);
+void add_status_command(CLI::App&, global_options&, command_fn&);
 
 } // namespace shoal::cmd

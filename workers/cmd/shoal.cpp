@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   shoal::cmd::add_run_command(app, g, run);
   shoal::cmd::add_worker_command(app, g, run);
   shoal::cmd::add_keys_command(app, g, run);
+  shoal::cmd::add_supervisor_command(app, g, run);
+  shoal::cmd::add_status_command(app, g, run);
 
   try {
     app.parse(argc, argv);
