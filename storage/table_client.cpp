@@ -96,6 +96,30 @@ result<void> validate_select(const std::vector<std::string>& select) {
   return {};
 }
 
+// GET of entity (pk, rk) of `table` (`select` empty = all properties), with the response Date.
+result<std::pair<table_entity, clock_type::time_point>> read_entity(const pipeline& p, std::string_view table,
+                                                                    std::string_view pk, std::string_view rk,
+                                                                    const std::vector<std::string>& select) {
+  if (auto v = validate_key(pk, "PartitionKey"); !v)
+    return std::unexpected(v.error());
+  if (auto v = validate_key(rk, "RowKey"); !v)
+    return std::unexpected(v.error());
+  if (auto v = validate_select(select); !v)
+    return std::unexpected(v.error());
+  storage_request req = make_request(http_method::get, detail::entity_path(table, pk, rk));
+  if (!select.empty())
+    req.query.emplace_back("$select", join_select(select));
+  auto r = p.send(service::table, req);
+  if (!r)
+    return std::unexpected(r.error());
+  auto e = entity_from_json(r->body);
+  if (!e)
+    return std::unexpected(e.error());
+  if (auto tag = r->header("etag"))
+    e->etag = std::string(*tag);
+  return std::pair{std::move(*e), server_time_of(*r)};
+}
+
 } // namespace
 
 // -- table_client ---------------------------------------------------------------------------------
@@ -170,47 +194,15 @@ result<table_write_result> table_client::insert(const table_entity& e) const {
 
 result<std::pair<table_entity, std::chrono::system_clock::time_point>>
 table_client::get_with_server_time(std::string_view pk, std::string_view rk) const {
-  if (auto v = validate_key(pk, "PartitionKey"); !v)
-    return std::unexpected(v.error());
-  if (auto v = validate_key(rk, "RowKey"); !v)
-    return std::unexpected(v.error());
-  storage_request req = make_request(http_method::get, entity_path(pk, rk));
-  auto r = pipeline_.send(service::table, req);
-  if (!r)
-    return std::unexpected(r.error());
-  auto e = entity_from_json(r->body);
-  if (!e)
-    return std::unexpected(e.error());
-  if (auto tag = r->header("etag"))
-    e->etag = std::string(*tag);
-  return std::pair{std::move(*e), server_time_of(*r)};
+  return read_entity(pipeline_, name_, pk, rk, {});
 }
 
 result<table_entity> table_client::get(std::string_view pk, std::string_view rk,
                                        const std::vector<std::string>& select) const {
-  if (select.empty()) {
-    auto r = get_with_server_time(pk, rk);
-    if (!r)
-      return std::unexpected(r.error());
-    return std::move(r->first);
-  }
-  if (auto v = validate_key(pk, "PartitionKey"); !v)
-    return std::unexpected(v.error());
-  if (auto v = validate_key(rk, "RowKey"); !v)
-    return std::unexpected(v.error());
-  if (auto v = validate_select(select); !v)
-    return std::unexpected(v.error());
-  storage_request req = make_request(http_method::get, entity_path(pk, rk));
-  req.query.emplace_back("$select", join_select(select));
-  auto r = pipeline_.send(service::table, req);
+  auto r = read_entity(pipeline_, name_, pk, rk, select);
   if (!r)
     return std::unexpected(r.error());
-  auto e = entity_from_json(r->body);
-  if (!e)
-    return std::unexpected(e.error());
-  if (auto tag = r->header("etag"))
-    e->etag = std::string(*tag);
-  return std::move(*e);
+  return std::move(r->first);
 }
 
 result<table_write_result> table_client::write_entity(http_method method, const table_entity& e,
