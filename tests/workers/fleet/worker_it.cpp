@@ -1,0 +1,540 @@
+// `shoal worker` against Azurite (workers/fleet/worker.hpp): the engine in-process against a
+// fake supervisor ROUTER (hello, heartbeats, assign, work.available, drain → bye, malformed
+// frames, reconnect), drain and lease loss with a fake job, and the real `shoal worker` process
+// running the exec job on 200 records exactly once, then SIGTERM mid-run.
+
+#include "actors/message.hpp"
+#include "storage/blob_client.hpp"
+#include "storage/connection_string.hpp"
+#include "storage/pipeline.hpp"
+#include "storage/table_client.hpp"
+#include "tests/support/azurite.hpp"
+#include "transport/socket.hpp"
+#include "workers/child_process.hpp"
+#include "workers/fleet/protocol.hpp"
+#include "workers/fleet/worker.hpp"
+#include "workers/work_table.hpp"
+
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace shoal::workers::fleet {
+namespace {
+
+using namespace std::chrono;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+// -- harness --------------------------------------------------------------------------------------
+
+/// What the fake job saw; shared by every lane's instance.
+struct fake_state {
+  std::atomic<int> runs{0};
+  std::atomic<bool> block{false};  // run until stopped, then return release
+  std::atomic<bool> broken{false}; // return a result<> error
+  std::mutex mu;
+  std::multiset<std::string> ids;  // guarded by mu
+};
+
+class fake_job final : public job {
+public:
+  explicit fake_job(std::shared_ptr<fake_state> s) : s_(std::move(s)) {}
+  std::string_view name() const noexcept override { return "fake"; }
+  result<job_result> run(claimed_record& r, const job_context& ctx) override {
+    {
+      std::lock_guard lock(s_->mu);
+      s_->ids.insert(r.id);
+    }
+    s_->runs.fetch_add(1);
+    if (s_->broken.load())
+      return fail(errc::io, "fake job: the SQL connection is gone");
+    if (s_->block.load()) {
+      while (!ctx.stop.stop_requested())
+        std::this_thread::sleep_for(5ms);
+      return job_result{job_verdict::release, {}, "stopped"};
+    }
+    return job_result{job_verdict::done, {}, "fake ok"};
+  }
+
+private:
+  std::shared_ptr<fake_state> s_;
+};
+
+struct storage_env {
+  std::string table_name = tests::unique_name("fleetw");
+  std::optional<storage::pipeline> pipe;
+  std::optional<work_table> work;
+
+  storage_env() {
+    auto account = storage::parse_connection_string(tests::azurite_connection_string());
+    EXPECT_TRUE(account);
+    if (!account)
+      return;
+    storage::pipeline_options po;
+    po.http.request_timeout = 10'000ms;
+    auto p = storage::pipeline::make(*account, po);
+    EXPECT_TRUE(p) << p.error().describe();
+    pipe = *p;
+    auto t = storage::table_client::make(*pipe, table_name);
+    EXPECT_TRUE(t) << t.error().describe();
+    work_table_options wo;
+    wo.work = cfg().work;
+    auto w = work_table::make(*t, storage::blob_client(*pipe), wo);
+    EXPECT_TRUE(w) << w.error().describe();
+    work = *w;
+    auto c = work->create_if_missing();
+    EXPECT_TRUE(c) << c.error().describe();
+  }
+
+  /// A configuration for this test's table: fast heartbeats, a tolerant liveness (the fake
+  /// supervisor does not heartbeat), short leases.
+  config cfg() const {
+    config c;
+    c.work.table = table_name;
+    c.work.lease_ms = 5'000;
+    c.work.lease_renew_ms = 500;
+    c.worker.job = "exec";
+    c.worker.queue = "fq";
+    c.worker.exec_command = "true";
+    c.worker.poll_min_ms = 50;
+    c.worker.poll_max_ms = 200;
+    c.fleet.heartbeat_interval_ms = 50;
+    c.fleet.heartbeat_liveness = 1000;
+    return c;
+  }
+
+  void enqueue(std::string_view queue, int n, std::string_view prefix = "r") {
+    std::vector<new_record> recs;
+    for (int i = 0; i < n; ++i)
+      recs.push_back({std::string(prefix) + std::to_string(i), "payload " + std::to_string(i), {}});
+    auto r = work->enqueue(queue, recs);
+    ASSERT_TRUE(r) << r.error().describe();
+  }
+
+  std::size_t count(std::string_view queue, record_status s) {
+    auto c = work->counts(queue);
+    EXPECT_TRUE(c) << c.error().describe();
+    if (!c)
+      return 0;
+    auto it = c->by_status.find(s);
+    return it == c->by_status.end() ? 0 : it->second;
+  }
+};
+
+/// A fresh work_table on the same storage table: its own counters, like a separate process.
+work_table own_table(const storage_env& e) {
+  auto t = storage::table_client::make(*e.pipe, e.table_name);
+  work_table_options wo;
+  wo.work = e.cfg().work;
+  return *work_table::make(*t, storage::blob_client(*e.pipe), wo);
+}
+
+/// The fake supervisor: a ROUTER on a free loopback port.
+struct fake_router {
+  zmq::context_t ctx{1};
+  std::optional<transport::envelope_socket> sock;
+  std::string endpoint;
+  std::vector<std::uint8_t> peer; // routing id of the last message
+  msgpack::zone zone;
+
+  fake_router() {
+    transport::socket_options so;
+    so.linger = 0ms;
+    auto s = transport::envelope_socket::make(ctx, zmq::socket_type::router, so);
+    EXPECT_TRUE(s);
+    sock = std::move(*s);
+    // A worker that reconnects comes back with the same routing id (its slot): take it over.
+    sock->raw().set(zmq::sockopt::router_handover, 1);
+    auto b = sock->bind("tcp://127.0.0.1:*");
+    EXPECT_TRUE(b) << b.error().describe();
+    endpoint = sock->last_endpoint();
+  }
+
+  /// Waits up to `timeout` for a message of `M`'s kind (others are skipped), decoded.
+  template <class M> std::optional<M> expect(milliseconds timeout = 10'000ms,
+                                             const std::function<bool(const M&)>& want = {}) {
+    const auto until = steady_clock::now() + timeout;
+    while (steady_clock::now() < until) {
+      auto in = sock->receive(100ms);
+      if (!in)
+        continue;
+      peer = in->routing_id;
+      if (in->env.kind != M::kind)
+        continue;
+      auto m = actors::decode_body<M>(in->env.body, zone);
+      EXPECT_TRUE(m) << m.error().message;
+      if (m && (!want || want(*m)))
+        return *m;
+    }
+    return std::nullopt;
+  }
+
+  template <class M> void send(const M& m) {
+    transport::envelope e;
+    e.id = transport::new_message_id();
+    e.kind = std::string(M::kind);
+    e.from = "supervisor@test@localhost";
+    e.ts_ns = 1;
+    actors::encode_body(m, e.body);
+    auto r = sock->send(peer, e);
+    EXPECT_TRUE(r) << r.error().describe();
+  }
+
+  void send_raw_kind(std::string_view kind, std::vector<std::uint8_t> body) {
+    transport::envelope e;
+    e.id = transport::new_message_id();
+    e.kind = std::string(kind);
+    e.from = "supervisor@test@localhost";
+    e.ts_ns = 1;
+    e.body = std::move(body);
+    auto r = sock->send(peer, e);
+    EXPECT_TRUE(r) << r.error().describe();
+  }
+
+  void send_garbage() {
+    const std::vector<std::uint8_t> junk = {0xc1, 0xff, 0x00, 0x13, 0x37};
+    auto r = sock->send_encoded(junk, peer);
+    EXPECT_TRUE(r) << r.error().describe();
+  }
+};
+
+/// Runs a worker on its own thread; joins it on destruction (draining it first if needed).
+struct running_worker {
+  std::unique_ptr<worker> w;
+  std::thread t;
+  std::optional<result<worker_stats>> outcome;
+
+  explicit running_worker(std::unique_ptr<worker> wk) : w(std::move(wk)) {
+    t = std::thread([this] { outcome = w->run(); });
+  }
+  void join() {
+    if (t.joinable())
+      t.join();
+  }
+  ~running_worker() {
+    if (t.joinable()) {
+      w->drain(1ms, "test teardown");
+      t.join();
+    }
+  }
+};
+
+template <class F> bool eventually(F&& f, milliseconds timeout = 20'000ms) {
+  const auto until = steady_clock::now() + timeout;
+  while (steady_clock::now() < until) {
+    if (f())
+      return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return f();
+}
+
+job_factory fake_factory(std::shared_ptr<fake_state> s) {
+  return [s](const config&) -> result<std::unique_ptr<job>> { return std::make_unique<fake_job>(s); };
+}
+
+// -- the engine against a fake supervisor ---------------------------------------------------------
+
+TEST(WorkerIt, HelloHeartbeatsAssignWakeUpAndDrainWithBye) {
+  storage_env env;
+  fake_router router;
+  auto state = std::make_shared<fake_state>();
+  worker_options o;
+  o.cfg = env.cfg();
+  o.cfg.worker.poll_min_ms = 60'000; // the fallback poll is far away: only a wake-up can be fast
+  o.cfg.worker.poll_max_ms = 60'000;
+  o.slot = "w7";
+  o.host = "hostx";
+  o.supervisor = router.endpoint;
+  o.factory = fake_factory(state);
+  auto w = worker::make(own_table(env), o);
+  ASSERT_TRUE(w) << w.error().describe();
+  EXPECT_EQ((*w)->queue(), "fq");
+  EXPECT_EQ((*w)->owner(), worker_owner("hostx", "w7", ::getpid()));
+  running_worker rw(std::move(*w));
+
+  auto h = router.expect<hello>();
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->slot, "w7");
+  EXPECT_EQ(h->host, "hostx");
+  EXPECT_EQ(h->owner, rw.w->owner());
+  EXPECT_EQ(h->pid, ::getpid());
+  EXPECT_EQ(h->job, "exec");
+  EXPECT_EQ(h->queue, "fq");
+  EXPECT_EQ(std::string(router.peer.begin(), router.peer.end()), "w7");
+  auto hb = router.expect<heartbeat>();
+  ASSERT_TRUE(hb);
+  EXPECT_NE(hb->state, static_cast<std::uint8_t>(worker_state::draining));
+
+  // ctl.assign: a newer epoch is applied and reported in heartbeats; an older one is ignored.
+  assign a;
+  a.epoch = 5;
+  a.queue = "fq";
+  for (std::uint32_t s = 0; s < o.cfg.work.shards; ++s)
+    a.shards.push_back(s);
+  router.send(a);
+  ASSERT_TRUE(router.expect<heartbeat>(10'000ms, [](const heartbeat& x) { return x.assign_epoch == 5; }));
+  a.epoch = 3;
+  router.send(a);
+  ASSERT_TRUE(eventually([&] { return rw.w->stats().ignored >= 1; }));
+  EXPECT_EQ(rw.w->stats().assign_epoch, 5u);
+
+  // Every poll so far found nothing; the next fallback poll is a minute away. A work.available
+  // makes the worker claim at once.
+  const auto calls = rw.w->stats().claim_calls;
+  ASSERT_GE(calls, 1u);
+  env.enqueue("fq", 3);
+  work_available wa;
+  wa.queue = "fq";
+  router.send(wa);
+  ASSERT_TRUE(eventually([&] { return rw.w->stats().done == 3; })) << "done " << rw.w->stats().done;
+  EXPECT_EQ(state->runs.load(), 3);
+  EXPECT_GE(rw.w->stats().wakeups, 1u);
+  ASSERT_TRUE(router.expect<heartbeat>(10'000ms, [](const heartbeat& x) { return x.done == 3 && x.claimed == 3; }));
+
+  // Malformed input is dropped and counted: a frame that is no envelope, a body that does not
+  // decode, a body of the wrong shape. The worker stays up and says so in its heartbeats.
+  router.send_garbage();
+  router.send_raw_kind(assign::kind, {0xc1});
+  router.send_raw_kind(work_available::kind, {0x93, 0xc0, 0xc0, 0xc0}); // [nil, nil, nil]
+  ASSERT_TRUE(router.expect<heartbeat>(10'000ms, [](const heartbeat& x) { return x.malformed >= 3; }));
+
+  // ctl.drain → ctl.bye, run() returns, nothing is left claimed.
+  drain d;
+  d.deadline_ms = 5'000;
+  d.reason = "test";
+  router.send(d);
+  auto b = router.expect<bye>();
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->done, 3u);
+  EXPECT_NE(b->reason.find("test"), std::string::npos) << b->reason;
+  rw.join();
+  ASSERT_TRUE(rw.outcome && *rw.outcome) << (rw.outcome ? rw.outcome->error().describe() : "no outcome");
+  EXPECT_EQ((**rw.outcome).done, 3u);
+  EXPECT_EQ(env.count("fq", record_status::claimed), 0u);
+  EXPECT_EQ(env.count("fq", record_status::done), 3u);
+}
+
+TEST(WorkerIt, ReconnectsAndSaysHelloAgainWhenTheSupervisorGoesSilent) {
+  storage_env env;
+  fake_router router;
+  auto state = std::make_shared<fake_state>();
+  worker_options o;
+  o.cfg = env.cfg();
+  o.cfg.fleet.heartbeat_interval_ms = 50;
+  o.cfg.fleet.heartbeat_liveness = 3; // 150 ms of silence = dead
+  o.slot = "w1";
+  o.supervisor = router.endpoint;
+  o.factory = fake_factory(state);
+  auto w = worker::make(own_table(env), o);
+  ASSERT_TRUE(w) << w.error().describe();
+  running_worker rw(std::move(*w));
+  ASSERT_TRUE(router.expect<hello>());
+  // The router never answers: the worker presumes it dead, reconnects, and says hello again,
+  // while it keeps working from the table.
+  ASSERT_TRUE(router.expect<hello>());
+  EXPECT_GE(rw.w->stats().reconnects, 1u);
+  env.enqueue("fq", 2);
+  ASSERT_TRUE(eventually([&] { return rw.w->stats().done == 2; }));
+}
+
+TEST(WorkerIt, DrainStopsBlockedJobsAtTheDeadlineAndReleasesThemUncounted) {
+  storage_env env;
+  auto state = std::make_shared<fake_state>();
+  state->block = true;
+  worker_options o;
+  o.cfg = env.cfg();
+  o.cfg.worker.concurrency = 2;
+  o.slot = "w2";
+  o.factory = fake_factory(state); // standalone: no supervisor
+  env.enqueue("fq", 2);
+  auto w = worker::make(own_table(env), o);
+  ASSERT_TRUE(w) << w.error().describe();
+  running_worker rw(std::move(*w));
+  ASSERT_TRUE(eventually([&] { return state->runs.load() == 2; }));
+  EXPECT_EQ(rw.w->stats().in_flight, 2u);
+  rw.w->drain(300ms, "test");
+  rw.join();
+  ASSERT_TRUE(rw.outcome && *rw.outcome) << rw.outcome->error().describe();
+  EXPECT_EQ((**rw.outcome).released, 2u);
+  EXPECT_EQ((**rw.outcome).done, 0u);
+  EXPECT_EQ(env.count("fq", record_status::claimed), 0u);
+  EXPECT_EQ(env.count("fq", record_status::pending), 2u);
+  auto rec = env.work->get("fq", "r0");
+  ASSERT_TRUE(rec) << rec.error().describe();
+  EXPECT_EQ(rec->attempts, 0); // a drain refunds the attempt
+}
+
+TEST(WorkerIt, LostLeaseStopsTheJobAndNothingIsCompleted) {
+  storage_env env;
+  auto state = std::make_shared<fake_state>();
+  state->block = true;
+  worker_options o;
+  o.cfg = env.cfg();
+  o.cfg.work.lease_renew_ms = 100;
+  o.slot = "w3";
+  o.factory = fake_factory(state);
+  env.enqueue("fq", 1);
+  auto w = worker::make(own_table(env), o);
+  ASSERT_TRUE(w) << w.error().describe();
+  running_worker rw(std::move(*w));
+  ASSERT_TRUE(eventually([&] { return state->runs.load() == 1; }));
+  state->block = false; // the next run (if any) completes at once
+  // An operator requeues the claimed record by id: its holder's next renewal gets lease_lost.
+  record_selector sel;
+  sel.ids = {"r0"};
+  auto n = env.work->requeue("fq", sel);
+  ASSERT_TRUE(n) << n.error().describe();
+  ASSERT_EQ(*n, 1u);
+  ASSERT_TRUE(eventually([&] { return rw.w->stats().lease_lost >= 1; }));
+  // The worker (or anyone) may claim it again and complete it then; the lost run never did.
+  ASSERT_TRUE(eventually([&] { return env.count("fq", record_status::done) == 1; }));
+  EXPECT_EQ(rw.w->stats().done, 1u);
+  EXPECT_EQ(state->runs.load(), 2);
+}
+
+TEST(WorkerIt, BrokenJobReleasesItsRecordAndFailsTheRun) {
+  storage_env env;
+  auto state = std::make_shared<fake_state>();
+  state->broken = true;
+  worker_options o;
+  o.cfg = env.cfg();
+  o.slot = "w4";
+  o.factory = fake_factory(state);
+  env.enqueue("fq", 1);
+  auto w = worker::make(own_table(env), o);
+  ASSERT_TRUE(w) << w.error().describe();
+  running_worker rw(std::move(*w));
+  rw.join();
+  ASSERT_TRUE(rw.outcome);
+  ASSERT_FALSE(*rw.outcome);
+  EXPECT_EQ(rw.outcome->error().code, errc::io);
+  EXPECT_EQ(env.count("fq", record_status::claimed), 0u);
+  EXPECT_EQ(env.count("fq", record_status::pending), 1u);
+}
+
+TEST(WorkerIt, MakeRefusesBadOptions) {
+  storage_env env;
+  worker_options o;
+  o.cfg = env.cfg();
+  o.slot = "";
+  EXPECT_FALSE(worker::make(own_table(env), o));
+  o.slot = "w/1";
+  EXPECT_FALSE(worker::make(own_table(env), o));
+  o.slot = "w1";
+  o.supervisor = "nonsense://x";
+  EXPECT_FALSE(worker::make(own_table(env), o));
+  o.supervisor.clear();
+  o.cfg.worker.exec_command.clear();
+  auto w = worker::make(own_table(env), o);
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().code, errc::invalid_argument);
+}
+
+// -- the real `shoal worker` process --------------------------------------------------------------
+
+struct process_env {
+  storage_env storage;
+  fs::path dir = fs::temp_directory_path() / tests::unique_name("shoalworker");
+  fs::path out = dir / "ids.txt";
+
+  process_env() {
+    fs::create_directories(dir);
+    std::ofstream(dir / "shoal.toml") << "[work]\ntable = \"" << storage.table_name
+                                      << "\"\nlease_ms = 10000\nlease_renew_ms = 2000\n"
+                                      << "[worker]\npoll_min_ms = 50\npoll_max_ms = 500\n"
+                                      << "drain_timeout_ms = 10000\n";
+  }
+  ~process_env() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+
+  result<child_process> start(const std::string& exec, int concurrency) {
+    child_options co;
+    co.argv = {tests::shoal_binary(), "--config", (dir / "shoal.toml").string(),
+               "--connection-string", tests::azurite_connection_string(), "--log-level", "info",
+               "worker", "--standalone", "--slot", "p1", "--queue", "pq", "--concurrency",
+               std::to_string(concurrency), "--exec", exec};
+    co.output = dir / "worker.log";
+    return child_process::spawn(co);
+  }
+
+  std::vector<std::string> lines() {
+    std::ifstream in(out);
+    std::vector<std::string> v;
+    for (std::string l; std::getline(in, l);)
+      v.push_back(l);
+    return v;
+  }
+
+  std::string log() {
+    std::ifstream in(dir / "worker.log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+};
+
+TEST(WorkerIt, ShoalWorkerRunsTheExecJobOnEveryRecordExactlyOnce) {
+  process_env e;
+  e.storage.enqueue("pq", 200, "id-");
+  auto c = e.start("cat >/dev/null; echo \"$SHOAL_RECORD_ID\" >> '" + e.out.string() + "'", 4);
+  ASSERT_TRUE(c) << c.error().describe();
+  ASSERT_TRUE(eventually([&] { return e.storage.count("pq", record_status::done) == 200; }, 60'000ms))
+      << e.log();
+  c->signal(SIGTERM);
+  auto st = c->wait(20'000ms);
+  ASSERT_TRUE(st) << e.log();
+  EXPECT_EQ(*st, 0) << e.log();
+  auto ids = e.lines();
+  EXPECT_EQ(ids.size(), 200u);
+  EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), 200u);
+  EXPECT_EQ(e.storage.count("pq", record_status::claimed), 0u);
+  EXPECT_NE(e.log().find("200 done"), std::string::npos) << e.log();
+}
+
+TEST(WorkerIt, ShoalWorkerDrainsOnSigtermMidRunAndLeavesNothingClaimed) {
+  process_env e;
+  e.storage.enqueue("pq", 60, "slow-");
+  auto c = e.start("sleep 0.3; echo \"$SHOAL_RECORD_ID\" >> '" + e.out.string() + "'", 2);
+  ASSERT_TRUE(c) << c.error().describe();
+  ASSERT_TRUE(eventually([&] { return e.storage.count("pq", record_status::done) >= 4; }, 60'000ms))
+      << e.log();
+  c->signal(SIGTERM);
+  auto st = c->wait(30'000ms);
+  ASSERT_TRUE(st) << e.log();
+  EXPECT_EQ(*st, 0) << e.log();
+  EXPECT_EQ(e.storage.count("pq", record_status::claimed), 0u) << e.log();
+  const auto done = e.storage.count("pq", record_status::done);
+  EXPECT_LT(done, 60u);
+  auto ids = e.lines();
+  // In-flight records finished within the drain timeout and were completed: every side effect
+  // belongs to a done record, each once.
+  EXPECT_EQ(ids.size(), done);
+  EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), ids.size());
+}
+
+TEST(WorkerIt, ShoalWorkerHelpNamesItsFlags) {
+  const std::string cmd = "'" + tests::shoal_binary() + "' worker --help 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string text;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;)
+    text.append(buf, n);
+  EXPECT_EQ(::pclose(p), 0);
+  for (const char* flag : {"--slot", "--supervisor", "--job", "--exec", "--queue", "--concurrency"})
+    EXPECT_NE(text.find(flag), std::string::npos) << flag;
+}
+
+} // namespace
+} // namespace shoal::workers::fleet
