@@ -1,0 +1,974 @@
+#include "workers/fleet/coordinator.hpp"
+
+#include "actors/message.hpp"
+#include "storage/connection_string.hpp"
+#include "storage/pipeline.hpp"
+#include "transport/curve.hpp"
+#include "transport/socket.hpp"
+#include "workers/fleet/assignment.hpp"
+#include "workers/fleet/fleet_protocol.hpp"
+#include "workers/fleet/fleet_table.hpp"
+#include "workers/version.hpp"
+
+#include <spdlog/spdlog.h>
+#include <zmq.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unistd.h>
+
+namespace shoal::workers::fleet {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+using steady = std::chrono::steady_clock;
+
+std::string random_instance() {
+  std::random_device rd;
+  std::uint64_t v = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+template <class M> transport::envelope make_envelope(const M& m, std::string_view kind, const std::string& from) {
+  transport::envelope e;
+  e.id = transport::new_message_id();
+  e.kind = std::string(kind);
+  e.from = from;
+  e.ts_ns = now_ns();
+  actors::encode_body(m, e.body);
+  return e;
+}
+
+std::vector<std::uint32_t> all_shards(std::uint32_t n) {
+  std::vector<std::uint32_t> v(n);
+  for (std::uint32_t i = 0; i < n; ++i) v[i] = i;
+  return v;
+}
+
+bool is_tcp(const std::string& ep) { return ep.rfind("tcp://", 0) == 0; }
+
+// A command from an API thread to the messaging thread.
+struct command {
+  enum class type { work, workers } what = type::work;
+  std::string queue;
+  std::int32_t shard = -1;
+  std::uint32_t count = 0;
+};
+
+// What the lease thread last learned, for the messaging thread.
+struct lease_view {
+  bool held = false;
+  std::optional<coordinator_row> row;     // current holder's row (ours when held)
+  std::vector<host_row> seed;             // fresh host rows at the moment we took the lease
+  std::uint64_t generation = 0;           // +1 whenever held/holder changes
+};
+
+// -- the membership ----------------------------------------------------------------------------
+
+class fleet_membership final : public membership {
+public:
+  fleet_membership(const config& cfg, std::string host, std::uint32_t workers, membership_hooks hooks,
+                   fleet_table table)
+      : cfg_(cfg), f_(cfg.fleet), host_(std::move(host)), instance_(random_instance()),
+        from_("membership@supervisor@" + host_), hooks_(std::move(hooks)), table_(std::move(table)),
+        workers_(workers) {}
+
+  ~fleet_membership() override { stop(); }
+
+  // -- setup (before threads start) ------------------------------------------------------------
+  result<void> setup_security_and_bind();
+  result<void> start_threads(milliseconds first_assign_wait);
+
+  // -- membership API --------------------------------------------------------------------------
+  void set_local_workers(std::uint32_t n) override {
+    {
+      std::lock_guard lock(mu_);
+      workers_ = n;
+    }
+    push({command::type::workers, {}, -1, n});
+  }
+  void announce_work(const std::string& queue, std::int32_t shard, std::uint32_t count) override {
+    push({command::type::work, queue, shard, count});
+  }
+  host_assignment assignment() const override {
+    std::lock_guard lock(mu_);
+    return assignment_;
+  }
+  std::vector<host_view> hosts() const override {
+    std::lock_guard lock(mu_);
+    if (view_.empty()) return {host_view{host_, advertised_, workers_, assignment_.shards, coordinator_.load(), 0}};
+    return view_;
+  }
+  bool is_coordinator() const override { return coordinator_.load(); }
+  void stop() override;
+
+private:
+  void push(command c) {
+    std::lock_guard lock(cmd_mu_);
+    commands_.push_back(std::move(c));
+  }
+
+  // -- lease thread ----------------------------------------------------------------------------
+  void lease_loop();
+  void lease_cycle();
+  void wake_lease() {
+    {
+      std::lock_guard lock(lease_mu_);
+      lease_wake_ = true;
+    }
+    lease_cv_.notify_all();
+  }
+
+  // -- messaging thread ------------------------------------------------------------------------
+  void run();
+  void on_role_change(const lease_view& v);
+  void handle_router();
+  void handle_dealer();
+  void handle_monitor();
+  void handle_commands();
+  void coordinator_tick(steady::time_point now);
+  void member_tick(steady::time_point now);
+  void rebalance(bool force);
+  void send_assign(const std::string& host);
+  void set_assignment(host_assignment a);
+  void update_view();
+  void connect_dealer(const coordinator_row& row);
+  void close_dealer();
+  void refresh_allow_list();
+  void deliver_local(const std::string& queue, std::int32_t shard, std::uint32_t count) {
+    if (hooks_.on_work_available) hooks_.on_work_available(queue, shard, count);
+  }
+  fleet_join my_join() const;
+  std::uint32_t workers() const {
+    std::lock_guard lock(mu_);
+    return workers_;
+  }
+  milliseconds hb() const { return milliseconds(f_.heartbeat_interval_ms); }
+  milliseconds dead_after() const { return milliseconds(f_.heartbeat_interval_ms) * f_.heartbeat_liveness; }
+
+  config cfg_;
+  fleet_config f_;
+  std::string host_;
+  std::string instance_;
+  std::string from_;
+  membership_hooks hooks_;
+  fleet_table table_;
+
+  // security and sockets (messaging thread after start)
+  std::optional<transport::curve_key_pair> keys_;
+  std::string advertised_;               // our host_endpoint as others should connect to it
+  fs::path allow_file_;
+  std::string allow_text_;
+  steady::time_point allow_checked_{};
+  zmq::context_t ctx_{1};
+  std::unique_ptr<transport::zap_authenticator> zap_;
+  std::optional<transport::envelope_socket> router_;
+  std::optional<transport::envelope_socket> dealer_;
+  std::optional<zmq::socket_t> monitor_;
+  int monitor_seq_ = 0;
+  std::optional<coordinator_row> target_;  // coordinator the dealer talks to
+  steady::time_point dealer_since_{}, last_from_coordinator_{}, last_heartbeat_sent_{};
+  bool refused_logged_ = false;
+  msgpack::zone zone_;
+
+  // coordinator state (messaging thread)
+  struct member {
+    std::vector<std::uint8_t> rid;  // ROUTER routing id of its link (empty until it joins)
+    std::string endpoint, public_key, instance;
+    std::uint32_t workers = 0;
+    steady::time_point last_seen{};
+    std::vector<std::uint32_t> reported; // shards it said it holds
+  };
+  std::map<std::string, member> members_;
+  shard_map current_;
+  std::uint64_t lease_epoch_ = 0;
+  std::uint32_t change_ = 0;
+  std::uint32_t assigned_workers_ = 0;
+  steady::time_point last_assign_sent_{};
+  std::uint64_t seen_generation_ = 0;
+  bool role_coordinator_ = false;
+  bool have_role_ = false;
+
+  // shared
+  mutable std::mutex mu_;
+  std::uint32_t workers_;
+  host_assignment assignment_;
+  bool assigned_once_ = false;
+  std::vector<host_view> view_;
+  std::atomic<bool> coordinator_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stopped_{false};
+  std::atomic<bool> lease_done_{false};
+
+  // startup handshake
+  std::mutex start_mu_;
+  std::condition_variable start_cv_;
+  enum class start_state { pending, assigned, refused } start_ = start_state::pending;
+  std::string refusal_;
+
+  std::mutex cmd_mu_;
+  std::deque<command> commands_;
+
+  std::mutex lease_mu_;
+  std::condition_variable lease_cv_;
+  bool lease_wake_ = false;
+  lease_view lease_;              // guarded by lease_mu_
+  std::optional<coordinator_row> held_; // lease thread only
+  steady::time_point held_until_{};     // lease thread only
+
+  std::thread lease_thread_, msg_thread_;
+};
+
+// -- setup --------------------------------------------------------------------------------------
+
+result<void> fleet_membership::setup_security_and_bind() {
+  const bool tcp = is_tcp(f_.host_endpoint);
+  if (!f_.curve_secret_key.empty()) {
+    auto k = transport::load_curve_secret_key(f_.curve_secret_key);
+    if (!k)
+      return fail(errc::invalid_argument, "fleet.curve_secret_key " + f_.curve_secret_key + ": " + k.error().describe());
+    if (!f_.curve_public_key.empty()) {
+      auto p = transport::load_curve_public_key(f_.curve_public_key);
+      if (!p)
+        return fail(errc::invalid_argument, "fleet.curve_public_key " + f_.curve_public_key + ": " + p.error().describe());
+      if (*p != k->public_key)
+        return fail(errc::invalid_argument, "fleet.curve_public_key " + f_.curve_public_key +
+                                                " is not the public half of fleet.curve_secret_key " + f_.curve_secret_key);
+    }
+    keys_ = *k;
+  }
+  if (f_.host_endpoint.empty()) return {};
+  if (!tcp) return fail(errc::invalid_argument, "fleet.host_endpoint must be a tcp:// endpoint");
+  if (!keys_)
+    return fail(errc::invalid_argument,
+                "fleet.host_endpoint " + f_.host_endpoint +
+                    " is tcp: every tcp link between hosts uses CURVE, so fleet.curve_secret_key (and "
+                    "fleet.curve_allow_dir) must be set; create keys with `shoal keys generate --out DIR`");
+  if (f_.curve_allow_dir.empty())
+    return fail(errc::invalid_argument, "fleet.host_endpoint " + f_.host_endpoint +
+                                            " needs fleet.curve_allow_dir: the folder of *.pub files of the hosts admitted");
+  auto text = allow_list_from_dir(f_.curve_allow_dir);
+  if (!text) return std::unexpected(text.error());
+  allow_text_ = *text;
+  allow_file_ = fs::temp_directory_path() /
+                ("shoal-allow-" + std::to_string(::getpid()) + "-" + instance_ + ".keys");
+  {
+    std::ofstream out(allow_file_, std::ios::trunc);
+    out << allow_text_;
+    if (!out) return fail(errc::io, "cannot write the allow-list file " + allow_file_.string());
+  }
+  transport::zap_options zo;
+  zo.allow_list = allow_file_;
+  zo.on_refusal = [host = host_](const transport::zap_refusal& r) {
+    spdlog::warn("fleet {}: refused a supervisor from {} with key {} ({}): add its .pub to fleet.curve_allow_dir",
+                 host, r.address, r.public_key, r.reason);
+  };
+  auto zap = transport::zap_authenticator::start(ctx_, zo);
+  if (!zap) return fail(errc::io, "cannot start the ZAP handler: " + zap.error().describe());
+  zap_ = std::move(*zap);
+
+  transport::socket_options so;
+  so.linger = milliseconds(0);
+  so.router_mandatory = true;
+  auto r = transport::envelope_socket::make(ctx_, zmq::socket_type::router, so);
+  if (!r) return fail(errc::io, "fleet ROUTER: " + r.error().describe());
+  if (auto c = transport::configure_curve_server(r->raw(), *keys_); !c)
+    return fail(errc::io, "fleet ROUTER CURVE: " + c.error().describe());
+  if (auto b = r->bind(f_.host_endpoint); !b)
+    return fail(errc::invalid_argument, "cannot bind fleet.host_endpoint " + f_.host_endpoint + ": " + b.error().describe());
+  advertised_ = r->last_endpoint();
+  if (advertised_.find("0.0.0.0") != std::string::npos || advertised_.find("://*") != std::string::npos)
+    spdlog::warn("fleet {}: host_endpoint {} is a wildcard address; other hosts cannot connect to {}: "
+                 "bind a specific address", host_, f_.host_endpoint, advertised_);
+  router_ = std::move(*r);
+  return {};
+}
+
+result<void> fleet_membership::start_threads(milliseconds first_assign_wait) {
+  lease_cycle(); // know our role before anything else
+  msg_thread_ = std::thread([this] { run(); });
+  lease_thread_ = std::thread([this] { lease_loop(); });
+  std::unique_lock lock(start_mu_);
+  start_cv_.wait_for(lock, first_assign_wait, [&] { return start_ != start_state::pending; });
+  if (start_ == start_state::refused) {
+    std::string why = refusal_;
+    lock.unlock();
+    stop();
+    return fail(errc::conflict, why);
+  }
+  if (start_ == start_state::pending) {
+    lock.unlock();
+    // No coordinator answered in time: claim from every shard until one does (ETags keep it
+    // correct; only contention grows).
+    bool first = false;
+    {
+      std::lock_guard l(mu_);
+      first = !assigned_once_;
+    }
+    if (first) {
+      spdlog::warn("fleet {}: no coordinator answered within {} ms; claiming from every shard until one does",
+                   host_, first_assign_wait.count());
+      host_assignment a;
+      a.shards = all_shards(cfg_.work.shards);
+      set_assignment(std::move(a));
+    }
+  }
+  return {};
+}
+
+// -- stop ----------------------------------------------------------------------------------------
+
+void fleet_membership::stop() {
+  if (stopped_.exchange(true)) return;
+  // 1. The lease thread releases the lease (if held) and removes our host row.
+  stopping_ = true;
+  wake_lease();
+  if (lease_thread_.joinable()) lease_thread_.join();
+  // 2. The messaging thread tells the others (fleet.leave) and closes its sockets.
+  lease_done_ = true;
+  if (msg_thread_.joinable()) msg_thread_.join();
+  if (zap_) zap_->stop();
+  std::error_code ec;
+  if (!allow_file_.empty()) fs::remove(allow_file_, ec);
+}
+
+// -- lease thread --------------------------------------------------------------------------------
+
+void fleet_membership::lease_loop() {
+  while (!stopping_) {
+    {
+      std::unique_lock lock(lease_mu_);
+      lease_cv_.wait_for(lock, milliseconds(f_.coordinator_renew_ms), [&] { return lease_wake_ || stopping_; });
+      lease_wake_ = false;
+    }
+    if (stopping_) break;
+    lease_cycle();
+  }
+  if (held_) {
+    if (auto r = table_.release(*held_); !r)
+      spdlog::warn("fleet {}: releasing the coordinator lease: {}", host_, r.error().describe());
+    else
+      spdlog::info("fleet {}: released the coordinator lease (epoch {})", host_, held_->epoch);
+    held_.reset();
+  }
+  if (auto r = table_.remove_host(host_); !r) spdlog::warn("fleet {}: {}", host_, r.error().describe());
+}
+
+void fleet_membership::lease_cycle() {
+  host_row me{host_, instance_, advertised_, keys_ ? keys_->public_key : std::string(), workers(), {}};
+  if (auto r = table_.put_host(me); !r) spdlog::warn("fleet {}: {}", host_, r.error().describe());
+  const milliseconds lease(f_.coordinator_lease_ms);
+  lease_view next;
+  bool took = false;
+  if (held_) {
+    if (steady::now() > held_until_) {
+      spdlog::warn("fleet {}: coordinator lease (epoch {}) not renewed in time; giving up the role", host_, held_->epoch);
+      held_.reset();
+    } else if (auto r = table_.renew(*held_, lease)) {
+      held_ = r->row;
+      held_until_ = r->valid_until;
+    } else if (r.error().code == errc::lease_lost) {
+      spdlog::warn("fleet {}: lost the coordinator lease (epoch {})", host_, held_->epoch);
+      held_.reset();
+    } else {
+      spdlog::warn("fleet {}: renewing the coordinator lease: {}", host_, r.error().describe());
+    }
+  }
+  std::optional<coordinator_row> row = held_;
+  if (!held_) {
+    lease_candidate me_c{host_, instance_, advertised_, keys_ ? keys_->public_key : std::string()};
+    auto r = table_.acquire(me_c, lease);
+    if (!r) {
+      spdlog::warn("fleet {}: coordinator lease: {}", host_, r.error().describe());
+      return; // keep the last view
+    }
+    if (r->held) {
+      held_ = r->row;
+      held_until_ = r->valid_until;
+      took = true;
+      spdlog::info("fleet {}: took the coordinator lease (epoch {}), endpoint '{}'", host_, held_->epoch, advertised_);
+    }
+    row = r->row;
+    if (row && !r->held && table_.expired(*row)) row.reset();
+  }
+  if (took) {
+    // Rebuild the fleet from the host rows written recently: a live supervisor writes its row
+    // every renew interval; a dead coordinator's row is at least a lease old.
+    auto rows = table_.hosts();
+    if (rows) {
+      auto now = table_.server_now();
+      auto fresh = milliseconds(f_.coordinator_renew_ms) + (lease - milliseconds(f_.coordinator_renew_ms)) / 2;
+      for (auto& h : *rows)
+        if (h.host != host_ && now - h.heartbeat < fresh) next.seed.push_back(std::move(h));
+    }
+  }
+  std::lock_guard lock(lease_mu_);
+  bool was_held = lease_.held;
+  std::string old_holder = lease_.row ? lease_.row->instance : std::string();
+  next.held = held_.has_value();
+  next.row = row;
+  std::string new_holder = row ? row->instance : std::string();
+  next.generation = lease_.generation + ((was_held != next.held || old_holder != new_holder || took) ? 1 : 0);
+  if (next.generation == lease_.generation && !took) next.seed = lease_.seed;
+  lease_ = std::move(next);
+}
+
+// -- messaging thread ----------------------------------------------------------------------------
+
+fleet_join fleet_membership::my_join() const {
+  fleet_join j;
+  j.host = host_;
+  j.instance = instance_;
+  j.endpoint = advertised_;
+  j.public_key = keys_ ? keys_->public_key : std::string();
+  j.workers = workers();
+  std::lock_guard lock(mu_);
+  j.epoch = assignment_.epoch;
+  j.shards = assignment_.shards;
+  j.version = std::string(version());
+  return j;
+}
+
+void fleet_membership::set_assignment(host_assignment a) {
+  {
+    std::lock_guard lock(mu_);
+    if (assigned_once_ && a.epoch == assignment_.epoch && a.shards == assignment_.shards &&
+        a.coordinator == assignment_.coordinator)
+      return;
+    assignment_ = a;
+    assigned_once_ = true;
+  }
+  spdlog::info("fleet {}: assignment epoch {} from '{}': {} shards", host_, a.epoch, a.coordinator, a.shards.size());
+  if (hooks_.on_assignment) hooks_.on_assignment(a);
+  {
+    std::lock_guard lock(start_mu_);
+    if (start_ == start_state::pending) start_ = start_state::assigned;
+  }
+  start_cv_.notify_all();
+}
+
+void fleet_membership::update_view() {
+  std::vector<host_view> v;
+  auto now = steady::now();
+  auto mine = [&](const std::string& h) {
+    auto it = current_.find(h);
+    return it == current_.end() ? std::vector<std::uint32_t>() : it->second;
+  };
+  v.push_back(host_view{host_, advertised_, workers(), mine(host_), true, 0});
+  for (const auto& [name, m] : members_)
+    v.push_back(host_view{name, m.endpoint, m.workers, mine(name), false,
+                          std::max<std::int64_t>(0, std::chrono::duration_cast<milliseconds>(now - m.last_seen).count())});
+  std::lock_guard lock(mu_);
+  view_ = std::move(v);
+}
+
+void fleet_membership::rebalance(bool force) {
+  std::vector<assignment_host> hosts{{host_, workers()}};
+  for (const auto& [name, m] : members_) hosts.push_back({name, m.workers});
+  // Previous owners: the current map, plus what joining members say they hold (so a new
+  // coordinator leaves shards where they are).
+  shard_map prev = current_;
+  std::vector<bool> taken(cfg_.work.shards, false);
+  for (const auto& [h, l] : prev)
+    for (auto s : l)
+      if (s < taken.size()) taken[s] = true;
+  for (const auto& [name, m] : members_) {
+    if (prev.contains(name)) continue;
+    auto& l = prev[name];
+    for (auto s : m.reported)
+      if (s < taken.size() && !taken[s]) {
+        l.push_back(s);
+        taken[s] = true;
+      }
+  }
+  auto next = assign_shards(cfg_.work.shards, hosts, prev);
+  if (!force && next == current_) return;
+  current_ = std::move(next);
+  ++change_;
+  std::uint64_t epoch = (lease_epoch_ << 32) | change_;
+  host_assignment a;
+  a.epoch = epoch;
+  a.coordinator = host_;
+  a.shards = current_[host_];
+  set_assignment(std::move(a));
+  update_view();
+  for (const auto& [name, m] : members_) send_assign(name);
+  last_assign_sent_ = steady::now();
+}
+
+void fleet_membership::send_assign(const std::string& name) {
+  auto it = members_.find(name);
+  if (it == members_.end() || it->second.rid.empty() || !router_) return;
+  fleet_assign a;
+  a.epoch = (lease_epoch_ << 32) | change_;
+  a.coordinator = host_;
+  a.shards = current_[name];
+  auto now = steady::now();
+  a.hosts.push_back({host_, advertised_, workers(), current_[host_], 0});
+  for (const auto& [n, m] : members_)
+    a.hosts.push_back({n, m.endpoint, m.workers, current_[n],
+                       std::max<std::int64_t>(0, std::chrono::duration_cast<milliseconds>(now - m.last_seen).count())});
+  auto env = make_envelope(a, fleet_assign::kind, from_);
+  (void)router_->send(it->second.rid, env);
+}
+
+void fleet_membership::close_dealer() {
+  if (monitor_) {
+    monitor_->close();
+    monitor_.reset();
+  }
+  if (dealer_) {
+    zmq_socket_monitor(dealer_->raw().handle(), nullptr, 0);
+    dealer_.reset();
+  }
+  target_.reset();
+}
+
+void fleet_membership::connect_dealer(const coordinator_row& row) {
+  close_dealer();
+  target_ = row;
+  refused_logged_ = false;
+  if (row.endpoint.empty()) {
+    spdlog::info("fleet {}: coordinator {} has no host_endpoint (single-host mode); claiming from every shard",
+                 host_, row.host);
+    host_assignment a;
+    a.shards = all_shards(cfg_.work.shards);
+    set_assignment(std::move(a));
+    return;
+  }
+  if (is_tcp(row.endpoint) && !keys_) {
+    spdlog::error("fleet {}: coordinator {} is at {} (tcp, CURVE) but this host has no fleet.curve_secret_key; "
+                  "claiming from every shard", host_, row.host, row.endpoint);
+    host_assignment a;
+    a.shards = all_shards(cfg_.work.shards);
+    set_assignment(std::move(a));
+    return;
+  }
+  transport::socket_options so;
+  so.linger = milliseconds(0);
+  so.reconnect_interval = milliseconds(100);
+  so.reconnect_interval_max = milliseconds(2000);
+  auto d = transport::envelope_socket::make(ctx_, zmq::socket_type::dealer, so);
+  if (!d) {
+    spdlog::error("fleet {}: DEALER: {}", host_, d.error().describe());
+    return;
+  }
+  if (keys_) {
+    if (auto c = transport::configure_curve_client(d->raw(), *keys_, row.public_key); !c) {
+      spdlog::error("fleet {}: coordinator {}'s public key '{}' is unusable: {}", host_, row.host, row.public_key,
+                    c.error().describe());
+      return;
+    }
+  }
+  std::string mon = "inproc://fleet-monitor-" + instance_ + "-" + std::to_string(++monitor_seq_);
+  if (zmq_socket_monitor(d->raw().handle(), mon.c_str(),
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
+    try {
+      zmq::socket_t m(ctx_, zmq::socket_type::pair);
+      m.set(zmq::sockopt::linger, 0);
+      m.connect(mon);
+      monitor_ = std::move(m);
+    } catch (const zmq::error_t& e) {
+      spdlog::warn("fleet {}: socket monitor: {}", host_, e.what());
+    }
+  }
+  if (auto c = d->connect(row.endpoint); !c) {
+    spdlog::error("fleet {}: cannot connect to coordinator {} at {}: {}", host_, row.host, row.endpoint,
+                  c.error().describe());
+    return;
+  }
+  dealer_ = std::move(*d);
+  dealer_since_ = steady::now();
+  last_from_coordinator_ = steady::time_point{};
+  auto env = make_envelope(my_join(), fleet_join::kind, from_);
+  (void)dealer_->send(env);
+  last_heartbeat_sent_ = steady::now();
+  spdlog::info("fleet {}: joining coordinator {} at {}", host_, row.host, row.endpoint);
+}
+
+void fleet_membership::on_role_change(const lease_view& v) {
+  if (v.held) {
+    if (!role_coordinator_ || !have_role_ || lease_epoch_ != static_cast<std::uint64_t>(v.row->epoch)) {
+      close_dealer();
+      role_coordinator_ = true;
+      coordinator_ = true;
+      lease_epoch_ = static_cast<std::uint64_t>(v.row->epoch);
+      change_ = 0;
+      members_.clear();
+      current_.clear();
+      {
+        std::lock_guard lock(mu_);
+        if (!assignment_.shards.empty()) current_[host_] = assignment_.shards;
+      }
+      auto now = steady::now();
+      for (const auto& h : v.seed) {
+        if (h.endpoint.empty()) continue; // cannot reach us: it will not join
+        member m;
+        m.endpoint = h.endpoint;
+        m.public_key = h.public_key;
+        m.instance = h.instance;
+        m.workers = h.workers;
+        // Grace: it learns about us within one renew interval.
+        m.last_seen = now + milliseconds(f_.coordinator_renew_ms);
+        members_[h.host] = std::move(m);
+      }
+      spdlog::info("fleet {}: coordinator (epoch {}), {} hosts known from the fleet table", host_, lease_epoch_,
+                   members_.size());
+      rebalance(true);
+    }
+  } else {
+    if (role_coordinator_ || !have_role_) {
+      role_coordinator_ = false;
+      coordinator_ = false;
+      members_.clear();
+      current_.clear();
+    }
+    if (v.row && v.row->host != host_) {
+      if (!target_ || target_->instance != v.row->instance || target_->endpoint != v.row->endpoint ||
+          target_->public_key != v.row->public_key)
+        connect_dealer(*v.row);
+    } else if (v.row && v.row->host == host_ && v.row->instance != instance_) {
+      // An earlier process of this host still holds an unexpired lease: wait for it to expire.
+    }
+  }
+  have_role_ = true;
+}
+
+void fleet_membership::handle_router() {
+  while (true) {
+    auto in = router_->receive(milliseconds(0));
+    if (!in) return;
+    const auto& env = in->env;
+    if (env.kind == fleet_join::kind || env.kind == fleet_heartbeat_kind) {
+      auto j = actors::decode_body<fleet_join>(env.body, zone_);
+      if (!j || j->host.empty() || j->host == host_) continue;
+      if (!role_coordinator_) continue; // not ours to answer; it finds the holder in the table
+      auto [it, fresh] = members_.try_emplace(j->host);
+      auto& m = it->second;
+      bool changed = fresh || m.workers != j->workers || m.rid.empty() || m.instance != j->instance;
+      m.rid = in->routing_id;
+      m.endpoint = j->endpoint;
+      m.public_key = j->public_key;
+      m.instance = j->instance;
+      m.workers = j->workers;
+      m.reported = j->shards;
+      m.last_seen = std::max(m.last_seen, steady::now());
+      if (fresh) spdlog::info("fleet {}: host {} joined ({} workers)", host_, j->host, j->workers);
+      if (changed) {
+        rebalance(false);
+        send_assign(j->host);
+      } else if (env.kind == fleet_join::kind) {
+        send_assign(j->host);
+      }
+    } else if (env.kind == fleet_work::kind) {
+      auto w = actors::decode_body<fleet_work>(env.body, zone_);
+      if (!w || !role_coordinator_) continue;
+      std::string owner;
+      for (const auto& [h, l] : current_)
+        if (w->shard >= 0 && std::binary_search(l.begin(), l.end(), static_cast<std::uint32_t>(w->shard))) owner = h;
+      if (owner.empty() || owner == host_) {
+        deliver_local(w->queue, w->shard, w->count);
+      } else if (auto it = members_.find(owner); it != members_.end() && !it->second.rid.empty()) {
+        (void)router_->send(it->second.rid, make_envelope(*w, fleet_work::kind, from_));
+      }
+    } else if (env.kind == fleet_leave::kind) {
+      auto l = actors::decode_body<fleet_leave>(env.body, zone_);
+      if (!l || !role_coordinator_) continue;
+      if (members_.erase(l->host) > 0) {
+        spdlog::info("fleet {}: host {} left ({})", host_, l->host, l->reason);
+        current_.erase(l->host);
+        rebalance(false);
+      }
+    }
+  }
+}
+
+void fleet_membership::handle_dealer() {
+  while (dealer_) {
+    auto in = dealer_->receive(milliseconds(0));
+    if (!in) return;
+    last_from_coordinator_ = steady::now();
+    const auto& env = in->env;
+    if (env.kind == fleet_assign::kind) {
+      auto a = actors::decode_body<fleet_assign>(env.body, zone_);
+      if (!a) continue;
+      std::uint64_t mine;
+      {
+        std::lock_guard lock(mu_);
+        mine = assignment_.epoch;
+      }
+      if (a->epoch < mine) continue; // an older coordinator's word
+      std::vector<host_view> v;
+      v.push_back(host_view{host_, advertised_, workers(), a->shards, false, 0});
+      for (const auto& h : a->hosts)
+        if (h.host != host_)
+          v.push_back(host_view{h.host, h.endpoint, h.workers, h.shards, h.host == a->coordinator, h.last_seen_ms_ago});
+      {
+        std::lock_guard lock(mu_);
+        view_ = std::move(v);
+      }
+      host_assignment ha;
+      ha.epoch = a->epoch;
+      ha.coordinator = a->coordinator;
+      ha.shards = a->shards;
+      set_assignment(std::move(ha));
+    } else if (env.kind == fleet_work::kind) {
+      auto w = actors::decode_body<fleet_work>(env.body, zone_);
+      if (w) deliver_local(w->queue, w->shard, w->count);
+    } else if (env.kind == fleet_leave::kind) {
+      spdlog::info("fleet {}: the coordinator resigned; trying to take the lease", host_);
+      close_dealer();
+      wake_lease();
+      return;
+    }
+  }
+}
+
+void fleet_membership::handle_monitor() {
+  while (monitor_) {
+    zmq::message_t ev, addr;
+    try {
+      if (!monitor_->recv(ev, zmq::recv_flags::dontwait)) return;
+      if (ev.more()) (void)monitor_->recv(addr, zmq::recv_flags::dontwait);
+    } catch (const zmq::error_t&) {
+      return;
+    }
+    if (ev.size() < 6) continue;
+    std::uint16_t event;
+    std::uint32_t value;
+    std::memcpy(&event, ev.data(), 2);
+    std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && !refused_logged_) {
+      refused_logged_ = true;
+      std::string why = "refused by the coordinator " + (target_ ? target_->host : std::string("?")) + " at " +
+                        (target_ ? target_->endpoint : std::string("?")) + " (ZAP status " + std::to_string(value) +
+                        "): this host's public key " + (keys_ ? keys_->public_key : std::string()) +
+                        " is not in its fleet.curve_allow_dir; copy this host's .pub file there";
+      spdlog::error("fleet {}: {}", host_, why);
+      {
+        std::lock_guard lock(start_mu_);
+        if (start_ == start_state::pending) {
+          start_ = start_state::refused;
+          refusal_ = why;
+        }
+      }
+      start_cv_.notify_all();
+    } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+      refused_logged_ = false;
+    }
+  }
+}
+
+void fleet_membership::handle_commands() {
+  std::deque<command> batch;
+  {
+    std::lock_guard lock(cmd_mu_);
+    batch.swap(commands_);
+  }
+  for (auto& c : batch) {
+    if (c.what == command::type::workers) {
+      if (role_coordinator_) rebalance(false);
+      else if (dealer_) {
+        (void)dealer_->send(make_envelope(my_join(), fleet_heartbeat_kind, from_));
+        last_heartbeat_sent_ = steady::now();
+      }
+      continue;
+    }
+    bool local = c.shard < 0;
+    if (!local) {
+      std::lock_guard lock(mu_);
+      local = std::binary_search(assignment_.shards.begin(), assignment_.shards.end(),
+                                 static_cast<std::uint32_t>(c.shard));
+    }
+    if (local) {
+      deliver_local(c.queue, c.shard, c.count);
+      continue;
+    }
+    fleet_work w{c.queue, c.shard, c.count, host_};
+    if (role_coordinator_) {
+      std::string owner;
+      for (const auto& [h, l] : current_)
+        if (std::binary_search(l.begin(), l.end(), static_cast<std::uint32_t>(c.shard))) owner = h;
+      auto it = members_.find(owner);
+      if (it != members_.end() && !it->second.rid.empty())
+        (void)router_->send(it->second.rid, make_envelope(w, fleet_work::kind, from_));
+      else
+        deliver_local(c.queue, c.shard, c.count);
+    } else if (dealer_) {
+      (void)dealer_->send(make_envelope(w, fleet_work::kind, from_));
+    } else {
+      deliver_local(c.queue, c.shard, c.count);
+    }
+  }
+}
+
+void fleet_membership::coordinator_tick(steady::time_point now) {
+  std::vector<std::string> dead;
+  for (const auto& [name, m] : members_)
+    if (now > m.last_seen && now - m.last_seen > dead_after()) dead.push_back(name);
+  for (const auto& name : dead) {
+    spdlog::warn("fleet {}: host {} missed {} heartbeats; rebalancing without it", host_, name, f_.heartbeat_liveness);
+    members_.erase(name);
+    current_.erase(name);
+  }
+  if (!dead.empty()) rebalance(false);
+  if (workers() != assigned_workers_) {
+    assigned_workers_ = workers();
+    rebalance(false);
+  }
+  if (now - last_assign_sent_ >= hb()) {
+    for (const auto& [name, m] : members_) send_assign(name);
+    last_assign_sent_ = now;
+    update_view();
+  }
+}
+
+void fleet_membership::member_tick(steady::time_point now) {
+  if (!dealer_) return;
+  if (now - last_heartbeat_sent_ >= hb()) {
+    (void)dealer_->send(make_envelope(my_join(), fleet_heartbeat_kind, from_));
+    last_heartbeat_sent_ = now;
+  }
+  auto since = std::max(dealer_since_, last_from_coordinator_);
+  if (now - since > dead_after() && target_) {
+    spdlog::warn("fleet {}: coordinator {} silent for {} heartbeats; reconnecting", host_, target_->host,
+                 f_.heartbeat_liveness);
+    auto row = *target_;
+    connect_dealer(row);
+    wake_lease(); // maybe its lease is gone: try to take it
+  }
+}
+
+void fleet_membership::refresh_allow_list() {
+  if (allow_file_.empty()) return;
+  auto now = steady::now();
+  if (now - allow_checked_ < std::chrono::seconds(1)) return;
+  allow_checked_ = now;
+  auto text = allow_list_from_dir(f_.curve_allow_dir);
+  if (!text) {
+    spdlog::warn("fleet {}: allow dir: {} (keeping the previous list)", host_, text.error().describe());
+    return;
+  }
+  if (*text == allow_text_) return;
+  allow_text_ = *text;
+  auto tmp = allow_file_;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << allow_text_;
+  }
+  std::error_code ec;
+  fs::rename(tmp, allow_file_, ec);
+  if (zap_) (void)zap_->reload();
+  spdlog::info("fleet {}: allow list reloaded from {}", host_, f_.curve_allow_dir);
+}
+
+void fleet_membership::run() {
+  while (!lease_done_) {
+    lease_view v;
+    {
+      std::lock_guard lock(lease_mu_);
+      if (lease_.generation != seen_generation_ || !have_role_ ||
+          (!lease_.held && lease_.row && (!target_ || target_->instance != lease_.row->instance))) {
+        v = lease_;
+        seen_generation_ = lease_.generation;
+      } else {
+        v.generation = 0;
+      }
+    }
+    if (v.generation != 0 || !have_role_) on_role_change(v);
+
+    std::vector<zmq::pollitem_t> items;
+    if (router_) items.push_back({router_->raw().handle(), 0, ZMQ_POLLIN, 0});
+    if (dealer_) items.push_back({dealer_->raw().handle(), 0, ZMQ_POLLIN, 0});
+    if (monitor_) items.push_back({monitor_->handle(), 0, ZMQ_POLLIN, 0});
+    try {
+      zmq::poll(items.data(), items.size(), milliseconds(10));
+    } catch (const zmq::error_t&) {
+    }
+    if (router_) handle_router();
+    if (monitor_) handle_monitor();
+    if (dealer_) handle_dealer();
+    handle_commands();
+    auto now = steady::now();
+    if (role_coordinator_) coordinator_tick(now);
+    else member_tick(now);
+    refresh_allow_list();
+  }
+  // Leaving: tell the others.
+  if (role_coordinator_ && router_) {
+    fleet_leave l{host_, "coordinator stopped"};
+    for (const auto& [name, m] : members_)
+      if (!m.rid.empty()) (void)router_->send(m.rid, make_envelope(l, fleet_leave::kind, from_));
+  } else if (dealer_) {
+    (void)dealer_->send(make_envelope(fleet_leave{host_, "stopped"}, fleet_leave::kind, from_));
+  }
+  // Give the frames a moment to leave (linger is 0 so a dead peer never blocks the close).
+  std::this_thread::sleep_for(milliseconds(50));
+  coordinator_ = false;
+  close_dealer();
+  router_.reset();
+}
+
+} // namespace
+
+result<std::string> allow_list_from_dir(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return fail(errc::io, "fleet.curve_allow_dir " + dir + " is not a folder");
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.path().extension() == ".pub") files.push_back(e.path());
+  if (ec) return fail(errc::io, "cannot list " + dir + ": " + ec.message());
+  std::sort(files.begin(), files.end());
+  std::string out = "# generated by shoal from " + dir + "\n";
+  for (const auto& p : files) {
+    auto k = transport::load_curve_public_key(p);
+    if (!k) return fail(errc::invalid_argument, p.string() + ": " + k.error().describe());
+    out += *k + " " + p.filename().string() + "\n";
+  }
+  return out;
+}
+
+result<std::unique_ptr<membership>> start_fleet_membership(const config& cfg, std::string host,
+                                                           std::uint32_t local_workers, membership_hooks hooks,
+                                                           fleet_membership_options opts) {
+  if (host.empty()) return fail(errc::invalid_argument, "fleet host name is empty");
+  std::optional<storage::table_client> client = std::move(opts.table);
+  if (!client) {
+    auto svc = storage::table_service_client::from_connection_string(cfg.storage.connection_string);
+    if (!svc) return std::unexpected(error::from_storage(svc.error(), "fleet table connection"));
+    auto t = svc->table(cfg.fleet.table);
+    if (!t) return std::unexpected(error::from_storage(t.error(), "fleet.table " + cfg.fleet.table));
+    client = std::move(*t);
+  }
+  auto table = fleet_table::open(std::move(*client));
+  if (!table) return std::unexpected(table.error());
+  auto m = std::make_unique<fleet_membership>(cfg, std::move(host), local_workers, std::move(hooks), std::move(*table));
+  if (auto r = m->setup_security_and_bind(); !r) return std::unexpected(r.error());
+  auto wait = opts.first_assign_wait;
+  if (wait.count() == 0)
+    wait = std::max(milliseconds(2000),
+                    milliseconds(2ull * cfg.fleet.heartbeat_liveness * cfg.fleet.heartbeat_interval_ms));
+  if (auto r = m->start_threads(wait); !r) return std::unexpected(r.error());
+  return std::unique_ptr<membership>(std::move(m));
+}
+
+} // namespace shoal::workers::fleet
