@@ -58,13 +58,29 @@ protected:
                                       << "[etl]\nqueue = \"etl\"\ncontainer = \"" << lower
                                       << "\"\nruns_table = \"" << name << "r\"\n"
                                       << "[persistor]\ncontainer = \"" << lower << "\"\n"
-                                      << "[catalog]\ntable = \"" << name << "c\"\n";
+                                      << "[catalog]\ntable = \"" << name << "c\"\n"
+                                      << "[fleet]\ntable = \"" << name << "f\"\n";
   }
   void TearDown() override {
     if (!HasFailure())
       fs::remove_all(dir);
   }
 };
+
+TEST_F(RunIt, LoadsFlights20kEndToEndAndVerifies) {
+  auto r = run_shoal(dir, "--dataset flights-20k --workers 4 --db shoal.db --run-dir run");
+  ASSERT_EQ(r.status, 0) << r.text;
+  EXPECT_NE(r.text.find("records read            20000"), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find("rows loaded (new)       20000 into flights"), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find("already loaded          0 "), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find("quarantined             0\n"), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find("rows in flights         20000, duplicate message ids: 0"),
+            std::string::npos)
+      << r.text;
+  EXPECT_NE(r.text.find("verification: PASSED"), std::string::npos) << r.text;
+  // The live display reported progress while it ran (plain lines: not a terminal).
+  EXPECT_NE(r.text.find("] sent "), std::string::npos) << r.text;
+}
 
 TEST_F(RunIt, LoadsFlightsIntoSqliteAndVerifies) {
   auto r = run_shoal(dir, "--dataset flights-2k --workers 2 --db shoal.db --run-dir run");

@@ -1,23 +1,33 @@
 // `shoal run`: the main job on one machine. It makes sure storage is there (starting the pinned
-// Azurite for UseDevelopmentStorage=true when nothing listens), starts a persistor, sends a real
-// dataset through it with `shoal send`, loads the committed blobs into SQLite with parallel
-// `shoal etl run --once` processes, and prints a summary that verifies itself:
-// records read = rows loaded + already loaded (re-sent) + quarantined, no duplicate message ids.
+// Azurite for UseDevelopmentStorage=true when nothing listens), starts a persistor and a
+// supervisor whose fleet of workers runs the ETL job, sends a real dataset with `shoal send`,
+// waits until the ETL queue has nothing pending or claimed and every record is loaded or
+// quarantined, stops the fleet, and prints a summary that verifies itself: records read = rows
+// loaded + already loaded (re-sent) + quarantined, no duplicate message ids.
 //
 // Every stage is a real `shoal` process talking over ZeroMQ and Azure Storage, as in production.
-// Until the worker fleet exists (issue 5) the ETL stage runs as N `etl run --once` processes
-// instead of supervised workers claiming ETL records continuously.
+// While it runs, one display (run_progress.hpp) shows sent/persisted (from send's progress
+// line), blobs by ETL state (work_table::counts of the ETL queue) and loaded/quarantined (the
+// SQLite ledger), with rates. `--etl rounds` replaces the fleet by rounds of N parallel
+// `shoal etl run --once` processes after the send (the pre-fleet way; kept for comparison).
 
 #include "workers/child_process.hpp"
 #include "workers/cmd/cli.hpp"
+#include "workers/cmd/run_progress.hpp"
 #include "workers/dev_storage.hpp"
+#include "workers/work_table.hpp"
+
+#include "storage/blob_client.hpp"
+#include "storage/table_client.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -34,6 +44,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using clock_type = std::chrono::steady_clock;
+using namespace run_detail;
 
 struct run_args {
   std::string dataset = "flights-20k";
@@ -41,6 +52,8 @@ struct run_args {
   unsigned workers = 0; // 0 = 2 per core
   std::string run_dir = "./shoal-run";
   std::string event_time_field;
+  std::string etl = "rounds"; // rounds | fleet (fleet: once `shoal worker --job etl` exists)
+  double stall_timeout_s = 300;
 };
 
 // A dataset to send: the file, its dest (first blob-name segment), its event-time field and
@@ -55,9 +68,10 @@ struct dataset_spec {
 
 std::optional<dataset_spec> resolve_dataset(const run_args& a) {
   const fs::path data = workers::source_dir() / "deploy/local/node_modules/vega-datasets/data";
+  const fs::path shipped = workers::source_dir() / "deploy/datasets";
   // The dated flight files share one schema (date, delay, distance, origin, destination) and
-  // the shipped `flights` dataset; flights-200k has another (delay, distance, time: no date),
-  // so it loads with the generic mapping and ingest time.
+  // the shipped `flights` dataset; flights-200k has its own (delay, distance, time: no date,
+  // so its event time is the ingest time); seattle-weather is a CSV with a date.
   static const std::map<std::string, std::string> flights{
       {"flights-2k", "flights-2k.json"},
       {"flights-5k", "flights-5k.json"},
@@ -67,16 +81,20 @@ std::optional<dataset_spec> resolve_dataset(const run_args& a) {
   if (a.dataset == "flights-200k") {
     d.file = data / "flights-200k.json";
     d.dest = "flights-200k";
+    d.datasets_dir = shipped;
+    d.table = "flights_200k";
   } else if (auto it = flights.find(a.dataset); it != flights.end()) {
     d.file = data / it->second;
     d.dest = "flights";
     d.event_time_field = "date";
-    d.datasets_dir = workers::source_dir() / "deploy/datasets";
+    d.datasets_dir = shipped;
     d.table = "flights";
   } else if (a.dataset == "seattle-weather") {
     d.file = data / "seattle-weather.csv";
     d.dest = "seattle-weather";
     d.event_time_field = "date";
+    d.datasets_dir = shipped;
+    d.table = "seattle_weather";
   } else {
     d.file = a.dataset;
     std::string stem = d.file.stem().string();
@@ -109,6 +127,7 @@ std::optional<std::size_t> count_records(const fs::path& file) {
   char first = 0;
   while (in.get(first) && std::isspace(static_cast<unsigned char>(first))) {
   }
+  in.clear();
   in.seekg(0);
   if (first == '[') {
     try {
@@ -127,46 +146,12 @@ std::optional<std::size_t> count_records(const fs::path& file) {
   return csv && n > 0 ? n - 1 : n;
 }
 
-struct ledger_totals {
-  std::int64_t blobs = 0, loaded = 0, duplicates = 0, quarantined = 0;
-  std::map<std::string, std::int64_t> blobs_per_day; // "YYYY-MM-DD" → blobs
-};
-
-// Sums the ETL ledger over this run's blobs (their names carry the run's persistor name).
-std::optional<ledger_totals> read_ledger(sqlite3* db, const std::string& persistor) {
-  ledger_totals t;
-  sqlite3_stmt* st = nullptr;
-  const char* sql = "SELECT blob, rows_loaded, duplicates, quarantined FROM shoal_etl_ledger "
-                    "WHERE blob LIKE ?";
-  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK)
-    return std::nullopt;
-  const std::string pattern = "%-" + persistor + "-%";
-  sqlite3_bind_text(st, 1, pattern.c_str(), -1, SQLITE_TRANSIENT);
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    std::string blob = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
-    ++t.blobs;
-    t.loaded += sqlite3_column_int64(st, 1);
-    t.duplicates += sqlite3_column_int64(st, 2);
-    t.quarantined += sqlite3_column_int64(st, 3);
-    // {dest}/{YYYY}/{MM}/{DD}/{HH}/…
-    std::vector<std::string> parts;
-    std::size_t start = 0;
-    for (std::size_t i = 0; i <= blob.size() && parts.size() < 5; ++i)
-      if (i == blob.size() || blob[i] == '/') {
-        parts.push_back(blob.substr(start, i - start));
-        start = i + 1;
-      }
-    if (parts.size() >= 4)
-      ++t.blobs_per_day[parts[1] + "-" + parts[2] + "-" + parts[3]];
-  }
-  sqlite3_finalize(st);
-  return t;
-}
-
 std::optional<std::int64_t> scalar(sqlite3* db, const std::string& sql) {
   sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK)
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+    sqlite3_finalize(st);
     return std::nullopt;
+  }
   std::optional<std::int64_t> v;
   if (sqlite3_step(st) == SQLITE_ROW)
     v = sqlite3_column_int64(st, 0);
@@ -174,15 +159,85 @@ std::optional<std::int64_t> scalar(sqlite3* db, const std::string& sql) {
   return v;
 }
 
-double seconds_since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
+double seconds_between(clock_type::time_point a, clock_type::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
 }
 
+// Ctrl-C / SIGTERM: stop waiting, stop the children, report what was reached.
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_run_signal(int) { g_interrupted = true; }
+
+// The last lines of a child's log, for a failure message.
+std::string log_tail(const fs::path& log, std::size_t max_bytes = 1500) {
+  std::ifstream in(log, std::ios::binary);
+  if (!in)
+    return {};
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  const std::streamoff from = size > static_cast<std::streamoff>(max_bytes)
+                                  ? size - static_cast<std::streamoff>(max_bytes)
+                                  : 0;
+  in.seekg(from);
+  std::string s(static_cast<std::size_t>(size - from), '\0');
+  in.read(s.data(), static_cast<std::streamsize>(s.size()));
+  for (char& c : s)
+    if (c == '\r')
+      c = '\n';
+  return s;
+}
+
+// Reads the ETL queue of the work table: counts at start, then what this run added.
+class queue_watch {
+public:
+  queue_watch(workers::work_table t, std::string queue) : table_(std::move(t)), queue_(std::move(queue)) {}
+  // Counts at start (the table may hold earlier runs' records). Errors: storage.
+  workers::result<void> baseline() {
+    if (auto r = table_.create_if_missing(); !r)
+      return std::unexpected(r.error());
+    auto c = table_.counts(queue_);
+    if (!c)
+      return std::unexpected(c.error());
+    base_ = *c;
+    return {};
+  }
+  queue_view read() {
+    queue_view v;
+    auto c = table_.counts(queue_);
+    if (!c)
+      return last_;
+    auto get = [](const workers::record_counts& rc, workers::record_status s) {
+      auto it = rc.by_status.find(s);
+      return it == rc.by_status.end() ? std::size_t{0} : it->second;
+    };
+    using rs = workers::record_status;
+    v.ok = true;
+    v.registered = c->total >= base_.total ? c->total - base_.total : 0;
+    v.pending = get(*c, rs::pending);
+    v.claimed = get(*c, rs::claimed);
+    v.done = get(*c, rs::done) - std::min(get(*c, rs::done), get(base_, rs::done));
+    v.dead = get(*c, rs::dead) - std::min(get(*c, rs::dead), get(base_, rs::dead));
+    last_ = v;
+    last_.ok = true;
+    return v;
+  }
+
+private:
+  workers::work_table table_;
+  std::string queue_;
+  workers::record_counts base_;
+  queue_view last_;
+};
+
 int run_main(const global_options& g, const run_args& a) {
+  const auto t_start = clock_type::now();
   auto cfg = load(g);
   if (!cfg)
     return 2;
   init_logging(*cfg);
+  if (a.etl != "fleet" && a.etl != "rounds") {
+    std::fprintf(stderr, "shoal run: --etl must be fleet or rounds\n");
+    return 2;
+  }
   auto ds = resolve_dataset(a);
   if (!ds)
     return 2;
@@ -196,7 +251,8 @@ int run_main(const global_options& g, const run_args& a) {
       a.workers ? a.workers : std::max(2u, 2 * std::thread::hardware_concurrency());
   std::error_code ec;
   const fs::path run_dir = fs::absolute(a.run_dir);
-  fs::create_directories(run_dir / "logs", ec);
+  const fs::path logs = run_dir / "logs";
+  fs::create_directories(logs, ec);
   if (ec) {
     std::fprintf(stderr, "shoal run: cannot create %s: %s\n", run_dir.c_str(),
                  ec.message().c_str());
@@ -204,25 +260,73 @@ int run_main(const global_options& g, const run_args& a) {
   }
   const fs::path db = fs::absolute(a.db);
 
-  std::printf("shoal run: %s (%zu records) → dest '%s' → %s, %u ETL workers\n",
-              ds->file.filename().c_str(), *records_in, ds->dest.c_str(), db.c_str(), workers);
+  std::printf("shoal run: %s (%s records) → dest '%s' → %s (%s), %u ETL workers%s\n",
+              ds->file.filename().c_str(), grouped(static_cast<std::int64_t>(*records_in)).c_str(),
+              ds->dest.c_str(), db.c_str(), ds->table.c_str(), workers,
+              a.etl == "rounds" ? " in `etl run --once` rounds" : " under a supervisor");
   auto storage = workers::ensure_storage(cfg->storage.connection_string, run_dir / "azurite");
   if (!storage) {
     std::fprintf(stderr, "shoal run: storage: %s\n", storage.error().describe().c_str());
     return 1;
   }
-  std::printf("storage: %s\n", storage->started ? "started Azurite (development storage)"
-                                                : "using the configured account");
+  std::printf("storage: %s; logs in %s\n",
+              storage->started ? "started Azurite (development storage)"
+                               : "using the configured account",
+              logs.c_str());
+  std::fflush(stdout);
+  cfg->storage.connection_string = storage->connection_string;
 
-  // Common arguments for the child processes: same config and storage as this process.
+  // The ETL queue, watched from here.
+  auto pipeline = make_pipeline(*cfg, "run");
+  if (!pipeline)
+    return 1;
+  auto wt_client = storage::table_client::make(*pipeline, cfg->work.table);
+  if (!wt_client) {
+    std::fprintf(stderr, "shoal run: work table: %s\n", wt_client.error().describe().c_str());
+    return 1;
+  }
+  workers::work_table_options wo;
+  wo.work = cfg->work;
+  auto wt = workers::work_table::make(*wt_client, storage::blob_client(*pipeline), wo);
+  if (!wt) {
+    std::fprintf(stderr, "shoal run: work table: %s\n", wt.error().describe().c_str());
+    return 1;
+  }
+  queue_watch queue(std::move(*wt), cfg->etl.queue);
+  if (auto r = queue.baseline(); !r) {
+    std::fprintf(stderr, "shoal run: work table %s: %s\n", cfg->work.table.c_str(),
+                 r.error().describe().c_str());
+    return 1;
+  }
+
+  // Common arguments and environment of the child processes: same config and storage as this
+  // process; the ETL settings go through SHOAL_* variables so the fleet's workers get them too.
   const std::string self = workers::self_executable().string();
   std::vector<std::string> common{self, "--connection-string", storage->connection_string};
   if (!g.config_path.empty())
-    common.insert(common.end(), {"--config", g.config_path});
+    common.insert(common.end(), {"--config", fs::absolute(g.config_path).string()});
   if (!g.log_level.empty())
     common.insert(common.end(), {"--log-level", g.log_level});
-  const std::string persistor_name = "run" + std::to_string(::time(nullptr));
+  std::vector<std::pair<std::string, std::string>> env{
+      {"SHOAL_STORAGE_CONNECTION_STRING", storage->connection_string},
+      {"AZURE_STORAGE_CONNECTION_STRING", storage->connection_string},
+      {"SHOAL_ETL_SQLITE_PATH", db.string()},
+      {"SHOAL_ETL_DATASETS_DIR", ds->datasets_dir.string()},
+      // No persist.committed → work.available path yet: keep the fallback poll short.
+      {"SHOAL_WORKER_POLL_MAX_MS", "500"},
+      {"SHOAL_WORKER_POLL_MIN_MS", "100"}};
+  if (!g.config_path.empty())
+    env.emplace_back("SHOAL_CONFIG", fs::absolute(g.config_path).string());
+  const std::string persistor_name = "run" + std::to_string(::time(nullptr)) + "p" +
+                                     std::to_string(::getpid());
   const std::string endpoint = "ipc://" + (run_dir / ("persistor-" + persistor_name)).string();
+
+  struct sigaction sa {};
+  sa.sa_handler = on_run_signal;
+  sigemptyset(&sa.sa_mask);
+  struct sigaction old_int {}, old_term {};
+  ::sigaction(SIGINT, &sa, &old_int);
+  ::sigaction(SIGTERM, &sa, &old_term);
 
   // 1. persistor
   auto pargv = common;
@@ -230,128 +334,333 @@ int run_main(const global_options& g, const run_args& a) {
                              persistor_name});
   if (!ds->event_time_field.empty())
     pargv.insert(pargv.end(), {"--event-time-field", ds->event_time_field});
-  auto persistor = workers::child_process::spawn(
-      {pargv, {}, run_dir / "logs" / "persistor.log", true});
+  auto persistor = workers::child_process::spawn({pargv, env, logs / "persistor.log", true});
   if (!persistor) {
     std::fprintf(stderr, "shoal run: persistor: %s\n", persistor.error().describe().c_str());
     return 1;
   }
 
-  // 2. send (its progress line is the live display of this stage)
+  // 2. the fleet: a supervisor with N workers running the ETL job
+  std::optional<workers::child_process> supervisor;
+  if (a.etl == "fleet") {
+    auto sv = common;
+    sv.insert(sv.end(), {"supervisor", "--workers", std::to_string(workers), "--job", "etl",
+                         "--queue", cfg->etl.queue, "--endpoint",
+                         "ipc://" + (run_dir / ("fleet-" + persistor_name)).string()});
+    auto c = workers::child_process::spawn({sv, env, logs / "supervisor.log", true});
+    if (!c) {
+      std::fprintf(stderr, "shoal run: supervisor: %s\n", c.error().describe().c_str());
+      return 1;
+    }
+    supervisor = std::move(*c);
+  }
+
+  // 3. send
   const auto t_send = clock_type::now();
   auto sargv = common;
   sargv.insert(sargv.end(), {"send", ds->file.string(), "--dest", ds->dest, "--endpoint",
                              endpoint, "--progress"});
   if (!ds->event_time_field.empty())
     sargv.insert(sargv.end(), {"--event-time-field", ds->event_time_field});
-  auto sender = workers::child_process::spawn({sargv, {}, {}, true});
+  const fs::path send_log = logs / "send.log";
+  fs::remove(send_log, ec);
+  auto sender = workers::child_process::spawn({sargv, env, send_log, true});
   if (!sender) {
     std::fprintf(stderr, "shoal run: send: %s\n", sender.error().describe().c_str());
     return 1;
   }
-  const int send_status = *sender->wait();
-  const double send_s = seconds_since(t_send);
-  const int persistor_status = persistor->terminate(std::chrono::seconds(60));
-  if (send_status != 0 || persistor_status != 0) {
-    std::fprintf(stderr,
-                 "shoal run: send exited %d, persistor exited %d (logs in %s)\n", send_status,
-                 persistor_status, (run_dir / "logs").c_str());
-    return 1;
-  }
-  std::printf("persisted: %zu records in %.1f s (%.0f records/s), acknowledged after commit\n",
-              *records_in, send_s, send_s > 0 ? *records_in / send_s : 0.0);
 
-  // 3. ETL: N parallel `etl run --once` rounds until every blob of this run is in the ledger.
-  const auto t_etl = clock_type::now();
-  auto eargv = common;
-  eargv.insert(eargv.end(), {"etl", "--sqlite", db.string()});
-  if (!ds->datasets_dir.empty())
-    eargv.insert(eargv.end(), {"--datasets", ds->datasets_dir.string()});
-  eargv.insert(eargv.end(), {"run", "--once"});
-  sqlite3* raw_db = nullptr;
-  std::optional<ledger_totals> totals;
-  for (int round = 1; round <= 5; ++round) {
-    std::vector<workers::child_process> etl;
-    for (unsigned i = 0; i < workers; ++i) {
-      auto argv = eargv;
-      argv.insert(argv.end(), {"--owner", persistor_name + "-etl" + std::to_string(i)});
-      auto c = workers::child_process::spawn(
-          {argv, {}, run_dir / "logs" / ("etl-" + std::to_string(i) + ".log"), true});
-      if (!c) {
-        std::fprintf(stderr, "shoal run: etl: %s\n", c.error().describe().c_str());
-        return 1;
-      }
-      etl.push_back(std::move(*c));
+  // 4. watch until every record is loaded or quarantined
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> ledger_db(nullptr, &sqlite3_close);
+  auto open_ledger = [&] {
+    if (ledger_db)
+      return;
+    if (!fs::exists(db, ec))
+      return;
+    sqlite3* raw = nullptr;
+    if (sqlite3_open_v2(db.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+      sqlite3_close(raw);
+      return;
     }
-    int failed = 0;
-    for (auto& c : etl)
-      failed += *c.wait() != 0 ? 1 : 0;
-    if (!raw_db && sqlite3_open_v2(db.c_str(), &raw_db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-      std::fprintf(stderr, "shoal run: cannot open %s: %s\n", db.c_str(), sqlite3_errmsg(raw_db));
-      sqlite3_close(raw_db);
-      return 1;
-    }
-    if (raw_db)
-      sqlite3_busy_timeout(raw_db, 30'000);
-    totals = raw_db ? read_ledger(raw_db, persistor_name) : std::nullopt;
-    const std::int64_t accounted =
-        totals ? totals->loaded + totals->duplicates + totals->quarantined : 0;
-    std::printf("etl round %d: %d of %u processes failed; %lld blobs loaded, %lld of %zu "
-                "records accounted for\n",
-                round, failed, workers, totals ? static_cast<long long>(totals->blobs) : 0LL,
-                static_cast<long long>(accounted), *records_in);
-    std::fflush(stdout);
-    if (accounted >= static_cast<std::int64_t>(*records_in))
+    sqlite3_busy_timeout(raw, 5'000);
+    ledger_db.reset(raw);
+  };
+  progress_display display(stdout, *records_in);
+  rate_window rates;
+  snapshot snap;
+  std::optional<int> send_status, persistor_status;
+  std::optional<clock_type::time_point> t_send_done, t_first_blob, t_last_load, t_all;
+  std::int64_t last_accounted = -1;
+  std::size_t last_acked = 0;
+  bool send_just_done = false;
+  auto last_change = clock_type::now();
+  clock_type::time_point idle_since{}; // send done, queue empty, records missing; {} = not idle
+  std::string failure;
+  // rounds mode
+  std::vector<workers::child_process> round_procs;
+  int rounds = 0;
+  auto next_draw = clock_type::now();
+  const auto draw_every = display.tty() ? std::chrono::milliseconds(500)
+                                        : std::chrono::milliseconds(2000);
+  while (true) {
+    if (g_interrupted) {
+      failure = "interrupted";
       break;
+    }
+    if (!send_status) {
+      send_status = sender->wait(std::chrono::milliseconds(0));
+      if (send_status) {
+        t_send_done = clock_type::now();
+        send_just_done = true;
+        if (*send_status != 0) {
+          failure = "shoal send exited " + std::to_string(*send_status) + ":\n" + log_tail(send_log);
+          break;
+        }
+        // Every record is acked, so committed and registered: flush and stop the persistor.
+        persistor_status = persistor->terminate(std::chrono::seconds(60));
+        if (*persistor_status != 0) {
+          failure = "persistor exited " + std::to_string(*persistor_status) + ":\n" +
+                    log_tail(logs / "persistor.log");
+          break;
+        }
+      }
+    }
+    if (!persistor_status)
+      if (auto st = persistor->wait(std::chrono::milliseconds(0))) {
+        persistor_status = st;
+        failure = "persistor exited " + std::to_string(*st) + " while records were being sent:\n" +
+                  log_tail(logs / "persistor.log");
+        break;
+      }
+    if (supervisor)
+      if (auto st = supervisor->wait(std::chrono::milliseconds(0))) {
+        failure = "supervisor exited " + std::to_string(*st) + " before the ETL finished:\n" +
+                  log_tail(logs / "supervisor.log");
+        supervisor.reset();
+        break;
+      }
+    // rounds mode: after the send, N `etl run --once` processes per round.
+    if (a.etl == "rounds" && send_status && round_procs.empty() && !t_all) {
+      if (rounds >= 5) {
+        failure = "5 ETL rounds did not load every record";
+        break;
+      }
+      ++rounds;
+      auto eargv = common;
+      eargv.insert(eargv.end(), {"etl", "--sqlite", db.string()});
+      if (!ds->datasets_dir.empty())
+        eargv.insert(eargv.end(), {"--datasets", ds->datasets_dir.string()});
+      eargv.insert(eargv.end(), {"run", "--once"});
+      for (unsigned i = 0; i < workers; ++i) {
+        auto argv = eargv;
+        argv.insert(argv.end(), {"--owner", persistor_name + "-etl" + std::to_string(i)});
+        auto c = workers::child_process::spawn(
+            {argv, env, logs / ("etl-" + std::to_string(i) + ".log"), true});
+        if (!c) {
+          failure = "etl: " + c.error().describe();
+          break;
+        }
+        round_procs.push_back(std::move(*c));
+      }
+      if (!failure.empty())
+        break;
+    }
+    bool round_finished = false;
+    if (!round_procs.empty()) {
+      bool all = true;
+      for (auto& c : round_procs)
+        all = c.wait(std::chrono::milliseconds(0)).has_value() && all;
+      if (all) {
+        round_procs.clear();
+        round_finished = true;
+      }
+    }
+
+    const auto now = clock_type::now();
+    const bool tick = now >= next_draw || round_finished || send_just_done;
+    send_just_done = false;
+    if (!tick) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    next_draw = now + draw_every;
+    snap.t_s = seconds_between(t_send, now);
+    if (auto p = read_send_progress(send_log))
+      snap.send = p;
+    snap.send_done = send_status.has_value();
+    if (snap.send_done && snap.send)
+      snap.send->acked = std::max(snap.send->acked, snap.send->read);
+    snap.queue = queue.read();
+    open_ledger();
+    if (ledger_db)
+      if (auto l = read_ledger(ledger_db.get(), persistor_name))
+        snap.ledger = *l;
+    const std::int64_t accounted = snap.ledger.accounted();
+    std::tie(snap.send_rate, snap.etl_rate) =
+        rates.add(snap.t_s, snap.send ? static_cast<double>(snap.send->acked) : 0.0,
+                  static_cast<double>(accounted));
+    if (!t_first_blob && (snap.queue.registered > 0 || snap.ledger.blobs > 0))
+      t_first_blob = now;
+    const std::size_t acked_now = snap.send ? snap.send->acked : 0;
+    if (accounted != last_accounted) {
+      if (last_accounted >= 0 || accounted > 0)
+        t_last_load = now;
+      last_accounted = accounted;
+      last_change = now;
+    }
+    if (acked_now != last_acked) {
+      last_acked = acked_now;
+      last_change = now;
+    }
+    display.draw(snap);
+    const bool queue_open = !snap.queue.ok || snap.queue.pending > 0 || snap.queue.claimed > 0;
+    if (send_status && accounted >= static_cast<std::int64_t>(*records_in) && !queue_open &&
+        round_procs.empty()) {
+      t_all = now;
+      break;
+    }
+    if (send_status && !queue_open && round_procs.empty()) {
+      // Nothing left to run, yet records are missing: give the ledger a moment, then stop.
+      if (idle_since == clock_type::time_point{})
+        idle_since = now;
+      if (seconds_between(idle_since, now) > (a.etl == "rounds" ? 0.0 : 5.0)) {
+        if (a.etl == "rounds" && rounds < 5)
+          continue; // another round
+        failure = "the ETL queue is empty but " +
+                  std::to_string(static_cast<std::int64_t>(*records_in) - accounted) +
+                  " records are neither loaded nor quarantined (" +
+                  std::to_string(snap.queue.dead) + " dead ETL records; see `shoal records list "
+                  "--queue " + cfg->etl.queue + " --status dead`)";
+        break;
+      }
+    } else {
+      idle_since = {};
+    }
+    if (seconds_between(last_change, now) > a.stall_timeout_s) {
+      failure = "no progress for " + std::to_string(static_cast<int>(a.stall_timeout_s)) + " s";
+      break;
+    }
   }
-  const double etl_s = seconds_since(t_etl);
-  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db_guard(raw_db, &sqlite3_close);
-  if (!totals) {
-    std::fprintf(stderr, "shoal run: %s has no ETL ledger (logs in %s)\n", db.c_str(),
-                 (run_dir / "logs").c_str());
+  display.draw(snap, true);
+  const auto t_end = t_all.value_or(clock_type::now());
+
+  // 5. stop the fleet (drain: finish or release, exit 0)
+  bool stop_ok = true;
+  std::string stop_note;
+  if (!send_status) {
+    sender->signal(SIGTERM);
+    sender->wait(std::chrono::seconds(10));
+  }
+  if (!persistor_status)
+    persistor_status = persistor->terminate(std::chrono::seconds(30));
+  for (auto& c : round_procs)
+    c.terminate(std::chrono::seconds(10));
+  if (supervisor) {
+    const auto t_stop = clock_type::now();
+    const int st = supervisor->terminate(std::chrono::milliseconds(cfg->fleet.drain_timeout_ms + 15'000));
+    if (st != 0) {
+      stop_ok = false;
+      stop_note = "supervisor exited " + std::to_string(st) + " after SIGTERM (logs in " +
+                  logs.string() + ")";
+    } else {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "supervisor drained and exited 0 in %.1f s",
+                    seconds_between(t_stop, clock_type::now()));
+      stop_note = buf;
+    }
+  }
+  ::sigaction(SIGINT, &old_int, nullptr);
+  ::sigaction(SIGTERM, &old_term, nullptr);
+
+  // 6. verify and summarise
+  open_ledger();
+  if (!ledger_db) {
+    std::fprintf(stderr, "shoal run: %s has no ETL ledger%s%s (logs in %s)\n", db.c_str(),
+                 failure.empty() ? "" : ": ", failure.c_str(), logs.c_str());
     return 1;
   }
+  auto totals = read_ledger(ledger_db.get(), persistor_name).value_or(ledger_totals{});
+  const auto table_rows = scalar(ledger_db.get(), "SELECT count(*) FROM \"" + ds->table + "\"");
+  const auto dup_ids = scalar(ledger_db.get(), "SELECT count(*) - count(DISTINCT message_id) FROM \"" +
+                                                   ds->table + "\"");
+  const std::int64_t accounted = totals.accounted();
+  const bool counts_ok = accounted == static_cast<std::int64_t>(*records_in);
+  const bool ok = failure.empty() && counts_ok && dup_ids && *dup_ids == 0 && stop_ok;
+  const double send_s = seconds_between(t_send, t_send_done.value_or(t_end));
+  const double etl_s = t_first_blob ? seconds_between(*t_first_blob, t_last_load.value_or(t_end)) : 0;
+  const double e2e_s = seconds_between(t_send, t_end);
+  const double wall_s = seconds_between(t_start, clock_type::now());
+  const auto rate = [&](double s) { return s > 0 ? static_cast<double>(*records_in) / s : 0.0; };
+  const auto g64 = [](double v) { return grouped(static_cast<std::int64_t>(v + 0.5)); };
 
-  // 4. Verify.
-  const auto table_rows = scalar(raw_db, "SELECT count(*) FROM \"" + ds->table + "\"");
-  const auto dup_ids = scalar(raw_db, "SELECT count(*) - count(DISTINCT message_id) FROM \"" +
-                                          ds->table + "\"");
-  const std::int64_t accounted = totals->loaded + totals->duplicates + totals->quarantined;
-  const bool ok = accounted == static_cast<std::int64_t>(*records_in) && dup_ids &&
-                  *dup_ids == 0;
+  if (!failure.empty())
+    std::fprintf(stderr, "\nshoal run: %s\n", failure.c_str());
   std::printf("\nsummary\n");
   std::printf("  records read            %zu\n", *records_in);
-  std::printf("  rows loaded (new)       %lld into %s\n", static_cast<long long>(totals->loaded),
+  std::printf("  rows loaded (new)       %lld into %s\n", static_cast<long long>(totals.loaded),
               ds->table.c_str());
   std::printf("  already loaded          %lld (re-sent message ids, kept once)\n",
-              static_cast<long long>(totals->duplicates));
-  std::printf("  quarantined             %lld\n", static_cast<long long>(totals->quarantined));
+              static_cast<long long>(totals.duplicates));
+  std::printf("  quarantined             %lld\n", static_cast<long long>(totals.quarantined));
   std::printf("  rows in %-15s %lld, duplicate message ids: %lld\n", ds->table.c_str(),
               static_cast<long long>(table_rows.value_or(-1)),
               static_cast<long long>(dup_ids.value_or(-1)));
-  std::printf("  blobs                   %lld", static_cast<long long>(totals->blobs));
-  if (totals->blobs_per_day.size() <= 12) {
+  std::printf("  blobs                   %lld", static_cast<long long>(totals.blobs));
+  if (totals.blobs_per_day.size() <= 12) {
     std::printf(" (");
     bool first = true;
-    for (const auto& [day, n] : totals->blobs_per_day) {
+    for (const auto& [day, n] : totals.blobs_per_day) {
       std::printf("%s%s: %lld", first ? "" : ", ", day.c_str(), static_cast<long long>(n));
       first = false;
     }
     std::printf(")");
   } else {
-    std::printf(" over %zu days", totals->blobs_per_day.size());
+    std::printf(" over %zu days (%s … %s)", totals.blobs_per_day.size(),
+                totals.blobs_per_day.begin()->first.c_str(),
+                totals.blobs_per_day.rbegin()->first.c_str());
   }
-  std::printf("\n  persist stage           %.1f s, %.0f records/s\n", send_s,
-              send_s > 0 ? *records_in / send_s : 0.0);
-  std::printf("  ETL stage               %.1f s, %.0f records/s\n", etl_s,
-              etl_s > 0 ? *records_in / etl_s : 0.0);
-  std::printf("  end to end              %.1f s, %.0f records/s\n", send_s + etl_s,
-              (send_s + etl_s) > 0 ? *records_in / (send_s + etl_s) : 0.0);
+  std::printf("\n  stage                   time      records/s\n");
+  std::printf("  send + persist          %6.1f s  %9s  (first send → last ack; a record is acked "
+              "once its blob is committed)\n",
+              send_s, g64(rate(send_s)).c_str());
+  std::printf("  ETL                     %6.1f s  %9s  (first blob committed → last blob loaded, "
+              "%u workers%s)\n",
+              etl_s, g64(rate(etl_s)).c_str(), workers, a.etl == "rounds" ? " in rounds" : "");
+  std::printf("  end to end              %6.1f s  %9s  (first send → every record loaded or "
+              "quarantined)\n",
+              e2e_s, g64(rate(e2e_s)).c_str());
+  std::printf("  wall time               %6.1f s             (with storage, process start and "
+              "shutdown)\n",
+              wall_s);
+  if (!stop_note.empty())
+    std::printf("  fleet                   %s\n", stop_note.c_str());
   std::printf("verification: %s (records read %s rows loaded + already loaded + quarantined; "
-              "%s duplicate message ids)\n",
-              ok ? "PASSED" : "FAILED",
-              accounted == static_cast<std::int64_t>(*records_in) ? "=" : "≠",
-              dup_ids && *dup_ids == 0 ? "no" : "some");
+              "%s duplicate message ids%s)\n",
+              ok ? "PASSED" : "FAILED", counts_ok ? "=" : "≠",
+              dup_ids && *dup_ids == 0 ? "no" : "some",
+              failure.empty() ? "" : "; the run did not finish: see above");
+  if (g.json)
+    std::printf("%s\n",
+                nlohmann::json{{"dataset", a.dataset},
+                               {"records", *records_in},
+                               {"loaded", totals.loaded},
+                               {"duplicates", totals.duplicates},
+                               {"quarantined", totals.quarantined},
+                               {"table", ds->table},
+                               {"table_rows", table_rows.value_or(-1)},
+                               {"duplicate_ids", dup_ids.value_or(-1)},
+                               {"blobs", totals.blobs},
+                               {"workers", workers},
+                               {"etl", a.etl},
+                               {"send_s", send_s},
+                               {"etl_s", etl_s},
+                               {"end_to_end_s", e2e_s},
+                               {"wall_s", wall_s},
+                               {"end_to_end_records_per_s", rate(e2e_s)},
+                               {"verified", ok}}
+                    .dump()
+                    .c_str());
+  std::fflush(stdout);
   return ok ? 0 : 1;
 }
 
@@ -360,17 +669,25 @@ int run_main(const global_options& g, const run_args& a) {
 void add_run_command(CLI::App& app, global_options& g, command_fn& run) {
   auto a = std::make_shared<run_args>();
   auto* cmd = app.add_subcommand(
-      "run", "The main job: send a real dataset through persistor and ETL into SQLite, verified");
+      "run", "The main job: send a real dataset through persistor and a worker fleet's ETL into "
+             "SQLite, verified");
   cmd->add_option("--dataset", a->dataset,
                   "flights-20k | flights-200k | flights-2k | seattle-weather | a JSON array, "
                   "NDJSON or CSV file (generic mapping)")
       ->capture_default_str();
   cmd->add_option("--db", a->db, "SQLite database to load into")->capture_default_str();
-  cmd->add_option("--workers", a->workers, "parallel ETL processes (default: 2 per core)");
+  cmd->add_option("--workers", a->workers, "ETL worker processes (default: 2 per core)");
   cmd->add_option("--run-dir", a->run_dir, "logs and the Azurite workspace of this run")
       ->capture_default_str();
   cmd->add_option("--event-time-field", a->event_time_field,
                   "field holding the event time (blob date folders); default per dataset");
+  cmd->add_option("--etl", a->etl,
+                  "fleet: a supervisor's workers load blobs as they are committed; rounds: "
+                  "`shoal etl run --once` processes after the send")
+      ->capture_default_str();
+  cmd->add_option("--stall-timeout-s", a->stall_timeout_s,
+                  "give up when no counter moved for this long")
+      ->capture_default_str();
   cmd->callback([&g, &run, a] { run = [&g, a] { return run_main(g, *a); }; });
 }
 
