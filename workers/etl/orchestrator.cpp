@@ -1,5 +1,6 @@
 #include "workers/etl/orchestrator.hpp"
 
+#include "workers/claimer.hpp"
 #include "workers/key_escape.hpp"
 
 #include <spdlog/spdlog.h>
@@ -282,13 +283,15 @@ result<etl_job> etl_job::make(storage::blob_client blobs, run_log runs, std::uni
   return etl_job(std::move(blobs), std::move(runs), std::move(sink), std::move(opts));
 }
 
-result<pipeline_outcome> etl_job::run(const claimed_record& record) {
+result<pipeline_outcome> etl_job::run(const claimed_record& record, const run_control& ctl) {
+  // The claim's owner string is the truth about who works on the record (history, ledger).
+  if (!record.owner.empty()) opts_.owner = record.owner;
   const std::string& blob = record.payload.empty() ? record.id : record.payload;
-  return run_blob(record.id, blob, record.attempts, record.gen);
+  return run_blob(record.id, blob, record.attempts, record.gen, ctl);
 }
 
 result<pipeline_outcome> etl_job::run_blob(std::string_view record_id, std::string_view blob_name,
-                                           std::int32_t attempt, std::int64_t gen) {
+                                           std::int32_t attempt, std::int64_t gen, const run_control& ctl) {
   const auto now = std::chrono::system_clock::now();
   // Load the history: which steps finished in earlier runs (of any worker).
   run_instance inst;
@@ -326,11 +329,16 @@ result<pipeline_outcome> etl_job::run_blob(std::string_view record_id, std::stri
   }
   if (auto r = runs_.put_instance(inst); !r) return std::unexpected(r.error());
   auto t0 = clock::now();
-  auto out = run_steps(inst, done, attempt, gen);
+  auto out = run_steps(inst, done, attempt, gen, ctl);
   inst.updated = std::chrono::system_clock::now();
   inst.ms = ms_since(t0);
   if (!out) {
-    if (out.error().code == errc::cancelled) return out; // a simulated death writes nothing more
+    // Stopped, lost or a simulated death: write nothing more; the next claimer resumes.
+    if (out.error().code == errc::cancelled || out.error().code == errc::lease_lost) {
+      spdlog::info("etl blob={} interrupted after step {}: {}", blob_name, inst.step.empty() ? "-" : inst.step,
+                   out.error().describe());
+      return out;
+    }
     inst.status = "failed";
     inst.error = out.error().describe();
     spdlog::warn("etl blob={} failed: {}", blob_name, inst.error);
@@ -345,8 +353,16 @@ result<pipeline_outcome> etl_job::run_blob(std::string_view record_id, std::stri
 }
 
 result<pipeline_outcome> etl_job::run_steps(run_instance& inst, const std::set<std::string>& done,
-                                            std::int32_t attempt, std::int64_t gen) {
+                                            std::int32_t attempt, std::int64_t gen, const run_control& ctl) {
   const dataset& d = dataset_for(opts_.datasets, inst.blob);
+  // Between steps: stop (drain, lease about to end) or lost lease → leave the rest to the next claimer.
+  auto interrupted = [&](std::string_view before) -> std::optional<error> {
+    if (ctl.lease_lost && ctl.lease_lost())
+      return fail(errc::lease_lost, "lease of " + inst.id + " lost before " + std::string(before)).error();
+    if (ctl.stop && ctl.stop())
+      return fail(errc::cancelled, "stopped before " + std::string(before)).error();
+    return std::nullopt;
+  };
   pipeline_outcome out;
   out.blob = inst.blob;
   out.dataset = d.name;
@@ -359,6 +375,7 @@ result<pipeline_outcome> etl_job::run_steps(run_instance& inst, const std::set<s
     return std::unexpected(error::from_storage(dl.error(), "reading blob " + inst.blob));
   }
   const double read_ms = ms_since(t_read);
+  if (auto e = interrupted("extract")) return std::unexpected(std::move(*e));
   auto p = prepare_rows(d, inst.blob, dl->body);
   if (!p) return std::unexpected(p.error());
   p->steps[0].ms += read_ms;
@@ -390,6 +407,7 @@ result<pipeline_outcome> etl_job::run_steps(run_instance& inst, const std::set<s
       out.steps.push_back(std::move(s));
       continue;
     }
+    if (auto e = interrupted("recording " + s.step)) return std::unexpected(std::move(*e));
     log_step(inst.blob, s);
     if (opts_.crash_after && opts_.crash_after(s.step)) return fail(errc::cancelled, "simulated crash after " + s.step);
     auto started = std::chrono::system_clock::now() - std::chrono::microseconds(static_cast<std::int64_t>(s.ms * 1000));
@@ -404,7 +422,9 @@ result<pipeline_outcome> etl_job::run_steps(run_instance& inst, const std::set<s
   }
   auto started = std::chrono::system_clock::now();
   auto t0 = clock::now();
+  if (auto e = interrupted("load")) return std::unexpected(std::move(*e));
   load_batch b = make_batch(d, inst.blob, *p, opts_.owner);
+  if (ctl.lease_lost) b.may_commit = [&ctl] { return !ctl.lease_lost(); };
   auto o = sink_->load(b);
   if (!o) return std::unexpected(o.error());
   step_stats s = load_stats(b, *o, ms_since(t0));
@@ -445,17 +465,56 @@ result<etl_job::drain_summary> etl_job::drain(const work_table& work, std::strin
   drain_summary sum;
   std::vector<std::uint32_t> shards(work.options().work.shards);
   for (std::uint32_t i = 0; i < shards.size(); ++i) shards[i] = i;
+  // Every claimed record is held by the keeper from its claim on: its lease is renewed while
+  // earlier records of the batch and its own blob load, however long they take.
+  lease_keeper_options ko;
+  ko.renew_interval = std::chrono::milliseconds(work.options().work.lease_renew_ms);
+  lease_keeper keeper(work, ko, [](const claimed_record& r, const error& e) {
+    spdlog::warn("etl record {}: lease lost while loading: {}", r.id, e.describe());
+  });
+  keeper.start();
   while (true) {
     auto claimed = work.claim(queue, shards, opts_.owner, claim_max);
     if (!claimed) return std::unexpected(claimed.error());
     if (claimed->empty()) break;
-    for (auto& rec : *claimed) {
-      auto r = process(work, rec);
-      if (r) ++sum.succeeded;
-      else if (r.error().code == errc::cancelled) return std::unexpected(r.error());
-      else ++sum.failed;
+    auto held = keeper.hold(std::move(*claimed));
+    for (std::size_t k = 0; k < held.size(); ++k) {
+      const auto& h = held[k];
+      if (h.lost()) { // expired while earlier records of the batch loaded (renewals failed)
+        (void)keeper.release(h);
+        ++sum.lost;
+        continue;
+      }
+      run_control ctl;
+      ctl.lease_lost = [&h] { return h.lost(); };
+      auto out = run(h.record(), ctl);
+      if (out) {
+        if (auto c = keeper.complete(h); !c) {
+          spdlog::warn("etl record {}: loaded, but completing it failed: {}", h.id(), c.error().describe());
+          ++sum.lost;
+        } else {
+          ++sum.succeeded;
+        }
+        continue;
+      }
+      if (out.error().code == errc::cancelled) {
+        // A simulated death: stop renewing without releasing, so the leases expire.
+        keeper.stop();
+        return std::unexpected(out.error());
+      }
+      if (out.error().code == errc::lease_lost) {
+        (void)keeper.release(h); // refused (another owner holds it); stops holding it
+        ++sum.lost;
+        continue;
+      }
+      auto f = keeper.fail(h, out.error().describe());
+      if (!f) spdlog::warn("etl record {}: failing it failed: {}", h.id(), f.error().describe());
+      else if (*f == record_status::dead)
+        spdlog::error("etl record {} is dead after {} attempts: {}", h.id(), h.record().attempts, out.error().describe());
+      ++sum.failed;
     }
   }
+  keeper.stop();
   return sum;
 }
 

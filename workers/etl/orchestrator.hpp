@@ -131,6 +131,20 @@ struct etl_job_options {
   std::function<bool(std::string_view step)> crash_after;
 };
 
+/// Per-run checks of an etl_job run: polled between steps (and, for `lease_lost`, once more by
+/// the sink just before its COMMIT). Either may be empty. Called on the running thread; must
+/// not block (a clock check or an atomic load).
+struct run_control {
+  /// True when the run must stop (drain, shutdown, lease about to end): the run returns
+  /// errc::cancelled before its next step, leaving the history as it is (the next claimer
+  /// resumes after the last recorded step).
+  std::function<bool()> stop;
+  /// True once the record's lease is lost: the run returns errc::lease_lost before its next
+  /// step and the load is rolled back instead of committed (the ledger keeps exactly-once
+  /// anyway; this saves a load that would be "already loaded" for the new owner).
+  std::function<bool()> lease_lost;
+};
+
 /// Processes ETL records: one blob each, durably (see the file comment). The ETL job of
 /// `shoal worker` (issue 5) calls `run` for every claimed ETL record and then completes or fails
 /// the record; `drain` does the claiming too (`shoal etl run --once`). Owner only: one per
@@ -143,12 +157,15 @@ public:
 
   /// Runs (or resumes) the orchestration of `record` (payload = blob name; empty payload →
   /// the record id). Does not complete or fail the record. Errors: not_found (blob missing),
-  /// parse (blob unparsable: line, column, byte), io (SQL), storage, cancelled (crash_after).
-  /// A failure is also written to the instance row (status failed, error).
-  [[nodiscard]] result<pipeline_outcome> run(const claimed_record& record);
+  /// parse (blob unparsable: line, column, byte), io (SQL), invalid_argument (a dataset's
+  /// insert does not fit its rows), timeout (SQLite busy), storage, cancelled (crash_after or
+  /// ctl.stop), lease_lost (ctl.lease_lost). A failure other than cancelled/lease_lost is also
+  /// written to the instance row (status failed, error).
+  [[nodiscard]] result<pipeline_outcome> run(const claimed_record& record, const run_control& ctl = {});
   /// As run, for a record id / blob name with the given attempt and fencing gen.
   [[nodiscard]] result<pipeline_outcome> run_blob(std::string_view record_id, std::string_view blob_name,
-                                                  std::int32_t attempt, std::int64_t gen);
+                                                  std::int32_t attempt, std::int64_t gen,
+                                                  const run_control& ctl = {});
 
   /// Runs `record` and then completes it (success) or fails it (retry later, dead after
   /// max_attempts) in `work`. Returns the pipeline's result; the work-table call's failure
@@ -156,10 +173,15 @@ public:
   [[nodiscard]] result<pipeline_outcome> process(const work_table& work, claimed_record& record);
 
   /// Claims and processes records of `queue` until none is claimable (`claim_max` per round).
-  /// Returns how many succeeded and failed. Errors: storage (claiming failed).
+  /// The claimed records' leases are renewed in the background (a lease_keeper, every
+  /// work.lease_renew_ms) while their blobs load, so a load longer than the lease keeps its
+  /// claim; a record whose lease is lost anyway is not committed (run_control::lease_lost)
+  /// and counted in `lost`. Returns how many succeeded, failed and were lost.
+  /// Errors: storage (claiming failed), cancelled (crash_after).
   struct drain_summary {
     std::size_t succeeded = 0;
     std::size_t failed = 0;
+    std::size_t lost = 0; ///< lease lost during the run: left to the record's new owner
   };
   [[nodiscard]] result<drain_summary> drain(const work_table& work, std::string_view queue, std::size_t claim_max);
 
@@ -172,7 +194,7 @@ private:
   etl_job(storage::blob_client blobs, run_log runs, std::unique_ptr<sql_sink> sink, etl_job_options opts)
       : blobs_(std::move(blobs)), runs_(std::move(runs)), sink_(std::move(sink)), opts_(std::move(opts)) {}
   result<pipeline_outcome> run_steps(run_instance& inst, const std::set<std::string>& done,
-                                     std::int32_t attempt, std::int64_t gen);
+                                     std::int32_t attempt, std::int64_t gen, const run_control& ctl);
 
   storage::blob_client blobs_;
   run_log runs_;

@@ -100,6 +100,7 @@ public:
 
   result<load_outcome> load(const load_batch& b) override {
     load_outcome out;
+    bool refused = false; // may_commit said no
     auto [insert_sql, params] = to_dollar_placeholders(b.insert_sql);
     for (const load_row& row : b.rows)
       if (row.values.size() != params)
@@ -157,9 +158,15 @@ public:
       w.exec_params("UPDATE shoal_etl_ledger SET rows_loaded = $1, duplicates = $2, quarantined = $3 WHERE blob = $4",
                     static_cast<std::int64_t>(out.inserted), static_cast<std::int64_t>(out.duplicates),
                     static_cast<std::int64_t>(out.quarantined), b.blob);
+      if (b.may_commit && !b.may_commit()) {
+        refused = true;
+        w.abort();
+        return;
+      }
       w.commit();
     });
     if (!r) return std::unexpected(r.error());
+    if (refused) return fail(errc::lease_lost, "load of " + b.blob + " rolled back: the claim ended before COMMIT");
     return out;
   }
 

@@ -30,6 +30,7 @@
 #include "workers/error.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -67,6 +68,9 @@ struct load_batch {
   std::vector<quarantine_row> quarantined;
   std::string owner;      ///< who loads (worker id), recorded in the ledger
   bool keyed_by_table = false; ///< the insert itself skips known message ids (see above)
+  /// Optional: called just before COMMIT; returning false rolls the transaction back and load
+  /// returns errc::lease_lost (the caller's claim ended: its new owner loads the blob).
+  std::function<bool()> may_commit;
 };
 
 /// What a load did.
@@ -100,7 +104,8 @@ public:
   [[nodiscard]] virtual result<void> prepare(std::string_view ddl) = 0;
   /// Loads `b` exactly once (see the file comment). Errors: io (SQL error; the transaction was
   /// rolled back, nothing was written), invalid_argument (a row's value count does not match
-  /// the insert's parameters), timeout (SQLite busy longer than busy_timeout).
+  /// the insert's parameters), timeout (SQLite busy longer than busy_timeout), lease_lost
+  /// (b.may_commit said no; rolled back).
   [[nodiscard]] virtual result<load_outcome> load(const load_batch& b) = 0;
   /// The ledger row of `blob`, if loaded. Errors: io.
   [[nodiscard]] virtual result<std::optional<ledger_entry>> ledger(std::string_view blob) = 0;

@@ -130,6 +130,10 @@ public:
       (void)execute("ROLLBACK");
       return out;
     }
+    if (b.may_commit && !b.may_commit()) {
+      (void)execute("ROLLBACK");
+      return fail(errc::lease_lost, "load of " + b.blob + " rolled back: the claim ended before COMMIT");
+    }
     if (auto r = execute("COMMIT"); !r) {
       (void)execute("ROLLBACK");
       return std::unexpected(r.error());

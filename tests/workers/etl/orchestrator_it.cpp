@@ -370,5 +370,75 @@ TEST_F(EtlOrchestratorIt, MissingBlobIsNotFound) {
   EXPECT_EQ(r.error().code, errc::not_found);
 }
 
+TEST_F(EtlOrchestratorIt, DrainRenewsTheLeaseWhileALongBlobLoads) {
+  const std::string a = "flights/2026/11/21/18/host-p1-00000009.json";
+  put(a, tests::etl::flights_blob(blob_format::persistor_v1, 500, 2));
+  auto work = make_work(1'500); // renewed every 500 ms
+  std::vector<new_record> recs{{a, a, {}}};
+  ASSERT_TRUE(work.enqueue("etl", recs));
+  std::size_t stolen = 0;
+  // A slow transform: three lease lengths, during which another worker tries to claim.
+  auto job = make_job("w1", [&](std::string_view step) {
+    if (step == "transform") {
+      const auto end = std::chrono::steady_clock::now() + 4'500ms;
+      while (std::chrono::steady_clock::now() < end) {
+        auto c = work.claim("etl", shards(work), "thief", 1);
+        if (c) stolen += c->size();
+        std::this_thread::sleep_for(250ms);
+      }
+    }
+    return false;
+  });
+  auto sum = job.drain(work, "etl", 4);
+  ASSERT_TRUE(sum) << sum.error().describe();
+  EXPECT_EQ(stolen, 0u) << "the lease expired during the load";
+  EXPECT_EQ(sum->succeeded, 1u);
+  EXPECT_EQ(sum->lost, 0u);
+  auto rec = work.get("etl", a);
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->status, record_status::done);
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 498);
+}
+
+TEST_F(EtlOrchestratorIt, DrainDoesNotLoadAfterItsLeaseWasLost) {
+  const std::string a = "flights/2026/11/21/19/host-p1-00000010.json";
+  put(a, tests::etl::flights_blob(blob_format::persistor_v1, 500, 2));
+  auto work = make_work(1'500);
+  std::vector<new_record> recs{{a, a, {}}};
+  ASSERT_TRUE(work.enqueue("etl", recs));
+  std::optional<claimed_record> thief;
+  // During transform the record is taken away (released, then claimed by a thief): the next
+  // renewal learns the lease is lost and the load must not run.
+  auto job = make_job("w1", [&](std::string_view step) {
+    if (step == "transform") {
+      EXPECT_TRUE(work.release_owner("etl", "w1"));
+      auto c = work.claim("etl", shards(work), "thief", 1);
+      if (c && !c->empty()) thief = (*c)[0];
+      // > 2 renewal intervals of w1's keeper; the thief keeps its own lease alive meanwhile.
+      for (int i = 0; i < 4 && thief; ++i) {
+        std::this_thread::sleep_for(300ms);
+        EXPECT_TRUE(work.renew(*thief));
+      }
+    }
+    return false;
+  });
+  auto sum = job.drain(work, "etl", 4);
+  ASSERT_TRUE(sum) << sum.error().describe();
+  ASSERT_TRUE(thief.has_value());
+  EXPECT_EQ(sum->lost, 1u);
+  EXPECT_EQ(sum->succeeded, 0u);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_ledger"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 0);
+  // The new owner resumes after the recorded steps and loads.
+  auto job2 = make_job("thief");
+  auto r = job2.process(work, *thief);
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_FALSE(r->load.already_loaded);
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 498);
+  auto rec = work.get("etl", a);
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->status, record_status::done);
+}
+
 } // namespace
 } // namespace shoal::workers::etl
