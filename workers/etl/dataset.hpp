@@ -63,6 +63,10 @@ struct dataset {
   /// dataset's table has a unique message-id column and `insert` ends in
   /// `ON CONFLICT (…) DO NOTHING` (checked at load), so no separate key row is written.
   std::string message_key = "ledger";
+  /// Validate with the schema compiled into a direct checker (workers/etl/schema_check.hpp)
+  /// when it fits its subset, valijson deciding only what the checker does not accept; false:
+  /// valijson for every record (tests compare the two). Verdicts and reasons are the same.
+  bool fast_schema = true;
 };
 
 /// Reads one dataset TOML file (relative schema paths resolve against its folder) and parses
@@ -71,6 +75,8 @@ struct dataset {
 [[nodiscard]] result<dataset> load_dataset(const std::filesystem::path& file);
 /// Every *.toml in `dir` (sorted). An empty `dir` gives no datasets. Errors: those of load_dataset.
 [[nodiscard]] result<std::vector<dataset>> load_datasets(const std::filesystem::path& dir);
+/// True when `d`'s schema compiled into the direct checker (else valijson validates alone).
+bool has_compiled_schema(const dataset& d);
 /// The generic dataset (no schema, all input accepted).
 const dataset& generic_dataset();
 /// The dataset whose dest matches `blob_name`'s, else the generic one. Borrowed from `all`.
