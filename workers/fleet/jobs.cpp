@@ -1,5 +1,6 @@
 // The registry of `shoal worker` jobs (workers/fleet/job.hpp): "exec" and "etl".
 
+#include "workers/etl/etl_fleet_job.hpp"
 #include "workers/fleet/exec_job.hpp"
 #include "workers/fleet/job.hpp"
 
@@ -17,9 +18,7 @@ job_factory find_job_factory(std::string_view name) {
       return std::unique_ptr<job>(std::move(*j));
     };
   if (name == "etl")
-    return [](const config&) -> result<std::unique_ptr<job>> {
-      return fail(errc::invalid_argument, "the etl job is not available in this build");
-    };
+    return [](const config& cfg) { return etl::make_etl_fleet_job(cfg); };
   return nullptr;
 }
 

@@ -441,6 +441,36 @@ TEST(WorkerIt, MakeRefusesBadOptions) {
   EXPECT_EQ(w.error().code, errc::invalid_argument);
 }
 
+TEST(WorkerIt, EtlJobFromTheRegistryFailsARecordWhoseBlobIsMissing) {
+  storage_env env;
+  worker_options o;
+  o.cfg = env.cfg();
+  o.cfg.storage.connection_string = tests::azurite_connection_string();
+  o.cfg.worker.job = "etl";
+  o.cfg.worker.queue.clear(); // the etl job's queue: etl.queue
+  o.cfg.etl.queue = "feq";
+  o.cfg.etl.runs_table = env.table_name + "r";
+  o.cfg.etl.container = "nocontainer" + std::to_string(::getpid());
+  const fs::path db = fs::temp_directory_path() / (env.table_name + ".db");
+  o.cfg.etl.sqlite_path = db.string();
+  o.slot = "w5";
+  env.enqueue("feq", 1, "missing-blob-");
+  auto w = worker::make(own_table(env), o);
+  ASSERT_TRUE(w) << w.error().describe();
+  EXPECT_EQ((*w)->queue(), "feq");
+  running_worker rw(std::move(*w));
+  ASSERT_TRUE(eventually([&] { return rw.w->stats().failed >= 1; }));
+  rw.w->drain(2'000ms, "test");
+  rw.join();
+  ASSERT_TRUE(rw.outcome && *rw.outcome) << rw.outcome->error().describe();
+  auto rec = env.work->get("feq", "missing-blob-0");
+  ASSERT_TRUE(rec) << rec.error().describe();
+  EXPECT_EQ(rec->status, record_status::pending);
+  EXPECT_FALSE(rec->last_error.empty());
+  std::error_code ec;
+  fs::remove(db, ec);
+}
+
 // -- the real `shoal worker` process --------------------------------------------------------------
 
 struct process_env {
