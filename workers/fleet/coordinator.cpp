@@ -186,6 +186,7 @@ private:
   std::optional<coordinator_row> target_;  // coordinator the dealer talks to
   steady::time_point dealer_since_{}, last_from_coordinator_{}, last_heartbeat_sent_{};
   bool refused_logged_ = false;
+  bool silence_logged_ = false;           // warned once about the coordinator's silence
   msgpack::zone zone_;
 
   // coordinator state (messaging thread)
@@ -601,7 +602,8 @@ void fleet_membership::connect_dealer(const coordinator_row& row) {
   auto env = make_envelope(my_join(), fleet_join::kind, from_);
   (void)dealer_->send(env);
   last_heartbeat_sent_ = steady::now();
-  spdlog::info("fleet {}: joining coordinator {} at {}", host_, row.host, row.endpoint);
+  spdlog::log(silence_logged_ ? spdlog::level::debug : spdlog::level::info, "fleet {}: joining coordinator {} at {}",
+              host_, row.host, row.endpoint);
 }
 
 void fleet_membership::on_role_change(const lease_view& v) {
@@ -706,6 +708,7 @@ void fleet_membership::handle_dealer() {
     auto in = dealer_->receive(milliseconds(0));
     if (!in) return;
     last_from_coordinator_ = steady::now();
+    silence_logged_ = false;
     const auto& env = in->env;
     if (env.kind == fleet_assign::kind) {
       auto a = actors::decode_body<fleet_assign>(env.body, zone_);
@@ -849,8 +852,10 @@ void fleet_membership::member_tick(steady::time_point now) {
   }
   auto since = std::max(dealer_since_, last_from_coordinator_);
   if (now - since > dead_after() && target_) {
-    spdlog::warn("fleet {}: coordinator {} silent for {} heartbeats; reconnecting", host_, target_->host,
-                 f_.heartbeat_liveness);
+    if (!silence_logged_)
+      spdlog::warn("fleet {}: coordinator {} silent for {} heartbeats; reconnecting until it answers or its lease "
+                   "expires", host_, target_->host, f_.heartbeat_liveness);
+    silence_logged_ = true;
     auto row = *target_;
     connect_dealer(row);
     wake_lease(); // maybe its lease is gone: try to take it
