@@ -205,15 +205,68 @@ dataset make_generic() {
 
 } // namespace
 
+namespace {
+
+// Fixed-width fast path in front of strptime for formats made of %Y %m %d %H %M %S and
+// literal bytes (other than '%' and whitespace): each field exactly its usual width (4 or 2
+// digits) and in range. Anything else returns nullptr without touching `tm`, and the caller
+// asks strptime, which then decides (so results never differ, only the speed).
+const char* fixed_width(const char* s, const char* fmt, std::tm& tm) {
+  std::tm out = tm;
+  for (const char* f = fmt; *f; ++f) {
+    if (*f != '%') {
+      if (*f == ' ' || *f == '\t' || *s != *f) return nullptr;
+      ++s;
+      continue;
+    }
+    ++f;
+    const int width = *f == 'Y' ? 4 : 2;
+    int v = 0;
+    for (int i = 0; i < width; ++i, ++s) {
+      if (*s < '0' || *s > '9') return nullptr;
+      v = v * 10 + (*s - '0');
+    }
+    if (*s >= '0' && *s <= '9') return nullptr; // wider than usual: strptime's rules
+    switch (*f) {
+    case 'Y': if (v < 1000) return nullptr; out.tm_year = v - 1900; break;
+    case 'm': if (v < 1 || v > 12) return nullptr; out.tm_mon = v - 1; break;
+    case 'd': if (v < 1 || v > 31) return nullptr; out.tm_mday = v; break;
+    case 'H': if (v > 23) return nullptr; out.tm_hour = v; break;
+    case 'M': if (v > 59) return nullptr; out.tm_min = v; break;
+    case 'S': if (v > 59) return nullptr; out.tm_sec = v; break;
+    default: return nullptr;
+    }
+  }
+  tm = out;
+  return s;
+}
+
+const char* parse_part(const char* s, const char* fmt, std::tm& tm) {
+  if (const char* rest = fixed_width(s, fmt, tm)) return rest;
+  return strptime(s, fmt, &tm);
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+} // namespace
+
 std::optional<std::string> parse_timestamp(std::string_view text, std::string_view format) {
   std::string s(text);
   std::tm tm{};
   long offset_s = 0;
   if (format.empty()) {
     // RFC 3339: date, 'T' or ' ', time, optional fraction, then Z or ±hh:mm.
-    const char* rest = strptime(s.c_str(), "%Y-%m-%d", &tm);
+    const char* rest = parse_part(s.c_str(), "%Y-%m-%d", tm);
     if (!rest || (*rest != 'T' && *rest != 't' && *rest != ' ')) return std::nullopt;
-    rest = strptime(rest + 1, "%H:%M:%S", &tm);
+    rest = parse_part(rest + 1, "%H:%M:%S", tm);
     if (!rest) return std::nullopt;
     if (*rest == '.')
       for (++rest; *rest >= '0' && *rest <= '9'; ++rest) {
@@ -221,8 +274,10 @@ std::optional<std::string> parse_timestamp(std::string_view text, std::string_vi
     if (*rest == 'Z' || *rest == 'z') {
       ++rest;
     } else if (*rest == '+' || *rest == '-') {
-      int hh = 0, mm = 0;
-      if (std::sscanf(rest + 1, "%2d:%2d", &hh, &mm) != 2) return std::nullopt;
+      // Exactly ±hh:mm (a shorter offset such as "+2:00" used to read past the end).
+      auto dig = [](char c) { return c >= '0' && c <= '9'; };
+      if (!dig(rest[1]) || !dig(rest[2]) || rest[3] != ':' || !dig(rest[4]) || !dig(rest[5])) return std::nullopt;
+      const int hh = (rest[1] - '0') * 10 + (rest[2] - '0'), mm = (rest[4] - '0') * 10 + (rest[5] - '0');
       offset_s = (hh * 3600L + mm * 60L) * (*rest == '+' ? 1 : -1);
       rest += 6;
     } else if (*rest != '\0') {
@@ -231,8 +286,33 @@ std::optional<std::string> parse_timestamp(std::string_view text, std::string_vi
     if (*rest != '\0') return std::nullopt;
   } else {
     std::string fmt(format);
-    const char* rest = strptime(s.c_str(), fmt.c_str(), &tm);
+    const char* rest = parse_part(s.c_str(), fmt.c_str(), tm);
     if (!rest || *rest != '\0') return std::nullopt;
+  }
+  // timegm + gmtime_r + strftime, without the libc calls when the fields are in the ranges
+  // strptime produces (then the arithmetic is the same, month overflow of tm_mday included).
+  if (tm.tm_mon >= 0 && tm.tm_mon <= 11 && tm.tm_mday >= 0 && tm.tm_mday <= 31 && tm.tm_year >= -900 &&
+      tm.tm_year <= 8099) {
+    const std::int64_t t = (days_from_civil(tm.tm_year + 1900, static_cast<unsigned>(tm.tm_mon + 1), 1) + tm.tm_mday - 1) * 86400 +
+                           tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec - offset_s;
+    std::int64_t days = t >= 0 ? t / 86400 : (t - 86399) / 86400;
+    const std::int64_t sod = t - days * 86400;
+    // civil_from_days
+    days += 719468;
+    const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    const unsigned doe = static_cast<unsigned>(days - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    const unsigned d = doy - (153 * mp + 2) / 5 + 1;
+    const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+    const std::int64_t y = static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2);
+    if (y >= 1000 && y <= 9999) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02dZ", static_cast<int>(y), m, d,
+                    static_cast<int>(sod / 3600), static_cast<int>(sod / 60 % 60), static_cast<int>(sod % 60));
+      return std::string(buf);
+    }
   }
   std::time_t t = timegm(&tm) - offset_s;
   std::tm out{};

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 
@@ -107,6 +109,73 @@ TEST(DatasetTest, ParsesTimestamps) {
   EXPECT_EQ(parse_timestamp("2026-11-21 12:00:00-02:30", "").value_or(""), "2026-11-21T14:30:00Z");
   EXPECT_FALSE(parse_timestamp("2026-11-21", ""));
   EXPECT_FALSE(parse_timestamp("2001/13/45 99:99", "%Y/%m/%d %H:%M"));
+}
+
+// The old parse_timestamp (strptime + timegm + gmtime_r + strftime): the fast path must agree.
+std::optional<std::string> reference_timestamp(const std::string& s, const std::string& format) {
+  std::tm tm{};
+  long offset_s = 0;
+  if (format.empty()) {
+    const char* rest = strptime(s.c_str(), "%Y-%m-%d", &tm);
+    if (!rest || (*rest != 'T' && *rest != 't' && *rest != ' ')) return std::nullopt;
+    rest = strptime(rest + 1, "%H:%M:%S", &tm);
+    if (!rest) return std::nullopt;
+    if (*rest == '.')
+      for (++rest; *rest >= '0' && *rest <= '9'; ++rest) {
+      }
+    if (*rest == 'Z' || *rest == 'z') {
+      ++rest;
+    } else if (*rest == '+' || *rest == '-') {
+      int hh = 0, mm = 0;
+      if (std::sscanf(rest + 1, "%2d:%2d", &hh, &mm) != 2) return std::nullopt;
+      offset_s = (hh * 3600L + mm * 60L) * (*rest == '+' ? 1 : -1);
+      rest += 6;
+    } else if (*rest != '\0') {
+      return std::nullopt;
+    }
+    if (*rest != '\0') return std::nullopt;
+  } else {
+    const char* rest = strptime(s.c_str(), format.c_str(), &tm);
+    if (!rest || *rest != '\0') return std::nullopt;
+  }
+  std::time_t t = timegm(&tm) - offset_s;
+  std::tm out{};
+  gmtime_r(&t, &out);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &out);
+  return std::string(buf);
+}
+
+TEST(DatasetTest, TimestampFastPathAgreesWithStrptime) {
+  std::vector<std::string> dates;
+  for (int y : {999, 1000, 1969, 1970, 2000, 2001, 2024, 2100, 9999})
+    for (int m : {0, 1, 2, 3, 9, 12, 13})
+      for (int d : {0, 1, 9, 28, 29, 30, 31, 32}) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%04d/%02d/%02d", y, m, d);
+        dates.push_back(buf);
+      }
+  std::size_t n = 0;
+  for (const auto& date : dates)
+    for (const char* time : {"00:00", "00:47", "23:59", "24:00", "12:60", "7:05", "12:5"}) {
+      const std::string text = date + " " + time;
+      EXPECT_EQ(parse_timestamp(text, "%Y/%m/%d %H:%M"), reference_timestamp(text, "%Y/%m/%d %H:%M")) << text;
+      std::string iso = text;
+      for (auto& c : iso) c = c == '/' ? '-' : c;
+      for (const char* tail : {":00Z", ":59.123z", ":60Z", ":07+02:30", ":07-11:00", ":07", ":07Zx"}) {
+        const std::string r = iso.substr(0, 10) + "T" + iso.substr(11) + tail;
+        EXPECT_EQ(parse_timestamp(r, ""), reference_timestamp(r, "")) << r;
+        ++n;
+      }
+    }
+  EXPECT_GT(n, 3000u);
+  // A short offset is rejected (the strptime version read past the end of the text there).
+  EXPECT_FALSE(parse_timestamp("2026-11-21T12:00:00+2:00", ""));
+  EXPECT_FALSE(parse_timestamp("2026-11-21T12:00:00+02", ""));
+  for (const char* odd : {"2001/01/01  00:47", " 2001/01/01 00:47", "20011/01/01 00:47", "2001/1/1 0:47", ""})
+    EXPECT_EQ(parse_timestamp(odd, "%Y/%m/%d %H:%M"), reference_timestamp(odd, "%Y/%m/%d %H:%M")) << odd;
+  EXPECT_EQ(parse_timestamp("21.11.2026", "%d.%m.%Y"), reference_timestamp("21.11.2026", "%d.%m.%Y"));
+  EXPECT_EQ(parse_timestamp("2026-11", "%Y-%m"), reference_timestamp("2026-11", "%Y-%m"));
 }
 
 } // namespace
