@@ -123,17 +123,19 @@ int run_run(const workers::config& c, const etl_args& a) {
   auto job = workers::etl::etl_job::make(storage::blob_client(*p), *runs, std::move(*sink), std::move(o));
   if (!job) return report("run", job.error());
   const std::string queue = a.queue.empty() ? c.etl.queue : a.queue;
-  std::size_t ok = 0, failed = 0;
+  std::size_t ok = 0, failed = 0, lost = 0;
   while (true) {
+    // Claimed records' leases are renewed while their blobs load (etl_job::drain).
     auto sum = job->drain(*work, queue, c.etl.claim_max);
     if (!sum) return report("run", sum.error());
     ok += sum->succeeded;
     failed += sum->failed;
+    lost += sum->lost;
     if (a.once) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(a.poll_ms));
   }
-  spdlog::info("etl run: {} blob(s) loaded, {} failed", ok, failed);
-  std::printf("%zu loaded, %zu failed\n", ok, failed);
+  spdlog::info("etl run: {} blob(s) loaded, {} failed, {} lost to another worker", ok, failed, lost);
+  std::printf("%zu loaded, %zu failed, %zu lost\n", ok, failed, lost);
   return failed == 0 ? 0 : 3;
 }
 
