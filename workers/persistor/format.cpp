@@ -245,6 +245,197 @@ std::string base64(std::string_view bytes) {
 
 namespace {
 
+// One-pass strict JSON checker (RFC 8259), no allocation: O(bytes), nesting in a fixed stack.
+struct json_checker {
+  const char* p;
+  const char* e;
+  bool newline = false; // a CR or LF was seen (only possible as whitespace)
+
+  static bool digit(char c) { return c >= '0' && c <= '9'; }
+  void ws() {
+    while (p < e) {
+      const char c = *p;
+      if (c == ' ' || c == '\t')
+        ++p;
+      else if (c == '\n' || c == '\r') {
+        newline = true;
+        ++p;
+      } else
+        break;
+    }
+  }
+  bool literal(std::string_view w) {
+    if (static_cast<std::size_t>(e - p) < w.size() || std::string_view(p, w.size()) != w)
+      return false;
+    p += w.size();
+    return true;
+  }
+  bool hex4(unsigned& v) {
+    if (e - p < 4)
+      return false;
+    v = 0;
+    for (int i = 0; i < 4; ++i, ++p) {
+      const char c = *p;
+      v <<= 4;
+      if (digit(c))
+        v |= static_cast<unsigned>(c - '0');
+      else if (c >= 'a' && c <= 'f')
+        v |= static_cast<unsigned>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F')
+        v |= static_cast<unsigned>(c - 'A' + 10);
+      else
+        return false;
+    }
+    return true;
+  }
+  bool string() { // at '"'
+    ++p;
+    while (p < e) {
+      const auto c = static_cast<unsigned char>(*p);
+      if (c == '"') {
+        ++p;
+        return true;
+      }
+      if (c < 0x20)
+        return false;
+      if (c != '\\') {
+        ++p;
+        continue;
+      }
+      if (++p >= e)
+        return false;
+      switch (*p++) {
+      case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+        break;
+      case 'u': {
+        unsigned v = 0;
+        if (!hex4(v))
+          return false;
+        if (v >= 0xDC00 && v <= 0xDFFF)
+          return false; // a low surrogate must follow a high one
+        if (v >= 0xD800 && v <= 0xDBFF) {
+          unsigned w = 0;
+          if (e - p < 2 || p[0] != '\\' || p[1] != 'u')
+            return false;
+          p += 2;
+          if (!hex4(w) || w < 0xDC00 || w > 0xDFFF)
+            return false;
+        }
+        break;
+      }
+      default:
+        return false;
+      }
+    }
+    return false;
+  }
+  bool number() {
+    if (*p == '-')
+      ++p;
+    if (p >= e)
+      return false;
+    if (*p == '0')
+      ++p;
+    else if (*p >= '1' && *p <= '9')
+      while (p < e && digit(*p))
+        ++p;
+    else
+      return false;
+    if (p < e && *p == '.') {
+      if (++p >= e || !digit(*p))
+        return false;
+      while (p < e && digit(*p))
+        ++p;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+      if (++p < e && (*p == '+' || *p == '-'))
+        ++p;
+      if (p >= e || !digit(*p))
+        return false;
+      while (p < e && digit(*p))
+        ++p;
+    }
+    return true;
+  }
+  // 1 = one JSON value and nothing else, 0 = not JSON, -1 = nested deeper than the stack.
+  int run() {
+    char stack[512];
+    std::size_t depth = 0;
+    ws();
+    while (true) {
+      // A value.
+      if (p >= e)
+        return 0;
+      bool opened = false;
+      switch (*p) {
+      case '{':
+      case '[': {
+        const char close = *p == '{' ? '}' : ']';
+        ++p;
+        ws();
+        if (p < e && *p == close) {
+          ++p;
+          break;
+        }
+        if (depth == sizeof stack)
+          return -1;
+        stack[depth++] = close;
+        opened = true;
+        break;
+      }
+      case '"':
+        if (!string())
+          return 0;
+        break;
+      case 't':
+        if (!literal("true"))
+          return 0;
+        break;
+      case 'f':
+        if (!literal("false"))
+          return 0;
+        break;
+      case 'n':
+        if (!literal("null"))
+          return 0;
+        break;
+      default:
+        if (*p != '-' && !digit(*p))
+          return 0;
+        if (!number())
+          return 0;
+      }
+      // After a value: close containers, or find the next member / element.
+      while (!opened) {
+        ws();
+        if (depth == 0)
+          return p == e ? 1 : 0;
+        if (p >= e)
+          return 0;
+        if (*p == stack[depth - 1]) {
+          ++p;
+          --depth;
+          continue;
+        }
+        if (*p != ',')
+          return 0;
+        ++p;
+        ws();
+        break;
+      }
+      if (depth > 0 && stack[depth - 1] == '}') { // a member: key, colon, then its value
+        if (p >= e || *p != '"' || !string())
+          return 0;
+        ws();
+        if (p >= e || *p != ':')
+          return 0;
+        ++p;
+      }
+      ws();
+    }
+  }
+};
+
 
 void append_meta(std::string& out, const record& r, bool utf8) {
   out += "{\"message_id\":";
@@ -277,6 +468,17 @@ void append_meta(std::string& out, const record& r, bool utf8) {
 
 } // namespace
 
+bool json_accept(std::string_view text, bool& multiline) {
+  json_checker c{text.data(), text.data() + text.size()};
+  const int r = c.run();
+  if (r < 0) { // deeper than our stack: let nlohmann decide (it has no depth limit)
+    multiline = text.find_first_of("\r\n") != std::string_view::npos;
+    return nlohmann::json::accept(text);
+  }
+  multiline = c.newline;
+  return r == 1;
+}
+
 std::size_t append_record(std::string& out, record_format format, const record& r) {
   const std::size_t before = out.size();
   const bool utf8 = valid_utf8(r.payload);
@@ -292,8 +494,9 @@ std::size_t append_record(std::string& out, record_format format, const record& 
     out += "{\"data\":";
     // A JSON payload on one line is embedded as it is (checked without building a DOM); one
     // spread over lines is re-serialized; anything else becomes a JSON string.
-    if (utf8 && nlohmann::json::accept(r.payload)) {
-      if (r.payload.find_first_of("\r\n") == std::string::npos)
+    bool multiline = false;
+    if (utf8 && json_accept(r.payload, multiline)) {
+      if (!multiline)
         out += r.payload;
       else
         out += nlohmann::json::parse(r.payload).dump();

@@ -63,6 +63,13 @@ std::string partition_of(unix_ms t);
 std::string blob_name(std::string_view dest, std::string_view partition, std::string_view host,
                       std::string_view persistor, std::uint64_t seq);
 
+/// Whether `text` is exactly one JSON value (RFC 8259, as strict as nlohmann::json::accept
+/// except that a byte-order mark is refused), checked in one pass without allocating (the
+/// ndjson hot path: ~10x faster than a SAX accept). `multiline` is set when the text holds a
+/// CR or LF, which valid JSON allows only as whitespace. `text` must be valid UTF-8 (checked
+/// elsewhere). Thread-safe (pure).
+bool json_accept(std::string_view text, bool& multiline);
+
 /// Appends `r` to `out` in `format`: persistor-v1 writes `{"DATA": "<payload>", "METADATA":
 /// {...}}` and a blank line; ndjson writes `{"data": <payload JSON>, "meta": {...}}` and '\n'
 /// (a payload that is not JSON is embedded as a JSON string). METADATA / meta keys: message_id,

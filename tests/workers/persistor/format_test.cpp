@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 namespace shoal::workers::persistor {
 namespace {
@@ -246,6 +248,30 @@ TEST(PersistorConfig, SectionBindsAndValidates) {
   bad = *c;
   bad.persistor.name = "a/b";
   EXPECT_FALSE(validate(bad));
+}
+
+TEST(PersistorJsonAccept, AgreesWithNlohmannOnValidAndInvalidTexts) {
+  const std::vector<std::string> texts{
+      R"({"a":1})", R"([1,2,3])", R"("s")", "0", "-0.5e+10", "1E5", "true", "false", "null",
+      R"({"a":{"b":[{},[],"x\"y\\z\/\b\f\n\r\t\u00e9\uD83D\uDE00"]},"c":-1.25})", " {\"a\" : [ 1 , 2 ] } ",
+      "{\n \"a\": 1\r\n}", "[[[[[]]]]]", R"({"":""})", "\"\xc3\xa9\"",
+      // invalid
+      "", " ", "{", "}", "[1,]", R"({"a":1,})", R"({"a" 1})", R"({a:1})", "01", "1.", ".5", "-",
+      "1e", "1e+", "+1", "tru", "nul", "True", R"("abc)", "\"a\tb\"", R"("\x")", R"("\u12")",
+      R"("\uDE00")", R"("\uD83Dx")", R"("\uD83D\u0041")", "[1] [2]", "1 2", R"({"a":1}})", "[}",
+      "{]", R"({"a":1 "b":2})", "\xef\xbb\xbf{}", "NaN", "[1,,2]", R"({,"a":1})"};
+  for (const auto& t : texts) {
+    bool multiline = false;
+    const bool want = t.starts_with("\xef\xbb\xbf") ? false : nlohmann::json::accept(t);
+    EXPECT_EQ(json_accept(t, multiline), want) << t;
+    if (want) {
+      EXPECT_EQ(multiline, t.find_first_of("\r\n") != std::string::npos) << t;
+    }
+  }
+  // Deeper than the checker's stack: still decided (by the fallback), both ways.
+  bool ml = false;
+  EXPECT_TRUE(json_accept(std::string(2000, '[') + std::string(2000, ']'), ml));
+  EXPECT_FALSE(json_accept(std::string(2000, '[') + std::string(1999, ']'), ml));
 }
 
 } // namespace
