@@ -8,6 +8,10 @@
 //
 // Every flag overrides the [persistor] key of the same name. SIGTERM / SIGINT: stop reading,
 // flush open batches, send the last acks, exit 0 (1 when the flush timed out).
+//
+// Crash injection (tests only): SHOAL_PERSISTOR_CRASH_AT=<point>:<n>, point one of
+// blob_written | registered | acked, kills the process with SIGKILL the n-th time the engine
+// reaches that point (acked: 300 ms later, so the source has sent the acks).
 
 #include "workers/cmd/cli.hpp"
 
@@ -19,10 +23,13 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
+#include <functional>
 #include <cstdio>
 #include <memory>
 #include <pthread.h>
 #include <thread>
+#include <unistd.h>
 
 namespace shoal::cmd {
 namespace {
@@ -33,8 +40,41 @@ struct persistor_args {
   std::optional<std::uint32_t> pullers, max_dequeue, batch_max_records, batch_max_bytes,
       batch_max_delay_ms, writers;
   bool no_register = false;
+  bool catalog_before_ack = false;
   std::uint32_t flush_timeout_ms = 60'000;
 };
+
+// SHOAL_PERSISTOR_CRASH_AT → the engine's fault hook; empty when unset or malformed.
+std::function<void(workers::persistor::fault_point, std::uint64_t)> crash_hook_from_env() {
+  using workers::persistor::fault_point;
+  const char* v = std::getenv("SHOAL_PERSISTOR_CRASH_AT");
+  if (v == nullptr)
+    return {};
+  const std::string text(v);
+  const auto colon = text.find(':');
+  if (colon == std::string::npos)
+    return {};
+  const std::string point = text.substr(0, colon);
+  const std::uint64_t n = std::strtoull(text.c_str() + colon + 1, nullptr, 10);
+  fault_point at{};
+  if (point == "blob_written")
+    at = fault_point::blob_written;
+  else if (point == "registered")
+    at = fault_point::registered;
+  else if (point == "acked")
+    at = fault_point::acked;
+  else
+    return {};
+  return [at, n](fault_point p, std::uint64_t count) {
+    if (p != at || count != n)
+      return;
+    spdlog::warn("persistor: SHOAL_PERSISTOR_CRASH_AT reached; killing myself");
+    spdlog::default_logger()->flush();
+    if (p == fault_point::acked)
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ::kill(::getpid(), SIGKILL);
+  };
+}
 
 template <class T> void apply(const std::optional<T>& flag, T& field) {
   if (flag)
@@ -126,6 +166,8 @@ int run_persistor(const global_options& g, const persistor_args& a) {
   eo.writers = p.writers;
   eo.max_inflight_bytes = p.max_inflight_bytes;
   eo.etl_queue = cfg->etl.queue;
+  eo.fault = crash_hook_from_env();
+  eo.catalog_before_ack = a.catalog_before_ack;
 
   std::optional<workers::work_table> etl;
   if (p.register_etl) {
@@ -218,6 +260,8 @@ void add_persistor_command(CLI::App& app, global_options& g, command_fn& run) {
   cmd->add_option("--writers", a->writers, "parallel blob writers");
   cmd->add_option("--flush-timeout-ms", a->flush_timeout_ms, "on SIGTERM, wait this long for the flush")
       ->capture_default_str();
+  cmd->add_flag("--catalog-before-ack", a->catalog_before_ack,
+                "ack a blob's records only after its catalog entry (slower: one catalog write at a time)");
   cmd->add_flag("--no-register", a->no_register, "do not register blobs (ETL queue, catalog)");
   cmd->callback([&g, &run, a] { run = [&g, a] { return run_persistor(g, *a); }; });
 }

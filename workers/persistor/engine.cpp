@@ -1,8 +1,11 @@
 #include "workers/persistor/engine.hpp"
 
+#include "workers/etl/blob_format.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <condition_variable>
 #include <deque>
@@ -52,7 +55,15 @@ struct engine::impl {
   std::condition_variable idle_cv; // flush(): records committed
   batcher b;
   std::deque<batch> sealed;
-  std::deque<committed_blob> catalog_queue; // committed, not yet in the catalog
+  // A committed blob waiting for its catalog entry; its tokens are acked after it.
+  struct pending_ack {
+    committed_blob blob;
+    std::vector<ack_token> tokens;
+    std::uint64_t body_bytes = 0; // counted in queued_bytes until acked
+    bool acked = false;           // acked before its catalog entry (catalog_before_ack off)
+  };
+  std::deque<pending_ack> catalog_queue; // committed, ETL-registered, not yet in the catalog
+  std::array<std::atomic<std::uint64_t>, 3> fault_counts{}; // per fault_point
   std::uint64_t queued_bytes = 0;  // sealed + being written
   std::uint64_t pending_records = 0; // submitted, not yet committed
   bool stopping = false;
@@ -81,6 +92,15 @@ struct engine::impl {
         on_commit(std::move(f)), b(opts.limits, opts.format) {}
 
   std::string counter_blob() const { return "_shoal/seq/" + opts.host + "-" + opts.name; }
+  // Markers of this persistor's open (unregistered) append blobs: prefix + blob name.
+  std::string marker_prefix() const { return "_shoal/open/" + opts.host + "-" + opts.name + "/"; }
+
+  void fault(fault_point p) {
+    if (!opts.fault)
+      return;
+    const auto n = fault_counts[static_cast<std::size_t>(p)].fetch_add(1) + 1;
+    opts.fault(p, n);
+  }
 
   // Reserves the next block of sequence numbers: read the counter blob, write it + reserve with
   // If-Match (or create-only), retrying on a lost race. Caller holds seq_m.
@@ -159,54 +179,80 @@ struct engine::impl {
     }
   }
 
-  result<void> register_blob(const committed_blob& c) {
-    if (etl) {
-      new_record nr{.id = c.name, .payload = c.name};
-      auto r = etl->enqueue(opts.etl_queue, std::span<const new_record>(&nr, 1));
-      if (!r)
-        return std::unexpected(r.error());
-    }
-    if (catalog) {
-      std::lock_guard lk(m);
-      catalog_queue.push_back(c);
-      work_cv.notify_all();
-    }
-    if (etl)
-      stats.registered.fetch_add(1, std::memory_order_relaxed);
+  // The ETL record of a committed blob (idempotent: an existing id is left as it is).
+  result<void> register_etl(const committed_blob& c) {
+    if (!etl)
+      return {};
+    new_record nr{.id = c.name, .payload = c.name};
+    auto r = etl->enqueue(opts.etl_queue, std::span<const new_record>(&nr, 1));
+    if (!r)
+      return std::unexpected(r.error());
+    stats.registered.fetch_add(1, std::memory_order_relaxed);
     return {};
   }
 
-  // The catalog is written by one registrar thread, in commit order: its WAL counter row is
-  // ETag-guarded, so parallel writers would only contend for it.
+  // The catalog entry of a committed blob (idempotent for the same entry).
   result<void> register_in_catalog(const committed_blob& c) {
-    {
-      storage::blob_catalog_entry e{.blob = c.name, .dest = c.dest, .date = c.date, .host = c.host,
-                                    .format = std::string(to_string(c.format)),
-                                    .record_count = c.summary.record_count, .container = c.container};
-      auto r = catalog->register_blob(e);
-      if (!r)
-        return std::unexpected(error::from_storage(r.error(), "registering " + c.name + " in the catalog"));
-    }
+    if (!catalog)
+      return {};
+    storage::blob_catalog_entry e{.blob = c.name, .dest = c.dest, .date = c.date, .host = c.host,
+                                  .format = std::string(to_string(c.format)),
+                                  .record_count = c.summary.record_count, .container = c.container};
+    auto r = catalog->register_blob(e);
+    if (!r)
+      return std::unexpected(error::from_storage(r.error(), "registering " + c.name + " in the catalog"));
     stats.catalogued.fetch_add(1, std::memory_order_relaxed);
     return {};
   }
 
+  // Both registrations, retried until done. False when stopped before.
+  bool register_fully(const committed_blob& c) {
+    return retry_until_ok("registering", c.name, [&] { return register_etl(c); }) &&
+           retry_until_ok("cataloguing", c.name, [&] { return register_in_catalog(c); });
+  }
+
+  // Hands a durable, registered batch back to the source and releases what it held.
+  void finish(pending_ack& p) {
+    if (!p.blob.append) {
+      stats.blobs_committed.fetch_add(1, std::memory_order_relaxed);
+      fault(fault_point::registered);
+    }
+    stats.records_committed.fetch_add(p.tokens.size(), std::memory_order_relaxed);
+    stats.bytes_committed.fetch_add(p.body_bytes, std::memory_order_relaxed);
+    if (on_commit)
+      on_commit(p.tokens, p.blob);
+    fault(fault_point::acked);
+    {
+      std::lock_guard lk(m);
+      queued_bytes -= p.body_bytes;
+      pending_records -= p.tokens.size();
+      update_held_locked();
+    }
+    idle_cv.notify_all();
+  }
+
+  // The catalog is written by one registrar thread, in commit order: its WAL counter row is
+  // ETag-guarded, so parallel writers would only contend for it. Acks follow each entry.
   void registrar_loop() {
     while (true) {
-      committed_blob c;
+      pending_ack* front = nullptr; // stays valid: the deque only grows at the back meanwhile
       {
         std::unique_lock lk(m);
         work_cv.wait(lk, [&] { return stopping || !catalog_queue.empty(); });
         if (stopping)
           return;
-        c = catalog_queue.front();
+        front = &catalog_queue.front();
       }
-      if (!retry_until_ok("cataloguing", c.name, [&] { return register_in_catalog(c); }))
+      if (!retry_until_ok("cataloguing", front->blob.name, [&] { return register_in_catalog(front->blob); }))
         return;
+      pending_ack p;
       {
         std::lock_guard lk(m);
+        p = std::move(catalog_queue.front());
         catalog_queue.pop_front();
       }
+      if (!p.acked)
+        finish(p);
       idle_cv.notify_all();
     }
   }
@@ -288,7 +334,12 @@ struct engine::impl {
         return std::unexpected(error::from_storage(r.error(), "set metadata"));
       return {};
     });
-    retry_until_ok("registering", s.name, [&] { return register_blob(c); });
+    if (!register_fully(c))
+      return; // stopping: the marker stays, the next start registers the blob
+    if (auto d = blobs.delete_blob(opts.container, marker_prefix() + s.name); !d &&
+        d.error().code != storage::errc::not_found)
+      spdlog::warn("persistor: deleting the open marker of {}: {} (the next start registers it "
+                   "again, idempotently)", s.name, d.error().describe());
     s.name.clear();
   }
 
@@ -318,6 +369,15 @@ struct engine::impl {
           continue;
         }
         std::string name = blob_name(bt.dest, bt.partition, opts.host, opts.name, *seq);
+        // The marker first: a crash after this leaves it for start() to find the blob by.
+        storage::put_blob_options mo;
+        mo.content_type = "text/plain";
+        if (auto mk = blobs.put_blob(opts.container, marker_prefix() + name, name, mo); !mk) {
+          spdlog::warn("persistor: writing the open marker of {} failed: {}", name, mk.error().describe());
+          if (backoff(delay))
+            return false;
+          continue;
+        }
         storage::create_append_blob_options co;
         co.content_type = content_type();
         co.create_only = true;
@@ -369,6 +429,77 @@ struct engine::impl {
     }
   }
 
+  // Registers the append blobs a crashed run of this persistor left open: each marker names one.
+  // The blob's totals are recounted from its records (the run died before writing them), then
+  // the blob is registered and the marker deleted. Idempotent: a crash in here repeats it.
+  // Runs in start(), before any thread. Errors: storage (the start fails; nothing is lost).
+  result<void> recover_open_appends() {
+    storage::list_blobs_options lo;
+    lo.prefix = marker_prefix();
+    std::vector<std::string> markers;
+    auto pager = blobs.list_blobs_pager(opts.container, lo);
+    while (true) {
+      auto page = pager.next();
+      if (!page)
+        return std::unexpected(error::from_storage(page.error(), "listing " + lo.prefix));
+      if (!*page)
+        break;
+      for (const auto& item : (*page)->blobs)
+        markers.push_back(item.name);
+    }
+    for (const auto& marker : markers) {
+      const std::string name = marker.substr(lo.prefix.size());
+      auto got = blobs.get_blob(opts.container, name);
+      if (!got && got.error().code != storage::errc::not_found)
+        return std::unexpected(error::from_storage(got.error(), "reading open append blob " + name));
+      if (got && !got->body.empty()) {
+        batch_summary sum;
+        record_format format = opts.format;
+        if (auto ex = etl::extract_records(got->body); !ex) {
+          // Registered anyway: the ETL quarantines what it cannot read, nothing is hidden.
+          spdlog::warn("persistor: open append blob {} does not parse: {}", name, ex.error().describe());
+        } else {
+          format = ex->format == etl::blob_format::ndjson ? record_format::ndjson
+                                                          : record_format::persistor_v1;
+          bool timed = false;
+          for (const auto& r : ex->records) {
+            auto t = parse_event_time(r.event_time);
+            if (!t)
+              continue;
+            sum.first_event_time = timed ? std::min(sum.first_event_time, *t) : *t;
+            sum.last_event_time = timed ? std::max(sum.last_event_time, *t) : *t;
+            timed = true;
+          }
+          sum.record_count = ex->records.size();
+        }
+        if (auto md = blobs.set_metadata(opts.container, name, blob_metadata(sum, format)); !md)
+          return std::unexpected(error::from_storage(md.error(), "setting metadata of " + name));
+        // Name: {dest}/{YYYY}/{MM}/{DD}/{HH}/{file}.
+        const auto slash = name.find('/');
+        batch fake;
+        fake.dest = name.substr(0, slash);
+        fake.partition = slash == std::string::npos ? "" : name.substr(slash + 1, 13);
+        fake.summary = sum;
+        committed_blob c = describe(fake, name);
+        c.format = format;
+        c.bytes = got->body.size();
+        if (auto r = register_etl(c); !r)
+          return std::unexpected(r.error());
+        if (auto r = register_in_catalog(c); !r)
+          return std::unexpected(r.error());
+        stats.recovered_appends.fetch_add(1, std::memory_order_relaxed);
+        spdlog::info("persistor: registered append blob {} ({} records) left open by an earlier run",
+                     name, sum.record_count);
+      } else if (got) {
+        (void)blobs.delete_blob(opts.container, name); // empty: nothing was acked from it
+      }
+      if (auto d = blobs.delete_blob(opts.container, marker); !d &&
+          d.error().code != storage::errc::not_found)
+        return std::unexpected(error::from_storage(d.error(), "deleting marker " + marker));
+    }
+    return {};
+  }
+
   void roll_all_appends() {
     std::vector<std::shared_ptr<append_state>> all;
     {
@@ -397,20 +528,28 @@ struct engine::impl {
       const bool ok = opts.append_blobs ? write_append(bt, c) : write_block(bt, c);
       if (!ok)
         return; // stopping: the batch is abandoned unacked (its sources will redeliver)
-      if (!c.append && !retry_until_ok("registering", c.name, [&] { return register_blob(c); }))
-        return;
-      stats.blobs_committed.fetch_add(c.append ? 0 : 1, std::memory_order_relaxed);
-      stats.records_committed.fetch_add(bt.tokens.size(), std::memory_order_relaxed);
-      stats.bytes_committed.fetch_add(bt.body.size(), std::memory_order_relaxed);
-      if (on_commit)
-        on_commit(bt.tokens, c);
-      {
-        std::lock_guard lk(m);
-        queued_bytes -= bt.body.size();
-        pending_records -= bt.tokens.size();
-        update_held_locked();
+      pending_ack p{std::move(c), std::move(bt.tokens), bt.body.size()};
+      bt.body = {}; // the bytes are stored; only the tokens wait for the registration
+      if (!p.blob.append) {
+        fault(fault_point::blob_written);
+        if (!retry_until_ok("registering", p.blob.name, [&] { return register_etl(p.blob); }))
+          return;
+        if (catalog && opts.catalog_before_ack) {
+          std::lock_guard lk(m);
+          catalog_queue.push_back(std::move(p));
+          work_cv.notify_all();
+          continue; // the registrar acks it after the catalog entry
+        }
+        if (catalog) {
+          finish(p);
+          p.acked = true;
+          std::lock_guard lk(m);
+          catalog_queue.push_back(std::move(p));
+          work_cv.notify_all();
+          continue; // the registrar writes the entry after the ack
+        }
       }
-      idle_cv.notify_all();
+      finish(p);
     }
   }
 
@@ -469,6 +608,8 @@ result<std::unique_ptr<engine>> engine::start(engine_options opts, storage::blob
     if (auto r = p->reserve_seq(); !r)
       return std::unexpected(r.error());
   }
+  if (auto r = p->recover_open_appends(); !r)
+    return std::unexpected(r.error());
   impl* raw = p.get();
   for (std::uint32_t i = 0; i < raw->opts.writers; ++i)
     raw->threads.emplace_back([raw] { raw->writer_loop(); });

@@ -21,7 +21,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <arpa/inet.h>
+#include <cstring>
+#include <optional>
 #include <csignal>
 #include <cstdlib>
 #include <fcntl.h>
@@ -351,6 +354,182 @@ TEST(PersistorIt, KillNineMidStreamThenRestartLosesNoAckedRecord) {
   EXPECT_NE(slurp(run.dir / "send.log").find("acked 30000"), std::string::npos) << slurp(run.dir / "send.log");
 }
 
+// A DEALER producer that remembers exactly which record ids the persistor acked (shoal send
+// only reports counts). Records: dest `dest`, event time 2001-01-05T10:mm, ids from 1.
+struct acking_producer {
+  zmq::context_t ctx{1};
+  std::optional<transport::envelope_socket> sock;
+  std::set<std::string> acked; // hex message ids, as the blobs record them
+  std::uint64_t next = 1;
+  std::string dest;
+
+  acking_producer(const std::string& endpoint, std::string d) : dest(std::move(d)) {
+    transport::socket_options so;
+    so.linger = std::chrono::milliseconds(0);
+    auto s = transport::envelope_socket::make(ctx, zmq::socket_type::dealer, so);
+    EXPECT_TRUE(s);
+    sock.emplace(std::move(*s));
+    EXPECT_TRUE(sock->connect(endpoint));
+  }
+  static transport::message_id id_of(std::uint64_t k) {
+    transport::message_id id{};
+    std::memcpy(id.data(), &k, sizeof k);
+    return id;
+  }
+  // Sends with up to `window` unacked records in flight until `enough` are acked or `timeout`.
+  void run_until(std::size_t enough, std::size_t window, std::chrono::seconds timeout) {
+    transport::envelope env;
+    env.kind = "persist.record";
+    env.from = "it@1@h";
+    env.hdr["dest"] = dest;
+    const std::string payload = R"({"v":")" + std::string(200, 'y') + "\"}";
+    env.body.assign(payload.begin(), payload.end());
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (acked.size() < enough && std::chrono::steady_clock::now() < end) {
+      while (next - 1 < acked.size() + window) {
+        env.id = id_of(next);
+        env.ts_ns = 1;
+        char ts[32];
+        std::snprintf(ts, sizeof ts, "2001-01-05T10:%02llu:00Z", static_cast<unsigned long long>(next % 60));
+        env.hdr["event_time"] = ts;
+        if (!sock->send(env, 10ms))
+          break;
+        ++next;
+      }
+      drain(5ms);
+    }
+  }
+  // Takes every ack already delivered, waiting up to `wait` for the first.
+  void drain(std::chrono::milliseconds wait) {
+    transport::envelope in;
+    for (bool first = true; sock->receive(in, first ? wait : 0ms); first = false) {
+      if (in.kind != "persist.ack")
+        continue;
+      for (std::size_t off = 0; off + 16 <= in.body.size(); off += 16) {
+        transport::message_id id{};
+        std::memcpy(id.data(), in.body.data() + off, 16);
+        acked.insert(transport::to_hex(id));
+      }
+    }
+  }
+};
+
+// The blobs of `container` registered both as ETL records (work table) and in the catalog.
+std::set<std::string> registered_blobs(const fixture_storage& fx, const persistor_run& run,
+                                       const std::string& dest, const std::vector<std::string>& blobs) {
+  std::set<std::string> out;
+  auto tc = storage::table_client::make(fx.pipe, run.table);
+  EXPECT_TRUE(tc);
+  auto wt = workers::work_table::make(*tc, fx.blobs);
+  EXPECT_TRUE(wt);
+  auto svc = storage::table_service_client::from_connection_string(run.cs);
+  EXPECT_TRUE(svc);
+  auto cat = storage::blob_catalog::open_existing(*svc, run.catalog);
+  EXPECT_TRUE(cat) << cat.error().describe();
+  if (!tc || !wt || !svc || !cat)
+    return out;
+  auto found = cat->find({.dest = dest});
+  EXPECT_TRUE(found) << found.error().describe();
+  std::set<std::string> catalogued;
+  for (const auto& e : found ? *found : std::vector<storage::blob_catalog_entry>{})
+    catalogued.insert(e.blob);
+  for (const auto& b : blobs)
+    if (catalogued.contains(b) && wt->get("etl", b))
+      out.insert(b);
+  return out;
+}
+
+// kill -9 while acks flow; every record acked before the kill must be in a blob that is
+// registered (ETL record + catalog entry): right after the kill for block blobs, after the
+// restart (which registers what the dead run left open) for append blobs.
+void crash_while_acking(const std::string& tag, const std::vector<std::string>& extra, bool append) {
+  auto fx = fixture_storage::make();
+  auto run = persistor_run::make(tag);
+  std::vector<std::string> opts{"--batch-max-records", "200", "--batch-max-delay-ms", "100",
+                                "--format", "ndjson"};
+  opts.insert(opts.end(), extra.begin(), extra.end());
+  auto p = run.start_push("persistor1.log", opts);
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor1.log", "listening", 30s)) << slurp(run.dir / "persistor1.log");
+  acking_producer prod(run.endpoint(), tag);
+  prod.run_until(3'000, 2'000, 60s);
+  ASSERT_GE(prod.acked.size(), 3'000u) << slurp(run.dir / "persistor1.log");
+  ASSERT_EQ(::kill(p.pid, SIGKILL), 0);
+  wait_exit(p, 10s);
+  prod.drain(200ms); // acks sent before the kill count too
+  if (append) {
+    auto p2 = run.start_push("persistor2.log", opts);
+    ASSERT_TRUE(wait_for_text(run.dir / "persistor2.log", "listening", 30s)) << slurp(run.dir / "persistor2.log");
+    EXPECT_NE(slurp(run.dir / "persistor2.log").find("left open by an earlier run"), std::string::npos)
+        << slurp(run.dir / "persistor2.log");
+    ::kill(p2.pid, SIGTERM);
+    ASSERT_EQ(wait_exit(p2, 60s), 0) << slurp(run.dir / "persistor2.log");
+    storage::list_blobs_options lo;
+    lo.prefix = "_shoal/open/";
+    auto markers = fx.blobs.list_blobs(run.container, lo);
+    ASSERT_TRUE(markers);
+    EXPECT_TRUE(markers->blobs.empty()) << markers->blobs.front().name << " still marked open";
+  }
+  auto inv = collect(fx.blobs, run.container); // also checks each blob's metadata count
+  const auto reg = registered_blobs(fx, run, tag, inv.blobs);
+  if (append) {
+    EXPECT_EQ(reg.size(), inv.blobs.size()) << "every append blob registered after the restart";
+  }
+  std::printf("%s: %zu records acked before the kill; %zu blobs, %zu registered\n", tag.c_str(),
+              prod.acked.size(), inv.blobs.size(), reg.size());
+  std::size_t missing = 0;
+  std::string example;
+  for (const auto& id : prod.acked) {
+    auto it = inv.by_id.find(id);
+    const bool ok = it != inv.by_id.end() &&
+                    std::any_of(it->second.begin(), it->second.end(),
+                                [&](const stored_record& r) { return reg.contains(r.blob); });
+    if (!ok && missing++ == 0)
+      example = id;
+  }
+  EXPECT_EQ(missing, 0u) << "of " << prod.acked.size() << " acked records, e.g. " << example
+                         << ", are in no registered blob (" << reg.size() << " of "
+                         << inv.blobs.size() << " blobs registered)";
+}
+
+TEST(PersistorIt, KillNineNeverLeavesAnAckedRecordInAnUnregisteredBlob) {
+  crash_while_acking("regkill", {"--catalog-before-ack"}, false);
+}
+
+TEST(PersistorIt, RestartAfterKillNineRegistersTheOpenAppendBlobs) {
+  crash_while_acking("appkill", {"--blob-type", "append"}, true);
+}
+
+TEST(PersistorIt, CrashBetweenBlobAndRegistrationAcksNothingFromThatBlob) {
+  // SHOAL_PERSISTOR_CRASH_AT=blob_written:5: the 5th blob is committed, then the process dies
+  // before registering it; none of its records may have been acked.
+  auto fx = fixture_storage::make();
+  auto run = persistor_run::make("faultreg");
+  run.env.push_back("SHOAL_PERSISTOR_CRASH_AT=blob_written:5");
+  auto p = run.start_push("persistor1.log", {"--batch-max-records", "200", "--batch-max-delay-ms",
+                                             "100", "--format", "ndjson", "--writers", "1",
+                                             "--catalog-before-ack"});
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor1.log", "listening", 30s)) << slurp(run.dir / "persistor1.log");
+  acking_producer prod(run.endpoint(), "faultreg");
+  prod.run_until(100'000, 2'000, 8s); // until the persistor dies (after ~1,000 records)
+  EXPECT_EQ(wait_exit(p, 10s), 128 + SIGKILL) << slurp(run.dir / "persistor1.log");
+  prod.drain(200ms);
+  auto inv = collect(fx.blobs, run.container);
+  const auto reg = registered_blobs(fx, run, "faultreg", inv.blobs);
+  ASSERT_GE(inv.blobs.size(), 5u);
+  EXPECT_GE(inv.blobs.size(), reg.size() + 1) << "the 5th blob is not registered";
+  EXPECT_LT(prod.acked.size(), 5u * 200u) << "records of the 5th blob were acked";
+  for (const auto& b : inv.blobs) {
+    if (reg.contains(b))
+      continue;
+    auto got = fx.blobs.get_blob(run.container, b);
+    ASSERT_TRUE(got);
+    auto ex = workers::etl::extract_records(got->body);
+    ASSERT_TRUE(ex);
+    for (const auto& r : ex->records)
+      EXPECT_FALSE(prod.acked.contains(r.message_id)) << r.message_id << " acked from unregistered " << b;
+  }
+}
+
 TEST(PersistorIt, PullModeStoresEveryQueueMessageAndParksPoison) {
   auto fx = fixture_storage::make();
   auto run = persistor_run::make("pull");
@@ -360,37 +539,52 @@ TEST(PersistorIt, PullModeStoresEveryQueueMessageAndParksPoison) {
     for (auto& c : *q)
       c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   ASSERT_TRUE(fx.queues.create_queue(queue));
-  // 20,000 as the issue asks with SHOAL_TEST_PULL_MESSAGES=20000; the default keeps the suite
-  // short, because Azurite's queue slows down with the queue's length (~15 deletes/s at 17,000
-  // queued messages on the 2-vCPU test VM).
+  // SHOAL_TEST_PULL_MESSAGES=20000 is the issue's figure; the default stays 2,000 because on
+  // the shared 2-vCPU VM Azurite alone took over 8 minutes to accept 20,000 puts. Messages are
+  // enqueued by 16 connections while the pullers run, the putters pausing while the queue holds
+  // over 2,000: Azurite's Loki store scans every message of the account on each queue call
+  // (clearExpiredMessages, findOne by messageId), so a long queue slows every get and delete.
   const char* env_n = std::getenv("SHOAL_TEST_PULL_MESSAGES");
   const std::size_t n = env_n ? std::strtoull(env_n, nullptr, 10) : 2'000;
-  {
-    std::vector<std::thread> putters;
-    std::atomic<std::size_t> failures{0};
-    for (int t = 0; t < 16; ++t)
-      putters.emplace_back([&, t] {
-        for (std::size_t i = t; i < n; i += 16) {
-          nlohmann::json j = {{"dest", "pulled"}, {"id", "m" + std::to_string(i)},
-                              {"event_time", "2001-01-05T10:00:00Z"},
-                              {"data", {{"i", i}, {"ts", 978'688'800 + i}}}};
-          if (!fx.queues.put_message(queue, j.dump()))
-            failures.fetch_add(1);
-        }
-      });
-    for (auto& t : putters)
-      t.join();
-    ASSERT_EQ(failures.load(), 0u);
-  }
   ASSERT_TRUE(fx.queues.put_message(queue, R"({"dest":"../escape","data":"evil"})"));
+  const auto t0 = std::chrono::steady_clock::now();
   auto p = spawn({"--connection-string", run.cs, "persistor", "--mode", "pull", "--queue", queue,
                   "--poison-queue", poison, "--pullers", "4", "--max-dequeue", "2", "--container",
                   run.container, "--host", "h1", "--name", "pull1", "--batch-max-records", "2000",
                   "--batch-max-delay-ms", "500", "--no-register"},
                  run.env, run.dir / "pull.log");
+  std::atomic<std::size_t> failures{0}, put{0};
+  std::atomic<bool> hold{false}, putting{true};
+  std::thread watcher([&] { // pauses the putters while the queue holds over 2,000 messages
+    while (putting.load()) {
+      auto left = fx.queues.approximate_message_count(queue);
+      hold.store(left && *left > 2'000);
+      std::this_thread::sleep_for(200ms);
+    }
+  });
+  std::vector<std::thread> putters;
+  for (std::size_t t = 0; t < 16; ++t)
+    putters.emplace_back([&, t] {
+      for (std::size_t i = t; i < n; i += 16) {
+        while (hold.load())
+          std::this_thread::sleep_for(20ms);
+        nlohmann::json j = {{"dest", "pulled"}, {"id", "m" + std::to_string(i)},
+                            {"event_time", "2001-01-05T10:00:00Z"},
+                            {"data", {{"i", i}, {"ts", 978'688'800 + i}}}};
+        if (!fx.queues.put_message(queue, j.dump()))
+          failures.fetch_add(1);
+        put.fetch_add(1);
+      }
+    });
+  for (auto& t : putters)
+    t.join();
+  putting.store(false);
+  watcher.join();
+  EXPECT_EQ(failures.load(), 0u);
+  const double put_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Until the queue is empty and the poison message is parked.
   bool done = false;
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60 + n / 20);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60 + n / 200);
   while (!done && std::chrono::steady_clock::now() < give_up) {
     auto left = fx.queues.approximate_message_count(queue);
     auto parked = fx.queues.approximate_message_count(poison);
@@ -398,6 +592,9 @@ TEST(PersistorIt, PullModeStoresEveryQueueMessageAndParksPoison) {
     if (!done)
       std::this_thread::sleep_for(100ms);
   }
+  const double all_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("pull: %zu messages enqueued in %.1f s, all stored and deleted after %.1f s\n", n,
+              put_s, all_s);
   ::kill(p.pid, SIGTERM);
   ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "pull.log");
   ASSERT_TRUE(done) << slurp(run.dir / "pull.log");
@@ -412,6 +609,8 @@ TEST(PersistorIt, PullModeStoresEveryQueueMessageAndParksPoison) {
   auto j = nlohmann::json::parse((*parked)[0].text);
   EXPECT_NE(j["reason"].get<std::string>().find("dest"), std::string::npos) << j.dump();
   EXPECT_EQ(j["text"], R"({"dest":"../escape","data":"evil"})");
+  (void)fx.queues.delete_queue(queue); // Azurite scans every message of the account per call
+  (void)fx.queues.delete_queue(poison);
 }
 
 TEST(PersistorIt, AppendModeAndSigtermFlushOpenBatches) {
