@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs one benchmark against the components it needs, started here on loopback.
 #
-#   bench/run.sh storage|transport|claim|persistor|etl|fuzz [extra args for the bench]
+#   bench/run.sh storage|transport|claim|persistor|etl|e2e|fuzz [extra args for the bench]
+#   (e2e: the naive per-message design vs `shoal run --dataset flights-200k`, same Azurite)
 #
 # Builds into ./build (Release figures come from RelWithDebInfo, the default build type).
 # Figures are printed; copy them into bench/RESULTS.md with the machine they ran on.

@@ -52,7 +52,7 @@ struct run_args {
   unsigned workers = 0; // 0 = 2 per core
   std::string run_dir = "./shoal-run";
   std::string event_time_field;
-  std::string etl = "rounds"; // rounds | fleet (fleet: once `shoal worker --job etl` exists)
+  std::string etl = "fleet"; // fleet | rounds
   double stall_timeout_s = 300;
 };
 
@@ -320,6 +320,10 @@ int run_main(const global_options& g, const run_args& a) {
   const std::string persistor_name = "run" + std::to_string(::time(nullptr)) + "p" +
                                      std::to_string(::getpid());
   const std::string endpoint = "ipc://" + (run_dir / ("persistor-" + persistor_name)).string();
+  // The persistor announces each committed blob here; the supervisor passes it on to the worker
+  // owning the blob's shard as work.available, so the ETL starts within milliseconds.
+  env.emplace_back("SHOAL_PERSISTOR_COMMITTED_ENDPOINT",
+                   "ipc://" + (run_dir / ("committed-" + persistor_name)).string());
 
   struct sigaction sa {};
   sa.sa_handler = on_run_signal;
@@ -359,7 +363,10 @@ int run_main(const global_options& g, const run_args& a) {
   const auto t_send = clock_type::now();
   auto sargv = common;
   sargv.insert(sargv.end(), {"send", ds->file.string(), "--dest", ds->dest, "--endpoint",
-                             endpoint, "--progress"});
+                             endpoint, "--progress",
+                             // The persistor is ours and watched: re-sending after 10 s only
+                             // doubles its work when it is slow (a loaded machine), never helps.
+                             "--ack-timeout-ms", "60000"});
   if (!ds->event_time_field.empty())
     sargv.insert(sargv.end(), {"--event-time-field", ds->event_time_field});
   const fs::path send_log = logs / "send.log";
@@ -393,6 +400,7 @@ int run_main(const global_options& g, const run_args& a) {
   std::int64_t last_accounted = -1;
   std::size_t last_acked = 0;
   bool send_just_done = false;
+  clock_type::time_point persistor_deadline{};
   auto last_change = clock_type::now();
   clock_type::time_point idle_since{}; // send done, queue empty, records missing; {} = not idle
   std::string failure;
@@ -416,22 +424,27 @@ int run_main(const global_options& g, const run_args& a) {
           failure = "shoal send exited " + std::to_string(*send_status) + ":\n" + log_tail(send_log);
           break;
         }
-        // Every record is acked, so committed and registered: flush and stop the persistor.
-        persistor_status = persistor->terminate(std::chrono::seconds(60));
-        if (*persistor_status != 0) {
-          failure = "persistor exited " + std::to_string(*persistor_status) + ":\n" +
+        // Every record is acked, so committed and registered: flush and stop the persistor
+        // (watched below without blocking the display).
+        persistor->signal(SIGTERM);
+        persistor_deadline = clock_type::now() + std::chrono::seconds(60);
+      }
+    }
+    if (!persistor_status) {
+      if (auto st = persistor->wait(std::chrono::milliseconds(0))) {
+        persistor_status = st;
+        if (!send_status || *st != 0) {
+          failure = "persistor exited " + std::to_string(*st) +
+                    (send_status ? " after SIGTERM" : " while records were being sent") + ":\n" +
                     log_tail(logs / "persistor.log");
           break;
         }
-      }
-    }
-    if (!persistor_status)
-      if (auto st = persistor->wait(std::chrono::milliseconds(0))) {
-        persistor_status = st;
-        failure = "persistor exited " + std::to_string(*st) + " while records were being sent:\n" +
-                  log_tail(logs / "persistor.log");
+      } else if (send_status && clock_type::now() > persistor_deadline) {
+        persistor_status = persistor->terminate(std::chrono::seconds(1));
+        failure = "persistor did not exit within 60 s of SIGTERM";
         break;
       }
+    }
     if (supervisor)
       if (auto st = supervisor->wait(std::chrono::milliseconds(0))) {
         failure = "supervisor exited " + std::to_string(*st) + " before the ETL finished:\n" +
@@ -446,6 +459,8 @@ int run_main(const global_options& g, const run_args& a) {
         break;
       }
       ++rounds;
+      if (!t_first_blob)
+        t_first_blob = clock_type::now(); // rounds: the ETL stage starts with the first round
       auto eargv = common;
       eargv.insert(eargv.end(), {"etl", "--sqlite", db.string()});
       if (!ds->datasets_dir.empty())
@@ -499,7 +514,7 @@ int run_main(const global_options& g, const run_args& a) {
     std::tie(snap.send_rate, snap.etl_rate) =
         rates.add(snap.t_s, snap.send ? static_cast<double>(snap.send->acked) : 0.0,
                   static_cast<double>(accounted));
-    if (!t_first_blob && (snap.queue.registered > 0 || snap.ledger.blobs > 0))
+    if (a.etl == "fleet" && !t_first_blob && (snap.queue.registered > 0 || snap.ledger.blobs > 0))
       t_first_blob = now;
     const std::size_t acked_now = snap.send ? snap.send->acked : 0;
     if (accounted != last_accounted) {
@@ -514,12 +529,12 @@ int run_main(const global_options& g, const run_args& a) {
     }
     display.draw(snap);
     const bool queue_open = !snap.queue.ok || snap.queue.pending > 0 || snap.queue.claimed > 0;
-    if (send_status && accounted >= static_cast<std::int64_t>(*records_in) && !queue_open &&
-        round_procs.empty()) {
+    if (send_status && persistor_status && accounted >= static_cast<std::int64_t>(*records_in) &&
+        !queue_open && round_procs.empty()) {
       t_all = now;
       break;
     }
-    if (send_status && !queue_open && round_procs.empty()) {
+    if (send_status && persistor_status && !queue_open && round_procs.empty()) {
       // Nothing left to run, yet records are missing: give the ledger a moment, then stop.
       if (idle_since == clock_type::time_point{})
         idle_since = now;
@@ -623,9 +638,11 @@ int run_main(const global_options& g, const run_args& a) {
   std::printf("  send + persist          %6.1f s  %9s  (first send → last ack; a record is acked "
               "once its blob is committed)\n",
               send_s, g64(rate(send_s)).c_str());
-  std::printf("  ETL                     %6.1f s  %9s  (first blob committed → last blob loaded, "
+  std::printf("  ETL                     %6.1f s  %9s  (%s → last blob loaded, "
               "%u workers%s)\n",
-              etl_s, g64(rate(etl_s)).c_str(), workers, a.etl == "rounds" ? " in rounds" : "");
+              etl_s, g64(rate(etl_s)).c_str(),
+              a.etl == "rounds" ? "first round started" : "first blob committed", workers,
+              a.etl == "rounds" ? " in rounds" : "");
   std::printf("  end to end              %6.1f s  %9s  (first send → every record loaded or "
               "quarantined)\n",
               e2e_s, g64(rate(e2e_s)).c_str());
