@@ -24,6 +24,9 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <unistd.h>
 
 namespace shoal::workers::fleet {
@@ -268,6 +271,14 @@ result<void> fleet_membership::setup_security_and_bind() {
   auto text = allow_list_from_dir(f_.curve_allow_dir);
   if (!text) return std::unexpected(text.error());
   allow_text_ = *text;
+  // Allow-list files of supervisors that died without cleaning up (kill -9) are removed here.
+  std::error_code dec;
+  for (const auto& e : fs::directory_iterator(fs::temp_directory_path(), dec)) {
+    const auto name = e.path().filename().string();
+    if (name.rfind("shoal-allow-", 0) != 0) continue;
+    const long pid = std::strtol(name.c_str() + 12, nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove(e.path(), dec);
+  }
   allow_file_ = fs::temp_directory_path() /
                 ("shoal-allow-" + std::to_string(::getpid()) + "-" + instance_ + ".keys");
   {
