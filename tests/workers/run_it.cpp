@@ -82,8 +82,9 @@ TEST_F(RunIt, LoadsFlights20kEndToEndAndVerifies) {
   EXPECT_NE(r.text.find("] sent "), std::string::npos) << r.text;
 }
 
-TEST_F(RunIt, LoadsFlightsIntoSqliteAndVerifies) {
-  auto r = run_shoal(dir, "--dataset flights-2k --workers 2 --db shoal.db --run-dir run");
+// The pre-fleet ETL mode (`etl run --once` rounds after the send), kept for comparison.
+TEST_F(RunIt, LoadsFlightsIntoSqliteAndVerifiesWithEtlRounds) {
+  auto r = run_shoal(dir, "--dataset flights-2k --workers 2 --etl rounds --db shoal.db --run-dir run");
   ASSERT_EQ(r.status, 0) << r.text;
   EXPECT_NE(r.text.find("records read            2000"), std::string::npos) << r.text;
   EXPECT_NE(r.text.find("rows loaded (new)       2000 into flights"), std::string::npos) << r.text;
