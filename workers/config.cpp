@@ -116,7 +116,6 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"fleet.host", bind(c.fleet.host)},
       {"fleet.endpoint", bind(c.fleet.endpoint)},
       {"fleet.host_endpoint", bind(c.fleet.host_endpoint)},
-      {"fleet.join", bind(c.fleet.join)},
       {"fleet.table", bind(c.fleet.table)},
       {"fleet.heartbeat_interval_ms", bind(c.fleet.heartbeat_interval_ms)},
       {"fleet.heartbeat_liveness", bind(c.fleet.heartbeat_liveness)},
@@ -308,8 +307,6 @@ result<void> validate(const config& c) {
       return bad("fleet.table", "must be 3 to 63 letters or digits starting with a letter");
     if (f.metrics_port > 65535)
       return bad("fleet.metrics_port", "must be a TCP port (0 = off)");
-    if (!f.join.empty() && !f.join.starts_with("tcp://"))
-      return bad("fleet.join", "must be a tcp:// endpoint");
     if (!f.host_endpoint.empty() && !f.host_endpoint.starts_with("tcp://"))
       return bad("fleet.host_endpoint", "must be a tcp:// endpoint");
   }

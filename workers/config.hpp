@@ -101,7 +101,6 @@ struct fleet_config {
   std::string host;                      ///< this host's name in the fleet; empty = gethostname()
   std::string endpoint;                  ///< ROUTER for local workers; empty = ipc://{runtime dir}/shoal-{host}.sock
   std::string host_endpoint;             ///< tcp ROUTER for other hosts' supervisors (CURVE); empty = single host
-  std::string join;                      ///< tcp://… of a supervisor to join; empty = find the coordinator in the fleet table
   std::string table = "shoalfleet";      ///< fleet table: the coordinator lease row and host rows
   std::uint32_t heartbeat_interval_ms = 1'000; ///< ctl.heartbeat period, both directions
   std::uint32_t heartbeat_liveness = 3;  ///< missed heartbeats before a peer is dead

@@ -967,10 +967,6 @@ result<std::unique_ptr<membership>> start_fleet_membership(const config& cfg, st
                                                            std::uint32_t local_workers, membership_hooks hooks,
                                                            fleet_membership_options opts) {
   if (host.empty()) return fail(errc::invalid_argument, "fleet host name is empty");
-  if (!cfg.fleet.join.empty())
-    spdlog::warn("fleet {}: fleet.join {} is not used: every host shares the storage account, so the coordinator "
-                 "is found through the lease row of fleet table {} (its endpoint and public key)",
-                 host, cfg.fleet.join, cfg.fleet.table);
   std::optional<storage::table_client> client = std::move(opts.table);
   if (!client) {
     auto svc = storage::table_service_client::from_connection_string(cfg.storage.connection_string);

@@ -15,8 +15,8 @@
 //    heartbeats, and applies fleet.assign. When the coordinator dies the lease expires and one
 //    of the members takes it; after a clean stop the holder releases it and tells its members,
 //    who take it over at once.
-// `fleet.join` is not needed and not used (a warning says so): every host reads the same fleet
-// table, whose lease row names the coordinator's endpoint and public key.
+// There is no "join this endpoint" setting: every host reads the same fleet table, whose lease
+// row names the coordinator's endpoint and public key.
 // A single host is its own coordinator and gets every shard. Correctness never depends on any
 // of this: ETags in the work table decide who owns a record.
 //
