@@ -437,6 +437,19 @@ result<catalog_write_result> catalog::insert(const catalog_fields& record) const
   return write(catalog_op::insert, record);
 }
 
+result<std::vector<catalog_write_result>> catalog::insert_many(std::span<const catalog_fields> records) const {
+  // First cut: one WAL append per record, in order (the batched counter update replaces this).
+  std::vector<catalog_write_result> out;
+  out.reserve(records.size());
+  for (const auto& r : records) {
+    auto w = insert(r);
+    if (!w)
+      return std::unexpected(w.error());
+    out.push_back(*w);
+  }
+  return out;
+}
+
 result<catalog_write_result> catalog::remove(const catalog_fields& record) const {
   // Only the row key and the index values identify a record; the WAL keeps just those.
   catalog_fields keys;

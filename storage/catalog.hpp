@@ -67,6 +67,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -233,6 +234,13 @@ public:
   /// fields are ignored). Removing a record that does not exist is not an error. Errors: as
   /// insert.
   [[nodiscard]] result<catalog_write_result> remove(const catalog_fields& record) const;
+  /// Inserts several records with as few WAL counter updates as the entity group transaction
+  /// limit allows (one counter MERGE reserves consecutive sequence numbers for up to 99 entries
+  /// in the same transaction), then fans each out as insert() does. The result i belongs to
+  /// records[i]. Errors: as insert (the whole call fails on the first record that is invalid,
+  /// before anything is written; a later storage error leaves the already appended entries to
+  /// the next recovery). An empty span returns an empty vector.
+  [[nodiscard]] result<std::vector<catalog_write_result>> insert_many(std::span<const catalog_fields> records) const;
 
   // -- queries ---------------------------------------------------------------------------------
   /// One page of `q`, from `continuation` (nullopt = start). Errors: invalid_argument (no

@@ -107,6 +107,18 @@ result<catalog_write_result> blob_catalog::register_blob(const blob_catalog_entr
   return catalog_.insert(to_fields(e));
 }
 
+result<std::vector<catalog_write_result>>
+blob_catalog::register_blobs(std::span<const blob_catalog_entry> entries) const {
+  std::vector<catalog_fields> fields;
+  fields.reserve(entries.size());
+  for (const auto& e : entries) {
+    if (auto ok = validate(e); !ok)
+      return std::unexpected(ok.error());
+    fields.push_back(to_fields(e));
+  }
+  return catalog_.insert_many(fields);
+}
+
 result<catalog_write_result> blob_catalog::unregister_blob(const blob_catalog_entry& e) const {
   if (auto ok = validate(e); !ok)
     return std::unexpected(ok.error());

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,12 @@ public:
   /// Registers a committed blob (idempotent for the same entry). Errors: invalid_argument
   /// (empty blob, dest or host; date not YYYY-MM-DD), and catalog::insert's.
   [[nodiscard]] result<catalog_write_result> register_blob(const blob_catalog_entry& e) const;
+  /// Registers several committed blobs in one batched WAL append (catalog::insert_many): the
+  /// persistor's registrar calls it with every blob committed since its last call, so the
+  /// catalog's serial counter costs one transaction per call, not one per blob. Result i belongs
+  /// to entries[i]. Errors: as register_blob (every entry is validated before anything is
+  /// written).
+  [[nodiscard]] result<std::vector<catalog_write_result>> register_blobs(std::span<const blob_catalog_entry> entries) const;
   /// Removes a registration (blob, dest, date and host must match). Errors: as register_blob.
   [[nodiscard]] result<catalog_write_result> unregister_blob(const blob_catalog_entry& e) const;
   /// Entries matching `q`, in blob-name order. Errors: invalid_argument (no dest/date/host),
