@@ -1,19 +1,259 @@
 #include "workers/persistor/format.hpp"
 
-#include "storage/encoding.hpp"
-
 #include <nlohmann/json.hpp>
 
 #include <cctype>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace shoal::workers::persistor {
 namespace {
 
-using storage::append_json_string;
+// -- byte scans -----------------------------------------------------------------------------------
+// Formatting a record is a scan for the few bytes that need work: in a JSON string, '"', '\\',
+// control characters (< 0x20) and the lead bytes of multi-byte UTF-8 (>= 0x80, checked). Runs of
+// other bytes are skipped 32 bytes per step (SSE2, part of every x86-64) and copied with one
+// append; there is no second pass over the payload.
 
-bool valid_utf8(std::string_view s) { return storage::utf16_length(s).has_value(); }
+constexpr bool special(unsigned char c) { return c < 0x20 || c >= 0x80 || c == '"' || c == '\\'; }
+
+// The first special byte in [p, e), or e. O(bytes), no allocation.
+inline const char* skip_plain(const char* p, const char* e) {
+#if defined(__SSE2__)
+  const __m128i quote = _mm_set1_epi8('"');
+  const __m128i bslash = _mm_set1_epi8('\\');
+  const __m128i space = _mm_set1_epi8(0x20);
+  // Signed compare: bytes >= 0x80 are negative, so "< 0x20" catches them with the controls.
+  auto mask = [&](const char* q) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    return _mm_or_si128(_mm_cmplt_epi8(v, space),
+                        _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)));
+  };
+  while (e - p >= 32) {
+    const unsigned lo = static_cast<unsigned>(_mm_movemask_epi8(mask(p)));
+    const unsigned hi = static_cast<unsigned>(_mm_movemask_epi8(mask(p + 16)));
+    if ((lo | hi) != 0)
+      return p + (lo != 0 ? __builtin_ctz(lo) : 16 + __builtin_ctz(hi));
+    p += 32;
+  }
+  if (e - p >= 16) {
+    const unsigned m = static_cast<unsigned>(_mm_movemask_epi8(mask(p)));
+    if (m != 0)
+      return p + __builtin_ctz(m);
+    p += 16;
+  }
+#endif
+  while (p < e && !special(static_cast<unsigned char>(*p)))
+    ++p;
+  return p;
+}
+
+// Length (2 to 4) of the well-formed UTF-8 sequence at p (*p >= 0x80), or 0 when it is not one:
+// a continuation or invalid lead byte, a truncated sequence, an overlong form, a surrogate
+// (U+D800..DFFF) or a code point above U+10FFFF (the rules of storage::utf16_length).
+inline std::size_t utf8_sequence(const char* p, const char* e) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  const std::ptrdiff_t left = e - p;
+  const unsigned c = u[0];
+  auto cont = [&](int i) { return (u[i] & 0xC0) == 0x80; };
+  if (c >= 0xC2 && c <= 0xDF)
+    return left >= 2 && cont(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (left < 3 || !cont(1) || !cont(2))
+      return 0;
+    if ((c == 0xE0 && u[1] < 0xA0) || (c == 0xED && u[1] >= 0xA0))
+      return 0; // overlong, surrogate
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (left < 4 || !cont(1) || !cont(2) || !cont(3))
+      return 0;
+    if ((c == 0xF0 && u[1] < 0x90) || (c == 0xF4 && u[1] >= 0x90))
+      return 0; // overlong, above U+10FFFF
+    return 4;
+  }
+  return 0; // 0x80..0xC1 (continuation, overlong 2-byte lead), 0xF5..0xFF
+}
+
+bool valid_utf8(std::string_view s) {
+  const char* p = s.data();
+  const char* e = p + s.size();
+  while ((p = skip_plain(p, e)) != e) {
+    if (static_cast<unsigned char>(*p) < 0x80) {
+      ++p;
+      continue;
+    }
+    const std::size_t n = utf8_sequence(p, e);
+    if (n == 0)
+      return false;
+    p += n;
+  }
+  return true;
+}
+
+// The JSON escape of a quote, backslash or control character (storage::append_json_string's).
+inline void append_escape(std::string& out, unsigned char c) {
+  static constexpr char hex[] = "0123456789abcdef";
+  switch (c) {
+  case '"': out.append("\\\"", 2); break;
+  case '\\': out.append("\\\\", 2); break;
+  case '\n': out.append("\\n", 2); break;
+  case '\r': out.append("\\r", 2); break;
+  case '\t': out.append("\\t", 2); break;
+  case '\b': out.append("\\b", 2); break;
+  case '\f': out.append("\\f", 2); break;
+  default: {
+    const char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xF]};
+    out.append(u, 6);
+  }
+  }
+}
+
+// Appends `s` as a JSON string literal, byte for byte what storage::append_json_string writes.
+// With Check, `s` is also checked to be well-formed UTF-8 in the same pass; if it is not, `out`
+// is restored to its size before the call and false is returned. One pass, no allocation beyond
+// the growth of `out`.
+template <bool Check> bool append_string(std::string& out, std::string_view s) {
+  const std::size_t start = out.size();
+  out.push_back('"');
+  const char* p = s.data();
+  const char* const e = p + s.size();
+  const char* run = p; // start of the bytes not yet appended
+  while ((p = skip_plain(p, e)) != e) {
+    const auto c = static_cast<unsigned char>(*p);
+    if (c >= 0x80) {
+      if constexpr (Check) {
+        const std::size_t n = utf8_sequence(p, e);
+        if (n == 0) {
+          out.resize(start);
+          return false;
+        }
+        p += n;
+      } else {
+        ++p;
+      }
+      continue;
+    }
+    out.append(run, static_cast<std::size_t>(p - run));
+    append_escape(out, c);
+    run = ++p;
+  }
+  out.append(run, static_cast<std::size_t>(e - run));
+  out.push_back('"');
+  return true;
+}
+
+void append_json_string(std::string& out, std::string_view s) { append_string<false>(out, s); }
+
+// Appends base64(bytes) as a JSON string (its alphabet needs no escapes).
+void append_base64_string(std::string& out, std::string_view bytes) {
+  static constexpr char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const std::size_t start = out.size();
+  out.resize(start + 2 + (bytes.size() + 2) / 3 * 4);
+  char* o = out.data() + start;
+  *o++ = '"';
+  const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
+  std::size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const std::uint32_t v = (std::uint32_t{u[i]} << 16) | (std::uint32_t{u[i + 1]} << 8) | u[i + 2];
+    *o++ = tbl[(v >> 18) & 63];
+    *o++ = tbl[(v >> 12) & 63];
+    *o++ = tbl[(v >> 6) & 63];
+    *o++ = tbl[v & 63];
+  }
+  if (i < bytes.size()) {
+    std::uint32_t v = std::uint32_t{u[i]} << 16;
+    if (i + 1 < bytes.size())
+      v |= std::uint32_t{u[i + 1]} << 8;
+    *o++ = tbl[(v >> 18) & 63];
+    *o++ = tbl[(v >> 12) & 63];
+    *o++ = i + 1 < bytes.size() ? tbl[(v >> 6) & 63] : '=';
+    *o++ = '=';
+  }
+  *o = '"';
+}
+
+// -- times ----------------------------------------------------------------------------------------
+
+// format_time's text through <chrono> and snprintf: the reference, used for years outside
+// 0..9999 (where the text is not 24 characters).
+std::string format_time_slow(unix_ms t) {
+  using namespace std::chrono;
+  const sys_time<milliseconds> tp{milliseconds{t}};
+  const auto dp = floor<days>(tp);
+  const year_month_day ymd{dp};
+  const hh_mm_ss hms{tp - dp};
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02ld:%02ld:%02ld.%03ldZ", static_cast<int>(ymd.year()),
+                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                static_cast<long>(hms.hours().count()), static_cast<long>(hms.minutes().count()),
+                static_cast<long>(hms.seconds().count()), static_cast<long>(hms.subseconds().count()));
+  return buf;
+}
+
+// Writes format_time(t) into buf[0, 24) and returns true when its year is 0..9999 (then the
+// text has exactly 24 characters); false otherwise. Integer arithmetic only (days to civil date:
+// H. Hinnant's algorithm), ~20 ns instead of ~300 for the snprintf path.
+bool time_text(unix_ms t, char* buf) {
+  constexpr std::int64_t day_ms = 86'400'000;
+  std::int64_t days = t / day_ms;
+  std::int64_t ms = t % day_ms;
+  if (ms < 0) {
+    ms += day_ms;
+    --days;
+  }
+  const std::int64_t z = days + 719'468;
+  const std::int64_t era = (z >= 0 ? z : z - 146'096) / 146'097;
+  const auto doe = static_cast<unsigned>(z - era * 146'097);                   // [0, 146096]
+  const unsigned yoe = (doe - doe / 1460 + doe / 36'524 - doe / 146'096) / 365; // [0, 399]
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);                // [0, 365]
+  const unsigned mp = (5 * doy + 2) / 153;                                     // [0, 11]
+  const unsigned d = doy - (153 * mp + 2) / 5 + 1;                             // [1, 31]
+  const unsigned m = mp < 10 ? mp + 3 : mp - 9;                                // [1, 12]
+  const std::int64_t y = static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2 ? 1 : 0);
+  if (y < 0 || y > 9999)
+    return false;
+  const auto two = [&](int at, unsigned v) {
+    buf[at] = static_cast<char>('0' + v / 10);
+    buf[at + 1] = static_cast<char>('0' + v % 10);
+  };
+  const auto yy = static_cast<unsigned>(y);
+  two(0, yy / 100);
+  two(2, yy % 100);
+  buf[4] = '-';
+  two(5, m);
+  buf[7] = '-';
+  two(8, d);
+  buf[10] = 'T';
+  const auto msu = static_cast<unsigned>(ms);
+  two(11, msu / 3'600'000);
+  buf[13] = ':';
+  two(14, msu / 60'000 % 60);
+  buf[16] = ':';
+  two(17, msu / 1000 % 60);
+  buf[19] = '.';
+  buf[20] = static_cast<char>('0' + msu % 1000 / 100);
+  two(21, msu % 100);
+  buf[23] = 'Z';
+  return true;
+}
+
+// Appends format_time(t) as a JSON string.
+void append_time_string(std::string& out, unix_ms t) {
+  char buf[26];
+  if (!time_text(t, buf + 1)) {
+    append_json_string(out, format_time_slow(t));
+    return;
+  }
+  buf[0] = '"';
+  buf[25] = '"';
+  out.append(buf, sizeof buf);
+}
 
 bool digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
   if (pos + n > s.size())
@@ -174,21 +414,19 @@ result<unix_ms> event_time_of(std::string_view payload, std::string_view field) 
 }
 
 std::string format_time(unix_ms t) {
-  using namespace std::chrono;
-  const sys_time<milliseconds> tp{milliseconds{t}};
-  const auto dp = floor<days>(tp);
-  const year_month_day ymd{dp};
-  const hh_mm_ss hms{tp - dp};
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02ld:%02ld:%02ld.%03ldZ", static_cast<int>(ymd.year()),
-                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
-                static_cast<long>(hms.hours().count()), static_cast<long>(hms.minutes().count()),
-                static_cast<long>(hms.seconds().count()), static_cast<long>(hms.subseconds().count()));
-  return buf;
+  char buf[24];
+  if (!time_text(t, buf))
+    return format_time_slow(t);
+  return std::string(buf, sizeof buf);
 }
 
 std::string partition_of(unix_ms t) {
-  const std::string s = format_time(t); // YYYY-MM-DDTHH:...
+  char buf[24];
+  std::string s;
+  if (time_text(t, buf))
+    s.assign(buf, sizeof buf);
+  else
+    s = format_time_slow(t); // YYYY-MM-DDTHH:... (or a year of other width)
   std::string out;
   out.reserve(13);
   out.append(s, 0, 4).append(1, '/').append(s, 5, 2).append(1, '/').append(s, 8, 2).append(1, '/').append(s, 11, 2);
@@ -288,20 +526,26 @@ struct json_checker {
     }
     return true;
   }
-  bool string() { // at '"'
+  // A string at '"': escapes checked, control characters refused, multi-byte UTF-8 checked to be
+  // well-formed (outside strings any byte >= 0x80 is refused by the grammar), so an accepted
+  // text is valid UTF-8 as a whole. Runs of plain bytes are skipped by skip_plain.
+  bool string() {
     ++p;
-    while (p < e) {
+    while ((p = skip_plain(p, e)) < e) {
       const auto c = static_cast<unsigned char>(*p);
       if (c == '"') {
         ++p;
         return true;
       }
-      if (c < 0x20)
-        return false;
-      if (c != '\\') {
-        ++p;
+      if (c >= 0x80) {
+        const std::size_t n = utf8_sequence(p, e);
+        if (n == 0)
+          return false;
+        p += n;
         continue;
       }
+      if (c != '\\')
+        return false; // a control character
       if (++p >= e)
         return false;
       switch (*p++) {
@@ -437,26 +681,38 @@ struct json_checker {
 };
 
 
+// Appends `s` as a JSON string when it is valid UTF-8, else `fallback` (checked in the same pass).
+void append_checked_or(std::string& out, std::string_view s, std::string_view fallback) {
+  if (!append_string<true>(out, s))
+    append_json_string(out, fallback);
+}
+
+// Appends `s` as a JSON string when it is valid UTF-8, else base64(s) as one.
+void append_checked_or_base64(std::string& out, std::string_view s) {
+  if (!append_string<true>(out, s))
+    append_base64_string(out, s);
+}
+
 void append_meta(std::string& out, const record& r, bool utf8) {
   out += "{\"message_id\":";
-  append_json_string(out, valid_utf8(r.message_id) ? std::string_view(r.message_id) : std::string_view("?"));
+  append_checked_or(out, r.message_id, "?");
   out += ",\"producer\":";
-  append_json_string(out, valid_utf8(r.producer) ? std::string_view(r.producer) : std::string_view("?"));
+  append_checked_or(out, r.producer, "?");
   out += ",\"dest\":";
   append_json_string(out, r.dest);
   out += ",\"event_time\":";
-  append_json_string(out, format_time(r.event_time));
+  append_time_string(out, r.event_time);
   out += ",\"ingest_time\":";
-  append_json_string(out, format_time(r.ingest_time));
+  append_time_string(out, r.ingest_time);
   out += ",\"properties\":{";
   bool first = true;
   for (const auto& [k, v] : r.properties) {
     if (!first)
       out += ',';
     first = false;
-    append_json_string(out, valid_utf8(k) ? k : base64(k));
+    append_checked_or_base64(out, k);
     out += ':';
-    append_json_string(out, valid_utf8(v) ? v : base64(v));
+    append_checked_or_base64(out, v);
   }
   if (!utf8) {
     if (!first)
@@ -466,6 +722,28 @@ void append_meta(std::string& out, const record& r, bool utf8) {
   out += "}}";
 }
 
+// Appends the ndjson "data" value of a payload: the payload itself when it is one JSON value on
+// one line (checked with its UTF-8 in one pass, then copied with one append), re-serialized
+// when it is JSON spread over lines, a JSON string when it is UTF-8 but not JSON. False (nothing
+// appended) when it is not UTF-8.
+bool append_ndjson_data(std::string& out, const std::string& payload) {
+  json_checker c{payload.data(), payload.data() + payload.size()};
+  const int verdict = c.run();
+  bool json = verdict == 1;
+  bool multiline = c.newline;
+  if (verdict < 0) { // deeper than the checker's stack: nlohmann decides (no depth limit)
+    json = valid_utf8(payload) && nlohmann::json::accept(payload);
+    multiline = payload.find_first_of("\r\n") != std::string::npos;
+  }
+  if (!json)
+    return append_string<true>(out, payload);
+  if (!multiline)
+    out += payload;
+  else
+    out += nlohmann::json::parse(payload).dump();
+  return true;
+}
+
 } // namespace
 
 bool json_accept(std::string_view text, bool& multiline) {
@@ -473,7 +751,7 @@ bool json_accept(std::string_view text, bool& multiline) {
   const int r = c.run();
   if (r < 0) { // deeper than our stack: let nlohmann decide (it has no depth limit)
     multiline = text.find_first_of("\r\n") != std::string_view::npos;
-    return nlohmann::json::accept(text);
+    return valid_utf8(text) && nlohmann::json::accept(text);
   }
   multiline = c.newline;
   return r == 1;
@@ -481,27 +759,21 @@ bool json_accept(std::string_view text, bool& multiline) {
 
 std::size_t append_record(std::string& out, record_format format, const record& r) {
   const std::size_t before = out.size();
-  const bool utf8 = valid_utf8(r.payload);
-  const std::string encoded = utf8 ? std::string() : base64(r.payload);
-  const std::string_view text = utf8 ? std::string_view(r.payload) : std::string_view(encoded);
+  bool utf8 = true;
   if (format == record_format::persistor_v1) {
     out += "{\"DATA\":";
-    append_json_string(out, text);
+    if (!append_string<true>(out, r.payload)) {
+      utf8 = false;
+      append_base64_string(out, r.payload);
+    }
     out += ",\"METADATA\":";
     append_meta(out, r, utf8);
     out += "}\n\n";
   } else {
     out += "{\"data\":";
-    // A JSON payload on one line is embedded as it is (checked without building a DOM); one
-    // spread over lines is re-serialized; anything else becomes a JSON string.
-    bool multiline = false;
-    if (utf8 && json_accept(r.payload, multiline)) {
-      if (!multiline)
-        out += r.payload;
-      else
-        out += nlohmann::json::parse(r.payload).dump();
-    } else {
-      append_json_string(out, text);
+    if (!append_ndjson_data(out, r.payload)) {
+      utf8 = false;
+      append_base64_string(out, r.payload);
     }
     out += ",\"meta\":";
     append_meta(out, r, utf8);

@@ -2,6 +2,7 @@
 // record formats (read back by the ETL extractor and a strict JSON parser), and the batcher's
 // three seal rules on a manual clock.
 
+#include "storage/encoding.hpp"
 #include "workers/config.hpp"
 #include "workers/etl/blob_format.hpp"
 #include "workers/persistor/batcher.hpp"
@@ -10,7 +11,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -272,6 +276,214 @@ TEST(PersistorJsonAccept, AgreesWithNlohmannOnValidAndInvalidTexts) {
   bool ml = false;
   EXPECT_TRUE(json_accept(std::string(2000, '[') + std::string(2000, ']'), ml));
   EXPECT_FALSE(json_accept(std::string(2000, '[') + std::string(1999, ']'), ml));
+}
+
+
+// -- the one-pass formatter against the reference (the two-pass formatter it replaced) ---------------
+
+// format_time as it was written with <chrono> and snprintf.
+std::string reference_time(unix_ms t) {
+  using namespace std::chrono;
+  const sys_time<milliseconds> tp{milliseconds{t}};
+  const auto dp = floor<days>(tp);
+  const year_month_day ymd{dp};
+  const hh_mm_ss hms{tp - dp};
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02ld:%02ld:%02ld.%03ldZ", static_cast<int>(ymd.year()),
+                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                static_cast<long>(hms.hours().count()), static_cast<long>(hms.minutes().count()),
+                static_cast<long>(hms.seconds().count()), static_cast<long>(hms.subseconds().count()));
+  return buf;
+}
+
+bool reference_utf8(std::string_view s) { return storage::utf16_length(s).has_value(); }
+
+void reference_meta(std::string& out, const record& r, bool utf8) {
+  using storage::append_json_string;
+  out += "{\"message_id\":";
+  append_json_string(out, reference_utf8(r.message_id) ? std::string_view(r.message_id) : "?");
+  out += ",\"producer\":";
+  append_json_string(out, reference_utf8(r.producer) ? std::string_view(r.producer) : "?");
+  out += ",\"dest\":";
+  append_json_string(out, r.dest);
+  out += ",\"event_time\":";
+  append_json_string(out, reference_time(r.event_time));
+  out += ",\"ingest_time\":";
+  append_json_string(out, reference_time(r.ingest_time));
+  out += ",\"properties\":{";
+  bool first = true;
+  for (const auto& [k, v] : r.properties) {
+    if (!first)
+      out += ',';
+    first = false;
+    append_json_string(out, reference_utf8(k) ? k : base64(k));
+    out += ':';
+    append_json_string(out, reference_utf8(v) ? v : base64(v));
+  }
+  if (!utf8) {
+    if (!first)
+      out += ',';
+    out += "\"encoding\":\"base64\"";
+  }
+  out += "}}";
+}
+
+// append_record as it was: UTF-8 checked first, then escaped (persistor-v1) or checked as JSON
+// by nlohmann (ndjson), each in its own pass.
+std::string reference_record(record_format format, const record& r) {
+  std::string out;
+  const bool utf8 = reference_utf8(r.payload);
+  const std::string text = utf8 ? r.payload : base64(r.payload);
+  if (format == record_format::persistor_v1) {
+    out += "{\"DATA\":";
+    storage::append_json_string(out, text);
+    out += ",\"METADATA\":";
+    reference_meta(out, r, utf8);
+    out += "}\n\n";
+  } else {
+    out += "{\"data\":";
+    if (utf8 && !r.payload.starts_with("\xef\xbb\xbf") && nlohmann::json::accept(r.payload)) {
+      if (r.payload.find_first_of("\r\n") == std::string::npos)
+        out += r.payload;
+      else
+        out += nlohmann::json::parse(r.payload).dump();
+    } else {
+      storage::append_json_string(out, text);
+    }
+    out += ",\"meta\":";
+    reference_meta(out, r, utf8);
+    out += "}\n";
+  }
+  return out;
+}
+
+// Payloads at every edge of the scanner: specials before, on and after the 16- and 32-byte steps,
+// every control character, every kind of malformed UTF-8, JSON with and without non-ASCII text.
+std::vector<std::string> edge_payloads() {
+  std::vector<std::string> v{"", "a", "\"", "\\", "/", std::string(1, '\0'), "\x7f", "x\x1fy",
+                             "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xf4\x8f\xbf\xbf",
+                             // malformed: lone continuation, overlong 2/3/4-byte, surrogate,
+                             // above U+10FFFF, bad leads, truncated at the end, bad continuation
+                             "\x80", "\xbf", "\xc0\xaf", "\xc1\xbf", "\xe0\x80\xaf", "\xe0\x9f\xbf",
+                             "\xed\xa0\x80", "\xed\xbf\xbf", "\xf0\x80\x80\xaf", "\xf0\x8f\xbf\xbf",
+                             "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xf8\x88\x80\x80\x80", "\xfe",
+                             "\xff", "ok\xc3", "ok\xe2\x82", "ok\xf0\x9f\x98", "\xc3\x28",
+                             "\xe2\x28\xa1", "\xf0\x28\x8c\xbc",
+                             // JSON
+                             R"({"k":"v"})", R"({"k":"caf)" "\xc3\xa9" R"("})",
+                             R"({"k":")" "\xc3" R"("})", R"({"k":")" "\xed\xa0\x80" R"("})",
+                             "{\"k\":1}\xc3\xa9", "\xc3\xa9{}", R"(["a\"b\\c\u00e9\uD83D\uDE00"])",
+                             "{\"a\":\n 1}", "{\"a\":\r\n[1,\n2]}", "[1,2", "{\"k\":\"a\tb\"}",
+                             "\xef\xbb\xbf{}", R"({"k":"\ud800"})", "  42  ", "-0.5e3", "nul"};
+  for (int c = 0; c < 0x20; ++c)
+    v.push_back("ctl" + std::string(1, static_cast<char>(c)) + "x");
+  for (const char* special : {"\"", "\\", "\n", "\x01", "\xc3\xa9", "\xff", "\xe2\x82\xac"})
+    for (std::size_t at : {0, 1, 14, 15, 16, 17, 30, 31, 32, 33, 47, 48, 63, 64, 65, 100}) {
+      std::string s(at, 'p');
+      s += special;
+      s += std::string(40, 'q');
+      v.push_back(s);
+      v.push_back(std::string(at, 'p') + special); // at the very end
+      v.push_back(R"({"k":")" + std::string(at, 'p') + special + std::string(at % 7, 'q') + "\"}");
+    }
+  v.push_back(std::string(2000, '[') + std::string(2000, ']'));                  // deep JSON
+  v.push_back(std::string(2000, '[') + "\"\xc3\xa9\"" + std::string(2000, ']')); // deep, UTF-8
+  v.push_back(std::string(2000, '[') + "\"\xc3\"" + std::string(2000, ']'));     // deep, not UTF-8
+  v.push_back(std::string(2000, '[') + std::string(1999, ']'));                  // deep, not JSON
+  v.push_back("{\"k\":\"" + std::string(2040, 'x') + "\"}");                     // the bench's
+  return v;
+}
+
+TEST(PersistorFormatOnePass, WritesExactlyWhatTheTwoPassFormatterWrote) {
+  for (auto fmt : {record_format::persistor_v1, record_format::ndjson})
+    for (const auto& p : edge_payloads()) {
+      auto r = sample("0123456789abcdef0123456789abcdef", p);
+      r.properties = {{"h", p}, {p, "v"}};
+      std::string out = "prefix"; // appended after what is there
+      const std::size_t n = append_record(out, fmt, r);
+      const std::string want = reference_record(fmt, r);
+      EXPECT_EQ(n, want.size()) << p;
+      EXPECT_EQ(out, "prefix" + want) << static_cast<int>(fmt) << " payload: " << p;
+    }
+}
+
+TEST(PersistorFormatOnePass, InvalidUtf8GoesToBase64AndNothingHalfWrittenStays) {
+  for (const std::string bad : {"\xff", "abc\xc3", "{\"k\":\"\xed\xa0\x80\"}", "\xf4\x90\x80\x80x"})
+    for (auto fmt : {record_format::persistor_v1, record_format::ndjson}) {
+      std::string out;
+      append_record(out, fmt, sample("id", bad));
+      auto j = nlohmann::json::parse(out); // strict: the rolled-back bytes left nothing behind
+      const auto& data = fmt == record_format::ndjson ? j["data"] : j["DATA"];
+      EXPECT_EQ(data, base64(bad)) << bad;
+      const auto& meta = fmt == record_format::ndjson ? j["meta"] : j["METADATA"];
+      EXPECT_EQ(meta["properties"]["encoding"], "base64");
+    }
+  // Metadata strings that are not UTF-8: "?" for ids and producers, base64 for properties.
+  auto r = sample(std::string("\xc0\xaf", 2), "{}");
+  r.producer = "p\xe0\x80\xaf";
+  r.properties = {{"k", "\xf5"}};
+  std::string out;
+  append_record(out, record_format::ndjson, r);
+  auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["meta"]["message_id"], "?");
+  EXPECT_EQ(j["meta"]["producer"], "?");
+  EXPECT_EQ(j["meta"]["properties"]["k"], base64("\xf5"));
+  EXPECT_FALSE(j["meta"]["properties"].contains("encoding"));
+}
+
+TEST(PersistorFormatOnePass, AgreesWithTheReferenceOnGeneratedPayloads) {
+  // Seeded generator (deterministic): payloads mixing plain runs of every length, quotes,
+  // backslashes, control characters, well-formed and malformed UTF-8, some wrapped as JSON.
+  std::mt19937 gen(20261121);
+  const std::vector<std::string> pieces{"\"", "\\", "\n", "\t", "\x01", "\x1f", "\x7f", "/",
+                                        "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xc3",
+                                        "\xed\xa0\x80", "\x80", "\xff", "\\u00e9", "{", "}", ":",
+                                        ",", "[", "]", " ", "1"};
+  for (int i = 0; i < 3000; ++i) {
+    std::string p;
+    const int parts = static_cast<int>(gen() % 12);
+    for (int k = 0; k < parts; ++k) {
+      p += std::string(gen() % 70, static_cast<char>('a' + gen() % 26));
+      p += pieces[gen() % pieces.size()];
+    }
+    if (gen() % 2 == 0)
+      p = "{\"k\":\"" + p + "\",\"n\":[1,2.5e3,true,null]}";
+    for (auto fmt : {record_format::persistor_v1, record_format::ndjson}) {
+      std::string out;
+      append_record(out, fmt, sample("id", p));
+      ASSERT_EQ(out, reference_record(fmt, sample("id", p))) << p;
+    }
+  }
+}
+
+TEST(PersistorFormatOnePass, TimesMatchTheChronoTextInEveryRange) {
+  std::vector<unix_ms> ts{0, 1, -1, 999, -999, 86'399'999, 86'400'000, -86'400'000, -86'400'001,
+                          951'782'400'000 /* 2000-02-29 */, 4'107'542'400'000 /* 2100-03-01 */,
+                          253'402'300'799'999 /* 9999-12-31T23:59:59.999 */, 253'402'300'800'000,
+                          -62'167'219'200'000 /* 0000-01-01 */, -62'167'219'200'001,
+                          -62'198'755'200'000 /* year -1 */, 400'000'000'000'000 /* year 14645 */};
+  std::mt19937_64 gen(7);
+  for (int i = 0; i < 20'000; ++i)
+    ts.push_back(static_cast<unix_ms>(gen() % 600'000'000'000'000ull) - 200'000'000'000'000);
+  for (unix_ms t : ts) {
+    ASSERT_EQ(format_time(t), reference_time(t)) << t;
+    const std::string s = reference_time(t);
+    if (s.size() == 24) {
+      ASSERT_EQ(partition_of(t), s.substr(0, 4) + "/" + s.substr(5, 2) + "/" + s.substr(8, 2) + "/" +
+                                     s.substr(11, 2)) << t;
+    }
+  }
+}
+
+TEST(PersistorJsonAccept, RefusesMalformedUtf8InsideStrings) {
+  for (const std::string bad : {"\"\xc3\"", "\"\xed\xa0\x80\"", "[\"ok\",\"\xff\"]", "{\"\x80\":1}",
+                                "\"\xf4\x90\x80\x80\"", "\"\xe0\x80\xaf\""}) {
+    bool ml = false;
+    EXPECT_FALSE(json_accept(bad, ml)) << bad;
+    EXPECT_FALSE(nlohmann::json::accept(bad)) << bad;
+  }
+  bool ml = false;
+  EXPECT_TRUE(json_accept("[\"\xf0\x9f\x98\x80\",\"\xf4\x8f\xbf\xbf\"]", ml));
 }
 
 } // namespace
