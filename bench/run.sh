@@ -3,6 +3,8 @@
 #
 #   bench/run.sh storage|transport|claim|persistor|etl|e2e|fuzz [extra args for the bench]
 #   (e2e: the naive per-message design vs `shoal run --dataset flights-200k`, same Azurite)
+#   (persistor: [records_200B] [records_2KiB], defaults 1000000 500000, ~1 GB per 2 KiB row;
+#    `uptime` is printed before and after; PERSISTOR_BENCH_ONLY=persistor|raw for perf record)
 #
 # Builds into ./build (Release figures come from RelWithDebInfo, the default build type).
 # Figures are printed; copy them into bench/RESULTS.md with the machine they ran on.
@@ -10,7 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SHOAL_BUILD_DIR:-$root/build}
 what=${1:-}
-[ -n "$what" ] || { sed -n '2,8p' "$0"; exit 2; }
+[ -n "$what" ] || { sed -n '2,10p' "$0"; exit 2; }
 shift
 
 with_azurite() {
@@ -40,6 +42,11 @@ case "$what" in
     cmake --build "$build" --target "${what}_bench"
     case "$what" in
       transport) "$build/bench/${what}_bench" "$@" ;;
+      persistor)
+        uptime
+        with_azurite "$build/bench/${what}_bench" "$@"
+        uptime
+        ;;
       *) with_azurite "$build/bench/${what}_bench" "$@" ;;
     esac
     ;;
