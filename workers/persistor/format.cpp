@@ -278,6 +278,15 @@ std::optional<unix_ms> civil(int y, int mo, int d, int h, int mi, int se, int ms
          static_cast<unix_ms>(se) * 1000 + ms;
 }
 
+// Unix seconds (|v| < 1e11) or milliseconds, as milliseconds; nullopt when not finite or beyond
+// ±9.2e18 ms, where the conversion to an integer would be undefined.
+std::optional<unix_ms> unix_ms_of(double v) {
+  const double ms = (v >= 1e11 || v <= -1e11) ? v : v * 1000.0;
+  if (!(ms > -9.2e18 && ms < 9.2e18))
+    return std::nullopt;
+  return static_cast<unix_ms>(ms);
+}
+
 // Date "YYYY-MM-DD" or "YYYY/MM/DD", then optional [T or space] HH:MM[:SS[.fff]] [Z|±hh:mm].
 std::optional<unix_ms> parse_calendar(std::string_view s) {
   int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0, ms = 0;
@@ -370,47 +379,14 @@ result<unix_ms> parse_event_time(std::string_view text) {
     auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
     if (ec != std::errc{} || ptr != text.data() + text.size())
       return fail(errc::parse, "event time '" + std::string(text) + "' is not a number");
-    if (v >= 1e11 || v <= -1e11)
-      return static_cast<unix_ms>(v);
-    return static_cast<unix_ms>(v * 1000.0);
+    if (auto ms = unix_ms_of(v))
+      return *ms;
+    return fail(errc::parse, "event time '" + std::string(text.substr(0, 64)) + "' is out of range");
   }
   if (auto t = parse_calendar(text))
     return *t;
   return fail(errc::parse, "event time '" + std::string(text.substr(0, 64)) +
                                "' is not ISO-8601, YYYY/MM/DD HH:MM or Unix seconds/ms");
-}
-
-result<unix_ms> event_time_of(std::string_view payload, std::string_view field) {
-  auto j = nlohmann::json::parse(payload, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return fail(errc::parse, "payload is not a JSON object, no event-time field '" +
-                                 std::string(field) + "'");
-  const nlohmann::json* cur = &j;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t dot = field.find('.', start);
-    const std::string part(field.substr(start, dot == std::string_view::npos ? field.npos : dot - start));
-    if (!cur->is_object())
-      return fail(errc::parse, "event-time field '" + std::string(field) + "' missing");
-    auto it = cur->find(part);
-    if (it == cur->end())
-      return fail(errc::parse, "event-time field '" + std::string(field) + "' missing");
-    cur = &*it;
-    if (dot == std::string_view::npos)
-      break;
-    start = dot + 1;
-  }
-  if (cur->is_string())
-    return parse_event_time(cur->get_ref<const std::string&>());
-  if (cur->is_number_integer() || cur->is_number_unsigned()) {
-    const auto v = cur->get<std::int64_t>();
-    return (v >= 100'000'000'000 || v <= -100'000'000'000) ? v : v * 1000;
-  }
-  if (cur->is_number_float()) {
-    const double v = cur->get<double>();
-    return static_cast<unix_ms>((v >= 1e11 || v <= -1e11) ? v : v * 1000.0);
-  }
-  return fail(errc::parse, "event-time field '" + std::string(field) + "' is not a string or number");
 }
 
 std::string format_time(unix_ms t) {
@@ -574,10 +550,12 @@ struct json_checker {
     return false;
   }
   bool number() {
+    const char* const start = p;
     if (*p == '-')
       ++p;
     if (p >= e)
       return false;
+    const char* const int_begin = p;
     if (*p == '0')
       ++p;
     else if (*p >= '1' && *p <= '9')
@@ -585,21 +563,68 @@ struct json_checker {
         ++p;
     else
       return false;
+    const auto int_digits = static_cast<long>(p - int_begin);
     if (p < e && *p == '.') {
       if (++p >= e || !digit(*p))
         return false;
       while (p < e && digit(*p))
         ++p;
     }
+    long exponent = 0;
     if (p < e && (*p == 'e' || *p == 'E')) {
+      bool negative = false;
       if (++p < e && (*p == '+' || *p == '-'))
-        ++p;
+        negative = *p++ == '-';
       if (p >= e || !digit(*p))
         return false;
-      while (p < e && digit(*p))
+      while (p < e && digit(*p)) {
+        exponent = std::min(exponent * 10 + (*p - '0'), 1'000'000L);
         ++p;
+      }
+      if (negative)
+        exponent = -exponent;
     }
-    return true;
+    // nlohmann refuses a number a double cannot hold ("number overflow": ±inf), so must we: one
+    // below 10^308 surely fits; beyond that from_chars decides (it says out_of_range for both
+    // overflow and underflow; underflow, a tiny or zero value, is accepted like nlohmann does).
+    if (int_digits + exponent <= 308)
+      return true;
+    return !overflows(start, p);
+  }
+  // Whether the number token [b, end) is beyond a double's range (rare: see number()).
+  static bool overflows(const char* b, const char* end) {
+    double v = 0;
+    if (std::from_chars(b, end, v).ec != std::errc::result_out_of_range)
+      return false;
+    // Out of range: an overflow when the value is at least 1, i.e. when the decimal exponent of
+    // its first non-zero digit is >= 0; otherwise an underflow.
+    long int_len = 0, first = -1, i = 0; // integer digits, index of the first non-zero digit
+    bool fraction = false;
+    const char* q = b;
+    for (; q < end && *q != 'e' && *q != 'E'; ++q) {
+      if (*q == '.') {
+        fraction = true;
+        continue;
+      }
+      if (*q < '0' || *q > '9')
+        continue; // the sign
+      int_len += fraction ? 0 : 1;
+      if (first < 0 && *q != '0')
+        first = i;
+      ++i;
+    }
+    if (first < 0)
+      return false; // zero
+    long exponent = 0;
+    bool negative = false;
+    if (q < end) {
+      ++q;
+      if (q < end && (*q == '+' || *q == '-'))
+        negative = *q++ == '-';
+      for (; q < end; ++q)
+        exponent = std::min(exponent * 10 + (*q - '0'), 1'000'000L);
+    }
+    return int_len - 1 - first + (negative ? -exponent : exponent) >= 0;
   }
   // 1 = one JSON value and nothing else, 0 = not JSON, -1 = nested deeper than the stack.
   int run() {
@@ -744,7 +769,169 @@ bool append_ndjson_data(std::string& out, const std::string& payload) {
   return true;
 }
 
+// event_time_of through a nlohmann DOM: the reference, and the path for what the fast path
+// leaves out. Cost: one full parse of the payload.
+result<unix_ms> event_time_dom(std::string_view payload, std::string_view field) {
+  auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return fail(errc::parse, "payload is not a JSON object, no event-time field '" +
+                                 std::string(field) + "'");
+  const nlohmann::json* cur = &j;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t dot = field.find('.', start);
+    const std::string part(field.substr(start, dot == std::string_view::npos ? field.npos : dot - start));
+    if (!cur->is_object())
+      return fail(errc::parse, "event-time field '" + std::string(field) + "' missing");
+    auto it = cur->find(part);
+    if (it == cur->end())
+      return fail(errc::parse, "event-time field '" + std::string(field) + "' missing");
+    cur = &*it;
+    if (dot == std::string_view::npos)
+      break;
+    start = dot + 1;
+  }
+  if (cur->is_string())
+    return parse_event_time(cur->get_ref<const std::string&>());
+  if (cur->is_number_integer() || cur->is_number_unsigned()) {
+    const auto v = cur->get<std::int64_t>();
+    return (v >= 100'000'000'000 || v <= -100'000'000'000) ? v : v * 1000;
+  }
+  if (cur->is_number_float()) {
+    if (auto ms = unix_ms_of(cur->get<double>()))
+      return *ms;
+    return fail(errc::parse, "event-time field '" + std::string(field) + "' is out of range");
+  }
+  return fail(errc::parse, "event-time field '" + std::string(field) + "' is not a string or number");
+}
+
+// After a validated JSON value at p: its end. Strings are skipped to their closing quote,
+// containers by bracket depth (strings inside skipped whole). `p` must point at a value of a text
+// json_checker accepted.
+const char* skip_value(const char* p, const char* e) {
+  auto skip_string = [e](const char* q) { // q at '"': returns just past the closing quote
+    ++q;
+    while (true) {
+      q = skip_plain(q, e); // stops at '"', '\\' and bytes >= 0x80 (no controls: validated)
+      if (q >= e)
+        return e;
+      if (*q == '"')
+        return q + 1;
+      q += *q == '\\' ? 2 : 1; // an escape: the next byte never closes the string
+    }
+  };
+  if (*p == '"')
+    return skip_string(p);
+  if (*p == '{' || *p == '[') {
+    std::size_t depth = 0;
+    while (p < e) {
+      const char c = *p;
+      if (c == '"') {
+        p = skip_string(p);
+        continue;
+      }
+      if (c == '{' || c == '[')
+        ++depth;
+      else if ((c == '}' || c == ']') && --depth == 0)
+        return p + 1;
+      ++p;
+    }
+    return e;
+  }
+  while (p < e && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' && *p != '\n' &&
+         *p != '\r')
+    ++p;
+  return p;
+}
+
+const char* skip_ws(const char* p, const char* e) {
+  while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    ++p;
+  return p;
+}
+
+// event_time_of without a DOM: the payload is checked by json_checker (one pass, no allocation),
+// then the path is walked over the text, keeping the last member of each name (as nlohmann
+// does). nullopt when the reference must decide: a byte-order mark, nesting deeper than the
+// checker's stack, a key with escapes, a string value with escapes, an integer of more than 18
+// digits or a number out of double's range. Cost: O(bytes), no allocation but error texts.
+std::optional<result<unix_ms>> event_time_fast(std::string_view payload, std::string_view field) {
+  if (payload.starts_with("\xef\xbb\xbf"))
+    return std::nullopt;
+  json_checker c{payload.data(), payload.data() + payload.size()};
+  const int verdict = c.run();
+  if (verdict < 0)
+    return std::nullopt;
+  const char* const e = payload.data() + payload.size();
+  const char* p = verdict == 1 ? skip_ws(payload.data(), e) : e;
+  if (p == e || *p != '{')
+    return fail(errc::parse, "payload is not a JSON object, no event-time field '" +
+                                 std::string(field) + "'");
+  auto missing = [&] { return fail(errc::parse, "event-time field '" + std::string(field) + "' missing"); };
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t dot = field.find('.', start);
+    const std::string_view part = field.substr(start, dot == std::string_view::npos ? field.npos : dot - start);
+    if (*p != '{')
+      return missing();
+    const char* found = nullptr; // the value of the last member named `part`
+    p = skip_ws(p + 1, e);
+    while (p < e && *p == '"') {
+      const char* k = p + 1;
+      const char* q = k;
+      while (*q != '"' && *q != '\\')
+        ++q;
+      if (*q == '\\')
+        return std::nullopt; // an escaped key: compare it unescaped in the reference
+      const std::string_view key(k, static_cast<std::size_t>(q - k));
+      p = skip_ws(q + 1, e);    // at ':'
+      p = skip_ws(p + 1, e);    // at the value
+      if (key == part)
+        found = p;
+      p = skip_ws(skip_value(p, e), e); // at ',' or '}'
+      if (*p == ',')
+        p = skip_ws(p + 1, e);
+    }
+    if (!found)
+      return missing();
+    p = found;
+    if (dot == std::string_view::npos)
+      break;
+    start = dot + 1;
+  }
+  const char* end = skip_value(p, e);
+  const std::string_view token(p, static_cast<std::size_t>(end - p));
+  if (*p == '"') {
+    const std::string_view text = token.substr(1, token.size() - 2);
+    if (text.find('\\') != std::string_view::npos)
+      return std::nullopt; // escapes: the reference unescapes
+    return parse_event_time(text);
+  }
+  if (*p == '-' || (*p >= '0' && *p <= '9')) {
+    if (token.find_first_of(".eE") != std::string_view::npos) {
+      double v = 0;
+      if (std::from_chars(token.data(), token.data() + token.size(), v).ec != std::errc{})
+        return std::nullopt; // out of double's range: the reference decides
+      if (auto ms = unix_ms_of(v))
+        return *ms;
+      return fail(errc::parse, "event-time field '" + std::string(field) + "' is out of range");
+    }
+    if (token.size() - (*p == '-' ? 1 : 0) > 18)
+      return std::nullopt; // may not fit in int64: the reference's integer rules decide
+    std::int64_t v = 0;
+    (void)std::from_chars(token.data(), token.data() + token.size(), v); // <= 18 digits: fits
+    return (v >= 100'000'000'000 || v <= -100'000'000'000) ? v : v * 1000;
+  }
+  return fail(errc::parse, "event-time field '" + std::string(field) + "' is not a string or number");
+}
+
 } // namespace
+
+result<unix_ms> event_time_of(std::string_view payload, std::string_view field) {
+  if (auto fast = event_time_fast(payload, field))
+    return std::move(*fast);
+  return event_time_dom(payload, field);
+}
 
 bool json_accept(std::string_view text, bool& multiline) {
   json_checker c{text.data(), text.data() + text.size()};

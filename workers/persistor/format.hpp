@@ -41,12 +41,16 @@ struct record {
 
 /// Parses an event time: ISO-8601 / RFC 3339 (`2001-01-05T10:30:00Z`, fractions, `±hh:mm`
 /// offsets, a space instead of 'T', a date alone), `YYYY/MM/DD HH:MM[:SS]`, or a Unix time as a
-/// number (seconds; values ≥ 1e11 are milliseconds). Errors: parse, naming the text.
+/// number (seconds; values ≥ 1e11 are milliseconds). Errors: parse, naming the text (also for a
+/// number beyond ±9.2e18 ms).
 [[nodiscard]] result<unix_ms> parse_event_time(std::string_view text);
 
 /// Finds `field` (dotted path "a.b") in `payload` when it is a JSON object, and parses it
-/// (string or number) with parse_event_time. Errors: parse (payload not JSON, field missing or
-/// not a time). Cost: one JSON parse of the payload.
+/// (string or number) with parse_event_time; of members with the same name the last counts.
+/// Errors: parse (payload not JSON, field missing or not a time). Cost: one allocation-free
+/// check of the payload (json_accept's) and a walk over the text along the path; a nlohmann
+/// DOM only for the rare forms the walk leaves to it (escapes in a key or the time string, a
+/// byte-order mark, nesting deeper than 512, integers of more than 18 digits).
 [[nodiscard]] result<unix_ms> event_time_of(std::string_view payload, std::string_view field);
 
 /// RFC 3339 UTC text with milliseconds: "2001-01-05T10:30:00.000Z".

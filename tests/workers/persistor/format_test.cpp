@@ -55,6 +55,85 @@ TEST(PersistorEventTime, ReadsAFieldOfThePayload) {
   EXPECT_FALSE(event_time_of(R"({"ts":true})", "ts"));
 }
 
+// event_time_of as it was: a nlohmann DOM of the whole payload, then the dotted path.
+result<unix_ms> reference_event_time(std::string_view payload, std::string_view field) {
+  auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return fail(errc::parse, "payload is not a JSON object, no event-time field '" + std::string(field) + "'");
+  const nlohmann::json* cur = &j;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t dot = field.find('.', start);
+    const std::string part(field.substr(start, dot == std::string_view::npos ? field.npos : dot - start));
+    if (!cur->is_object())
+      return fail(errc::parse, "event-time field '" + std::string(field) + "' missing");
+    auto it = cur->find(part);
+    if (it == cur->end())
+      return fail(errc::parse, "event-time field '" + std::string(field) + "' missing");
+    cur = &*it;
+    if (dot == std::string_view::npos)
+      break;
+    start = dot + 1;
+  }
+  if (cur->is_string())
+    return parse_event_time(cur->get_ref<const std::string&>());
+  if (cur->is_number_integer() || cur->is_number_unsigned()) {
+    const auto v = cur->get<std::int64_t>();
+    return (v >= 100'000'000'000 || v <= -100'000'000'000) ? v : v * 1000;
+  }
+  if (cur->is_number_float()) {
+    const double v = cur->get<double>();
+    const double ms = (v >= 1e11 || v <= -1e11) ? v : v * 1000.0;
+    if (!(ms > -9.2e18 && ms < 9.2e18)) // was an undefined cast; now refused
+      return fail(errc::parse, "event-time field '" + std::string(field) + "' is out of range");
+    return static_cast<unix_ms>(ms);
+  }
+  return fail(errc::parse, "event-time field '" + std::string(field) + "' is not a string or number");
+}
+
+TEST(PersistorEventTime, RefusesTimesBeyondTheMillisecondRange) {
+  for (const char* bad : {"99999999999999999999999", "1" "0000000000000000000000000000000.5"})
+    EXPECT_EQ(parse_event_time(bad).error().code, errc::parse) << bad;
+  for (const char* payload : {R"({"ts":1e400})", R"({"ts":-1e300})", R"({"ts":9.3e18})"}) {
+    auto r = event_time_of(payload, "ts");
+    ASSERT_FALSE(r) << payload;
+    EXPECT_EQ(r.error().code, errc::parse);
+  }
+  EXPECT_EQ(*event_time_of(R"({"ts":9.1e18})", "ts"), static_cast<unix_ms>(9.1e18));
+}
+
+TEST(PersistorEventTime, FieldLookupWithoutADomAgreesWithTheDomLookup) {
+  const std::vector<std::string> payloads{
+      R"({"ts":"2001/01/05 10:30","x":1})", R"({"x":{"ts":[1,2]},"ts":978690600})",
+      R"({"ts":978690600000})", R"({"ts":-978690600})", R"({"ts":978690600.25})", R"({"ts":1.5e9})",
+      R"({"ts":-0})", R"({"ts":0.0})", R"({"ts":12345678901234567890})", R"({"ts":-1234567890123456789012})",
+      R"({"ts":999999999999999999})", R"({"ts":1e400})", R"({"ts":true})", R"({"ts":null})",
+      R"({"ts":{}})", R"({"ts":[]})", R"({"ts":"yesterday"})", R"({"ts":"2001-01-05T10:30:00Z"})",
+      R"({"ts":"2001\/01\/05 10:30"})", R"({"t\u0073":"2001-01-05"})", R"({"ts":1,"ts":"2001-01-05"})",
+      R"({"a":{"ts":1},"a":{"x":2}})", R"({"a":{"x":2},"a":{"ts":978690600}})",
+      R"({"a":{"b":{"c":"2001-01-05"}}})", R"({"a":[{"b":1}]})", R"({"a":"str"})", R"({"":{"":1}})",
+      R"( { "a" : { "ts" : 978690600 } , "b" : "}" , "c":"\"{" } )", "{\n\"ts\":\r\n978690600\n}",
+      R"({"s":"x\"}","ts":978690600})", R"({"s":"\\","ts":978690600})", R"([1,2])", R"("ts")", "",
+      "not json", R"({"ts":1,})", R"({"ts":01})", "\xef\xbb\xbf{\"ts\":978690600}",
+      "{\"ts\":\"\xc3\xa9\"}", "{\"ts\":\"\xc3\"}", "{\"\xc3\xa9\":1,\"ts\":978690600}",
+      std::string(600, '[') + std::string(600, ']'),
+      "{\"deep\":" + std::string(600, '[') + std::string(600, ']') + ",\"ts\":978690600}"};
+  const std::vector<std::string> fields{"ts", "a.ts", "a.b.c", "a.b", "a", "x.ts", ".", "", "s", "a..b",
+                                        "deep"};
+  for (const auto& p : payloads)
+    for (const auto& f : fields) {
+      const auto got = event_time_of(p, f);
+      const auto want = reference_event_time(p, f);
+      ASSERT_EQ(got.has_value(), want.has_value()) << p << " / " << f;
+      if (got) {
+        EXPECT_EQ(*got, *want) << p << " / " << f;
+      } else {
+        EXPECT_EQ(got.error().code, want.error().code) << p << " / " << f;
+        EXPECT_EQ(got.error().message, want.error().message) << p << " / " << f;
+      }
+    }
+}
+
 TEST(PersistorLayout, PartitionAndBlobName) {
   EXPECT_EQ(partition_of(t_2001_01_05_1030), "2001/01/05/10");
   EXPECT_EQ(format_time(t_2001_01_05_1030 + 7), "2001-01-05T10:30:00.007Z");
@@ -263,7 +342,11 @@ TEST(PersistorJsonAccept, AgreesWithNlohmannOnValidAndInvalidTexts) {
       "", " ", "{", "}", "[1,]", R"({"a":1,})", R"({"a" 1})", R"({a:1})", "01", "1.", ".5", "-",
       "1e", "1e+", "+1", "tru", "nul", "True", R"("abc)", "\"a\tb\"", R"("\x")", R"("\u12")",
       R"("\uDE00")", R"("\uD83Dx")", R"("\uD83D\u0041")", "[1] [2]", "1 2", R"({"a":1}})", "[}",
-      "{]", R"({"a":1 "b":2})", "\xef\xbb\xbf{}", "NaN", "[1,,2]", R"({,"a":1})"};
+      "{]", R"({"a":1 "b":2})", "\xef\xbb\xbf{}", "NaN", "[1,,2]", R"({,"a":1})",
+      // numbers at a double's edges: nlohmann refuses an overflow (±inf), keeps an underflow
+      "1e400", "-1e400", "1E+309", "1.8e308", "1.7e308", "17976931348623157e292", "0.1e310",
+      "0.00001e312", "1e-400", "-1e-400", "0e999999", "0.0e400", "123.456e306", "[1e308,2e308]",
+      "1" + std::string(400, '0'), "1" + std::string(300, '0') + ".5", "0." + std::string(400, '0') + "1e400"};
   for (const auto& t : texts) {
     bool multiline = false;
     const bool want = t.starts_with("\xef\xbb\xbf") ? false : nlohmann::json::accept(t);
