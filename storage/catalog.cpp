@@ -16,6 +16,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <unordered_set>
 
@@ -226,6 +227,57 @@ table_entity seq_row(std::string_view rk, std::uint64_t seq) {
   return t;
 }
 
+table_entity applied_row(std::uint64_t seq) {
+  table_entity t;
+  t.partition_key = wal_pk;
+  t.row_key = pad(seq);
+  t.set("applied", true);
+  return t;
+}
+
+// Consecutive ranges [b, e) of `es` for $batch requests: at most `max_ops` operations each, and
+// an estimated body within the 4 MiB limit. The estimate per operation is its JSON, its keys
+// percent-encoded (at most 3 bytes per byte) and 1 KiB for the part headers and URL; 64 KiB are
+// kept for the framing and an extra operation (the WAL counter). O(total JSON size).
+std::vector<std::pair<std::size_t, std::size_t>> batch_ranges(const std::vector<table_entity>& es,
+                                                              std::size_t max_ops) {
+  constexpr std::size_t budget = table_limits::max_batch_bytes - 64 * 1024;
+  std::vector<std::pair<std::size_t, std::size_t>> out;
+  std::size_t b = 0;
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < es.size(); ++i) {
+    const std::size_t op =
+        entity_to_json(es[i]).size() + 3 * (es[i].partition_key.size() + es[i].row_key.size()) + 1024;
+    if (i > b && (i - b >= max_ops || bytes + op > budget)) {
+      out.emplace_back(b, i);
+      b = i;
+      bytes = 0;
+    }
+    bytes += op;
+  }
+  if (b < es.size())
+    out.emplace_back(b, es.size());
+  return out;
+}
+
+// The index entity entry `e` wants under index key `key` (RowKey `rk`): the record's fields
+// (none for a delete), `_seq` and `_del`. Errors: bad_response (the entry lacks the key).
+result<table_entity> index_entity(const catalog_wal_entry& e, const std::string& key, const std::string& rk) {
+  auto it = e.record.find(key);
+  if (it == e.record.end())
+    return std::unexpected(make_error(errc::bad_response, "WAL entry " + std::to_string(e.seq) +
+                                                              " lacks index key '" + key + "'"));
+  table_entity desired;
+  desired.partition_key = catalog::partition_key(key, it->second);
+  desired.row_key = rk;
+  if (e.op == catalog_op::insert)
+    for (const auto& [f, v] : e.record)
+      desired.set(f, v);
+  desired.set(std::string(seq_prop), static_cast<std::int64_t>(e.seq));
+  desired.set(std::string(del_prop), e.op == catalog_op::remove);
+  return desired;
+}
+
 // Continuation tokens: "{NextPartitionKey}|{NextRowKey}" (the service's tokens hold no '|').
 std::string encode_continuation(const table_continuation& c) {
   return c.next_partition_key + "|" + c.next_row_key;
@@ -434,20 +486,14 @@ void catalog::backoff(int attempt) const {
 }
 
 result<catalog_write_result> catalog::insert(const catalog_fields& record) const {
-  return write(catalog_op::insert, record);
+  auto w = write(catalog_op::insert, std::span(&record, 1));
+  if (!w)
+    return std::unexpected(w.error());
+  return w->front();
 }
 
 result<std::vector<catalog_write_result>> catalog::insert_many(std::span<const catalog_fields> records) const {
-  // First cut: one WAL append per record, in order (the batched counter update replaces this).
-  std::vector<catalog_write_result> out;
-  out.reserve(records.size());
-  for (const auto& r : records) {
-    auto w = insert(r);
-    if (!w)
-      return std::unexpected(w.error());
-    out.push_back(*w);
-  }
-  return out;
+  return write(catalog_op::insert, records);
 }
 
 result<catalog_write_result> catalog::remove(const catalog_fields& record) const {
@@ -458,11 +504,13 @@ result<catalog_write_result> catalog::remove(const catalog_fields& record) const
       keys.emplace(k, it->second);
   if (auto it = record.find(schema_.row_key); it != record.end())
     keys.emplace(schema_.row_key, it->second);
-  return write(catalog_op::remove, keys);
+  auto w = write(catalog_op::remove, std::span(&keys, 1));
+  if (!w)
+    return std::unexpected(w.error());
+  return w->front();
 }
 
-result<catalog_write_result> catalog::write(catalog_op op, const catalog_fields& record) const {
-  // 1. Validate everything that will be written before anything is.
+result<catalog_wal_entry> catalog::prepare(catalog_op op, const catalog_fields& record) const {
   auto rk_it = record.find(schema_.row_key);
   if (rk_it == record.end() || rk_it->second.empty())
     return std::unexpected(error::invalid("record lacks the row key field '" + schema_.row_key + "'"));
@@ -480,58 +528,86 @@ result<catalog_write_result> catalog::write(catalog_op op, const catalog_fields&
   entry.record = record;
   entry.op_id = random_hex128();
   entry.writer = opts_.writer_id;
-  {
-    table_entity probe = entry_to_entity(entry);
-    if (auto ok = validate_entity(probe); !ok)
-      return std::unexpected(with_context(ok.error(), "WAL entry"));
-    const std::string rk = row_key(schema_, record);
-    for (const auto& k : schema_.index_keys) {
-      table_entity e;
-      e.partition_key = partition_key(k, record.at(k));
-      e.row_key = rk;
-      for (const auto& [f, v] : record)
-        e.set(f, v);
-      e.set(std::string(seq_prop), std::int64_t{0});
-      e.set(std::string(del_prop), false);
-      if (auto ok = validate_entity(e); !ok)
-        return std::unexpected(with_context(ok.error(), "index entity for key '" + k + "'"));
+  if (auto ok = validate_entity(entry_to_entity(entry)); !ok)
+    return std::unexpected(with_context(ok.error(), "WAL entry"));
+  const std::string rk = row_key(schema_, record);
+  for (const auto& k : schema_.index_keys) {
+    table_entity e;
+    e.partition_key = partition_key(k, record.at(k));
+    e.row_key = rk;
+    for (const auto& [f, v] : record)
+      e.set(f, v);
+    e.set(std::string(seq_prop), std::int64_t{0});
+    e.set(std::string(del_prop), false);
+    if (auto ok = validate_entity(e); !ok)
+      return std::unexpected(with_context(ok.error(), "index entity for key '" + k + "'"));
+  }
+  return entry;
+}
+
+result<std::vector<catalog_write_result>> catalog::write(catalog_op op, std::span<const catalog_fields> records) const {
+  std::vector<catalog_write_result> out;
+  if (records.empty())
+    return out;
+
+  // 1. Validate everything that will be written before anything is.
+  std::vector<catalog_wal_entry> entries;
+  entries.reserve(records.size());
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    auto e = prepare(op, records[i]);
+    if (!e)
+      return std::unexpected(records.size() == 1 ? e.error()
+                                                 : with_context(e.error(), "record " + std::to_string(i) + " of " +
+                                                                               std::to_string(records.size())));
+    entries.push_back(std::move(*e));
+  }
+  out.resize(entries.size());
+
+  // 2. Sequence numbers and WAL append, atomically: one transaction per group of at most 99
+  // entries (plus the counter), groups in order, so the records get ascending numbers.
+  std::vector<table_entity> wal_rows;
+  wal_rows.reserve(entries.size());
+  for (const auto& e : entries)
+    wal_rows.push_back(entry_to_entity(e));
+  for (auto [b, e] : batch_ranges(wal_rows, table_limits::max_batch_operations - 1)) {
+    int attempts = 1;
+    if (auto r = append(std::span(entries).subspan(b, e - b), attempts); !r)
+      return std::unexpected(r.error());
+    for (std::size_t i = b; i < e; ++i) {
+      out[i].seq = entries[i].seq;
+      out[i].sequence_attempts = attempts;
     }
   }
-
-  // 2. Sequence number and WAL append, atomically.
-  catalog_write_result out;
-  auto seq = append(op, record, entry.op_id, out.sequence_attempts);
-  if (!seq)
-    return std::unexpected(seq.error());
-  entry.seq = *seq;
-  out.seq = *seq;
   if (opts_.fault && opts_.fault(write_stage::after_wal_append, 0))
     return std::unexpected(fault_error(write_stage::after_wal_append, 0));
 
   // 3. Fan-out; 4. mark applied.
-  if (auto r = apply(entry, true); !r)
-    return std::unexpected(r.error());
-  if (auto r = mark_applied(entry.seq); !r)
-    return std::unexpected(with_context(r.error(), "marking WAL entry " + std::to_string(entry.seq) + " applied"));
-  if (opts_.fault && opts_.fault(write_stage::after_mark_applied, schema_.index_keys.size()))
-    return std::unexpected(fault_error(write_stage::after_mark_applied, schema_.index_keys.size()));
+  auto applied = entries.size() == 1 ? apply(entries.front(), true) : apply_many(entries, true);
+  if (!applied)
+    return std::unexpected(applied.error());
+  if (auto r = mark_applied_many(entries); !r)
+    return std::unexpected(with_context(r.error(), entries.size() == 1
+                                                       ? "marking WAL entry " + std::to_string(out.front().seq) + " applied"
+                                                       : "marking WAL entries " + std::to_string(out.front().seq) +
+                                                             ".." + std::to_string(out.back().seq) + " applied"));
+  const std::size_t index_entities = entries.size() * schema_.index_keys.size();
+  if (opts_.fault && opts_.fault(write_stage::after_mark_applied, index_entities))
+    return std::unexpected(fault_error(write_stage::after_mark_applied, index_entities));
 
-  // 5. Checkpoint. The write itself is complete; a failed advance is caught up later.
+  // 5. Checkpoint, once for the whole call. The writes are complete; a failed advance is caught
+  // up later.
   auto cp = advance(nullptr, nullptr, false);
   if (cp)
-    out.checkpoint = *cp;
+    for (auto& w : out)
+      w.checkpoint = *cp;
   else
-    spdlog::warn("catalog {}: checkpoint advance after seq {} failed: {}", name_, out.seq, cp.error().describe());
+    spdlog::warn("catalog {}: checkpoint advance after seq {} failed: {}", name_, out.back().seq,
+                 cp.error().describe());
   return out;
 }
 
-result<std::uint64_t> catalog::append(catalog_op op, const catalog_fields& record, const std::string& op_id,
-                                      int& attempts) const {
-  catalog_wal_entry entry;
-  entry.op = op;
-  entry.record = record;
-  entry.op_id = op_id;
-  entry.writer = opts_.writer_id;
+result<void> catalog::append(std::span<catalog_wal_entry> entries, int& attempts) const {
+  const std::uint64_t k = entries.size();
   const int max_attempts = std::max(1, opts_.max_sequence_attempts);
   for (int attempt = 1; attempt <= max_attempts; ++attempt) {
     attempts = attempt;
@@ -539,33 +615,37 @@ result<std::uint64_t> catalog::append(catalog_op op, const catalog_fields& recor
     if (!counter)
       return std::unexpected(with_context(counter.error(), "reading the WAL counter of catalog '" + name_ + "'"));
     const std::uint64_t n = int_prop(*counter, "seq");
-    entry.seq = n + 1;
+    // One MERGE reserves n+1..n+k; the k entries commit with it or not at all.
     table_transaction tx;
-    tx.merge(seq_row(counter_rk, n + 1), counter->etag);
-    tx.insert(entry_to_entity(entry));
+    tx.merge(seq_row(counter_rk, n + k), counter->etag);
+    for (std::uint64_t i = 0; i < k; ++i) {
+      entries[i].seq = n + 1 + i;
+      tx.insert(entry_to_entity(entries[i]));
+    }
     auto done = wal_.submit_transaction(tx);
     if (done)
-      return n + 1;
+      return {};
     const auto& err = done.error();
     // The transaction may have committed although we saw a failure (an answer lost in transit
-    // and a retry that then hit the changed counter, or a timeout): entry n+1 carries our op_id
-    // exactly when it did.
+    // and a retry that then hit the changed counter, or a timeout): entry n+1 carries our first
+    // op_id exactly when it did (and then so do n+2..n+k: the transaction is atomic).
     if (err.code == errc::precondition_failed || err.code == errc::conflict || err.attempts > 1 || err.retryable) {
       auto stored = wal_.get(wal_pk, pad(n + 1));
       if (stored) {
-        if (const auto* id = stored->get<std::string>("op_id"); id && *id == op_id)
-          return n + 1;
+        if (const auto* id = stored->get<std::string>("op_id"); id && *id == entries.front().op_id)
+          return {};
       } else if (stored.error().code != errc::not_found) {
         return std::unexpected(with_context(stored.error(), "checking WAL entry " + std::to_string(n + 1)));
       }
-      if (err.code == errc::conflict && err.failed_index == 1 && stored) {
-        // Entry n+1 exists but the counter said n: the counter was rolled back by hand. Move
-        // it forward past the highest entry rather than loop forever.
-        spdlog::warn("catalog {}: WAL entry {} exists while the counter is {}; repairing the counter", name_, n + 1, n);
+      if (err.code == errc::conflict && err.failed_index && *err.failed_index >= 1) {
+        // Entry n+failed_index exists but the counter said n: the counter was rolled back by
+        // hand. Move it forward past the highest entry rather than loop forever.
+        const std::uint64_t found = n + *err.failed_index;
+        spdlog::warn("catalog {}: WAL entry {} exists while the counter is {}; repairing the counter", name_, found, n);
         table_query q;
         q.filter = table_filter::partition(wal_pk) && table_filter::gt("RowKey", pad(n)) &&
                    table_filter::le("RowKey", max_pad());
-        std::uint64_t top = n + 1;
+        std::uint64_t top = found;
         auto seen = wal_.for_each(q, [&top](const table_entity& e) {
           if (auto s = parse_seq(e.row_key))
             top = std::max(top, *s);
@@ -591,27 +671,117 @@ result<void> catalog::apply(const catalog_wal_entry& e, bool inject_faults) cons
   const std::string rk = row_key(schema_, e.record);
   std::size_t done = 0;
   for (const auto& k : schema_.index_keys) {
-    auto it = e.record.find(k);
-    if (it == e.record.end())
-      return std::unexpected(make_error(errc::bad_response, "WAL entry " + std::to_string(e.seq) +
-                                                                " lacks index key '" + k + "'"));
-    table_entity desired;
-    desired.partition_key = partition_key(k, it->second);
-    desired.row_key = rk;
-    if (e.op == catalog_op::insert)
-      for (const auto& [f, v] : e.record)
-        desired.set(f, v);
-    desired.set(std::string(seq_prop), static_cast<std::int64_t>(e.seq));
-    desired.set(std::string(del_prop), e.op == catalog_op::remove);
-    if (auto r = apply_one(desired.partition_key, rk, desired, e.seq); !r)
+    auto desired = index_entity(e, k, rk);
+    if (!desired)
+      return std::unexpected(desired.error());
+    if (auto r = apply_one(desired->partition_key, rk, *desired, e.seq); !r)
       return std::unexpected(with_context(r.error(), "applying WAL entry " + std::to_string(e.seq) + " to " +
-                                                         desired.partition_key));
+                                                         desired->partition_key));
     ++done;
     if (inject_faults && opts_.fault && opts_.fault(write_stage::after_index_entity, done))
       return std::unexpected(fault_error(write_stage::after_index_entity, done));
   }
   if (inject_faults && opts_.fault && opts_.fault(write_stage::after_fan_out, done))
     return std::unexpected(fault_error(write_stage::after_fan_out, done));
+  return {};
+}
+
+result<void> catalog::apply_many(std::span<const catalog_wal_entry> entries, bool inject_faults) const {
+  // The index entities of all entries, by partition. Of several entries that write the same
+  // entity only the highest sequence is kept: it is what applying them all in sequence order
+  // leaves, and a transaction may name an entity once.
+  std::map<std::string, std::map<std::string, table_entity>> parts;
+  for (const auto& e : entries) {
+    const std::string rk = row_key(schema_, e.record);
+    for (const auto& k : schema_.index_keys) {
+      auto desired = index_entity(e, k, rk);
+      if (!desired)
+        return std::unexpected(desired.error());
+      auto& slot = parts[desired->partition_key][rk];
+      if (slot.row_key.empty() || int_prop(slot, seq_prop) < e.seq)
+        slot = std::move(*desired);
+    }
+  }
+  // One job per transaction-sized group of one partition. Entries are independent (highest
+  // sequence wins per entity), so the jobs may run in any order and at once.
+  std::vector<std::vector<table_entity>> jobs;
+  for (auto& [pk, rows] : parts) {
+    std::vector<table_entity> es;
+    es.reserve(rows.size());
+    for (auto& [rk, ent] : rows)
+      es.push_back(std::move(ent));
+    for (auto [b, e] : batch_ranges(es, table_limits::max_batch_operations))
+      jobs.emplace_back(std::make_move_iterator(es.begin() + static_cast<std::ptrdiff_t>(b)),
+                        std::make_move_iterator(es.begin() + static_cast<std::ptrdiff_t>(e)));
+  }
+
+  std::mutex mu; // guards everything below it, and the fault hook
+  std::size_t next = 0;
+  std::size_t done = 0;
+  std::optional<error> failed;
+  auto worker = [&] {
+    for (;;) {
+      std::size_t j = 0;
+      {
+        std::lock_guard lock(mu);
+        if (failed || next >= jobs.size())
+          return;
+        j = next++;
+      }
+      auto r = apply_group(jobs[j]);
+      std::lock_guard lock(mu);
+      if (!r) {
+        if (!failed)
+          failed = r.error();
+        return;
+      }
+      done += jobs[j].size();
+      if (!failed && inject_faults && opts_.fault && opts_.fault(write_stage::after_index_entity, done))
+        failed = fault_error(write_stage::after_index_entity, done);
+    }
+  };
+  const std::size_t width = std::clamp<std::size_t>(opts_.fan_out_concurrency, 1, jobs.size());
+  std::vector<std::thread> helpers;
+  for (std::size_t t = 1; t < width; ++t) {
+    try {
+      helpers.emplace_back(worker);
+    } catch (const std::system_error& ex) {
+      // No thread to be had: the ones already running (and this one) do the work.
+      spdlog::debug("catalog {}: fan-out thread not started: {}", name_, ex.what());
+      break;
+    }
+  }
+  worker();
+  for (auto& t : helpers)
+    t.join();
+  if (failed)
+    return std::unexpected(*failed);
+  if (inject_faults && opts_.fault && opts_.fault(write_stage::after_fan_out, done))
+    return std::unexpected(fault_error(write_stage::after_fan_out, done));
+  return {};
+}
+
+result<void> catalog::apply_group(const std::vector<table_entity>& group) const {
+  // The common case: none of the entities exists yet, and one transaction of INSERTs writes
+  // them all. If one exists (a re-registration, or another process applied the entry), the
+  // transaction is refused as a whole and each entity is settled by highest sequence wins.
+  if (group.size() > 1) {
+    table_transaction tx;
+    for (const auto& e : group)
+      tx.insert(e);
+    auto r = index_.submit_transaction(tx);
+    if (r)
+      return {};
+    if (r.error().code != errc::conflict)
+      return std::unexpected(with_context(r.error(), "writing " + std::to_string(group.size()) +
+                                                         " index entities to " + group.front().partition_key));
+  }
+  for (const auto& e : group) {
+    const std::uint64_t seq = int_prop(e, seq_prop);
+    if (auto r = apply_one(e.partition_key, e.row_key, e, seq); !r)
+      return std::unexpected(with_context(r.error(), "applying WAL entry " + std::to_string(seq) + " to " +
+                                                         e.partition_key));
+  }
   return {};
 }
 
@@ -644,13 +814,31 @@ result<void> catalog::apply_one(const std::string& pk, const std::string& rk, co
 }
 
 result<void> catalog::mark_applied(std::uint64_t seq) const {
-  table_entity t;
-  t.partition_key = wal_pk;
-  t.row_key = pad(seq);
-  t.set("applied", true);
-  auto r = wal_.merge(t, "*");
+  auto r = wal_.merge(applied_row(seq), "*");
   if (!r && r.error().code != errc::not_found) // not_found: compacted, so applied long ago
     return std::unexpected(r.error());
+  return {};
+}
+
+result<void> catalog::mark_applied_many(std::span<const catalog_wal_entry> entries) const {
+  if (entries.size() == 1)
+    return mark_applied(entries.front().seq);
+  // MERGE applied=true for up to 100 entries per transaction on partition `wal`.
+  for (std::size_t b = 0; b < entries.size(); b += table_limits::max_batch_operations) {
+    const std::size_t e = std::min(entries.size(), b + table_limits::max_batch_operations);
+    table_transaction tx;
+    for (std::size_t i = b; i < e; ++i)
+      tx.merge(applied_row(entries[i].seq), "*");
+    auto r = wal_.submit_transaction(tx);
+    if (r)
+      continue;
+    if (r.error().code != errc::not_found)
+      return std::unexpected(r.error());
+    // An entry is gone (compacted, so applied long ago): settle the others one by one.
+    for (std::size_t i = b; i < e; ++i)
+      if (auto one = mark_applied(entries[i].seq); !one)
+        return one;
+  }
   return {};
 }
 

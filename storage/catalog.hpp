@@ -34,16 +34,24 @@
 //     re-read the counter and retry with jittered backoff. Because the counter and the entry
 //     commit atomically, a sequence number exists iff its entry exists: no gaps, no entry lost
 //     to clock skew (the seed's timestamps were). An answer lost in transit is resolved by
-//     reading entry n+1 back and comparing `op_id`;
+//     reading entry n+1 back and comparing `op_id`. insert_many appends k ≤ 99 entries in the
+//     same transaction (MERGE counter {seq: n+k} + INSERT n+1..n+k), more records in several
+//     such transactions in record order; entry n+1 carrying the first record's op_id proves
+//     the whole transaction landed;
 //  3. fan-out: per index key, a conditional write that keeps the operation with the highest
 //     sequence: INSERT; on 409 read the entity, and if its `_seq` is lower, replace it
 //     If-Match its ETag (412/404 → start over); a delete writes a tombstone the same way. So
 //     applying entries in any order, any number of times, from any number of processes, leaves
-//     the state of applying them once in sequence order;
-//  4. mark the entry `applied` (MERGE);
-//  5. advance the checkpoint over the contiguous applied prefix (If-Match on the checkpoint row,
-//     412 → re-read). It never passes an unapplied entry. An unapplied entry older than
-//     `stall_timeout` by server time (a crashed writer) is applied by whoever advances.
+//     the state of applying them once in sequence order. insert_many groups the index entities
+//     of all its entries by PartitionKey (of entries naming the same entity only the highest
+//     sequence is kept) and writes each group of ≤ 100 as one transaction of INSERTs, up to
+//     `fan_out_concurrency` groups at once; a group the service refuses with 409 (an entity
+//     exists) committed nothing and is written entity by entity as above;
+//  4. mark the entry `applied` (MERGE; insert_many: ≤ 100 MERGEs per transaction);
+//  5. advance the checkpoint, once per call, over the contiguous applied prefix (If-Match on
+//     the checkpoint row, 412 → re-read). It never passes an unapplied entry. An unapplied
+//     entry older than `stall_timeout` by server time (a crashed writer) is applied by whoever
+//     advances.
 // Recovery (on open and `recover()`): every unapplied entry after the checkpoint is applied in
 // sequence order as in 3–4, then the checkpoint advances. Safe to run from many processes at
 // once, and alongside live writers. A missing number between the checkpoint and an existing
@@ -129,11 +137,17 @@ struct catalog_options {
   std::string writer_id; ///< recorded in WAL entries; default "{hostname}-{pid}"
   /// Crash injection for tests: called at each write_stage with the number of index entities
   /// written; returning true stops the write there, which returns errc::server with
-  /// service_code catalog_fault_injected. Empty = never.
+  /// service_code catalog_fault_injected. Empty = never. insert_many of more than one record
+  /// calls it after_wal_append once all its entries are appended, after_index_entity after
+  /// each index transaction (from its fan-out threads, one call at a time; groups already
+  /// running finish), after_fan_out and after_mark_applied once.
   std::function<bool(write_stage, std::size_t index_done)> fault;
   /// Test hooks: backoff sleep and jitter source (default this_thread::sleep_for and a PRNG).
   std::function<void(std::chrono::milliseconds)> sleep;
   std::function<double()> random_unit;
+  /// Index transactions insert_many runs at once (the calling thread plus up to n − 1 threads
+  /// of its own, for the call's duration); 1 = one after another in partition order.
+  std::size_t fan_out_concurrency = 8;
 };
 
 /// What a successful insert or remove returns.
@@ -236,10 +250,16 @@ public:
   [[nodiscard]] result<catalog_write_result> remove(const catalog_fields& record) const;
   /// Inserts several records with as few WAL counter updates as the entity group transaction
   /// limit allows (one counter MERGE reserves consecutive sequence numbers for up to 99 entries
-  /// in the same transaction), then fans each out as insert() does. The result i belongs to
-  /// records[i]. Errors: as insert (the whole call fails on the first record that is invalid,
-  /// before anything is written; a later storage error leaves the already appended entries to
-  /// the next recovery). An empty span returns an empty vector.
+  /// in the same transaction; more records take several transactions, in order, so records[i]
+  /// gets a lower sequence than records[i+1]), then fans them out with one transaction per
+  /// ≤ 100 index entities of a partition (see the file comment), marks them applied and
+  /// advances the checkpoint once. Result i belongs to records[i]; `checkpoint` is the same in
+  /// all, `sequence_attempts` is that of the transaction that appended the record. Requests:
+  /// ⌈n/99⌉ appends (+ lost races), ⌈n/100⌉ per index partition, ⌈n/100⌉ marks, one advance.
+  /// Errors: as insert (the whole call fails on the first record that is invalid, before
+  /// anything is written, with "record i of n" in the message; a later storage error leaves the
+  /// already appended entries to the next recovery). An empty span returns an empty vector and
+  /// sends nothing. Thread-safe; uses up to options().fan_out_concurrency − 1 threads of its own.
   [[nodiscard]] result<std::vector<catalog_write_result>> insert_many(std::span<const catalog_fields> records) const;
 
   // -- queries ---------------------------------------------------------------------------------
@@ -288,13 +308,16 @@ public:
 private:
   catalog(std::string name, catalog_schema schema, catalog_options opts, table_client index,
           table_client wal);
-  result<catalog_write_result> write(catalog_op op, const catalog_fields& record) const;
-  result<std::uint64_t> append(catalog_op op, const catalog_fields& record, const std::string& op_id,
-                               int& attempts) const;
+  result<catalog_wal_entry> prepare(catalog_op op, const catalog_fields& record) const;
+  result<std::vector<catalog_write_result>> write(catalog_op op, std::span<const catalog_fields> records) const;
+  result<void> append(std::span<catalog_wal_entry> entries, int& attempts) const;
   result<void> apply(const catalog_wal_entry& e, bool inject_faults) const;
+  result<void> apply_many(std::span<const catalog_wal_entry> entries, bool inject_faults) const;
+  result<void> apply_group(const std::vector<table_entity>& group) const;
   result<void> apply_one(const std::string& pk, const std::string& rk, const table_entity& desired,
                          std::uint64_t seq) const;
   result<void> mark_applied(std::uint64_t seq) const;
+  result<void> mark_applied_many(std::span<const catalog_wal_entry> entries) const;
   result<std::uint64_t> advance(std::size_t* replayed, std::size_t* skipped, bool replay_all) const;
   void backoff(int attempt) const;
 
