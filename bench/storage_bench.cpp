@@ -1,6 +1,7 @@
 // storage_bench: the Table client against a minimal raw libcurl loop, in one run, on one Azurite.
 //
-//   bench/run.sh storage [--rounds N] [--chunk N] [--batches-per-chunk N]
+//   bench/run.sh storage [--rounds N] [--chunk N] [--batches-per-chunk N] [--phases insert,batch,merge,catalog]
+//                        [--catalog-blobs N] [--catalog-batch N]
 //
 // Three operations, each measured for the client (shoal::storage::table_client over the
 // retrying, signing pipeline) and for "raw": one reused CURL easy handle, a hand-built
@@ -12,7 +13,15 @@
 // Client and raw alternate in chunks (order flipped every round) so Azurite's 5 s autosave and
 // its growing collections hit both sides alike; each phase and side uses a fresh table.
 // Prints entities (or ops) per second and the ratio client ÷ raw (target ≥ 0.9).
+//
+// Phase `catalog` (its own figure, no raw side): blob registrations per second of
+// blob_catalog::register_blob called once per blob against register_blobs called with batches
+// of --catalog-batch (default 50), --catalog-blobs (default 500) blobs each, on two fresh
+// catalogs, alternating batch-sized chunks of both (order flipped each chunk). Every blob has
+// the same dest, date and host, as the persistor's registrar sees them.
 
+#include "storage/catalog.hpp"
+#include "storage/catalog_blobs.hpp"
 #include "storage/connection_string.hpp"
 #include "storage/table_client.hpp"
 
@@ -231,7 +240,8 @@ table_client fresh_table(const table_service_client& svc, const std::string& pre
 
 int main(int argc, char** argv) {
   int rounds = 60, chunk = 50, batches_per_chunk = 3, merge_entities = 50;
-  std::string phases = "insert,batch,merge";
+  int catalog_blobs = 500, catalog_batch = 50;
+  std::string phases = "insert,batch,merge,catalog";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     int v = std::atoi(argv[i + 1]);
@@ -241,6 +251,10 @@ int main(int argc, char** argv) {
       chunk = v;
     else if (a == "--batches-per-chunk")
       batches_per_chunk = v;
+    else if (a == "--catalog-blobs")
+      catalog_blobs = v;
+    else if (a == "--catalog-batch")
+      catalog_batch = v;
     else if (a == "--phases")
       phases = argv[i + 1];
     else
@@ -386,6 +400,51 @@ int main(int argc, char** argv) {
     drop(ct, rt);
   }
 
+  // -- catalog registrations: register_blob per blob vs register_blobs per batch ---------------
+  side_total reg_loop, reg_batch;
+  if (wanted("catalog")) {
+    expect(catalog_batch >= 1 && catalog_blobs >= catalog_batch, "--catalog-batch must be 1..--catalog-blobs");
+    const std::string loop_name = "benchcatloop" + std::to_string(::getpid());
+    const std::string batch_name = "benchcatbatch" + std::to_string(::getpid());
+    auto loop_cat = blob_catalog::open(*svc, loop_name);
+    expect(loop_cat.has_value(), loop_cat ? "" : "catalog: " + loop_cat.error().describe());
+    auto batch_cat = blob_catalog::open(*svc, batch_name);
+    expect(batch_cat.has_value(), batch_cat ? "" : "catalog: " + batch_cat.error().describe());
+    auto entries = [&](int r) {
+      std::vector<blob_catalog_entry> out;
+      for (int i = 0; i < catalog_batch; ++i) {
+        char blob[96];
+        std::snprintf(blob, sizeof blob, "flights/2001/01/05/00/h1-p1-%08d.json", r * catalog_batch + i);
+        out.push_back({blob, "flights", "2001-01-05", "h1", "persistor-v1", 1000, "shoal", 0});
+      }
+      return out;
+    };
+    auto one_by_one = [&](int r) {
+      for (const auto& e : entries(r)) {
+        auto w = loop_cat->register_blob(e);
+        expect(w.has_value(), w ? "" : "register_blob: " + w.error().describe());
+      }
+      return catalog_batch;
+    };
+    auto batched = [&](int r) {
+      auto es = entries(r);
+      auto w = batch_cat->register_blobs(es);
+      expect(w.has_value(), w ? "" : "register_blobs: " + w.error().describe());
+      return catalog_batch;
+    };
+    for (int r = 0; r < catalog_blobs / catalog_batch; ++r) {
+      if (r % 2 == 0) {
+        timed(reg_loop, catalog_batch, [&] { return one_by_one(r); });
+        timed(reg_batch, 1, [&] { return batched(r); });
+      } else {
+        timed(reg_batch, 1, [&] { return batched(r); });
+        timed(reg_loop, catalog_batch, [&] { return one_by_one(r); });
+      }
+    }
+    (void)catalog::drop(*svc, loop_name);
+    (void)catalog::drop(*svc, batch_name);
+  }
+
   std::printf("\n%-38s %10s %10s %10s %16s\n", "operation", "client", "raw curl", "client/raw",
               "CPU us/req c|raw");
   for (const auto& r : results)
@@ -394,6 +453,12 @@ int main(int argc, char** argv) {
                 r.raw.cpu_us_per_request());
   std::printf("\n(%d rounds, alternating client/raw chunks; %d single ops or %d batches per chunk)\n", rounds, chunk,
               batches_per_chunk);
+  if (reg_loop.units > 0)
+    std::printf("\ncatalog registrations (blobs/s): register_blob loop %.1f, register_blobs(%d) %.1f, "
+                "batched / loop %.1fx (%ld blobs each; CPU ms/blob %.2f | %.2f)\n",
+                reg_loop.rate(), catalog_batch, reg_batch.rate(), reg_loop.rate() > 0 ? reg_batch.rate() / reg_loop.rate() : 0.0,
+                reg_loop.units, reg_loop.cpu_seconds * 1e3 / static_cast<double>(reg_loop.units),
+                reg_batch.cpu_seconds * 1e3 / static_cast<double>(reg_batch.units));
   if (auto t = svc->list_tables({.prefix = "bench", .page_size = 1000}))
     for (const auto& n : *t)
       (void)svc->delete_table(n);
