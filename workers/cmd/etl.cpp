@@ -101,12 +101,17 @@ int run_run(const workers::config& c, const etl_args& a) {
   if (auto r = work->create_if_missing(); !r) return report("run", r.error());
   auto datasets = workers::etl::load_datasets(c.etl.datasets_dir);
   if (!datasets) return report("datasets", datasets.error());
-  workers::result<std::unique_ptr<workers::etl::sql_sink>> sink =
-      c.etl.postgres_url.empty()
-          ? workers::etl::open_sqlite_sink({.path = c.etl.sqlite_path, .busy_timeout_ms = c.etl.busy_timeout_ms, .synchronous = "NORMAL"})
-          : workers::etl::open_postgres_sink(c.etl.postgres_url);
+  // The blobs go through the chain of stage actors (workers/etl/etl_chain.hpp); its load stage
+  // reopens the connection with `open` when it is restarted after a failure.
+  workers::etl::sink_factory open = [&c]() -> workers::result<std::unique_ptr<workers::etl::sql_sink>> {
+    return c.etl.postgres_url.empty()
+               ? workers::etl::open_sqlite_sink({.path = c.etl.sqlite_path, .busy_timeout_ms = c.etl.busy_timeout_ms, .synchronous = "NORMAL"})
+               : workers::etl::open_postgres_sink(c.etl.postgres_url);
+  };
+  auto sink = open();
   if (!sink) return report("sink", sink.error());
   workers::etl::etl_job_options o;
+  o.reopen_sink = open;
   o.container = c.etl.container;
   o.owner = a.owner.empty() ? default_owner() : a.owner;
   o.datasets = std::move(*datasets);

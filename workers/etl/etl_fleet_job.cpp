@@ -45,8 +45,15 @@ public:
       r.verdict = fleet::job_verdict::release;
       r.detail = e.describe();
       return r;
-    case errc::io: // the SQL connection (or database file) is gone: the job itself is broken
-      return std::unexpected(e);
+    case errc::io:
+      // The chain gave up (its stages kept failing): the job itself is broken; the worker exits
+      // and its supervisor restarts it. Otherwise the failing stage actor was restarted (the
+      // load stage with a new SQL connection) and the record is retried like any failed attempt.
+      if (job_.broken()) return std::unexpected(e);
+      r.verdict = fleet::job_verdict::failed;
+      r.error = e.describe();
+      r.detail = r.error;
+      return r;
     default: // parse (with position), not_found, storage, invalid_argument, timeout
       r.verdict = fleet::job_verdict::failed;
       r.error = e.describe();
@@ -84,12 +91,16 @@ result<std::unique_ptr<fleet::job>> make_etl_fleet_job(const config& cfg) {
   if (auto r = runs.create_if_missing(); !r) return std::unexpected(r.error());
   auto datasets = load_datasets(cfg.etl.datasets_dir);
   if (!datasets) return std::unexpected(datasets.error());
-  auto sink = cfg.etl.postgres_url.empty()
-                  ? open_sqlite_sink({.path = cfg.etl.sqlite_path, .busy_timeout_ms = cfg.etl.busy_timeout_ms,
-                                      .synchronous = "NORMAL"})
-                  : open_postgres_sink(cfg.etl.postgres_url);
+  // The first connection is opened here (a bad path or URL is a set-up error); the load stage
+  // reopens it through the same function when it is restarted.
+  sink_factory open = [path = cfg.etl.sqlite_path, busy = cfg.etl.busy_timeout_ms, url = cfg.etl.postgres_url] {
+    return url.empty() ? open_sqlite_sink({.path = path, .busy_timeout_ms = busy, .synchronous = "NORMAL"})
+                       : open_postgres_sink(url);
+  };
+  auto sink = open();
   if (!sink) return std::unexpected(sink.error());
   etl_job_options o;
+  o.reopen_sink = open;
   o.container = cfg.etl.container;
   o.owner = owner_of(cfg);
   o.datasets = std::move(*datasets);

@@ -1,18 +1,23 @@
 #pragma once
 // The `etl` job of `shoal worker` (issue 5 × issue 7): each claimed record of the ETL queue
 // names a blob (payload = blob name; empty payload = the record id), which is loaded into SQL
-// through an etl_job (workers/etl/orchestrator.hpp) with its durable step history.
+// through an etl_job (workers/etl/orchestrator.hpp) with its durable step history: the lane's
+// chain of four stage actors (extract → validate → transform → load, etl_chain.hpp) under a
+// supervisor.
 //
 // Verdicts:
 //   done     the blob loaded (or was already loaded: ledger or history), quarantined records
 //            included; detail "9963 rows, 0 duplicates, 37 quarantined in 412.0 ms (flights)"
 //   failed   the blob cannot be parsed at all (error with line, column and byte), the blob is
 //            missing, a storage read failed, a dataset's insert does not fit its rows, SQLite
-//            stayed busy: the worker retries with backoff, then dead-letters the record
+//            stayed busy, or a stage actor failed (an exception, or the SQL connection failed:
+//            errc::io) and was restarted by the chain's supervisor (the load stage with a new
+//            connection): the worker retries with backoff, then dead-letters the record
 //   release  stop requested or lease lost between steps (or before the load's COMMIT): the
 //            durable history lets the next claimer resume after the last recorded step
-//   error    (result<> error) the SQL connection failed (errc::io): the job is broken, the
-//            worker exits and its supervisor restarts it with a fresh connection
+//   error    (result<> error) the chain's supervisor gave up (more than 5 stage restarts in
+//            60 s, e.g. the database cannot be reopened): the job is broken, the worker exits
+//            and its supervisor restarts it
 
 #include "workers/config.hpp"
 #include "workers/error.hpp"

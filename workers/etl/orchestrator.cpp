@@ -17,108 +17,8 @@ using clock = std::chrono::steady_clock;
 using storage::table_entity;
 using storage::table_time;
 
-constexpr const char* k_steps[] = {"extract", "validate", "transform", "load"};
-
 double ms_since(clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(clock::now() - t0).count();
-}
-
-void log_step(std::string_view blob, const step_stats& s) {
-  spdlog::info("etl step={} blob={} in={} out={} quarantined={} ms={:.1f}{}{}", s.step, blob, s.records_in,
-               s.records_out, s.quarantined, s.ms, s.detail.empty() ? "" : " ", s.detail);
-}
-
-std::size_t count_step(const std::vector<quarantine_row>& q, std::string_view step) {
-  return static_cast<std::size_t>(std::count_if(q.begin(), q.end(), [&](const quarantine_row& r) { return r.step == step; }));
-}
-
-// The pure part of the pipeline: the three steps in memory, with their stats.
-struct prepared_load {
-  extracted_blob extracted;
-  std::vector<quarantine_row> quarantine;
-  std::vector<load_row> rows;
-  std::vector<step_stats> steps;
-};
-
-result<prepared_load> prepare_rows(const dataset& d, std::string_view blob_name, std::string_view body) {
-  prepared_load p;
-  auto t0 = clock::now();
-  auto ex = extract_records(body);
-  if (!ex) return std::unexpected(ex.error());
-  p.extracted = std::move(*ex);
-  const std::size_t n = p.extracted.records.size();
-  std::size_t problems = 0;
-  for (const auto& r : p.extracted.records) problems += r.problem.empty() ? 0 : 1;
-  p.steps.push_back({"extract", n, n - problems, problems, ms_since(t0), std::string(to_string(p.extracted.format))});
-
-  // Validate and transform are pure per record: large blobs are cut into slices processed on
-  // up to 4 threads (each with its own valijson validator), then joined in blob order.
-  const std::size_t threads =
-      n < 8192 ? 1 : std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, 4);
-  struct slice {
-    std::size_t valid = 0;
-    double validate_ms = 0, transform_ms = 0;
-    std::vector<quarantine_row> quarantine;
-    std::size_t validate_quarantined = 0;
-    std::vector<load_row> rows;
-  };
-  std::vector<slice> slices(threads);
-  auto work = [&](std::size_t k) {
-    const std::size_t lo = n * k / threads, hi = n * (k + 1) / threads;
-    slice& sl = slices[k];
-    auto t = clock::now();
-    auto valid = validate_records(d, std::span<const extracted_record>(p.extracted.records).subspan(lo, hi - lo), sl.quarantine);
-    sl.validate_ms = ms_since(t);
-    sl.valid = valid.size();
-    sl.validate_quarantined = sl.quarantine.size();
-    t = clock::now();
-    sl.rows = transform_records(d, blob_name, valid, sl.quarantine);
-    sl.transform_ms = ms_since(t);
-  };
-  if (threads == 1) {
-    work(0);
-  } else {
-    std::vector<std::thread> pool;
-    for (std::size_t k = 1; k < threads; ++k) pool.emplace_back(work, k);
-    work(0);
-    for (auto& th : pool) th.join();
-  }
-  std::size_t valid = 0, vq = 0;
-  double vms = 0, tms = 0;
-  for (auto& sl : slices) {
-    valid += sl.valid;
-    vq += sl.validate_quarantined;
-    vms = std::max(vms, sl.validate_ms); // wall time: the slices ran side by side
-    tms = std::max(tms, sl.transform_ms);
-    for (auto& q : sl.quarantine) p.quarantine.push_back(std::move(q));
-    if (p.rows.empty()) p.rows = std::move(sl.rows);
-    else std::move(sl.rows.begin(), sl.rows.end(), std::back_inserter(p.rows));
-  }
-  std::sort(p.quarantine.begin(), p.quarantine.end(),
-            [](const quarantine_row& a, const quarantine_row& b) { return a.index < b.index; });
-  const std::size_t extract_q = count_step(p.quarantine, "extract");
-  p.steps.push_back({"validate", n - problems, valid, vq - extract_q, vms, threads > 1 ? std::to_string(threads) + " threads" : ""});
-  p.steps.push_back({"transform", valid, p.rows.size(), count_step(p.quarantine, "transform"), tms, {}});
-  return p;
-}
-
-load_batch make_batch(const dataset& d, std::string_view blob_name, prepared_load& p, std::string_view owner) {
-  load_batch b;
-  b.blob = std::string(blob_name);
-  b.dataset = d.name;
-  b.insert_sql = d.insert_sql;
-  b.rows = std::move(p.rows);
-  b.quarantined = std::move(p.quarantine);
-  b.owner = std::string(owner);
-  b.keyed_by_table = d.message_key == "table";
-  return b;
-}
-
-step_stats load_stats(const load_batch& b, const load_outcome& o, double ms) {
-  step_stats s{"load", b.rows.size(), o.inserted, o.quarantined, ms, {}};
-  if (o.already_loaded) s.detail = "already loaded (ledger)";
-  else if (o.duplicates) s.detail = "duplicates=" + std::to_string(o.duplicates);
-  return s;
 }
 
 // -- entity mapping ---------------------------------------------------------------------------------
@@ -191,16 +91,19 @@ result<pipeline_outcome> run_pipeline(const dataset& d, std::string_view blob_na
   pipeline_outcome out;
   out.blob = std::string(blob_name);
   out.dataset = d.name;
-  auto p = prepare_rows(d, blob_name, body);
-  if (!p) return std::unexpected(p.error());
-  out.steps = p->steps;
+  blob_records recs;
+  auto ex = extract_step(body, recs);
+  if (!ex) return std::unexpected(ex.error());
+  out.steps.push_back(std::move(*ex));
+  out.steps.push_back(validate_step(d, recs));
+  out.steps.push_back(transform_step(d, blob_name, recs));
   if (auto r = sink.prepare(d.ddl); !r) return std::unexpected(r.error());
   auto t0 = clock::now();
-  load_batch b = make_batch(d, blob_name, *p, owner);
+  load_batch b = make_load_batch(d, blob_name, recs, owner);
   auto o = sink.load(b);
   if (!o) return std::unexpected(o.error());
   out.load = *o;
-  out.steps.push_back(load_stats(b, *o, ms_since(t0)));
+  out.steps.push_back(load_step_stats(b, *o, ms_since(t0)));
   return out;
 }
 
@@ -280,7 +183,16 @@ result<void> run_log::record_step(std::string_view id, const run_step& s) const 
 result<etl_job> etl_job::make(storage::blob_client blobs, run_log runs, std::unique_ptr<sql_sink> sink,
                               etl_job_options opts) {
   if (!sink) return fail(errc::invalid_argument, "etl_job needs a SQL sink");
-  return etl_job(std::move(blobs), std::move(runs), std::move(sink), std::move(opts));
+  etl_chain_options co;
+  co.name = "etl";
+  co.container = opts.container;
+  co.blobs = std::move(blobs);
+  co.open_sink = opts.reopen_sink;
+  co.max_restarts = opts.max_restarts;
+  co.restart_period = opts.restart_period;
+  auto chain = etl_chain::start(std::move(co), std::move(sink));
+  if (!chain) return std::unexpected(chain.error());
+  return etl_job(std::move(runs), std::move(*chain), std::move(opts));
 }
 
 result<pipeline_outcome> etl_job::run(const claimed_record& record, const run_control& ctl) {
@@ -354,94 +266,27 @@ result<pipeline_outcome> etl_job::run_blob(std::string_view record_id, std::stri
 
 result<pipeline_outcome> etl_job::run_steps(run_instance& inst, const std::set<std::string>& done,
                                             std::int32_t attempt, std::int64_t gen, const run_control& ctl) {
+  // The blob goes down the stage actors by handle; each stage records its own history row
+  // (replaying the steps `done` already holds) and the load stage answers.
   const dataset& d = dataset_for(opts_.datasets, inst.blob);
-  // Between steps: stop (drain, lease about to end) or lost lease → leave the rest to the next claimer.
-  auto interrupted = [&](std::string_view before) -> std::optional<error> {
-    if (ctl.lease_lost && ctl.lease_lost())
-      return fail(errc::lease_lost, "lease of " + inst.id + " lost before " + std::string(before)).error();
-    if (ctl.stop && ctl.stop())
-      return fail(errc::cancelled, "stopped before " + std::string(before)).error();
-    return std::nullopt;
-  };
+  auto r = std::make_shared<blob_run>();
+  r->record_id = inst.id;
+  r->blob = inst.blob;
+  r->data = &d;
+  r->attempt = attempt;
+  r->gen = gen;
+  r->owner = opts_.owner;
+  r->runs = &runs_;
+  r->done = done;
+  r->ctl = &ctl;
+  r->crash_after = opts_.crash_after;
+  r->inst = &inst;
+  if (auto x = chain_->run(r); !x) return std::unexpected(x.error());
   pipeline_outcome out;
   out.blob = inst.blob;
   out.dataset = d.name;
-
-  auto t_read = clock::now();
-  auto dl = blobs_.get_blob(opts_.container, inst.blob);
-  if (!dl) {
-    if (dl.error().code == storage::errc::not_found)
-      return fail(errc::not_found, "blob " + opts_.container + "/" + inst.blob + " does not exist");
-    return std::unexpected(error::from_storage(dl.error(), "reading blob " + inst.blob));
-  }
-  const double read_ms = ms_since(t_read);
-  if (auto e = interrupted("extract")) return std::unexpected(std::move(*e));
-  auto p = prepare_rows(d, inst.blob, dl->body);
-  if (!p) return std::unexpected(p.error());
-  p->steps[0].ms += read_ms;
-
-  auto record = [&](int seq, const step_stats& s, std::chrono::system_clock::time_point started) -> result<void> {
-    run_step h;
-    h.seq = seq;
-    h.step = s.step;
-    h.attempt = attempt;
-    h.gen = gen;
-    h.owner = opts_.owner;
-    h.started = started;
-    h.finished = std::chrono::system_clock::now();
-    h.ms = s.ms;
-    h.records_in = static_cast<std::int64_t>(s.records_in);
-    h.records_out = static_cast<std::int64_t>(s.records_out);
-    h.quarantined = static_cast<std::int64_t>(s.quarantined);
-    h.detail = s.detail;
-    if (auto r = runs_.record_step(inst.id, h); !r) return r;
-    inst.step = s.step;
-    return {};
-  };
-
-  for (int i = 0; i < 3; ++i) {
-    step_stats s = p->steps[static_cast<std::size_t>(i)];
-    if (done.count(s.step)) {
-      s.detail = s.detail.empty() ? "replayed" : s.detail + " replayed";
-      log_step(inst.blob, s);
-      out.steps.push_back(std::move(s));
-      continue;
-    }
-    if (auto e = interrupted("recording " + s.step)) return std::unexpected(std::move(*e));
-    log_step(inst.blob, s);
-    if (opts_.crash_after && opts_.crash_after(s.step)) return fail(errc::cancelled, "simulated crash after " + s.step);
-    auto started = std::chrono::system_clock::now() - std::chrono::microseconds(static_cast<std::int64_t>(s.ms * 1000));
-    if (auto r = record(i + 1, s, started); !r) return std::unexpected(r.error());
-    out.steps.push_back(std::move(s));
-  }
-  inst.records = static_cast<std::int64_t>(p->extracted.records.size());
-
-  if (!prepared_.count(d.name)) {
-    if (auto r = sink_->prepare(d.ddl); !r) return std::unexpected(r.error());
-    prepared_.insert(d.name);
-  }
-  auto started = std::chrono::system_clock::now();
-  auto t0 = clock::now();
-  if (auto e = interrupted("load")) return std::unexpected(std::move(*e));
-  load_batch b = make_batch(d, inst.blob, *p, opts_.owner);
-  if (ctl.lease_lost) b.may_commit = [&ctl] { return !ctl.lease_lost(); };
-  auto o = sink_->load(b);
-  if (!o) return std::unexpected(o.error());
-  step_stats s = load_stats(b, *o, ms_since(t0));
-  log_step(inst.blob, s);
-  if (opts_.crash_after && opts_.crash_after("load")) return fail(errc::cancelled, "simulated crash after load");
-  if (auto r = record(4, s, started); !r) return std::unexpected(r.error());
-  out.steps.push_back(std::move(s));
-  out.load = *o;
-  if (!o->already_loaded) {
-    inst.loaded = static_cast<std::int64_t>(o->inserted);
-    inst.duplicates = static_cast<std::int64_t>(o->duplicates);
-    inst.quarantined = static_cast<std::int64_t>(o->quarantined);
-  } else if (auto led = sink_->ledger(inst.blob); led && *led) {
-    inst.loaded = (*led)->rows_loaded;
-    inst.duplicates = (*led)->duplicates;
-    inst.quarantined = (*led)->quarantined;
-  }
+  out.steps = std::move(r->steps);
+  out.load = r->load;
   return out;
 }
 

@@ -3,6 +3,11 @@
 // blob, with durable step state in the `shoalruns` table so a worker that dies after a step
 // resumes after it (Durable Task's history + replay, shared/reference/peers.md §2.3).
 //
+// The steps run as chained actors (etl_chain.hpp): an etl_job starts one chain — four stage
+// actors under a supervisor — and runs every blob through it; each stage records its own
+// history row. run_pipeline runs the same step functions (steps.hpp) as plain calls on one
+// thread (the bench's direct figure, unit tests).
+//
 // `shoalruns` layout (one partition per orchestration instance):
 //   PartitionKey = escape_key(record id)   (the ETL record id is the blob name)
 //   RowKey "instance": blob, dataset, status (running | completed | failed), step (last finished
@@ -23,7 +28,9 @@
 #include "storage/table_client.hpp"
 #include "workers/error.hpp"
 #include "workers/etl/dataset.hpp"
+#include "workers/etl/etl_chain.hpp"
 #include "workers/etl/sql_sink.hpp"
+#include "workers/etl/steps.hpp"
 #include "workers/work_table.hpp"
 
 #include <chrono>
@@ -37,16 +44,6 @@
 namespace shoal::workers::etl {
 
 // -- step results ---------------------------------------------------------------------------------
-
-/// What one step did (also one log line per step).
-struct step_stats {
-  std::string step;              ///< "extract", "validate", "transform", "load"
-  std::size_t records_in = 0;
-  std::size_t records_out = 0;
-  std::size_t quarantined = 0;   ///< records this step sent to quarantine
-  double ms = 0;                 ///< wall time of the step
-  std::string detail;            ///< e.g. "already loaded" or "replayed"
-};
 
 /// What a whole pipeline run did.
 struct pipeline_outcome {
@@ -126,14 +123,23 @@ struct etl_job_options {
   std::string container = "shoal";  ///< where the blobs are
   std::string owner = "etl";        ///< this worker's id, recorded in history and ledger
   std::vector<dataset> datasets;    ///< by dest; unmatched blobs use the generic dataset
-  /// Tests and fault drills: called after a step's effect and before it is recorded; returning
-  /// true makes the run stop there with errc::cancelled, as if the worker had died.
+  /// Tests and fault drills: called (on the stage actor's thread) after a step's effect and
+  /// before it is recorded; returning true makes the run stop there with errc::cancelled, as if
+  /// the worker had died; throwing fails that stage actor (its supervisor restarts it and the
+  /// run fails with errc::io).
   std::function<bool(std::string_view step)> crash_after;
+  /// Reopens the SQL sink when the load stage is restarted after a failure (an exception, or
+  /// errc::io from the sink: connection lost). Empty: a restarted load stage cannot start, and
+  /// the chain gives up once its restart intensity is exceeded (then every run fails with io).
+  sink_factory reopen_sink;
+  std::uint32_t max_restarts = 5;                    ///< stage restarts allowed per restart_period
+  std::chrono::milliseconds restart_period{60'000};  ///< sliding window of max_restarts
 };
 
 /// Per-run checks of an etl_job run: polled between steps (and, for `lease_lost`, once more by
-/// the sink just before its COMMIT). Either may be empty. Called on the running thread; must
-/// not block (a clock check or an atomic load).
+/// the sink just before its COMMIT). Either may be empty. Called on the stage actors' threads
+/// (one at a time, while the run's caller waits): must be thread-safe and must not block (a
+/// clock check or an atomic load).
 struct run_control {
   /// True when the run must stop (drain, shutdown, lease about to end): the run returns
   /// errc::cancelled before its next step, leaving the history as it is (the next claimer
@@ -145,22 +151,24 @@ struct run_control {
   std::function<bool()> lease_lost;
 };
 
-/// Processes ETL records: one blob each, durably (see the file comment). The ETL job of
-/// `shoal worker` (issue 5) calls `run` for every claimed ETL record and then completes or fails
-/// the record; `drain` does the claiming too (`shoal etl run --once`). Owner only: one per
-/// thread (it owns a SQL connection).
+/// Processes ETL records: one blob each, durably (see the file comment), through its own chain
+/// of stage actors (etl_chain.hpp; the load stage owns `sink`). The ETL job of `shoal worker`
+/// (issue 5) calls `run` for every claimed ETL record and then completes or fails the record;
+/// `drain` does the claiming too (`shoal etl run --once`). Owner only: one per thread (one blob
+/// in flight at a time); the chain's five actor threads stop with it.
 class etl_job {
 public:
-  /// Errors: none today (reserved: invalid_argument).
+  /// Starts the chain. Errors: invalid_argument (no sink), io (the stage actors did not start).
   [[nodiscard]] static result<etl_job> make(storage::blob_client blobs, run_log runs,
                                             std::unique_ptr<sql_sink> sink, etl_job_options opts);
 
   /// Runs (or resumes) the orchestration of `record` (payload = blob name; empty payload →
   /// the record id). Does not complete or fail the record. Errors: not_found (blob missing),
-  /// parse (blob unparsable: line, column, byte), io (SQL), invalid_argument (a dataset's
-  /// insert does not fit its rows), timeout (SQLite busy), storage, cancelled (crash_after or
-  /// ctl.stop), lease_lost (ctl.lease_lost). A failure other than cancelled/lease_lost is also
-  /// written to the instance row (status failed, error).
+  /// parse (blob unparsable: line, column, byte), io (SQL, or a stage actor failed and was
+  /// restarted, or the chain is broken()), invalid_argument (a dataset's insert does not fit its
+  /// rows), timeout (SQLite busy), storage, cancelled (crash_after or ctl.stop), lease_lost
+  /// (ctl.lease_lost). A failure other than cancelled/lease_lost is also written to the
+  /// instance row (status failed, error).
   [[nodiscard]] result<pipeline_outcome> run(const claimed_record& record, const run_control& ctl = {});
   /// As run, for a record id / blob name with the given attempt and fencing gen.
   [[nodiscard]] result<pipeline_outcome> run_blob(std::string_view record_id, std::string_view blob_name,
@@ -185,22 +193,23 @@ public:
   };
   [[nodiscard]] result<drain_summary> drain(const work_table& work, std::string_view queue, std::size_t claim_max);
 
-  /// The sink (tests and the CLI read counts through it).
-  sql_sink& sink() noexcept { return *sink_; }
+  /// True once the chain's supervisor gave up (too many stage restarts): every run fails with
+  /// io; the owner should be replaced (the worker exits and is restarted).
+  bool broken() const noexcept { return chain_->broken(); }
+  /// Stage actor restarts so far. Thread-safe.
+  std::uint64_t restarts() const { return chain_->restarts(); }
   /// The runs table.
   const run_log& runs() const noexcept { return runs_; }
 
 private:
-  etl_job(storage::blob_client blobs, run_log runs, std::unique_ptr<sql_sink> sink, etl_job_options opts)
-      : blobs_(std::move(blobs)), runs_(std::move(runs)), sink_(std::move(sink)), opts_(std::move(opts)) {}
+  etl_job(run_log runs, std::unique_ptr<etl_chain> chain, etl_job_options opts)
+      : runs_(std::move(runs)), chain_(std::move(chain)), opts_(std::move(opts)) {}
   result<pipeline_outcome> run_steps(run_instance& inst, const std::set<std::string>& done,
                                      std::int32_t attempt, std::int64_t gen, const run_control& ctl);
 
-  storage::blob_client blobs_;
   run_log runs_;
-  std::unique_ptr<sql_sink> sink_;
+  std::unique_ptr<etl_chain> chain_; ///< the stage actors (owns the blob client and the sink)
   etl_job_options opts_;
-  std::set<std::string> prepared_; ///< datasets whose DDL ran on this connection
 };
 
 } // namespace shoal::workers::etl

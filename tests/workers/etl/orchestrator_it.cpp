@@ -3,7 +3,8 @@
 // runs table, SQLite sink in a temp folder. Covers: the full pipeline through the work table,
 // a worker killed (a real process, _exit) after the load committed but before the step was
 // recorded, two workers holding the same record at once (expired lease), an unparsable blob
-// going to the dead letter with its position, and the `shoal etl` CLI.
+// going to the dead letter with its position, a stage actor that fails (restarted by its
+// supervisor, the record retried), and the `shoal etl` CLI.
 
 #include "storage/blob_client.hpp"
 #include "storage/connection_string.hpp"
@@ -11,8 +12,6 @@
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
 #include "tests/workers/etl/etl_test_data.hpp"
-#include "actors/system.hpp"
-#include "workers/etl/etl_actor.hpp"
 #include "workers/etl/orchestrator.hpp"
 #include "workers/work_table.hpp"
 
@@ -20,12 +19,14 @@
 
 #include <sys/wait.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 namespace shoal::workers::etl {
@@ -99,6 +100,7 @@ protected:
     o.owner = std::move(owner);
     o.datasets.push_back(tests::etl::flights_dataset());
     o.crash_after = std::move(crash);
+    o.reopen_sink = [db = db_]() { return open_sqlite_sink({.path = db, .busy_timeout_ms = 30'000, .synchronous = "NORMAL"}); };
     auto j = etl_job::make(*blobs_, *runs_, sink(), std::move(o));
     EXPECT_TRUE(j);
     return std::move(*j);
@@ -330,37 +332,56 @@ TEST_F(EtlOrchestratorIt, UnparsableBlobFailsWithPositionThenGoesDead) {
   EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_ledger"), 0);
 }
 
-TEST_F(EtlOrchestratorIt, EtlActorLoadsABlobPerRequestOnItsOwnThread) {
+TEST_F(EtlOrchestratorIt, FailingStageActorIsRestartedAndTheRecordRetried) {
   const std::string a = "flights/2026/11/21/17/host-p1-00000007.json";
-  const std::string bad = "flights/2026/11/21/17/host-p1-00000008.json";
   put(a, tests::etl::flights_blob(blob_format::persistor_v1, 1'000, 4));
-  put(bad, "{\"DATA\": oops}");
-  actors::actor_system sys;
-  etl_actor::job_factory factory = [this]() -> result<etl_job> {
-    etl_job_options o;
-    o.container = container_;
-    o.owner = "actor";
-    o.datasets.push_back(tests::etl::flights_dataset());
-    auto s = open_sqlite_sink({.path = db_, .busy_timeout_ms = 30'000, .synchronous = "NORMAL"});
-    if (!s) return std::unexpected(s.error());
-    return etl_job::make(*blobs_, *runs_, std::move(*s), std::move(o));
-  };
-  auto ref = sys.spawn<etl_actor>(actors::spawn_options{.name = "etl"}, factory);
-  ASSERT_TRUE(ref) << ref.error().message;
-  auto first = sys.request<etl_done>(*ref, etl_run{a, a, 1, 1}, std::chrono::seconds(60));
-  auto second = sys.request<etl_done>(*ref, etl_run{a, a, 2, 2}, std::chrono::seconds(60));
-  auto broken = sys.request<etl_done>(*ref, etl_run{bad, bad, 1, 1}, std::chrono::seconds(60));
-  ASSERT_TRUE(first.get()) << first.get().error().message;
-  EXPECT_EQ(first.get()->inserted, 996u);
-  EXPECT_EQ(first.get()->quarantined, 4u);
-  EXPECT_EQ(first.get()->dataset, "flights");
-  ASSERT_TRUE(second.get()) << second.get().error().message;
-  EXPECT_TRUE(second.get()->already_loaded); // the history holds the load: nothing ran
-  ASSERT_FALSE(broken.get());
-  EXPECT_EQ(broken.get().error().code, actors::errc::handler_failed);
-  EXPECT_NE(broken.get().error().message.find("parse"), std::string::npos) << broken.get().error().message;
+  auto work = make_work(30'000);
+  std::vector<new_record> recs{{a, a, {}}};
+  ASSERT_TRUE(work.enqueue("etl", recs));
+  // The validate stage throws on its first blob (a bug, as far as the chain can tell).
+  std::atomic<int> validates{0};
+  auto job = make_job("w1", [&](std::string_view step) {
+    if (step == "validate" && validates++ == 0) throw std::runtime_error("validator blew up");
+    return false;
+  });
+  auto claimed = work.claim("etl", shards(work), "w1", 1);
+  ASSERT_TRUE(claimed && claimed->size() == 1);
+  auto r = job.process(work, (*claimed)[0]);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::io);
+  EXPECT_NE(r.error().message.find("ETL stage validate failed"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("validator blew up"), std::string::npos) << r.error().message;
+  auto rec = work.get("etl", a);
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->status, record_status::pending); // a failed attempt: retried after the backoff
+  EXPECT_NE(rec->last_error.find("ETL stage validate"), std::string::npos) << rec->last_error;
+  auto mid = runs_->show(a);
+  ASSERT_TRUE(mid);
+  EXPECT_EQ(mid->first.status, "failed");
+  ASSERT_EQ(mid->second.size(), 1u); // extract was recorded before validate failed
+  EXPECT_EQ(mid->second[0].step, "extract");
+
+  // The supervisor restarted the stage; the retried record resumes after extract and loads.
+  std::optional<claimed_record> again;
+  ASSERT_TRUE(eventually([&] {
+    auto c = work.claim("etl", shards(work), "w1", 1);
+    if (c && !c->empty()) again = (*c)[0];
+    return again.has_value();
+  }, 15s));
+  auto ok = job.process(work, *again);
+  ASSERT_TRUE(ok) << ok.error().describe();
+  EXPECT_EQ(ok->load.inserted, 996u);
+  EXPECT_EQ(ok->steps[0].detail, "persistor-v1 replayed");
+  EXPECT_EQ(job.restarts(), 1u);
+  EXPECT_FALSE(job.broken());
   EXPECT_EQ(count("SELECT count(*) FROM flights"), 996);
-  sys.shutdown();
+  auto done = runs_->show(a);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->first.status, "completed");
+  EXPECT_EQ(done->second.size(), 4u);
+  rec = work.get("etl", a);
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->status, record_status::done);
 }
 
 TEST_F(EtlOrchestratorIt, MissingBlobIsNotFound) {
