@@ -104,6 +104,7 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"persistor.append_max_bytes", bind(c.persistor.append_max_bytes)},
       {"persistor.register_etl", bind(c.persistor.register_etl)},
       {"persistor.register_catalog", bind(c.persistor.register_catalog)},
+      {"persistor.catalog_before_ack", bind(c.persistor.catalog_before_ack)},
       {"worker.job", bind(c.worker.job)},
       {"worker.queue", bind(c.worker.queue)},
       {"worker.exec_command", bind(c.worker.exec_command)},

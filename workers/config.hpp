@@ -81,6 +81,7 @@ struct persistor_config {
   std::uint32_t append_max_bytes = 256u << 20;  ///< append mode: roll before this size
   std::uint32_t register_etl = 1;        ///< 1 = enqueue each blob into the work table's ETL queue
   std::uint32_t register_catalog = 1;    ///< 1 = register each blob in the catalog
+  std::uint32_t catalog_before_ack = 1;  ///< 1 = ack a blob's records only after its catalog entry; 0 = entry after the ack
 };
 
 /// [worker]: one `shoal worker` process (workers/fleet/, issue 5).

@@ -5,6 +5,7 @@
 //                   [--name p1] [--host h] [--container shoal] [--format persistor-v1|ndjson]
 //                   [--blob-type block|append] [--batch-max-records n] [--batch-max-bytes n]
 //                   [--batch-max-delay-ms n] [--event-time-field f] [--no-register]
+//                   [--catalog-before-ack | --no-catalog-before-ack]
 //
 // Every flag overrides the [persistor] key of the same name. SIGTERM / SIGINT: stop reading,
 // flush open batches, send the last acks, exit 0 (1 when the flush timed out).
@@ -40,7 +41,8 @@ struct persistor_args {
   std::optional<std::uint32_t> pullers, max_dequeue, batch_max_records, batch_max_bytes,
       batch_max_delay_ms, writers;
   bool no_register = false;
-  bool catalog_before_ack = false;
+  bool catalog_before_ack = false;    // --catalog-before-ack: force on
+  bool no_catalog_before_ack = false; // --no-catalog-before-ack: force off
   std::uint32_t flush_timeout_ms = 60'000;
 };
 
@@ -167,7 +169,11 @@ int run_persistor(const global_options& g, const persistor_args& a) {
   eo.max_inflight_bytes = p.max_inflight_bytes;
   eo.etl_queue = cfg->etl.queue;
   eo.fault = crash_hook_from_env();
-  eo.catalog_before_ack = a.catalog_before_ack;
+  eo.catalog_before_ack = p.catalog_before_ack != 0;
+  if (a.catalog_before_ack)
+    eo.catalog_before_ack = true;
+  if (a.no_catalog_before_ack)
+    eo.catalog_before_ack = false;
 
   std::optional<workers::work_table> etl;
   if (p.register_etl) {
@@ -261,7 +267,10 @@ void add_persistor_command(CLI::App& app, global_options& g, command_fn& run) {
   cmd->add_option("--flush-timeout-ms", a->flush_timeout_ms, "on SIGTERM, wait this long for the flush")
       ->capture_default_str();
   cmd->add_flag("--catalog-before-ack", a->catalog_before_ack,
-                "ack a blob's records only after its catalog entry (slower: one catalog write at a time)");
+                "ack a blob's records only after its catalog entry (the default, [persistor] "
+                "catalog_before_ack = 1): a crash never leaves an acked record uncatalogued");
+  cmd->add_flag("--no-catalog-before-ack", a->no_catalog_before_ack,
+                "ack after the ETL record and write the catalog entry after the ack");
   cmd->add_flag("--no-register", a->no_register, "do not register blobs (ETL queue, catalog)");
   cmd->callback([&g, &run, a] { run = [&g, a] { return run_persistor(g, *a); }; });
 }

@@ -3,8 +3,19 @@
 #include <algorithm>
 
 namespace shoal::workers::persistor {
+namespace {
+
+// The UTC hour of `t` (floor, also before 1970): equal hours give equal partitions.
+std::int64_t hour_of(unix_ms t) {
+  constexpr std::int64_t h = 3'600'000;
+  return t >= 0 ? t / h : -((-t + h - 1) / h);
+}
+
+} // namespace
 
 batch batcher::seal(std::map<std::pair<std::string, std::string>, batch>::iterator it) {
+  if (cache_valid_ && cache_it_ == it)
+    cache_valid_ = false;
   batch b = std::move(it->second);
   open_.erase(it);
   open_bytes_ -= b.body.size();
@@ -12,16 +23,14 @@ batch batcher::seal(std::map<std::pair<std::string, std::string>, batch>::iterat
   return b;
 }
 
-std::vector<batch> batcher::add(const record& r, ack_token token, std::int64_t now_ms) {
-  std::vector<batch> sealed;
-  scratch_.clear();
-  append_record(scratch_, format_, r);
+std::map<std::pair<std::string, std::string>, batch>::iterator
+batcher::open_for(const record& r, std::int64_t now_ms) {
+  // Consecutive records mostly share dest and hour: skip the partition text and the map lookup.
+  const std::int64_t hour = hour_of(r.event_time);
+  if (cache_valid_ && cache_hour_ == hour && cache_it_->first.first == r.dest)
+    return cache_it_;
   auto key = std::make_pair(r.dest, partition_of(r.event_time));
   auto it = open_.find(key);
-  if (it != open_.end() && it->second.body.size() + scratch_.size() > limits_.max_bytes) {
-    sealed.push_back(seal(it));
-    it = open_.end();
-  }
   if (it == open_.end()) {
     batch b;
     b.dest = key.first;
@@ -31,13 +40,38 @@ std::vector<batch> batcher::add(const record& r, ack_token token, std::int64_t n
     b.summary.last_event_time = r.event_time;
     it = open_.emplace(std::move(key), std::move(b)).first;
   }
+  cache_valid_ = true;
+  cache_hour_ = hour;
+  cache_it_ = it;
+  return it;
+}
+
+std::vector<batch> batcher::add(const record& r, ack_token token, std::int64_t now_ms) {
+  std::vector<batch> sealed;
+  auto it = open_for(r, now_ms);
+  // Formatted straight into the open batch's body (no scratch copy). When the record would push
+  // a non-empty batch over max_bytes, its bytes move to a fresh batch (a copy only at that
+  // boundary, once per sealed batch) and the full one is sealed.
+  const std::size_t before = it->second.body.size();
+  append_record(it->second.body, format_, r);
+  const std::size_t added = it->second.body.size() - before;
+  open_bytes_ += added;
+  if (before > 0 && before + added > limits_.max_bytes) {
+    std::string tail = it->second.body.substr(before);
+    it->second.body.resize(before);
+    open_bytes_ -= added;
+    sealed.push_back(seal(it));
+    it = open_for(r, now_ms);
+    it->second.body = std::move(tail);
+    open_bytes_ += added;
+  }
   batch& b = it->second;
-  b.body += scratch_;
+  if (b.tokens.empty())
+    b.tokens.reserve(std::min<std::size_t>(limits_.max_records, 4096));
   b.tokens.push_back(token);
   b.summary.record_count += 1;
   b.summary.first_event_time = std::min(b.summary.first_event_time, r.event_time);
   b.summary.last_event_time = std::max(b.summary.last_event_time, r.event_time);
-  open_bytes_ += scratch_.size();
   open_records_ += 1;
   if (b.tokens.size() >= limits_.max_records || b.body.size() >= limits_.max_bytes)
     sealed.push_back(seal(it));

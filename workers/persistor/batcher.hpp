@@ -40,7 +40,8 @@ struct batch {
   std::int64_t opened_ms = 0;      ///< caller clock when the first record was added
 };
 
-/// The batcher. Owner only (not thread-safe): the persistor guards it with a mutex.
+/// The batcher. Owner only (not thread-safe): each persistor actor that receives records owns
+/// one (engine.hpp) and formats each record straight into its open batch's body.
 class batcher {
 public:
   /// A batcher with `limits` writing records in `format`.
@@ -67,14 +68,19 @@ public:
   std::size_t open_records() const noexcept { return open_records_; }
 
 private:
-  batch seal(std::map<std::pair<std::string, std::string>, batch>::iterator it);
+  using open_map = std::map<std::pair<std::string, std::string>, batch>;
+  batch seal(open_map::iterator it);
+  open_map::iterator open_for(const record& r, std::int64_t now_ms); // finds or opens
 
   batch_limits limits_;
   record_format format_;
-  std::map<std::pair<std::string, std::string>, batch> open_;
+  open_map open_;
   std::size_t open_bytes_ = 0;
   std::size_t open_records_ = 0;
-  std::string scratch_;
+  // The batch of the previous record (same dest and UTC hour is the common case).
+  bool cache_valid_ = false;
+  std::int64_t cache_hour_ = 0;
+  open_map::iterator cache_it_{};
 };
 
 } // namespace shoal::workers::persistor

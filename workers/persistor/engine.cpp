@@ -1,6 +1,8 @@
 #include "workers/persistor/engine.hpp"
 
+#include "actors/supervisor.hpp"
 #include "workers/etl/blob_format.hpp"
+#include "workers/persistor/slot_table.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -11,8 +13,8 @@
 #include <deque>
 #include <map>
 #include <mutex>
-#include <thread>
 #include <unistd.h>
+#include <unordered_map>
 
 namespace shoal::workers::persistor {
 namespace {
@@ -28,6 +30,57 @@ std::string date_of(std::string_view partition) { // "YYYY/MM/DD/HH" → "YYYY-M
   std::replace(d.begin(), d.end(), '/', '-');
   return d;
 }
+
+// -- messages between the engine's actors (process-local; bodies are slot ids) -------------------
+
+struct batch_sealed { // → batcher: a sealed batch waits in the batch slots
+  static constexpr std::string_view kind = "persistor.batch_sealed";
+  std::uint64_t slot = 0;
+  MSGPACK_DEFINE(slot);
+};
+struct writer_idle { // → batcher: writer `index` can take a batch
+  static constexpr std::string_view kind = "persistor.writer_idle";
+  std::uint32_t index = 0;
+  MSGPACK_DEFINE(index);
+};
+struct inbox_ready { // → batcher: engine::submit queued records in the inbox
+  static constexpr std::string_view kind = "persistor.inbox_ready";
+  std::uint8_t reserved = 0;
+  MSGPACK_DEFINE(reserved);
+};
+struct flush_open { // → batcher (request, reply bool): seal every open batch now
+  static constexpr std::string_view kind = "persistor.flush_open";
+  std::uint8_t reserved = 0;
+  MSGPACK_DEFINE(reserved);
+};
+struct write_batch { // → writer: write the batch in this slot
+  static constexpr std::string_view kind = "persistor.write_batch";
+  std::uint64_t slot = 0;
+  MSGPACK_DEFINE(slot);
+};
+struct catalog_entry { // → registrar: a committed blob (pending_ack slot) wants its entry
+  static constexpr std::string_view kind = "persistor.catalog_entry";
+  std::uint64_t slot = 0;
+  MSGPACK_DEFINE(slot);
+};
+struct catalog_flush { // registrar → itself: register everything collected so far
+  static constexpr std::string_view kind = "persistor.catalog_flush";
+  std::uint8_t reserved = 0;
+  MSGPACK_DEFINE(reserved);
+};
+
+// A committed blob on its way to the ack (and the catalog).
+struct pending_ack {
+  committed_blob blob;
+  std::vector<ack_token> tokens;
+  std::uint64_t body_bytes = 0; // counted in queued_bytes until acked
+  bool acked = false;           // acked before its catalog entry (catalog_before_ack off)
+};
+
+constexpr std::size_t max_stages = 64;
+constexpr const char* batcher_name = "batcher";
+constexpr const char* registrar_name = "registrar";
+std::string writer_name(std::uint32_t i) { return "writer-" + std::to_string(i); }
 
 } // namespace
 
@@ -50,24 +103,35 @@ struct engine::impl {
   commit_fn on_commit;
   engine_stats stats;
 
-  std::mutex m;                   // guards everything below up to `stopping`
-  std::condition_variable work_cv; // writers and timer: a batch sealed, or stop
-  std::condition_variable idle_cv; // flush(): records committed
-  batcher b;
-  std::deque<batch> sealed;
-  // A committed blob waiting for its catalog entry; its tokens are acked after it.
-  struct pending_ack {
-    committed_blob blob;
-    std::vector<ack_token> tokens;
-    std::uint64_t body_bytes = 0; // counted in queued_bytes until acked
-    bool acked = false;           // acked before its catalog entry (catalog_before_ack off)
+  std::atomic<bool> stopping{false};
+  std::mutex stop_m;               // backoff sleeps wake on stop
+  std::condition_variable stop_cv;
+
+  // Bytes held, for saturated(): sealed-not-acked batches, plus each stage's open batches
+  // (one counter per stage, written only by its owner).
+  std::atomic<std::uint64_t> queued_bytes{0};
+  struct alignas(64) padded_counter {
+    std::atomic<std::uint64_t> v{0};
   };
-  std::deque<pending_ack> catalog_queue; // committed, ETL-registered, not yet in the catalog
+  std::array<padded_counter, max_stages> stage_bytes{};
+  std::atomic<std::size_t> stages{0};
+
+  // flush(): sealed records not yet acked, blobs not yet catalogued.
+  std::mutex idle_m;
+  std::condition_variable idle_cv;
+  std::uint64_t inflight_records = 0;
+  std::uint64_t uncatalogued = 0;
+
+  slot_table<batch> batch_slots;
+  slot_table<pending_ack> ack_slots;
+
+  // engine::submit's inbox, drained by the batcher actor into its own stage.
+  std::mutex inbox_m;
+  std::vector<std::pair<record, ack_token>> inbox;
+  bool inbox_signalled = false;
+  std::unique_ptr<batch_stage> own_stage; // used only on the batcher actor's thread
+
   std::array<std::atomic<std::uint64_t>, 3> fault_counts{}; // per fault_point
-  std::uint64_t queued_bytes = 0;  // sealed + being written
-  std::uint64_t pending_records = 0; // submitted, not yet committed
-  bool stopping = false;
-  std::atomic<std::uint64_t> held_bytes{0};
 
   std::mutex seq_m;               // the sequence counter
   std::uint64_t seq_next = 0;
@@ -84,12 +148,14 @@ struct engine::impl {
   std::mutex append_m;
   std::map<std::pair<std::string, std::string>, std::shared_ptr<append_state>> appends;
 
-  std::vector<std::thread> threads;
+  actors::actor_ref batcher_ref;
+  // Last member: destroyed first, so no actor outlives the state above.
+  std::unique_ptr<actors::actor_system> sys;
 
   impl(engine_options o, storage::blob_client bc, std::optional<work_table> e,
        std::optional<storage::blob_catalog> c, commit_fn f)
       : opts(std::move(o)), blobs(std::move(bc)), etl(std::move(e)), catalog(std::move(c)),
-        on_commit(std::move(f)), b(opts.limits, opts.format) {}
+        on_commit(std::move(f)) {}
 
   std::string counter_blob() const { return "_shoal/seq/" + opts.host + "-" + opts.name; }
   // Markers of this persistor's open (unregistered) append blobs: prefix + blob name.
@@ -100,6 +166,81 @@ struct engine::impl {
       return;
     const auto n = fault_counts[static_cast<std::size_t>(p)].fetch_add(1) + 1;
     opts.fault(p, n);
+  }
+
+  std::uint64_t held_bytes() const {
+    std::uint64_t h = queued_bytes.load(std::memory_order_relaxed);
+    const std::size_t n = stages.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < n; ++i)
+      h += stage_bytes[i].v.load(std::memory_order_relaxed);
+    return h;
+  }
+
+  // Hands sealed batches to the batcher actor (by slot), counting them as in flight first.
+  void dispatch(std::vector<batch>&& sealed) {
+    for (auto& b : sealed) {
+      {
+        std::lock_guard lk(idle_m);
+        inflight_records += b.tokens.size();
+      }
+      queued_bytes.fetch_add(b.body.size(), std::memory_order_relaxed);
+      const std::uint64_t id = batch_slots.put(std::move(b));
+      if (auto r = sys->tell(batcher_ref, batch_sealed{id}); !r)
+        // Only when stopping (the batcher is gone): the batch is abandoned unacked.
+        spdlog::debug("persistor: dropping sealed batch: {}", r.error().message);
+    }
+  }
+
+  // Sleeps up to `d` unless the engine stops. True when stopping.
+  bool backoff(std::chrono::milliseconds d) {
+    std::unique_lock lk(stop_m);
+    return stop_cv.wait_for(lk, d, [&] { return stopping.load(); });
+  }
+
+  template <class F> bool retry_until_ok(const char* what, const std::string& blob, F&& f) {
+    std::chrono::milliseconds delay{200};
+    while (true) {
+      auto r = f();
+      if (r)
+        return true;
+      stats.write_retries.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("persistor: {} {} failed, retrying in {} ms: {}", what, blob, delay.count(),
+                   r.error().describe());
+      if (backoff(delay))
+        return false;
+      delay = std::min(delay * 2, std::chrono::milliseconds(10'000));
+    }
+  }
+
+  static storage::blob_catalog_entry catalog_entry_of(const committed_blob& c) {
+    return {.blob = c.name, .dest = c.dest, .date = c.date, .host = c.host,
+            .format = std::string(to_string(c.format)), .record_count = c.summary.record_count,
+            .container = c.container};
+  }
+
+  // Both registrations, retried until done. False when stopped before.
+  bool register_fully(const committed_blob& c) {
+    return retry_until_ok("registering", c.name, [&] { return register_etl(c); }) &&
+           retry_until_ok("cataloguing", c.name, [&] { return register_in_catalog(c); });
+  }
+
+  // Hands a durable, registered batch back to the source and releases what it held.
+  void finish(pending_ack& p) {
+    if (!p.blob.append) {
+      stats.blobs_committed.fetch_add(1, std::memory_order_relaxed);
+      fault(fault_point::registered);
+    }
+    stats.records_committed.fetch_add(p.tokens.size(), std::memory_order_relaxed);
+    stats.bytes_committed.fetch_add(p.body_bytes, std::memory_order_relaxed);
+    if (on_commit)
+      on_commit(p.tokens, p.blob);
+    fault(fault_point::acked);
+    queued_bytes.fetch_sub(p.body_bytes, std::memory_order_relaxed);
+    {
+      std::lock_guard lk(idle_m);
+      inflight_records -= p.tokens.size();
+    }
+    idle_cv.notify_all();
   }
 
   // Reserves the next block of sequence numbers: read the counter blob, write it + reserve with
@@ -144,41 +285,6 @@ struct engine::impl {
     return seq_next++;
   }
 
-  void update_held_locked() {
-    held_bytes.store(b.open_bytes() + queued_bytes, std::memory_order_relaxed);
-  }
-
-  void push_sealed_locked(std::vector<batch>&& v) {
-    for (auto& x : v) {
-      queued_bytes += x.body.size();
-      sealed.push_back(std::move(x));
-    }
-    if (!v.empty())
-      work_cv.notify_all();
-    update_held_locked();
-  }
-
-  // Sleeps up to `d` unless the engine stops. True when stopping.
-  bool backoff(std::chrono::milliseconds d) {
-    std::unique_lock lk(m);
-    return work_cv.wait_for(lk, d, [&] { return stopping; });
-  }
-
-  template <class F> bool retry_until_ok(const char* what, const std::string& blob, F&& f) {
-    std::chrono::milliseconds delay{200};
-    while (true) {
-      auto r = f();
-      if (r)
-        return true;
-      stats.write_retries.fetch_add(1, std::memory_order_relaxed);
-      spdlog::warn("persistor: {} {} failed, retrying in {} ms: {}", what, blob, delay.count(),
-                   r.error().describe());
-      if (backoff(delay))
-        return false;
-      delay = std::min(delay * 2, std::chrono::milliseconds(10'000));
-    }
-  }
-
   // The ETL record of a committed blob (idempotent: an existing id is left as it is).
   result<void> register_etl(const committed_blob& c) {
     if (!etl)
@@ -203,58 +309,6 @@ struct engine::impl {
       return std::unexpected(error::from_storage(r.error(), "registering " + c.name + " in the catalog"));
     stats.catalogued.fetch_add(1, std::memory_order_relaxed);
     return {};
-  }
-
-  // Both registrations, retried until done. False when stopped before.
-  bool register_fully(const committed_blob& c) {
-    return retry_until_ok("registering", c.name, [&] { return register_etl(c); }) &&
-           retry_until_ok("cataloguing", c.name, [&] { return register_in_catalog(c); });
-  }
-
-  // Hands a durable, registered batch back to the source and releases what it held.
-  void finish(pending_ack& p) {
-    if (!p.blob.append) {
-      stats.blobs_committed.fetch_add(1, std::memory_order_relaxed);
-      fault(fault_point::registered);
-    }
-    stats.records_committed.fetch_add(p.tokens.size(), std::memory_order_relaxed);
-    stats.bytes_committed.fetch_add(p.body_bytes, std::memory_order_relaxed);
-    if (on_commit)
-      on_commit(p.tokens, p.blob);
-    fault(fault_point::acked);
-    {
-      std::lock_guard lk(m);
-      queued_bytes -= p.body_bytes;
-      pending_records -= p.tokens.size();
-      update_held_locked();
-    }
-    idle_cv.notify_all();
-  }
-
-  // The catalog is written by one registrar thread, in commit order: its WAL counter row is
-  // ETag-guarded, so parallel writers would only contend for it. Acks follow each entry.
-  void registrar_loop() {
-    while (true) {
-      pending_ack* front = nullptr; // stays valid: the deque only grows at the back meanwhile
-      {
-        std::unique_lock lk(m);
-        work_cv.wait(lk, [&] { return stopping || !catalog_queue.empty(); });
-        if (stopping)
-          return;
-        front = &catalog_queue.front();
-      }
-      if (!retry_until_ok("cataloguing", front->blob.name, [&] { return register_in_catalog(front->blob); }))
-        return;
-      pending_ack p;
-      {
-        std::lock_guard lk(m);
-        p = std::move(catalog_queue.front());
-        catalog_queue.pop_front();
-      }
-      if (!p.acked)
-        finish(p);
-      idle_cv.notify_all();
-    }
   }
 
   committed_blob describe(const batch& bt, std::string name) const {
@@ -513,73 +567,270 @@ struct engine::impl {
     }
   }
 
-  void writer_loop() {
-    while (true) {
-      batch bt;
-      {
-        std::unique_lock lk(m);
-        work_cv.wait(lk, [&] { return stopping || !sealed.empty(); });
-        if (stopping)
-          return;
-        bt = std::move(sealed.front());
-        sealed.pop_front();
-      }
-      committed_blob c;
-      const bool ok = opts.append_blobs ? write_append(bt, c) : write_block(bt, c);
-      if (!ok)
-        return; // stopping: the batch is abandoned unacked (its sources will redeliver)
-      pending_ack p{std::move(c), std::move(bt.tokens), bt.body.size()};
-      bt.body = {}; // the bytes are stored; only the tokens wait for the registration
-      if (!p.blob.append) {
-        fault(fault_point::blob_written);
-        if (!retry_until_ok("registering", p.blob.name, [&] { return register_etl(p.blob); }))
-          return;
-        if (catalog && opts.catalog_before_ack) {
-          std::lock_guard lk(m);
-          catalog_queue.push_back(std::move(p));
-          work_cv.notify_all();
-          continue; // the registrar acks it after the catalog entry
-        }
-        if (catalog) {
-          finish(p);
-          p.acked = true;
-          std::lock_guard lk(m);
-          catalog_queue.push_back(std::move(p));
-          work_cv.notify_all();
-          continue; // the registrar writes the entry after the ack
-        }
-      }
+  // Writes one sealed batch, registers it and acks it (or hands it to the registrar, which
+  // does). Runs on a writer actor's thread. False when the engine stopped before: the batch is
+  // abandoned unacked (its sources redeliver).
+  bool write_one(batch&& bt) {
+    committed_blob c;
+    const bool ok = opts.append_blobs ? write_append(bt, c) : write_block(bt, c);
+    if (!ok)
+      return false;
+    pending_ack p{std::move(c), std::move(bt.tokens), bt.body.size(), false};
+    bt.body = {}; // the bytes are stored; only the tokens wait for the registration
+    if (p.blob.append) {
       finish(p);
+      return true;
     }
-  }
-
-  void timer_loop() {
-    std::unique_lock lk(m);
-    while (!stopping) {
-      auto next = b.next_due();
-      const std::int64_t now = steady_ms();
-      if (next && *next <= now) {
-        push_sealed_locked(b.due(now));
-        continue;
-      }
-      const auto wait = next ? std::chrono::milliseconds(std::min<std::int64_t>(*next - now, 100))
-                             : std::chrono::milliseconds(100);
-      work_cv.wait_for(lk, wait);
+    fault(fault_point::blob_written);
+    if (!retry_until_ok("registering", p.blob.name, [&] { return register_etl(p.blob); }))
+      return false;
+    if (!catalog) {
+      finish(p);
+      return true;
     }
+    if (!opts.catalog_before_ack) {
+      finish(p); // the registrar writes the entry after the ack
+      p.acked = true;
+    }
+    {
+      std::lock_guard lk(idle_m);
+      uncatalogued += 1;
+    }
+    const std::uint64_t id = ack_slots.put(std::move(p));
+    auto reg = sys->lookup(registrar_name);
+    if (!reg || !sys->tell(*reg, catalog_entry{id})) {
+      // Only when stopping: the registrar is gone; an unacked blob is redelivered.
+      std::lock_guard lk(idle_m);
+      uncatalogued -= 1;
+      return false;
+    }
+    return true;
   }
 };
+
+namespace {
+
+// -- actors ---------------------------------------------------------------------------------------
+
+// Owns the stage of engine::submit's records and the queue of sealed batches; gives each sealed
+// batch to an idle writer (oldest first), and seals open batches when their delay passes.
+class batcher_actor final : public actors::actor {
+public:
+  batcher_actor(actors::actor_config& cfg, engine::impl* e) : actor(cfg), e_(e) {}
+
+protected:
+  actors::behavior make_behavior() override {
+    return {
+        [this](const batch_sealed& m) {
+          sealed_.push_back(m.slot);
+          assign();
+        },
+        [this](const writer_idle& m) {
+          if (m.index >= idle_.size())
+            idle_.resize(m.index + 1, false);
+          idle_[m.index] = true;
+          assign();
+        },
+        [this](const inbox_ready&) { drain_inbox(); },
+        [this](const flush_open&) -> bool {
+          drain_inbox();
+          e_->own_stage->seal_all();
+          return true;
+        },
+    };
+  }
+
+private:
+  void drain_inbox() {
+    {
+      std::lock_guard lk(e_->inbox_m);
+      taken_.swap(e_->inbox);
+      e_->inbox_signalled = false;
+    }
+    for (auto& [r, token] : taken_)
+      (void)e_->own_stage->add(r, token); // dest checked by submit; cancelled only when stopping
+    taken_.clear();
+    arm();
+  }
+  // One timer for the oldest open batch: later batches never fall due earlier.
+  void arm() {
+    if (timer_armed_)
+      return;
+    if (auto next = e_->own_stage->seal_due()) {
+      timer_armed_ = true;
+      start_timer(*next, [this] {
+        timer_armed_ = false;
+        arm();
+      });
+    }
+  }
+  void assign() {
+    for (std::uint32_t i = 0; i < idle_.size() && !sealed_.empty(); ++i) {
+      if (!idle_[i])
+        continue;
+      if (i >= writers_.size())
+        writers_.resize(i + 1);
+      if (!writers_[i]) {
+        auto w = sys().lookup(writer_name(i));
+        if (!w)
+          continue;
+        writers_[i] = *w;
+      }
+      if (!tell(writers_[i], write_batch{sealed_.front()}))
+        continue; // stopping, or restarting: it says writer_idle again once up
+      sealed_.pop_front();
+      idle_[i] = false;
+    }
+  }
+  engine::impl* e_;
+  std::deque<std::uint64_t> sealed_;   // batch slots waiting for a writer, oldest first
+  std::vector<bool> idle_;             // per writer index
+  std::vector<actors::actor_ref> writers_;
+  std::vector<std::pair<record, ack_token>> taken_; // drained inbox (capacity reused)
+  bool timer_armed_ = false;
+};
+
+// Writes batches with blocking blob I/O on its own thread, one at a time.
+class writer_actor final : public actors::actor {
+public:
+  writer_actor(actors::actor_config& cfg, engine::impl* e, std::uint32_t index)
+      : actor(cfg), e_(e), index_(index) {}
+
+protected:
+  actors::result<void> init() override {
+    // Also after a restart: the batcher then knows it may send work again.
+    if (auto b = sys().lookup(batcher_name))
+      (void)tell(*b, writer_idle{index_});
+    return {};
+  }
+  actors::behavior make_behavior() override {
+    return {[this](const write_batch& m) {
+      auto b = e_->batch_slots.take(m.slot);
+      if (b && !e_->write_one(std::move(*b)))
+        return; // stopping
+      if (auto bt = sys().lookup(batcher_name))
+        (void)tell(*bt, writer_idle{index_});
+    }};
+  }
+
+private:
+  engine::impl* e_;
+  std::uint32_t index_;
+};
+
+// Writes catalog entries in commit order: it collects every entry queued before its own
+// catalog_flush comes round, then registers them in one register_blobs call (one WAL append),
+// and acks those not acked yet (catalog_before_ack).
+class registrar_actor final : public actors::actor {
+public:
+  registrar_actor(actors::actor_config& cfg, engine::impl* e) : actor(cfg), e_(e) {}
+
+protected:
+  actors::behavior make_behavior() override {
+    return {
+        [this](const catalog_entry& m) {
+          if (auto p = e_->ack_slots.take(m.slot))
+            pending_.push_back(std::move(*p));
+          if (!flush_queued_ && tell(self(), catalog_flush{}))
+            flush_queued_ = true;
+        },
+        [this](const catalog_flush&) {
+          flush_queued_ = false;
+          register_pending();
+        },
+    };
+  }
+
+private:
+  void register_pending() {
+    if (pending_.empty())
+      return;
+    std::vector<storage::blob_catalog_entry> entries;
+    entries.reserve(pending_.size());
+    for (const auto& p : pending_)
+      entries.push_back(engine::impl::catalog_entry_of(p.blob));
+    const std::string what = pending_.size() == 1
+                                 ? pending_.front().blob.name
+                                 : std::to_string(pending_.size()) + " blobs from " + pending_.front().blob.name;
+    const bool ok = e_->retry_until_ok("cataloguing", what, [&]() -> result<void> {
+      auto r = e_->catalog->register_blobs(entries);
+      if (!r)
+        return std::unexpected(error::from_storage(r.error(), "registering " + what + " in the catalog"));
+      return {};
+    });
+    if (!ok)
+      return; // stopping: unacked ones are redelivered by their sources
+    e_->stats.catalogued.fetch_add(pending_.size(), std::memory_order_relaxed);
+    for (auto& p : pending_)
+      if (!p.acked)
+        e_->finish(p);
+    {
+      std::lock_guard lk(e_->idle_m);
+      e_->uncatalogued -= pending_.size();
+    }
+    pending_.clear();
+    e_->idle_cv.notify_all();
+  }
+  engine::impl* e_;
+  std::vector<pending_ack> pending_; // committed, ETL-registered, waiting for the catalog
+  bool flush_queued_ = false;
+};
+
+} // namespace
+
+// -- batch_stage ----------------------------------------------------------------------------------
+
+batch_stage::batch_stage(engine::impl* e, std::size_t slot)
+    : eng_(e), b_(e->opts.limits, e->opts.format), slot_(slot) {}
+
+batch_stage::~batch_stage() { eng_->stage_bytes[slot_].v.store(0, std::memory_order_relaxed); }
+
+result<void> batch_stage::add(const record& r, ack_token token) {
+  if (auto v = validate_dest(r.dest); !v)
+    return v;
+  if (eng_->stopping.load(std::memory_order_relaxed))
+    return fail(errc::cancelled, "persistor is stopping");
+  eng_->stats.records_in.fetch_add(1, std::memory_order_relaxed);
+  auto sealed = b_.add(r, token, steady_ms());
+  if (!sealed.empty())
+    dispatch(std::move(sealed));
+  eng_->stage_bytes[slot_].v.store(b_.open_bytes(), std::memory_order_relaxed);
+  return {};
+}
+
+std::optional<std::chrono::milliseconds> batch_stage::seal_due() {
+  const std::int64_t now = steady_ms();
+  auto sealed = b_.due(now);
+  if (!sealed.empty())
+    dispatch(std::move(sealed));
+  eng_->stage_bytes[slot_].v.store(b_.open_bytes(), std::memory_order_relaxed);
+  auto next = b_.next_due();
+  if (!next)
+    return std::nullopt;
+  return std::chrono::milliseconds(std::max<std::int64_t>(*next - now, 0));
+}
+
+void batch_stage::seal_all() {
+  dispatch(b_.flush_all());
+  eng_->stage_bytes[slot_].v.store(0, std::memory_order_relaxed);
+}
+
+void batch_stage::dispatch(std::vector<batch>&& sealed) { eng_->dispatch(std::move(sealed)); }
+
+// -- engine ---------------------------------------------------------------------------------------
 
 engine::engine(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 
 engine::~engine() {
   {
-    std::lock_guard lk(impl_->m);
-    impl_->stopping = true;
+    std::lock_guard lk(impl_->stop_m);
+    impl_->stopping.store(true);
   }
-  impl_->work_cv.notify_all();
+  impl_->stop_cv.notify_all();
   impl_->idle_cv.notify_all();
-  for (auto& t : impl_->threads)
-    t.join();
+  if (impl_->sys)
+    impl_->sys->shutdown(); // sources, then the engine's actors; each joins its thread
+  impl_->own_stage.reset();
 }
 
 result<std::unique_ptr<engine>> engine::start(engine_options opts, storage::blob_client blobs,
@@ -610,47 +861,103 @@ result<std::unique_ptr<engine>> engine::start(engine_options opts, storage::blob
   }
   if (auto r = p->recover_open_appends(); !r)
     return std::unexpected(r.error());
+
   impl* raw = p.get();
-  for (std::uint32_t i = 0; i < raw->opts.writers; ++i)
-    raw->threads.emplace_back([raw] { raw->writer_loop(); });
-  raw->threads.emplace_back([raw] { raw->timer_loop(); });
+  std::unique_ptr<engine> eng(new engine(std::move(p)));
+  raw->stages.store(1);
+  raw->own_stage.reset(new batch_stage(raw, 0));
+  actors::system_options so;
+  so.process = "persistor-" + raw->opts.name;
+  so.host = raw->opts.host;
+  raw->sys = std::make_unique<actors::actor_system>(so);
+  // Mailboxes block rather than refuse: every message here carries a slot or a wake-up that
+  // must not be lost, and none is sent per record.
+  const actors::mailbox_options mb{.capacity = 1u << 16, .policy = actors::overflow_policy::block};
+  std::vector<actors::child_spec> children;
   if (raw->catalog)
-    raw->threads.emplace_back([raw] { raw->registrar_loop(); });
-  return std::unique_ptr<engine>(new engine(std::move(p)));
+    children.push_back(actors::child_spec::of<registrar_actor>({.name = registrar_name, .mailbox = mb}, raw));
+  children.push_back(actors::child_spec::of<batcher_actor>({.name = batcher_name, .mailbox = mb}, raw));
+  for (std::uint32_t i = 0; i < raw->opts.writers; ++i)
+    children.push_back(actors::child_spec::of<writer_actor>({.name = writer_name(i), .mailbox = mb}, raw, i));
+  actors::supervisor_options sup;
+  sup.on_escalate = [](const actors::error& e) {
+    spdlog::error("persistor: actors keep failing; giving up on them: {}", e.message);
+  };
+  auto s = raw->sys->spawn<actors::supervisor>({.name = "persistor"}, sup, std::move(children));
+  if (!s)
+    return fail(errc::io, "persistor actors: " + s.error().message);
+  auto b = raw->sys->lookup(batcher_name);
+  if (!b)
+    return fail(errc::io, "persistor actors: no batcher");
+  raw->batcher_ref = *b;
+  return eng;
 }
 
 result<void> engine::submit(const record& r, ack_token token) {
   if (auto v = validate_dest(r.dest); !v)
     return v;
-  std::lock_guard lk(impl_->m);
-  if (impl_->stopping)
+  if (impl_->stopping.load(std::memory_order_relaxed))
     return fail(errc::cancelled, "persistor is stopping");
-  impl_->stats.records_in.fetch_add(1, std::memory_order_relaxed);
-  impl_->pending_records += 1;
-  impl_->push_sealed_locked(impl_->b.add(r, token, steady_ms()));
-  impl_->update_held_locked();
+  bool wake = false;
+  {
+    std::lock_guard lk(impl_->inbox_m);
+    impl_->inbox.emplace_back(r, token);
+    wake = !impl_->inbox_signalled;
+    impl_->inbox_signalled = true;
+  }
+  if (wake)
+    if (auto t = impl_->sys->tell(impl_->batcher_ref, inbox_ready{}); !t) {
+      std::lock_guard lk(impl_->inbox_m);
+      impl_->inbox_signalled = false;
+      return fail(errc::cancelled, "persistor is stopping: " + t.error().message);
+    }
   return {};
 }
 
-bool engine::saturated() const noexcept {
-  return impl_->held_bytes.load(std::memory_order_relaxed) > impl_->opts.max_inflight_bytes;
-}
+bool engine::saturated() const noexcept { return impl_->held_bytes() > impl_->opts.max_inflight_bytes; }
 
 result<void> engine::flush(std::chrono::milliseconds timeout) {
-  std::unique_lock lk(impl_->m);
-  impl_->push_sealed_locked(impl_->b.flush_all());
-  const bool done = impl_->idle_cv.wait_for(lk, timeout, [&] {
-    return (impl_->pending_records == 0 && impl_->catalog_queue.empty()) || impl_->stopping;
-  });
-  lk.unlock();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto sealed = impl_->sys->request<bool>(impl_->batcher_ref, flush_open{}, timeout).get();
+  if (!sealed)
+    return fail(errc::timeout, "flush: sealing the open batches: " + sealed.error().message);
+  std::uint64_t records = 0, entries = 0;
+  bool done = false;
+  {
+    std::unique_lock lk(impl_->idle_m);
+    done = impl_->idle_cv.wait_until(lk, deadline, [&] {
+      return (impl_->inflight_records == 0 && impl_->uncatalogued == 0) || impl_->stopping.load();
+    });
+    records = impl_->inflight_records;
+    entries = impl_->uncatalogued;
+  }
   if (impl_->opts.append_blobs)
     impl_->roll_all_appends();
-  if (!done)
-    return fail(errc::timeout, "flush: records still not committed after " +
+  if (!done) {
+    if (records > 0)
+      return fail(errc::timeout, "flush: " + std::to_string(records) +
+                                     " records still not committed after " +
+                                     std::to_string(timeout.count()) + " ms");
+    return fail(errc::timeout, "flush: every record is acked, but " + std::to_string(entries) +
+                                   " blobs are still waiting for their catalog entry after " +
                                    std::to_string(timeout.count()) + " ms");
+  }
   return {};
 }
 
 const engine_stats& engine::stats() const noexcept { return impl_->stats; }
+
+result<std::unique_ptr<batch_stage>> engine::make_stage() {
+  std::size_t slot = impl_->stages.load();
+  while (true) {
+    if (slot >= max_stages)
+      return fail(errc::limit_exceeded, "a persistor engine has at most 63 source stages");
+    if (impl_->stages.compare_exchange_weak(slot, slot + 1))
+      break;
+  }
+  return std::unique_ptr<batch_stage>(new batch_stage(impl_.get(), slot));
+}
+
+actors::actor_system& engine::system() noexcept { return *impl_->sys; }
 
 } // namespace shoal::workers::persistor

@@ -1,12 +1,16 @@
 #include "workers/persistor/sources.hpp"
 
+#include "actors/supervisor.hpp"
 #include "transport/socket.hpp"
+#include "workers/persistor/slot_table.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include <condition_variable>
-#include <deque>
+#include <algorithm>
+#include <cstring>
+#include <iterator>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -43,13 +47,6 @@ void set_event_time(record& r, const std::string* explicit_time, std::string_vie
   }
 }
 
-// What the engine hands back to the push loop.
-struct completion_queue {
-  std::mutex m;
-  std::vector<ack_token> tokens;
-  std::vector<committed_blob> blobs;
-};
-
 nlohmann::json committed_json(const committed_blob& c) {
   return {{"container", c.container}, {"blob", c.name},
           {"dest", c.dest},           {"date", c.date},
@@ -58,6 +55,525 @@ nlohmann::json committed_json(const committed_blob& c) {
           {"first_event_time", format_time(c.summary.first_event_time)},
           {"last_event_time", format_time(c.summary.last_event_time)},
           {"bytes", c.bytes},         {"append", c.append}};
+}
+
+
+// -- messages of the source actors (process-local) ------------------------------------------------
+
+struct poll_tick { // source → itself: read the next burst
+  static constexpr std::string_view kind = "persistor.poll";
+  std::uint8_t reserved = 0;
+  MSGPACK_DEFINE(reserved);
+};
+struct acks_ready { // engine → source: committed tokens wait in the completion queue
+  static constexpr std::string_view kind = "persistor.acks_ready";
+  std::uint8_t reserved = 0;
+  MSGPACK_DEFINE(reserved);
+};
+struct stop_reading { // run_* → source (request, reply bool): stop reading, seal the stage
+  static constexpr std::string_view kind = "persistor.stop_reading";
+  std::uint8_t reserved = 0;
+  MSGPACK_DEFINE(reserved);
+};
+struct drain { // run_* → source / deleter (request, reply bool): finish what is queued
+  static constexpr std::string_view kind = "persistor.drain";
+  std::uint8_t reserved = 0;
+  MSGPACK_DEFINE(reserved);
+};
+struct delete_receipts { // → deleter: delete the queue messages in this slot
+  static constexpr std::string_view kind = "persistor.delete_receipts";
+  std::uint64_t slot = 0;
+  MSGPACK_DEFINE(slot);
+};
+
+struct id_hash {
+  std::size_t operator()(const transport::message_id& id) const noexcept {
+    std::uint64_t a = 0, b = 0;
+    std::memcpy(&a, id.data(), 8);
+    std::memcpy(&b, id.data() + 8, 8);
+    return static_cast<std::size_t>(a ^ (b * 0x9e3779b97f4a7c15ULL));
+  }
+};
+
+// Mailboxes of the sources block rather than refuse (nothing is sent per record).
+constexpr actors::mailbox_options source_mailbox{.capacity = 1u << 16,
+                                                 .policy = actors::overflow_policy::block};
+
+// -- push -----------------------------------------------------------------------------------------
+
+// What run_push and the push source actor share. The completion queue is filled by the engine's
+// writer/registrar threads (one lock per committed blob) and emptied by the source.
+struct push_shared {
+  push_options popts;
+  source_stats* stats = nullptr;
+  engine* eng = nullptr;            // set before the source is spawned
+  std::function<void(const std::string&)> on_ready;
+  zmq::context_t ctx{1};            // outlives the source's sockets (the actor holds this)
+  std::mutex m;                     // guards everything below
+  std::vector<ack_token> tokens;    // committed, not yet acked
+  std::vector<committed_blob> blobs; // committed, not yet announced
+  bool signalled = false;           // an acks_ready is on its way
+  actors::actor_ref source;         // the running source actor
+  std::string init_error;           // why the source could not start
+  bool ready_announced = false;
+};
+
+// The ROUTER's owner: reads bursts of frames, formats each record straight into its batch_stage
+// (no lock, no copy beyond the frame decode and the payload), and sends the acks, all on its
+// own thread (ZeroMQ sockets are single-threaded).
+class push_source final : public actors::actor {
+public:
+  push_source(actors::actor_config& cfg, std::shared_ptr<push_shared> sh) : actor(cfg), sh_(std::move(sh)) {}
+
+protected:
+  actors::result<void> init() override {
+    auto bad = [&](std::string why) -> actors::result<void> {
+      std::lock_guard lk(sh_->m);
+      sh_->init_error = why;
+      return std::unexpected(actors::error{actors::errc::init_failed, std::move(why)});
+    };
+    const auto& popts = sh_->popts;
+    transport::socket_options so;
+    so.receive_hwm = popts.receive_hwm;
+    so.send_hwm = 100'000;
+    so.router_mandatory = true;
+    so.linger = std::chrono::milliseconds(2000);
+    auto router = transport::envelope_socket::make(sh_->ctx, zmq::socket_type::router, so);
+    if (!router)
+      return bad("persistor socket: " + router.error().describe());
+    if (auto b = router->bind(popts.endpoint); !b)
+      return bad("binding " + popts.endpoint + ": " + b.error().describe());
+    router_.emplace(std::move(*router));
+    if (!popts.committed_endpoint.empty()) {
+      auto p = transport::envelope_socket::make(sh_->ctx, zmq::socket_type::pub, so);
+      if (!p)
+        return bad("committed socket: " + p.error().describe());
+      if (auto b = p->bind(popts.committed_endpoint); !b)
+        return bad("binding " + popts.committed_endpoint + ": " + b.error().describe());
+      pub_.emplace(std::move(*p));
+    }
+    auto st = sh_->eng->make_stage();
+    if (!st)
+      return bad(st.error().describe());
+    stage_ = std::move(*st);
+    out_.from = popts.address;
+    bool announce = false;
+    {
+      std::lock_guard lk(sh_->m);
+      sh_->source = self();
+      sh_->signalled = false;
+      announce = !sh_->ready_announced;
+      sh_->ready_announced = true;
+    }
+    if (announce && sh_->on_ready)
+      sh_->on_ready(router_->last_endpoint());
+    if (auto t = tell(self(), poll_tick{}); !t)
+      return std::unexpected(t.error());
+    return {};
+  }
+
+  actors::behavior make_behavior() override {
+    return {
+        [this](const poll_tick&) { poll(); },
+        [this](const acks_ready&) { send_acks(); },
+        [this](const stop_reading&) -> bool {
+          reading_ = false;
+          stage_->seal_all();
+          return true;
+        },
+        [this](const drain&) -> bool {
+          send_acks();
+          return true;
+        },
+    };
+  }
+
+private:
+  struct waiting {
+    transport::message_id id;
+    std::vector<std::vector<std::uint8_t>> routes; // every producer that sent this id
+  };
+
+  void poll() {
+    if (!reading_)
+      return;
+    send_acks();
+    source_stats& stats = *sh_->stats;
+    if (sh_->eng->saturated()) {
+      // Back-pressure: frames stay in the ROUTER's queue (then the producers' HWM).
+      stats.paused_ms.fetch_add(2, std::memory_order_relaxed);
+      start_timer(std::chrono::milliseconds(2), [this] { poll(); });
+      return;
+    }
+    // Wait for the first frame only when no other mail (acks) is queued for us.
+    const auto first_wait = self().stats().queued > 0 ? std::chrono::milliseconds(0)
+                                                      : std::chrono::milliseconds(2);
+    std::uint64_t received = 0, bad = 0;
+    for (int burst = 0; burst < 2000; ++burst) {
+      auto got = router_->receive(in_, burst == 0 ? first_wait : std::chrono::milliseconds(0), &route_);
+      if (!got) {
+        if (got.error().code == transport::errc::timeout)
+          break;
+        ++bad; // counted by the socket too; the frame is gone, the producer will re-send
+        continue;
+      }
+      if (in_.kind != kind_record) {
+        ++bad;
+        continue;
+      }
+      ++received;
+      take_record();
+    }
+    stats.received.fetch_add(received, std::memory_order_relaxed);
+    stats.bad_frames.fetch_add(bad, std::memory_order_relaxed);
+    arm();
+    (void)tell(self(), poll_tick{}); // to our own mailbox: never blocks
+  }
+
+  // One received persist.record → the stage. The payload is copied once from the decoded frame
+  // into the reused record, then formatted straight into its batch's body.
+  void take_record() {
+    source_stats& stats = *sh_->stats;
+    if (auto it = by_id_.find(in_.id); it != by_id_.end()) {
+      stats.duplicates.fetch_add(1, std::memory_order_relaxed);
+      auto& routes = inflight_[it->second].routes;
+      if (std::find(routes.begin(), routes.end(), route_) == routes.end())
+        routes.push_back(route_);
+      return;
+    }
+    record& r = rec_;
+    r.message_id = transport::to_hex(in_.id);
+    r.producer.assign(in_.from);
+    r.ingest_time = now_ms();
+    r.payload.assign(in_.body.begin(), in_.body.end());
+    r.dest.clear();
+    r.properties.clear();
+    const std::string* explicit_time = nullptr;
+    std::string_view field = sh_->popts.event_time_field;
+    for (const auto& [k, v] : in_.hdr) {
+      if (k == "dest")
+        r.dest = v;
+      else if (k == "event_time")
+        explicit_time = &v;
+      else if (k == "event_time_field")
+        field = v;
+      else
+        r.properties[k] = v;
+    }
+    set_event_time(r, explicit_time, field);
+    const ack_token tok = next_token_++;
+    if (auto sub = stage_->add(r, tok); !sub) {
+      stats.rejected.fetch_add(1, std::memory_order_relaxed);
+      transport::envelope rej;
+      rej.id = transport::new_message_id();
+      rej.kind = std::string(kind_reject);
+      rej.from = sh_->popts.address;
+      rej.ts_ns = unix_ns();
+      rej.corr = in_.id;
+      const std::string& why = sub.error().message;
+      rej.body.assign(why.begin(), why.end());
+      (void)router_->send(route_, rej, std::chrono::milliseconds(100));
+      return;
+    }
+    inflight_.emplace(tok, waiting{in_.id, {route_}});
+    by_id_.emplace(in_.id, tok);
+  }
+
+  // One timer for the stage's oldest open batch (later batches never fall due earlier).
+  void arm() {
+    if (timer_armed_)
+      return;
+    if (auto next = stage_->seal_due()) {
+      timer_armed_ = true;
+      start_timer(*next, [this] {
+        timer_armed_ = false;
+        arm();
+      });
+    }
+  }
+
+  void send_acks() {
+    {
+      std::lock_guard lk(sh_->m);
+      tokens_.swap(sh_->tokens);
+      blobs_.swap(sh_->blobs);
+      sh_->signalled = false;
+    }
+    for (const auto& c : blobs_) {
+      transport::envelope e;
+      e.id = transport::new_message_id();
+      e.kind = std::string(kind_committed);
+      e.from = sh_->popts.address;
+      e.ts_ns = unix_ns();
+      e.hdr["ct"] = "application/json";
+      const std::string body = committed_json(c).dump();
+      e.body.assign(body.begin(), body.end());
+      if (pub_)
+        (void)pub_->send(e); // drops are counted by the socket; the work table is the fallback
+    }
+    blobs_.clear();
+    if (tokens_.empty())
+      return;
+    std::map<std::vector<std::uint8_t>, std::vector<transport::message_id>> per_route;
+    for (ack_token t : tokens_) {
+      auto it = inflight_.find(t);
+      if (it == inflight_.end())
+        continue; // from before a restart of this actor: that producer re-sends
+      for (auto& r : it->second.routes)
+        per_route[r].push_back(it->second.id);
+      by_id_.erase(it->second.id);
+      inflight_.erase(it);
+    }
+    tokens_.clear();
+    for (auto& [route, ids] : per_route) {
+      for (std::size_t i = 0; i < ids.size(); i += 4096) {
+        const std::size_t n = std::min<std::size_t>(4096, ids.size() - i);
+        out_.id = transport::new_message_id();
+        out_.kind = std::string(kind_ack);
+        out_.ts_ns = unix_ns();
+        out_.corr = ids[i];
+        out_.hdr.clear();
+        out_.body.resize(n * 16);
+        for (std::size_t k = 0; k < n; ++k)
+          std::memcpy(out_.body.data() + k * 16, ids[i + k].data(), 16);
+        if (router_->send(route, out_, std::chrono::milliseconds(100)))
+          sh_->stats->acked.fetch_add(n, std::memory_order_relaxed);
+      }
+    }
+  }
+
+  std::shared_ptr<push_shared> sh_;  // first member: the context outlives the sockets below
+  std::optional<transport::envelope_socket> router_;
+  std::optional<transport::envelope_socket> pub_;
+  std::unique_ptr<batch_stage> stage_;
+  std::unordered_map<ack_token, waiting> inflight_;
+  std::unordered_map<transport::message_id, ack_token, id_hash> by_id_;
+  ack_token next_token_ = 1;
+  bool reading_ = true;
+  bool timer_armed_ = false;
+  transport::envelope in_, out_;
+  std::vector<std::uint8_t> route_;
+  record rec_;                               // reused: its buffers keep their capacity
+  std::vector<ack_token> tokens_;            // swapped with the completion queue
+  std::vector<committed_blob> blobs_;
+};
+
+// -- pull -----------------------------------------------------------------------------------------
+
+struct receipt {
+  std::string message_id;
+  std::string pop_receipt;
+};
+
+struct pull_shared {
+  pull_options popts;
+  storage::queue_client queues;
+  source_stats* stats = nullptr;
+  engine* eng = nullptr;            // set before the actors are spawned
+  std::atomic<bool> reading{true};
+  std::uint32_t deleters = 1;
+  std::mutex m;                     // guards receipts, next
+  std::unordered_map<ack_token, receipt> receipts;
+  ack_token next = 1;
+  std::atomic<std::uint64_t> rr{0}; // round robin over deleters
+  slot_table<std::vector<receipt>> to_delete;
+
+  explicit pull_shared(storage::queue_client q) : queues(std::move(q)) {}
+
+  // Moves a message whose receive count passed max_dequeue to the poison queue, with why.
+  void poison(const storage::queue_message& m) {
+    std::string reason;
+    auto rec = record_from_queue_text(m.text, popts.default_dest, popts.event_time_field);
+    if (m.undecodable)
+      reason = "message text is not valid base64";
+    else if (!rec)
+      reason = rec.error().message;
+    else
+      reason = "no blob committed after being received " + std::to_string(m.dequeue_count) + " times";
+    reason = "dequeued " + std::to_string(m.dequeue_count) + " times (max_dequeue " +
+             std::to_string(popts.max_dequeue) + "): " + reason;
+    nlohmann::json j = {{"reason", reason},
+                        {"queue", popts.queue},
+                        {"message_id", m.message_id},
+                        {"dequeue_count", m.dequeue_count},
+                        {"text", m.text.substr(0, 32 * 1024)}};
+    auto put = queues.put_message(popts.poison_queue,
+                                  j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    if (!put) {
+      spdlog::warn("persistor: parking poison message {}: {}", m.message_id, put.error().describe());
+      return; // it stays in the queue and is tried again
+    }
+    if (auto d = queues.delete_message(popts.queue, m.message_id, m.pop_receipt); !d)
+      spdlog::warn("persistor: deleting poison message {}: {}", m.message_id, d.error().describe());
+    stats->poisoned.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("persistor: message {} parked in {}: {}", m.message_id, popts.poison_queue, reason);
+  }
+
+  // The engine's commit path: the receipts of the committed tokens go to the deleters, split
+  // evenly (each delete is one request).
+  void committed(const std::vector<ack_token>& tokens) {
+    std::vector<receipt> done;
+    {
+      std::lock_guard lk(m);
+      for (ack_token k : tokens) {
+        auto it = receipts.find(k);
+        if (it == receipts.end())
+          continue;
+        done.push_back(std::move(it->second));
+        receipts.erase(it);
+      }
+    }
+    if (done.empty())
+      return;
+    const std::size_t parts = std::min<std::size_t>(deleters, done.size());
+    const std::size_t per = (done.size() + parts - 1) / parts;
+    for (std::size_t off = 0; off < done.size(); off += per) {
+      std::vector<receipt> chunk(std::make_move_iterator(done.begin() + static_cast<std::ptrdiff_t>(off)),
+                                 std::make_move_iterator(done.begin() + static_cast<std::ptrdiff_t>(std::min(off + per, done.size()))));
+      const std::uint64_t id = to_delete.put(std::move(chunk));
+      const auto k = rr.fetch_add(1, std::memory_order_relaxed) % deleters;
+      auto ref = eng->system().lookup("deleter-" + std::to_string(k));
+      if (!ref || !eng->system().tell(*ref, delete_receipts{id}))
+        (void)to_delete.take(id); // stopping: the messages reappear and are stored again
+    }
+  }
+};
+
+// One puller: gets up to 32 messages at a time and submits them to the engine (whose batcher
+// actor batches them with the other pullers' records), with blocking queue I/O on its thread.
+class puller_actor final : public actors::actor {
+public:
+  puller_actor(actors::actor_config& cfg, std::shared_ptr<pull_shared> sh) : actor(cfg), sh_(std::move(sh)) {}
+
+protected:
+  actors::result<void> init() override {
+    go_.count = storage::max_messages_per_get;
+    go_.visibility_timeout = sh_->popts.visibility_timeout;
+    if (auto t = tell(self(), poll_tick{}); !t)
+      return std::unexpected(t.error());
+    return {};
+  }
+  actors::behavior make_behavior() override {
+    return {
+        [this](const poll_tick&) { pull(); },
+        [this](const stop_reading&) -> bool { return true; }, // queued behind the current get
+    };
+  }
+
+private:
+  void again_in(std::chrono::milliseconds d) {
+    start_timer(d, [this] { pull(); });
+  }
+  void pull() {
+    if (!sh_->reading.load(std::memory_order_relaxed))
+      return;
+    const auto& popts = sh_->popts;
+    source_stats& stats = *sh_->stats;
+    if (sh_->eng->saturated()) {
+      stats.paused_ms.fetch_add(5, std::memory_order_relaxed);
+      return again_in(std::chrono::milliseconds(5));
+    }
+    auto got = sh_->queues.get_messages(popts.queue, go_);
+    if (!got) {
+      spdlog::warn("persistor: reading queue {}: {}", popts.queue, got.error().describe());
+      return again_in(std::chrono::milliseconds(500));
+    }
+    if (got->empty())
+      return again_in(std::chrono::milliseconds(50));
+    for (auto& m : *got) {
+      if (m.dequeue_count > popts.max_dequeue) {
+        sh_->poison(m);
+        continue;
+      }
+      auto rec = m.undecodable ? result<record>(workers::fail(errc::invalid_argument, "not base64"))
+                               : record_from_queue_text(m.text, popts.default_dest, popts.event_time_field);
+      if (!rec) {
+        // Left in the queue to come back soon; after max_dequeue tries it is parked.
+        stats.rejected.fetch_add(1, std::memory_order_relaxed);
+        storage::update_message_options uo;
+        uo.visibility_timeout = std::chrono::seconds(1);
+        (void)sh_->queues.update_message(popts.queue, m.message_id, m.pop_receipt, uo);
+        continue;
+      }
+      stats.received.fetch_add(1, std::memory_order_relaxed);
+      if (rec->message_id.empty())
+        rec->message_id = m.message_id;
+      rec->producer = "queue:" + popts.queue;
+      rec->properties["queue_message_id"] = m.message_id;
+      rec->properties["dequeue_count"] = std::to_string(m.dequeue_count);
+      ack_token tok = 0;
+      {
+        std::lock_guard lk(sh_->m);
+        tok = sh_->next++;
+        sh_->receipts.emplace(tok, receipt{m.message_id, m.pop_receipt});
+      }
+      if (!sh_->eng->submit(*rec, tok)) {
+        std::lock_guard lk(sh_->m);
+        sh_->receipts.erase(tok);
+      }
+    }
+    (void)tell(self(), poll_tick{});
+  }
+  std::shared_ptr<pull_shared> sh_;
+  storage::get_messages_options go_;
+};
+
+// Deletes committed queue messages (one request each) on its own thread.
+class deleter_actor final : public actors::actor {
+public:
+  deleter_actor(actors::actor_config& cfg, std::shared_ptr<pull_shared> sh) : actor(cfg), sh_(std::move(sh)) {}
+
+protected:
+  actors::behavior make_behavior() override {
+    return {
+        [this](const delete_receipts& m) {
+          auto rs = sh_->to_delete.take(m.slot);
+          if (!rs)
+            return;
+          for (const auto& r : *rs) {
+            auto d = sh_->queues.delete_message(sh_->popts.queue, r.message_id, r.pop_receipt);
+            if (d || d.error().code == storage::errc::not_found)
+              sh_->stats->acked.fetch_add(1, std::memory_order_relaxed);
+            else
+              // Stale receipt (it became visible again and was received anew): it will be
+              // stored again and deleted then; at-least-once.
+              spdlog::warn("persistor: deleting queue message {}: {}", r.message_id, d.error().describe());
+          }
+        },
+        [](const drain&) -> bool { return true; }, // queued behind every delete before it
+    };
+  }
+
+private:
+  std::shared_ptr<pull_shared> sh_;
+};
+
+// The sources' supervisor: restarts a failed source actor; when they keep failing, run_* ends.
+struct escalation {
+  std::mutex m;
+  std::optional<std::string> reason;
+};
+
+actors::supervisor_options sources_supervisor(const std::shared_ptr<escalation>& esc) {
+  actors::supervisor_options so;
+  so.on_escalate = [esc](const actors::error& e) {
+    std::lock_guard lk(esc->m);
+    esc->reason = e.message;
+  };
+  return so;
+}
+
+// Waits until `stop` is set or the sources' supervisor gave up (then its reason).
+std::optional<std::string> wait_for_stop(const std::atomic<bool>& stop, escalation& esc) {
+  while (!stop.load(std::memory_order_relaxed)) {
+    {
+      std::lock_guard lk(esc.m);
+      if (esc.reason)
+        return esc.reason;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return std::nullopt;
 }
 
 } // namespace
@@ -99,171 +615,56 @@ result<void> run_push(const engine_options& eopts, storage::blob_client blobs,
                       const push_options& popts, const std::atomic<bool>& stop, source_stats& stats,
                       std::chrono::milliseconds flush_timeout,
                       const std::function<void(const std::string&)>& on_ready) {
-  zmq::context_t ctx(1);
-  transport::socket_options so;
-  so.receive_hwm = popts.receive_hwm;
-  so.send_hwm = 100'000;
-  so.router_mandatory = true;
-  so.linger = std::chrono::milliseconds(2000);
-  auto router = transport::envelope_socket::make(ctx, zmq::socket_type::router, so);
-  if (!router)
-    return fail(errc::invalid_argument, "persistor socket: " + router.error().describe());
-  if (auto b = router->bind(popts.endpoint); !b)
-    return fail(errc::invalid_argument, "binding " + popts.endpoint + ": " + b.error().describe());
-  std::optional<transport::envelope_socket> pub;
-  if (!popts.committed_endpoint.empty()) {
-    auto p = transport::envelope_socket::make(ctx, zmq::socket_type::pub, so);
-    if (!p)
-      return fail(errc::invalid_argument, "committed socket: " + p.error().describe());
-    if (auto b = p->bind(popts.committed_endpoint); !b)
-      return fail(errc::invalid_argument,
-                  "binding " + popts.committed_endpoint + ": " + b.error().describe());
-    pub.emplace(std::move(*p));
-  }
-
-  completion_queue cq;
-  const bool announce = pub.has_value();
+  auto sh = std::make_shared<push_shared>();
+  sh->popts = popts;
+  sh->stats = &stats;
+  sh->on_ready = on_ready;
+  const bool announce = !popts.committed_endpoint.empty();
+  // Engine threads → the source: park the tokens, wake the source once per batch of commits.
   auto eng = engine::start(eopts, std::move(blobs), std::move(etl), std::move(catalog),
-                           [&cq, announce](const std::vector<ack_token>& t, const committed_blob& c) {
-                             std::lock_guard lk(cq.m);
-                             cq.tokens.insert(cq.tokens.end(), t.begin(), t.end());
-                             if (announce)
-                               cq.blobs.push_back(c);
+                           [sh, announce](const std::vector<ack_token>& t, const committed_blob& c) {
+                             actors::actor_ref wake;
+                             {
+                               std::lock_guard lk(sh->m);
+                               sh->tokens.insert(sh->tokens.end(), t.begin(), t.end());
+                               if (announce)
+                                 sh->blobs.push_back(c);
+                               if (!sh->signalled && sh->source) {
+                                 sh->signalled = true;
+                                 wake = sh->source;
+                               }
+                             }
+                             if (wake)
+                               (void)sh->eng->system().tell(wake, acks_ready{});
                            });
   if (!eng)
     return std::unexpected(eng.error());
-  if (on_ready)
-    on_ready(router->last_endpoint());
-
-  struct waiting {
-    transport::message_id id;
-    std::vector<std::vector<std::uint8_t>> routes;
-  };
-  std::unordered_map<ack_token, waiting> inflight;
-  std::unordered_map<std::string, ack_token> by_id; // 16 id bytes → token
-  ack_token next_token = 1;
-
-  transport::envelope out;
-  out.from = popts.address;
-  auto send_acks = [&] {
-    std::vector<ack_token> tokens;
-    std::vector<committed_blob> done_blobs;
-    {
-      std::lock_guard lk(cq.m);
-      tokens.swap(cq.tokens);
-      done_blobs.swap(cq.blobs);
-    }
-    for (const auto& c : done_blobs) {
-      transport::envelope e;
-      e.id = transport::new_message_id();
-      e.kind = std::string(kind_committed);
-      e.from = popts.address;
-      e.ts_ns = unix_ns();
-      e.hdr["ct"] = "application/json";
-      const std::string body = committed_json(c).dump();
-      e.body.assign(body.begin(), body.end());
-      (void)pub->send(e); // drops are counted by the socket; the work table is the fallback
-    }
-    if (tokens.empty())
-      return;
-    std::map<std::vector<std::uint8_t>, std::vector<transport::message_id>> per_route;
-    for (ack_token t : tokens) {
-      auto it = inflight.find(t);
-      if (it == inflight.end())
-        continue;
-      for (auto& r : it->second.routes)
-        per_route[r].push_back(it->second.id);
-      by_id.erase(std::string(it->second.id.begin(), it->second.id.end()));
-      inflight.erase(it);
-    }
-    for (auto& [route, ids] : per_route) {
-      for (std::size_t i = 0; i < ids.size(); i += 4096) {
-        const std::size_t n = std::min<std::size_t>(4096, ids.size() - i);
-        out.id = transport::new_message_id();
-        out.kind = std::string(kind_ack);
-        out.ts_ns = unix_ns();
-        out.corr = ids[i];
-        out.hdr.clear();
-        out.body.resize(n * 16);
-        for (std::size_t k = 0; k < n; ++k)
-          std::memcpy(out.body.data() + k * 16, ids[i + k].data(), 16);
-        if (router->send(route, out, std::chrono::milliseconds(100)))
-          stats.acked.fetch_add(n, std::memory_order_relaxed);
-      }
-    }
-  };
-
-  transport::envelope in;
-  std::vector<std::uint8_t> route;
-  while (!stop.load(std::memory_order_relaxed)) {
-    send_acks();
-    if ((*eng)->saturated()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      stats.paused_ms.fetch_add(2, std::memory_order_relaxed);
-      continue;
-    }
-    for (int burst = 0; burst < 2000; ++burst) {
-      auto got = router->receive(in, std::chrono::milliseconds(burst == 0 ? 2 : 0), &route);
-      if (!got) {
-        if (got.error().code == transport::errc::timeout)
-          break;
-        stats.bad_frames.fetch_add(1, std::memory_order_relaxed);
-        continue; // counted by the socket too; the frame is gone, the producer will re-send
-      }
-      if (in.kind != kind_record) {
-        stats.bad_frames.fetch_add(1, std::memory_order_relaxed);
-        continue;
-      }
-      stats.received.fetch_add(1, std::memory_order_relaxed);
-      const std::string key(in.id.begin(), in.id.end());
-      if (auto it = by_id.find(key); it != by_id.end()) {
-        stats.duplicates.fetch_add(1, std::memory_order_relaxed);
-        auto& routes = inflight[it->second].routes;
-        if (std::find(routes.begin(), routes.end(), route) == routes.end())
-          routes.push_back(route);
-        continue;
-      }
-      record r;
-      r.message_id = transport::to_hex(in.id);
-      r.producer = in.from;
-      r.ingest_time = now_ms();
-      r.payload.assign(in.body.begin(), in.body.end());
-      const std::string* explicit_time = nullptr;
-      std::string field = popts.event_time_field;
-      for (const auto& [k, v] : in.hdr) {
-        if (k == "dest")
-          r.dest = v;
-        else if (k == "event_time")
-          explicit_time = &v;
-        else if (k == "event_time_field")
-          field = v;
-        else
-          r.properties[k] = v;
-      }
-      set_event_time(r, explicit_time, field);
-      const ack_token tok = next_token++;
-      auto sub = (*eng)->submit(r, tok);
-      if (!sub) {
-        stats.rejected.fetch_add(1, std::memory_order_relaxed);
-        transport::envelope rej;
-        rej.id = transport::new_message_id();
-        rej.kind = std::string(kind_reject);
-        rej.from = popts.address;
-        rej.ts_ns = unix_ns();
-        rej.corr = in.id;
-        const std::string why = sub.error().message;
-        rej.body.assign(why.begin(), why.end());
-        (void)router->send(route, rej, std::chrono::milliseconds(100));
-        continue;
-      }
-      inflight.emplace(tok, waiting{in.id, {route}});
-      by_id.emplace(key, tok);
-    }
+  sh->eng = eng->get();
+  auto esc = std::make_shared<escalation>();
+  auto sup = (*eng)->system().spawn<actors::supervisor>(
+      {.name = "sources"}, sources_supervisor(esc),
+      std::vector{actors::child_spec::of<push_source>({.name = "source", .mailbox = source_mailbox}, sh)});
+  if (!sup) {
+    std::lock_guard lk(sh->m);
+    return fail(errc::invalid_argument, sh->init_error.empty() ? sup.error().message : sh->init_error);
+  }
+  actors::actor_ref source;
+  {
+    std::lock_guard lk(sh->m);
+    source = sh->source;
+  }
+  if (auto why = wait_for_stop(stop, *esc)) {
+    eng->reset();
+    return fail(errc::io, "persistor source keeps failing: " + *why);
   }
   spdlog::info("persistor: stopping, flushing open batches");
+  auto& sys = (*eng)->system();
+  if (auto s = sys.request<bool>(source, stop_reading{}, flush_timeout).get(); !s)
+    spdlog::warn("persistor: stopping the source: {}", s.error().message);
   auto flushed = (*eng)->flush(flush_timeout);
-  send_acks();
-  eng->reset();
+  if (auto d = sys.request<bool>(source, drain{}, std::chrono::seconds(10)).get(); !d)
+    spdlog::warn("persistor: sending the last acks: {}", d.error().message);
+  eng->reset(); // stops every actor; the ROUTER lingers up to 2 s to deliver the last acks
   if (!flushed)
     return flushed;
   return {};
@@ -279,158 +680,42 @@ result<void> run_pull(const engine_options& eopts, storage::blob_client blobs,
     if (!c)
       return std::unexpected(error::from_storage(c.error(), "creating queue " + q));
   }
-  struct receipt {
-    std::string message_id;
-    std::string pop_receipt;
-  };
-  struct shared_state {
-    std::mutex m;
-    std::condition_variable cv;
-    std::unordered_map<ack_token, receipt> receipts;
-    std::deque<receipt> to_delete;
-    ack_token next = 1;
-    bool deleters_stop = false;
-  } st;
-
+  auto sh = std::make_shared<pull_shared>(std::move(queues));
+  sh->popts = popts;
+  sh->stats = &stats;
+  // Deletes are one request per message: more of them in flight than gets.
+  sh->deleters = std::max<std::uint32_t>(popts.pullers * 4, 8);
   auto eng = engine::start(eopts, std::move(blobs), std::move(etl), std::move(catalog),
-                           [&st](const std::vector<ack_token>& t, const committed_blob&) {
-                             std::lock_guard lk(st.m);
-                             for (ack_token k : t) {
-                               auto it = st.receipts.find(k);
-                               if (it == st.receipts.end())
-                                 continue;
-                               st.to_delete.push_back(std::move(it->second));
-                               st.receipts.erase(it);
-                             }
-                             st.cv.notify_all();
-                           });
+                           [sh](const std::vector<ack_token>& t, const committed_blob&) { sh->committed(t); });
   if (!eng)
     return std::unexpected(eng.error());
-  engine& e = **eng;
-
-  auto deleter = [&] {
-    while (true) {
-      receipt r;
-      {
-        std::unique_lock lk(st.m);
-        st.cv.wait(lk, [&] { return st.deleters_stop || !st.to_delete.empty(); });
-        if (st.to_delete.empty())
-          return;
-        r = std::move(st.to_delete.front());
-        st.to_delete.pop_front();
-      }
-      auto d = queues.delete_message(popts.queue, r.message_id, r.pop_receipt);
-      if (d || d.error().code == storage::errc::not_found)
-        stats.acked.fetch_add(1, std::memory_order_relaxed);
-      else
-        // Stale receipt (it became visible again and was received anew): it will be stored
-        // again and deleted then; at-least-once.
-        spdlog::warn("persistor: deleting queue message {}: {}", r.message_id, d.error().describe());
-    }
-  };
-
-  auto poison = [&](const storage::queue_message& m) {
-    std::string reason;
-    auto rec = record_from_queue_text(m.text, popts.default_dest, popts.event_time_field);
-    if (m.undecodable)
-      reason = "message text is not valid base64";
-    else if (!rec)
-      reason = rec.error().message;
-    else
-      reason = "no blob committed after being received " + std::to_string(m.dequeue_count) +
-               " times";
-    reason = "dequeued " + std::to_string(m.dequeue_count) + " times (max_dequeue " +
-             std::to_string(popts.max_dequeue) + "): " + reason;
-    nlohmann::json j = {{"reason", reason},
-                        {"queue", popts.queue},
-                        {"message_id", m.message_id},
-                        {"dequeue_count", m.dequeue_count},
-                        {"text", m.text.substr(0, 32 * 1024)}};
-    auto put = queues.put_message(popts.poison_queue, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-    if (!put) {
-      spdlog::warn("persistor: parking poison message {}: {}", m.message_id, put.error().describe());
-      return; // it stays in the queue and is tried again
-    }
-    if (auto d = queues.delete_message(popts.queue, m.message_id, m.pop_receipt); !d)
-      spdlog::warn("persistor: deleting poison message {}: {}", m.message_id, d.error().describe());
-    stats.poisoned.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("persistor: message {} parked in {}: {}", m.message_id, popts.poison_queue, reason);
-  };
-
-  auto puller = [&] {
-    storage::get_messages_options go;
-    go.count = storage::max_messages_per_get;
-    go.visibility_timeout = popts.visibility_timeout;
-    while (!stop.load(std::memory_order_relaxed)) {
-      if (e.saturated()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        stats.paused_ms.fetch_add(5, std::memory_order_relaxed);
-        continue;
-      }
-      auto got = queues.get_messages(popts.queue, go);
-      if (!got) {
-        spdlog::warn("persistor: reading queue {}: {}", popts.queue, got.error().describe());
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));
-        continue;
-      }
-      if (got->empty()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        continue;
-      }
-      for (auto& m : *got) {
-        if (m.dequeue_count > popts.max_dequeue) {
-          poison(m);
-          continue;
-        }
-        auto rec = m.undecodable ? result<record>(fail(errc::invalid_argument, "not base64"))
-                                 : record_from_queue_text(m.text, popts.default_dest,
-                                                          popts.event_time_field);
-        if (!rec) {
-          // Left in the queue to come back soon; after max_dequeue tries it is parked.
-          stats.rejected.fetch_add(1, std::memory_order_relaxed);
-          storage::update_message_options uo;
-          uo.visibility_timeout = std::chrono::seconds(1);
-          (void)queues.update_message(popts.queue, m.message_id, m.pop_receipt, uo);
-          continue;
-        }
-        stats.received.fetch_add(1, std::memory_order_relaxed);
-        if (rec->message_id.empty())
-          rec->message_id = m.message_id;
-        rec->producer = "queue:" + popts.queue;
-        rec->properties["queue_message_id"] = m.message_id;
-        rec->properties["dequeue_count"] = std::to_string(m.dequeue_count);
-        ack_token tok = 0;
-        {
-          std::lock_guard lk(st.m);
-          tok = st.next++;
-          st.receipts.emplace(tok, receipt{m.message_id, m.pop_receipt});
-        }
-        if (!e.submit(*rec, tok)) {
-          std::lock_guard lk(st.m);
-          st.receipts.erase(tok);
-        }
-      }
-    }
-  };
-
-  std::vector<std::thread> threads;
+  sh->eng = eng->get();
+  std::vector<actors::child_spec> children;
+  for (std::uint32_t i = 0; i < sh->deleters; ++i)
+    children.push_back(actors::child_spec::of<deleter_actor>(
+        {.name = "deleter-" + std::to_string(i), .mailbox = source_mailbox}, sh));
   for (std::uint32_t i = 0; i < popts.pullers; ++i)
-    threads.emplace_back(puller);
-  std::vector<std::thread> deleters;
-  // Deletes are one request per message: more of them in flight than gets.
-  for (std::uint32_t i = 0; i < std::max<std::uint32_t>(popts.pullers * 4, 8); ++i)
-    deleters.emplace_back(deleter);
-  for (auto& t : threads)
-    t.join();
-  spdlog::info("persistor: stopping, flushing open batches");
-  auto flushed = e.flush(flush_timeout);
-  {
-    std::lock_guard lk(st.m);
-    st.deleters_stop = true;
+    children.push_back(actors::child_spec::of<puller_actor>(
+        {.name = "puller-" + std::to_string(i), .mailbox = source_mailbox}, sh));
+  auto esc = std::make_shared<escalation>();
+  auto& sys = (*eng)->system();
+  auto sup = sys.spawn<actors::supervisor>({.name = "sources"}, sources_supervisor(esc), std::move(children));
+  if (!sup)
+    return fail(errc::io, "persistor pullers: " + sup.error().message);
+  if (auto why = wait_for_stop(stop, *esc)) {
+    eng->reset();
+    return fail(errc::io, "persistor pullers keep failing: " + *why);
   }
-  st.cv.notify_all();
-  for (auto& t : deleters)
-    t.join();
+  sh->reading.store(false);
+  // Each puller answers once its current get is submitted.
+  for (std::uint32_t i = 0; i < popts.pullers; ++i)
+    if (auto p = sys.lookup("puller-" + std::to_string(i)))
+      (void)sys.request<bool>(*p, stop_reading{}, flush_timeout).get();
+  spdlog::info("persistor: stopping, flushing open batches");
+  auto flushed = (*eng)->flush(flush_timeout);
+  for (std::uint32_t i = 0; i < sh->deleters; ++i)
+    if (auto d = sys.lookup("deleter-" + std::to_string(i)))
+      (void)sys.request<bool>(*d, drain{}, flush_timeout).get();
   eng->reset();
   if (!flushed)
     return flushed;

@@ -1,14 +1,22 @@
 #pragma once
-// Where the persistor's records come from, and how they are acknowledged once committed:
-//  - push_server: a ZeroMQ ROUTER accepting `persist.record` envelopes from any number of DEALER
-//    producers, answering `persist.ack` (body: the acked 16-byte ids) once the blob holding the
-//    records is committed, or `persist.reject` (corr: the id, body: the reason) for a record that
-//    can never be stored (bad dest). A record id already waiting for its blob is not stored twice:
-//    the second sender is acked with the first.
-//  - queue_pullers: N threads reading an Azure Storage Queue (up to 32 messages per get), deleting
-//    each message once its blob is committed; a message dequeued more than max_dequeue times is
-//    moved to the poison queue with the reason.
-// Both stop reading while the engine is saturated (back-pressure) and stop when `stop` is set.
+// Where the persistor's records come from, and how they are acknowledged once committed. Both
+// run as actors in the engine's actor_system (engine.hpp), under a supervisor "sources" that
+// restarts a failed one (run_* returns an error when it gives up):
+//  - push: one actor "source" owns the ZeroMQ ROUTER accepting `persist.record` envelopes from
+//    any number of DEALER producers. It reads bursts of up to 2,000 frames, formats each record
+//    straight into its own batch_stage (no lock, no message per record), and answers
+//    `persist.ack` (body: the acked 16-byte ids) once the blob holding the records is committed,
+//    or `persist.reject` (corr: the id, body: the reason) for a record that can never be stored
+//    (bad dest). Acks go out on its own thread (a ZeroMQ socket is single-threaded): the engine
+//    parks committed tokens and wakes it with one message per batch of commits. A record id
+//    already waiting for its blob is not stored twice: the second sender is acked with the first.
+//  - pull: "puller-0".."puller-{N-1}" each read an Azure Storage Queue (up to 32 messages per
+//    get) and hand the records to engine::submit (the engine's batcher actor batches all pullers
+//    together); "deleter-*" actors delete each message once its blob is committed; a message
+//    dequeued more than max_dequeue times is moved to the poison queue with the reason.
+// Both stop reading while the engine is saturated (back-pressure) and stop when `stop` is set:
+// then the sources stop reading, every open batch is sealed and flushed, and the last acks
+// (deletes) go out before run_* returns.
 
 #include "storage/queue_client.hpp"
 #include "transport/envelope.hpp"
@@ -71,7 +79,7 @@ struct source_stats {
                                     source_stats& stats, std::chrono::milliseconds flush_timeout,
                                     const std::function<void(const std::string&)>& on_ready = {});
 
-/// Builds the engine with an ack path that deletes queue messages, runs `pullers` threads until
+/// Builds the engine with an ack path that deletes queue messages, runs `pullers` actors until
 /// `stop` is set, then flushes and deletes what was committed. Creates the queue and the poison
 /// queue if missing. Errors: storage, those of engine::start, timeout (flush).
 [[nodiscard]] result<void> run_pull(const engine_options& eopts, storage::blob_client blobs,
