@@ -28,15 +28,6 @@ error bad_response(std::string msg) {
   return e;
 }
 
-// Prefixes the pipeline's message with what we were doing, keeping codes and ids intact.
-error with_context(error e, std::string_view what) {
-  std::string m(what);
-  if (!e.message.empty())
-    m += ": " + e.message;
-  e.message = std::move(m);
-  return e;
-}
-
 std::string container_path(std::string_view container) { return "/" + std::string(container); }
 
 std::string blob_path(std::string_view container, std::string_view blob) {
@@ -67,16 +58,6 @@ void add_metadata(headers_t& h, const metadata_map& md) {
 void add_if_match(headers_t& h, const std::optional<std::string>& etag) {
   if (etag)
     h.emplace_back("If-Match", *etag);
-}
-
-blob_type blob_type_from(std::string_view s) {
-  if (s == "BlockBlob")
-    return blob_type::block;
-  if (s == "AppendBlob")
-    return blob_type::append;
-  if (s == "PageBlob")
-    return blob_type::page;
-  return blob_type::unknown;
 }
 
 // Properties from Get Blob / Get Blob Properties headers. `ranged`: Content-Length and
@@ -300,6 +281,16 @@ std::string_view to_string(blob_type t) noexcept {
   case blob_type::unknown: break;
   }
   return "Unknown";
+}
+
+blob_type blob_type_from(std::string_view s) noexcept {
+  if (s == "BlockBlob")
+    return blob_type::block;
+  if (s == "AppendBlob")
+    return blob_type::append;
+  if (s == "PageBlob")
+    return blob_type::page;
+  return blob_type::unknown;
 }
 
 // -- containers ---------------------------------------------------------------------------------------

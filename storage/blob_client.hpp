@@ -77,6 +77,9 @@ enum class blob_type : std::uint8_t { block, append, page, unknown };
 
 /// "BlockBlob", "AppendBlob", "PageBlob" or "Unknown".
 std::string_view to_string(blob_type t) noexcept;
+/// The blob_type the service names "BlockBlob", "AppendBlob" or "PageBlob" (x-ms-blob-type,
+/// List Blobs' BlobType); unknown for anything else. Thread-safe (pure).
+blob_type blob_type_from(std::string_view s) noexcept;
 
 /// Properties of one blob, from Get Blob / Get Blob Properties headers or a List Blobs entry.
 struct blob_properties {

@@ -99,11 +99,6 @@ error fault_error(write_stage stage, std::size_t done) {
                     std::string(catalog_fault_injected));
 }
 
-error with_context(error e, std::string_view what) {
-  e.message = std::string(what) + ": " + e.message;
-  return e;
-}
-
 bool valid_catalog_name(std::string_view n) {
   if (n.size() < 3 || n.size() > 60)
     return false;

@@ -20,6 +20,8 @@ std::string base64_encode(std::string_view bytes);
 std::string url_encode(std::string_view s, bool keep_slash = false);
 /// Decodes %XX escapes ('+' is kept as '+'). Errors: invalid_argument on a bad escape.
 [[nodiscard]] result<std::string> url_decode(std::string_view s);
+/// The value 0..15 of hex digit `c` (either case), or -1 when `c` is not one. Thread-safe (pure).
+int hex_value(char c) noexcept;
 
 /// UTF-16 code units of UTF-8 `s` (Azure counts key and string lengths in them), or nullopt if
 /// `s` is not valid UTF-8 (bad lead or continuation bytes, overlong forms, surrogates,

@@ -50,6 +50,14 @@ std::string error::describe() const {
   return out;
 }
 
+error with_context(error e, std::string_view what) {
+  std::string m(what);
+  if (!e.message.empty())
+    m += ": " + e.message;
+  e.message = std::move(m);
+  return e;
+}
+
 errc errc_from_http(int status, std::string_view service_code) noexcept {
   if (status == 408 || service_code == "OperationTimedOut")
     return errc::timeout;

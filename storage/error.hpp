@@ -48,6 +48,10 @@ struct error {
 
 template <class T> using result = std::expected<T, error>;
 
+/// `e` with what the caller was doing put in front of its message ("what: message", or just
+/// "what" when the message is empty); code, status, ids and attempts are kept. Thread-safe (pure).
+error with_context(error e, std::string_view what);
+
 /// Maps an HTTP status (and x-ms-error-code) to an errc. 2xx/3xx are not errors; callers
 /// only pass failures. Thread-safe (pure).
 errc errc_from_http(int status, std::string_view service_code) noexcept;

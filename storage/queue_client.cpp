@@ -17,14 +17,6 @@ error limit(std::string msg) {
   return e;
 }
 
-error with_context(error e, std::string_view what) {
-  std::string m(what);
-  if (!e.message.empty())
-    m += ": " + e.message;
-  e.message = std::move(m);
-  return e;
-}
-
 std::string quote(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 std::string queue_path(std::string_view q) { return "/" + std::string(q); }

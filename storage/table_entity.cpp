@@ -19,16 +19,6 @@ using json = nlohmann::json;
 
 namespace {
 
-int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 constexpr char hex_digits[] = "0123456789abcdef";
 
 } // namespace

@@ -58,16 +58,6 @@ std::string quoted_etag(std::string_view e) {
   return '"' + std::string(e) + '"';
 }
 
-blob_type blob_type_from(std::string_view s) {
-  if (s == "BlockBlob")
-    return blob_type::block;
-  if (s == "AppendBlob")
-    return blob_type::append;
-  if (s == "PageBlob")
-    return blob_type::page;
-  return blob_type::unknown;
-}
-
 // An optional RFC 1123 date element: absent or empty is fine, present and unparsable is not.
 result<std::optional<std::chrono::system_clock::time_point>> date_of(pugi::xml_node parent,
                                                                      const char* name) {
