@@ -1,13 +1,17 @@
 // etl_bench: rows/s from blob bytes in memory to SQLite rows for the flights dataset
 // (deploy/datasets/flights.toml), beside `sqlite3 .import` of the same rows as CSV into the same
 // schema (shared/reference/performance.md §8.6). Same pragmas on both sides: WAL,
-// synchronous=OFF. Also a C++ floor: the same rows through one prepared INSERT in one
+// synchronous=OFF. The project's path is measured twice: through the chain of stage actors
+// (workers/etl/etl_chain.hpp: extract → validate → transform → load actors, the blob passed by
+// handle; what `shoal worker` and `shoal etl run` use) and as direct calls on one thread
+// (run_pipeline). Also a C++ floor: the same rows through one prepared INSERT in one
 // transaction (no JSON, no ledger).
 //
 //   etl_bench [--rows N (default 200000: flights-20k.json repeated, unique message ids)] [--runs R (default 3)] [--source DIR (repo top)]
 //
 // Prints one JSON line per measurement and a table; the median of R runs is reported.
 
+#include "workers/etl/etl_chain.hpp"
 #include "workers/etl/orchestrator.hpp"
 
 #include <nlohmann/json.hpp>
@@ -99,8 +103,8 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::vector<double> project, import, floor_cpp;
-  std::vector<double> step_ms[4];
+  std::vector<double> project, chained, import, floor_cpp;
+  std::vector<double> step_ms[4], chain_step_ms[4];
   for (int run = 0; run < runs; ++run) {
     // Project: blob bytes → extract → validate → transform → load (ledger + message keys).
     const std::string db = (dir / ("p" + std::to_string(run) + ".db")).string();
@@ -115,6 +119,28 @@ int main(int argc, char** argv) {
     }
     project.push_back(static_cast<double>(rows) / s);
     for (int k = 0; k < 4; ++k) step_ms[k].push_back(r->steps[static_cast<std::size_t>(k)].ms);
+
+    // Project through the actor chain: the same blob, a fresh database, the stages on their own
+    // threads (started before the clock runs, as a worker lane's chain is).
+    {
+      const std::string cdb = (dir / ("c" + std::to_string(run) + ".db")).string();
+      auto csink = etl::open_sqlite_sink({.path = cdb, .busy_timeout_ms = 30'000, .synchronous = "OFF"});
+      if (!csink) return 1;
+      auto chain = etl::etl_chain::start({}, std::move(*csink));
+      if (!chain) {
+        std::fprintf(stderr, "etl_bench: %s\n", chain.error().message.c_str());
+        return 1;
+      }
+      auto tc = clk::now();
+      auto rc = (*chain)->run_in_memory(*ds, blob_name, blob, "bench");
+      const double sc = secs(tc);
+      if (!rc || rc->load.inserted != rows) {
+        std::fprintf(stderr, "etl_bench: chain failed: %s\n", rc ? "row count" : rc.error().message.c_str());
+        return 1;
+      }
+      chained.push_back(static_cast<double>(rows) / sc);
+      for (int k = 0; k < 4; ++k) chain_step_ms[k].push_back(rc->steps[static_cast<std::size_t>(k)].ms);
+    }
 
     // Reference: sqlite3 .import of the same rows as CSV, same schema and pragmas.
     const std::string ref = (dir / ("r" + std::to_string(run) + ".db")).string();
@@ -161,17 +187,21 @@ int main(int argc, char** argv) {
   }
   std::filesystem::remove_all(dir);
 
-  const double p = median(project), i = median(import), f = median(floor_cpp);
+  const double p = median(project), c = median(chained), i = median(import), f = median(floor_cpp);
   const char* names[] = {"extract", "validate", "transform", "load"};
   std::printf("{\"layer\":\"L4\",\"name\":\"etl_flights\",\"variant\":\"project\",\"n\":%zu,\"median\":%.0f,\"unit\":\"rows/s\"}\n", rows, p);
+  std::printf("{\"layer\":\"L4\",\"name\":\"etl_flights\",\"variant\":\"project_actor_chain\",\"n\":%zu,\"median\":%.0f,\"unit\":\"rows/s\"}\n", rows, c);
   std::printf("{\"layer\":\"L4\",\"name\":\"etl_flights\",\"variant\":\"sqlite3_import\",\"n\":%zu,\"median\":%.0f,\"unit\":\"rows/s\"}\n", rows, i);
   std::printf("{\"layer\":\"L4\",\"name\":\"etl_flights\",\"variant\":\"cpp_prepared_floor\",\"n\":%zu,\"median\":%.0f,\"unit\":\"rows/s\"}\n", rows, f);
   std::printf("\n| path (%zu flights rows, median of %d) | rows/s | ratio to .import |\n|---|---:|---:|\n", rows, runs);
-  std::printf("| shoal ETL: blob bytes → SQLite (extract+validate+transform+load) | %.0f | %.2f |\n", p, p / i);
+  std::printf("| shoal ETL through the stage actors (extract → validate → transform → load) | %.0f | %.2f |\n", c, c / i);
+  std::printf("| shoal ETL as direct calls (run_pipeline, one thread) | %.0f | %.2f |\n", p, p / i);
   std::printf("| `sqlite3 .import` of the same rows as CSV | %.0f | 1.00 |\n", i);
   std::printf("| C++ floor: same rows, one prepared INSERT, one transaction | %.0f | %.2f |\n", f, f / i);
   std::printf("\nper step, median ms:");
   for (int k = 0; k < 4; ++k) std::printf(" %s %.0f", names[k], median(step_ms[k]));
+  std::printf("\nper stage actor, median ms:");
+  for (int k = 0; k < 4; ++k) std::printf(" %s %.0f", names[k], median(chain_step_ms[k]));
   std::printf("\n");
   return 0;
 }
