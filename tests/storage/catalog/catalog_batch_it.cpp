@@ -45,12 +45,8 @@ protected:
   };
   counted open_counted(catalog_options opts = {}) {
     counted c;
-    auto s = intercepted_service(c.transport);
-    EXPECT_TRUE(s) << s.error().describe();
-    if (!s)
-      return c;
     opts.fan_out_concurrency = 1;
-    auto opened = catalog::open(*s, name, blob_catalog::schema(), std::move(opts));
+    auto opened = open_through(c.transport, name, std::move(opts));
     EXPECT_TRUE(opened) << opened.error().describe();
     if (opened)
       c.cat.emplace(std::move(*opened));
@@ -135,14 +131,7 @@ TEST_F(CatalogBatchIt, ConcurrentBatchesFromTwoThreadsLeaveNoGaps) {
   };
   writer_log logs[2];
   auto run = [&](int w) {
-    auto s = service();
-    if (!s) {
-      logs[w].error = s.error().describe();
-      return;
-    }
-    catalog_options o;
-    o.writer_id = "writer" + std::to_string(w);
-    auto c = catalog::open(*s, name, blob_catalog::schema(), o);
+    auto c = open_writer(w);
     if (!c) {
       logs[w].error = c.error().describe();
       return;
@@ -291,9 +280,7 @@ TEST_F(CatalogBatchIt, ALostCounterRaceMovesTheWholeBatch) {
     auto w = other.insert(rec("theirs.json", "flights", "2001-01-05", "h2"));
     ASSERT_TRUE(w) << w.error().describe();
   };
-  auto s = intercepted_service(t);
-  ASSERT_TRUE(s) << s.error().describe();
-  auto mine = catalog::open(*s, name, blob_catalog::schema());
+  auto mine = open_through(t, name);
   ASSERT_TRUE(mine) << mine.error().describe();
   auto w = mine->insert_many(batch(20));
   ASSERT_TRUE(w) << w.error().describe();
@@ -308,9 +295,7 @@ TEST_F(CatalogBatchIt, ALostAnswerDoesNotDuplicateTheBatch) {
   auto base = make(blob_catalog::schema());
   auto t = std::make_shared<intercepting_transport>();
   t->lose_answer = true;
-  auto s = intercepted_service(t);
-  ASSERT_TRUE(s) << s.error().describe();
-  auto c = catalog::open(*s, name, blob_catalog::schema());
+  auto c = open_through(t, name);
   ASSERT_TRUE(c) << c.error().describe();
   auto w = c->insert_many(batch(25));
   ASSERT_TRUE(w) << w.error().describe();

@@ -283,14 +283,7 @@ TEST_F(CatalogIt, ConcurrentWritersWithSkewedClocksLoseNothing) {
   };
   writer_log logs[2];
   auto run = [&](int w, std::chrono::milliseconds skew) {
-    auto s = service(skew);
-    if (!s) {
-      logs[w].error = s.error().describe();
-      return;
-    }
-    catalog_options o;
-    o.writer_id = "writer" + std::to_string(w);
-    auto c = catalog::open(*s, name, blob_catalog::schema(), o);
+    auto c = open_writer(w, skew);
     if (!c) {
       logs[w].error = c.error().describe();
       return;
@@ -527,9 +520,7 @@ TEST_F(CatalogIt, ALostCounterRaceTakesTheNextNumber) {
     ASSERT_TRUE(w) << w.error().describe();
     theirs = *w;
   };
-  auto s = intercepted_service(t);
-  ASSERT_TRUE(s) << s.error().describe();
-  auto mine = catalog::open(*s, name, blob_catalog::schema());
+  auto mine = open_through(t, name);
   ASSERT_TRUE(mine) << mine.error().describe();
   auto w = mine->insert(rec("mine.json", "flights", "2001-01-05", "h1"));
   ASSERT_TRUE(w) << w.error().describe();
@@ -546,9 +537,7 @@ TEST_F(CatalogIt, ALostAnswerDoesNotDuplicateTheEntry) {
   auto base = make(blob_catalog::schema());
   auto t = std::make_shared<intercepting_transport>();
   t->lose_answer = true;
-  auto s = intercepted_service(t);
-  ASSERT_TRUE(s) << s.error().describe();
-  auto c = catalog::open(*s, name, blob_catalog::schema());
+  auto c = open_through(t, name);
   ASSERT_TRUE(c) << c.error().describe();
   auto w = c->insert(rec("once.json", "flights", "2001-01-05", "h1"));
   ASSERT_TRUE(w) << w.error().describe();

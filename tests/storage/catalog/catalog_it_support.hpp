@@ -65,6 +65,17 @@ protected:
     return table_service_client::from_connection_string(tests::azurite_connection_string(), opts);
   }
 
+  // The blob-schema catalog of this test opened as writer "writer{w}" on its own service
+  // client whose clock is shifted by `skew` (what each thread of a concurrency test does).
+  result<catalog> open_writer(int w, std::chrono::milliseconds skew = 0ms) const {
+    auto s = service(skew);
+    if (!s)
+      return std::unexpected(s.error());
+    catalog_options o;
+    o.writer_id = "writer" + std::to_string(w);
+    return catalog::open(*s, name, blob_catalog::schema(), o);
+  }
+
   catalog make(catalog_schema schema, catalog_options opts = {}) {
     auto c = catalog::create(*svc, name, std::move(schema), std::move(opts));
     EXPECT_TRUE(c) << c.error().describe();
@@ -175,6 +186,15 @@ inline result<table_service_client> intercepted_service(std::shared_ptr<intercep
   if (!p)
     return std::unexpected(p.error());
   return table_service_client(*p);
+}
+
+// Catalog `name` (blob schema) opened through transport `t`.
+inline result<catalog> open_through(const std::shared_ptr<intercepting_transport>& t, const std::string& name,
+                                    catalog_options opts = {}) {
+  auto s = intercepted_service(t);
+  if (!s)
+    return std::unexpected(s.error());
+  return catalog::open(*s, name, blob_catalog::schema(), std::move(opts));
 }
 
 } // namespace shoal::storage::catalog_testing
