@@ -1,0 +1,160 @@
+#include "tests/support/private_queue_service.hpp"
+
+#include "tests/support/azurite.hpp"
+#include "workers/local_azurite.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace shoal::tests {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+int free_loopback_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0)
+    return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  ::close(s);
+  return port;
+}
+
+std::string tail_of(const fs::path& file, std::size_t max_bytes = 2000) {
+  std::ifstream in(file, std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return all.size() > max_bytes ? all.substr(all.size() - max_bytes) : all;
+}
+
+} // namespace
+
+workers::result<private_queue_service> private_queue_service::start(const fs::path& dir,
+                                                                     std::chrono::milliseconds start_timeout) {
+  const fs::path exe = fs::path(source_dir()) / "deploy/local/node_modules/.bin/azurite-queue";
+  if (!fs::exists(exe))
+    return workers::fail(workers::errc::not_found,
+                         exe.string() + " not found: run deploy/setup.sh (npm ci in deploy/local)");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec)
+    return workers::fail(workers::errc::io, "cannot create " + dir.string() + ": " + ec.message());
+  const fs::path log = dir / "azurite-queue.log";
+  std::string last_error;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const int port = free_loopback_port();
+    if (port == 0)
+      return workers::fail(workers::errc::io, "no free loopback port");
+    // --inMemoryPersistence refuses --location: the working folder is the child's cwd.
+    std::vector<std::string> argv{exe.string(),        "--inMemoryPersistence", "--loose",
+                                  "--skipApiVersionCheck", "--silent",          "--disableTelemetry",
+                                  "--queueHost",         "127.0.0.1",           "--queuePort",
+                                  std::to_string(port)};
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0)
+      return workers::fail(workers::errc::io, std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent)
+        _exit(1); // the parent died before prctl
+      if (::chdir(dir.c_str()) != 0)
+        _exit(126);
+      int null = ::open("/dev/null", O_RDONLY);
+      ::dup2(null, 0);
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      for (int f = 3; f < 1024; ++f)
+        ::close(f);
+      std::vector<char*> args;
+      for (auto& a : argv)
+        args.push_back(a.data());
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      _exit(127);
+    }
+    private_queue_service q;
+    q.pid_ = pid;
+    q.port_ = port;
+    const auto until = std::chrono::steady_clock::now() + start_timeout;
+    for (;;) {
+      int status = 0;
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        q.pid_ = -1;
+        last_error = "azurite-queue exited during start-up; its log says: " + tail_of(log);
+        break; // most likely the port was taken meanwhile: another one
+      }
+      if (workers::port_listening("127.0.0.1", port))
+        return q;
+      if (std::chrono::steady_clock::now() > until)
+        return workers::fail(workers::errc::timeout,
+                             "azurite-queue did not listen within " +
+                                 std::to_string(start_timeout.count()) + " ms; its log says: " + tail_of(log));
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  return workers::fail(workers::errc::io, last_error);
+}
+
+private_queue_service::private_queue_service(private_queue_service&& o) noexcept
+    : pid_(std::exchange(o.pid_, -1)), port_(o.port_) {}
+
+private_queue_service& private_queue_service::operator=(private_queue_service&& o) noexcept {
+  if (this != &o) {
+    stop();
+    pid_ = std::exchange(o.pid_, -1);
+    port_ = o.port_;
+  }
+  return *this;
+}
+
+private_queue_service::~private_queue_service() { stop(); }
+
+void private_queue_service::stop() {
+  if (pid_ > 0)
+    workers::stop_process(std::exchange(pid_, -1), 5s);
+}
+
+std::string private_queue_service::endpoint() const {
+  return "http://127.0.0.1:" + std::to_string(port_) + "/devstoreaccount1";
+}
+
+std::string private_queue_service::connection_string_with(const std::string& base) const {
+  std::string out;
+  std::size_t pos = 0;
+  while (pos < base.size()) {
+    std::size_t end = base.find(';', pos);
+    if (end == std::string::npos)
+      end = base.size();
+    const std::string part = base.substr(pos, end - pos);
+    if (!part.empty() && !part.starts_with("QueueEndpoint="))
+      out += part + ';';
+    pos = end + 1;
+  }
+  return out + "QueueEndpoint=" + endpoint() + ';';
+}
+
+} // namespace shoal::tests
