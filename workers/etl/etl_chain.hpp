@@ -15,16 +15,16 @@
 // chain's `blob_slots` table and every `etl.blob` message carries only its slot id (and the
 // blob name, for logs) — the in-process form of CAF's copy-on-write message payload, where
 // actors in one process share an immutable message by reference count instead of serializing
-// it. A blob costs five small messages whatever its size. Each stage works on the slot alone
-// while it holds the message; the mailbox hand-off orders one stage's writes before the next
-// stage's reads, so the slot needs no lock.
+// it. A blob costs four small messages (one per stage) whatever its size. Each stage works on
+// the slot alone while it holds the message; the mailbox hand-off orders one stage's writes
+// before the next stage's reads, so the slot needs no lock.
 //
 // Durable history (orchestrator.hpp's file comment, unchanged): with a run_log, each of the
 // four stages records its own history row after its step finished (a step already in the
 // history is replayed, not recorded again); run_control::stop / lease_lost are polled between
-// steps (now: at the start of each stage and before each record), crash_after is called after a
-// step's effect and before it is recorded, and the load asks may_commit (lease_lost) just before
-// COMMIT. The instance row is the requester's (etl_job::run_blob), before and after the chain.
+// steps as before (after the blob is read, before each step is recorded, before the load);
+// crash_after is called after a step's effect and before it is recorded; and the load asks
+// may_commit (lease_lost) just before COMMIT. The instance row is the requester's (etl_job::run_blob), before and after the chain.
 //
 // Failures: a stage whose step fails resolves the blob's ticket with the error (parse with its
 // position, not_found, storage, …) and the chain stays as it is. A stage that throws (a bug, or
