@@ -56,6 +56,13 @@ std::vector<batch> batcher::add(const record& r, ack_token token, std::int64_t n
   append_record(it->second.body, format_, r);
   const std::size_t added = it->second.body.size() - before;
   open_bytes_ += added;
+  if (before == 0) {
+    // A new batch: size its body for max_records records like this one (at most max_bytes plus
+    // one record), so it is not reallocated, and copied again, each time it doubles.
+    const std::size_t per = added + added / 8 + 1;
+    const std::size_t n = std::min<std::size_t>(limits_.max_records, limits_.max_bytes / per + 1);
+    it->second.body.reserve(std::min(per * n, limits_.max_bytes + added));
+  }
   if (before > 0 && before + added > limits_.max_bytes) {
     std::string tail = it->second.body.substr(before);
     it->second.body.resize(before);
