@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -41,6 +42,12 @@ int free_loopback_port() {
   return port;
 }
 
+std::string lower_name(std::string s) {
+  for (auto& c : s)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
 std::string tail_of(const fs::path& file, std::size_t max_bytes = 2000) {
   std::ifstream in(file, std::ios::binary);
   std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -60,16 +67,21 @@ workers::result<private_queue_service> private_queue_service::start(const fs::pa
   if (ec)
     return workers::fail(workers::errc::io, "cannot create " + dir.string() + ": " + ec.message());
   const fs::path log = dir / "azurite-queue.log";
+  const fs::path shm = "/dev/shm";
+  const fs::path workspace =
+      (fs::is_directory(shm, ec) && ::access(shm.c_str(), W_OK) == 0 ? shm : dir) /
+      lower_name(unique_name("shoalqueue"));
+  fs::create_directories(workspace, ec);
+  if (ec)
+    return workers::fail(workers::errc::io, "cannot create " + workspace.string() + ": " + ec.message());
   std::string last_error;
   for (int attempt = 0; attempt < 3; ++attempt) {
     const int port = free_loopback_port();
     if (port == 0)
       return workers::fail(workers::errc::io, "no free loopback port");
-    // --inMemoryPersistence refuses --location: the working folder is the child's cwd.
-    std::vector<std::string> argv{exe.string(),        "--inMemoryPersistence", "--loose",
-                                  "--skipApiVersionCheck", "--silent",          "--disableTelemetry",
-                                  "--queueHost",         "127.0.0.1",           "--queuePort",
-                                  std::to_string(port)};
+    std::vector<std::string> argv{exe.string(), "--loose", "--skipApiVersionCheck", "--silent",
+                                  "--disableTelemetry", "--location", workspace.string(),
+                                  "--queueHost", "127.0.0.1", "--queuePort", std::to_string(port)};
     const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0)
@@ -78,7 +90,7 @@ workers::result<private_queue_service> private_queue_service::start(const fs::pa
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent)
         _exit(1); // the parent died before prctl
-      if (::chdir(dir.c_str()) != 0)
+      if (::chdir(workspace.c_str()) != 0)
         _exit(126);
       int null = ::open("/dev/null", O_RDONLY);
       ::dup2(null, 0);
@@ -99,11 +111,13 @@ workers::result<private_queue_service> private_queue_service::start(const fs::pa
     private_queue_service q;
     q.pid_ = pid;
     q.port_ = port;
+    q.workspace_ = workspace;
     const auto until = std::chrono::steady_clock::now() + start_timeout;
     for (;;) {
       int status = 0;
       if (::waitpid(pid, &status, WNOHANG) == pid) {
         q.pid_ = -1;
+        q.workspace_.clear(); // kept for the next attempt
         last_error = "azurite-queue exited during start-up; its log says: " + tail_of(log);
         break; // most likely the port was taken meanwhile: another one
       }
@@ -116,17 +130,19 @@ workers::result<private_queue_service> private_queue_service::start(const fs::pa
       std::this_thread::sleep_for(50ms);
     }
   }
+  fs::remove_all(workspace, ec);
   return workers::fail(workers::errc::io, last_error);
 }
 
 private_queue_service::private_queue_service(private_queue_service&& o) noexcept
-    : pid_(std::exchange(o.pid_, -1)), port_(o.port_) {}
+    : pid_(std::exchange(o.pid_, -1)), port_(o.port_), workspace_(std::exchange(o.workspace_, {})) {}
 
 private_queue_service& private_queue_service::operator=(private_queue_service&& o) noexcept {
   if (this != &o) {
     stop();
     pid_ = std::exchange(o.pid_, -1);
     port_ = o.port_;
+    workspace_ = std::exchange(o.workspace_, {});
   }
   return *this;
 }
@@ -136,6 +152,10 @@ private_queue_service::~private_queue_service() { stop(); }
 void private_queue_service::stop() {
   if (pid_ > 0)
     workers::stop_process(std::exchange(pid_, -1), 5s);
+  if (!workspace_.empty()) {
+    std::error_code ec;
+    fs::remove_all(std::exchange(workspace_, {}), ec);
+  }
 }
 
 std::string private_queue_service::endpoint() const {

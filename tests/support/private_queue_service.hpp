@@ -1,11 +1,15 @@
 #pragma once
 // A queue service of one test's own: the pinned Azurite's queue service alone (azurite-queue,
-// deploy/local), in memory, on a free loopback port, for tests that move tens of thousands of
-// queue messages. Why not the shared `azurite` fixture: Azurite 3.35.0's Loki queue store scans
-// every message of the account on each get, delete and peek (clearExpiredMessages and the
-// findOne by messageId filter the account's messages one by one), and its disk mode fdatasyncs
-// every put; a private in-memory account holding only the test's own messages avoids both, and
-// the scans of a long queue in one test no longer slow every other test's queue calls.
+// deploy/local), its workspace on tmpfs (/dev/shm), on a free loopback port, for tests that move
+// tens of thousands of queue messages. Why not the shared `azurite` fixture: Azurite 3.35.0's
+// Loki queue store scans every message of the account on each get, delete and peek
+// (clearExpiredMessages and the findOne by messageId filter the account's messages one by one),
+// and its disk mode fdatasyncs every put (~7 ms on the VM's disk); a private account holding only
+// the test's own messages, on tmpfs, avoids both, and a long queue in one test no longer slows
+// every other test's queue calls. Why not --inMemoryPersistence: in memory, every put makes an
+// extent of its own, and the garbage collector (every 60 s) deletes each unreferenced extent with
+// a findAndRemove that scans them all, synchronously, O(extents^2) on the one event loop: after
+// 20,000 messages the service stopped answering for minutes (30 s request timeouts).
 //
 //   auto q = private_queue_service::start(dir);            // ASSERT_TRUE(q) << q.error()...
 //   std::string cs = q->connection_string_with(azurite_connection_string());
@@ -27,9 +31,10 @@ namespace shoal::tests {
 /// thread-safe); its endpoint may be used from any thread.
 class private_queue_service {
 public:
-  /// Starts `<source_dir>/deploy/local/node_modules/.bin/azurite-queue --inMemoryPersistence
-  /// --loose --skipApiVersionCheck` on 127.0.0.1 and a free port (up to 3 ports tried), working
-  /// folder and log (`azurite-queue.log`) in `dir` (created), and waits up to `start_timeout`
+  /// Starts `<source_dir>/deploy/local/node_modules/.bin/azurite-queue --loose
+  /// --skipApiVersionCheck` on 127.0.0.1 and a free port (up to 3 ports tried), its workspace a
+  /// fresh folder under /dev/shm (under `dir` when /dev/shm is not a writable folder; removed by
+  /// stop()), its log `dir`/azurite-queue.log (`dir` created), and waits up to `start_timeout`
   /// until it accepts connections. Errors: not_found (azurite-queue missing: run
   /// deploy/setup.sh), io (fork/exec failed, or it exited during start-up: the message quotes
   /// its log), timeout.
@@ -42,7 +47,7 @@ public:
   private_queue_service& operator=(const private_queue_service&) = delete;
   ~private_queue_service();
 
-  /// SIGINT, SIGKILL after 5 s, reaped. Idempotent.
+  /// SIGINT, SIGKILL after 5 s, reaped; the workspace removed. Idempotent.
   void stop();
 
   pid_t pid() const noexcept { return pid_; }
@@ -58,6 +63,7 @@ private:
   private_queue_service() = default;
   pid_t pid_ = -1;
   int port_ = 0;
+  std::filesystem::path workspace_;
 };
 
 } // namespace shoal::tests

@@ -5,11 +5,12 @@
 // message at the end, visible or not, and the two poison messages (a bad dest, text that is not
 // base64) are parked in the poison queue with their reasons.
 //
-// The queue is a private in-memory azurite-queue (tests/support/private_queue_service.hpp); the
+// The queue is a private azurite-queue with its workspace on tmpfs
+// (tests/support/private_queue_service.hpp; in-memory mode stalls in its garbage collector); the
 // blobs go to the fixture's Azurite. Azurite 3.35.0's queue costs what the test is built around
-// (measured 2026-11-21 on the shared 2-vCPU VM, load average ~10, bench/RESULTS.md "persistor"):
+// (measured 2026-11-21 on the shared 2-vCPU VM, bench/RESULTS.md "persistor"):
 //  - Put Message, disk mode (the fixture): one fdatasync per put, 135 puts/s on 1 connection,
-//    235–375/s on 4–32; in memory: 236/s on 1, 330/s on 4, 490–630/s on 16–32.
+//    235–375/s on 4–32 (load ~14); disk mode on tmpfs: 684/s on 1, 899/s on 16 (load ~4.5).
 //  - Get/Delete/Peek scan every message of the account (clearExpiredMessages, then a filter per
 //    query field): one delete took 3 ms at 0 messages, 8 ms at 1,000, 15 ms at 2,000, 90 ms at
 //    10,000; a get of 32: 10, 22, 36, 211 ms. 20,000 messages put first would make the 20,000
@@ -251,13 +252,15 @@ inventory collect(const storage::blob_client& bc, const std::string& container) 
 
 TEST(PersistorPullScaleIt, TwentyThousandMessagesFourPullersQueueEmptiedPoisonParked) {
   const std::size_t n = 20'000;
-  // 16 producers: in-memory puts scale from 236/s on 1 connection to ~500/s on 16. Hold at 200:
-  // deletes then cost ~4 ms; runs with 150 and 400 took the same time (48 and 52 s), while with
-  // 1,500 the queue service stopped answering (30 s request timeouts for minutes).
+  // 16 producers: puts scale from 1 connection to 16 (135 -> 254/s on the fixture, 684 -> 899/s
+  // on tmpfs). Hold at 200: a delete then costs ~4 ms instead of 15 at 2,000; runs held at 150
+  // and 400 took about the same time (48 and 52 s).
   const std::size_t producers = 16;
   const std::size_t hold_above = 200;
   const auto t0 = clock_type::now();
-  const auto put_deadline = t0 + 240s;
+  // Generous: ~50 s on the loaded VM alone, 35 s under ctest -j2, 190 s beside a parallel build
+  // (azurite-queue needs ~40 s of one core for the ~41,000 requests; load decides its share).
+  const auto put_deadline = t0 + 400s;
   const fs::path dir = fs::temp_directory_path() / unique_name("pullscale");
   fs::create_directories(dir);
   auto qs = private_queue_service::start(dir / "queue-service");
@@ -303,7 +306,7 @@ TEST(PersistorPullScaleIt, TwentyThousandMessagesFourPullersQueueEmptiedPoisonPa
         if (left && *left > peak.load())
           peak.store(*left);
         hold.store(left && *left > hold_above);
-        std::this_thread::sleep_for(25ms);
+        std::this_thread::sleep_for(100ms); // each count is a request to the same busy node thread
       }
       hold.store(false);
     });
@@ -332,14 +335,14 @@ TEST(PersistorPullScaleIt, TwentyThousandMessagesFourPullersQueueEmptiedPoisonPa
     stop.store(true);
   }
   ASSERT_EQ(failures.load(), 0u) << "puts failed; persistor log:\n" << slurp(dir / "persistor.log");
-  ASSERT_GE(next.load(), n) << "only " << next.load() << " messages put within 240 s; persistor log:\n"
+  ASSERT_GE(next.load(), n) << "only " << next.load() << " messages put within 400 s; persistor log:\n"
                             << slurp(dir / "persistor.log");
 
   // Until the queue is empty (invisible messages included: Azurite counts them) and both poison
   // messages are parked.
   bool drained = false;
   std::uint64_t left_n = 0, parked_n = 0;
-  const auto give_up = clock_type::now() + 180s;
+  const auto give_up = clock_type::now() + 120s;
   while (clock_type::now() < give_up && persistor.running()) {
     auto left = queues.approximate_message_count(queue);
     auto parked = queues.approximate_message_count(poison);
