@@ -14,6 +14,7 @@
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
 #include "workers/etl/blob_format.hpp"
+#include "workers/child_process.hpp"
 #include "workers/persistor/format.hpp"
 #include "transport/socket.hpp"
 #include "workers/work_table.hpp"
@@ -33,7 +34,6 @@
 #include <map>
 #include <netinet/in.h>
 #include <set>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <thread>
@@ -63,72 +63,34 @@ int free_port() {
   return port;
 }
 
-// A child process that is killed (SIGKILL) and reaped when it goes out of scope still running,
-// so a failing assertion never leaves a persistor or sender behind. Move-only.
-struct child {
-  pid_t pid = -1;
-  child() = default;
-  child(child&& o) noexcept : pid(std::exchange(o.pid, -1)) {}
-  child& operator=(child&& o) noexcept {
-    if (this != &o) {
-      reap();
-      pid = std::exchange(o.pid, -1);
-    }
-    return *this;
-  }
-  child(const child&) = delete;
-  child& operator=(const child&) = delete;
-  ~child() { reap(); }
-  void reap() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-      pid = -1;
-    }
-  }
-};
+// A `shoal` child process: workers::child_process SIGKILLs and reaps it when it goes out of
+// scope still running, so a failed assertion never leaves a persistor behind.
+using child = workers::child_process;
 
-// Starts `shoal args...` with `env` added, stdout+stderr to `log`.
+// Starts `shoal args...` with `env` ("NAME=value" entries) added, stdout+stderr to `log`.
+// Throws when fork fails (gtest reports it as the test's failure).
 child spawn(const std::vector<std::string>& args, const std::vector<std::string>& env,
             const fs::path& log) {
-  std::vector<std::string> all{shoal_binary()};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& s : all)
-    argv.push_back(s.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> envs(env);
-  for (char** e = environ; *e; ++e)
-    envs.emplace_back(*e);
-  std::vector<char*> envp;
-  for (auto& s : envs)
-    envp.push_back(s.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  child c;
-  EXPECT_EQ(posix_spawn(&c.pid, argv[0], &fa, nullptr, argv.data(), envp.data()), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  return c;
+  workers::child_options o;
+  o.argv.push_back(shoal_binary());
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  for (const auto& e : env) {
+    const auto eq = e.find('=');
+    o.env.emplace_back(e.substr(0, eq), eq == std::string::npos ? std::string() : e.substr(eq + 1));
+  }
+  o.output = log;
+  auto c = child::spawn(o);
+  if (!c)
+    throw std::runtime_error("cannot start shoal: " + c.error().describe());
+  return std::move(*c);
 }
 
 // Waits for the child to exit; its exit status, or -1 on timeout (then it is killed).
 int wait_exit(child& c, std::chrono::seconds timeout) {
-  const auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    int st = 0;
-    pid_t r = ::waitpid(c.pid, &st, WNOHANG);
-    if (r == c.pid) {
-      c.pid = -1;
-      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    }
-    std::this_thread::sleep_for(20ms);
-  }
-  ::kill(c.pid, SIGKILL);
-  ::waitpid(c.pid, nullptr, 0);
-  c.pid = -1;
+  if (auto st = c.wait(std::chrono::duration_cast<std::chrono::milliseconds>(timeout)))
+    return *st;
+  c.signal(SIGKILL);
+  (void)c.wait();
   return -1;
 }
 
@@ -301,7 +263,7 @@ TEST(PersistorIt, HundredThousandRecordsLandOnceUnderTheirDateFolders) {
                   "--ack-timeout-ms", "60000"},
                  run.env, run.dir / "send.log");
   ASSERT_EQ(wait_exit(s, 240s), 0) << slurp(run.dir / "send.log") << slurp(run.dir / "persistor.log");
-  ::kill(p.pid, SIGTERM);
+  ::kill(p.pid(), SIGTERM);
   ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
 
   auto inv = collect(fx.blobs, run.container);
@@ -360,12 +322,12 @@ TEST(PersistorIt, KillNineMidStreamThenRestartLosesNoAckedRecord) {
       std::this_thread::sleep_for(20ms);
   }
   ASSERT_TRUE(some) << slurp(run.dir / "persistor1.log");
-  ASSERT_EQ(::kill(p.pid, SIGKILL), 0);
+  ASSERT_EQ(::kill(p.pid(), SIGKILL), 0);
   wait_exit(p, 10s);
   auto p2 = run.start_push("persistor2.log", opts);
   ASSERT_TRUE(wait_for_text(run.dir / "persistor2.log", "listening", 30s)) << slurp(run.dir / "persistor2.log");
   ASSERT_EQ(wait_exit(s, 180s), 0) << slurp(run.dir / "send.log");
-  ::kill(p2.pid, SIGTERM);
+  ::kill(p2.pid(), SIGTERM);
   ASSERT_EQ(wait_exit(p2, 60s), 0) << slurp(run.dir / "persistor2.log");
   auto inv = collect(fx.blobs, run.container);
   EXPECT_EQ(inv.by_id.size(), n) << "every record stored at least once";
@@ -494,7 +456,7 @@ void crash_while_acking(const std::string& tag, const std::vector<std::string>& 
   acking_producer prod(run.endpoint(), tag);
   prod.run_until(3'000, 2'000, 60s);
   ASSERT_GE(prod.acked.size(), 3'000u) << slurp(run.dir / "persistor1.log");
-  ASSERT_EQ(::kill(p.pid, SIGKILL), 0);
+  ASSERT_EQ(::kill(p.pid(), SIGKILL), 0);
   wait_exit(p, 10s);
   prod.drain(200ms); // acks sent before the kill count too
   if (append) {
@@ -502,7 +464,7 @@ void crash_while_acking(const std::string& tag, const std::vector<std::string>& 
     ASSERT_TRUE(wait_for_text(run.dir / "persistor2.log", "listening", 30s)) << slurp(run.dir / "persistor2.log");
     EXPECT_NE(slurp(run.dir / "persistor2.log").find("left open by an earlier run"), std::string::npos)
         << slurp(run.dir / "persistor2.log");
-    ::kill(p2.pid, SIGTERM);
+    ::kill(p2.pid(), SIGTERM);
     ASSERT_EQ(wait_exit(p2, 60s), 0) << slurp(run.dir / "persistor2.log");
     storage::list_blobs_options lo;
     lo.prefix = "_shoal/open/";
@@ -560,7 +522,7 @@ TEST(PersistorIt, SigtermExitsZeroOnceEveryRecordIsAckedDespiteDuplicatesRejects
   ASSERT_GE(prod.acked.size(), 2'000u) << slurp(run.dir / "persistor.log");
   prod.drain(200ms);
   EXPECT_EQ(prod.rejects, 5u);
-  ::kill(p.pid, SIGTERM);
+  ::kill(p.pid(), SIGTERM);
   ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
   const std::string log = slurp(run.dir / "persistor.log");
   EXPECT_EQ(log.find("still not committed"), std::string::npos) << log;
@@ -666,7 +628,7 @@ TEST(PersistorIt, PullModeStoresEveryQueueMessageAndParksPoison) {
   const double all_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("pull: %zu messages enqueued in %.1f s, all stored and deleted after %.1f s\n", n,
               put_s, all_s);
-  ::kill(p.pid, SIGTERM);
+  ::kill(p.pid(), SIGTERM);
   ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "pull.log");
   ASSERT_TRUE(done) << slurp(run.dir / "pull.log");
   auto inv = collect(fx.blobs, run.container);
@@ -700,7 +662,7 @@ TEST(PersistorIt, AppendModeAndSigtermFlushOpenBatches) {
   // 3000 records over 72 hours: ~41 per partition, under the 100-record cap, so nothing is
   // acked until the SIGTERM flush; the sender gives up after 5 s of silence... unless flushed.
   ASSERT_TRUE(wait_for_text(run.dir / "send.log", "3000 records", 30s)) << slurp(run.dir / "send.log");
-  ::kill(p.pid, SIGTERM);
+  ::kill(p.pid(), SIGTERM);
   ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
   wait_exit(s, 30s);
   auto inv = collect(fx.blobs, run.container);
@@ -727,7 +689,7 @@ TEST(PersistorIt, HighWaterMarkPausesReadingWithoutLosingRecords) {
   // minute in the paused socket, and a re-send after the ack timeout would store them twice
   // (at-least-once, correct, but this test counts exactly n), so the timeout is above the wait.
   ASSERT_EQ(wait_exit(s, 300s), 0) << slurp(run.dir / "send.log");
-  ::kill(p.pid, SIGTERM);
+  ::kill(p.pid(), SIGTERM);
   ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
   const std::string log = slurp(run.dir / "persistor.log");
   EXPECT_EQ(log.find("paused 0 ms"), std::string::npos) << "reading never paused:\n" << log;
@@ -765,7 +727,7 @@ TEST(PersistorIt, AnnouncesEveryCommittedBlobOnThePubEndpoint) {
     EXPECT_EQ(j["container"], run.container);
   }
   EXPECT_EQ(records, 10u);
-  ::kill(p.pid, SIGTERM);
+  ::kill(p.pid(), SIGTERM);
   ASSERT_EQ(wait_exit(p, 60s), 0);
   auto inv = collect(fx.blobs, run.container);
   EXPECT_EQ(std::set<std::string>(inv.blobs.begin(), inv.blobs.end()), announced);
