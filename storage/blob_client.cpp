@@ -366,7 +366,7 @@ result<blob_write_result> blob_client::put_blob(std::string_view container, std:
   add_if_match(req.headers, opts.if_match);
   req.body = std::string(body);
   req.timeout = opts.timeout;
-  auto r = pipeline_.send(service::blob, req);
+  auto r = pipeline_.send(service::blob, std::move(req));
   if (r)
     return write_result_from(*r);
   error e = std::move(r.error());

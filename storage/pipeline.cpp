@@ -253,6 +253,18 @@ const std::string& pipeline::endpoint(service svc) const noexcept {
 const pipeline_options& pipeline::options() const noexcept { return impl_->opts; }
 
 result<http_response> pipeline::send(service svc, const storage_request& req) const {
+  return send_with_body(svc, req, req.body);
+}
+
+result<http_response> pipeline::send(service svc, storage_request&& req) const {
+  std::string body = std::move(req.body);
+  req.body.clear();
+  return send_with_body(svc, req, std::move(body));
+}
+
+// `req.body` is not read here: the body to send is `body` (copied or moved by the caller).
+result<http_response> pipeline::send_with_body(service svc, const storage_request& req,
+                                               std::string body) const {
   const impl& p = *impl_;
   const storage_account& acct = p.account;
   const std::string& ep = endpoint_of(acct, svc);
@@ -310,7 +322,7 @@ result<http_response> pipeline::send(service svc, const storage_request& req) co
   const std::size_t auth_at = hr.headers.size();
   if (sign)
     hr.headers.emplace_back("Authorization", std::string());
-  hr.body = req.body;
+  hr.body = std::move(body);
 
   const retry_options& retry = p.opts.retry;
   const bool lite = svc == service::table && p.opts.table_auth == table_auth_scheme::shared_key_lite;
@@ -325,7 +337,7 @@ result<http_response> pipeline::send(service svc, const storage_request& req) co
           .path = std::string_view(hr.url).substr(path_at, path_len),
           .query = req.query,
           .headers = hr.headers,
-          .content_length = req.body.size(),
+          .content_length = hr.body.size(),
       };
       const std::string to_sign = svc != service::table ? shared_key::blob_queue_string_to_sign(in)
                                   : lite ? shared_key::table_lite_string_to_sign(in)

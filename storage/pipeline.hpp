@@ -81,6 +81,9 @@ public:
   /// errc_from_http() of the status otherwise (408, 429, 500, 502, 503, 504 retried).
   /// Blocks for the retries' delays (hooks.sleep). Thread-safe.
   [[nodiscard]] result<http_response> send(service svc, const storage_request& req) const;
+  /// As send(svc, req), taking the request's body instead of copying it (a blob put of a few
+  /// MiB then costs no whole-body copy in the pipeline). `req` is left with an empty body.
+  [[nodiscard]] result<http_response> send(service svc, storage_request&& req) const;
 
   /// The account this pipeline signs for (its key is never logged).
   const storage_account& account() const noexcept;
@@ -90,6 +93,7 @@ public:
   const pipeline_options& options() const noexcept;
 
 private:
+  result<http_response> send_with_body(service svc, const storage_request& req, std::string body) const;
   struct impl;
   explicit pipeline(std::shared_ptr<const impl> p) : impl_(std::move(p)) {}
   std::shared_ptr<const impl> impl_;
