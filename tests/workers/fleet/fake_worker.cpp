@@ -123,6 +123,13 @@ int main(int argc, char** argv) {
   if (!s || !s->connect(endpoint))
     return 4;
 
+  // Claim before saying hello: the supervisor gives a worker its startup window (15 s) until
+  // the hello and only the liveness window (3 heartbeats) after it, and one claim against a
+  // busy storage account can take longer than 3 heartbeats. This loop sends none meanwhile.
+  const std::size_t claimed = claim_some(owner);
+  if (claimed)
+    event("claimed", slot);
+
   workers::fleet::hello h;
   h.slot = slot;
   h.pid = pid;
@@ -136,9 +143,7 @@ int main(int argc, char** argv) {
 
   workers::fleet::heartbeat hb;
   hb.state = static_cast<std::uint8_t>(workers::fleet::worker_state::idle);
-  hb.claimed = claim_some(owner);
-  if (hb.claimed)
-    event("claimed", slot);
+  hb.claimed = claimed;
 
   const auto start = std::chrono::steady_clock::now();
   const auto period = milliseconds(env_long("FAKE_HEARTBEAT_MS", 100));
