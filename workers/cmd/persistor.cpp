@@ -59,7 +59,9 @@ std::function<void(workers::persistor::fault_point, std::uint64_t)> crash_hook_f
   const std::string point = text.substr(0, colon);
   const std::uint64_t n = std::strtoull(text.c_str() + colon + 1, nullptr, 10);
   fault_point at{};
-  if (point == "blob_written")
+  if (point == "writing")
+    at = fault_point::writing;
+  else if (point == "blob_written")
     at = fault_point::blob_written;
   else if (point == "registered")
     at = fault_point::registered;

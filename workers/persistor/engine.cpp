@@ -131,7 +131,7 @@ struct engine::impl {
   bool inbox_signalled = false;
   std::unique_ptr<batch_stage> own_stage; // used only on the batcher actor's thread
 
-  std::array<std::atomic<std::uint64_t>, 3> fault_counts{}; // per fault_point
+  std::array<std::atomic<std::uint64_t>, 4> fault_counts{}; // per fault_point
 
   std::mutex seq_m;               // the sequence counter
   std::uint64_t seq_next = 0;
@@ -189,6 +189,19 @@ struct engine::impl {
         // Only when stopping (the batcher is gone): the batch is abandoned unacked.
         spdlog::debug("persistor: dropping sealed batch: {}", r.error().message);
     }
+  }
+
+  // A writer threw while writing `b`: hands the batch back to the batcher, which gives it to
+  // the next idle writer. Its records stay counted in flight. Nothing to do when the tokens
+  // were already handed on (acked, or queued for the registrar).
+  void requeue(batch&& b, std::string_view writer, std::string_view why) {
+    if (b.tokens.empty())
+      return;
+    spdlog::warn("persistor: {} failed writing a batch of {} record(s) for '{}': {}; the batch is queued again",
+                 writer, b.tokens.size(), b.dest, why);
+    const std::uint64_t id = batch_slots.put(std::move(b));
+    if (auto r = sys->tell(batcher_ref, batch_sealed{id}); !r)
+      spdlog::debug("persistor: dropping a re-queued batch: {}", r.error().message);
   }
 
   // Sleeps up to `d` unless the engine stops. True when stopping.
@@ -569,14 +582,25 @@ struct engine::impl {
 
   // Writes one sealed batch, registers it and acks it (or hands it to the registrar, which
   // does). Runs on a writer actor's thread. False when the engine stopped before: the batch is
-  // abandoned unacked (its sources redeliver).
-  bool write_one(batch&& bt) {
+  // abandoned unacked (its sources redeliver). If it throws before the batch's tokens were
+  // acked or handed to the registrar, `bt` still holds the whole batch (requeue() it).
+  bool write_one(batch& bt) {
+    fault(fault_point::writing);
     committed_blob c;
     const bool ok = opts.append_blobs ? write_append(bt, c) : write_block(bt, c);
     if (!ok)
       return false;
     pending_ack p{std::move(c), std::move(bt.tokens), bt.body.size(), false};
-    bt.body = {}; // the bytes are stored; only the tokens wait for the registration
+    // Until the tokens are handed on, an exception gives them back to the batch.
+    struct give_back {
+      batch& bt;
+      pending_ack& p;
+      int unwinding = std::uncaught_exceptions();
+      ~give_back() {
+        if (std::uncaught_exceptions() > unwinding && !p.tokens.empty())
+          bt.tokens = std::move(p.tokens);
+      }
+    } guard{bt, p};
     if (p.blob.append) {
       finish(p);
       return true;
@@ -584,6 +608,7 @@ struct engine::impl {
     fault(fault_point::blob_written);
     if (!retry_until_ok("registering", p.blob.name, [&] { return register_etl(p.blob); }))
       return false;
+    bt.body = {}; // stored and registered: only the tokens wait for the catalog and the ack
     if (!catalog) {
       finish(p);
       return true;
@@ -706,8 +731,20 @@ protected:
   actors::behavior make_behavior() override {
     return {[this](const write_batch& m) {
       auto b = e_->batch_slots.take(m.slot);
-      if (b && !e_->write_one(std::move(*b)))
-        return; // stopping
+      if (b) {
+        bool written = false;
+        try {
+          written = e_->write_one(*b);
+        } catch (const std::exception& ex) {
+          e_->requeue(std::move(*b), writer_name(index_), ex.what());
+          throw; // the supervisor restarts this writer, which then says writer_idle
+        } catch (...) {
+          e_->requeue(std::move(*b), writer_name(index_), "unknown exception");
+          throw;
+        }
+        if (!written)
+          return; // stopping
+      }
       if (auto bt = sys().lookup(batcher_name))
         (void)tell(*bt, writer_idle{index_});
     }};

@@ -83,6 +83,7 @@ struct committed_blob {
 
 /// Points of the write path where `engine_options::fault` is called (crash injection in tests).
 enum class fault_point : std::uint8_t {
+  writing,      ///< a writer took a sealed batch; nothing of it is written yet
   blob_written, ///< a block blob is committed, not yet registered nor acked
   registered,   ///< its ETL record and catalog entry are written, not yet acked
   acked,        ///< its tokens were handed to the source (on_commit returned)
@@ -104,7 +105,10 @@ struct engine_options {
   std::uint32_t seq_reserve = 1000;          ///< sequence numbers reserved per counter write
   bool catalog_before_ack = true;            ///< ack only after the catalog entry (see above)
   /// Crash injection for tests: called at each fault_point with how many times that point was
-  /// reached (from 1), on the thread that reached it. Empty = never.
+  /// reached (from 1), on the thread that reached it. Empty = never. It may also throw: a
+  /// writer that throws before its batch is handed to the registrar or acked gives the batch
+  /// back to the batcher (written again by another writer, so its records may be stored twice
+  /// but are acked once) and is restarted by the engine's supervisor.
   std::function<void(fault_point, std::uint64_t)> fault;
 };
 
