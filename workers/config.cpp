@@ -89,6 +89,7 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"persistor.max_dequeue", bind(c.persistor.max_dequeue)},
       {"persistor.poison_queue", bind(c.persistor.poison_queue)},
       {"persistor.visibility_timeout_ms", bind(c.persistor.visibility_timeout_ms)},
+      {"persistor.pull_idle_max_ms", bind(c.persistor.pull_idle_max_ms)},
       {"persistor.container", bind(c.persistor.container)},
       {"persistor.format", bind(c.persistor.format)},
       {"persistor.blob_type", bind(c.persistor.blob_type)},
@@ -269,6 +270,8 @@ result<void> validate(const config& c) {
         (p.mode == "pull" && p.visibility_timeout_ms <= p.batch_max_delay_ms))
       return bad("persistor.visibility_timeout_ms",
                  "must be at least 1000 and, in pull mode, longer than persistor.batch_max_delay_ms");
+    if (p.pull_idle_max_ms < 50 || p.pull_idle_max_ms > 600'000)
+      return bad("persistor.pull_idle_max_ms", "must be between 50 and 600000");
     if (p.append_max_blocks < 1 || p.append_max_blocks >= 50'000)
       return bad("persistor.append_max_blocks", "must be between 1 and 49999");
     if (p.max_inflight_bytes < p.batch_max_bytes)

@@ -66,6 +66,7 @@ struct persistor_config {
   std::uint32_t max_dequeue = 5;         ///< pull: more dequeues than this → poison queue
   std::string poison_queue = "shoalpoison"; ///< pull: where poison messages are parked
   std::uint32_t visibility_timeout_ms = 60'000; ///< pull: > a batch's life
+  std::uint32_t pull_idle_max_ms = 5000; ///< pull: longest wait between gets of an empty queue (back-off cap)
   std::string container = "shoal";       ///< blob container
   std::string format = "persistor-v1";   ///< persistor-v1 | ndjson
   std::string blob_type = "block";       ///< block | append

@@ -39,7 +39,7 @@ struct persistor_args {
   std::optional<std::string> mode, endpoint, queue, name, host, container, format, blob_type,
       event_time_field, committed_endpoint, poison_queue;
   std::optional<std::uint32_t> pullers, max_dequeue, batch_max_records, batch_max_bytes,
-      batch_max_delay_ms, writers;
+      batch_max_delay_ms, writers, pull_idle_max_ms;
   bool no_register = false;
   bool catalog_before_ack = false;    // --catalog-before-ack: force on
   bool no_catalog_before_ack = false; // --no-catalog-before-ack: force off
@@ -103,6 +103,7 @@ int run_persistor(const global_options& g, const persistor_args& a) {
   apply(a.poison_queue, p.poison_queue);
   apply(a.pullers, p.pullers);
   apply(a.max_dequeue, p.max_dequeue);
+  apply(a.pull_idle_max_ms, p.pull_idle_max_ms);
   apply(a.batch_max_records, p.batch_max_records);
   apply(a.batch_max_bytes, p.batch_max_bytes);
   apply(a.batch_max_delay_ms, p.batch_max_delay_ms);
@@ -228,6 +229,8 @@ int run_persistor(const global_options& g, const persistor_args& a) {
     pl.max_dequeue = p.max_dequeue;
     pl.visibility_timeout = std::chrono::seconds((p.visibility_timeout_ms + 999) / 1000);
     pl.event_time_field = p.event_time_field;
+    pl.idle_poll_max = std::chrono::milliseconds(p.pull_idle_max_ms);
+    pl.idle_poll_min = std::min(pl.idle_poll_min, pl.idle_poll_max);
     std::fprintf(stdout, "pulling %s\n", p.queue.c_str());
     std::fflush(stdout);
     r = workers::persistor::run_pull(eo, storage::blob_client(*pipe), storage::queue_client(*pipe),
@@ -256,6 +259,8 @@ void add_persistor_command(CLI::App& app, global_options& g, command_fn& run) {
   cmd->add_option("--poison-queue", a->poison_queue, "pull: queue for poison messages");
   cmd->add_option("--pullers", a->pullers, "pull: parallel pullers");
   cmd->add_option("--max-dequeue", a->max_dequeue, "pull: dequeues before a message is poison");
+  cmd->add_option("--pull-idle-max-ms", a->pull_idle_max_ms,
+                  "pull: longest wait between reads of an empty queue (randomized exponential back-off from 50 ms)");
   cmd->add_option("--name", a->name, "persistor name (blob names)");
   cmd->add_option("--host", a->host, "host part of blob names (default: hostname)");
   cmd->add_option("--container", a->container, "blob container");

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <random>
 #include <cstring>
 #include <iterator>
 #include <map>
@@ -62,6 +63,11 @@ nlohmann::json committed_json(const committed_blob& c) {
 
 struct poll_tick { // source → itself: read the next burst
   static constexpr std::string_view kind = "persistor.poll";
+  std::uint8_t reserved = 0;
+  MSGPACK_DEFINE(reserved);
+};
+struct wake_up { // puller → the other pullers: messages are coming, stop backing off
+  static constexpr std::string_view kind = "persistor.wake_up";
   std::uint8_t reserved = 0;
   MSGPACK_DEFINE(reserved);
 };
@@ -457,13 +463,39 @@ protected:
   actors::behavior make_behavior() override {
     return {
         [this](const poll_tick&) { pull(); },
+        [this](const wake_up&) {
+          if (idle_delay_.count() == 0)
+            return; // not backing off: already pulling
+          idle_delay_ = {};
+          ++generation_; // the pending back-off timer no longer pulls
+          pull();
+        },
         [this](const stop_reading&) -> bool { return true; }, // queued behind the current get
     };
   }
 
 private:
   void again_in(std::chrono::milliseconds d) {
-    start_timer(d, [this] { pull(); });
+    start_timer(d, [this, g = generation_] {
+      if (g == generation_)
+        pull();
+    });
+  }
+  // After an empty get: the next wait of the randomized exponential back-off.
+  std::chrono::milliseconds next_idle_wait() {
+    const auto& po = sh_->popts;
+    idle_delay_ = idle_delay_.count() == 0 ? po.idle_poll_min : std::min(idle_delay_ * 2, po.idle_poll_max);
+    const auto full = std::max<std::int64_t>(idle_delay_.count(), 1);
+    std::uniform_int_distribution<std::int64_t> pick((full + 1) / 2, full);
+    return std::chrono::milliseconds(pick(rng_));
+  }
+  // Messages after a quiet spell: the other pullers are probably backing off; wake them.
+  void wake_siblings() {
+    for (std::uint32_t i = 0; i < sh_->popts.pullers; ++i) {
+      auto ref = sys().lookup("puller-" + std::to_string(i));
+      if (ref && *ref != self())
+        (void)tell(*ref, wake_up{});
+    }
   }
   void pull() {
     if (!sh_->reading.load(std::memory_order_relaxed))
@@ -479,8 +511,14 @@ private:
       spdlog::warn("persistor: reading queue {}: {}", popts.queue, got.error().describe());
       return again_in(std::chrono::milliseconds(500));
     }
-    if (got->empty())
-      return again_in(std::chrono::milliseconds(50));
+    if (got->empty()) {
+      stats.empty_gets.fetch_add(1, std::memory_order_relaxed);
+      return again_in(next_idle_wait());
+    }
+    if (idle_delay_.count() != 0) {
+      idle_delay_ = {};
+      wake_siblings();
+    }
     for (auto& m : *got) {
       if (m.dequeue_count > popts.max_dequeue) {
         sh_->poison(m);
@@ -517,6 +555,9 @@ private:
   }
   std::shared_ptr<pull_shared> sh_;
   storage::get_messages_options go_;
+  std::chrono::milliseconds idle_delay_{0}; // current back-off step; 0 = not backing off
+  std::uint64_t generation_ = 0;            // bumped by wake_up: stale back-off timers do nothing
+  std::minstd_rand rng_{std::random_device{}()};
 };
 
 // Deletes committed queue messages (one request each) on its own thread.
