@@ -760,6 +760,37 @@ TEST(PersistorIt, InitWritesConfigAndUnitAndNeverOverwritesWithoutForce) {
   EXPECT_EQ(wait_exit(bad, 30s), 2);
 }
 
+// Context switches of every thread of process `pid` so far (voluntary + involuntary): how often
+// its threads woke up.
+std::uint64_t wakeups_of(pid_t pid) {
+  std::uint64_t n = 0;
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream st(task.path() / "status");
+    std::string line;
+    while (std::getline(st, line))
+      if (line.starts_with("voluntary_ctxt_switches:") || line.starts_with("nonvoluntary_ctxt_switches:"))
+        n += std::stoull(line.substr(line.find(':') + 1));
+  }
+  return n;
+}
+
+TEST(PersistorIt, AnIdlePushPersistorDoesNotSpin) {
+  auto run = persistor_run::make("idle");
+  auto p = run.start_push("persistor.log", {"--no-register"});
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
+  std::this_thread::sleep_for(500ms);
+  const auto before = wakeups_of(p.pid());
+  std::this_thread::sleep_for(3s);
+  const auto woke = wakeups_of(p.pid()) - before;
+  // A source that polled its socket every 2 ms woke about 1,500 times in 3 s; idle, it waits
+  // 100 ms per poll (a frame still wakes it at once).
+  EXPECT_LT(woke, 300u) << "wake-ups in 3 s of idleness";
+  std::printf("idle push persistor: %llu wake-ups in 3 s\n", static_cast<unsigned long long>(woke));
+  ::kill(p.pid(), SIGTERM);
+  EXPECT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
+}
+
 TEST(PersistorIt, SendReportsUnackedRecordsWhenNoPersistorAnswers) {
   auto run = persistor_run::make("noone");
   const auto input = write_input(run.dir, 10, 5);
