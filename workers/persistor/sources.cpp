@@ -665,6 +665,15 @@ result<void> run_push(const engine_options& eopts, storage::blob_client blobs,
   sh->popts = popts;
   sh->stats = &stats;
   sh->on_ready = on_ready;
+  // The source actor holds `sh` and `sh` holds the source's ref: break that cycle on every way
+  // out, or the actor, its cell and its mailbox are never freed (LeakSanitizer found it).
+  struct forget_source {
+    push_shared& sh;
+    ~forget_source() {
+      std::lock_guard lk(sh.m);
+      sh.source = {};
+    }
+  } forget{*sh};
   const bool announce = !popts.committed_endpoint.empty();
   // Engine threads → the source: park the tokens, wake the source once per batch of commits.
   auto eng = engine::start(eopts, std::move(blobs), std::move(etl), std::move(catalog),
