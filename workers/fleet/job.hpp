@@ -9,10 +9,13 @@
 
 #include <chrono>
 #include <functional>
+#include <cstddef>
 #include <memory>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace shoal::workers::fleet {
 
@@ -37,7 +40,11 @@ struct job_context {
   /// Local steady deadline of the current lease (moves forward as it is renewed).
   std::function<std::chrono::steady_clock::time_point()> lease_deadline;
   /// True once the lease was lost: whatever the job does next will not be completed.
+  /// In run_batch: true once the lease of ANY record of the batch was lost.
   std::function<bool()> lease_lost;
+  /// run_batch only: true once the lease of record `i` (index into the batch) was lost; a job
+  /// leaves such a record out of what it commits. Empty in run().
+  std::function<bool(std::size_t i)> record_lost;
 };
 
 /// One job instance per worker slot (per concurrent record when worker.concurrency > 1: the
@@ -51,6 +58,19 @@ public:
   /// verdict failed; a result<> error means the job itself is broken (bad configuration,
   /// SQL connection gone) and the worker exits non-zero so its supervisor restarts it.
   virtual result<job_result> run(claimed_record& record, const job_context& ctx) = 0;
+
+  /// Most records this job takes in one run_batch call (>= 1). 1 (the default) = the worker
+  /// calls run() once per record. A job that gains from doing several records together (the
+  /// ETL loads several blobs of one dataset in one SQL transaction) returns more; the worker
+  /// then hands one lane up to this many records claimed together.
+  virtual std::size_t max_batch() const noexcept { return 1; }
+  /// Runs the job on several claimed records at once (payloads resolved); returns one
+  /// job_result per record, in order. In `ctx`, lease_deadline is the earliest deadline of the
+  /// batch, lease_lost is true once any lease was lost and record_lost(i) tells which. The
+  /// default runs run() on each record in turn (stopping with release verdicts for the rest
+  /// once `ctx.stop` is requested). Errors: as run() (the job is broken).
+  virtual result<std::vector<job_result>> run_batch(std::span<claimed_record* const> records,
+                                                    const job_context& ctx);
 };
 
 /// Makes the job named by cfg.worker.job. Errors: invalid_argument (unknown job, exec without
