@@ -97,6 +97,7 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"persistor.batch_max_bytes", bind(c.persistor.batch_max_bytes)},
       {"persistor.batch_max_delay_ms", bind(c.persistor.batch_max_delay_ms)},
       {"persistor.event_time_field", bind(c.persistor.event_time_field)},
+      {"persistor.partition", bind(c.persistor.partition)},
       {"persistor.host", bind(c.persistor.host)},
       {"persistor.name", bind(c.persistor.name)},
       {"persistor.writers", bind(c.persistor.writers)},
@@ -256,6 +257,8 @@ result<void> validate(const config& c) {
       return bad("persistor.format", "must be persistor-v1 or ndjson");
     if (p.blob_type != "block" && p.blob_type != "append")
       return bad("persistor.blob_type", "must be block or append");
+    if (p.partition != "day" && p.partition != "hour" && p.partition != "month")
+      return bad("persistor.partition", "must be day, hour or month");
     if (p.pullers < 1 || p.pullers > 64)
       return bad("persistor.pullers", "must be between 1 and 64");
     if (p.writers < 1 || p.writers > 64)

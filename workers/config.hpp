@@ -74,6 +74,7 @@ struct persistor_config {
   std::uint32_t batch_max_bytes = 4u << 20;
   std::uint32_t batch_max_delay_ms = 1000;
   std::string event_time_field;          ///< JSON field of the payload holding the event time; empty = ingest time
+  std::string partition = "day";         ///< date folders of blob names: day | hour | month
   std::string host;                      ///< host part of blob names; empty = gethostname()
   std::string name = "p1";               ///< persistor name (blob names, seq counter)
   std::uint32_t writers = 8;             ///< parallel blob writers

@@ -4,7 +4,8 @@
 //   shoal persistor [--mode push|pull] [--endpoint tcp://0.0.0.0:5590] [--queue q --pullers 4]
 //                   [--name p1] [--host h] [--container shoal] [--format persistor-v1|ndjson]
 //                   [--blob-type block|append] [--batch-max-records n] [--batch-max-bytes n]
-//                   [--batch-max-delay-ms n] [--event-time-field f] [--no-register]
+//                   [--batch-max-delay-ms n] [--event-time-field f] [--partition day|hour|month]
+//                   [--no-register]
 //                   [--catalog-before-ack | --no-catalog-before-ack]
 //
 // Every flag overrides the [persistor] key of the same name. SIGTERM / SIGINT: stop reading,
@@ -37,7 +38,7 @@ namespace {
 
 struct persistor_args {
   std::optional<std::string> mode, endpoint, queue, name, host, container, format, blob_type,
-      event_time_field, committed_endpoint, poison_queue;
+      event_time_field, committed_endpoint, poison_queue, partition;
   std::optional<std::uint32_t> pullers, max_dequeue, batch_max_records, batch_max_bytes,
       batch_max_delay_ms, writers, pull_idle_max_ms;
   bool no_register = false;
@@ -99,6 +100,7 @@ int run_persistor(const global_options& g, const persistor_args& a) {
   apply(a.format, p.format);
   apply(a.blob_type, p.blob_type);
   apply(a.event_time_field, p.event_time_field);
+  apply(a.partition, p.partition);
   apply(a.committed_endpoint, p.committed_endpoint);
   apply(a.poison_queue, p.poison_queue);
   apply(a.pullers, p.pullers);
@@ -166,6 +168,7 @@ int run_persistor(const global_options& g, const persistor_args& a) {
   eo.append_max_bytes = p.append_max_bytes;
   eo.limits = {.max_records = p.batch_max_records, .max_bytes = p.batch_max_bytes,
                .max_delay_ms = p.batch_max_delay_ms};
+  eo.partition = *workers::persistor::parse_partition_depth(p.partition); // checked by validate
   eo.host = p.host.empty() ? workers::persistor::local_host_name() : p.host;
   eo.name = p.name;
   eo.writers = p.writers;
@@ -270,6 +273,7 @@ void add_persistor_command(CLI::App& app, global_options& g, command_fn& run) {
   cmd->add_option("--batch-max-bytes", a->batch_max_bytes, "bytes per blob");
   cmd->add_option("--batch-max-delay-ms", a->batch_max_delay_ms, "ms before an open batch is written");
   cmd->add_option("--event-time-field", a->event_time_field, "payload field with the event time");
+  cmd->add_option("--partition", a->partition, "date folders of blob names: day | hour | month");
   cmd->add_option("--writers", a->writers, "parallel blob writers");
   cmd->add_option("--flush-timeout-ms", a->flush_timeout_ms, "on SIGTERM, wait this long for the flush")
       ->capture_default_str();

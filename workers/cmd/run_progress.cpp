@@ -2,6 +2,8 @@
 
 #include "workers/cmd/run_progress.hpp"
 
+#include "workers/persistor/format.hpp"
+
 #include <unistd.h>
 
 #include <cstring>
@@ -72,16 +74,9 @@ std::optional<ledger_totals> read_ledger(sqlite3* db, const std::string& persist
     t.loaded += sqlite3_column_int64(st, 1);
     t.duplicates += sqlite3_column_int64(st, 2);
     t.quarantined += sqlite3_column_int64(st, 3);
-    // {dest}/{YYYY}/{MM}/{DD}/{HH}/…
-    std::vector<std::string> parts;
-    std::size_t start = 0;
-    for (std::size_t i = 0; i <= blob.size() && parts.size() < 5; ++i)
-      if (i == blob.size() || blob[i] == '/') {
-        parts.push_back(blob.substr(start, i - start));
-        start = i + 1;
-      }
-    if (parts.size() >= 4)
-      ++t.blobs_per_day[parts[1] + "-" + parts[2] + "-" + parts[3]];
+    // {dest}/{YYYY}/{MM}[/{DD}[/{HH}]]/{file}: any partition depth, old hour names included.
+    if (auto day = workers::persistor::partition_date(workers::persistor::partition_of_blob(blob)); !day.empty())
+      ++t.blobs_per_day[day];
   }
   sqlite3_finalize(st);
   if (rc != SQLITE_DONE)

@@ -39,7 +39,8 @@ struct ledger_totals {
 };
 
 /// Sums shoal_etl_ledger rows whose blob name contains "-{persistor}-" (blob names are
-/// {dest}/{YYYY}/{MM}/{DD}/{HH}/{host}-{persistor}-{seq}.json). An empty total when the ledger
+/// {dest}/{YYYY}/{MM}/{DD}/{host}-{persistor}-{seq}.json, or of another partition depth; the
+/// day of a month partition is its first). An empty total when the ledger
 /// table does not exist yet; nullopt on another SQL error. Owner of `db` only.
 std::optional<ledger_totals> read_ledger(sqlite3* db, const std::string& persistor);
 

@@ -3,11 +3,12 @@
 //
 //   shoal send flights.ndjson --dest flights --event-time-field ts [--id-field id]
 //              [--endpoint tcp://127.0.0.1:5590] [--ack-timeout-ms 10000] [--timeout-s 300]
-//              [--window 20000] [--progress | --quiet]
+//              [--window 20000] [--progress | --quiet] [--no-flush]
 //
 // Each record gets a stable message id — a 128-bit hash of its --id-field value, or of the file
 // path and record number — so re-sending (after an ack timeout, or re-running the command)
 // never creates a second identity. Records not acked within --ack-timeout-ms are sent again.
+// After the last record a `persist.flush` asks the persistor to seal its open batches now.
 // Exit status: 0 when every record was acked; 1 naming how many were not (or were rejected);
 // 2 for bad arguments or an unreadable file. A line that is not valid JSON (or a CSV row with the
 // wrong number of fields) is reported on stderr and still sent, as text, so nothing is lost.
@@ -47,6 +48,7 @@ struct send_args {
   std::uint32_t window = 20'000;
   bool progress = false;
   bool quiet = false;
+  bool no_flush = false;
 };
 
 std::uint64_t fnv1a(std::string_view s, std::uint64_t h) {
@@ -292,6 +294,23 @@ int run_send(const global_options& g, const send_args& a) {
   env.hdr["dest"] = a.dest;
   if (!a.event_time_field.empty())
     env.hdr["event_time_field"] = a.event_time_field;
+  // End of input: persist.flush seals the persistor's open batches holding our records at once
+  // (transport/ENVELOPE.md), so the last records do not wait batch_max_delay_ms per open date
+  // partition. Sent after the last record, and again after re-sends at the end.
+  std::size_t sent_since_flush = 0, flushes = 0;
+  transport::envelope flush;
+  flush.kind = std::string(workers::persistor::kind_flush);
+  flush.from = env.from;
+  auto send_flush = [&] {
+    flush.id = transport::new_message_id();
+    flush.ts_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                 std::chrono::system_clock::now().time_since_epoch())
+                                                 .count());
+    if (sock->send(flush, std::chrono::milliseconds(20))) {
+      sent_since_flush = 0;
+      ++flushes;
+    }
+  };
   auto send_one = [&](const std::string& key, pending& p) -> bool {
     std::memcpy(env.id.data(), key.data(), 16);
     env.ts_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -309,6 +328,7 @@ int run_send(const global_options& g, const send_args& a) {
     }
     p.attempt += 1;
     p.sent_ms = now_ms();
+    ++sent_since_flush;
     const std::int64_t timeout = static_cast<std::int64_t>(a.ack_timeout_ms) << std::min<std::uint32_t>(p.attempt - 1, 3);
     timeline.emplace(p.sent_ms + timeout, std::make_pair(key, p.sent_ms));
     return true;
@@ -350,6 +370,8 @@ int run_send(const global_options& g, const send_args& a) {
     }
     if (input_done && unacked.empty())
       break;
+    if (input_done && unsent.empty() && sent_since_flush > 0 && !a.no_flush)
+      send_flush();
     // Acks.
     for (int burst = 0; burst < 1000; ++burst) {
       auto got = sock->receive(in, std::chrono::milliseconds(burst == 0 ? 5 : 0));
@@ -406,7 +428,7 @@ int run_send(const global_options& g, const send_args& a) {
   }
   if (g.json)
     std::printf("%s\n", nlohmann::json{{"records", read}, {"acked", acked}, {"resent", resent},
-                                       {"bytes", bytes}}.dump().c_str());
+                                       {"bytes", bytes}, {"flushes", flushes}}.dump().c_str());
   return 0;
 }
 
@@ -428,6 +450,9 @@ void add_send_command(CLI::App& app, global_options& g, command_fn& run) {
   cmd->add_option("--window", a->window, "most records in flight")->capture_default_str();
   cmd->add_flag("--progress", a->progress, "show the progress line even when stderr is not a terminal");
   cmd->add_flag("--quiet", a->quiet, "no progress line");
+  cmd->add_flag("--no-flush", a->no_flush,
+                "no persist.flush at the end of the input: the persistor seals the last batches "
+                "after its batch_max_delay_ms");
   cmd->callback([&g, &run, a] { run = [&g, a] { return run_send(g, *a); }; });
 }
 

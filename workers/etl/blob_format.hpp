@@ -49,8 +49,8 @@ struct extracted_blob {
 /// Thread-safe (pure). Cost: O(bytes), one JSON parse per record.
 [[nodiscard]] result<extracted_blob> extract_records(std::string_view body);
 
-/// The dest of a blob name `{dest}/{YYYY}/{MM}/{DD}/{HH}/{file}`: everything before the first
-/// '/' (the whole name when there is none).
+/// The dest of a blob name `{dest}/{YYYY}/{MM}/{DD}/{file}` (or of any other partition depth):
+/// everything before the first '/' (the whole name when there is none).
 std::string_view dest_of(std::string_view blob_name) noexcept;
 
 /// Serializes records in `format` (what the persistor writes; used by tests and the bench).

@@ -3,16 +3,6 @@
 #include <algorithm>
 
 namespace shoal::workers::persistor {
-namespace {
-
-// The UTC hour of `t` (floor, also before 1970): equal hours give equal partitions.
-std::int64_t hour_of(unix_ms t) {
-  constexpr std::int64_t h = 3'600'000;
-  return t >= 0 ? t / h : -((-t + h - 1) / h);
-}
-
-} // namespace
-
 batch batcher::seal(std::map<std::pair<std::string, std::string>, batch>::iterator it) {
   if (cache_valid_ && cache_it_ == it)
     cache_valid_ = false;
@@ -25,11 +15,12 @@ batch batcher::seal(std::map<std::pair<std::string, std::string>, batch>::iterat
 
 std::map<std::pair<std::string, std::string>, batch>::iterator
 batcher::open_for(const record& r, std::int64_t now_ms) {
-  // Consecutive records mostly share dest and hour: skip the partition text and the map lookup.
-  const std::int64_t hour = hour_of(r.event_time);
-  if (cache_valid_ && cache_hour_ == hour && cache_it_->first.first == r.dest)
+  // Consecutive records mostly share dest and partition: skip the partition text and the map
+  // lookup.
+  const std::int64_t period = partition_period(r.event_time, depth_);
+  if (cache_valid_ && cache_period_ == period && cache_it_->first.first == r.dest)
     return cache_it_;
-  auto key = std::make_pair(r.dest, partition_of(r.event_time));
+  auto key = std::make_pair(r.dest, partition_of(r.event_time, depth_));
   auto it = open_.find(key);
   if (it == open_.end()) {
     batch b;
@@ -41,7 +32,7 @@ batcher::open_for(const record& r, std::int64_t now_ms) {
     it = open_.emplace(std::move(key), std::move(b)).first;
   }
   cache_valid_ = true;
-  cache_hour_ = hour;
+  cache_period_ = period;
   cache_it_ = it;
   return it;
 }
@@ -100,6 +91,18 @@ std::vector<batch> batcher::flush_all() {
   std::vector<batch> sealed;
   while (!open_.empty())
     sealed.push_back(seal(open_.begin()));
+  return sealed;
+}
+
+std::vector<batch> batcher::seal_holding(const std::function<bool(ack_token)>& holds) {
+  std::vector<batch> sealed;
+  for (auto it = open_.begin(); it != open_.end();) {
+    auto next = std::next(it);
+    const auto& tokens = it->second.tokens;
+    if (std::any_of(tokens.begin(), tokens.end(), holds))
+      sealed.push_back(seal(it));
+    it = next;
+  }
   return sealed;
 }
 

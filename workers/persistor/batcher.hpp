@@ -1,5 +1,6 @@
 #pragma once
-// Batching per destination and hour partition (DESIGN.md "Blobs", Defaults "persistor batch"):
+// Batching per destination and date partition (day by default; format.hpp partition_depth;
+// DESIGN.md "Blobs", Defaults "persistor batch"):
 // a batch is sealed when it reaches max_records, max_bytes or max_delay since its first record,
 // whichever comes first. Pure state machine over a caller-supplied clock, so tests never sleep.
 //
@@ -11,6 +12,7 @@
 #include "workers/persistor/format.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -33,7 +35,7 @@ using ack_token = std::uint64_t;
 /// A sealed (or open) batch: the blob body in its format and what to acknowledge.
 struct batch {
   std::string dest;                ///< first blob-name segment
-  std::string partition;           ///< "YYYY/MM/DD/HH"
+  std::string partition;           ///< the date folder: "YYYY/MM/DD" (or "YYYY/MM", "YYYY/MM/DD/HH")
   std::string body;                ///< formatted records
   batch_summary summary;           ///< count, first/last event time
   std::vector<ack_token> tokens;   ///< one per record, in body order
@@ -44,10 +46,12 @@ struct batch {
 /// one (engine.hpp) and formats each record straight into its open batch's body.
 class batcher {
 public:
-  /// A batcher with `limits` writing records in `format`.
-  batcher(batch_limits limits, record_format format) : limits_(limits), format_(format) {}
+  /// A batcher with `limits` writing records in `format`, one open batch per dest and date
+  /// folder of `depth`.
+  batcher(batch_limits limits, record_format format, partition_depth depth = partition_depth::day)
+      : limits_(limits), format_(format), depth_(depth) {}
 
-  /// Adds `r` to the open batch of (r.dest, partition_of(r.event_time)), opening one if needed.
+  /// Adds `r` to the open batch of (r.dest, partition_of(r.event_time, depth)), opening one if needed.
   /// Returns the batches sealed by this call: the open one first when `r` would push it over
   /// max_bytes, then the one `r` filled to max_records/max_bytes. A record larger than
   /// max_bytes alone becomes a batch of one. `now_ms` is any monotonic millisecond clock.
@@ -58,6 +62,10 @@ public:
 
   /// Seals and returns every open batch (shutdown, flush).
   std::vector<batch> flush_all();
+
+  /// Seals and returns the open batches holding a token for which `holds` is true (a
+  /// producer's persist.flush: the batches with its records). O(open records).
+  std::vector<batch> seal_holding(const std::function<bool(ack_token)>& holds);
 
   /// When the oldest open batch falls due (caller clock), or nullopt when none is open.
   std::optional<std::int64_t> next_due() const;
@@ -74,12 +82,13 @@ private:
 
   batch_limits limits_;
   record_format format_;
+  partition_depth depth_;
   open_map open_;
   std::size_t open_bytes_ = 0;
   std::size_t open_records_ = 0;
-  // The batch of the previous record (same dest and UTC hour is the common case).
+  // The batch of the previous record (same dest and partition is the common case).
   bool cache_valid_ = false;
-  std::int64_t cache_hour_ = 0;
+  std::int64_t cache_period_ = 0; // partition_period of the cached batch's records
   open_map::iterator cache_it_{};
 };
 

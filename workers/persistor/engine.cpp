@@ -25,12 +25,6 @@ std::int64_t steady_ms() {
       .count();
 }
 
-std::string date_of(std::string_view partition) { // "YYYY/MM/DD/HH" → "YYYY-MM-DD"
-  std::string d(partition.substr(0, 10));
-  std::replace(d.begin(), d.end(), '/', '-');
-  return d;
-}
-
 // -- messages between the engine's actors (process-local; bodies are slot ids) -------------------
 
 struct batch_sealed { // → batcher: a sealed batch waits in the batch slots
@@ -329,7 +323,7 @@ struct engine::impl {
     c.container = opts.container;
     c.name = std::move(name);
     c.dest = bt.dest;
-    c.date = date_of(bt.partition);
+    c.date = partition_date(bt.partition);
     c.host = opts.host;
     c.format = opts.format;
     c.summary = bt.summary;
@@ -541,11 +535,12 @@ struct engine::impl {
         }
         if (auto md = blobs.set_metadata(opts.container, name, blob_metadata(sum, format)); !md)
           return std::unexpected(error::from_storage(md.error(), "setting metadata of " + name));
-        // Name: {dest}/{YYYY}/{MM}/{DD}/{HH}/{file}.
+        // Name: {dest}/{partition}/{file}, the partition of any depth (an earlier run may have
+        // used another one).
         const auto slash = name.find('/');
         batch fake;
         fake.dest = name.substr(0, slash);
-        fake.partition = slash == std::string::npos ? "" : name.substr(slash + 1, 13);
+        fake.partition = std::string(partition_of_blob(name));
         fake.summary = sum;
         committed_blob c = describe(fake, name);
         c.format = format;
@@ -818,7 +813,7 @@ private:
 // -- batch_stage ----------------------------------------------------------------------------------
 
 batch_stage::batch_stage(engine::impl* e, std::size_t slot)
-    : eng_(e), b_(e->opts.limits, e->opts.format), slot_(slot) {}
+    : eng_(e), b_(e->opts.limits, e->opts.format, e->opts.partition), slot_(slot) {}
 
 batch_stage::~batch_stage() { eng_->stage_bytes[slot_].v.store(0, std::memory_order_relaxed); }
 
@@ -850,6 +845,13 @@ std::optional<std::chrono::milliseconds> batch_stage::seal_due() {
 void batch_stage::seal_all() {
   dispatch(b_.flush_all());
   eng_->stage_bytes[slot_].v.store(0, std::memory_order_relaxed);
+}
+
+void batch_stage::seal_holding(const std::function<bool(ack_token)>& holds) {
+  auto sealed = b_.seal_holding(holds);
+  if (!sealed.empty())
+    dispatch(std::move(sealed));
+  eng_->stage_bytes[slot_].v.store(b_.open_bytes(), std::memory_order_relaxed);
 }
 
 void batch_stage::dispatch(std::vector<batch>&& sealed) { eng_->dispatch(std::move(sealed)); }

@@ -73,7 +73,7 @@ struct committed_blob {
   std::string container;
   std::string name;              ///< full blob name
   std::string dest;
-  std::string date;              ///< "YYYY-MM-DD" of the partition
+  std::string date;              ///< "YYYY-MM-DD" of the partition (a month partition: its first day)
   std::string host;
   record_format format = record_format::persistor_v1;
   batch_summary summary;         ///< records in this commit (append: in this append)
@@ -97,6 +97,7 @@ struct engine_options {
   std::uint32_t append_max_blocks = 49'000;  ///< roll before this many blocks
   std::uint64_t append_max_bytes = 256u << 20; ///< roll before this size
   batch_limits limits;                       ///< when a batch is sealed
+  partition_depth partition = partition_depth::day; ///< date folders of blob names (format.hpp)
   std::string host = "localhost";            ///< host part of blob names and catalog entries
   std::string name = "p1";                   ///< persistor name in blob names and the seq counter
   std::uint32_t writers = 8;                 ///< parallel blob writers
@@ -200,6 +201,8 @@ public:
   std::optional<std::chrono::milliseconds> seal_due();
   /// Seals every open batch (flush, shutdown).
   void seal_all();
+  /// Seals the open batches holding a token for which `holds` is true (persist.flush).
+  void seal_holding(const std::function<bool(ack_token)>& holds);
   /// Records in open batches.
   std::size_t open_records() const noexcept { return b_.open_records(); }
 

@@ -396,7 +396,21 @@ std::string format_time(unix_ms t) {
   return std::string(buf, sizeof buf);
 }
 
-std::string partition_of(unix_ms t) {
+result<partition_depth> parse_partition_depth(std::string_view s) {
+  if (s == "day")
+    return partition_depth::day;
+  if (s == "hour")
+    return partition_depth::hour;
+  if (s == "month")
+    return partition_depth::month;
+  return fail(errc::invalid_argument, "unknown partition '" + std::string(s) + "' (day, hour or month)");
+}
+
+std::string_view to_string(partition_depth d) noexcept {
+  return d == partition_depth::hour ? "hour" : d == partition_depth::month ? "month" : "day";
+}
+
+std::string partition_of(unix_ms t, partition_depth depth) {
   char buf[24];
   std::string s;
   if (time_text(t, buf))
@@ -405,8 +419,53 @@ std::string partition_of(unix_ms t) {
     s = format_time_slow(t); // YYYY-MM-DDTHH:... (or a year of other width)
   std::string out;
   out.reserve(13);
-  out.append(s, 0, 4).append(1, '/').append(s, 5, 2).append(1, '/').append(s, 8, 2).append(1, '/').append(s, 11, 2);
+  out.append(s, 0, 4).append(1, '/').append(s, 5, 2);
+  if (depth != partition_depth::month)
+    out.append(1, '/').append(s, 8, 2);
+  if (depth == partition_depth::hour)
+    out.append(1, '/').append(s, 11, 2);
   return out;
+}
+
+std::int64_t partition_period(unix_ms t, partition_depth depth) noexcept {
+  constexpr std::int64_t hour_ms = 3'600'000, day_ms = 86'400'000;
+  const auto floor_div = [](std::int64_t a, std::int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); };
+  if (depth == partition_depth::hour)
+    return floor_div(t, hour_ms);
+  const std::int64_t days = floor_div(t, day_ms);
+  if (depth == partition_depth::day)
+    return days;
+  // Days to the civil year and month (H. Hinnant's algorithm, as time_text): year * 12 + month.
+  const std::int64_t z = days + 719'468;
+  const std::int64_t era = (z >= 0 ? z : z - 146'096) / 146'097;
+  const auto doe = static_cast<unsigned>(z - era * 146'097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36'524 - doe / 146'096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+  const std::int64_t y = static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2 ? 1 : 0);
+  return y * 12 + static_cast<std::int64_t>(m) - 1;
+}
+
+std::string partition_date(std::string_view p) {
+  if (p.size() < 7 || p[4] != '/')
+    return {};
+  std::string d;
+  d.reserve(10);
+  d.append(p.substr(0, 4)).append(1, '-').append(p.substr(5, 2)).append(1, '-');
+  if (p.size() >= 10 && p[7] == '/')
+    d.append(p.substr(8, 2));
+  else
+    d.append("01"); // a month partition: its first day
+  return d;
+}
+
+std::string_view partition_of_blob(std::string_view name) noexcept {
+  const auto first = name.find('/');
+  const auto last = name.rfind('/');
+  if (first == std::string_view::npos || last == first)
+    return {};
+  return name.substr(first + 1, last - first - 1);
 }
 
 result<void> validate_dest(std::string_view dest) {

@@ -3,8 +3,8 @@
 // date partitions, blob names, and the two record formats. Everything here is pure.
 //
 //   auto t = parse_event_time("2001/01/05 10:30");        // → 2001-01-05T10:30:00Z
-//   std::string name = blob_name("flights", *t, "h1", "p1", 7);
-//   // "flights/2001/01/05/10/h1-p1-00000007.json"
+//   std::string name = blob_name("flights", partition_of(*t, partition_depth::day), "h1", "p1", 7);
+//   // "flights/2001/01/05/h1-p1-00000007.json"
 
 #include "workers/error.hpp"
 
@@ -56,8 +56,33 @@ struct record {
 /// RFC 3339 UTC text with milliseconds: "2001-01-05T10:30:00.000Z".
 std::string format_time(unix_ms t);
 
-/// The hour partition "YYYY/MM/DD/HH" of `t` (UTC).
-std::string partition_of(unix_ms t);
+/// How deep a blob's date folders go ([persistor] partition): the seed's layout is `day`
+/// (`{dest}/{YYYY}/{MM}/{DD}/…`); `hour` adds `{HH}/` (shoal's layout before issue 14, still read
+/// everywhere); `month` stops at `{YYYY}/{MM}/`. Records of one dest and one folder share open
+/// batches, so the depth sets how many blobs dated data makes: a dataset spread over 90 days
+/// makes ~90 blobs by day where it made ~2,000 by hour.
+enum class partition_depth : std::uint8_t { month, day, hour };
+
+/// "month" | "day" | "hour". Errors: invalid_argument for anything else.
+[[nodiscard]] result<partition_depth> parse_partition_depth(std::string_view s);
+/// "month", "day" or "hour".
+std::string_view to_string(partition_depth d) noexcept;
+
+/// The partition folder of `t` (UTC) at `depth`: "YYYY/MM", "YYYY/MM/DD" or "YYYY/MM/DD/HH".
+std::string partition_of(unix_ms t, partition_depth depth = partition_depth::day);
+
+/// A number that is equal for two times exactly when their partitions at `depth` are equal
+/// (UTC months, days or hours, floored, also before 1970). No allocation: the batcher's cache key.
+std::int64_t partition_period(unix_ms t, partition_depth depth) noexcept;
+
+/// The catalog date "YYYY-MM-DD" of a partition folder of any depth: its first day ("YYYY/MM"
+/// → "YYYY-MM-01"). Empty when `partition` does not start with "YYYY/MM".
+std::string partition_date(std::string_view partition);
+
+/// The partition folder of a blob name written by any persistor layout
+/// (`{dest}/{partition}/{file}`): everything between the first and the last '/'. Empty when the
+/// name has fewer than three segments.
+std::string_view partition_of_blob(std::string_view blob_name) noexcept;
 
 /// Checks a dest: 1–128 characters of letters, digits, '-', '_', '.', not "." or "..".
 /// Errors: invalid_argument.

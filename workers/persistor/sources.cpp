@@ -11,10 +11,13 @@
 #include <random>
 #include <cstring>
 #include <iterator>
+#include <list>
 #include <map>
 #include <mutex>
 #include <thread>
+#include <span>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace shoal::workers::persistor {
 namespace {
@@ -226,6 +229,10 @@ private:
         ++bad; // counted by the socket too; the frame is gone, the producer will re-send
         continue;
       }
+      if (in_.kind == kind_flush) {
+        take_flush();
+        continue;
+      }
       if (in_.kind != kind_record) {
         ++bad;
         continue;
@@ -289,6 +296,23 @@ private:
     by_id_.emplace(in_.id, tok);
   }
 
+  // One received persist.flush: seals the open batches holding records this producer (its
+  // routing id) sent and that are not acked yet, and acks the flush id once all of those are
+  // acked (at once when there are none). O(records in flight).
+  void take_flush() {
+    sh_->stats->flushes.fetch_add(1, std::memory_order_relaxed);
+    flush_waiter w{in_.id, route_, {}};
+    for (const auto& [tok, wt] : inflight_)
+      if (std::find(wt.routes.begin(), wt.routes.end(), route_) != wt.routes.end())
+        w.tokens.insert(tok);
+    if (w.tokens.empty()) {
+      send_ack(route_, std::span(&w.id, 1));
+      return;
+    }
+    stage_->seal_holding([&w](ack_token t) { return w.tokens.contains(t); });
+    flushes_.push_back(std::move(w));
+  }
+
   // One timer for the stage's oldest open batch (later batches never fall due earlier).
   void arm() {
     if (timer_armed_)
@@ -333,24 +357,46 @@ private:
         per_route[r].push_back(it->second.id);
       by_id_.erase(it->second.id);
       inflight_.erase(it);
+      for (auto& f : flushes_)
+        f.tokens.erase(t);
     }
     tokens_.clear();
-    for (auto& [route, ids] : per_route) {
-      for (std::size_t i = 0; i < ids.size(); i += 4096) {
-        const std::size_t n = std::min<std::size_t>(4096, ids.size() - i);
-        out_.id = transport::new_message_id();
-        out_.kind = std::string(kind_ack);
-        out_.ts_ns = unix_ns();
-        out_.corr = ids[i];
-        out_.hdr.clear();
-        out_.body.resize(n * 16);
-        for (std::size_t k = 0; k < n; ++k)
-          std::memcpy(out_.body.data() + k * 16, ids[i + k].data(), 16);
-        if (router_->send(route, out_, std::chrono::milliseconds(100)))
-          sh_->stats->acked.fetch_add(n, std::memory_order_relaxed);
+    // Flushes whose records are all acked: their ids go out with the records' acks.
+    for (auto f = flushes_.begin(); f != flushes_.end();) {
+      if (!f->tokens.empty()) {
+        ++f;
+        continue;
       }
+      per_route[f->route].push_back(f->id);
+      f = flushes_.erase(f);
+    }
+    for (auto& [route, ids] : per_route)
+      send_ack(route, ids);
+  }
+
+  // persist.ack of `ids` to `route`, at most 4096 ids per envelope.
+  void send_ack(const std::vector<std::uint8_t>& route, std::span<const transport::message_id> ids) {
+    for (std::size_t i = 0; i < ids.size(); i += 4096) {
+      const std::size_t n = std::min<std::size_t>(4096, ids.size() - i);
+      out_.id = transport::new_message_id();
+      out_.kind = std::string(kind_ack);
+      out_.ts_ns = unix_ns();
+      out_.corr = ids[i];
+      out_.hdr.clear();
+      out_.body.resize(n * 16);
+      for (std::size_t k = 0; k < n; ++k)
+        std::memcpy(out_.body.data() + k * 16, ids[i + k].data(), 16);
+      if (router_->send(route, out_, std::chrono::milliseconds(100)))
+        sh_->stats->acked.fetch_add(n, std::memory_order_relaxed);
     }
   }
+
+  // A persist.flush waiting for the acks of its producer's records.
+  struct flush_waiter {
+    transport::message_id id;               // the flush envelope's id, acked at the end
+    std::vector<std::uint8_t> route;        // its producer
+    std::unordered_set<ack_token> tokens;   // that producer's records not acked yet
+  };
 
   std::shared_ptr<push_shared> sh_;  // first member: the context outlives the sockets below
   std::optional<transport::envelope_socket> router_;
@@ -366,6 +412,7 @@ private:
   record rec_;                               // reused: its buffers keep their capacity
   std::vector<ack_token> tokens_;            // swapped with the completion queue
   std::vector<committed_blob> blobs_;
+  std::list<flush_waiter> flushes_;          // persist.flush envelopes not acked yet
 };
 
 // -- pull -----------------------------------------------------------------------------------------

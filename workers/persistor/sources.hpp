@@ -7,9 +7,12 @@
 //    straight into its own batch_stage (no lock, no message per record), and answers
 //    `persist.ack` (body: the acked 16-byte ids) once the blob holding the records is committed,
 //    or `persist.reject` (corr: the id, body: the reason) for a record that can never be stored
-//    (bad dest). Acks go out on its own thread (a ZeroMQ socket is single-threaded): the engine
-//    parks committed tokens and wakes it with one message per batch of commits. A record id
-//    already waiting for its blob is not stored twice: the second sender is acked with the first.
+//    (bad dest). A `persist.flush` from a producer seals the open batches holding that producer's
+//    unacked records at once (end of input: no wait for batch_max_delay_ms per open partition)
+//    and is acked like a record once they are all committed. Acks go out on its own thread (a
+//    ZeroMQ socket is single-threaded): the engine parks committed tokens and wakes it with one
+//    message per batch of commits. A record id already waiting for its blob is not stored
+//    twice: the second sender is acked with the first.
 //  - pull: "puller-0".."puller-{N-1}" each read an Azure Storage Queue (up to 32 messages per
 //    get) and hand the records to engine::submit (the engine's batcher actor batches all pullers
 //    together); "deleter-*" actors delete each message once its blob is committed; a message
@@ -36,6 +39,7 @@ inline constexpr std::string_view kind_record = "persist.record";
 inline constexpr std::string_view kind_ack = "persist.ack";
 inline constexpr std::string_view kind_reject = "persist.reject";
 inline constexpr std::string_view kind_committed = "persist.committed";
+inline constexpr std::string_view kind_flush = "persist.flush";
 
 /// Settings of the push source.
 struct push_options {
@@ -74,6 +78,7 @@ struct source_stats {
   std::atomic<std::uint64_t> bad_frames{0}; ///< undecodable frames or wrong kinds
   std::atomic<std::uint64_t> paused_ms{0}; ///< time spent not reading (back-pressure)
   std::atomic<std::uint64_t> empty_gets{0}; ///< pull: gets that returned no message
+  std::atomic<std::uint64_t> flushes{0};   ///< push: persist.flush envelopes received
 };
 
 /// Builds the engine with an ack path to push producers and runs the ROUTER loop until `stop`

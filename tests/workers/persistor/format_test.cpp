@@ -135,15 +135,59 @@ TEST(PersistorEventTime, FieldLookupWithoutADomAgreesWithTheDomLookup) {
 }
 
 TEST(PersistorLayout, PartitionAndBlobName) {
-  EXPECT_EQ(partition_of(t_2001_01_05_1030), "2001/01/05/10");
+  // The seed's layout by default: {dest}/{YYYY}/{MM}/{DD}/{host}-{persistor}-{seq}.json.
+  EXPECT_EQ(partition_of(t_2001_01_05_1030), "2001/01/05");
+  EXPECT_EQ(partition_of(t_2001_01_05_1030, partition_depth::day), "2001/01/05");
+  EXPECT_EQ(partition_of(t_2001_01_05_1030, partition_depth::hour), "2001/01/05/10");
+  EXPECT_EQ(partition_of(t_2001_01_05_1030, partition_depth::month), "2001/01");
   EXPECT_EQ(format_time(t_2001_01_05_1030 + 7), "2001-01-05T10:30:00.007Z");
+  EXPECT_EQ(blob_name("flights", partition_of(t_2001_01_05_1030), "h1", "p1", 7),
+            "flights/2001/01/05/h1-p1-00000007.json");
   EXPECT_EQ(blob_name("flights", "2001/01/05/10", "h1", "p1", 7),
             "flights/2001/01/05/10/h1-p1-00000007.json");
+  EXPECT_EQ(blob_name("flights", "2001/01", "h1", "p1", 7), "flights/2001/01/h1-p1-00000007.json");
   EXPECT_TRUE(validate_dest("flights-2.x_y"));
   EXPECT_FALSE(validate_dest(""));
   EXPECT_FALSE(validate_dest(".."));
   EXPECT_FALSE(validate_dest("a/b"));
   EXPECT_FALSE(validate_dest(std::string(129, 'a')));
+}
+
+TEST(PersistorLayout, PartitionDepthsParseAndReadBack) {
+  EXPECT_EQ(*parse_partition_depth("day"), partition_depth::day);
+  EXPECT_EQ(*parse_partition_depth("hour"), partition_depth::hour);
+  EXPECT_EQ(*parse_partition_depth("month"), partition_depth::month);
+  auto bad = parse_partition_depth("week");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, errc::invalid_argument);
+  for (auto d : {partition_depth::month, partition_depth::day, partition_depth::hour})
+    EXPECT_EQ(*parse_partition_depth(to_string(d)), d);
+  // The catalog date of a folder of every depth (a month folder: its first day), and the folder
+  // of a blob name of every layout, old hour-partitioned names included.
+  EXPECT_EQ(partition_date("2001/01/05"), "2001-01-05");
+  EXPECT_EQ(partition_date("2001/01/05/10"), "2001-01-05");
+  EXPECT_EQ(partition_date("2001/01"), "2001-01-01");
+  EXPECT_EQ(partition_date("x"), "");
+  EXPECT_EQ(partition_of_blob("flights/2001/01/05/h1-p1-00000007.json"), "2001/01/05");
+  EXPECT_EQ(partition_of_blob("flights/2001/01/05/10/h1-p1-00000007.json"), "2001/01/05/10");
+  EXPECT_EQ(partition_of_blob("flights/2001/01/h1-p1-00000007.json"), "2001/01");
+  EXPECT_EQ(partition_of_blob("flights/h1.json"), "");
+}
+
+TEST(PersistorLayout, PartitionPeriodsAreEqualExactlyWhenFoldersAre) {
+  // Around the year, month, day and hour boundaries, also before 1970.
+  std::vector<unix_ms> ts;
+  for (unix_ms base : {unix_ms{0}, unix_ms{951'782'400'000} /* 2000-02-29 */, t_2001_01_05_1030,
+                       unix_ms{-86'400'000LL * 40}, unix_ms{978'307'200'000} /* 2001-01-01 */})
+    for (unix_ms d : {unix_ms{-3'600'001}, unix_ms{-1}, unix_ms{0}, unix_ms{1}, unix_ms{3'599'999},
+                      unix_ms{86'399'999}, unix_ms{86'400'000}, unix_ms{31LL * 86'400'000}})
+      ts.push_back(base + d);
+  for (auto depth : {partition_depth::month, partition_depth::day, partition_depth::hour})
+    for (unix_ms a : ts)
+      for (unix_ms b : ts)
+        ASSERT_EQ(partition_period(a, depth) == partition_period(b, depth),
+                  partition_of(a, depth) == partition_of(b, depth))
+            << a << " " << b << " " << to_string(depth);
 }
 
 record sample(std::string id, std::string payload, unix_ms t = t_2001_01_05_1030) {
@@ -263,7 +307,7 @@ TEST(PersistorBatcher, SealsOnRecordCount) {
   ASSERT_EQ(s.size(), 1u);
   EXPECT_EQ(s[0].tokens, (std::vector<ack_token>{1, 2, 3}));
   EXPECT_EQ(s[0].summary.record_count, 3u);
-  EXPECT_EQ(s[0].partition, "2001/01/05/10");
+  EXPECT_EQ(s[0].partition, "2001/01/05");
   EXPECT_EQ(b.open_records(), 0u);
   EXPECT_EQ(b.open_bytes(), 0u);
 }
@@ -286,7 +330,8 @@ TEST(PersistorBatcher, SealsBeforeExceedingBytesAndKeepsOversizedRecordsAlone) {
 }
 
 TEST(PersistorBatcher, SealsOnDelayPerDestAndPartition) {
-  batcher b({.max_records = 100, .max_bytes = 1 << 20, .max_delay_ms = 1000}, record_format::persistor_v1);
+  batcher b({.max_records = 100, .max_bytes = 1 << 20, .max_delay_ms = 1000}, record_format::persistor_v1,
+            partition_depth::hour);
   b.add(sample("1", "a"), 1, 0);
   b.add(sample("2", "b", t_2001_01_05_1030 + 3'600'000), 2, 500); // next hour: its own batch
   auto r3 = sample("3", "c");
@@ -539,6 +584,45 @@ TEST(PersistorFormatOnePass, AgreesWithTheReferenceOnGeneratedPayloads) {
   }
 }
 
+TEST(PersistorBatcher, OneBatchPerFolderOfTheDepth) {
+  // Records one hour apart over two days and into the next month: by hour each is its own
+  // batch, by day two per day's records, by month one per month.
+  std::vector<record> recs;
+  for (int h = 0; h < 48; ++h)
+    recs.push_back(sample(std::to_string(h), "{}", t_2001_01_05_1030 + h * 3'600'000LL));
+  recs.push_back(sample("feb", "{}", t_2001_01_05_1030 + 31LL * 86'400'000));
+  for (auto [depth, want] : {std::pair{partition_depth::hour, std::size_t{49}},
+                             std::pair{partition_depth::day, std::size_t{4}},
+                             std::pair{partition_depth::month, std::size_t{2}}}) {
+    batcher b({.max_records = 1000, .max_bytes = 1 << 20, .max_delay_ms = 1000}, record_format::ndjson, depth);
+    ack_token t = 1;
+    for (const auto& r : recs)
+      EXPECT_TRUE(b.add(r, t++, 0).empty());
+    auto all = b.flush_all();
+    EXPECT_EQ(all.size(), want) << to_string(depth);
+    std::size_t n = 0;
+    for (const auto& bt : all) {
+      n += bt.tokens.size();
+      EXPECT_EQ(bt.partition.size(), depth == partition_depth::hour ? 13u : depth == partition_depth::day ? 10u : 7u);
+    }
+    EXPECT_EQ(n, recs.size());
+  }
+}
+
+TEST(PersistorBatcher, SealHoldingSealsOnlyTheBatchesWithThoseTokens) {
+  batcher b({.max_records = 100, .max_bytes = 1 << 20, .max_delay_ms = 1000}, record_format::ndjson);
+  b.add(sample("1", "{}"), 1, 0);
+  b.add(sample("2", "{}", t_2001_01_05_1030 + 86'400'000), 2, 0);
+  b.add(sample("3", "{}", t_2001_01_05_1030 + 2 * 86'400'000), 3, 0);
+  b.add(sample("4", "{}", t_2001_01_05_1030 + 2 * 86'400'000), 4, 0);
+  auto s = b.seal_holding([](ack_token t) { return t == 1 || t == 4; });
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0].tokens, std::vector<ack_token>{1});
+  EXPECT_EQ(s[1].tokens, (std::vector<ack_token>{3, 4}));
+  EXPECT_EQ(b.open_records(), 1u);
+  EXPECT_TRUE(b.seal_holding([](ack_token) { return false; }).empty());
+}
+
 TEST(PersistorFormatOnePass, TimesMatchTheChronoTextInEveryRange) {
   std::vector<unix_ms> ts{0, 1, -1, 999, -999, 86'399'999, 86'400'000, -86'400'000, -86'400'001,
                           951'782'400'000 /* 2000-02-29 */, 4'107'542'400'000 /* 2100-03-01 */,
@@ -552,8 +636,9 @@ TEST(PersistorFormatOnePass, TimesMatchTheChronoTextInEveryRange) {
     ASSERT_EQ(format_time(t), reference_time(t)) << t;
     const std::string s = reference_time(t);
     if (s.size() == 24) {
-      ASSERT_EQ(partition_of(t), s.substr(0, 4) + "/" + s.substr(5, 2) + "/" + s.substr(8, 2) + "/" +
-                                     s.substr(11, 2)) << t;
+      ASSERT_EQ(partition_of(t, partition_depth::hour),
+                s.substr(0, 4) + "/" + s.substr(5, 2) + "/" + s.substr(8, 2) + "/" + s.substr(11, 2))
+          << t;
     }
   }
 }

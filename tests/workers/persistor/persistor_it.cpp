@@ -137,7 +137,8 @@ struct fixture_storage {
   }
 };
 
-inventory collect(const storage::blob_client& bc, const std::string& container) {
+inventory collect(const storage::blob_client& bc, const std::string& container,
+                  ps::partition_depth depth = ps::partition_depth::day) {
   inventory inv;
   auto pager = bc.list_blobs_pager(container);
   while (true) {
@@ -188,14 +189,14 @@ inventory collect(const storage::blob_client& bc, const std::string& container) 
       EXPECT_EQ(md.contains("count") ? md.at("count") : "",
                 std::to_string(ex->records.size()))
           << item.name;
-      // The folder is the hour of each record's event time.
+      // The folder is the partition (day by default) of each record's event time.
       const std::string folder = item.name.substr(0, item.name.rfind('/'));
       for (const auto& r : ex->records) {
         EXPECT_TRUE(r.problem.empty()) << item.name << ": " << r.problem;
         auto t = ps::parse_event_time(r.event_time);
         EXPECT_TRUE(t) << r.event_time;
         if (t) {
-          EXPECT_EQ(folder.substr(folder.find('/') + 1), ps::partition_of(*t)) << item.name;
+          EXPECT_EQ(folder.substr(folder.find('/') + 1), ps::partition_of(*t, depth)) << item.name;
         }
         inv.by_id[r.message_id].push_back({item.name, r.event_time});
         ++inv.records;
@@ -635,7 +636,7 @@ TEST(PersistorIt, PullModeStoresEveryQueueMessageAndParksPoison) {
   EXPECT_EQ(inv.by_id.size(), n);
   EXPECT_TRUE(inv.by_id.contains("m0"));
   for (const auto& b : inv.blobs)
-    EXPECT_TRUE(b.starts_with("pulled/2001/01/05/10/h1-pull1-")) << b;
+    EXPECT_TRUE(b.starts_with("pulled/2001/01/05/h1-pull1-")) << b;
   auto parked = fx.queues.peek_messages(poison);
   ASSERT_TRUE(parked);
   ASSERT_EQ(parked->size(), 1u);
@@ -653,19 +654,21 @@ TEST(PersistorIt, AppendModeAndSigtermFlushOpenBatches) {
   const auto input = write_input(run.dir, n, 50);
   // Batches never fill and the delay is long: only the SIGTERM flush writes the last ones.
   auto p = run.start_push("persistor.log", {"--blob-type", "append", "--batch-max-records", "100",
-                                            "--batch-max-delay-ms", "600000", "--no-register"});
+                                            "--batch-max-delay-ms", "600000", "--no-register",
+                                            "--partition", "hour"});
   ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
   auto s = spawn({"--connection-string", run.cs, "send", input.string(), "--dest", "app",
                   "--event-time-field", "ts", "--endpoint", run.endpoint(), "--ack-timeout-ms",
-                  "600000", "--timeout-s", "5"},
+                  "600000", "--timeout-s", "5", "--no-flush"},
                  run.env, run.dir / "send.log");
-  // 3000 records over 72 hours: ~41 per partition, under the 100-record cap, so nothing is
-  // acked until the SIGTERM flush; the sender gives up after 5 s of silence... unless flushed.
+  // 3000 records over 72 hour partitions: ~41 per partition, under the 100-record cap, and
+  // the sender's persist.flush left out (--no-flush), so nothing is acked until the SIGTERM
+  // flush; the sender gives up after 5 s of silence... unless flushed.
   ASSERT_TRUE(wait_for_text(run.dir / "send.log", "3000 records", 30s)) << slurp(run.dir / "send.log");
   ::kill(p.pid(), SIGTERM);
   ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
   wait_exit(s, 30s);
-  auto inv = collect(fx.blobs, run.container);
+  auto inv = collect(fx.blobs, run.container, ps::partition_depth::hour);
   EXPECT_EQ(inv.by_id.size(), n);
   auto props = fx.blobs.get_properties(run.container, inv.blobs.front());
   ASSERT_TRUE(props);
@@ -704,7 +707,7 @@ TEST(PersistorIt, AnnouncesEveryCommittedBlobOnThePubEndpoint) {
   const std::string pub = "tcp://127.0.0.1:" + std::to_string(free_port());
   const auto input = write_input(run.dir, 10, 5); // 10 records in 10 hour partitions
   auto p = run.start_push("persistor.log", {"--no-register", "--committed-endpoint", pub,
-                                            "--batch-max-delay-ms", "100"});
+                                            "--batch-max-delay-ms", "100", "--partition", "hour"});
   ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
   zmq::context_t ctx(1);
   auto sub = transport::envelope_socket::make(ctx, zmq::socket_type::sub);
@@ -729,8 +732,141 @@ TEST(PersistorIt, AnnouncesEveryCommittedBlobOnThePubEndpoint) {
   EXPECT_EQ(records, 10u);
   ::kill(p.pid(), SIGTERM);
   ASSERT_EQ(wait_exit(p, 60s), 0);
-  auto inv = collect(fx.blobs, run.container);
+  auto inv = collect(fx.blobs, run.container, ps::partition_depth::hour);
   EXPECT_EQ(std::set<std::string>(inv.blobs.begin(), inv.blobs.end()), announced);
+}
+
+TEST(PersistorIt, ThePartitionDepthPicksTheDateFoldersOfBlobNamesAndCatalogDates) {
+  // 600 records over 3 days × 24 hours; the seed's day folders by default, hour and month on
+  // request. Records of one folder share batches, so the depth decides how many blobs they make.
+  auto fx = fixture_storage::make();
+  const std::size_t n = 600;
+  struct want {
+    const char* partition; // "" = the default
+    ps::partition_depth depth;
+    std::size_t folders;
+    std::set<std::string> dates;
+  };
+  for (const want& w : {want{"", ps::partition_depth::day, 3, {"2001-01-05", "2001-01-06", "2001-01-07"}},
+                        want{"hour", ps::partition_depth::hour, 72, {"2001-01-05", "2001-01-06", "2001-01-07"}},
+                        want{"month", ps::partition_depth::month, 1, {"2001-01-01"}}}) {
+    auto run = persistor_run::make(std::string("depth") + w.partition);
+    const auto input = write_input(run.dir, n, 20);
+    std::vector<std::string> opts{"--batch-max-delay-ms", "600000"};
+    if (*w.partition)
+      opts.insert(opts.end(), {"--partition", w.partition});
+    auto p = run.start_push("persistor.log", opts);
+    ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
+    // The batch delay is 10 minutes: the sender's persist.flush seals every open batch at once.
+    auto s = spawn({"--connection-string", run.cs, "send", input.string(), "--dest", "depth",
+                    "--event-time-field", "ts", "--endpoint", run.endpoint()},
+                   run.env, run.dir / "send.log");
+    ASSERT_EQ(wait_exit(s, 120s), 0) << slurp(run.dir / "send.log") << slurp(run.dir / "persistor.log");
+    ::kill(p.pid(), SIGTERM);
+    ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
+    auto inv = collect(fx.blobs, run.container, w.depth); // each record's folder checked
+    EXPECT_EQ(inv.records, n) << w.partition;
+    std::set<std::string> folders;
+    for (const auto& b : inv.blobs)
+      folders.insert(std::string(ps::partition_of_blob(b)));
+    EXPECT_EQ(folders.size(), w.folders) << w.partition;
+    EXPECT_EQ(inv.blobs.size(), w.folders) << w.partition << ": one blob per folder";
+    auto svc = storage::table_service_client::from_connection_string(run.cs);
+    ASSERT_TRUE(svc);
+    auto cat = storage::blob_catalog::open_existing(*svc, run.catalog);
+    ASSERT_TRUE(cat) << cat.error().describe();
+    auto found = cat->find({.dest = "depth"});
+    ASSERT_TRUE(found) << found.error().describe();
+    std::set<std::string> dates;
+    for (const auto& e : *found)
+      dates.insert(e.date);
+    EXPECT_EQ(dates, w.dates) << w.partition;
+  }
+}
+
+TEST(PersistorIt, FlushSealsTheOpenPartitionsOfItsProducerAndIsAckedAfterThem) {
+  // Batches never fill and wait 10 minutes: only persist.flush gets records of 40 open day
+  // partitions acked. A second producer's records (another dest: other batches) stay open until
+  // it flushes too.
+  auto fx = fixture_storage::make();
+  auto run = persistor_run::make("flush");
+  auto p = run.start_push("persistor.log", {"--batch-max-delay-ms", "600000", "--batch-max-records",
+                                            "100000", "--format", "ndjson", "--writers", "1"});
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
+  struct producer {
+    zmq::context_t ctx{1};
+    std::optional<transport::envelope_socket> sock;
+    std::set<std::string> acked;
+    explicit producer(const std::string& endpoint) {
+      transport::socket_options so;
+      so.linger = std::chrono::milliseconds(0);
+      auto s = transport::envelope_socket::make(ctx, zmq::socket_type::dealer, so);
+      EXPECT_TRUE(s);
+      sock.emplace(std::move(*s));
+      EXPECT_TRUE(sock->connect(endpoint));
+    }
+    void send(const std::string& dest, std::uint64_t first, std::size_t n, std::size_t days) {
+      transport::envelope env;
+      env.kind = "persist.record";
+      env.from = "flushit@1@h";
+      env.hdr["dest"] = dest;
+      env.body = {'{', '}'};
+      for (std::size_t i = 0; i < n; ++i) {
+        env.id = acking_producer::id_of(first + i);
+        env.ts_ns = 1;
+        char ts[32];
+        std::snprintf(ts, sizeof ts, "2001-02-%02zuT10:00:00Z", 1 + i % days);
+        env.hdr["event_time"] = ts;
+        ASSERT_TRUE(sock->send(env, 1000ms));
+      }
+    }
+    transport::message_id flush() {
+      transport::envelope env;
+      env.kind = "persist.flush";
+      env.from = "flushit@1@h";
+      env.id = transport::new_message_id();
+      env.ts_ns = 1;
+      EXPECT_TRUE(sock->send(env, 1000ms));
+      return env.id;
+    }
+    // Takes the acks delivered within `wait` (or until `until` is acked).
+    void drain(std::chrono::milliseconds wait, const std::string& until = {}) {
+      const auto end = std::chrono::steady_clock::now() + wait;
+      transport::envelope in;
+      while (std::chrono::steady_clock::now() < end && (until.empty() || !acked.contains(until))) {
+        if (!sock->receive(in, 20ms) || in.kind != "persist.ack")
+          continue;
+        for (std::size_t off = 0; off + 16 <= in.body.size(); off += 16) {
+          transport::message_id id{};
+          std::memcpy(id.data(), in.body.data() + off, 16);
+          acked.insert(transport::to_hex(id));
+        }
+      }
+    }
+  };
+  producer a(run.endpoint()), b(run.endpoint());
+  b.send("aaa", 1'000'000, 30, 3); // sorted before "zzz": a wrong seal would be written first
+  a.send("zzz", 1, 400, 28);       // 28 open day partitions of February
+  a.send("zzz", 401, 100, 12);     // more records in 12 of them
+  const auto fa = transport::to_hex(a.flush());
+  a.drain(120s, fa);
+  ASSERT_TRUE(a.acked.contains(fa)) << "flush not acked; " << a.acked.size() << " acks\n"
+                                    << slurp(run.dir / "persistor.log");
+  EXPECT_EQ(a.acked.size(), 501u) << "every record of the producer, then the flush";
+  b.drain(300ms);
+  EXPECT_TRUE(b.acked.empty()) << "the other producer's batches were sealed too";
+  // An idle producer's flush is acked at once; b's seals its own batches.
+  const auto fb = transport::to_hex(b.flush());
+  b.drain(120s, fb);
+  EXPECT_EQ(b.acked.size(), 31u);
+  const auto again = transport::to_hex(a.flush());
+  a.drain(60s, again);
+  EXPECT_TRUE(a.acked.contains(again));
+  ::kill(p.pid(), SIGTERM);
+  ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
+  auto inv = collect(fx.blobs, run.container);
+  EXPECT_EQ(inv.records, 530u);
+  EXPECT_EQ(inv.blobs.size(), 28u + 3u) << "one blob per open partition";
 }
 
 TEST(PersistorIt, InitWritesConfigAndUnitAndNeverOverwritesWithoutForce) {

@@ -15,7 +15,7 @@ TEST(PersistorQueueText, JsonEnvelopeGivesDestIdTimeAndPayload) {
   EXPECT_EQ(r->dest, "flights");
   EXPECT_EQ(r->message_id, "m7");
   EXPECT_EQ(r->payload, R"({"a":1})");
-  EXPECT_EQ(partition_of(r->event_time), "2001/01/05/10");
+  EXPECT_EQ(partition_of(r->event_time, partition_depth::hour), "2001/01/05/10");
   auto s = record_from_queue_text(R"({"data":"plain"})", "dflt", "");
   ASSERT_TRUE(s);
   EXPECT_EQ(s->dest, "dflt");
