@@ -11,6 +11,7 @@
 #include <cctype>
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <unistd.h>
@@ -52,7 +53,7 @@ struct write_batch { // → writer: write the batch in this slot
   std::uint64_t slot = 0;
   MSGPACK_DEFINE(slot);
 };
-struct catalog_entry { // → registrar: a committed blob (pending_ack slot) wants its entry
+struct catalog_entry { // → registrar: a committed blob (pending_ack slot) wants its registrations
   static constexpr std::string_view kind = "persistor.catalog_entry";
   std::uint64_t slot = 0;
   MSGPACK_DEFINE(slot);
@@ -63,7 +64,7 @@ struct catalog_flush { // registrar → itself: register everything collected so
   MSGPACK_DEFINE(reserved);
 };
 
-// A committed blob on its way to the ack (and the catalog).
+// A committed blob on its way to the ack (and its registrations).
 struct pending_ack {
   committed_blob blob;
   std::vector<ack_token> tokens;
@@ -110,11 +111,11 @@ struct engine::impl {
   std::array<padded_counter, max_stages> stage_bytes{};
   std::atomic<std::size_t> stages{0};
 
-  // flush(): sealed records not yet acked, blobs not yet catalogued.
+  // flush(): sealed records not yet acked, blobs not yet registered (ETL record, catalog).
   std::mutex idle_m;
   std::condition_variable idle_cv;
   std::uint64_t inflight_records = 0;
-  std::uint64_t uncatalogued = 0;
+  std::uint64_t uncatalogued = 0; // blobs handed to the registrar and not through it yet
 
   slot_table<batch> batch_slots;
   slot_table<pending_ack> ack_slots;
@@ -301,6 +302,22 @@ struct engine::impl {
     if (!r)
       return std::unexpected(r.error());
     stats.registered.fetch_add(1, std::memory_order_relaxed);
+    return {};
+  }
+
+  // The ETL records of several committed blobs in one work_table::enqueue call (one entity
+  // group transaction per shard partition, ≤ 100 records each; idempotent like the single one).
+  result<void> register_etl_many(std::span<const pending_ack> blobs) {
+    if (!etl || blobs.empty())
+      return {};
+    std::vector<new_record> recs;
+    recs.reserve(blobs.size());
+    for (const auto& p : blobs)
+      recs.push_back(new_record{.id = p.blob.name, .payload = p.blob.name});
+    auto r = etl->enqueue(opts.etl_queue, recs);
+    if (!r)
+      return std::unexpected(r.error());
+    stats.registered.fetch_add(blobs.size(), std::memory_order_relaxed);
     return {};
   }
 
@@ -601,17 +618,13 @@ struct engine::impl {
       return true;
     }
     fault(fault_point::blob_written);
-    if (!retry_until_ok("registering", p.blob.name, [&] { return register_etl(p.blob); }))
-      return false;
-    bt.body = {}; // stored and registered: only the tokens wait for the catalog and the ack
-    if (!catalog) {
+    bt.body = {}; // stored: only the tokens wait for the registrations and the ack
+    if (!etl && !catalog) {
       finish(p);
       return true;
     }
-    if (!opts.catalog_before_ack) {
-      finish(p); // the registrar writes the entry after the ack
-      p.acked = true;
-    }
+    // The registrar enqueues the ETL records of every blob committed since its last round in
+    // one call (one transaction per shard partition), then their catalog entries, and acks.
     {
       std::lock_guard lk(idle_m);
       uncatalogued += 1;
@@ -750,9 +763,12 @@ private:
   std::uint32_t index_;
 };
 
-// Writes catalog entries in commit order: it collects every entry queued before its own
-// catalog_flush comes round, then registers them in one register_blobs call (one WAL append),
-// and acks those not acked yet (catalog_before_ack).
+// Registers committed blobs in commit order: it collects every blob queued before its own
+// catalog_flush comes round, then enqueues their ETL records in one work_table::enqueue call (one
+// entity group transaction per shard partition) while another thread registers their catalog
+// entries in one register_blobs call (one WAL append), acking each blob after both
+// (catalog_before_ack), or after its ETL record when the catalog entry may follow the ack. Both registrations are
+// idempotent, so a round retried after a failure (or a crash) writes nothing twice.
 class registrar_actor final : public actors::actor {
 public:
   registrar_actor(actors::actor_config& cfg, engine::impl* e) : actor(cfg), e_(e) {}
@@ -777,22 +793,37 @@ private:
   void register_pending() {
     if (pending_.empty())
       return;
-    std::vector<storage::blob_catalog_entry> entries;
-    entries.reserve(pending_.size());
-    for (const auto& p : pending_)
-      entries.push_back(engine::impl::catalog_entry_of(p.blob));
     const std::string what = pending_.size() == 1
                                  ? pending_.front().blob.name
                                  : std::to_string(pending_.size()) + " blobs from " + pending_.front().blob.name;
-    const bool ok = e_->retry_until_ok("cataloguing", what, [&]() -> result<void> {
-      auto r = e_->catalog->register_blobs(entries);
-      if (!r)
-        return std::unexpected(error::from_storage(r.error(), "registering " + what + " in the catalog"));
-      return {};
-    });
+    // The catalog entries are written while the ETL records are (they do not depend on each
+    // other): a round costs the longer of the two, not their sum.
+    std::future<bool> catalogued;
+    if (e_->catalog) {
+      std::vector<storage::blob_catalog_entry> entries;
+      entries.reserve(pending_.size());
+      for (const auto& p : pending_)
+        entries.push_back(engine::impl::catalog_entry_of(p.blob));
+      catalogued = std::async(std::launch::async, [this, what, entries = std::move(entries)] {
+        return e_->retry_until_ok("cataloguing", what, [&]() -> result<void> {
+          auto r = e_->catalog->register_blobs(entries);
+          if (!r)
+            return std::unexpected(error::from_storage(r.error(), "registering " + what + " in the catalog"));
+          return {};
+        });
+      });
+    }
+    const bool enqueued = e_->retry_until_ok("registering", what, [&] { return e_->register_etl_many(pending_); });
+    if (enqueued && (!e_->catalog || !e_->opts.catalog_before_ack))
+      for (auto& p : pending_) { // acked now; the catalog entry (if any) follows
+        e_->finish(p);
+        p.acked = true;
+      }
+    const bool ok = enqueued && (!catalogued.valid() || catalogued.get());
     if (!ok)
       return; // stopping: unacked ones are redelivered by their sources
-    e_->stats.catalogued.fetch_add(pending_.size(), std::memory_order_relaxed);
+    if (e_->catalog)
+      e_->stats.catalogued.fetch_add(pending_.size(), std::memory_order_relaxed);
     for (auto& p : pending_)
       if (!p.acked)
         e_->finish(p);
@@ -804,7 +835,7 @@ private:
     e_->idle_cv.notify_all();
   }
   engine::impl* e_;
-  std::vector<pending_ack> pending_; // committed, ETL-registered, waiting for the catalog
+  std::vector<pending_ack> pending_; // committed, waiting for their registrations
   bool flush_queued_ = false;
 };
 
@@ -913,7 +944,7 @@ result<std::unique_ptr<engine>> engine::start(engine_options opts, storage::blob
   // must not be lost, and none is sent per record.
   const actors::mailbox_options mb{.capacity = 1u << 16, .policy = actors::overflow_policy::block};
   std::vector<actors::child_spec> children;
-  if (raw->catalog)
+  if (raw->catalog || raw->etl)
     children.push_back(actors::child_spec::of<registrar_actor>({.name = registrar_name, .mailbox = mb}, raw));
   children.push_back(actors::child_spec::of<batcher_actor>({.name = batcher_name, .mailbox = mb}, raw));
   for (std::uint32_t i = 0; i < raw->opts.writers; ++i)

@@ -11,10 +11,10 @@
 //   engine::submit ─→ inbox ─→ "batcher" (its own batch_stage) ─────┤
 //                                  │ dispatches each sealed batch to an idle writer
 //                                  ▼
-//                      "writer-0" … "writer-{writers-1}": blob put / append, ETL enqueue
-//                                  │ (catalog on)                    │ (catalog off)
-//                                  ▼                                 ▼
-//                      "registrar": catalog entries         on_commit(tokens): acks
+//                      "writer-0" … "writer-{writers-1}": blob put / append
+//                                  │ (ETL or catalog registration on)  │ (both off)
+//                                  ▼                                   ▼
+//                      "registrar": ETL records, catalog entries  on_commit(tokens): acks
 //
 // - Records are never messages. A source actor owns a batch_stage and formats each record
 //   straight into the body of its open batch, on the thread that received it, with no lock;
@@ -25,19 +25,22 @@
 //   message payloads, so a body is never copied or msgpack-encoded on its way to a writer.
 // - Writers do blocking blob I/O on their own threads (STYLE.md §2.3). Each tells the batcher
 //   when it is idle again; the batcher hands the oldest sealed batch to an idle writer.
-// - The registrar writes catalog entries in commit order: every blob committed since its last
-//   call in one blob_catalog::register_blobs call (one WAL append), since the catalog's WAL
-//   counter row is ETag-guarded and parallel writers would only contend for it.
+// - The registrar registers blobs in commit order, every blob committed since its last round
+//   together: their ETL records in one work_table::enqueue call (one entity group transaction
+//   per shard partition, not one insert per blob) and their catalog entries in one
+//   blob_catalog::register_blobs call (one WAL append; the catalog's WAL counter row is
+//   ETag-guarded and parallel writers would only contend for it).
 //
 // Back-pressure: saturated() turns true while the bytes held (open in every stage + sealed +
 // being written) exceed max_inflight_bytes; sources stop reading then.
 //
-// Registration: a writer commits the blob and enqueues its ETL record (work table) before the
-// ack, so a committed, acked blob always reaches the ETL. With `catalog_before_ack` (default)
-// the registrar acks each blob only after its catalog entry, so a crash never leaves an acked
-// record in an uncatalogued blob (a blob committed but not yet registered was not acked: its
-// records come again and land in another blob). Without it the writer acks at once and the
-// catalog entry follows, so a crash can leave the last entries missing.
+// Registration: a writer commits the blob; the registrar enqueues its ETL record (work table)
+// before the ack, so a committed, acked blob always reaches the ETL. With `catalog_before_ack`
+// (default) the registrar acks each blob only after its catalog entry too, so a crash never
+// leaves an acked record in an uncatalogued blob (a blob committed but not yet registered was
+// not acked: its records come again and land in another blob). Without it the registrar acks
+// right after the ETL records and the catalog entries follow, so a crash can leave the last
+// entries missing.
 //
 // Append mode: each append is acked once appended; the append blob is registered when it rolls
 // (cap reached, flush, shutdown). Before an append blob is created, a marker blob
