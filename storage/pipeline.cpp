@@ -9,7 +9,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <tuple>
 #include <random>
 #include <thread>
 
@@ -206,7 +209,153 @@ std::size_t path_offset(std::string_view url) noexcept {
   return slash == std::string_view::npos ? url.size() : slash;
 }
 
+// -- request counts -------------------------------------------------------------------------------
+
+// The value of query parameter `name`, or "" when absent.
+std::string_view query_value(const storage_request& req, std::string_view name) noexcept {
+  for (const auto& [k, v] : req.query)
+    if (k == name)
+      return v;
+  return {};
+}
+
+bool has_query(const storage_request& req, std::string_view name) noexcept {
+  for (const auto& [k, v] : req.query)
+    if (k == name)
+      return true;
+  return false;
+}
+
+// Process-wide counters: one lock per request (each costs an HTTP round trip, so the map lookup
+// is noise), keyed by service, resource and op.
+struct request_counters {
+  std::mutex m;
+  std::map<std::tuple<service, std::string, std::string>, std::uint64_t> counts;
+};
+
+request_counters& counters() {
+  static request_counters* c = new request_counters(); // never destroyed: used until exit
+  return *c;
+}
+
+std::string resource_of(service svc, std::string_view path, std::string_view body);
+
+// `body` is what is sent (req.body may have been moved out).
+void count_request(service svc, const storage_request& req, std::string_view body) {
+  auto key = std::make_tuple(svc, resource_of(svc, req.path, body), std::string(request_kind(svc, req)));
+  auto& c = counters();
+  std::lock_guard lk(c.m);
+  ++c.counts[std::move(key)];
+}
+
 } // namespace
+
+std::string_view to_string(service svc) noexcept { return service_name(svc); }
+
+std::string_view request_kind(service svc, const storage_request& req) noexcept {
+  const std::string_view path = req.path;
+  const std::string_view comp = query_value(req, "comp");
+  const bool container_level = query_value(req, "restype") == "container";
+  switch (svc) {
+  case service::table: {
+    if (path == "/$batch")
+      return "batch";
+    const bool tables = path == "/Tables" || path.starts_with("/Tables(");
+    const bool keyed = path.find('(') != std::string_view::npos && !path.ends_with("()"); // "/t()" = a query
+    switch (req.method) {
+    case http_method::post: return tables ? "create_table" : "insert";
+    case http_method::get: return tables ? "list_tables" : keyed ? "get" : "query";
+    case http_method::merge: return "merge";
+    case http_method::put: return "update";
+    case http_method::del: return tables ? "delete_table" : "delete";
+    case http_method::head: return "other";
+    }
+    return "other";
+  }
+  case service::blob:
+    switch (req.method) {
+    case http_method::put:
+      if (container_level)
+        return comp.empty() ? "create_container" : "other";
+      if (comp.empty())
+        return "put";
+      if (comp == "block")
+        return "put_block";
+      if (comp == "blocklist")
+        return "put_block_list";
+      if (comp == "appendblock")
+        return "append_block";
+      if (comp == "metadata")
+        return "set_metadata";
+      return "other";
+    case http_method::get:
+      if (comp == "list")
+        return "list";
+      return container_level ? "other" : comp.empty() ? "get" : "other";
+    case http_method::head: return "properties";
+    case http_method::del: return container_level ? "delete_container" : "delete";
+    default: return "other";
+    }
+  case service::queue: {
+    const bool messages = path.find("/messages") != std::string_view::npos;
+    const bool one_message = messages && !path.ends_with("/messages");
+    switch (req.method) {
+    case http_method::get:
+      if (!messages)
+        return "properties";
+      return query_value(req, "peekonly") == "true" ? "peek_messages" : "get_messages";
+    case http_method::post: return messages ? "put_message" : "other";
+    case http_method::put:
+      if (one_message)
+        return "update_message";
+      return messages || has_query(req, "comp") ? "other" : "create_queue";
+    case http_method::del: return one_message ? "delete_message" : messages ? "other" : "delete_queue";
+    default: return "other";
+    }
+  }
+  }
+  return "other";
+}
+
+namespace {
+
+std::string resource_of(service svc, std::string_view path, std::string_view body) {
+  if (svc == service::table && path == "/$batch") {
+    // The first inner request line: "{METHOD} {endpoint}/{table}[(keys)] HTTP/1.1".
+    const auto http = body.find(" HTTP/1.1");
+    if (http == std::string_view::npos)
+      return "$batch";
+    const auto line = body.rfind('\n', http);
+    std::string_view url = body.substr(line == std::string_view::npos ? 0 : line + 1,
+                                       http - (line == std::string_view::npos ? 0 : line + 1));
+    if (const auto sp = url.find(' '); sp != std::string_view::npos)
+      url.remove_prefix(sp + 1);
+    if (const auto paren = url.find('('); paren != std::string_view::npos)
+      url = url.substr(0, paren);
+    const auto slash = url.rfind('/');
+    return std::string(slash == std::string_view::npos ? url : url.substr(slash + 1));
+  }
+  if (path.starts_with('/'))
+    path.remove_prefix(1);
+  const auto end = path.find_first_of(svc == service::table ? "/(" : "/");
+  return std::string(path.substr(0, end));
+}
+
+} // namespace
+
+std::string request_resource(service svc, const storage_request& req) {
+  return resource_of(svc, req.path, req.body);
+}
+
+std::vector<request_count> process_request_counts() {
+  std::vector<request_count> out;
+  auto& c = counters();
+  std::lock_guard lk(c.m);
+  out.reserve(c.counts.size());
+  for (const auto& [k, n] : c.counts)
+    out.push_back({std::get<0>(k), std::get<2>(k), std::get<1>(k), n});
+  return out;
+}
 
 result<pipeline> pipeline::make(storage_account account, pipeline_options opts,
                                 std::shared_ptr<http_transport> transport) {
@@ -346,6 +495,7 @@ result<http_response> pipeline::send_with_body(service svc, const storage_reques
           shared_key::authorization(acct.name, shared_key::signature(acct.key, to_sign), lite);
     }
 
+    count_request(svc, req, hr.body);
     auto r = p.transport->send(hr);
     if (r && r->status < 400) {
       r->attempts = attempt;

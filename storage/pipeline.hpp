@@ -61,6 +61,37 @@ struct storage_request {
   std::chrono::milliseconds timeout{0}; ///< 0 = the transport's request_timeout
 };
 
+// -- request counts -------------------------------------------------------------------------------
+
+/// How many requests of one kind every pipeline of this process sent (shoal run's cost summary,
+/// the supervisor's /metrics): each HTTP attempt counts, retries included, whatever its answer.
+struct request_count {
+  service svc = service::table;
+  std::string op;       ///< operation kind: request_kind()
+  std::string resource; ///< table, container or queue name ("" for account-level requests)
+  std::uint64_t count = 0;
+};
+
+/// The operation kind of `req` for `svc`, a short stable name: table `insert`, `get` (one entity
+/// by keys), `query`, `merge`, `update` (PUT: replace or insert-or-replace), `delete`, `batch`
+/// (entity group transaction), `create_table`, `delete_table`, `list_tables`; blob `put`,
+/// `get`, `properties`, `delete`, `put_block`, `put_block_list`, `append_block`,
+/// `set_metadata`, `list`, `create_container`, `delete_container`; queue `put_message`,
+/// `get_messages`, `peek_messages`, `delete_message`, `update_message`, `create_queue`,
+/// `delete_queue`, `properties`; `other` for anything else. Thread-safe (pure).
+std::string_view request_kind(service svc, const storage_request& req) noexcept;
+
+/// The table, container or queue `req` addresses: the first segment of its path (up to '(' for
+/// tables); for a table `$batch`, the table named by the body's first inner request. Pure.
+std::string request_resource(service svc, const storage_request& req);
+
+/// Every request kind counted so far in this process, sorted by service, resource, op.
+/// Thread-safe.
+std::vector<request_count> process_request_counts();
+
+/// "blob", "queue" or "table".
+std::string_view to_string(service svc) noexcept;
+
 /// Signs and sends storage requests with retries. Thread-safe; copies share the transport.
 class pipeline {
 public:

@@ -243,5 +243,84 @@ TEST(PipelineTest, RedirectAndNotModifiedAreValues) {
   EXPECT_EQ(h.sleeps->size(), 0u);
 }
 
+// -- request counts ------------------------------------------------------------------------------
+
+storage_request req(http_method m, std::string path, std::vector<std::pair<std::string, std::string>> q = {},
+                    std::string body = {}) {
+  storage_request r;
+  r.method = m;
+  r.path = std::move(path);
+  r.query = std::move(q);
+  r.body = std::move(body);
+  return r;
+}
+
+TEST(PipelineTest, NamesTheKindAndResourceOfEveryRequest) {
+  using m = http_method;
+  struct want {
+    service svc;
+    storage_request r;
+    std::string_view kind;
+    std::string resource;
+  };
+  const std::string batch_body = "--batch_1\r\nContent-Type: multipart/mixed; boundary=changeset_1\r\n\r\n"
+                                 "--changeset_1\r\nContent-Type: application/http\r\n\r\n"
+                                 "MERGE http://127.0.0.1:10002/devstoreaccount1/shoalwork(PartitionKey='etl-0a',"
+                                 "RowKey='a%2Fb') HTTP/1.1\r\n";
+  const std::vector<want> cases{
+      {service::table, req(m::post, "/$batch", {}, batch_body), "batch", "shoalwork"},
+      {service::table, req(m::post, "/$batch"), "batch", "$batch"},
+      {service::table, req(m::post, "/Tables"), "create_table", "Tables"},
+      {service::table, req(m::get, "/Tables"), "list_tables", "Tables"},
+      {service::table, req(m::del, "/Tables('t1')"), "delete_table", "Tables"},
+      {service::table, req(m::post, "/runs"), "insert", "runs"},
+      {service::table, req(m::get, "/runs(PartitionKey='p',RowKey='r')"), "get", "runs"},
+      {service::table, req(m::get, "/runs()", {{"$filter", "PartitionKey eq 'p'"}}), "query", "runs"},
+      {service::table, req(m::get, "/runs", {{"$filter", "PartitionKey eq 'p'"}}), "query", "runs"},
+      {service::table, req(m::merge, "/runs(PartitionKey='p',RowKey='r')"), "merge", "runs"},
+      {service::table, req(m::put, "/runs(PartitionKey='p',RowKey='r')"), "update", "runs"},
+      {service::table, req(m::del, "/runs(PartitionKey='p',RowKey='r')"), "delete", "runs"},
+      {service::blob, req(m::put, "/shoal", {{"restype", "container"}}), "create_container", "shoal"},
+      {service::blob, req(m::put, "/shoal/flights/2001/01/05/h-p-1.json"), "put", "shoal"},
+      {service::blob, req(m::get, "/shoal/flights/2001/01/05/h-p-1.json"), "get", "shoal"},
+      {service::blob, req(m::head, "/shoal/x"), "properties", "shoal"},
+      {service::blob, req(m::put, "/shoal/x", {{"comp", "appendblock"}}), "append_block", "shoal"},
+      {service::blob, req(m::put, "/shoal/x", {{"comp", "metadata"}}), "set_metadata", "shoal"},
+      {service::blob, req(m::get, "/shoal", {{"restype", "container"}, {"comp", "list"}}), "list", "shoal"},
+      {service::blob, req(m::del, "/shoal/x"), "delete", "shoal"},
+      {service::queue, req(m::post, "/q1/messages"), "put_message", "q1"},
+      {service::queue, req(m::get, "/q1/messages", {{"numofmessages", "32"}}), "get_messages", "q1"},
+      {service::queue, req(m::del, "/q1/messages/abc", {{"popreceipt", "x"}}), "delete_message", "q1"},
+      {service::queue, req(m::put, "/q1"), "create_queue", "q1"},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(request_kind(c.svc, c.r), c.kind) << to_string(c.svc) << " " << to_string(c.r.method) << " " << c.r.path;
+    EXPECT_EQ(request_resource(c.svc, c.r), c.resource) << c.r.path;
+  }
+}
+
+TEST(PipelineTest, CountsEveryAttemptByServiceOperationAndResource) {
+  // The counts are the process's: compare before and after.
+  auto count_of = [](service svc, std::string_view op, std::string_view resource) {
+    std::uint64_t n = 0;
+    for (const auto& c : process_request_counts())
+      if (c.svc == svc && c.op == op && c.resource == resource) n += c.count;
+    return n;
+  };
+  harness h;
+  h.transport->respond(503).respond(201).respond(404);
+  const pipeline p = h.make();
+  const auto puts = count_of(service::blob, "put", "countme");
+  const auto gets = count_of(service::blob, "get", "countme");
+  ASSERT_TRUE(p.send(service::blob, req(http_method::put, "/countme/b", {}, "x"))); // 503, then 201
+  ASSERT_FALSE(p.send(service::blob, req(http_method::get, "/countme/b")));        // 404 counts too
+  EXPECT_EQ(count_of(service::blob, "put", "countme") - puts, 2u) << "a retry is a second request";
+  EXPECT_EQ(count_of(service::blob, "get", "countme") - gets, 1u);
+  // The rvalue send (its body moved into the request) is counted with its resource too.
+  h.transport->respond(202);
+  ASSERT_TRUE(p.send(service::table, req(http_method::post, "/$batch", {}, "POST http://h/acct/movedtable HTTP/1.1\r\n")));
+  EXPECT_EQ(count_of(service::table, "batch", "movedtable"), 1u);
+}
+
 } // namespace
 } // namespace shoal::storage

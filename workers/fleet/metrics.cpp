@@ -1,9 +1,13 @@
 #include "workers/fleet/metrics.hpp"
 
+#include "storage/pipeline.hpp"
+
+#include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
+#include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
@@ -12,9 +16,32 @@
 #include <set>
 
 namespace shoal::workers::fleet {
+namespace {
+
+// shoal_storage_requests_total{service,op,resource}: the storage requests of this process
+// (storage::process_request_counts), read at every scrape.
+class storage_requests final : public prometheus::Collectable {
+public:
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily f;
+    f.name = "shoal_storage_requests_total";
+    f.help = "Storage requests sent by this process (each HTTP attempt), by service, operation and table/container/queue.";
+    f.type = prometheus::MetricType::Counter;
+    for (const auto& c : storage::process_request_counts()) {
+      prometheus::ClientMetric m;
+      m.label = {{"op", c.op}, {"resource", c.resource}, {"service", std::string(storage::to_string(c.svc))}};
+      m.counter.value = static_cast<double>(c.count);
+      f.metric.push_back(std::move(m));
+    }
+    return {std::move(f)};
+  }
+};
+
+} // namespace
 
 struct fleet_metrics::impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::shared_ptr<storage_requests> requests = std::make_shared<storage_requests>();
   std::array<prometheus::Counter*, 8> counters{};
   prometheus::Family<prometheus::Gauge>* records = nullptr;
   prometheus::Family<prometheus::Gauge>* workers = nullptr;
@@ -57,6 +84,7 @@ result<std::unique_ptr<fleet_metrics>> fleet_metrics::serve(const std::string& a
     bind += ":" + std::to_string(port);
     m->impl_->exposer = std::make_unique<prometheus::Exposer>(bind, 2);
     m->impl_->exposer->RegisterCollectable(m->impl_->registry);
+    m->impl_->exposer->RegisterCollectable(m->impl_->requests);
   } catch (const std::exception& e) {
     return fail(errc::io, "metrics: cannot listen on " + address + ":" + std::to_string(port) + ": " + e.what());
   }
@@ -88,7 +116,10 @@ void fleet_metrics::set_workers(const std::map<std::string, std::uint64_t>& by_s
 
 std::string fleet_metrics::render() const {
   prometheus::TextSerializer s;
-  return s.Serialize(impl_->registry->Collect());
+  auto families = impl_->registry->Collect();
+  for (auto& f : impl_->requests->Collect())
+    families.push_back(std::move(f));
+  return s.Serialize(families);
 }
 
 std::vector<int> fleet_metrics::ports() const {

@@ -8,6 +8,8 @@
 //   claims_total, completions_total, failures_total, contention_total, lease_lost_total,
 //   worker_restarts_total, missed_heartbeats_total, hwm_drops_total   (counters)
 //   records{queue,status}, workers{state}                              (gauges)
+//   storage_requests_total{service,op,resource}: this process's own storage requests
+//   (storage::process_request_counts), read at every scrape            (counter)
 
 #include "workers/error.hpp"
 
