@@ -2,6 +2,10 @@
 #include "workers/fleet/status.hpp"
 #include "workers/fleet/supervisor.hpp"
 
+#include "storage/connection_string.hpp"
+#include "storage/pipeline.hpp"
+#include "tests/support/fake_transport.hpp"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -134,6 +138,23 @@ TEST(FleetMetricsTest, RendersEveryMetricName) {
     EXPECT_NE(text.find(name), std::string::npos) << name << "\n" << text;
   m.set_workers({{"working", 1}});
   EXPECT_NE(m.render().find("shoal_workers{state=\"idle\"} 0"), std::string::npos);
+}
+
+TEST(FleetMetricsTest, ExportsThisProcesssStorageRequests) {
+  auto transport = std::make_shared<tests::fake_transport>();
+  transport->respond(201).respond(201);
+  auto p = storage::pipeline::make(*storage::parse_connection_string("UseDevelopmentStorage=true"), {}, transport);
+  ASSERT_TRUE(p);
+  storage::storage_request put;
+  put.method = storage::http_method::put;
+  put.path = "/metricscont/b";
+  ASSERT_TRUE(p->send(storage::service::blob, put));
+  ASSERT_TRUE(p->send(storage::service::blob, put));
+  fleet_metrics m;
+  const auto text = m.render();
+  EXPECT_NE(text.find("shoal_storage_requests_total{op=\"put\",resource=\"metricscont\",service=\"blob\"} 2"),
+            std::string::npos)
+      << text;
 }
 
 } // namespace
