@@ -19,6 +19,7 @@
 #include <system_error>
 #include <thread>
 #include <unordered_set>
+#include <utility>
 
 namespace shoal::storage {
 namespace {
@@ -576,17 +577,51 @@ result<std::vector<catalog_write_result>> catalog::write(catalog_op op, std::spa
   if (opts_.fault && opts_.fault(write_stage::after_wal_append, 0))
     return std::unexpected(fault_error(write_stage::after_wal_append, 0));
 
-  // 3. Fan-out; 4. mark applied.
+  // 3. Fan-out.
   auto applied = entries.size() == 1 ? apply(entries.front(), true) : apply_many(entries, true);
   if (!applied)
     return std::unexpected(applied.error());
+  const std::size_t index_entities = entries.size() * schema_.index_keys.size();
+
+  // 4+5 fast: when this writer's last answer says the checkpoint stands right before our
+  // entries (and they are contiguous: no other writer's entry among them), every entry up to
+  // ours is applied, so the checkpoint can move past ours at once, If-Match the ETag we hold:
+  // one request instead of marking the entries applied, reading the checkpoint, scanning the
+  // WAL and writing it. An entry at or below the checkpoint counts as applied whatever its
+  // `applied` flag says. Any doubt (no cached value, a 412: another writer moved it) takes the
+  // general path below.
+  const std::uint64_t first = out.front().seq, last = out.back().seq;
+  std::optional<std::pair<std::uint64_t, std::string>> known;
+  {
+    std::lock_guard lk(cache_->m);
+    known = cache_->checkpoint;
+  }
+  const bool fast = known && known->first + 1 == first && last - first + 1 == entries.size();
+  if (fast) {
+    // (No marks on this path: a stop here leaves the entries for the next advance or recover.)
+    if (opts_.fault && opts_.fault(write_stage::after_mark_applied, index_entities))
+      return std::unexpected(fault_error(write_stage::after_mark_applied, index_entities));
+    auto moved = wal_.merge(seq_row(checkpoint_rk, last), known->second);
+    if (moved) {
+      {
+        std::lock_guard lk(cache_->m);
+        cache_->checkpoint.emplace(last, moved->etag);
+      }
+      for (auto& w : out)
+        w.checkpoint = last;
+      return out;
+    }
+    std::lock_guard lk(cache_->m);
+    cache_->checkpoint.reset();
+  }
+
+  // 4. Mark applied.
   if (auto r = mark_applied_many(entries); !r)
     return std::unexpected(with_context(r.error(), entries.size() == 1
                                                        ? "marking WAL entry " + std::to_string(out.front().seq) + " applied"
                                                        : "marking WAL entries " + std::to_string(out.front().seq) +
                                                              ".." + std::to_string(out.back().seq) + " applied"));
-  const std::size_t index_entities = entries.size() * schema_.index_keys.size();
-  if (opts_.fault && opts_.fault(write_stage::after_mark_applied, index_entities))
+  if (!fast && opts_.fault && opts_.fault(write_stage::after_mark_applied, index_entities))
     return std::unexpected(fault_error(write_stage::after_mark_applied, index_entities));
 
   // 5. Checkpoint, once for the whole call. The writes are complete; a failed advance is caught
@@ -606,21 +641,41 @@ result<void> catalog::append(std::span<catalog_wal_entry> entries, int& attempts
   const int max_attempts = std::max(1, opts_.max_sequence_attempts);
   for (int attempt = 1; attempt <= max_attempts; ++attempt) {
     attempts = attempt;
-    auto counter = wal_.get(wal_pk, counter_rk);
-    if (!counter)
-      return std::unexpected(with_context(counter.error(), "reading the WAL counter of catalog '" + name_ + "'"));
-    const std::uint64_t n = int_prop(*counter, "seq");
+    // The counter as our own last append left it, if we hold that: no read (a stale value is a
+    // 412 that costs the read after all). Else read it.
+    std::optional<std::pair<std::uint64_t, std::string>> known;
+    {
+      std::lock_guard lk(cache_->m);
+      known = std::exchange(cache_->counter, std::nullopt);
+    }
+    const bool cached = known.has_value();
+    if (!known) {
+      auto counter = wal_.get(wal_pk, counter_rk);
+      if (!counter)
+        return std::unexpected(with_context(counter.error(), "reading the WAL counter of catalog '" + name_ + "'"));
+      known.emplace(int_prop(*counter, "seq"), counter->etag);
+    }
+    const std::uint64_t n = known->first;
     // One MERGE reserves n+1..n+k; the k entries commit with it or not at all.
     table_transaction tx;
-    tx.merge(seq_row(counter_rk, n + k), counter->etag);
+    tx.merge(seq_row(counter_rk, n + k), known->second);
     for (std::uint64_t i = 0; i < k; ++i) {
       entries[i].seq = n + 1 + i;
       tx.insert(entry_to_entity(entries[i]));
     }
     auto done = wal_.submit_transaction(tx);
-    if (done)
+    if (done) {
+      if (!done->etags.empty()) {
+        std::lock_guard lk(cache_->m);
+        cache_->counter.emplace(n + k, done->etags.front());
+      }
       return {};
+    }
     const auto& err = done.error();
+    if (cached && err.code == errc::precondition_failed && err.attempts <= 1) {
+      --attempt; // another writer moved the counter since our last append: read it, no back-off
+      continue;
+    }
     // The transaction may have committed although we saw a failure (an answer lost in transit
     // and a retry that then hit the changed counter, or a timeout): entry n+1 carries our first
     // op_id exactly when it did (and then so do n+2..n+k: the transaction is atomic).
@@ -648,7 +703,7 @@ result<void> catalog::append(std::span<catalog_wal_entry> entries, int& attempts
         });
         if (!seen)
           return std::unexpected(seen.error());
-        (void)wal_.merge(seq_row(counter_rk, top), counter->etag);
+        (void)wal_.merge(seq_row(counter_rk, top), known->second);
         continue;
       }
       if (err.code == errc::precondition_failed || err.code == errc::conflict || err.retryable) {
@@ -889,6 +944,7 @@ result<std::uint64_t> catalog::advance(std::size_t* replayed, std::size_t* skipp
     if (!walked)
       return std::unexpected(with_context(walked.error(), "scanning the WAL of catalog '" + name_ + "'"));
     const std::uint64_t reached = next - 1;
+    std::string etag = cp_row.etag;
     if (reached > start) {
       auto moved = wal_.merge(seq_row(checkpoint_rk, reached), cp_row.etag);
       if (!moved) {
@@ -896,6 +952,11 @@ result<std::uint64_t> catalog::advance(std::size_t* replayed, std::size_t* skipp
           continue; // another process advanced it: look again from there
         return std::unexpected(with_context(moved.error(), "advancing the checkpoint of catalog '" + name_ + "'"));
       }
+      etag = moved->etag;
+    }
+    {
+      std::lock_guard lk(cache_->m); // the next write may move it without reading (write())
+      cache_->checkpoint.emplace(reached, std::move(etag));
     }
     if (skipped)
       *skipped = gaps;
@@ -1081,11 +1142,14 @@ result<catalog_stats> catalog::stats() const {
   w.filter = table_filter::partition(wal_pk) && table_filter::le("RowKey", max_pad());
   w.select = {"PartitionKey", "RowKey", "applied"};
   auto walked = wal_.for_each(w, [&s](const table_entity& e) {
-    if (!parse_seq(e.row_key))
+    const auto seq = parse_seq(e.row_key);
+    if (!seq)
       return true;
     ++s.wal_entries;
+    // An entry at or below the checkpoint is applied whatever its flag says (a writer that moved
+    // the checkpoint past its own entries does not mark them: write()).
     const auto* a = e.get<bool>("applied");
-    if (!a || !*a)
+    if (*seq > s.checkpoint && (!a || !*a))
       ++s.unapplied;
     return true;
   });

@@ -52,6 +52,15 @@
 //     the checkpoint row, 412 → re-read). It never passes an unapplied entry. An unapplied
 //     entry older than `stall_timeout` by server time (a crashed writer) is applied by whoever
 //     advances.
+// No read that a preceding answer already gave (issue 14): a catalog (and its copies) keeps the
+// counter's and the checkpoint's sequence and ETag from its own last writes. Step 2 then MERGEs
+// the counter If-Match that ETag without reading it first (a 412 — another writer moved it —
+// costs the read after all, with no back-off). When the checkpoint stands right before the
+// call's entries and they are contiguous, steps 4–5 become one MERGE of the checkpoint to the
+// last entry If-Match its ETag: every entry up to it is applied, so the marks are not needed (an
+// entry at or below the checkpoint counts as applied whatever its flag says); a 412 falls back
+// to 4–5 as described. A lone persistor registering a batch of blobs thus pays the WAL
+// transaction, the index transactions and one checkpoint MERGE.
 // Recovery (on open and `recover()`): every unapplied entry after the checkpoint is applied in
 // sequence order as in 3–4, then the checkpoint advances. Safe to run from many processes at
 // once, and alongside live writers. A missing number between the checkpoint and an existing
@@ -74,6 +83,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -207,7 +218,7 @@ struct catalog_stats {
   std::uint64_t last_seq = 0;     ///< the counter
   std::uint64_t checkpoint = 0;
   std::size_t wal_entries = 0;    ///< entries still in the WAL
-  std::size_t unapplied = 0;      ///< of those, not yet applied
+  std::size_t unapplied = 0;      ///< of those after the checkpoint, not yet applied
   std::size_t index_entities = 0; ///< live index entities (records × index keys)
   std::size_t tombstones = 0;
   std::map<std::string, std::size_t> partitions_per_key; ///< distinct values per index key
@@ -321,11 +332,21 @@ private:
   result<std::uint64_t> advance(std::size_t* replayed, std::size_t* skipped, bool replay_all) const;
   void backoff(int attempt) const;
 
+  // What this writer's own last responses said about the WAL's counter and checkpoint rows
+  // (sequence and ETag), so a writer that is the only one needs no read before its next write:
+  // a stale value costs one 412 and a read. Shared by copies; guarded by its mutex.
+  struct write_cache {
+    std::mutex m;
+    std::optional<std::pair<std::uint64_t, std::string>> counter;    // seq, ETag
+    std::optional<std::pair<std::uint64_t, std::string>> checkpoint; // seq, ETag
+  };
+
   std::string name_;
   catalog_schema schema_;
   catalog_options opts_;
   table_client index_;
   table_client wal_;
+  std::shared_ptr<write_cache> cache_ = std::make_shared<write_cache>();
 };
 
 } // namespace shoal::storage

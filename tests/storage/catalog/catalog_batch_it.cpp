@@ -54,8 +54,9 @@ protected:
   }
 
   // Inserts `n` records in one call and checks seqs 1..n in record order and the number of
-  // `$batch` requests: ceil(n/99) WAL appends, ceil(n/100) per index partition (3), ceil(n/100)
-  // to mark the entries applied (none of either for one record).
+  // `$batch` requests: ceil(n/99) WAL appends and ceil(n/100) per index partition (3; none for
+  // one record: single inserts), and none to mark the entries applied: the catalog read the
+  // checkpoint when it was opened, so it moves the checkpoint past them with one MERGE.
   void insert_and_check(std::size_t n) {
     (void)make(blob_catalog::schema());
     auto c = open_counted();
@@ -71,7 +72,7 @@ protected:
       EXPECT_EQ((*w)[i].sequence_attempts, 1);
     }
     const std::size_t hundreds = (n + 99) / 100;
-    const std::size_t expected_batches = (n + 98) / 99 + (n == 1 ? 0 : 3 * hundreds + hundreds);
+    const std::size_t expected_batches = (n + 98) / 99 + (n == 1 ? 0 : 3 * hundreds);
     EXPECT_EQ(static_cast<std::size_t>(c.transport->batches.load() - before), expected_batches);
     EXPECT_EQ(by(*c.cat, "host", "h1").size(), n);
     auto one = by(*c.cat, "date", "2001-01-05");
@@ -193,13 +194,19 @@ TEST_F(CatalogBatchIt, ALowerSequenceBatchNeverOverwritesAHigherOne) {
   auto w = a->insert_many(batch(30, "b", "h1", "10"));
   ASSERT_TRUE(w) << w.error().describe();
   EXPECT_EQ(w->back().seq, 30u);
-  EXPECT_EQ(w->back().checkpoint, 60u);
+  // A moves the checkpoint past its own entries at least (B's advance stopped at A's unapplied
+  // ones; A, holding the checkpoint's ETag from its open, moves it with one MERGE and may leave
+  // B's applied entries above it until the next advance).
+  EXPECT_GE(w->back().checkpoint, 30u);
   auto found = by(b, "dest", "flights");
   ASSERT_EQ(found.size(), 30u);
   for (const auto& r : found) {
     EXPECT_EQ(r.fields.at("record_count"), "20") << r.fields.at("blob");
     EXPECT_GT(r.seq, 30u);
   }
+  auto rep = b.recover(); // the next advance moves it past B's entries: nothing to replay
+  ASSERT_TRUE(rep) << rep.error().describe();
+  EXPECT_EQ(rep->replayed, 0u);
   expect_consistent(b);
 }
 
