@@ -80,6 +80,7 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"etl.postgres_url", bind(c.etl.postgres_url)},
       {"etl.busy_timeout_ms", bind(c.etl.busy_timeout_ms)},
       {"etl.claim_max", bind(c.etl.claim_max)},
+      {"etl.history", bind(c.etl.history)},
       {"persistor.mode", bind(c.persistor.mode)},
       {"persistor.endpoint", bind(c.persistor.endpoint)},
       {"persistor.committed_endpoint", bind(c.persistor.committed_endpoint)},
@@ -249,6 +250,8 @@ result<void> validate(const config& c) {
     return bad("etl.postgres_url", "must start with postgresql:// or postgres://");
   if (c.etl.claim_max < 1 || c.etl.claim_max > 100)
     return bad("etl.claim_max", "must be between 1 and 100");
+  if (c.etl.history != "per_blob" && c.etl.history != "per_step")
+    return bad("etl.history", "must be per_blob or per_step");
   {
     const persistor_config& p = c.persistor;
     if (p.mode != "push" && p.mode != "pull")

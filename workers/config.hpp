@@ -53,6 +53,10 @@ struct etl_config {
   std::string postgres_url;             ///< "postgresql://…": load into PostgreSQL instead
   std::uint32_t busy_timeout_ms = 30'000; ///< SQLite: wait this long for another writer
   std::uint32_t claim_max = 16;         ///< ETL records claimed per round by `shoal etl run`
+  /// Run log in the runs table: "per_blob" = one entity group transaction per loaded blob (the
+  /// instance row and its step rows; step by step only for a failed step or a resumed blob);
+  /// "per_step" = every step written as it finishes.
+  std::string history = "per_blob";
 };
 
 /// [persistor]: messages into date-partitioned blobs (workers/persistor/, issue 6).

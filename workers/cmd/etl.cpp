@@ -7,8 +7,11 @@
 //   shoal etl show ID                              one instance with its step history
 //   common: --log-file F (rotating, 10 MiB × 5), --sqlite PATH, --postgres URL, --datasets DIR
 //
-// Fault drill: SHOAL_ETL_CRASH_AFTER=<step> makes the process _exit(137) right after that step's
-// effect and before it is recorded (the test of "killed after the load committed").
+// Fault drills: SHOAL_ETL_CRASH_AFTER=<step> makes the process _exit(137) right after that step's
+// effect and before it is recorded; SHOAL_ETL_CRASH_AT=before_commit|after_commit[:N] makes it
+// SIGKILL itself just before the load's COMMIT or just after it (orchestrator.hpp).
+// `run` claims [etl] claim_max records at a time and loads the blobs of one dataset together, in
+// one SQL transaction; [etl] history picks how much of the run history is written.
 
 #include "workers/cmd/cli.hpp"
 
@@ -115,6 +118,10 @@ int run_run(const workers::config& c, const etl_args& a) {
   o.container = c.etl.container;
   o.owner = a.owner.empty() ? default_owner() : a.owner;
   o.datasets = std::move(*datasets);
+  auto history = workers::etl::parse_history_mode(c.etl.history);
+  if (!history) return report("run", history.error());
+  o.history = *history;
+  o.crash_after = workers::etl::crash_hook_from_env(); // SHOAL_ETL_CRASH_AT: kill -9 drills
   if (const char* crash = std::getenv("SHOAL_ETL_CRASH_AFTER"); crash && *crash) {
     std::string step = crash;
     o.crash_after = [step](std::string_view s) {

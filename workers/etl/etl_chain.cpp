@@ -54,6 +54,16 @@ void blob_slots::fail_all(const error& e) {
   for (auto& r : all) r->finish(e);
 }
 
+void blob_slots::fail_group(std::uint64_t group, const error& e) {
+  std::vector<std::shared_ptr<blob_run>> members;
+  {
+    std::lock_guard lk(m_);
+    for (auto& [id, r] : runs_)
+      if (r->group == group) members.push_back(r);
+  }
+  for (auto& r : members) r->finish(e);
+}
+
 std::size_t blob_slots::size() const {
   std::lock_guard lk(m_);
   return runs_.size();
@@ -69,6 +79,7 @@ struct etl_chain::shared {
   std::mutex first_m;
   std::unique_ptr<sql_sink> first_sink; ///< taken by the first load stage instance
   std::atomic<bool> broken{false};
+  std::atomic<std::uint64_t> next_group{1};
 };
 
 namespace {
@@ -90,6 +101,7 @@ struct step_verdict {
   bool end = false;          ///< the blob is finished (successfully when err is empty)
   std::optional<error> err;  ///< the step failed
   bool restart = false;      ///< the stage itself is broken (SQL connection): fail the actor after answering
+  bool held = false;         ///< kept by the stage (a group member waiting for its group's end)
 };
 
 /// Base of the four stages: the message handling, the durable-history helpers and the failure
@@ -110,10 +122,17 @@ protected:
   }
 
   actors::behavior make_behavior() override {
-    return {[this](const etl_blob& m) { handle(m); }};
+    return {[this](const etl_blob& m) { handle(m); }, [this](const etl_group_end& m) { group_end(m); }};
   }
 
   virtual step_verdict step(blob_run& r) = 0;
+
+  /// A group's end marker: passed on (the load stage loads the group instead).
+  virtual void group_end(const etl_group_end& m) {
+    if (auto t = tell(next_, m); !t)
+      sh_->slots.fail_group(m.group, werr(errc::io, "ETL stage " + std::string(name()) +
+                                                        " cannot pass a group's end on: " + t.error().message));
+  }
 
   const char* name() const noexcept { return k_stage_names[seq_ - 1]; }
 
@@ -142,7 +161,11 @@ protected:
     h.records_out = static_cast<std::int64_t>(s.records_out);
     h.quarantined = static_cast<std::int64_t>(s.quarantined);
     h.detail = s.detail;
-    if (auto w = r.runs->record_step(r.record_id, h); !w) return w.error();
+    if (r.defer_history) {
+      r.deferred.push_back(std::move(h)); // written with the instance row at the end of the blob
+    } else if (auto w = r.runs->record_step(r.record_id, h); !w) {
+      return w.error();
+    }
     if (r.inst) r.inst->step = s.step;
     return std::nullopt;
   }
@@ -193,6 +216,7 @@ private:
       actors::actor::fail(actors::error{actors::errc::handler_failed, msg});
       return;
     }
+    if (v.held) return;
     if (v.end) {
       if (v.err && v.restart)
         v.err->message = "ETL stage " + std::string(name()) + " failed on SQL (restarted with a new connection): " + v.err->message;
@@ -266,10 +290,16 @@ protected:
   }
 };
 
-/// Stage 4: owns the SQL sink; one transaction per blob with the ledger.
+/// Stage 4: owns the SQL sink; one transaction per blob with the ledger, or per group of blobs.
 class load_stage final : public stage_actor {
 public:
   using stage_actor::stage_actor;
+  // A restart (or the chain stopping) between a group's members and its end: they are not lost.
+  ~load_stage() override {
+    for (auto& [group, members] : pending_)
+      for (auto& h : members)
+        h.run->finish(werr(errc::io, "ETL stage load stopped before loading the group of " + h.run->blob));
+  }
 
 protected:
   actors::result<void> init() override {
@@ -288,33 +318,100 @@ protected:
 
   step_verdict step(blob_run& r) override {
     const dataset& d = *r.data;
-    // errc::io from the sink: the connection (or database file) is suspect; restart with a new one.
-    auto broken = [](error e) {
-      const bool io = e.code == errc::io;
-      return step_verdict{true, std::move(e), io};
-    };
     if (!prepared_.count(d.name)) {
       if (auto p = sink_->prepare(d.ddl); !p) return broken(p.error());
       prepared_.insert(d.name);
     }
-    auto started = std::chrono::system_clock::now();
-    auto t0 = clock::now();
+    held h;
+    h.started = std::chrono::system_clock::now();
+    h.t0 = clock::now();
     if (auto e = interrupted(r, "load")) return ended(std::move(*e));
-    load_batch b = make_load_batch(d, r.blob, r.records, r.owner);
-    if (r.runs && r.ctl && r.ctl->lease_lost) b.may_commit = [c = r.ctl] { return !c->lease_lost(); };
-    auto o = sink_->load(b);
-    if (!o) return broken(o.error());
-    step_stats s = load_step_stats(b, *o, ms_since(t0));
-    r.load = *o;
+    h.batch = make_load_batch(d, r.blob, r.records, r.owner);
+    arm_commit_checks(r, h.batch);
+    if (r.group != 0) {
+      // Loaded with the rest of its group when the group's end marker comes.
+      h.run = r.shared_from_this();
+      pending_[r.group].push_back(std::move(h));
+      return step_verdict{false, std::nullopt, false, true};
+    }
+    auto o = sink_->load(h.batch);
+    if (!o) return r.crashed_before_commit ? crashed() : broken(o.error());
+    return after_load(r, h, *o);
+  }
+
+  void group_end(const etl_group_end& m) override {
+    auto it = pending_.find(m.group);
+    if (it == pending_.end()) return; // every member ended in an earlier stage
+    std::vector<held> members = std::move(it->second);
+    pending_.erase(it);
+    std::vector<const load_batch*> batches;
+    batches.reserve(members.size());
+    for (const auto& h : members) batches.push_back(&h.batch);
+    auto outcomes = sink_->load_many(batches);
+    if (!outcomes) {
+      step_verdict v = broken(outcomes.error());
+      if (v.restart)
+        v.err->message = "ETL stage load failed on SQL (restarted with a new connection): " + v.err->message;
+      for (auto& h : members) h.run->finish(v.err);
+      if (v.restart) actors::actor::fail(actors::error{actors::errc::handler_failed, v.err->describe()});
+      return;
+    }
+    std::optional<error> sql_broken;
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      blob_run& r = *members[i].run;
+      const auto& o = (*outcomes)[i];
+      step_verdict v = o                        ? after_load(r, members[i], *o)
+                       : r.crashed_before_commit ? crashed()
+                                                 : broken(o.error());
+      if (v.restart && !sql_broken) sql_broken = v.err;
+      r.finish(v.err);
+    }
+    if (sql_broken) actors::actor::fail(actors::error{actors::errc::handler_failed, sql_broken->describe()});
+  }
+
+private:
+  // A blob whose load batch is made, waiting for the SQL transaction.
+  struct held {
+    std::shared_ptr<blob_run> run;             // group members: kept alive until finished
+    load_batch batch;
+    std::chrono::system_clock::time_point started;
+    clock::time_point t0;
+  };
+
+  // errc::io from the sink: the connection (or database file) is suspect; restart with a new one.
+  static step_verdict broken(error e) {
+    const bool io = e.code == errc::io;
+    return step_verdict{true, std::move(e), io};
+  }
+
+  // Just before COMMIT: the fault hook's "commit" point, then the lease.
+  static void arm_commit_checks(blob_run& r, load_batch& b) {
+    const bool lease = r.runs && r.ctl && r.ctl->lease_lost;
+    if (!lease && !r.crash_after) return;
+    b.may_commit = [&r, lease] {
+      if (r.crash_after && r.crash_after("commit")) { // a simulated death: roll back
+        r.crashed_before_commit = true;
+        return false;
+      }
+      return !(lease && r.ctl->lease_lost());
+    };
+  }
+
+  static step_verdict crashed() { return ended(werr(errc::cancelled, "simulated crash before commit")); }
+
+  // After the blob's rows committed (or were found loaded): log, fault hook, history, counts.
+  step_verdict after_load(blob_run& r, const held& h, const load_outcome& o) {
+    step_stats s = load_step_stats(h.batch, o, ms_since(h.t0));
+    r.load = o;
     if (r.runs) {
       log_step(r.blob, s);
       if (r.crash_after && r.crash_after("load")) return ended(werr(errc::cancelled, "simulated crash after load"));
-      if (auto e = record(r, s, started)) return ended(std::move(*e));
+      if (auto e = record(r, s, h.started)) return ended(std::move(*e));
       if (r.inst) {
-        if (!o->already_loaded) {
-          r.inst->loaded = static_cast<std::int64_t>(o->inserted);
-          r.inst->duplicates = static_cast<std::int64_t>(o->duplicates);
-          r.inst->quarantined = static_cast<std::int64_t>(o->quarantined);
+        if (!o.already_loaded) {
+          r.inst->loaded = static_cast<std::int64_t>(o.inserted);
+          r.inst->duplicates = static_cast<std::int64_t>(o.duplicates);
+          r.inst->quarantined = static_cast<std::int64_t>(o.quarantined);
         } else if (auto led = sink_->ledger(r.blob); led && *led) {
           r.inst->loaded = (*led)->rows_loaded;
           r.inst->duplicates = (*led)->duplicates;
@@ -326,9 +423,9 @@ protected:
     return step_verdict{true, std::nullopt, false};
   }
 
-private:
   std::unique_ptr<sql_sink> sink_;
   std::set<std::string> prepared_; // datasets whose DDL ran on this connection
+  std::map<std::uint64_t, std::vector<held>> pending_; // group → its members that got here
 };
 
 } // namespace
@@ -408,6 +505,36 @@ result<void> etl_chain::run(const std::shared_ptr<blob_run>& r) {
     r->finish(werr(errc::io, "the ETL chain does not take blob " + r->blob + ": " + t.error().message));
   if (auto e = r->wait()) return std::unexpected(std::move(*e));
   return {};
+}
+
+std::vector<result<void>> etl_chain::run_group(std::span<const std::shared_ptr<blob_run>> runs) {
+  std::vector<result<void>> out(runs.size());
+  if (broken()) {
+    for (auto& o : out) o = std::unexpected(werr(errc::io, "the ETL chain gave up after too many stage restarts"));
+    return out;
+  }
+  const std::uint64_t group = shared_->next_group.fetch_add(1);
+  std::vector<std::uint64_t> ids;
+  ids.reserve(runs.size());
+  struct erase_slots {
+    blob_slots& s;
+    std::vector<std::uint64_t>& ids;
+    ~erase_slots() {
+      for (auto id : ids) s.erase(id);
+    }
+  } guard{shared_->slots, ids};
+  for (const auto& r : runs) {
+    r->group = group;
+    ids.push_back(shared_->slots.put(r));
+    if (auto t = sys_->tell(head_, etl_blob{ids.back(), r->blob}); !t)
+      r->finish(werr(errc::io, "the ETL chain does not take blob " + r->blob + ": " + t.error().message));
+  }
+  // Behind every member in each stage's mailbox: the load stage loads the group when it comes.
+  if (auto t = sys_->tell(head_, etl_group_end{group}); !t)
+    shared_->slots.fail_group(group, werr(errc::io, "the ETL chain does not take a group's end: " + t.error().message));
+  for (std::size_t i = 0; i < runs.size(); ++i)
+    if (auto e = runs[i]->wait()) out[i] = std::unexpected(std::move(*e));
+  return out;
 }
 
 result<pipeline_outcome> etl_chain::run_in_memory(const dataset& d, std::string_view blob_name, std::string_view body,

@@ -19,12 +19,21 @@
 // the slot alone while it holds the message; the mailbox hand-off orders one stage's writes
 // before the next stage's reads, so the slot needs no lock.
 //
-// Durable history (orchestrator.hpp's file comment, unchanged): with a run_log, each of the
-// four stages records its own history row after its step finished (a step already in the
-// history is replayed, not recorded again); run_control::stop / lease_lost are polled between
-// steps as before (after the blob is read, before each step is recorded, before the load);
-// crash_after is called after a step's effect and before it is recorded; and the load asks
-// may_commit (lease_lost) just before COMMIT. The instance row is the requester's (etl_job::run_blob), before and after the chain.
+// Durable history (orchestrator.hpp's file comment): with a run_log, each of the four stages
+// makes its own history row after its step finished (a step already in the history is
+// replayed, not recorded again) and either writes it at once (per step) or leaves it in the
+// blob_run (`defer_history`) for the requester's one write at the end of the blob;
+// run_control::stop / lease_lost are polled between steps as before (after the blob is read,
+// before each step is recorded, before the load); crash_after is called after a step's effect
+// and before it is recorded (and with "commit" just before the load's COMMIT); and the load asks
+// may_commit (lease_lost) just before COMMIT. The instance row is the requester's
+// (etl_job::run_blob), before and after the chain.
+//
+// Groups (issue 14): run_group sends several blobs of one dataset down the chain, then an
+// `etl.group_end` marker behind them. The load stage keeps the group's blobs as they arrive and,
+// when the marker comes (after every one of them: each stage's mailbox is FIFO), loads them all
+// in ONE SQL transaction (sql_sink::load_many, each blob keyed by its ledger row as before) and
+// only then finishes each. A member that fails in an earlier stage is finished there as usual.
 //
 // Failures: a stage whose step fails resolves the blob's ticket with the error (parse with its
 // position, not_found, storage, …) and the chain stays as it is. A stage that throws (a bug, or
@@ -60,6 +69,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -80,10 +90,17 @@ struct etl_blob {
   MSGPACK_DEFINE(slot, blob);
 };
 
+/// Behind the blobs of a group: the load stage loads the group's blobs when it arrives.
+struct etl_group_end {
+  static constexpr std::string_view kind = "etl.group_end";
+  std::uint64_t group = 0; ///< the group id (blob_run::group)
+  MSGPACK_DEFINE(group);
+};
+
 // -- the slot table -------------------------------------------------------------------------------
 
 /// One blob's run travelling down the chain (held by the slot table and the requester).
-struct blob_run {
+struct blob_run : std::enable_shared_from_this<blob_run> {
   // -- request (set by the requester, read-only for the stages) ---------------------------
   std::string record_id;        ///< work-table record id (history partition)
   std::string blob;             ///< blob name
@@ -97,12 +114,16 @@ struct blob_run {
   const run_control* ctl = nullptr; ///< stop / lease_lost checks (borrowed; may be nullptr)
   std::function<bool(std::string_view)> crash_after; ///< fault hook (etl_job_options::crash_after)
   run_instance* inst = nullptr; ///< the instance row (requester's; stages set step, records, loaded…)
+  bool defer_history = false;   ///< keep the history rows in `deferred` instead of writing each
+  std::uint64_t group = 0;      ///< 0 = alone; else loaded with the other blobs of this group
 
   // -- state between the stages ------------------------------------------------------------
   std::string owned_body;       ///< the downloaded blob (when `body` was not given)
   blob_records records;         ///< extract → validate → transform → load
   std::vector<step_stats> steps; ///< finished (or replayed) steps, in order
   load_outcome load;            ///< the sink's answer
+  std::vector<run_step> deferred; ///< defer_history: the history rows of the finished steps
+  bool crashed_before_commit = false; ///< crash_after("commit") rolled the load back
 
   // -- the reply ----------------------------------------------------------------------------
   /// Resolves the run (first call wins): `err` empty = success. Thread-safe.
@@ -128,6 +149,8 @@ public:
   void erase(std::uint64_t id);
   /// Finishes every run in flight with `e` (the supervisor gave up).
   void fail_all(const error& e);
+  /// Finishes every run of group `group` with `e` (its end marker cannot reach the load stage).
+  void fail_group(std::uint64_t group, const error& e);
   /// Runs in flight.
   std::size_t size() const;
 
@@ -171,6 +194,10 @@ public:
   /// Runs `r` through the chain and blocks until a stage finished it. Errors: those of the
   /// steps (see etl_job::run), io (a stage failed and was restarted, or the chain is broken).
   [[nodiscard]] result<void> run(const std::shared_ptr<blob_run>& r);
+  /// Runs several blobs of one dataset through the chain, the load stage loading all that got
+  /// there in one SQL transaction (see "Groups" above), and blocks until every one is
+  /// finished. One result per run, in order; errors as run().
+  std::vector<result<void>> run_group(std::span<const std::shared_ptr<blob_run>> runs);
   /// The four steps on `body` (no history), as run_pipeline but through the chain. Errors: as
   /// run_pipeline, io (chain).
   [[nodiscard]] result<pipeline_outcome> run_in_memory(const dataset& d, std::string_view blob_name,

@@ -17,7 +17,7 @@ namespace {
 
 class etl_fleet_job final : public fleet::job {
 public:
-  explicit etl_fleet_job(etl_job job) : job_(std::move(job)) {}
+  etl_fleet_job(etl_job job, std::size_t max_batch) : job_(std::move(job)), max_batch_(max_batch) {}
 
   std::string_view name() const noexcept override { return "etl"; }
 
@@ -25,7 +25,35 @@ public:
     run_control ctl;
     ctl.stop = [&ctx] { return ctx.stop.stop_requested(); };
     if (ctx.lease_lost) ctl.lease_lost = ctx.lease_lost;
-    auto out = job_.run(record, ctl);
+    return verdict(job_.run(record, ctl));
+  }
+
+  // Several claimed blobs at once: the ones of one dataset load in one SQL transaction, and
+  // each is reported done only after that commit. A record whose lease is lost is left out of
+  // the commit (its own run_control).
+  std::size_t max_batch() const noexcept override { return max_batch_; }
+
+  result<std::vector<fleet::job_result>> run_batch(std::span<claimed_record* const> records,
+                                                   const fleet::job_context& ctx) override {
+    std::vector<run_control> ctls(records.size());
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      ctls[i].stop = [&ctx] { return ctx.stop.stop_requested(); };
+      if (ctx.record_lost) ctls[i].lease_lost = [&ctx, i] { return ctx.record_lost(i); };
+      else if (ctx.lease_lost) ctls[i].lease_lost = ctx.lease_lost;
+    }
+    auto outs = job_.run_batch(records, ctls);
+    std::vector<fleet::job_result> results;
+    results.reserve(outs.size());
+    for (auto& o : outs) {
+      auto v = verdict(std::move(o));
+      if (!v) return std::unexpected(v.error());
+      results.push_back(std::move(*v));
+    }
+    return results;
+  }
+
+private:
+  result<fleet::job_result> verdict(result<pipeline_outcome> out) {
     fleet::job_result r;
     if (out) {
       const auto& l = out->load;
@@ -62,8 +90,8 @@ public:
     }
   }
 
-private:
   etl_job job_;
+  std::size_t max_batch_;
 };
 
 std::string owner_of(const config& cfg) {
@@ -101,12 +129,16 @@ result<std::unique_ptr<fleet::job>> make_etl_fleet_job(const config& cfg) {
   if (!sink) return std::unexpected(sink.error());
   etl_job_options o;
   o.reopen_sink = open;
+  auto history = parse_history_mode(cfg.etl.history);
+  if (!history) return std::unexpected(history.error());
+  o.history = *history;
+  o.crash_after = crash_hook_from_env();
   o.container = cfg.etl.container;
   o.owner = owner_of(cfg);
   o.datasets = std::move(*datasets);
   auto job = etl_job::make(storage::blob_client(*pipe), std::move(runs), std::move(*sink), std::move(o));
   if (!job) return std::unexpected(job.error());
-  return std::unique_ptr<fleet::job>(std::make_unique<etl_fleet_job>(std::move(*job)));
+  return std::unique_ptr<fleet::job>(std::make_unique<etl_fleet_job>(std::move(*job), cfg.etl.claim_max));
 }
 
 } // namespace shoal::workers::etl

@@ -5,7 +5,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <iterator>
 #include <span>
 #include <thread>
@@ -145,11 +150,17 @@ result<std::vector<run_instance>> run_log::list(std::optional<std::string> statu
   return out;
 }
 
-result<void> run_log::put_instance(const run_instance& i) const {
-  auto pk = escape_key(i.id);
-  if (!pk) return std::unexpected(pk.error());
+result<history_mode> parse_history_mode(std::string_view s) {
+  if (s == "per_blob") return history_mode::per_blob;
+  if (s == "per_step") return history_mode::per_step;
+  return fail(errc::invalid_argument, "unknown ETL history mode '" + std::string(s) + "' (per_blob or per_step)");
+}
+
+namespace {
+
+table_entity instance_entity(const std::string& pk, const run_instance& i) {
   table_entity e;
-  e.partition_key = *pk;
+  e.partition_key = pk;
   e.row_key = "instance";
   e.set("blob", i.blob).set("dataset", i.dataset).set("status", i.status).set("step", i.step);
   e.set("attempts", i.attempts).set("gen", i.gen).set("owner", i.owner).set("error", i.error.substr(0, 8000));
@@ -157,7 +168,37 @@ result<void> run_log::put_instance(const run_instance& i) const {
   if (i.finished.time_since_epoch().count() > 0) e.set("finished", tt(i.finished));
   e.set("records", i.records).set("loaded", i.loaded).set("duplicates", i.duplicates);
   e.set("quarantined", i.quarantined).set("ms", i.ms);
-  auto r = table_.insert_or_merge(e);
+  return e;
+}
+
+table_entity step_entity(const std::string& pk, const run_step& s) {
+  table_entity e;
+  e.partition_key = pk;
+  e.row_key = "step-" + std::to_string(s.seq) + "-" + s.step;
+  e.set("seq", std::int32_t{s.seq}).set("step", s.step).set("attempt", s.attempt).set("gen", s.gen);
+  e.set("owner", s.owner).set("started", tt(s.started)).set("finished", tt(s.finished)).set("ms", s.ms);
+  e.set("records_in", s.records_in).set("records_out", s.records_out).set("quarantined", s.quarantined);
+  e.set("detail", s.detail);
+  return e;
+}
+
+} // namespace
+
+result<void> run_log::put_run(const run_instance& i, std::span<const run_step> steps) const {
+  auto pk = escape_key(i.id);
+  if (!pk) return std::unexpected(pk.error());
+  storage::table_transaction tx;
+  tx.insert_or_merge(instance_entity(*pk, i));
+  for (const auto& s : steps) tx.insert_or_replace(step_entity(*pk, s));
+  auto r = table_.submit_transaction(tx);
+  if (!r) return std::unexpected(error::from_storage(r.error(), "writing the run history"));
+  return {};
+}
+
+result<void> run_log::put_instance(const run_instance& i) const {
+  auto pk = escape_key(i.id);
+  if (!pk) return std::unexpected(pk.error());
+  auto r = table_.insert_or_merge(instance_entity(*pk, i));
   if (!r) return std::unexpected(error::from_storage(r.error(), "writing the run instance"));
   return {};
 }
@@ -165,20 +206,35 @@ result<void> run_log::put_instance(const run_instance& i) const {
 result<void> run_log::record_step(std::string_view id, const run_step& s) const {
   auto pk = escape_key(id);
   if (!pk) return std::unexpected(pk.error());
-  table_entity e;
-  e.partition_key = *pk;
-  e.row_key = "step-" + std::to_string(s.seq) + "-" + s.step;
-  e.set("seq", std::int32_t{s.seq}).set("step", s.step).set("attempt", s.attempt).set("gen", s.gen);
-  e.set("owner", s.owner).set("started", tt(s.started)).set("finished", tt(s.finished)).set("ms", s.ms);
-  e.set("records_in", s.records_in).set("records_out", s.records_out).set("quarantined", s.quarantined);
-  e.set("detail", s.detail);
-  auto r = table_.insert(e);
+  auto r = table_.insert(step_entity(*pk, s));
   if (!r && r.error().code != storage::errc::conflict)
     return std::unexpected(error::from_storage(r.error(), "recording step " + s.step));
   return {};
 }
 
 // -- etl_job --------------------------------------------------------------------------------------
+
+std::function<bool(std::string_view)> crash_hook_from_env() {
+  const char* v = std::getenv("SHOAL_ETL_CRASH_AT");
+  if (v == nullptr || *v == '\0') return {};
+  const std::string text(v);
+  const auto colon = text.find(':');
+  const std::string point = text.substr(0, colon);
+  const std::uint64_t n = colon == std::string::npos ? 1 : std::strtoull(text.c_str() + colon + 1, nullptr, 10);
+  std::string step;
+  if (point == "before_commit") step = "commit";
+  else if (point == "after_commit") step = "load";
+  else return {};
+  auto seen = std::make_shared<std::atomic<std::uint64_t>>(0);
+  return [step, n, seen](std::string_view s) {
+    if (s == step && seen->fetch_add(1) + 1 == n) {
+      spdlog::warn("etl: SHOAL_ETL_CRASH_AT reached ({}); killing myself", step);
+      spdlog::default_logger()->flush();
+      ::kill(::getpid(), SIGKILL);
+    }
+    return false;
+  };
+}
 
 result<etl_job> etl_job::make(storage::blob_client blobs, run_log runs, std::unique_ptr<sql_sink> sink,
                               etl_job_options opts) {
@@ -202,17 +258,25 @@ result<pipeline_outcome> etl_job::run(const claimed_record& record, const run_co
   return run_blob(record.id, blob, record.attempts, record.gen, ctl);
 }
 
-result<pipeline_outcome> etl_job::run_blob(std::string_view record_id, std::string_view blob_name,
-                                           std::int32_t attempt, std::int64_t gen, const run_control& ctl) {
+etl_job::prepared etl_job::prepare(std::string_view record_id, std::string_view blob_name, std::int32_t attempt,
+                                   std::int64_t gen) {
+  prepared p;
+  p.attempt = attempt;
+  p.gen = gen;
   const auto now = std::chrono::system_clock::now();
-  // Load the history: which steps finished in earlier runs (of any worker).
-  run_instance inst;
-  std::set<std::string> done;
-  if (auto prior = runs_.show(record_id)) {
+  // A first attempt in per_blob mode cannot have a history worth reading: an earlier run that
+  // wrote any would have been counted (attempt > 1). Otherwise read which steps finished.
+  const bool resume = opts_.history == history_mode::per_step || attempt > 1;
+  run_instance& inst = p.inst;
+  if (!resume) {
+    inst.id = std::string(record_id);
+    inst.created = now;
+  } else if (auto prior = runs_.show(record_id)) {
     inst = std::move(prior->first);
-    for (const auto& s : prior->second) done.insert(s.step);
+    for (const auto& s : prior->second) p.done.insert(s.step);
   } else if (prior.error().code != errc::not_found) {
-    return std::unexpected(prior.error());
+    p.ready = std::unexpected(prior.error());
+    return p;
   } else {
     inst.id = std::string(record_id);
     inst.created = now;
@@ -225,68 +289,141 @@ result<pipeline_outcome> etl_job::run_blob(std::string_view record_id, std::stri
   inst.updated = now;
   inst.error.clear();
   if (inst.status != "completed") inst.status = "running";
-  if (done.count("load")) {
+  if (p.done.count("load")) {
     // The load was recorded: nothing left but to mark the instance complete (idempotent).
     spdlog::info("etl blob={} resumed after load: nothing to do", blob_name);
     inst.status = "completed";
     inst.step = "load";
     if (inst.finished.time_since_epoch().count() == 0) inst.finished = now;
-    if (auto r = runs_.put_instance(inst); !r) return std::unexpected(r.error());
+    if (auto r = runs_.put_instance(inst); !r) {
+      p.ready = std::unexpected(r.error());
+      return p;
+    }
     pipeline_outcome out;
     out.blob = inst.blob;
     out.dataset = inst.dataset;
     out.resumed_after_load = true;
     out.load.already_loaded = true;
-    return out;
+    p.ready = std::move(out);
+    return p;
   }
-  if (auto r = runs_.put_instance(inst); !r) return std::unexpected(r.error());
-  auto t0 = clock::now();
-  auto out = run_steps(inst, done, attempt, gen, ctl);
+  p.defer = !resume;
+  if (resume)
+    if (auto r = runs_.put_instance(inst); !r) p.ready = std::unexpected(r.error());
+  return p;
+}
+
+std::shared_ptr<blob_run> etl_job::make_run(prepared& p, const run_control& ctl) {
+  // The blob goes down the stage actors by handle; each stage makes its own history row
+  // (replaying the steps `done` already holds) and the load stage answers.
+  const dataset& d = dataset_for(opts_.datasets, p.inst.blob);
+  auto r = std::make_shared<blob_run>();
+  r->record_id = p.inst.id;
+  r->blob = p.inst.blob;
+  r->data = &d;
+  r->attempt = p.attempt;
+  r->gen = p.gen;
+  r->owner = opts_.owner;
+  r->runs = &runs_;
+  r->done = p.done;
+  r->ctl = &ctl;
+  r->crash_after = opts_.crash_after;
+  r->inst = &p.inst;
+  r->defer_history = p.defer;
+  return r;
+}
+
+result<pipeline_outcome> etl_job::finish(prepared& p, const result<void>& ran, blob_run& r, double ms) {
+  run_instance& inst = p.inst;
   inst.updated = std::chrono::system_clock::now();
-  inst.ms = ms_since(t0);
-  if (!out) {
+  inst.ms = ms;
+  if (!ran) {
     // Stopped, lost or a simulated death: write nothing more; the next claimer resumes.
-    if (out.error().code == errc::cancelled || out.error().code == errc::lease_lost) {
-      spdlog::info("etl blob={} interrupted after step {}: {}", blob_name, inst.step.empty() ? "-" : inst.step,
-                   out.error().describe());
-      return out;
+    if (ran.error().code == errc::cancelled || ran.error().code == errc::lease_lost) {
+      spdlog::info("etl blob={} interrupted after step {}: {}", inst.blob, inst.step.empty() ? "-" : inst.step,
+                   ran.error().describe());
+      return std::unexpected(ran.error());
     }
     inst.status = "failed";
-    inst.error = out.error().describe();
-    spdlog::warn("etl blob={} failed: {}", blob_name, inst.error);
-    (void)runs_.put_instance(inst); // best effort: the record's last_error holds it too
-    return out;
+    inst.error = ran.error().describe();
+    spdlog::warn("etl blob={} failed: {}", inst.blob, inst.error);
+    // Best effort: the record's last_error holds it too. With the steps that finished before.
+    (void)(p.defer ? runs_.put_run(inst, r.deferred) : runs_.put_instance(inst));
+    return std::unexpected(ran.error());
   }
   inst.status = "completed";
   inst.step = "load";
   inst.finished = inst.updated;
-  if (auto r = runs_.put_instance(inst); !r) return std::unexpected(r.error());
+  if (auto w = p.defer ? runs_.put_run(inst, r.deferred) : runs_.put_instance(inst); !w)
+    return std::unexpected(w.error());
+  pipeline_outcome out;
+  out.blob = inst.blob;
+  out.dataset = r.data ? r.data->name : inst.dataset;
+  out.steps = std::move(r.steps);
+  out.load = r.load;
   return out;
 }
 
-result<pipeline_outcome> etl_job::run_steps(run_instance& inst, const std::set<std::string>& done,
-                                            std::int32_t attempt, std::int64_t gen, const run_control& ctl) {
-  // The blob goes down the stage actors by handle; each stage records its own history row
-  // (replaying the steps `done` already holds) and the load stage answers.
-  const dataset& d = dataset_for(opts_.datasets, inst.blob);
-  auto r = std::make_shared<blob_run>();
-  r->record_id = inst.id;
-  r->blob = inst.blob;
-  r->data = &d;
-  r->attempt = attempt;
-  r->gen = gen;
-  r->owner = opts_.owner;
-  r->runs = &runs_;
-  r->done = done;
-  r->ctl = &ctl;
-  r->crash_after = opts_.crash_after;
-  r->inst = &inst;
-  if (auto x = chain_->run(r); !x) return std::unexpected(x.error());
-  pipeline_outcome out;
-  out.blob = inst.blob;
-  out.dataset = d.name;
-  out.steps = std::move(r->steps);
-  out.load = r->load;
+result<pipeline_outcome> etl_job::run_blob(std::string_view record_id, std::string_view blob_name,
+                                           std::int32_t attempt, std::int64_t gen, const run_control& ctl) {
+  auto p = prepare(record_id, blob_name, attempt, gen);
+  if (p.ready) return std::move(*p.ready);
+  auto r = make_run(p, ctl);
+  const auto t0 = clock::now();
+  auto ran = chain_->run(r);
+  return finish(p, ran, *r, ms_since(t0));
+}
+
+std::vector<result<pipeline_outcome>> etl_job::run_batch(std::span<claimed_record* const> records,
+                                                         std::span<const run_control> ctls) {
+  const std::size_t n = records.size();
+  std::vector<result<pipeline_outcome>> out(n, result<pipeline_outcome>(std::unexpected(error{errc::invalid_argument, "not run"})));
+  if (n == 0) return out;
+  if (!records.front()->owner.empty()) opts_.owner = records.front()->owner; // one lane, one owner
+  std::vector<prepared> ps;
+  ps.reserve(n);
+  std::vector<std::shared_ptr<blob_run>> runs(n);
+  std::vector<result<void>> ran(n);
+  // By dataset, in the order of their first record: one chain group (SQL transaction) each.
+  std::vector<std::pair<std::string, std::vector<std::size_t>>> groups;
+  for (std::size_t i = 0; i < n; ++i) {
+    const claimed_record& rec = *records[i];
+    const std::string& blob = rec.payload.empty() ? rec.id : rec.payload;
+    ps.push_back(prepare(rec.id, blob, rec.attempts, rec.gen));
+    if (ps[i].ready) continue;
+    runs[i] = make_run(ps[i], ctls[i]);
+    const std::string& ds = runs[i]->data->name;
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == ds; });
+    if (g == groups.end()) groups.push_back({ds, {i}});
+    else g->second.push_back(i);
+  }
+  const auto t0 = clock::now();
+  for (const auto& [ds, idx] : groups) {
+    std::vector<std::shared_ptr<blob_run>> members;
+    members.reserve(idx.size());
+    for (std::size_t i : idx) members.push_back(runs[i]);
+    auto results = chain_->run_group(members);
+    for (std::size_t k = 0; k < idx.size(); ++k) ran[idx[k]] = std::move(results[k]);
+  }
+  const double ms = ms_since(t0);
+  // The history writes: one request per blob (each its own partition), side by side.
+  std::vector<std::size_t> todo;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (ps[i].ready) out[i] = std::move(*ps[i].ready);
+    else todo.push_back(i);
+  }
+  const std::size_t width = std::min<std::size_t>(todo.size(), 8);
+  std::atomic<std::size_t> next{0};
+  auto work = [&] {
+    for (std::size_t k; (k = next.fetch_add(1)) < todo.size();) {
+      const std::size_t i = todo[k];
+      out[i] = finish(ps[i], ran[i], *runs[i], ms);
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (std::size_t t = 1; t < width; ++t) helpers.emplace_back(work);
+  work();
+  for (auto& t : helpers) t.join();
   return out;
 }
 
@@ -323,23 +460,31 @@ result<etl_job::drain_summary> etl_job::drain(const work_table& work, std::strin
     if (!claimed) return std::unexpected(claimed.error());
     if (claimed->empty()) break;
     auto held = keeper.hold(std::move(*claimed));
+    // The records still held go down the chain together: one SQL transaction per dataset.
+    std::vector<std::size_t> live;
+    std::vector<claimed_record> recs;
     for (std::size_t k = 0; k < held.size(); ++k) {
-      const auto& h = held[k];
-      if (h.lost()) { // expired while earlier records of the batch loaded (renewals failed)
-        (void)keeper.release(h);
+      if (held[k].lost()) { // expired while an earlier round loaded (renewals failed)
+        (void)keeper.release(held[k]);
         ++sum.lost;
         continue;
       }
-      run_control ctl;
-      ctl.lease_lost = [&h] { return h.lost(); };
-      auto out = run(h.record(), ctl);
+      live.push_back(k);
+      recs.push_back(held[k].record());
+    }
+    std::vector<claimed_record*> ptrs;
+    std::vector<run_control> ctls(live.size());
+    for (std::size_t j = 0; j < live.size(); ++j) {
+      ptrs.push_back(&recs[j]);
+      ctls[j].lease_lost = [h = held[live[j]]] { return h.lost(); };
+    }
+    auto outs = run_batch(ptrs, ctls);
+    std::vector<lease_keeper::handle> done;
+    for (std::size_t j = 0; j < live.size(); ++j) {
+      const auto& h = held[live[j]];
+      const auto& out = outs[j];
       if (out) {
-        if (auto c = keeper.complete(h); !c) {
-          spdlog::warn("etl record {}: loaded, but completing it failed: {}", h.id(), c.error().describe());
-          ++sum.lost;
-        } else {
-          ++sum.succeeded;
-        }
+        done.push_back(h);
         continue;
       }
       if (out.error().code == errc::cancelled) {
@@ -357,6 +502,16 @@ result<etl_job::drain_summary> etl_job::drain(const work_table& work, std::strin
       else if (*f == record_status::dead)
         spdlog::error("etl record {} is dead after {} attempts: {}", h.id(), h.record().attempts, out.error().describe());
       ++sum.failed;
+    }
+    // Completed only now, after their SQL commit: one transaction per partition.
+    auto completed = keeper.complete_many(done);
+    for (std::size_t j = 0; j < done.size(); ++j) {
+      if (completed[j]) {
+        ++sum.succeeded;
+      } else {
+        spdlog::warn("etl record {}: loaded, but completing it failed: {}", done[j].id(), completed[j].error().describe());
+        ++sum.lost;
+      }
     }
   }
   keeper.stop();

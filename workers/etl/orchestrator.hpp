@@ -8,6 +8,19 @@
 // history row. run_pipeline runs the same step functions (steps.hpp) as plain calls on one
 // thread (the bench's direct figure, unit tests).
 //
+// How much of the history is written (issue 14: `[etl] history`, etl_job_options::history):
+//  - per_blob (default): a blob claimed for the first time (attempt 1) is run with no read of
+//    the history and no write until its end; then the instance row and its four step rows go in
+//    ONE entity group transaction (they share the partition): one request per loaded blob. A
+//    step that fails writes the instance row (failed, error) with the rows of the steps before
+//    it, again in one transaction. A blob claimed again (attempt > 1: the earlier run may have
+//    died anywhere, even after the SQL commit) is a resumed blob: its history is read and every
+//    step written as it finishes (per_step). An interrupted first run (stop, lost lease) writes
+//    nothing: the next claimer runs the pure steps again and the SQL ledger keeps the load
+//    exactly once.
+//  - per_step: every run reads the history first, writes the instance row (running), each
+//    step's row as it finishes and the instance row again at the end (6 writes and a read).
+//
 // `shoalruns` layout (one partition per orchestration instance):
 //   PartitionKey = escape_key(record id)   (the ETL record id is the blob name)
 //   RowKey "instance": blob, dataset, status (running | completed | failed), step (last finished
@@ -38,7 +51,9 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace shoal::workers::etl {
@@ -79,18 +94,14 @@ struct run_instance {
   double ms = 0;
 };
 
-/// One history row.
-struct run_step {
-  int seq = 0;             ///< 1..4
-  std::string step;
-  std::int32_t attempt = 0;
-  std::int64_t gen = 0;
-  std::string owner;
-  std::chrono::system_clock::time_point started, finished;
-  double ms = 0;
-  std::int64_t records_in = 0, records_out = 0, quarantined = 0;
-  std::string detail;
+/// How much of the run history is written (see the file comment).
+enum class history_mode : std::uint8_t {
+  per_blob, ///< one entity group transaction per blob on the success path (default)
+  per_step, ///< every step's row as it finishes
 };
+
+/// "per_blob" | "per_step". Errors: invalid_argument.
+[[nodiscard]] result<history_mode> parse_history_mode(std::string_view s);
 
 /// The `shoalruns` table. Thread-safe (const methods over a thread-safe table client).
 class run_log {
@@ -109,6 +120,10 @@ public:
   /// Inserts a history row; a row already there (another run recorded it) is not an error.
   /// Errors: invalid_argument, storage.
   [[nodiscard]] result<void> record_step(std::string_view id, const run_step& s) const;
+  /// Writes the instance row (insert-or-merge) and `steps` (insert-or-replace) in ONE entity
+  /// group transaction (they share the instance's partition): one request. Errors:
+  /// invalid_argument, storage.
+  [[nodiscard]] result<void> put_run(const run_instance& i, std::span<const run_step> steps) const;
   /// The table client.
   const storage::table_client& table() const noexcept { return table_; }
 
@@ -117,6 +132,13 @@ private:
 };
 
 // -- the ETL job ----------------------------------------------------------------------------------
+
+/// Fault drill for tests (kill -9 at a point of the load): $SHOAL_ETL_CRASH_AT = `before_commit`
+/// (just before the load's COMMIT) or `after_commit` (committed, history not yet written),
+/// optionally `:N` for the Nth time the point is reached (default 1), makes the process SIGKILL
+/// itself there. Returns an etl_job_options::crash_after hook, or an empty function when the
+/// variable is unset or not understood.
+std::function<bool(std::string_view step)> crash_hook_from_env();
 
 /// Settings of an etl_job.
 struct etl_job_options {
@@ -127,7 +149,9 @@ struct etl_job_options {
   /// before it is recorded; returning true makes the run stop there with errc::cancelled, as if
   /// the worker had died; throwing fails that stage actor (its supervisor restarts it and the
   /// run fails with errc::io).
+  /// Also called with "commit" just before the load's COMMIT (returning true rolls it back).
   std::function<bool(std::string_view step)> crash_after;
+  history_mode history = history_mode::per_blob; ///< see the file comment
   /// Reopens the SQL sink when the load stage is restarted after a failure (an exception, or
   /// errc::io from the sink: connection lost). Empty: a restarted load stage cannot start, and
   /// the chain gives up once its restart intensity is exceeded (then every run fails with io).
@@ -175,16 +199,27 @@ public:
                                                   std::int32_t attempt, std::int64_t gen,
                                                   const run_control& ctl = {});
 
+  /// Runs (or resumes) several claimed records at once: each blob goes down the chain as run()
+  /// would take it, and the blobs of one dataset that reach the load are loaded in ONE SQL
+  /// transaction (etl_chain::run_group; each blob keyed by its own ledger row, its rows by
+  /// message id), committed before any of them is reported done. `ctls[i]` is record i's
+  /// run_control (its own lease). One result per record, in order, with the errors of run().
+  /// Does not complete or fail the records.
+  std::vector<result<pipeline_outcome>> run_batch(std::span<claimed_record* const> records,
+                                                  std::span<const run_control> ctls);
+
   /// Runs `record` and then completes it (success) or fails it (retry later, dead after
   /// max_attempts) in `work`. Returns the pipeline's result; the work-table call's failure
   /// (e.g. lease_lost) is logged, and returned only when the pipeline succeeded.
   [[nodiscard]] result<pipeline_outcome> process(const work_table& work, claimed_record& record);
 
-  /// Claims and processes records of `queue` until none is claimable (`claim_max` per round).
-  /// The claimed records' leases are renewed in the background (a lease_keeper, every
-  /// work.lease_renew_ms) while their blobs load, so a load longer than the lease keeps its
-  /// claim; a record whose lease is lost anyway is not committed (run_control::lease_lost)
-  /// and counted in `lost`. Returns how many succeeded, failed and were lost.
+  /// Claims and processes records of `queue` until none is claimable (`claim_max` per round,
+  /// each round run with run_batch: one SQL transaction per dataset, then one completion
+  /// transaction per partition). The claimed records' leases are renewed in the background (a
+  /// lease_keeper, every work.lease_renew_ms) while their blobs load, so a load longer than the
+  /// lease keeps its claim; a record whose lease is lost anyway is not committed
+  /// (run_control::lease_lost) and counted in `lost`. Returns how many succeeded, failed and
+  /// were lost.
   /// Errors: storage (claiming failed), cancelled (crash_after).
   struct drain_summary {
     std::size_t succeeded = 0;
@@ -204,8 +239,18 @@ public:
 private:
   etl_job(run_log runs, std::unique_ptr<etl_chain> chain, etl_job_options opts)
       : runs_(std::move(runs)), chain_(std::move(chain)), opts_(std::move(opts)) {}
-  result<pipeline_outcome> run_steps(run_instance& inst, const std::set<std::string>& done,
-                                     std::int32_t attempt, std::int64_t gen, const run_control& ctl);
+  // One run from its history read (or not) to its history write.
+  struct prepared {
+    run_instance inst;
+    std::set<std::string> done;  // steps in the history
+    bool defer = false;          // per_blob on a first attempt: one write at the end
+    std::int32_t attempt = 0;
+    std::int64_t gen = 0;
+    std::optional<result<pipeline_outcome>> ready; // settled before the chain (resumed after load, read failed)
+  };
+  prepared prepare(std::string_view record_id, std::string_view blob_name, std::int32_t attempt, std::int64_t gen);
+  std::shared_ptr<blob_run> make_run(prepared& p, const run_control& ctl);
+  result<pipeline_outcome> finish(prepared& p, const result<void>& ran, blob_run& r, double ms);
 
   run_log runs_;
   std::unique_ptr<etl_chain> chain_; ///< the stage actors (owns the blob client and the sink)

@@ -5,7 +5,9 @@
 
 #include <pqxx/pqxx>
 
+#include <algorithm>
 #include <map>
+#include <vector>
 
 namespace shoal::workers::etl {
 namespace {
@@ -99,78 +101,108 @@ public:
   }
 
   result<load_outcome> load(const load_batch& b) override {
-    load_outcome out;
-    bool refused = false; // may_commit said no
-    auto [insert_sql, params] = to_dollar_placeholders(b.insert_sql);
-    for (const load_row& row : b.rows)
-      if (row.values.size() != params)
-        return fail(errc::invalid_argument, "row " + std::to_string(row.index) + " has " +
-                                                std::to_string(row.values.size()) + " values, the insert takes " +
-                                                std::to_string(params));
-    auto r = guarded("loading " + b.blob, [&] {
-      prepare_statement("shoal_ledger",
-                        "INSERT INTO shoal_etl_ledger (blob, dataset, owner, loaded_at) "
-                        "VALUES ($1, $2, $3, to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) "
-                        "ON CONFLICT (blob) DO NOTHING");
-      prepare_statement("shoal_message",
-                        "INSERT INTO shoal_etl_messages (message_id, dataset, blob) VALUES ($1, $2, $3) "
-                        "ON CONFLICT (message_id) DO NOTHING");
-      prepare_statement("shoal_quarantine",
-                        "INSERT INTO shoal_etl_quarantine (blob, record_index, dataset, message_id, step, reason, raw, at) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) "
-                        "ON CONFLICT (blob, record_index) DO UPDATE SET reason = excluded.reason");
-      const std::string insert_name = prepare_statement("", insert_sql);
-      pqxx::work w(*conn_);
-      // A concurrent load of the same blob blocks here on the unique index until the first
-      // commits, then inserts nothing: the blob was loaded.
-      auto led = w.exec_prepared("shoal_ledger", b.blob, b.dataset, b.owner);
-      if (led.affected_rows() == 0) {
-        out.already_loaded = true;
-        w.abort();
-        return;
-      }
-      std::vector<std::string> texts;
-      std::vector<const char*> ptrs;
-      for (const load_row& row : b.rows) {
-        if (!b.keyed_by_table) {
-          auto m = w.exec_prepared("shoal_message", row.message_id, b.dataset, b.blob);
-          if (m.affected_rows() == 0) {
-            ++out.duplicates;
-            continue;
-          }
-        }
-        texts.assign(row.values.size(), {});
-        ptrs.assign(row.values.size(), nullptr);
-        for (std::size_t i = 0; i < row.values.size(); ++i) {
-          bool null = false;
-          texts[i] = text_of(row.values[i], null);
-          ptrs[i] = null ? nullptr : texts[i].c_str();
-        }
-        auto ins = w.exec_prepared(insert_name, pqxx::prepare::make_dynamic_params(ptrs));
-        if (ins.affected_rows() == 0) ++out.duplicates; // keyed_by_table: ON CONFLICT DO NOTHING
-        else ++out.inserted;
-      }
-      for (const quarantine_row& q : b.quarantined) {
-        w.exec_prepared("shoal_quarantine", b.blob, static_cast<std::int64_t>(q.index), b.dataset,
-                        q.message_id, q.step, q.reason, q.raw);
-        ++out.quarantined;
-      }
-      w.exec_params("UPDATE shoal_etl_ledger SET rows_loaded = $1, duplicates = $2, quarantined = $3 WHERE blob = $4",
-                    static_cast<std::int64_t>(out.inserted), static_cast<std::int64_t>(out.duplicates),
-                    static_cast<std::int64_t>(out.quarantined), b.blob);
-      if (b.may_commit && !b.may_commit()) {
-        refused = true;
-        w.abort();
-        return;
-      }
-      w.commit();
-    });
+    std::vector<const load_batch*> one{&b};
+    auto r = load_many(one);
     if (!r) return std::unexpected(r.error());
-    if (refused) return fail(errc::lease_lost, "load of " + b.blob + " rolled back: the claim ended before COMMIT");
+    return std::move(r->front());
+  }
+
+  result<std::vector<result<load_outcome>>> load_many(std::span<const load_batch* const> batches) override {
+    std::vector<result<load_outcome>> out(batches.size(), load_outcome{});
+    std::vector<std::size_t> active;
+    for (std::size_t i = 0; i < batches.size(); ++i) {
+      const load_batch& b = *batches[i];
+      const std::size_t params = to_dollar_placeholders(b.insert_sql).second;
+      auto bad = std::find_if(b.rows.begin(), b.rows.end(), [&](const load_row& r) { return r.values.size() != params; });
+      if (bad == b.rows.end()) {
+        active.push_back(i);
+        continue;
+      }
+      out[i] = fail(errc::invalid_argument, "row " + std::to_string(bad->index) + " has " +
+                                                std::to_string(bad->values.size()) + " values, the insert takes " +
+                                                std::to_string(params));
+    }
+    while (!active.empty()) {
+      std::vector<std::size_t> lost; // may_commit said no just before COMMIT
+      auto r = guarded("loading " + batches[active.front()]->blob, [&] {
+        pqxx::work w(*conn_);
+        for (std::size_t i : active) out[i] = load_in(w, *batches[i]);
+        for (std::size_t i : active) {
+          const load_batch& b = *batches[i];
+          if (!out[i]->already_loaded && b.may_commit && !b.may_commit()) lost.push_back(i);
+        }
+        if (!lost.empty() || std::all_of(active.begin(), active.end(), [&](std::size_t i) { return out[i]->already_loaded; })) {
+          w.abort();
+          return;
+        }
+        w.commit();
+      });
+      if (!r) return std::unexpected(r.error());
+      if (lost.empty()) return out;
+      // Left out, and the transaction redone without them.
+      for (std::size_t i : lost)
+        out[i] = fail(errc::lease_lost, "load of " + batches[i]->blob + " rolled back: the claim ended before COMMIT");
+      std::erase_if(active, [&](std::size_t i) { return std::find(lost.begin(), lost.end(), i) != lost.end(); });
+      for (std::size_t i : active) out[i] = load_outcome{};
+    }
     return out;
   }
 
 private:
+  // One blob's part of a load transaction `w` (sql_sink.hpp): the ledger row first; when it was
+  // there already the blob's rows are skipped (a concurrent load of the same blob blocks on the
+  // unique index until the other transaction ends, then inserts nothing). Throws pqxx errors.
+  load_outcome load_in(pqxx::work& w, const load_batch& b) {
+    load_outcome out;
+    prepare_statement("shoal_ledger",
+                      "INSERT INTO shoal_etl_ledger (blob, dataset, owner, loaded_at) "
+                      "VALUES ($1, $2, $3, to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) "
+                      "ON CONFLICT (blob) DO NOTHING");
+    prepare_statement("shoal_message",
+                      "INSERT INTO shoal_etl_messages (message_id, dataset, blob) VALUES ($1, $2, $3) "
+                      "ON CONFLICT (message_id) DO NOTHING");
+    prepare_statement("shoal_quarantine",
+                      "INSERT INTO shoal_etl_quarantine (blob, record_index, dataset, message_id, step, reason, raw, at) "
+                      "VALUES ($1, $2, $3, $4, $5, $6, $7, to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) "
+                      "ON CONFLICT (blob, record_index) DO UPDATE SET reason = excluded.reason");
+    const std::string insert_name = prepare_statement("", to_dollar_placeholders(b.insert_sql).first);
+    auto led = w.exec_prepared("shoal_ledger", b.blob, b.dataset, b.owner);
+    if (led.affected_rows() == 0) {
+      out.already_loaded = true;
+      return out;
+    }
+    std::vector<std::string> texts;
+    std::vector<const char*> ptrs;
+    for (const load_row& row : b.rows) {
+      if (!b.keyed_by_table) {
+        auto m = w.exec_prepared("shoal_message", row.message_id, b.dataset, b.blob);
+        if (m.affected_rows() == 0) {
+          ++out.duplicates;
+          continue;
+        }
+      }
+      texts.assign(row.values.size(), {});
+      ptrs.assign(row.values.size(), nullptr);
+      for (std::size_t i = 0; i < row.values.size(); ++i) {
+        bool null = false;
+        texts[i] = text_of(row.values[i], null);
+        ptrs[i] = null ? nullptr : texts[i].c_str();
+      }
+      auto ins = w.exec_prepared(insert_name, pqxx::prepare::make_dynamic_params(ptrs));
+      if (ins.affected_rows() == 0) ++out.duplicates; // keyed_by_table: ON CONFLICT DO NOTHING
+      else ++out.inserted;
+    }
+    for (const quarantine_row& q : b.quarantined) {
+      w.exec_prepared("shoal_quarantine", b.blob, static_cast<std::int64_t>(q.index), b.dataset, q.message_id,
+                      q.step, q.reason, q.raw);
+      ++out.quarantined;
+    }
+    w.exec_params("UPDATE shoal_etl_ledger SET rows_loaded = $1, duplicates = $2, quarantined = $3 WHERE blob = $4",
+                  static_cast<std::int64_t>(out.inserted), static_cast<std::int64_t>(out.duplicates),
+                  static_cast<std::int64_t>(out.quarantined), b.blob);
+    return out;
+  }
+
   // Prepares `sql` once per connection under `name` (generated from the text when empty).
   std::string prepare_statement(std::string name, const std::string& sql) {
     auto it = prepared_.find(sql);

@@ -33,6 +33,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -107,6 +108,15 @@ public:
   /// the insert's parameters), timeout (SQLite busy longer than busy_timeout), lease_lost
   /// (b.may_commit said no; rolled back).
   [[nodiscard]] virtual result<load_outcome> load(const load_batch& b) = 0;
+  /// Loads several blobs in ONE transaction (a worker lane's claimed blobs of one dataset),
+  /// each exactly once by its own ledger row as load() does for one, its rows keyed by message
+  /// id as before. One result per batch, in order: a blob already in the ledger is
+  /// `already_loaded` (its rows skipped, the others loaded); a batch whose may_commit says no
+  /// just before COMMIT gets lease_lost and the transaction is redone without it; a batch
+  /// refused as invalid_argument (rows that do not fit the insert) makes the others load one
+  /// transaction each, so one bad blob holds back no other. Errors of the whole call (nothing
+  /// written): io, timeout. The default runs load() per batch (one transaction each).
+  [[nodiscard]] virtual result<std::vector<result<load_outcome>>> load_many(std::span<const load_batch* const> batches);
   /// The ledger row of `blob`, if loaded. Errors: io.
   [[nodiscard]] virtual result<std::optional<ledger_entry>> ledger(std::string_view blob) = 0;
   /// Runs a query returning one integer (e.g. `SELECT count(*) FROM t`). For tests and

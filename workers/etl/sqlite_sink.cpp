@@ -32,6 +32,13 @@ std::pair<std::string, std::size_t> to_dollar_placeholders(std::string_view sql)
   return {out, n};
 }
 
+result<std::vector<result<load_outcome>>> sql_sink::load_many(std::span<const load_batch* const> batches) {
+  std::vector<result<load_outcome>> out;
+  out.reserve(batches.size());
+  for (const load_batch* b : batches) out.push_back(load(*b));
+  return out;
+}
+
 namespace {
 
 std::string now_rfc3339() {
@@ -137,6 +144,49 @@ public:
     if (auto r = execute("COMMIT"); !r) {
       (void)execute("ROLLBACK");
       return std::unexpected(r.error());
+    }
+    return out;
+  }
+
+  result<std::vector<result<load_outcome>>> load_many(std::span<const load_batch* const> batches) override {
+    std::vector<result<load_outcome>> out(batches.size(), load_outcome{});
+    std::vector<std::size_t> active(batches.size());
+    for (std::size_t i = 0; i < active.size(); ++i) active[i] = i;
+    while (!active.empty()) {
+      // One write lock for all of them (BEGIN IMMEDIATE, as load()); each blob's ledger row
+      // decides on its own whether its rows go in.
+      if (auto r = execute("BEGIN IMMEDIATE"); !r) return std::unexpected(r.error());
+      for (std::size_t i : active) {
+        auto o = load_in_transaction(*batches[i]);
+        if (!o) {
+          (void)execute("ROLLBACK");
+          if (o.error().code != errc::invalid_argument) return std::unexpected(o.error());
+          // A blob whose rows do not fit: every other blob in a transaction of its own.
+          for (std::size_t j : active) out[j] = load(*batches[j]);
+          return out;
+        }
+        out[i] = *o;
+      }
+      // Just before COMMIT: a blob whose claim ended is left out, and the rest done again.
+      std::vector<std::size_t> keep;
+      for (std::size_t i : active) {
+        const load_batch& b = *batches[i];
+        if (!out[i]->already_loaded && b.may_commit && !b.may_commit())
+          out[i] = fail(errc::lease_lost, "load of " + b.blob + " rolled back: the claim ended before COMMIT");
+        else
+          keep.push_back(i);
+      }
+      if (keep.size() != active.size()) {
+        (void)execute("ROLLBACK");
+        active = std::move(keep);
+        for (std::size_t i : active) out[i] = load_outcome{};
+        continue;
+      }
+      if (auto r = execute("COMMIT"); !r) {
+        (void)execute("ROLLBACK");
+        return std::unexpected(r.error());
+      }
+      return out;
     }
     return out;
   }

@@ -11,6 +11,8 @@
 #include "workers/etl/dataset.hpp"
 #include "workers/etl/sql_sink.hpp"
 
+#include <chrono>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,6 +27,19 @@ struct step_stats {
   std::size_t quarantined = 0;   ///< records this step sent to quarantine
   double ms = 0;                 ///< wall time of the step
   std::string detail;            ///< e.g. "already loaded" or "replayed"
+};
+
+/// One history row of the runs table (orchestrator.hpp): a finished step of one run.
+struct run_step {
+  int seq = 0;             ///< 1..4
+  std::string step;
+  std::int32_t attempt = 0;
+  std::int64_t gen = 0;
+  std::string owner;
+  std::chrono::system_clock::time_point started, finished;
+  double ms = 0;
+  std::int64_t records_in = 0, records_out = 0, quarantined = 0;
+  std::string detail;
 };
 
 /// One blob's records between the steps. Borrows the blob body (extracted records point into

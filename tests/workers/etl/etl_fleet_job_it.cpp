@@ -87,7 +87,7 @@ TEST_F(EtlFleetJobIt, LoadsTheBlobNamedByTheRecordOnce) {
   ASSERT_TRUE(job) << job.error().describe();
   EXPECT_EQ((*job)->name(), "etl");
   std::stop_source never;
-  fleet::job_context ctx{never.get_token(), [] { return std::chrono::steady_clock::now() + 30s; }, [] { return false; }};
+  fleet::job_context ctx{never.get_token(), [] { return std::chrono::steady_clock::now() + 30s; }, [] { return false; }, {}};
   auto rec = record(a, 1);
   auto r = (*job)->run(rec, ctx);
   ASSERT_TRUE(r) << r.error().describe();
@@ -111,7 +111,7 @@ TEST_F(EtlFleetJobIt, UnparsableBlobIsAFailedAttemptWithThePosition) {
   auto job = make_etl_fleet_job(cfg_);
   ASSERT_TRUE(job) << job.error().describe();
   std::stop_source never;
-  fleet::job_context ctx{never.get_token(), {}, {}};
+  fleet::job_context ctx{never.get_token(), {}, {}, {}};
   auto rec = record(a, 1);
   auto r = (*job)->run(rec, ctx);
   ASSERT_TRUE(r) << r.error().describe();
@@ -128,14 +128,16 @@ TEST_F(EtlFleetJobIt, UnparsableBlobIsAFailedAttemptWithThePosition) {
 }
 
 TEST_F(EtlFleetJobIt, StopRequestedReleasesAndTheNextClaimerResumes) {
+  // [etl] history = "per_step": the steps before the stop are in the history.
   const std::string a = "flights/2026/11/21/14/fleet-p1-00000003.json";
   put(a, tests::etl::flights_blob(blob_format::ndjson, 1'000, 3));
+  cfg_.etl.history = "per_step";
   auto job = make_etl_fleet_job(cfg_);
   ASSERT_TRUE(job) << job.error().describe();
   // The lease is reported lost from the 3rd check on: extract is recorded, validate is not.
   std::atomic<int> checks{0};
   std::stop_source never;
-  fleet::job_context lost{never.get_token(), {}, [&] { return ++checks >= 3; }};
+  fleet::job_context lost{never.get_token(), {}, [&] { return ++checks >= 3; }, {}};
   auto rec = record(a, 1);
   auto r = (*job)->run(rec, lost);
   ASSERT_TRUE(r) << r.error().describe();
@@ -149,14 +151,14 @@ TEST_F(EtlFleetJobIt, StopRequestedReleasesAndTheNextClaimerResumes) {
 
   std::stop_source stopping;
   stopping.request_stop();
-  fleet::job_context stopped{stopping.get_token(), {}, [] { return false; }};
+  fleet::job_context stopped{stopping.get_token(), {}, [] { return false; }, {}};
   auto rec2 = record(a, 2);
   auto s = (*job)->run(rec2, stopped);
   ASSERT_TRUE(s) << s.error().describe();
   EXPECT_EQ(s->verdict, fleet::job_verdict::release);
 
   std::stop_source never2;
-  fleet::job_context ok{never2.get_token(), {}, [] { return false; }};
+  fleet::job_context ok{never2.get_token(), {}, [] { return false; }, {}};
   auto rec3 = record(a, 3);
   auto d = (*job)->run(rec3, ok);
   ASSERT_TRUE(d) << d.error().describe();
@@ -179,7 +181,7 @@ TEST_F(EtlFleetJobIt, LeaseLostJustBeforeCommitRollsTheLoadBack) {
   // the 6th is the sink's, just before COMMIT.
   std::atomic<int> checks{0};
   std::stop_source never;
-  fleet::job_context ctx{never.get_token(), {}, [&] { return ++checks >= 6; }};
+  fleet::job_context ctx{never.get_token(), {}, [&] { return ++checks >= 6; }, {}};
   auto rec = record(a, 1);
   auto r = (*job)->run(rec, ctx);
   ASSERT_TRUE(r) << r.error().describe();
@@ -187,9 +189,36 @@ TEST_F(EtlFleetJobIt, LeaseLostJustBeforeCommitRollsTheLoadBack) {
   EXPECT_EQ(checks.load(), 6);
   EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_ledger"), 0);
   EXPECT_EQ(count("SELECT count(*) FROM flights"), 0);
+  // per_blob (default): a first attempt that is interrupted writes no history at all.
   auto mid = runs().show(a);
-  ASSERT_TRUE(mid);
-  EXPECT_EQ(mid->second.size(), 3u); // the pure steps were recorded, the load not
+  ASSERT_FALSE(mid);
+  EXPECT_EQ(mid.error().code, errc::not_found);
+}
+
+TEST_F(EtlFleetJobIt, RunBatchLoadsTheBlobsTogetherAndReleasesTheOneWhoseLeaseIsLost) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 4; ++i) {
+    names.push_back("flights/2026/11/21/16/fleet-p1-0000005" + std::to_string(i) + ".json");
+    put(names.back(), tests::etl::flights_blob(blob_format::persistor_v1, 200, 1, "rb" + std::to_string(i)));
+  }
+  auto job = make_etl_fleet_job(cfg_);
+  ASSERT_TRUE(job) << job.error().describe();
+  EXPECT_EQ((*job)->max_batch(), 16u); // [etl] claim_max
+  std::vector<claimed_record> recs;
+  for (const auto& n : names) recs.push_back(record(n, 1));
+  std::vector<claimed_record*> ptrs;
+  for (auto& r : recs) ptrs.push_back(&r);
+  std::stop_source never;
+  fleet::job_context ctx{never.get_token(), {}, [] { return true; }, [](std::size_t i) { return i == 2; }};
+  auto r = (*job)->run_batch(ptrs, ctx);
+  ASSERT_TRUE(r) << r.error().describe();
+  ASSERT_EQ(r->size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ((*r)[i].verdict, i == 2 ? fleet::job_verdict::release : fleet::job_verdict::done) << (*r)[i].detail;
+  }
+  EXPECT_NE((*r)[0].detail.find("199 rows"), std::string::npos) << (*r)[0].detail;
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 3 * 199);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_ledger"), 3);
 }
 
 TEST_F(EtlFleetJobIt, UnopenableDatabaseIsASetUpError) {

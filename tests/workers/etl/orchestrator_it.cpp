@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
@@ -94,12 +95,14 @@ protected:
     return s ? std::move(*s) : nullptr;
   }
 
-  etl_job make_job(std::string owner, std::function<bool(std::string_view)> crash = {}) {
+  etl_job make_job(std::string owner, std::function<bool(std::string_view)> crash = {},
+                   history_mode history = history_mode::per_blob) {
     etl_job_options o;
     o.container = container_;
     o.owner = std::move(owner);
     o.datasets.push_back(tests::etl::flights_dataset());
     o.crash_after = std::move(crash);
+    o.history = history;
     o.reopen_sink = [db = db_]() { return open_sqlite_sink({.path = db, .busy_timeout_ms = 30'000, .synchronous = "NORMAL"}); };
     auto j = etl_job::make(*blobs_, *runs_, sink(), std::move(o));
     EXPECT_TRUE(j);
@@ -143,7 +146,7 @@ protected:
       ss << in.rdbuf();
       *out = ss.str();
     }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
   }
 
   std::string conn_;
@@ -197,14 +200,15 @@ TEST_F(EtlOrchestratorIt, LoadsClaimedRecordsAndRecordsEveryStep) {
   EXPECT_EQ(list->size(), 2u);
 }
 
-TEST_F(EtlOrchestratorIt, ResumesAfterInProcessDeathBetweenCommitAndRecord) {
+TEST_F(EtlOrchestratorIt, ResumesAfterInProcessDeathBetweenCommitAndRecordPerStep) {
+  // [etl] history = "per_step": every step is written as it finishes.
   const std::string a = "flights/2026/11/21/13/host-p1-00000003.json";
   put(a, tests::etl::flights_blob(blob_format::ndjson, 3'000, 12));
   auto work = make_work(1000);
   std::vector<new_record> recs{{a, a, {}}};
   ASSERT_TRUE(work.enqueue("etl", recs));
   {
-    auto dying = make_job("dying", [](std::string_view step) { return step == "load"; });
+    auto dying = make_job("dying", [](std::string_view step) { return step == "load"; }, history_mode::per_step);
     auto claimed = work.claim("etl", shards(work), "dying", 1);
     ASSERT_TRUE(claimed && claimed->size() == 1);
     auto r = dying.process(work, (*claimed)[0]);
@@ -217,7 +221,7 @@ TEST_F(EtlOrchestratorIt, ResumesAfterInProcessDeathBetweenCommitAndRecord) {
   EXPECT_EQ(mid->first.status, "running");
   EXPECT_EQ(mid->second.size(), 3u); // extract, validate, transform recorded; load not
 
-  auto job = make_job("w2");
+  auto job = make_job("w2", {}, history_mode::per_step);
   std::optional<claimed_record> again;
   ASSERT_TRUE(eventually([&] {
     auto c = work.claim("etl", shards(work), "w2", 1);
@@ -239,17 +243,151 @@ TEST_F(EtlOrchestratorIt, ResumesAfterInProcessDeathBetweenCommitAndRecord) {
   EXPECT_NE(done->second[3].detail.find("already loaded"), std::string::npos);
 }
 
+TEST_F(EtlOrchestratorIt, ResumesAfterInProcessDeathBetweenCommitAndTheOneHistoryWrite) {
+  // [etl] history = "per_blob" (default): a first attempt writes its history once, at the end;
+  // dying after the commit leaves none, and the next claimer (a resumed blob: history read and
+  // written step by step) finds the rows in the ledger.
+  const std::string a = "flights/2026/11/21/13/host-p1-00000013.json";
+  put(a, tests::etl::flights_blob(blob_format::ndjson, 3'000, 12));
+  auto work = make_work(1000);
+  std::vector<new_record> recs{{a, a, {}}};
+  ASSERT_TRUE(work.enqueue("etl", recs));
+  {
+    auto dying = make_job("dying", [](std::string_view step) { return step == "load"; });
+    auto claimed = work.claim("etl", shards(work), "dying", 1);
+    ASSERT_TRUE(claimed && claimed->size() == 1);
+    auto r = dying.process(work, (*claimed)[0]);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, errc::cancelled);
+  }
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 2988); // committed
+  auto mid = runs_->show(a);
+  ASSERT_FALSE(mid) << "a first attempt wrote history before its end";
+  EXPECT_EQ(mid.error().code, errc::not_found);
+
+  auto job = make_job("w2");
+  std::optional<claimed_record> again;
+  ASSERT_TRUE(eventually([&] {
+    auto c = work.claim("etl", shards(work), "w2", 1);
+    if (c && !c->empty()) again = (*c)[0];
+    return again.has_value();
+  }, 15s)) << "the dead worker's lease never expired";
+  EXPECT_EQ(again->attempts, 2);
+  auto r = job.process(work, *again);
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_TRUE(r->load.already_loaded);
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 2988);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_quarantine"), 12);
+  auto done = runs_->show(a);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->first.status, "completed");
+  EXPECT_EQ(done->first.loaded, 2988);
+  ASSERT_EQ(done->second.size(), 4u);
+  EXPECT_EQ(done->second[0].attempt, 2);
+  EXPECT_NE(done->second[3].detail.find("already loaded"), std::string::npos);
+}
+
+// Storage requests to table `t` of this process since `before` (storage::process_request_counts).
+std::map<std::string, std::uint64_t> requests_to(const std::string& t, const std::vector<storage::request_count>& before) {
+  std::map<std::string, std::uint64_t> out;
+  for (const auto& c : storage::process_request_counts())
+    if (c.resource == t) out[c.op] += c.count;
+  for (const auto& c : before)
+    if (c.resource == t) out[c.op] -= c.count;
+  std::erase_if(out, [](const auto& kv) { return kv.second == 0; });
+  return out;
+}
+
+TEST_F(EtlOrchestratorIt, ABatchOfFirstAttemptsLoadsOneTransactionPerDatasetAndWritesOneHistoryRequestPerBlob) {
+  // Five flights blobs and one generic blob claimed together: the flights load in one SQL
+  // transaction, the generic one in another; each blob's history (instance + 4 steps) is one
+  // entity group transaction, with no read of the runs table before (first attempts).
+  std::vector<std::string> names;
+  for (int i = 0; i < 5; ++i) {
+    names.push_back("flights/2026/11/22/host-p1-0000010" + std::to_string(i) + ".json");
+    put(names.back(), tests::etl::flights_blob(blob_format::persistor_v1, 500, 2, "b" + std::to_string(i)));
+  }
+  names.push_back("logs/2026/11/22/host-p1-00000200.json");
+  put(names.back(), write_blob(blob_format::persistor_v1, {{"g1", "2026-11-22T12:00:00Z", "{\"msg\":\"hi\"}"}}));
+  auto work = make_work();
+  std::vector<new_record> recs;
+  for (const auto& n : names) recs.push_back({n, n, {}});
+  ASSERT_TRUE(work.enqueue("etl", recs));
+  auto claimed = work.claim("etl", shards(work), "w1", 16);
+  ASSERT_TRUE(claimed);
+  ASSERT_EQ(claimed->size(), names.size());
+  auto job = make_job("w1");
+  std::vector<claimed_record*> ptrs;
+  for (auto& c : *claimed) ptrs.push_back(&c);
+  std::vector<run_control> ctls(ptrs.size());
+  const auto before = storage::process_request_counts();
+  auto outs = job.run_batch(ptrs, ctls);
+  const auto history = requests_to(runs_name_, before);
+  ASSERT_EQ(outs.size(), names.size());
+  for (std::size_t i = 0; i < outs.size(); ++i) ASSERT_TRUE(outs[i]) << outs[i].error().describe();
+  EXPECT_EQ(history, (std::map<std::string, std::uint64_t>{{"batch", names.size()}}))
+      << "one entity group transaction per blob and nothing else";
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 5 * 498);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_ledger"), 6);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_records"), 1);
+  for (const auto& n : names) {
+    auto shown = runs_->show(n);
+    ASSERT_TRUE(shown) << n;
+    EXPECT_EQ(shown->first.status, "completed");
+    EXPECT_EQ(shown->second.size(), 4u);
+  }
+  // Run again (attempt 2 of each): a resumed blob reads its history and finds the load there.
+  for (auto& c : *claimed) c.attempts = 2;
+  auto again = job.run_batch(ptrs, ctls);
+  for (const auto& o : again) {
+    ASSERT_TRUE(o);
+    EXPECT_TRUE(o->resumed_after_load);
+  }
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 5 * 498);
+}
+
+TEST_F(EtlOrchestratorIt, ABatchLeavesARecordWhoseLeaseIsLostOutOfTheCommit) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 3; ++i) {
+    names.push_back("flights/2026/11/23/host-p1-0000030" + std::to_string(i) + ".json");
+    put(names.back(), tests::etl::flights_blob(blob_format::persistor_v1, 100, 0, "l" + std::to_string(i)));
+  }
+  std::vector<claimed_record> recs(names.size());
+  std::vector<claimed_record*> ptrs;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    recs[i].id = recs[i].payload = names[i];
+    recs[i].attempts = 1;
+    recs[i].owner = "w1";
+    ptrs.push_back(&recs[i]);
+  }
+  std::vector<run_control> ctls(names.size());
+  std::atomic<bool> lost{false};
+  ctls[1].lease_lost = [&] { return lost.load(); };
+  // The lease of record 1 is lost while the others wait for the group's transaction.
+  auto job = make_job("w1", [&](std::string_view step) {
+    if (step == "transform") lost = true;
+    return false;
+  });
+  auto outs = job.run_batch(ptrs, ctls);
+  ASSERT_TRUE(outs[0]) << outs[0].error().describe();
+  ASSERT_FALSE(outs[1]);
+  EXPECT_EQ(outs[1].error().code, errc::lease_lost);
+  ASSERT_TRUE(outs[2]) << outs[2].error().describe();
+  EXPECT_EQ(count("SELECT count(*) FROM flights"), 200);
+  EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_ledger"), 2);
+}
+
 TEST_F(EtlOrchestratorIt, KilledProcessAfterCommitResumesWithoutLoadingTwice) {
   const std::string a = "flights/2026/11/21/14/host-p1-00000004.json";
   put(a, tests::etl::flights_blob(blob_format::persistor_v1, 10'000, 37));
   ASSERT_EQ(shoal("etl enqueue " + a, ""), 0);
   // The worker process dies (_exit 137) right after the load transaction committed.
-  EXPECT_EQ(shoal("etl run --once --owner victim", "SHOAL_ETL_CRASH_AFTER=load", nullptr, 1000), 137);
+  EXPECT_EQ(shoal("etl run --once --owner victim", "SHOAL_ETL_CRASH_AFTER=load SHOAL_ETL_HISTORY=per_step", nullptr, 1000), 137);
   EXPECT_EQ(count("SELECT count(*) FROM flights"), 9963);
   // A fresh worker resumes once the victim's lease expired.
   ASSERT_TRUE(eventually([&] {
     std::string out;
-    EXPECT_EQ(shoal("etl run --once --owner survivor", "", &out, 1000), 0);
+    EXPECT_EQ(shoal("etl run --once --owner survivor", "SHOAL_ETL_HISTORY=per_step", &out, 1000), 0);
     auto s = runs_->show(a);
     return s && s->first.status == "completed";
   }, 20s, 300ms));
@@ -268,6 +406,61 @@ TEST_F(EtlOrchestratorIt, KilledProcessAfterCommitResumesWithoutLoadingTwice) {
   ASSERT_EQ(shoal("etl runs", "", &out), 0);
   EXPECT_NE(out.find(a), std::string::npos) << out;
   EXPECT_NE(out.find("completed"), std::string::npos) << out;
+}
+
+class EtlKillNineIt : public EtlOrchestratorIt {
+protected:
+  // kill -9 of a `shoal etl run` process loading four blobs of one dataset in one SQL
+  // transaction, at `point` (before_commit: nothing committed; after_commit: all four
+  // committed, no history written); a survivor then loads every record exactly once.
+  void crash_and_resume(const std::string& point, const std::string& day) {
+    std::vector<std::string> names;
+    for (int i = 0; i < 4; ++i) {
+      names.push_back("flights/2026/11/" + day + "/host-p1-0000040" + std::to_string(i) + ".json");
+      put(names.back(), tests::etl::flights_blob(blob_format::persistor_v1, 1'000, 4, point + std::to_string(i)));
+    }
+    std::string all;
+    for (const auto& n : names) all += " " + n;
+    ASSERT_EQ(shoal("etl enqueue" + all, ""), 0);
+    EXPECT_EQ(shoal("etl run --once --owner victim", "SHOAL_ETL_CRASH_AT=" + point, nullptr, 1000), 128 + 9)
+        << "the victim was to SIGKILL itself at " << point;
+    // The first round's blobs (all four, unless the claim found them in two rounds) went down
+    // in one transaction: none committed before it, all of them after.
+    const std::int64_t committed = count("SELECT count(*) FROM flights");
+    if (point == "before_commit") {
+      EXPECT_EQ(committed, 0);
+    } else {
+      EXPECT_GE(committed, 996);
+      EXPECT_EQ(committed % 996, 0) << "a blob half loaded";
+    }
+    for (const auto& n : names) EXPECT_FALSE(runs_->show(n)) << "history written for " << n;
+    // The survivor resumes once the victim's leases expired.
+    ASSERT_TRUE(eventually([&] {
+      std::string out;
+      EXPECT_EQ(shoal("etl run --once --owner survivor", "", &out, 1000), 0);
+      for (const auto& n : names) {
+        auto s = runs_->show(n);
+        if (!s || s->first.status != "completed") return false;
+      }
+      return true;
+    }, 30s, 300ms));
+    EXPECT_EQ(count("SELECT count(*) FROM flights"), 4 * 996);
+    EXPECT_EQ(count("SELECT count(*) - count(DISTINCT message_id) FROM flights"), 0);
+    EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_quarantine"), 16);
+    EXPECT_EQ(count("SELECT count(*) FROM shoal_etl_ledger"), 4);
+    for (const auto& n : names) {
+      auto s = runs_->show(n);
+      ASSERT_TRUE(s);
+      EXPECT_EQ(s->first.loaded, 996) << n;
+      EXPECT_EQ(s->second.size(), 4u) << n;
+    }
+  }
+};
+
+TEST_F(EtlKillNineIt, KilledBeforeTheCommitOfABatchLoadsEveryRecordOnce) { crash_and_resume("before_commit", "24"); }
+
+TEST_F(EtlKillNineIt, KilledAfterTheCommitBeforeTheHistoryWriteLoadsEveryRecordOnce) {
+  crash_and_resume("after_commit", "25");
 }
 
 TEST_F(EtlOrchestratorIt, TwoWorkersHoldingTheSameRecordLoadItOnce) {

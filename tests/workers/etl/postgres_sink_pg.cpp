@@ -56,6 +56,9 @@ TEST_F(PostgresSinkTest, ResentMessageLandsOnceWithLedgerKeys) {
 }
 TEST_F(PostgresSinkTest, TwoWorkersRacingOnOneBlobLoadItOnce) { tests::etl::check_two_workers_racing_load_once(factory()); }
 TEST_F(PostgresSinkTest, FailedLoadRollsBackEverything) { tests::etl::check_failed_load_rolls_back(factory()); }
+TEST_F(PostgresSinkTest, LoadManyLoadsSeveralBlobsInOneTransactionEachByItsLedgerRow) {
+  tests::etl::check_load_many_is_one_transaction(factory());
+}
 
 TEST_F(PostgresSinkTest, BadUrlIsAnIoError) {
   auto s = open_postgres_sink("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2");

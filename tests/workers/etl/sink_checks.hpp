@@ -5,6 +5,7 @@
 #include "tests/workers/etl/etl_test_data.hpp"
 #include "workers/etl/orchestrator.hpp"
 #include "workers/etl/sql_sink.hpp"
+#include "workers/etl/steps.hpp"
 
 #include <gtest/gtest.h>
 
@@ -162,6 +163,87 @@ inline void check_failed_load_rolls_back(const sink_factory& open) {
   auto ok = sink->load(b);
   ASSERT_TRUE(ok) << ok.error().message;
   EXPECT_EQ(ok->inserted, 1u);
+}
+
+// The load batch of a flights blob of `n` records (ids "<prefix>-i"), through the three pure steps.
+struct prepared_blob {
+  std::string name, body;
+  workers::etl::blob_records recs;
+  workers::etl::load_batch batch;
+};
+inline std::unique_ptr<prepared_blob> prepare_blob(const workers::etl::dataset& d, const std::string& name, std::size_t n,
+                                            const std::string& prefix) {
+  auto p = std::make_unique<prepared_blob>();
+  p->name = name;
+  p->body = flights_blob(workers::etl::blob_format::persistor_v1, n, 0, prefix);
+  EXPECT_TRUE(workers::etl::extract_step(p->body, p->recs));
+  workers::etl::validate_step(d, p->recs);
+  workers::etl::transform_step(d, name, p->recs);
+  p->batch = workers::etl::make_load_batch(d, name, p->recs, "w1");
+  return p;
+}
+
+/// load_many: several blobs in ONE transaction (another connection sees none of them before the
+/// COMMIT), a blob already in the ledger skipped alone, a blob whose claim ended left out, a blob
+/// whose rows do not fit holding back no other.
+inline void check_load_many_is_one_transaction(const sink_factory& factory) {
+  using workers::errc;
+  using workers::etl::load_batch;
+  auto sink = factory();
+  ASSERT_TRUE(sink);
+  const auto d = flights_dataset();
+  ASSERT_TRUE(sink->prepare(d.ddl));
+  auto a = prepare_blob(d, "flights/2026/11/21/a.json", 100, "a");
+  auto b = prepare_blob(d, "flights/2026/11/21/b.json", 200, "b");
+  auto c = prepare_blob(d, "flights/2026/11/21/c.json", 300, "c");
+  ASSERT_TRUE(sink->load(a->batch)); // a is loaded already: its ledger row says so
+  // Just before COMMIT, another connection sees none of b's rows: b and c are one transaction.
+  std::int64_t seen = -1;
+  c->batch.may_commit = [&] {
+    auto other = factory();
+    seen = count(*other, "SELECT count(*) FROM flights");
+    return true;
+  };
+  std::vector<const load_batch*> batches{&a->batch, &b->batch, &c->batch};
+  auto r = sink->load_many(batches);
+  ASSERT_TRUE(r) << r.error().message;
+  ASSERT_EQ(r->size(), 3u);
+  EXPECT_TRUE((*r)[0]->already_loaded);
+  EXPECT_EQ((*r)[1]->inserted, 200u);
+  EXPECT_EQ((*r)[2]->inserted, 300u);
+  EXPECT_EQ(seen, 100);
+  EXPECT_EQ(count(*sink, "SELECT count(*) FROM flights"), 600);
+  EXPECT_EQ(count(*sink, "SELECT count(*) FROM shoal_etl_ledger"), 3);
+  auto led = sink->ledger(c->name);
+  ASSERT_TRUE(led && *led);
+  EXPECT_EQ((*led)->rows_loaded, 300);
+
+  // A blob whose claim ended just before COMMIT is left out; the others are committed.
+  auto e = prepare_blob(d, "flights/2026/11/21/e.json", 50, "e");
+  auto f = prepare_blob(d, "flights/2026/11/21/f.json", 60, "f");
+  f->batch.may_commit = [] { return false; };
+  std::vector<const load_batch*> two{&e->batch, &f->batch};
+  auto lost = sink->load_many(two);
+  ASSERT_TRUE(lost) << lost.error().message;
+  ASSERT_TRUE((*lost)[0]);
+  EXPECT_EQ((*lost)[0]->inserted, 50u);
+  ASSERT_FALSE((*lost)[1]);
+  EXPECT_EQ((*lost)[1].error().code, errc::lease_lost);
+  EXPECT_FALSE(*sink->ledger(f->name));
+
+  // A blob whose rows do not fit the insert holds back no other.
+  auto g = prepare_blob(d, "flights/2026/11/21/g.json", 10, "g");
+  auto h = prepare_blob(d, "flights/2026/11/21/h.json", 20, "h");
+  g->batch.rows.back().values.pop_back();
+  std::vector<const load_batch*> bad{&g->batch, &h->batch};
+  auto mixed = sink->load_many(bad);
+  ASSERT_TRUE(mixed) << mixed.error().message;
+  ASSERT_FALSE((*mixed)[0]);
+  EXPECT_EQ((*mixed)[0].error().code, errc::invalid_argument);
+  ASSERT_TRUE((*mixed)[1]) << (*mixed)[1].error().message;
+  EXPECT_EQ((*mixed)[1]->inserted, 20u);
+  EXPECT_EQ(count(*sink, "SELECT count(*) FROM flights"), 600 + 50 + 20);
+  EXPECT_EQ(count(*sink, "SELECT count(*) - count(DISTINCT message_id) FROM flights"), 0);
 }
 
 } // namespace shoal::tests::etl

@@ -40,6 +40,10 @@ TEST_F(SqliteSinkTest, ResentMessageLandsOnceWithLedgerKeys) {
 TEST_F(SqliteSinkTest, TwoWorkersRacingOnOneBlobLoadItOnce) { tests::etl::check_two_workers_racing_load_once(factory()); }
 TEST_F(SqliteSinkTest, FailedLoadRollsBackEverything) { tests::etl::check_failed_load_rolls_back(factory()); }
 
+TEST_F(SqliteSinkTest, LoadManyLoadsSeveralBlobsInOneTransactionEachByItsLedgerRow) {
+  tests::etl::check_load_many_is_one_transaction(factory());
+}
+
 TEST_F(SqliteSinkTest, UsesWalAndRewritesPlaceholdersForPostgres) {
   auto s = factory()();
   ASSERT_TRUE(s);
