@@ -15,6 +15,7 @@
 #include "workers/cmd/cli.hpp"
 #include "workers/cmd/run_progress.hpp"
 #include "workers/dev_storage.hpp"
+#include "workers/json_input.hpp"
 #include "workers/work_table.hpp"
 
 #include "storage/blob_client.hpp"
@@ -27,11 +28,13 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -130,12 +133,13 @@ std::optional<std::size_t> count_records(const fs::path& file) {
   in.clear();
   in.seekg(0);
   if (first == '[') {
-    try {
-      auto j = nlohmann::json::parse(in);
-      return j.is_array() ? std::optional<std::size_t>(j.size()) : std::nullopt;
-    } catch (const nlohmann::json::exception&) {
+    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    if (!workers::is_json_array(text))
       return std::nullopt;
+    workers::json_array_cursor c(text);
+    while (c.next()) {
     }
+    return c.count();
   }
   const bool csv = file.extension() == ".csv";
   std::size_t n = 0;

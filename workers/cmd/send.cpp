@@ -15,17 +15,21 @@
 
 #include "workers/cmd/cli.hpp"
 
+#include "storage/encoding.hpp"
 #include "transport/socket.hpp"
+#include "workers/json_input.hpp"
 #include "workers/persistor/engine.hpp"
 #include "workers/persistor/sources.hpp"
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -143,14 +147,11 @@ public:
     }
     r.format_ = fmt;
     if (fmt == "json") {
-      try {
-        r.array_ = nlohmann::json::parse(*r.in_);
-      } catch (const nlohmann::json::exception& e) {
-        std::fprintf(stderr, "shoal send: %s is not a JSON array: %s\n", r.origin_.c_str(), e.what());
-        return std::nullopt;
-      }
-      if (!r.array_.is_array()) {
-        std::fprintf(stderr, "shoal send: %s: the top-level JSON value is not an array\n", r.origin_.c_str());
+      // Checked whole in one pass, then cut into elements where they stand: no DOM.
+      r.text_.assign(std::istreambuf_iterator<char>(*r.in_), std::istreambuf_iterator<char>());
+      if (!workers::is_json_array(r.text_)) {
+        std::fprintf(stderr, "shoal send: %s is not a JSON array (not valid JSON, or another top-level value)\n",
+                     r.origin_.c_str());
         return std::nullopt;
       }
     } else if (fmt == "csv") {
@@ -166,6 +167,18 @@ public:
       }
       r.header_ = *h;
       r.line_ = 1;
+      // Payload keys in the order (and with the last-of-duplicates rule) nlohmann's object gave.
+      for (std::size_t i = 0; i < r.header_.size(); ++i)
+        r.csv_order_.push_back(i);
+      std::stable_sort(r.csv_order_.begin(), r.csv_order_.end(),
+                       [&](std::size_t x, std::size_t y) { return r.header_[x] < r.header_[y]; });
+      std::vector<std::size_t> last;
+      for (std::size_t k = 0; k < r.csv_order_.size(); ++k)
+        if (k + 1 == r.csv_order_.size() || r.header_[r.csv_order_[k]] != r.header_[r.csv_order_[k + 1]])
+          last.push_back(r.csv_order_[k]);
+      r.csv_order_ = std::move(last);
+      r.csv_header_utf8_ = std::all_of(r.header_.begin(), r.header_.end(),
+                                       [](const std::string& f) { return storage::utf16_length(f).has_value(); });
     } else if (fmt != "ndjson") {
       std::fprintf(stderr, "shoal send: --format must be auto, json, ndjson or csv\n");
       return std::nullopt;
@@ -176,10 +189,17 @@ public:
   /// Next record, or nullopt at the end.
   std::optional<input_record> next() {
     if (format_ == "json") {
-      if (index_ >= array_.size())
+      if (!cursor_)
+        cursor_.emplace(text_); // here, not in open(): the reader is moved after open
+      auto e = cursor_->next();
+      if (!e)
         return std::nullopt;
-      const auto& v = array_[index_++];
-      return make(v.dump(), &v, index_);
+      std::string payload;
+      workers::append_minified(payload, *e);
+      if (id_field_.empty())
+        return make(std::move(payload), nullptr, cursor_->count());
+      const auto j = nlohmann::json::parse(*e); // valid (checked): only for --id-field
+      return make(std::move(payload), &j, cursor_->count());
     }
     std::string line;
     while (std::getline(*in_, line)) {
@@ -197,17 +217,36 @@ public:
           return make(nlohmann::json{{"_raw", line}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
                       nullptr, line_);
         }
+        const bool utf8 = csv_header_utf8_ && std::all_of(f->begin(), f->end(), [](const std::string& v) {
+                            return storage::utf16_length(v).has_value();
+                          });
+        if (utf8 && id_field_.empty()) {
+          // {"field":"value",…} written directly (keys sorted as the DOM below sorts them).
+          std::string payload = "{";
+          for (std::size_t i : csv_order_) {
+            if (payload.size() > 1)
+              payload += ',';
+            storage::append_json_string(payload, header_[i]);
+            payload += ':';
+            storage::append_json_string(payload, (*f)[i]);
+          }
+          payload += '}';
+          return make(std::move(payload), nullptr, line_);
+        }
         nlohmann::json obj = nlohmann::json::object();
         for (std::size_t i = 0; i < header_.size(); ++i)
           obj[header_[i]] = (*f)[i];
         return make(obj.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), &obj, line_);
       }
-      auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded()) {
+      bool multiline = false;
+      if (!workers::persistor::json_accept(line, multiline)) { // one pass, no DOM
         ++broken;
         std::fprintf(stderr, "shoal send: %s:%zu: not valid JSON; sent as text\n", origin_.c_str(), line_);
         return make(line, nullptr, line_);
       }
+      if (id_field_.empty())
+        return make(std::move(line), nullptr, line_);
+      const auto j = nlohmann::json::parse(line); // valid: only for --id-field
       return make(std::move(line), &j, line_);
     }
     return std::nullopt;
@@ -235,10 +274,12 @@ private:
   std::string origin_;
   std::string format_;
   std::string id_field_;
-  nlohmann::json array_;
-  std::size_t index_ = 0;
+  std::string text_;                        // json: the whole input
+  std::optional<workers::json_array_cursor> cursor_;  // json: over text_
   std::size_t line_ = 0;
   std::vector<std::string> header_;
+  std::vector<std::size_t> csv_order_;       // csv: header indexes in payload key order
+  bool csv_header_utf8_ = true;
 };
 
 int run_send(const global_options& g, const send_args& a) {

@@ -164,7 +164,24 @@ bool fast_persistor_record(std::string_view raw, extracted_record& r) {
       if (!p.eat('{')) return false;
       if (!p.eat('}')) {
         while (true) {
-          if (!p.string(key) || !p.eat(':') || !p.string(value)) return false;
+          if (!p.string(key) || !p.eat(':')) return false;
+          if (key == "properties") {
+            // The persistor always writes it: an object of strings (not needed here). Without
+            // this every persistor-v1 record took the DOM path below.
+            if (!p.eat('{')) return false;
+            if (!p.eat('}')) {
+              while (true) {
+                if (!p.string(value) || !p.eat(':') || !p.string(value)) return false;
+                if (p.eat(',')) continue;
+                if (p.eat('}')) break;
+                return false;
+              }
+            }
+            if (p.eat(',')) continue;
+            if (p.eat('}')) break;
+            return false;
+          }
+          if (!p.string(value)) return false;
           if (key == "message_id") r.message_id = value;
           else if (key == "producer") r.producer = value;
           else if (key == "event_time") r.event_time = value;

@@ -2,6 +2,8 @@
 
 #include "workers/etl/blob_format.hpp"
 
+#include "workers/persistor/format.hpp"
+
 #include <gtest/gtest.h>
 
 namespace shoal::workers::etl {
@@ -21,6 +23,39 @@ TEST(BlobFormatTest, ExtractsPersistorV1RecordsWithMetadata) {
   EXPECT_EQ(r->records[1].line, 3u); // blank line between records
   EXPECT_EQ(r->records[1].index, 1u);
   EXPECT_TRUE(r->records[1].problem.empty());
+}
+
+TEST(BlobFormatTest, ReadsTheRecordsThePersistorWritesWithTheirProperties) {
+  // What the persistor writes always holds METADATA.properties (an object of strings); the
+  // records read the same whether the fast reader or the DOM decides (a non-string property
+  // value takes the DOM).
+  persistor::record r;
+  r.message_id = "00ff";
+  r.producer = "send@1@h";
+  r.dest = "flights";
+  r.payload = R"({"date":"2001/01/01 00:47","note":"a \"quoted\" word"})";
+  r.event_time = 978'310'020'000;
+  r.ingest_time = 978'310'021'000;
+  r.properties = {{"ct", "application/json"}, {"k\"ey", "v\\al"}};
+  std::string body;
+  persistor::append_record(body, persistor::record_format::persistor_v1, r);
+  r.message_id = "0100";
+  r.properties.clear();
+  persistor::append_record(body, persistor::record_format::persistor_v1, r);
+  body += R"({"DATA":"x","METADATA":{"message_id":"0101","properties":{"n":1}}})" "\n\n";
+  auto ex = extract_records(body);
+  ASSERT_TRUE(ex) << ex.error().message;
+  EXPECT_EQ(ex->format, blob_format::persistor_v1);
+  ASSERT_EQ(ex->records.size(), 3u);
+  for (const auto& rec : ex->records) EXPECT_TRUE(rec.problem.empty()) << rec.problem;
+  EXPECT_EQ(ex->records[0].message_id, "00ff");
+  EXPECT_EQ(ex->records[0].producer, "send@1@h");
+  EXPECT_EQ(ex->records[0].payload, r.payload);
+  EXPECT_EQ(ex->records[0].event_time, "2001-01-01T00:47:00.000Z");
+  EXPECT_EQ(ex->records[0].ingest_time, "2001-01-01T00:47:01.000Z");
+  EXPECT_EQ(ex->records[1].message_id, "0100");
+  EXPECT_EQ(ex->records[2].message_id, "0101");
+  EXPECT_EQ(ex->records[2].payload, "x");
 }
 
 TEST(BlobFormatTest, ExtractsNdjsonRecordsAndSerializesTheData) {
