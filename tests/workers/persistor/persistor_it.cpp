@@ -252,6 +252,21 @@ struct persistor_run {
   }
 };
 
+// The catalog entries of `dest` in the run's catalog (failures are the test's).
+std::vector<storage::blob_catalog_entry> catalogued(const persistor_run& run, const std::string& dest) {
+  auto svc = storage::table_service_client::from_connection_string(run.cs);
+  EXPECT_TRUE(svc);
+  if (!svc)
+    return {};
+  auto cat = storage::blob_catalog::open_existing(*svc, run.catalog);
+  EXPECT_TRUE(cat) << cat.error().describe();
+  if (!cat)
+    return {};
+  auto found = cat->find({.dest = dest});
+  EXPECT_TRUE(found) << found.error().describe();
+  return found ? *found : std::vector<storage::blob_catalog_entry>{};
+}
+
 TEST(PersistorIt, HundredThousandRecordsLandOnceUnderTheirDateFolders) {
   auto fx = fixture_storage::make();
   auto run = persistor_run::make("big");
@@ -286,15 +301,10 @@ TEST(PersistorIt, HundredThousandRecordsLandOnceUnderTheirDateFolders) {
   ASSERT_TRUE(one) << one.error().describe();
   EXPECT_EQ(one->payload, inv.blobs.front());
   // And a catalog entry, by dest and date.
-  auto svc = storage::table_service_client::from_connection_string(run.cs);
-  ASSERT_TRUE(svc);
-  auto cat = storage::blob_catalog::open_existing(*svc, run.catalog);
-  ASSERT_TRUE(cat) << cat.error().describe();
-  auto found = cat->find({.dest = "flights"});
-  ASSERT_TRUE(found) << found.error().describe();
-  EXPECT_EQ(found->size(), inv.blobs.size());
+  const auto found = catalogued(run, "flights");
+  EXPECT_EQ(found.size(), inv.blobs.size());
   std::uint64_t catalogued = 0;
-  for (const auto& e : *found)
+  for (const auto& e : found)
     catalogued += e.record_count;
   EXPECT_EQ(catalogued, n);
 }
@@ -771,14 +781,8 @@ TEST(PersistorIt, ThePartitionDepthPicksTheDateFoldersOfBlobNamesAndCatalogDates
       folders.insert(std::string(ps::partition_of_blob(b)));
     EXPECT_EQ(folders.size(), w.folders) << w.partition;
     EXPECT_EQ(inv.blobs.size(), w.folders) << w.partition << ": one blob per folder";
-    auto svc = storage::table_service_client::from_connection_string(run.cs);
-    ASSERT_TRUE(svc);
-    auto cat = storage::blob_catalog::open_existing(*svc, run.catalog);
-    ASSERT_TRUE(cat) << cat.error().describe();
-    auto found = cat->find({.dest = "depth"});
-    ASSERT_TRUE(found) << found.error().describe();
     std::set<std::string> dates;
-    for (const auto& e : *found)
+    for (const auto& e : catalogued(run, "depth"))
       dates.insert(e.date);
     EXPECT_EQ(dates, w.dates) << w.partition;
   }
