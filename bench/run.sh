@@ -2,7 +2,8 @@
 # Runs one benchmark against the components it needs, started here on loopback.
 #
 #   bench/run.sh storage|transport|claim|persistor|etl|e2e|fuzz [extra args for the bench]
-#   (e2e: the naive per-message design vs `shoal run --dataset flights-200k`, same Azurite)
+#   (e2e: the naive per-message design vs `shoal run` on flights-2k/20k/200k and a generated
+#    1,000,000-event stream over 365 days, same Azurite; --datasets to pick)
 #   (persistor: [records_200B] [records_2KiB], defaults 1000000 500000, ~1 GB per 2 KiB row;
 #    `uptime` is printed before and after; PERSISTOR_BENCH_ONLY=persistor|raw for perf record)
 #
@@ -12,7 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SHOAL_BUILD_DIR:-$root/build}
 what=${1:-}
-[ -n "$what" ] || { sed -n '2,10p' "$0"; exit 2; }
+[ -n "$what" ] || { sed -n '2,11p' "$0"; exit 2; }
 shift
 
 with_azurite() {
@@ -43,6 +44,12 @@ case "$what" in
     case "$what" in
       transport) "$build/bench/${what}_bench" "$@" ;;
       persistor)
+        uptime
+        with_azurite "$build/bench/${what}_bench" "$@"
+        uptime
+        ;;
+      e2e)
+        cmake --build "$build" --target shoal
         uptime
         with_azurite "$build/bench/${what}_bench" "$@"
         uptime

@@ -4,6 +4,7 @@
 #include "tests/support/azurite.hpp"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,10 +29,10 @@ struct run_output {
 // Runs `shoal --config <dir>/shoal.toml --connection-string <fixture> run <args>` in `dir`,
 // capturing stdout+stderr. The config gives this test its own work table, queue, container and
 // catalog: other suites share the fixture's Azurite and run `etl run` on the default names.
-run_output run_shoal(const fs::path& dir, const std::string& args) {
+run_output run_shoal(const fs::path& dir, const std::string& args, const std::string& global = {}) {
   const std::string cmd = "cd '" + dir.string() + "' && '" + tests::shoal_binary() +
                           "' --config shoal.toml --log-level warn --connection-string '" +
-                          tests::azurite_connection_string() + "' run " + args + " 2>&1";
+                          tests::azurite_connection_string() + "' " + global + " run " + args + " 2>&1";
   run_output out;
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p)
@@ -48,9 +49,11 @@ run_output run_shoal(const fs::path& dir, const std::string& args) {
 class RunIt : public ::testing::Test {
 protected:
   fs::path dir = fs::temp_directory_path() / tests::unique_name("shoalrun");
+  std::string runs_table_;
   void SetUp() override {
     fs::create_directories(dir);
     const std::string name = tests::unique_name("run");
+    runs_table_ = name + "r";
     std::string lower;
     for (char c : name)
       lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -68,8 +71,29 @@ protected:
 };
 
 TEST_F(RunIt, LoadsFlights20kEndToEndAndVerifies) {
-  auto r = run_shoal(dir, "--dataset flights-20k --workers 4 --db shoal.db --run-dir run");
+  auto r = run_shoal(dir, "--dataset flights-20k --workers 4 --db shoal.db --run-dir run", "--json");
   ASSERT_EQ(r.status, 0) << r.text;
+  // What it cost: every process's storage requests and CPU seconds (their stats files).
+  EXPECT_NE(r.text.find("  storage requests        "), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find("  CPU seconds             send "), std::string::npos) << r.text;
+  const auto line = r.text.substr(r.text.rfind("\n{") + 1);
+  const auto j = nlohmann::json::parse(line, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << line;
+  const auto blobs = j.value("blobs", 0);
+  EXPECT_GE(blobs, 90) << "one blob per day at least (90 days)";
+  EXPECT_LT(blobs, 400) << "day folders, not hour folders";
+  const auto& req = j["storage_requests"];
+  EXPECT_GT(req.value("total", 0), 0);
+  EXPECT_GT(req.value("per_1000_records", 0.0), 0.0);
+  EXPECT_NEAR(req.value("per_blob", 0.0) * blobs, req.value("total", 0), 1.0);
+  // The run log: one entity group transaction per blob (a blob retried reads and writes more).
+  const auto runs = req["by_resource"].value(runs_table_, 0);
+  EXPECT_GE(runs, blobs);
+  EXPECT_LT(runs, 2 * blobs);
+  const auto& cpu = j["cpu_s"];
+  for (const char* p : {"send", "persistor", "workers", "supervisor", "run"})
+    EXPECT_GT(cpu.value(p, 0.0), 0.0) << p;
+  EXPECT_EQ(cpu["processes"].value("workers", 0), 4);
   EXPECT_NE(r.text.find("records read            20000"), std::string::npos) << r.text;
   EXPECT_NE(r.text.find("rows loaded (new)       20000 into flights"), std::string::npos) << r.text;
   EXPECT_NE(r.text.find("already loaded          0 "), std::string::npos) << r.text;

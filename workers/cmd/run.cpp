@@ -16,6 +16,8 @@
 #include "workers/cmd/run_progress.hpp"
 #include "workers/dev_storage.hpp"
 #include "workers/json_input.hpp"
+#include "workers/persistor/format.hpp"
+#include "workers/process_stats.hpp"
 #include "workers/work_table.hpp"
 
 #include "storage/blob_client.hpp"
@@ -55,6 +57,7 @@ struct run_args {
   unsigned workers = 0; // 0 = 2 per core
   std::string run_dir = "./shoal-run";
   std::string event_time_field;
+  std::string partition;     // day | hour | month; "" = the dataset's ([persistor] partition)
   std::string etl = "fleet"; // fleet | rounds
   double stall_timeout_s = 300;
 };
@@ -65,6 +68,7 @@ struct dataset_spec {
   fs::path file;
   std::string dest;
   std::string event_time_field;
+  std::string partition; // "" = [persistor] partition (day by default)
   fs::path datasets_dir;
   std::string table = "shoal_etl_records";
 };
@@ -96,6 +100,7 @@ std::optional<dataset_spec> resolve_dataset(const run_args& a) {
     d.file = data / "seattle-weather.csv";
     d.dest = "seattle-weather";
     d.event_time_field = "date";
+    d.partition = "month"; // one record per day: by day every blob would hold one record
     d.datasets_dir = shipped;
     d.table = "seattle_weather";
   } else {
@@ -109,6 +114,8 @@ std::optional<dataset_spec> resolve_dataset(const run_args& a) {
   }
   if (!a.event_time_field.empty())
     d.event_time_field = a.event_time_field;
+  if (!a.partition.empty())
+    d.partition = a.partition;
   std::error_code ec;
   if (!fs::is_regular_file(d.file, ec)) {
     std::fprintf(stderr,
@@ -232,12 +239,118 @@ private:
   queue_view last_;
 };
 
+// -- what the run cost ---------------------------------------------------------------------------
+
+// The storage requests and CPU seconds of the run's processes (their stats files), and the
+// observer's own (this process: the display's queue reads).
+struct run_cost {
+  std::uint64_t requests = 0;                        // every child's, retries included
+  std::map<std::string, std::uint64_t> by_resource;  // "shoalwork", "shoal (blob)", …
+  std::map<std::string, std::uint64_t> by_op;        // "table batch", "blob put", …
+  double per_blob = 0, per_1000_records = 0;
+  std::map<std::string, std::pair<double, int>> cpu; // command → (CPU s, processes)
+  std::uint64_t observer_requests = 0;               // shoal run's own (not in `requests`)
+  double observer_cpu = 0;
+};
+
+run_cost run_cost_of(const std::vector<workers::process_stats>& children, std::int64_t blobs, std::size_t records) {
+  run_cost c;
+  for (const auto& p : children) {
+    auto& [cpu, n] = c.cpu[p.command];
+    cpu += p.cpu_s;
+    n += 1;
+    for (const auto& r : p.requests) {
+      c.requests += r.count;
+      const std::string svc(storage::to_string(r.svc));
+      c.by_resource[r.resource + (r.svc == storage::service::table ? "" : " (" + svc + ")")] += r.count;
+      c.by_op[svc + " " + r.op] += r.count;
+    }
+  }
+  if (blobs > 0)
+    c.per_blob = static_cast<double>(c.requests) / static_cast<double>(blobs);
+  if (records > 0)
+    c.per_1000_records = static_cast<double>(c.requests) * 1000.0 / static_cast<double>(records);
+  const auto self = workers::current_process_stats("run");
+  for (const auto& r : self.requests)
+    c.observer_requests += r.count;
+  c.observer_cpu = self.cpu_s;
+  return c;
+}
+
+// "a 12 · b 3 · …", largest first.
+std::string ranked(const std::map<std::string, std::uint64_t>& m) {
+  std::vector<std::pair<std::uint64_t, std::string>> v;
+  for (const auto& [k, n] : m)
+    v.emplace_back(n, k);
+  std::sort(v.begin(), v.end(), std::greater<>());
+  std::string out;
+  for (const auto& [n, k] : v)
+    out += (out.empty() ? "" : " · ") + k + " " + grouped(static_cast<std::int64_t>(n));
+  return out;
+}
+
+void print_cost(const run_cost& c, std::optional<double> emulator_cpu) {
+  std::printf("  storage requests        %s (%.1f per blob, %.1f per 1,000 records; the display's own "
+              "reads: %s more)\n",
+              grouped(static_cast<std::int64_t>(c.requests)).c_str(), c.per_blob, c.per_1000_records,
+              grouped(static_cast<std::int64_t>(c.observer_requests)).c_str());
+  std::printf("    by table/container    %s\n", ranked(c.by_resource).c_str());
+  std::printf("    by operation          %s\n", ranked(c.by_op).c_str());
+  std::string cpu;
+  for (const char* cmd : {"send", "persistor", "worker", "supervisor", "etl"}) {
+    auto it = c.cpu.find(cmd);
+    if (it == c.cpu.end())
+      continue;
+    char buf[96];
+    const char* name = std::string_view(cmd) == "worker" ? "workers" : cmd;
+    if (it->second.second > 1)
+      std::snprintf(buf, sizeof buf, "%s %.1f (%d processes)", name, it->second.first, it->second.second);
+    else
+      std::snprintf(buf, sizeof buf, "%s %.1f", name, it->second.first);
+    cpu += (cpu.empty() ? "" : " · ") + std::string(buf);
+  }
+  char tail[96];
+  if (emulator_cpu) {
+    std::snprintf(tail, sizeof tail, " · storage emulator %.1f", *emulator_cpu);
+    cpu += tail;
+  }
+  std::snprintf(tail, sizeof tail, " · shoal run %.1f", c.observer_cpu);
+  cpu += tail;
+  std::printf("  CPU seconds             %s\n", cpu.c_str());
+}
+
+nlohmann::json cost_json(const run_cost& c) {
+  return {{"total", c.requests},
+          {"per_blob", c.per_blob},
+          {"per_1000_records", c.per_1000_records},
+          {"by_resource", c.by_resource},
+          {"by_op", c.by_op},
+          {"observer", c.observer_requests}};
+}
+
+nlohmann::json cpu_json(const run_cost& c, std::optional<double> emulator_cpu) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [cmd, v] : c.cpu)
+    j[cmd == "worker" ? "workers" : cmd] = v.first;
+  j["processes"] = nlohmann::json::object();
+  for (const auto& [cmd, v] : c.cpu)
+    j["processes"][cmd == "worker" ? "workers" : cmd] = v.second;
+  if (emulator_cpu)
+    j["storage_emulator"] = *emulator_cpu;
+  j["run"] = c.observer_cpu;
+  return j;
+}
+
 int run_main(const global_options& g, const run_args& a) {
   const auto t_start = clock_type::now();
   auto cfg = load(g);
   if (!cfg)
     return 2;
   init_logging(*cfg);
+  if (!a.partition.empty() && !workers::persistor::parse_partition_depth(a.partition)) {
+    std::fprintf(stderr, "shoal run: --partition must be day, hour or month\n");
+    return 2;
+  }
   if (a.etl != "fleet" && a.etl != "rounds") {
     std::fprintf(stderr, "shoal run: --etl must be fleet or rounds\n");
     return 2;
@@ -273,6 +386,17 @@ int run_main(const global_options& g, const run_args& a) {
     std::fprintf(stderr, "shoal run: storage: %s\n", storage.error().describe().c_str());
     return 1;
   }
+  // What the storage emulator we started spends (CPU seconds from here on).
+  std::optional<pid_t> emulator;
+  std::optional<double> emulator_cpu0;
+  if (storage->started) {
+    emulator = storage->started->pid();
+    emulator_cpu0 = workers::process_cpu_seconds(*emulator);
+  }
+  // Every `shoal` process of this run writes its CPU time and storage requests here at exit.
+  const fs::path stats_dir = run_dir / "stats";
+  fs::remove_all(stats_dir, ec);
+  fs::create_directories(stats_dir, ec);
   std::printf("storage: %s; logs in %s\n",
               storage->started ? "started Azurite (development storage)"
                                : "using the configured account",
@@ -316,12 +440,11 @@ int run_main(const global_options& g, const run_args& a) {
       {"AZURE_STORAGE_CONNECTION_STRING", storage->connection_string},
       {"SHOAL_ETL_SQLITE_PATH", db.string()},
       {"SHOAL_ETL_DATASETS_DIR", ds->datasets_dir.string()},
-      // No persist.committed → work.available path yet: keep the fallback poll short.
-      {"SHOAL_WORKER_POLL_MAX_MS", "500"},
-      {"SHOAL_WORKER_POLL_MIN_MS", "100"},
-      // An ETL blob mostly waits on storage (claim, run-log steps, blob GET): 4 at once per
-      // worker process keeps the 2-per-core fleet busy without more processes.
-      {"SHOAL_WORKER_CONCURRENCY", "4"}};
+      // An ETL blob mostly waits on storage (claim, blob GET, run log): 4 at once per worker
+      // process keeps the 2-per-core fleet busy without more processes. (The fallback table
+      // poll keeps its defaults: persist.committed → work.available wakes the workers.)
+      {"SHOAL_WORKER_CONCURRENCY", "4"},
+      {workers::stats_dir_env, stats_dir.string()}};
   if (!g.config_path.empty())
     env.emplace_back("SHOAL_CONFIG", fs::absolute(g.config_path).string());
   const std::string persistor_name = "run" + std::to_string(::time(nullptr)) + "p" +
@@ -345,6 +468,8 @@ int run_main(const global_options& g, const run_args& a) {
                              persistor_name});
   if (!ds->event_time_field.empty())
     pargv.insert(pargv.end(), {"--event-time-field", ds->event_time_field});
+  if (!ds->partition.empty())
+    pargv.insert(pargv.end(), {"--partition", ds->partition});
   auto persistor = workers::child_process::spawn({pargv, env, logs / "persistor.log", true});
   if (!persistor) {
     std::fprintf(stderr, "shoal run: persistor: %s\n", persistor.error().describe().c_str());
@@ -669,6 +794,12 @@ int run_main(const global_options& g, const run_args& a) {
               wall_s);
   if (!stop_note.empty())
     std::printf("  fleet                   %s\n", stop_note.c_str());
+  const auto cost = run_cost_of(workers::read_process_stats(stats_dir), totals.blobs, *records_in);
+  std::optional<double> emulator_cpu;
+  if (emulator && emulator_cpu0)
+    if (auto now = workers::process_cpu_seconds(*emulator))
+      emulator_cpu = *now - *emulator_cpu0;
+  print_cost(cost, emulator_cpu);
   if (!persistor_note.empty()) {
     for (char& c : persistor_note)
       if (c == '\n')
@@ -698,6 +829,8 @@ int run_main(const global_options& g, const run_args& a) {
                                {"end_to_end_s", e2e_s},
                                {"wall_s", wall_s},
                                {"end_to_end_records_per_s", rate(e2e_s)},
+                               {"storage_requests", cost_json(cost)},
+                               {"cpu_s", cpu_json(cost, emulator_cpu)},
                                {"verified", ok}}
                     .dump()
                     .c_str());
@@ -720,6 +853,9 @@ void add_run_command(CLI::App& app, global_options& g, command_fn& run) {
   cmd->add_option("--workers", a->workers, "ETL worker processes (default: 2 per core)");
   cmd->add_option("--run-dir", a->run_dir, "logs and the Azurite workspace of this run")
       ->capture_default_str();
+  cmd->add_option("--partition", a->partition,
+                  "blob date folders: day | hour | month (default: [persistor] partition, day; "
+                  "month for seattle-weather)");
   cmd->add_option("--event-time-field", a->event_time_field,
                   "field holding the event time (blob date folders); default per dataset");
   cmd->add_option("--etl", a->etl,

@@ -1,6 +1,7 @@
 // The single `shoal` executable: one subcommand per role (see README.md).
 
 #include "workers/cmd/cli.hpp"
+#include "workers/process_stats.hpp"
 #include "workers/version.hpp"
 
 #include <CLI/CLI.hpp>
@@ -40,5 +41,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  return run ? run() : 0;
+  const int status = run ? run() : 0;
+  // $SHOAL_RUN_STATS_DIR (set by `shoal run`): this process's CPU and storage requests.
+  if (!app.get_subcommands().empty())
+    shoal::workers::write_process_stats(app.get_subcommands().front()->get_name());
+  return status;
 }
