@@ -315,11 +315,19 @@ int run_send(const global_options& g, const send_args& a) {
     std::int64_t sent_ms = 0;
     std::uint32_t attempt = 0;
   };
-  std::unordered_map<std::string, pending> unacked; // 16 id bytes → record
-  // Re-send deadlines: (deadline ms → id, sent_ms). A record's timeout doubles with every
-  // re-send (capped at 8×), so a slow persistor sees fewer duplicates instead of more.
-  std::multimap<std::int64_t, std::pair<std::string, std::int64_t>> timeline;
-  std::deque<std::string> unsent;                   // read but refused by the HWM
+  using id_t = transport::message_id;
+  std::unordered_map<id_t, pending, workers::persistor::message_id_hash> unacked;
+  unacked.reserve(static_cast<std::size_t>(a.window) * 2);
+  // Re-send deadlines, a min-heap of (deadline ms, id, sent_ms). A record's timeout doubles with
+  // every re-send (capped at 8×), so a slow persistor sees fewer duplicates instead of more.
+  struct due {
+    std::int64_t at = 0;
+    id_t id{};
+    std::int64_t sent_ms = 0;
+    bool operator>(const due& o) const noexcept { return at > o.at; }
+  };
+  std::vector<due> timeline;
+  std::deque<id_t> unsent; // read but refused by the HWM
   std::size_t read = 0, acked = 0, rejected = 0, resent = 0;
   std::uint64_t bytes = 0;
   bool input_done = false;
@@ -352,8 +360,8 @@ int run_send(const global_options& g, const send_args& a) {
       ++flushes;
     }
   };
-  auto send_one = [&](const std::string& key, pending& p) -> bool {
-    std::memcpy(env.id.data(), key.data(), 16);
+  auto send_one = [&](const id_t& key, pending& p) -> bool {
+    env.id = key;
     env.ts_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                std::chrono::system_clock::now().time_since_epoch())
                                                .count());
@@ -371,7 +379,8 @@ int run_send(const global_options& g, const send_args& a) {
     p.sent_ms = now_ms();
     ++sent_since_flush;
     const std::int64_t timeout = static_cast<std::int64_t>(a.ack_timeout_ms) << std::min<std::uint32_t>(p.attempt - 1, 3);
-    timeline.emplace(p.sent_ms + timeout, std::make_pair(key, p.sent_ms));
+    timeline.push_back({p.sent_ms + timeout, key, p.sent_ms});
+    std::push_heap(timeline.begin(), timeline.end(), std::greater<>());
     return true;
   };
 
@@ -400,12 +409,11 @@ int run_send(const global_options& g, const send_args& a) {
       }
       ++read;
       bytes += r->payload.size();
-      std::string key(r->id.begin(), r->id.end());
-      auto [it, fresh] = unacked.try_emplace(key, pending{std::move(r->payload), 0, 0});
+      auto [it, fresh] = unacked.try_emplace(r->id, pending{std::move(r->payload), 0, 0});
       if (!fresh)
         continue; // the same id twice in the input: one identity
-      if (!send_one(key, it->second)) {
-        unsent.push_back(key);
+      if (!send_one(r->id, it->second)) {
+        unsent.push_back(r->id);
         break;
       }
     }
@@ -420,15 +428,15 @@ int run_send(const global_options& g, const send_args& a) {
         break;
       if (in.kind == workers::persistor::kind_ack) {
         for (std::size_t off = 0; off + 16 <= in.body.size(); off += 16) {
-          std::string key(reinterpret_cast<const char*>(in.body.data() + off), 16);
+          id_t key;
+          std::memcpy(key.data(), in.body.data() + off, 16);
           if (unacked.erase(key)) {
             ++acked;
             last_progress = now_ms();
           }
         }
       } else if (in.kind == workers::persistor::kind_reject && in.corr) {
-        std::string key(in.corr->begin(), in.corr->end());
-        if (unacked.erase(key)) {
+        if (unacked.erase(*in.corr)) {
           ++rejected;
           std::fprintf(stderr, "\nshoal send: record %s rejected: %.*s\n", transport::to_hex(*in.corr).c_str(),
                        static_cast<int>(in.body.size()), reinterpret_cast<const char*>(in.body.data()));
@@ -437,11 +445,22 @@ int run_send(const global_options& g, const send_args& a) {
     }
     // Re-send what was not acked in time.
     const std::int64_t now = now_ms();
-    while (!timeline.empty() && timeline.begin()->first <= now) {
-      auto [key, sent] = timeline.begin()->second;
-      timeline.erase(timeline.begin());
+    if (timeline.size() > 4 * unacked.size() + 4096) {
+      // Deadlines of acked records wait in the heap until they come round: drop them now and
+      // then, so the heap stays near the records in flight (O(n), amortized over n acks).
+      std::erase_if(timeline, [&](const due& d) {
+        auto it = unacked.find(d.id);
+        return it == unacked.end() || it->second.sent_ms != d.sent_ms;
+      });
+      std::make_heap(timeline.begin(), timeline.end(), std::greater<>());
+    }
+    while (!timeline.empty() && timeline.front().at <= now) {
+      std::pop_heap(timeline.begin(), timeline.end(), std::greater<>());
+      const due d = timeline.back();
+      timeline.pop_back();
+      const id_t key = d.id;
       auto it = unacked.find(key);
-      if (it == unacked.end() || it->second.sent_ms != sent)
+      if (it == unacked.end() || it->second.sent_ms != d.sent_ms)
         continue; // acked, or sent again since
       if (!send_one(key, it->second)) {
         unsent.push_back(key);

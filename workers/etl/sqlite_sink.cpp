@@ -326,6 +326,13 @@ result<std::unique_ptr<sql_sink>> open_sqlite_sink(const sqlite_sink_options& o)
   if (o.path != ":memory:")
     if (auto r = sink->execute("PRAGMA journal_mode=WAL"); !r) return std::unexpected(r.error());
   if (auto r = sink->execute("PRAGMA synchronous=" + o.synchronous); !r) return std::unexpected(r.error());
+  // Pages read through a memory map instead of pread copies: several worker processes write the
+  // same file, so every transaction starts with the others' changes (its page cache dropped) and
+  // re-reads the B-tree pages it touches; mapped, that is a page-cache hit, not a copy
+  // (issue 14's profile: pread/_copy_to_iter were most of a worker's CPU). 256 MiB of address
+  // space, not memory.
+  if (o.path != ":memory:")
+    if (auto r = sink->execute("PRAGMA mmap_size=268435456"); !r) return std::unexpected(r.error());
   return std::unique_ptr<sql_sink>(std::move(sink));
 }
 

@@ -813,7 +813,9 @@ private:
         });
       });
     }
+    const auto t0 = std::chrono::steady_clock::now();
     const bool enqueued = e_->retry_until_ok("registering", what, [&] { return e_->register_etl_many(pending_); });
+    const auto t_etl = std::chrono::steady_clock::now();
     if (enqueued && (!e_->catalog || !e_->opts.catalog_before_ack))
       for (auto& p : pending_) { // acked now; the catalog entry (if any) follows
         e_->finish(p);
@@ -824,6 +826,9 @@ private:
       return; // stopping: unacked ones are redelivered by their sources
     if (e_->catalog)
       e_->stats.catalogued.fetch_add(pending_.size(), std::memory_order_relaxed);
+    spdlog::debug("persistor: registered {} blob(s): ETL records in {} ms, both in {} ms", pending_.size(),
+                  std::chrono::duration_cast<std::chrono::milliseconds>(t_etl - t0).count(),
+                  std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
     for (auto& p : pending_)
       if (!p.acked)
         e_->finish(p);

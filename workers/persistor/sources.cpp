@@ -95,15 +95,6 @@ struct delete_receipts { // → deleter: delete the queue messages in this slot
   MSGPACK_DEFINE(slot);
 };
 
-struct id_hash {
-  std::size_t operator()(const transport::message_id& id) const noexcept {
-    std::uint64_t a = 0, b = 0;
-    std::memcpy(&a, id.data(), 8);
-    std::memcpy(&b, id.data() + 8, 8);
-    return static_cast<std::size_t>(a ^ (b * 0x9e3779b97f4a7c15ULL));
-  }
-};
-
 // Mailboxes of the sources block rather than refuse (nothing is sent per record).
 constexpr actors::mailbox_options source_mailbox{.capacity = 1u << 16,
                                                  .policy = actors::overflow_policy::block};
@@ -200,8 +191,23 @@ protected:
 private:
   struct waiting {
     transport::message_id id;
-    std::vector<std::vector<std::uint8_t>> routes; // every producer that sent this id
+    std::uint32_t route = 0;          // the producer that sent it (index into routes_)
+    std::vector<std::uint32_t> more;  // other producers that sent the same id meanwhile (rare)
+    bool from(std::uint32_t r) const { return route == r || std::find(more.begin(), more.end(), r) != more.end(); }
   };
+
+  // The index of the current frame's producer (route_) in routes_: records in flight name their
+  // producer by index, with no copy of its routing id per record. Producers are few (one per
+  // connection), and consecutive frames mostly come from the same one.
+  std::uint32_t route_index() {
+    if (last_route_ < routes_.size() && routes_[last_route_] == route_)
+      return last_route_;
+    auto it = std::find(routes_.begin(), routes_.end(), route_);
+    if (it == routes_.end())
+      it = routes_.insert(routes_.end(), route_);
+    last_route_ = static_cast<std::uint32_t>(it - routes_.begin());
+    return last_route_;
+  }
 
   void poll() {
     if (!reading_)
@@ -250,15 +256,21 @@ private:
   // into the reused record, then formatted straight into its batch's body.
   void take_record() {
     source_stats& stats = *sh_->stats;
+    const std::uint32_t route = route_index();
     if (auto it = by_id_.find(in_.id); it != by_id_.end()) {
       stats.duplicates.fetch_add(1, std::memory_order_relaxed);
-      auto& routes = inflight_[it->second].routes;
-      if (std::find(routes.begin(), routes.end(), route_) == routes.end())
-        routes.push_back(route_);
+      auto& w = inflight_[it->second];
+      if (!w.from(route))
+        w.more.push_back(route);
       return;
     }
     record& r = rec_;
-    r.message_id = transport::to_hex(in_.id);
+    static constexpr char hex[] = "0123456789abcdef"; // transport::to_hex, in place: no allocation
+    r.message_id.resize(2 * in_.id.size());
+    for (std::size_t i = 0; i < in_.id.size(); ++i) {
+      r.message_id[2 * i] = hex[in_.id[i] >> 4];
+      r.message_id[2 * i + 1] = hex[in_.id[i] & 0xF];
+    }
     r.producer.assign(in_.from);
     r.ingest_time = now_ms();
     // One memcpy (assigning from the byte vector's iterators copies element by element).
@@ -292,7 +304,7 @@ private:
       (void)router_->send(route_, rej, std::chrono::milliseconds(100));
       return;
     }
-    inflight_.emplace(tok, waiting{in_.id, {route_}});
+    inflight_.emplace(tok, waiting{in_.id, route, {}});
     by_id_.emplace(in_.id, tok);
   }
 
@@ -301,9 +313,9 @@ private:
   // acked (at once when there are none). O(records in flight).
   void take_flush() {
     sh_->stats->flushes.fetch_add(1, std::memory_order_relaxed);
-    flush_waiter w{in_.id, route_, {}};
+    flush_waiter w{in_.id, route_index(), {}};
     for (const auto& [tok, wt] : inflight_)
-      if (std::find(wt.routes.begin(), wt.routes.end(), route_) != wt.routes.end())
+      if (wt.from(w.route))
         w.tokens.insert(tok);
     if (w.tokens.empty()) {
       send_ack(route_, std::span(&w.id, 1));
@@ -348,13 +360,14 @@ private:
     blobs_.clear();
     if (tokens_.empty())
       return;
-    std::map<std::vector<std::uint8_t>, std::vector<transport::message_id>> per_route;
+    per_route_.resize(routes_.size());
     for (ack_token t : tokens_) {
       auto it = inflight_.find(t);
       if (it == inflight_.end())
         continue; // from before a restart of this actor: that producer re-sends
-      for (auto& r : it->second.routes)
-        per_route[r].push_back(it->second.id);
+      per_route_[it->second.route].push_back(it->second.id);
+      for (auto r : it->second.more)
+        per_route_[r].push_back(it->second.id);
       by_id_.erase(it->second.id);
       inflight_.erase(it);
       for (auto& f : flushes_)
@@ -367,11 +380,15 @@ private:
         ++f;
         continue;
       }
-      per_route[f->route].push_back(f->id);
+      per_route_[f->route].push_back(f->id);
       f = flushes_.erase(f);
     }
-    for (auto& [route, ids] : per_route)
-      send_ack(route, ids);
+    for (std::size_t r = 0; r < per_route_.size(); ++r) {
+      if (per_route_[r].empty())
+        continue;
+      send_ack(routes_[r], per_route_[r]);
+      per_route_[r].clear(); // capacity kept for the next acks
+    }
   }
 
   // persist.ack of `ids` to `route`, at most 4096 ids per envelope.
@@ -394,7 +411,7 @@ private:
   // A persist.flush waiting for the acks of its producer's records.
   struct flush_waiter {
     transport::message_id id;               // the flush envelope's id, acked at the end
-    std::vector<std::uint8_t> route;        // its producer
+    std::uint32_t route = 0;                // its producer (index into routes_)
     std::unordered_set<ack_token> tokens;   // that producer's records not acked yet
   };
 
@@ -403,12 +420,15 @@ private:
   std::optional<transport::envelope_socket> pub_;
   std::unique_ptr<batch_stage> stage_;
   std::unordered_map<ack_token, waiting> inflight_;
-  std::unordered_map<transport::message_id, ack_token, id_hash> by_id_;
+  std::unordered_map<transport::message_id, ack_token, message_id_hash> by_id_;
   ack_token next_token_ = 1;
   bool reading_ = true;
   bool timer_armed_ = false;
   transport::envelope in_, out_;
-  std::vector<std::uint8_t> route_;
+  std::vector<std::uint8_t> route_;          // routing id of the frame being handled
+  std::vector<std::vector<std::uint8_t>> routes_; // producers seen, by index
+  std::uint32_t last_route_ = 0;             // index of the previous frame's producer
+  std::vector<std::vector<transport::message_id>> per_route_; // acks being sent, by producer
   record rec_;                               // reused: its buffers keep their capacity
   std::vector<ack_token> tokens_;            // swapped with the completion queue
   std::vector<committed_blob> blobs_;

@@ -28,6 +28,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -40,6 +41,17 @@ inline constexpr std::string_view kind_ack = "persist.ack";
 inline constexpr std::string_view kind_reject = "persist.reject";
 inline constexpr std::string_view kind_committed = "persist.committed";
 inline constexpr std::string_view kind_flush = "persist.flush";
+
+/// Hash of a 16-byte message id (ids are random or hashes already: two words folded), for the
+/// hash maps keyed by id of the push source and `shoal send`. Thread-safe (pure).
+struct message_id_hash {
+  std::size_t operator()(const transport::message_id& id) const noexcept {
+    std::uint64_t a = 0, b = 0;
+    std::memcpy(&a, id.data(), 8);
+    std::memcpy(&b, id.data() + 8, 8);
+    return static_cast<std::size_t>(a ^ (b * 0x9e3779b97f4a7c15ULL));
+  }
+};
 
 /// Settings of the push source.
 struct push_options {
