@@ -59,6 +59,8 @@ void send_error(mg_connection* c, int status, const std::string& why) {
 }
 
 int status_of(const error& e) {
+  if (e.code == errc::storage && e.storage_code == storage::errc::not_found)
+    return 404; // the table (runs, catalog) does not exist yet
   switch (e.code) {
   case errc::invalid_argument: return 400;
   case errc::not_found: return 404;

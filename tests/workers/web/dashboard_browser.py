@@ -21,6 +21,7 @@ Screenshots of every page go to --out.
 """
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -73,12 +74,18 @@ class Run:
         self.d.quit()
 
     def shot(self, name):
-        # The whole page: grow the window to the document's height first.
-        h = self.d.execute_script("return Math.max(document.body.scrollHeight, 800)")
-        self.d.set_window_size(1400, min(int(h) + 40, 6000))
+        """A PNG of the whole page (not only the window), through the DevTools protocol."""
+        size = self.d.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        height = min(int(size["height"]) + 20, 8000)
+        self.d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 1400, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        try:
+            png = self.d.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        finally:
+            self.d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         path = os.path.join(self.a.out, name + ".png")
-        self.d.save_screenshot(path)
-        self.d.set_window_size(1400, 1000)
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(png["data"]))
         print("screenshot", path, flush=True)
 
     def wait(self, what, pred):

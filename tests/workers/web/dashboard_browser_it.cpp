@@ -43,13 +43,6 @@ command_output run_command(const std::string& cmd) {
   return out;
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // The payload that fails for good: markup that would run if the page ever inserted it as HTML.
 const std::string poison_payload =
     "{\"note\": \"<script>window.__shoalPwned=1</script><img src=x onerror=\\\"window.__shoalPwned=2\\\">\", "
@@ -131,7 +124,8 @@ TEST(DashboardBrowser, ShowsTheFleetAndDeadLettersAndRequeuesOnlyWithTheTokenInC
       << sup.log();
 
   // 3. The browser.
-  auto browser = run_command("python3 '" + source_dir() + "/tests/workers/web/dashboard_browser.py' --url http://127.0.0.1:" +
+  // Debian's interpreter: python3-selenium is installed for it, not for a python3 earlier on PATH.
+  auto browser = run_command("/usr/bin/python3 '" + source_dir() + "/tests/workers/web/dashboard_browser.py' --url http://127.0.0.1:" +
                              std::to_string(web_port) + " --token-file '" + token_file.string() + "' --heal-file '" +
                              heal.string() + "' --out '" + out.string() + "' --queue exec --dead-id poison-1 --dest sensors");
   std::printf("%s", browser.text.c_str());

@@ -106,7 +106,7 @@ function lineChart(id, series, opts) {
   g.append(svg('text', {x: 4, y: T + 4}, (max < 10 ? max.toFixed(2) : num(Math.round(max))) + (opts.unit || '')));
   g.append(svg('text', {x: 4, y: H - B}, '0'));
   for (let m = 0; m <= 60; m += 10)
-    g.append(svg('text', {x: x(t0 + m * 60000) - 8, y: H - B + 14}, m === 60 ? 'now' : '−' + (60 - m) + 'm'));
+    g.append(svg('text', {x: x(t0 + m * 60000) - (m === 60 ? 20 : 8), y: H - B + 14}, m === 60 ? 'now' : '−' + (60 - m) + 'm'));
   for (const s of series) {
     const pts = s.points.filter(p => p[0] >= t0);
     if (pts.length === 1) g.append(svg('circle', {cx: x(pts[0][0]), cy: y(pts[0][1]), r: 2.5, class: 'line ' + s.cls}));
@@ -144,7 +144,7 @@ pages.fleet = async function () {
     table('workers-table', ['slot', 'pid#', 'state', 'queue', 'current record', 'in flight#', 'done#', 'failed#',
       'claimed#', 'contention#', 'lease lost#', 'rate/s#', 'last heartbeat', 'restarts#', 'shards'],
       f.workers.map(w => el('tr', {'data-slot': w.slot, 'data-state': w.state},
-        td(w.slot), tdn(w.pid), td(state(w.state)), td(w.queue), td(w.current || '–', 'mono'),
+        td(w.slot), td(w.pid || '–', 'num'), td(state(w.state)), td(w.queue), td(w.current || '–', 'mono'),
         tdn(w.in_flight), tdn(w.done), tdn(w.failed), tdn(w.claimed), tdn(w.contention), tdn(w.lease_lost),
         td(Number(w.rate_per_s).toFixed(1), 'num'),
         td(w.last_heartbeat_ms_ago < 0 ? 'never' : ms(w.last_heartbeat_ms_ago) + ' ago'),
