@@ -26,6 +26,7 @@ using std::chrono::milliseconds;
 constexpr std::size_t payload_preview_bytes = 1024; // of a payload shown in a list
 constexpr std::size_t raw_preview_bytes = 2048;     // of a quarantined record's raw text
 constexpr std::size_t owner_lookups_max = 50;       // dead ETL records whose step owners are read
+constexpr std::size_t failing_scan_max = 100;       // pending records looked at for "failing"
 
 // Epoch milliseconds, or 0 for "never" (1970 or earlier).
 std::int64_t epoch_ms(std::chrono::system_clock::time_point t) {
@@ -197,6 +198,13 @@ struct dashboard_data::impl {
       return fail(errc::invalid_argument, "storage is not configured (see [storage] connection_string)");
     return {};
   }
+  result<void> need_work() const {
+    if (auto ok = need_storage(); !ok)
+      return ok;
+    if (!work)
+      return fail(errc::invalid_argument, "work table " + cfg.work.table + " cannot be opened");
+    return {};
+  }
 
   result<const storage::blob_catalog*> open_catalog() const {
     std::lock_guard lock(catalog_mu);
@@ -266,15 +274,14 @@ std::string dashboard_data::queues_json() const {
 }
 
 result<std::string> dashboard_data::dead_json(const std::string& queue, std::size_t limit) const {
-  if (auto ok = impl_->need_storage(); !ok)
+  if (auto ok = impl_->need_work(); !ok)
     return std::unexpected(ok.error());
-  if (!impl_->work)
-    return fail(errc::invalid_argument, "work table " + impl_->cfg.work.table + " cannot be opened");
   auto dead = impl_->work->list(queue, record_status::dead, limit);
   if (!dead)
     return std::unexpected(dead.error());
-  // Failing but still retried: pending records that carry the error of an earlier attempt.
-  auto pending = impl_->work->list(queue, record_status::pending, std::max<std::size_t>(limit * 4, 200));
+  // Failing but still retried: pending records that carry the error of an earlier attempt,
+  // among the first failing_scan_max pending ones (a list reads whole records, payloads included).
+  auto pending = impl_->work->list(queue, record_status::pending, std::min(limit, failing_scan_max));
   if (!pending)
     return std::unexpected(pending.error());
   json out{{"queue", queue}, {"max_attempts", impl_->cfg.work.max_attempts}, {"dead", json::array()},
@@ -320,7 +327,7 @@ result<record_selector> selector_of(const record_action& a) {
 } // namespace
 
 result<std::size_t> dashboard_data::requeue(const record_action& a) const {
-  if (auto ok = impl_->need_storage(); !ok)
+  if (auto ok = impl_->need_work(); !ok)
     return std::unexpected(ok.error());
   auto sel = selector_of(a);
   if (!sel)
@@ -332,7 +339,7 @@ result<std::size_t> dashboard_data::requeue(const record_action& a) const {
 }
 
 result<std::size_t> dashboard_data::purge(const record_action& a) const {
-  if (auto ok = impl_->need_storage(); !ok)
+  if (auto ok = impl_->need_work(); !ok)
     return std::unexpected(ok.error());
   auto sel = selector_of(a);
   if (!sel)
