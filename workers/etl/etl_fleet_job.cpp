@@ -102,6 +102,7 @@ result<std::unique_ptr<fleet::job>> make_etl_fleet_job(const config& cfg) {
   etl_job_options o;
   o.reopen_sink = open;
   o.container = cfg.etl.container;
+  o.max_blob_bytes = cfg.etl.max_blob_bytes;
   o.owner = owner_of(cfg);
   o.datasets = std::move(*datasets);
   auto job = etl_job::make(storage::blob_client(*pipe), std::move(runs), std::move(*sink), std::move(o));
