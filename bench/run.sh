@@ -2,6 +2,7 @@
 # Runs one benchmark against the components it needs, started here on loopback.
 #
 #   bench/run.sh storage|transport|claim|persistor|etl|e2e|fuzz [extra args for the bench]
+#   (fuzz: [envelope|persistor_record|etl_blob] [libFuzzer args], built with clang-16 in build-fuzz)
 #   (e2e: the naive per-message design vs `shoal run --dataset flights-200k`, same Azurite)
 #   (persistor: [records_200B] [records_2KiB], defaults 1000000 500000, ~1 GB per 2 KiB row;
 #    `uptime` is printed before and after; PERSISTOR_BENCH_ONLY=persistor|raw for perf record)
@@ -12,7 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SHOAL_BUILD_DIR:-$root/build}
 what=${1:-}
-[ -n "$what" ] || { sed -n '2,10p' "$0"; exit 2; }
+[ -n "$what" ] || { sed -n '2,11p' "$0"; exit 2; }
 shift
 
 with_azurite() {
@@ -29,14 +30,26 @@ with_azurite() {
 
 case "$what" in
   fuzz)
+    # bench/run.sh fuzz [envelope|persistor_record|etl_blob] [libFuzzer args]; envelope by
+    # default. clang 16 (deploy/setup.sh): the workers targets need it (tests/fuzz/CMakeLists.txt).
+    target=envelope
+    case "${1:-}" in envelope|persistor_record|etl_blob) target=$1; shift ;; esac
     fbuild=${SHOAL_FUZZ_BUILD_DIR:-$root/build-fuzz}
-    CC=clang CXX=clang++ cmake -S "$root" -B "$fbuild" -G Ninja -DSHOAL_FUZZ=ON \
+    CC=clang-16 CXX=clang++-16 cmake -S "$root" -B "$fbuild" -G Ninja -DSHOAL_FUZZ=ON \
       -DSHOAL_BUILD_TESTS=OFF -DSHOAL_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    cmake --build "$fbuild" --target envelope_fuzz
+    cmake --build "$fbuild" --target "${target}_fuzz"
     corpus=$(mktemp -d /tmp/shoal-fuzz-corpus.XXXXXX)
-    cp "$root"/transport/fuzz/corpus/* "$corpus"/
-    "$fbuild/transport/envelope_fuzz" "$corpus" -max_total_time="${SHOAL_FUZZ_SECONDS:-300}" \
-      -print_final_stats=1 "$@"
+    if [ "$target" = envelope ]; then
+      cp "$root"/transport/fuzz/corpus/* "$corpus"/
+      binary="$fbuild/transport/envelope_fuzz"
+    else
+      cp "$root"/tests/fuzz/corpus/"$target"/* "$corpus"/
+      binary="$fbuild/tests/fuzz/${target}_fuzz"
+    fi
+    uptime
+    "$binary" "$corpus" -max_total_time="${SHOAL_FUZZ_SECONDS:-300}" -print_final_stats=1 "$@"
+    uptime
+    rm -rf "$corpus"
     ;;
   *)
     cmake --build "$build" --target "${what}_bench"
