@@ -35,7 +35,7 @@ const dataset* fuzz_dataset() {
       "properties":{"id":{"type":"string","maxLength":64},"n":{"type":"number","minimum":-1e9},
       "when":{"type":"string","format":"date-time"},"tags":{"type":"array"},
       "kind":{"enum":["a","b"]},"deep":{"type":"object"}}})";
-    std::ofstream(dir / "fuzz.toml") << R"(name = "fuzz"
+    std::ofstream(dir / "fuzz.toml") << R"toml(name = "fuzz"
 dest = "fuzz"
 schema_file = "fuzz.schema.json"
 ddl = "CREATE TABLE IF NOT EXISTS fuzz (message_id TEXT, id TEXT, n REAL, i INTEGER, ok INTEGER, at TEXT, j TEXT, t TEXT)"
@@ -75,7 +75,7 @@ required = false
 column = "t"
 template = "{/id}-{/kind}"
 required = false
-)";
+)toml";
     auto loaded = load_dataset(dir / "fuzz.toml");
     std::filesystem::remove_all(dir);
     if (!loaded)
