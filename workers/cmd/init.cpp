@@ -20,6 +20,7 @@
 
 #include "workers/cmd/cli.hpp"
 
+#include "storage/encoding.hpp"
 #include "transport/curve.hpp"
 #include "transport/endpoint.hpp"
 
@@ -123,29 +124,20 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
 }
 
 // `s` as a TOML basic string (TOML 1.0 §String): quote, backslash and control characters
-// escaped, so no value can end the string, the line or the table it is written into.
+// escaped, so no value can end the string, the line or the table it is written into. TOML's
+// escapes are JSON's (\" \\ \b \t \n \f \r \uXXXX), so the JSON writer does it; TOML also
+// forbids a raw DEL, which JSON allows.
 std::string toml_string(std::string_view s) {
-  static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out = "\"";
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (ch) {
-    case '"': out += "\\\""; break;
-    case '\\': out += "\\\\"; break;
-    case '\n': out += "\\n"; break;
-    case '\r': out += "\\r"; break;
-    case '\t': out += "\\t"; break;
-    default:
-      if (c < 0x20 || c == 0x7f) {
-        out += "\\u00";
-        out += hex[c >> 4];
-        out += hex[c & 15];
-      } else {
-        out += ch;
-      }
-    }
-  }
-  return out + "\"";
+  std::string json;
+  storage::append_json_string(json, s);
+  std::string out;
+  out.reserve(json.size());
+  for (const char c : json)
+    if (c == '\x7f')
+      out += "\\u007F";
+    else
+      out += c;
+  return out;
 }
 
 // A path a unit file can carry verbatim in ExecStart= / EnvironmentFile=: systemd would split

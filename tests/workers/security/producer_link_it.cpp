@@ -208,12 +208,15 @@ TEST_F(ProducerLink, APythonProducerWrittenFromTheSpecStoresThroughTheCurvePersi
   auto [p, endpoint] = curve_persistor(plog, "ndjson");
   ASSERT_FALSE(endpoint.empty()) << slurp(plog);
   // As the example's header says: producer.py ENDPOINT SERVER_PUB CLIENT_KEY DEST < NDJSON.
+  auto run_example = [&](const std::string& key, const fs::path& records, const fs::path& log) {
+    const std::string cmd = python.string() + " " + (dir_ / "producer.py").string() + " " + endpoint + " " +
+                            (dir_ / "server" / "persistor.pub").string() + " " +
+                            (dir_ / "producers-keys" / key).string() + " pyprod < " + records.string() + " > " +
+                            log.string() + " 2>&1";
+    return std::system(cmd.c_str());
+  };
   const fs::path log = dir_ / "python.log";
-  const std::string cmd = python.string() + " " + (dir_ / "producer.py").string() + " " + endpoint + " " +
-                          (dir_ / "server" / "persistor.pub").string() + " " +
-                          (dir_ / "producers-keys" / "allowed.key").string() + " pyprod < " +
-                          input(30, "python").string() + " > " + log.string() + " 2>&1";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << slurp(log);
+  ASSERT_EQ(run_example("allowed.key", input(30, "python"), log), 0) << slurp(log);
   const std::string body = stored(container_);
   std::size_t records = 0;
   std::istringstream in(body);
@@ -229,11 +232,8 @@ TEST_F(ProducerLink, APythonProducerWrittenFromTheSpecStoresThroughTheCurvePersi
   EXPECT_EQ(records, 30u) << slurp(log);
   // And a stranger running the same script is refused.
   const fs::path slog = dir_ / "python-stranger.log";
-  const std::string refused = python.string() + " " + (dir_ / "producer.py").string() + " " + endpoint + " " +
-                              (dir_ / "server" / "persistor.pub").string() + " " +
-                              (dir_ / "producers-keys" / "stranger.key").string() + " pyprod < " +
-                              input(3, "pystranger").string() + " > " + slog.string() + " 2>&1";
-  EXPECT_NE(std::system(refused.c_str()), 0) << slurp(slog);
+  EXPECT_NE(run_example("stranger.key", input(3, "pystranger"), slog), 0) << slurp(slog);
+  EXPECT_NE(slurp(slog).find("refused this producer's key"), std::string::npos) << slurp(slog);
   EXPECT_EQ(stored(container_).find("pystranger"), std::string::npos);
 }
 

@@ -191,7 +191,7 @@ TEST_F(Secrets, InitWritesPrivateFilesOnPurposeEscapedAndNeverThroughASymlink) {
   const fs::path victim = dir_ / "victim";
   { std::ofstream(victim) << "precious\n"; }
   fs::create_symlink(victim, out / "shoal-persistor-edge.env");
-  const std::string queue = "in\"q\\ue\nue";
+  const std::string queue = "in\"q\\ue\nue\x7f";
   const fs::path log = dir_ / "init.log";
   auto i = spawn_shoal({"init", "--mode", "pull-queue", "--dir", out.string(), "--name", "edge", "--queue", queue,
                         "--bin", "/usr/local/bin/shoal"},
