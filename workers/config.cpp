@@ -37,7 +37,8 @@ template <class T> key_binding bind(T& field) {
   } else {
     b.from_toml = [&field](const toml::node& n) {
       auto v = n.value<std::int64_t>();
-      if (!v || *v < 0 || *v > static_cast<std::int64_t>(std::numeric_limits<T>::max()))
+      // Compared unsigned: a uint64 key's maximum does not fit an int64.
+      if (!v || *v < 0 || static_cast<std::uint64_t>(*v) > std::numeric_limits<T>::max())
         return false;
       field = static_cast<T>(*v);
       return true;

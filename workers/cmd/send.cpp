@@ -484,10 +484,10 @@ int run_send(const global_options& g, const send_args& a) {
         // Reconnects retry the handshake; a second without one succeeding is the answer.
         using kind = transport::handshake_failure::kind;
         std::fprintf(stderr, "\nshoal send: the persistor at %s %s; giving up\n", endpoint.c_str(),
-                     f->what == kind::auth ? "refused this producer's key (not in its curve_allow_dir)"
-                     : f->what == kind::protocol
-                         ? "failed the handshake (it requires CURVE, or --curve-server-key is not its key)"
-                         : "failed the security handshake");
+                     f->what == kind::auth
+                         ? "refused this producer's key (not in its curve_allow_dir)"
+                         : "failed the handshake (it requires CURVE with a listed key, or --curve-server-key "
+                           "is not its key)");
         break;
       }
     if (now - last_progress > static_cast<std::int64_t>(a.timeout_s) * 1000) {
