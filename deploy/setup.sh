@@ -6,7 +6,9 @@
 #
 # 1. Debian packages: toolchain, every library shoal links, PostgreSQL (for the PostgreSQL sink
 #    tests), clang and clang-16 (for the fuzzers), Python 3 with pyzmq and msgpack (the
-#    third-party producer test), iproute2 (network-namespace tests), Node.js if absent.
+#    third-party producer test), iproute2 (network-namespace tests), Node.js if absent;
+#    civetweb (the dashboard's HTTP server), and for the dashboard's tests Chromium with its
+#    WebDriver and Selenium, and promtool (package prometheus) for the alert rules.
 # 2. `npm ci` in deploy/local: Azurite 3.35.0 (the last release for Node 20) and
 #    vega-datasets 3.2.1 (the real data `shoal run` uses), pinned by package-lock.json.
 set -euo pipefail
@@ -28,6 +30,8 @@ packages=(
   libsqlite3-dev sqlite3 libpqxx-dev postgresql
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 procps
+  libcivetweb-dev
+  chromium chromium-driver python3-selenium prometheus
 )
 # Node.js: Debian's nodejs + npm, unless a Node (e.g. nodesource's, which bundles npm) is present.
 command -v node >/dev/null || packages+=(nodejs)

@@ -140,6 +140,11 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"fleet.curve_secret_key", bind(c.fleet.curve_secret_key)},
       {"fleet.curve_public_key", bind(c.fleet.curve_public_key)},
       {"fleet.curve_allow_dir", bind(c.fleet.curve_allow_dir)},
+      {"web.port", bind(c.web.port)},
+      {"web.address", bind(c.web.address)},
+      {"web.token_file", bind(c.web.token_file)},
+      {"web.refresh_ms", bind(c.web.refresh_ms)},
+      {"web.sample_ms", bind(c.web.sample_ms)},
       {"log.level", bind(c.log.level)},
       {"log.file", bind(c.log.file)},
   };
@@ -399,6 +404,17 @@ result<void> validate(const config& c) {
       return bad("fleet.metrics_port", "must be a TCP port (0 = off)");
     if (!f.host_endpoint.empty() && !f.host_endpoint.starts_with("tcp://"))
       return bad("fleet.host_endpoint", "must be a tcp:// endpoint");
+  }
+  {
+    const web_config& w = c.web;
+    if (w.port > 65535)
+      return bad("web.port", "must be a TCP port (0 = off)");
+    if (w.address.empty())
+      return bad("web.address", "must not be empty (127.0.0.1 = this host only)");
+    if (w.refresh_ms < 100)
+      return bad("web.refresh_ms", "must be at least 100");
+    if (w.sample_ms < 100)
+      return bad("web.sample_ms", "must be at least 100");
   }
   static const char* levels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
   bool level_ok = false;

@@ -133,6 +133,15 @@ struct fleet_config {
   std::string curve_allow_dir;           ///< folder of *.pub files: the hosts admitted (ZAP allow-list)
 };
 
+/// [web]: the dashboard `shoal supervisor` serves (workers/web/, issue 17).
+struct web_config {
+  std::uint32_t port = 0;                ///< TCP port of the dashboard; 0 = off
+  std::string address = "127.0.0.1";     ///< bind address (keep loopback; see README "Dashboard")
+  std::string token_file;                ///< file holding the token of requeue/purge; empty = read-only
+  std::uint32_t refresh_ms = 2'000;      ///< pages poll their JSON this often
+  std::uint32_t sample_ms = 30'000;      ///< queue counts sampled this often for the last-hour chart
+};
+
 /// [log]
 struct log_config {
   std::string level = "info";          ///< trace|debug|info|warn|error|off
@@ -148,6 +157,7 @@ struct config {
   persistor_config persistor;
   worker_config worker;
   fleet_config fleet;
+  web_config web;
   log_config log;
 };
 

@@ -37,6 +37,7 @@ struct supervisor_args {
   std::optional<std::uint32_t> workers;
   std::string endpoint;
   std::optional<std::uint32_t> metrics_port;
+  std::optional<std::uint32_t> web_port;
   std::string job;
   std::string exec;
   std::string queue;
@@ -52,6 +53,8 @@ void apply(const supervisor_args& a, workers::config& c) {
     c.fleet.endpoint = a.endpoint;
   if (a.metrics_port)
     c.fleet.metrics_port = *a.metrics_port;
+  if (a.web_port)
+    c.web.port = *a.web_port;
   if (!a.job.empty())
     c.worker.job = a.job;
   if (!a.exec.empty())
@@ -122,6 +125,8 @@ int run_supervisor(const global_options& g, const supervisor_args& a) {
   std::string metrics;
   for (int p : (*sup)->metrics_ports())
     metrics += " metrics http://" + cfg->fleet.metrics_address + ":" + std::to_string(p) + "/metrics";
+  for (int p : (*sup)->web_ports()) // the dashboard (issue 17)
+    metrics += " dashboard http://" + cfg->web.address + ":" + std::to_string(p) + "/";
   std::printf("shoal supervisor: listening on %s, %u worker(s)%s\n", (*sup)->endpoint().c_str(),
               workers::fleet::resolve_worker_count(*cfg), metrics.c_str());
   std::fflush(stdout);
@@ -140,6 +145,7 @@ void add_supervisor_command(CLI::App& app, global_options& g, command_fn& run) {
   cmd->add_option("--workers", a->workers, "worker processes (fleet.workers; 0 = 2 per core)");
   cmd->add_option("--endpoint", a->endpoint, "ROUTER endpoint for the workers and `shoal status` (fleet.endpoint)");
   cmd->add_option("--metrics-port", a->metrics_port, "Prometheus /metrics port (fleet.metrics_port; 0 = off)");
+  cmd->add_option("--web-port", a->web_port, "dashboard port (web.port; 0 = off)");
   cmd->add_option("--job", a->job, "exec|etl, passed to every worker (worker.job)");
   cmd->add_option("--exec", a->exec, "exec job command, passed to every worker (worker.exec_command)");
   cmd->add_option("--queue", a->queue, "work-table queue, passed to every worker (worker.queue)");

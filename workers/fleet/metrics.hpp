@@ -6,8 +6,15 @@
 // totals since it started; the supervisor adds the increase), the others are the supervisor's
 // own. Metric names (all prefixed shoal_):
 //   claims_total, completions_total, failures_total, contention_total, lease_lost_total,
-//   worker_restarts_total, missed_heartbeats_total, hwm_drops_total   (counters)
-//   records{queue,status}, workers{state}                              (gauges)
+//   worker_restarts_total, missed_heartbeats_total, hwm_drops_total,
+//   restart_intensity_exceeded_total,
+//   persisted_blobs_total, persisted_records_total, persisted_bytes_total (from the
+//     persist.committed announcements the supervisor subscribes to: persistor.committed_endpoint),
+//   queue_completions_total{queue}, queue_failures_total{queue},
+//   web_actions_total{action,outcome}                                  (counters)
+//   records{queue,status}, workers{state}, coordinator,
+//   queue_oldest_pending_age_seconds{queue}                            (gauges)
+// deploy/grafana/ and deploy/prometheus/ use these names; tests/workers/web checks they exist.
 
 #include "workers/error.hpp"
 
@@ -29,6 +36,10 @@ enum class fleet_counter : std::uint8_t {
   restarts,          ///< worker processes restarted by the supervisor
   missed_heartbeats, ///< workers declared hung (heartbeat_liveness intervals of silence)
   hwm_drops,         ///< envelopes dropped at a ZeroMQ high-water mark (envelope_socket stats)
+  restart_intensity_exceeded, ///< a worker slot exceeded its restart intensity and backs off
+  persisted_blobs,   ///< blobs a persistor announced as committed (persist.committed)
+  persisted_records, ///< records in those blobs
+  persisted_bytes,   ///< bytes of those blobs
 };
 
 /// The supervisor's metrics registry, optionally served over HTTP. Thread-safe: every method
@@ -53,6 +64,14 @@ public:
   void set_records(const std::string& queue, const std::map<std::string, std::uint64_t>& by_status);
   /// Sets shoal_workers{state} for every state in `by_state`; states not listed become 0.
   void set_workers(const std::map<std::string, std::uint64_t>& by_state);
+  /// Sets shoal_coordinator: 1 while this supervisor holds the coordinator lease, else 0.
+  void set_coordinator(bool holds);
+  /// Sets shoal_queue_oldest_pending_age_seconds{queue} (0 when nothing is pending).
+  void set_oldest_pending_age(const std::string& queue, double seconds);
+  /// Adds to shoal_queue_completions_total{queue} and shoal_queue_failures_total{queue}.
+  void add_queue(const std::string& queue, std::uint64_t completions, std::uint64_t failures);
+  /// Adds 1 to shoal_web_actions_total{action,outcome} (e.g. "requeue", "done" | "refused").
+  void add_web_action(const std::string& action, const std::string& outcome);
 
   /// The text exposition of every metric (what GET /metrics returns).
   std::string render() const;

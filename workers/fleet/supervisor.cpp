@@ -13,6 +13,8 @@
 #include "workers/fleet/restart_policy.hpp"
 #include "workers/fleet/status.hpp"
 #include "workers/key_escape.hpp"
+#include "workers/web/dashboard.hpp"
+#include "workers/web/queue_monitor.hpp"
 #include "workers/work_table.hpp"
 
 #include <nlohmann/json.hpp>
@@ -329,6 +331,11 @@ struct supervisor::impl {
   std::unique_ptr<membership> members;
   steady::time_point started = steady::now();
 
+  // The dashboard ([web] port) and the queue readings behind it and the queue-age metric.
+  // Declared after metrics and table, so they stop before what they borrow.
+  std::unique_ptr<web::queue_monitor> queue_mon;
+  std::unique_ptr<web::dashboard> web;
+
   std::atomic<int> stop_requests{0};
   std::atomic<bool> reload_requested{false};
 
@@ -427,6 +434,8 @@ struct supervisor::impl {
     s.next_start = now + delay;
     const bool was = s.backed_off;
     s.backed_off = s.policy.backed_off();
+    if (s.backed_off && !was && metrics)
+      metrics->add(fleet_counter::restart_intensity_exceeded);
     if (s.backed_off)
       spdlog::warn("supervisor: worker {} restarted {} times within {} ms; backing off {} ms", s.name,
                    cfg.fleet.restart_intensity, cfg.fleet.restart_period_ms, delay.count());
@@ -628,6 +637,11 @@ struct supervisor::impl {
       if (blob.empty())
         return;
       members->announce_work(cfg.etl.queue, static_cast<std::int32_t>(shard_of(blob, cfg.work.shards)), 1);
+      if (metrics) {
+        metrics->add(fleet_counter::persisted_blobs);
+        metrics->add(fleet_counter::persisted_records, j.value("record_count", std::uint64_t{0}));
+        metrics->add(fleet_counter::persisted_bytes, j.value("bytes", std::uint64_t{0}));
+      }
     } catch (const std::exception& ex) {
       spdlog::debug("supervisor: bad persist.committed body: {}", ex.what());
     }
@@ -638,13 +652,16 @@ struct supervisor::impl {
     if (!metrics)
       return;
     auto grow = [&](std::uint64_t now, std::uint64_t& was, fleet_counter c) {
-      if (now > was)
-        metrics->add(c, now - was);
+      const std::uint64_t added = now > was ? now - was : 0;
+      if (added)
+        metrics->add(c, added);
       was = std::max(was, now);
+      return added;
     };
     grow(s.hb.claimed, s.counted.claimed, fleet_counter::claims);
-    grow(s.hb.done, s.counted.done, fleet_counter::completions);
-    grow(s.hb.failed, s.counted.failed, fleet_counter::failures);
+    const auto done = grow(s.hb.done, s.counted.done, fleet_counter::completions);
+    const auto failed = grow(s.hb.failed, s.counted.failed, fleet_counter::failures);
+    metrics->add_queue(slot_queue(s), done, failed);
     grow(s.hb.contention, s.counted.contention, fleet_counter::contention);
     grow(s.hb.lease_lost, s.counted.lease_lost, fleet_counter::lease_lost);
   }
@@ -721,6 +738,7 @@ struct supervisor::impl {
     for (const auto& [i, s] : slots)
       ++by_state[slot_state(s)];
     metrics->set_workers(by_state);
+    metrics->set_coordinator(members && members->is_coordinator());
     const auto drops = router->stats().dropped_hwm.load(std::memory_order_relaxed);
     if (drops > hwm_counted) {
       metrics->add(fleet_counter::hwm_drops, drops - hwm_counted);
@@ -861,6 +879,9 @@ struct supervisor::impl {
       // Retired slots that ended are forgotten.
       std::erase_if(slots, [](const auto& kv) { return kv.second.retiring && !kv.second.proc; });
 
+      if (web && web->feed().wanted()) // a dashboard page waits for the fleet view
+        web->feed().publish(snapshot());
+
       if (now - last_heartbeat_sent >= heartbeat_interval()) {
         last_heartbeat_sent = now;
         for (auto& [i, s] : slots)
@@ -942,6 +963,7 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
   }
 
   // Storage: the work table, to release dead workers' claims and count records.
+  std::optional<storage::pipeline> web_pipe; // the dashboard reads through the same pipeline
   if (auto account = storage::parse_connection_string(m->cfg.storage.connection_string); !account) {
     spdlog::warn("supervisor: storage: {}; claims of dead workers will wait for their leases",
                  account.error().describe());
@@ -954,6 +976,7 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
     auto pipe = storage::pipeline::make(*account, po);
     if (!pipe)
       return fail(errc::storage, "supervisor: storage: " + pipe.error().describe());
+    web_pipe = *pipe;
     auto t = storage::table_client::make(*pipe, m->cfg.work.table);
     if (!t)
       return fail(errc::storage, "supervisor: work table: " + t.error().describe());
@@ -967,6 +990,27 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
   m->release = std::make_unique<releaser>(m->table);
   m->counts = std::make_unique<counts_cache>(m->table, m->metrics.get(), m->metrics != nullptr);
   m->counts->want({resolve_worker_queue(m->cfg)});
+
+  // The dashboard ([web] port, workers/web/dashboard.hpp) and the queue readings it and the
+  // shoal_queue_oldest_pending_age_seconds gauge share.
+  if (m->table && (m->metrics || m->cfg.web.port)) {
+    web::queue_monitor_options qo;
+    qo.sample = milliseconds(m->cfg.web.sample_ms);
+    qo.queues = {resolve_worker_queue(m->cfg), m->cfg.etl.queue};
+    qo.metrics = m->metrics.get();
+    m->queue_mon = std::make_unique<web::queue_monitor>(*m->table, qo);
+  }
+  if (m->cfg.web.port) {
+    web::dashboard_options wo;
+    wo.cfg = m->cfg;
+    wo.pipe = web_pipe;
+    wo.queues = m->queue_mon.get();
+    wo.metrics = m->metrics.get();
+    auto d = web::dashboard::start(std::move(wo));
+    if (!d)
+      return std::unexpected(d.error());
+    m->web = *std::move(d);
+  }
 
   membership_hooks hooks;
   impl* self = m.get();
@@ -996,5 +1040,7 @@ std::string supervisor::endpoint() const { return impl_->endpoint; }
 std::vector<int> supervisor::metrics_ports() const {
   return impl_->metrics ? impl_->metrics->ports() : std::vector<int>{};
 }
+
+std::vector<int> supervisor::web_ports() const { return impl_->web ? impl_->web->ports() : std::vector<int>{}; }
 
 } // namespace shoal::workers::fleet

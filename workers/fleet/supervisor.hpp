@@ -10,7 +10,8 @@
 //  - splits this host's shards (membership.hpp) among its live workers (ctl.assign, increasing
 //    epochs) and forwards work.available wake-ups;
 //  - answers ctl.status with the fleet view (status.hpp, STATUS.md) and serves Prometheus
-//    metrics (metrics.hpp) when fleet.metrics_port ≠ 0;
+//    metrics (metrics.hpp) when fleet.metrics_port ≠ 0, and the dashboard
+//    (workers/web/dashboard.hpp) when web.port ≠ 0;
 //  - request_stop (SIGTERM/SIGINT): ctl.drain to every worker, wait fleet.drain_timeout_ms,
 //    SIGKILL stragglers and release what they held, exit 0 with no record left claimed;
 //  - request_reload (SIGHUP): re-reads the configuration and changes N (new slots are started,
@@ -92,6 +93,8 @@ public:
   std::string endpoint() const;
   /// The ports the metrics endpoint listens on (empty when off).
   std::vector<int> metrics_ports() const;
+  /// The ports the dashboard listens on (empty when [web] port is 0; workers/web/dashboard.hpp).
+  std::vector<int> web_ports() const;
 
   struct impl; ///< defined in supervisor.cpp
 
