@@ -13,6 +13,12 @@ std::vector<std::uint8_t>& scratch_buffer() {
 }
 
 bool reference_all(msgpack::type::object_type, std::size_t, void*) { return true; }
+
+msgpack::unpack_limit body_limits(std::size_t bytes) noexcept {
+  // msgpack-cxx allocates an array's or map's objects as soon as it reads the declared count:
+  // without a bound, 5 bytes declaring 2^32 - 1 elements ask for ~100 GB.
+  return msgpack::unpack_limit(bytes, bytes, bytes, bytes, bytes, max_body_depth);
+}
 } // namespace detail
 
 void encode_reply_error(std::vector<std::uint8_t>& out, const error& err) {

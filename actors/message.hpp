@@ -71,7 +71,13 @@ struct byte_writer {
 std::vector<std::uint8_t>& scratch_buffer();
 /// Tells msgpack to reference str/bin bytes in the input instead of copying them into the zone.
 bool reference_all(msgpack::type::object_type, std::size_t, void*);
+/// msgpack-cxx unpack limits for a body of `bytes` bytes (see decode_body).
+msgpack::unpack_limit body_limits(std::size_t bytes) noexcept;
 } // namespace detail
+
+/// Deepest nesting of arrays and maps a message body may have. Message structs nest a few
+/// levels (fleet_assign's host list: 3); deeper input is refused before it is walked.
+inline constexpr std::size_t max_body_depth = 32;
 
 /// Encodes `m` as MessagePack into `out`, replacing its contents but reusing its capacity (a
 /// recycled envelope body makes this allocation-free). Owner thread of `out`.
@@ -85,13 +91,17 @@ template <class M> void encode_body(const M& m, std::vector<std::uint8_t>& out) 
 }
 
 /// Decodes `bytes` into an `M`. `zone` is scratch memory the caller reuses (cleared here).
-/// Errors: decode (malformed MessagePack or wrong shape). Never throws.
+/// Bounded: no array or map may declare more elements than the body has bytes (each takes at
+/// least one), no str/bin/ext more bytes than the body, and nesting stops at max_body_depth, so
+/// a hostile body costs at most O(its size) in time and zone memory.
+/// Errors: decode (malformed MessagePack, a limit broken, or wrong shape). Never throws.
 template <class M> result<M> decode_body(std::span<const std::uint8_t> bytes, msgpack::zone& zone) {
   try {
     zone.clear();
     std::size_t off = 0;
     msgpack::object obj = msgpack::unpack(zone, reinterpret_cast<const char*>(bytes.data()),
-                                          bytes.size(), off, &detail::reference_all);
+                                          bytes.size(), off, &detail::reference_all, nullptr,
+                                          detail::body_limits(bytes.size()));
     M m{};
     obj.convert(m);
     return m;
@@ -122,14 +132,15 @@ template <class... T> void encode_reply_ok(std::vector<std::uint8_t>& out, const
 /// Encodes a failed reply carrying `err`.
 void encode_reply_error(std::vector<std::uint8_t>& out, const error& err);
 
-/// Decodes a reply body into `result<R>` (`R` may be void). A remote error comes back as that
-/// error; a malformed body as errc::decode. Never throws.
+/// Decodes a reply body into `result<R>` (`R` may be void), within decode_body's limits. A
+/// remote error comes back as that error; a malformed body as errc::decode. Never throws.
 template <class R> result<R> decode_reply(std::span<const std::uint8_t> bytes, msgpack::zone& zone) {
   try {
     zone.clear();
     std::size_t off = 0;
     msgpack::object obj = msgpack::unpack(zone, reinterpret_cast<const char*>(bytes.data()),
-                                          bytes.size(), off, &detail::reference_all);
+                                          bytes.size(), off, &detail::reference_all, nullptr,
+                                          detail::body_limits(bytes.size()));
     if (obj.type != msgpack::type::ARRAY || obj.via.array.size != 3)
       return make_error(errc::decode, "reply is not a 3-element array");
     auto code = obj.via.array.ptr[0].as<std::uint8_t>();

@@ -4,6 +4,7 @@
 #   bench/run.sh storage|transport|claim|persistor|etl|e2e|fuzz [extra args for the bench]
 #   (e2e: the naive per-message design vs `shoal run` on flights-2k/20k/200k and a generated
 #    1,000,000-event stream over 365 days, same Azurite; --datasets to pick)
+#   (fuzz: [envelope|persistor_record|etl_blob] [libFuzzer args], built with clang-16 in build-fuzz)
 #   (persistor: [records_200B] [records_2KiB], defaults 1000000 500000, ~1 GB per 2 KiB row;
 #    `uptime` is printed before and after; PERSISTOR_BENCH_ONLY=persistor|raw for perf record)
 #
@@ -30,14 +31,26 @@ with_azurite() {
 
 case "$what" in
   fuzz)
+    # bench/run.sh fuzz [envelope|persistor_record|etl_blob] [libFuzzer args]; envelope by
+    # default. clang 16 (deploy/setup.sh): the workers targets need it (tests/fuzz/CMakeLists.txt).
+    target=envelope
+    case "${1:-}" in envelope|persistor_record|etl_blob) target=$1; shift ;; esac
     fbuild=${SHOAL_FUZZ_BUILD_DIR:-$root/build-fuzz}
-    CC=clang CXX=clang++ cmake -S "$root" -B "$fbuild" -G Ninja -DSHOAL_FUZZ=ON \
+    CC=clang-16 CXX=clang++-16 cmake -S "$root" -B "$fbuild" -G Ninja -DSHOAL_FUZZ=ON \
       -DSHOAL_BUILD_TESTS=OFF -DSHOAL_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    cmake --build "$fbuild" --target envelope_fuzz
+    cmake --build "$fbuild" --target "${target}_fuzz"
     corpus=$(mktemp -d /tmp/shoal-fuzz-corpus.XXXXXX)
-    cp "$root"/transport/fuzz/corpus/* "$corpus"/
-    "$fbuild/transport/envelope_fuzz" "$corpus" -max_total_time="${SHOAL_FUZZ_SECONDS:-300}" \
-      -print_final_stats=1 "$@"
+    if [ "$target" = envelope ]; then
+      cp "$root"/transport/fuzz/corpus/* "$corpus"/
+      binary="$fbuild/transport/envelope_fuzz"
+    else
+      cp "$root"/tests/fuzz/corpus/"$target"/* "$corpus"/
+      binary="$fbuild/tests/fuzz/${target}_fuzz"
+    fi
+    uptime
+    "$binary" "$corpus" -max_total_time="${SHOAL_FUZZ_SECONDS:-300}" -print_final_stats=1 "$@"
+    uptime
+    rm -rf "$corpus"
     ;;
   *)
     cmake --build "$build" --target "${what}_bench"

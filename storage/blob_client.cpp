@@ -578,6 +578,7 @@ result<blob_download> blob_client::get_blob(std::string_view container, std::str
     req.headers.emplace_back("x-ms-range", std::move(v));
   }
   add_if_match(req.headers, opts.if_match);
+  req.max_body_bytes = opts.max_bytes;
   auto r = pipeline_.send(service::blob, req);
   if (!r)
     return std::unexpected(with_context(std::move(r.error()), "get blob " + quote(blob)));

@@ -188,6 +188,9 @@ struct get_blob_options {
   std::optional<byte_range> range;      ///< read only these bytes (x-ms-range)
   std::optional<std::string> if_match;  ///< ETag the blob must have (precondition_failed)
   bool verify_md5 = true;               ///< whole-blob reads: check the body against Content-MD5
+  /// Largest body read, in bytes; 0 = any. A larger blob (or range) is refused with
+  /// limit_exceeded (not retried) before its body is read: the memory a read may take.
+  std::uint64_t max_bytes = 0;
 };
 
 /// Options of list_blobs().
@@ -284,7 +287,8 @@ public:
 
   /// Reads the blob (or a range) with its properties and metadata. Errors: not_found,
   /// precondition_failed (if_match), bad_request (416 range beyond the end), bad_response
-  /// (whole-blob body does not match its Content-MD5, or unparsable headers).
+  /// (whole-blob body does not match its Content-MD5, or unparsable headers), limit_exceeded
+  /// (larger than opts.max_bytes; nothing of the body held).
   [[nodiscard]] result<blob_download> get_blob(std::string_view container, std::string_view blob,
                                                const get_blob_options& opts = {}) const;
 

@@ -11,7 +11,9 @@
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdint>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -44,8 +46,19 @@ std::string_view trim(std::string_view s) noexcept {
 // Largest body we pre-reserve from a Content-Length header; bigger bodies just grow.
 constexpr std::size_t max_body_reserve = 64u << 20;
 
+constexpr std::uint64_t max_u64 = std::numeric_limits<std::uint64_t>::max();
+
+// What one transfer's callbacks write to: the response, and the body cap of its request.
+struct transfer {
+  http_response* resp = nullptr;
+  std::uint64_t max_body_bytes = 0; // 0 = no limit
+  std::uint64_t announced = 0;      // Content-Length of the final response, when it was over
+  bool over_limit = false;          // the transfer was abandoned for the cap
+};
+
 std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) noexcept {
-  auto* resp = static_cast<http_response*>(user);
+  auto* t = static_cast<transfer*>(user);
+  auto* resp = t->resp;
   const std::size_t len = size * n;
   const std::string_view line = trim(std::string_view(data, len));
   // A status line starts a new header block (after "100 Continue" or an interim response):
@@ -63,11 +76,16 @@ std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) n
       c = ascii_lower(c);
     const std::string_view value = trim(line.substr(colon + 1));
     if (name == "content-length") {
-      std::size_t bytes = 0;
+      std::uint64_t bytes = 0;
       for (const char c : value)
         if (c >= '0' && c <= '9')
-          bytes = bytes * 10 + static_cast<std::size_t>(c - '0');
-      resp->body.reserve(std::min(bytes, max_body_reserve));
+          bytes = bytes > (max_u64 - 9) / 10 ? max_u64 : bytes * 10 + static_cast<std::uint64_t>(c - '0');
+      if (t->max_body_bytes != 0 && bytes > t->max_body_bytes) {
+        t->over_limit = true; // abandon before a byte of the body is read
+        t->announced = bytes;
+        return 0;
+      }
+      resp->body.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(bytes, max_body_reserve)));
     }
     resp->headers.emplace_back(std::move(name), std::string(value));
   } catch (...) {
@@ -77,7 +95,12 @@ std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) n
 }
 
 std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) noexcept {
-  auto* resp = static_cast<http_response*>(user);
+  auto* t = static_cast<transfer*>(user);
+  auto* resp = t->resp;
+  if (t->max_body_bytes != 0 && resp->body.size() + size * n > t->max_body_bytes) {
+    t->over_limit = true; // no or a false Content-Length: stop at the cap, not after it
+    return 0;
+  }
   try {
     resp->body.append(data, size * n);
   } catch (...) {
@@ -285,8 +308,9 @@ private:
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.list);
     const auto timeout = req.timeout.count() > 0 ? req.timeout : opts_.request_timeout;
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &resp);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
+    transfer t{&resp, req.max_body_bytes, 0, false};
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
 
     const CURLcode rc = curl_easy_perform(c);
     // Do not leave pointers into this call's stack in the pooled handle.
@@ -294,6 +318,16 @@ private:
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, nullptr);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, nullptr);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, nullptr);
+    if (rc != CURLE_OK && t.over_limit) {
+      long status = 0;
+      curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+      std::string what = "response body";
+      if (t.announced != 0)
+        what += " of " + std::to_string(t.announced) + " bytes";
+      return std::unexpected(error{errc::limit_exceeded, static_cast<int>(status), {}, {}, false, 1,
+                                   what + " is larger than the " + std::to_string(req.max_body_bytes) +
+                                       "-byte limit of this request; not read"});
+    }
     if (rc != CURLE_OK) {
       error e = transport_error(rc, h.error_buffer);
       spdlog::debug("storage http: {} failed: {}", to_string(req.method), e.message);

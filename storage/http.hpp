@@ -28,6 +28,10 @@ struct http_request {
   std::vector<std::pair<std::string, std::string>> headers; ///< in send order, names as given
   std::string body;                                         ///< raw bytes; empty = no body
   std::chrono::milliseconds timeout{0};                     ///< whole request; 0 = transport default
+  /// Largest response body accepted, in bytes; 0 = no limit. A response announcing more
+  /// (Content-Length) is abandoned before its body is read, one that grows past it as soon as
+  /// it does: errc::limit_exceeded, not retryable. Bounds the memory one response can take.
+  std::uint64_t max_body_bytes = 0;
 };
 
 /// One response. Header names are lower-cased; a header sent twice appears twice.

@@ -426,6 +426,7 @@ result<http_response> pipeline::send_with_body(service svc, const storage_reques
   http_request hr;
   hr.method = req.method;
   hr.timeout = req.timeout;
+  hr.max_body_bytes = req.max_body_bytes;
   // URL = endpoint + path + encoded query (+ SAS). The signed path is exactly what is sent.
   std::string& url = hr.url;
   url.reserve(ep.size() + req.path.size() + 64 + acct.sas.size());

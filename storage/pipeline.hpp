@@ -59,6 +59,7 @@ struct storage_request {
   std::vector<std::pair<std::string, std::string>> headers; ///< If-Match, Content-Type, x-ms-*, ...
   std::string body;
   std::chrono::milliseconds timeout{0}; ///< 0 = the transport's request_timeout
+  std::uint64_t max_body_bytes = 0;     ///< largest response body accepted (http_request's); 0 = any
 };
 
 // -- request counts -------------------------------------------------------------------------------

@@ -4,11 +4,15 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
@@ -31,7 +35,7 @@ std::string_view trim(std::string_view s) {
 }
 
 // Reads a whole (small) file through an already open descriptor.
-result<std::string> read_fd(int fd, const std::filesystem::path& p) {
+result<std::string> read_fd(int fd, const std::filesystem::path& p, std::size_t max_bytes) {
   std::string out;
   char buf[4096];
   for (;;) {
@@ -42,8 +46,9 @@ result<std::string> read_fd(int fd, const std::filesystem::path& p) {
     }
     if (n == 0) break;
     out.append(buf, static_cast<std::size_t>(n));
-    if (out.size() > max_key_file_bytes)
-      return fail(errc::invalid_argument, p.string() + " is larger than 1 MiB; not a key file");
+    if (out.size() > max_bytes)
+      return fail(errc::invalid_argument,
+                  p.string() + " is larger than " + std::to_string(max_bytes) + " bytes; not a key or secret file");
   }
   return out;
 }
@@ -61,8 +66,13 @@ file_identity identity_of(const struct stat& st) {
           static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
 }
 
-result<std::string> read_file(const std::filesystem::path& p, struct stat* st_out = nullptr) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+// Opens `p` following symlinks (a Kubernetes Secret volume presents `name -> ..data/name`,
+// `..data -> ..2024_…`), then judges the file itself through the open descriptor, so what is
+// checked is what is read (no check-then-open race). Refuses anything but a regular file.
+result<std::string> read_file(const std::filesystem::path& p, struct stat* st_out = nullptr,
+                              std::size_t max_bytes = max_key_file_bytes,
+                              const std::function<result<void>(const struct stat&)>& check = {}) {
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) return unexpected_error(io_error("opening", p, errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -74,10 +84,40 @@ result<std::string> read_file(const std::filesystem::path& p, struct stat* st_ou
     ::close(fd);
     return fail(errc::invalid_argument, p.string() + " is not a regular file");
   }
+  if (check) {
+    if (auto ok = check(st); !ok) {
+      ::close(fd);
+      return unexpected_error(std::move(ok).error());
+    }
+  }
   if (st_out) *st_out = st;
-  auto text = read_fd(fd, p);
+  auto text = read_fd(fd, p, max_bytes);
   ::close(fd);
   return text;
+}
+
+std::string mode_text(mode_t m) {
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(m & 07777));
+  return mode;
+}
+
+// OpenSSH's rule for private key files (sshkey_perm_ok), with the owner checked too: a file we
+// own must give group and others no access; a file root owns (an administrator's, or the
+// kubelet's Secret volume with the pod's fsGroup) may let its group read but nothing more.
+result<void> check_secret_file(const struct stat& st, const std::filesystem::path& p) {
+  const uid_t me = ::geteuid();
+  if (st.st_uid != me && st.st_uid != 0)
+    return fail(errc::security, "secret file " + p.string() + " is owned by uid " +
+                                    std::to_string(st.st_uid) + ", not by this user (uid " +
+                                    std::to_string(me) + ") or root");
+  const mode_t forbidden = st.st_uid == me ? 077 : 027;
+  if ((st.st_mode & forbidden) != 0)
+    return fail(errc::security,
+                "secret file " + p.string() + " has mode " + mode_text(st.st_mode) +
+                    (st.st_uid == me ? "; group/others must have no access (chmod 600)"
+                                     : "; owned by root, it may be readable by its group at most (chmod 440)"));
+  return {};
 }
 
 // The first line that is neither blank nor a comment; its first word must be a key.
@@ -99,7 +139,7 @@ result<std::string> first_key(std::string_view text, const std::filesystem::path
 }
 
 result<std::unordered_set<std::string>> parse_allow_list(std::string_view text,
-                                                         const std::filesystem::path& p) {
+                                                         const std::string& where) {
   std::unordered_set<std::string> keys;
   std::size_t line_no = 0;
   while (!text.empty()) {
@@ -111,47 +151,10 @@ result<std::unordered_set<std::string>> parse_allow_list(std::string_view text,
     const std::string_view key = line.substr(0, line.find_first_of(" \t"));
     if (!valid_curve_key(key))
       return fail(errc::invalid_argument,
-                  p.string() + ":" + std::to_string(line_no) + ": not a 40-character Z85 key");
+                  where + ":" + std::to_string(line_no) + ": not a 40-character Z85 key");
     keys.emplace(key);
   }
   return keys;
-}
-
-// Writes `text` to `target` through a temporary file created with `mode` and renamed into place,
-// so a reader never sees half a key and a secret is never briefly world-readable.
-result<void> write_file_atomically(const std::filesystem::path& target, std::string_view text,
-                                   mode_t mode) {
-  std::filesystem::path tmp = target;
-  tmp += ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
-  if (fd < 0) return unexpected_error(io_error("creating", tmp, errno));
-  auto cleanup = [&](int e, const char* what) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return unexpected_error(io_error(what, tmp, e));
-  };
-  if (::fchmod(fd, mode) != 0) return cleanup(errno, "chmod of");   // umask or an old file
-  std::size_t off = 0;
-  while (off < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + off, text.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return cleanup(errno, "writing");
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) return cleanup(errno, "fsync of");
-  if (::close(fd) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    return unexpected_error(io_error("closing", tmp, e));
-  }
-  if (::rename(tmp.c_str(), target.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    return unexpected_error(io_error("renaming to", target, e));
-  }
-  return {};
 }
 
 result<std::array<std::uint8_t, 32>> decode_key(std::string_view z85, const char* what) {
@@ -222,8 +225,93 @@ result<void> save_curve_key_pair(const curve_key_pair& keys, const std::filesyst
   const std::string pub = "# shoal CURVE public key (Z85); share it with peers\n" + keys.public_key + "\n";
   const std::string sec = "# shoal CURVE secret key (Z85); keep this file private (mode 0600)\n" +
                           keys.secret_key + "\n";
-  if (auto r = write_file_atomically(secret_file, sec, 0600); !r) return r;
-  return write_file_atomically(public_file, pub, 0644);
+  if (auto r = write_file_atomically(secret_file, sec, 0600, true); !r) return r;
+  return write_file_atomically(public_file, pub, 0644, true);
+}
+
+result<std::string> read_secret_file(const std::filesystem::path& file, std::size_t max_bytes) {
+  return read_file(file, nullptr, max_bytes,
+                   [&](const struct stat& st) { return check_secret_file(st, file); });
+}
+
+result<std::string> allow_list_from_dir(const std::filesystem::path& dir) {
+  // The folder is opened (following symlinks, as a Secret volume mount is) and judged through
+  // its descriptor: whoever may add a file to it is admitted, so others must not be able to.
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    const int e = errno;
+    return e == ENOTDIR ? fail(errc::invalid_argument, dir.string() + " is not a folder")
+                        : unexpected_error(io_error("opening the folder", dir, e));
+  }
+  struct stat st {};
+  struct statvfs vfs {};
+  const bool stat_ok = ::fstat(dfd, &st) == 0 && ::fstatvfs(dfd, &vfs) == 0;
+  const int stat_errno = errno;
+  ::close(dfd);
+  if (!stat_ok) return unexpected_error(io_error("stat of", dir, stat_errno));
+  // A Kubernetes Secret volume's folder is mode 1777 but mounted read-only: nobody can add to it.
+  if ((st.st_mode & S_IWOTH) != 0 && (vfs.f_flag & ST_RDONLY) == 0)
+    return fail(errc::security, "allow-list folder " + dir.string() + " has mode " + mode_text(st.st_mode) +
+                                    ": anyone could add a key to it (chmod o-w)");
+  std::error_code ec;
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+    if (e.path().extension() == ".pub" && !e.path().filename().string().starts_with("."))
+      files.push_back(e.path());
+  if (ec) return fail(errc::io, "cannot list " + dir.string() + ": " + ec.message(), ec.value());
+  std::sort(files.begin(), files.end());
+  std::string out = "# generated by shoal from " + dir.string() + "\n";
+  for (const auto& p : files) {
+    struct stat fst {};
+    auto text = read_file(p, &fst);
+    if (!text) return unexpected_error(std::move(text).error());
+    if ((fst.st_mode & S_IWOTH) != 0)
+      return fail(errc::security, "allow-list file " + p.string() + " has mode " + mode_text(fst.st_mode) +
+                                      ": anyone could replace the key in it (chmod o-w)");
+    auto k = first_key(*text, p);
+    if (!k) return unexpected_error(std::move(k).error());
+    out += *k + " " + p.filename().string() + "\n";
+  }
+  return out;
+}
+
+result<void> write_file_atomically(const std::filesystem::path& target, std::string_view text,
+                                   mode_t mode, bool replace) {
+  // A fresh name created with O_EXCL | O_NOFOLLOW: never someone else's file or symlink planted
+  // in a shared folder; the mode is set again with fchmod because the umask may have cut it.
+  static std::atomic<std::uint64_t> counter{0};
+  std::filesystem::path tmp = target;
+  tmp += ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) return unexpected_error(io_error("creating", tmp, errno));
+  auto cleanup = [&](int e, const char* what) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return unexpected_error(io_error(what, tmp, e));
+  };
+  if (::fchmod(fd, mode) != 0) return cleanup(errno, "chmod of");
+  std::size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return cleanup(errno, "writing");
+    }
+    off += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) return cleanup(errno, "fsync of");
+  if (::close(fd) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    return unexpected_error(io_error("closing", tmp, e));
+  }
+  // rename replaces; link fails with EEXIST when the target exists (also a dangling symlink),
+  // so "write unless present" has no window between a check and the write.
+  const int rc = replace ? ::rename(tmp.c_str(), target.c_str()) : ::link(tmp.c_str(), target.c_str());
+  const int e = errno;
+  if (rc != 0 || !replace) ::unlink(tmp.c_str());
+  if (rc != 0) return unexpected_error(io_error(replace ? "renaming to" : "creating", target, e));
+  return {};
 }
 
 result<std::string> load_curve_public_key(const std::filesystem::path& file) {
@@ -233,16 +321,11 @@ result<std::string> load_curve_public_key(const std::filesystem::path& file) {
 }
 
 result<curve_key_pair> load_curve_secret_key(const std::filesystem::path& file) {
-  struct stat st {};
-  auto text = read_file(file, &st);
-  if (!text) return unexpected_error(std::move(text).error());
-  if ((st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    spdlog::error("curve: refusing secret key file {}: mode {} lets group/others access it",
-                  file.string(), mode);
-    return fail(errc::security, "secret key file " + file.string() + " has mode " + mode +
-                                    "; group/others must have no access (chmod 600)");
+  auto text = read_secret_file(file);
+  if (!text) {
+    if (text.error().code == errc::security)
+      spdlog::error("curve: refusing secret key file: {}", text.error().message);
+    return unexpected_error(std::move(text).error());
   }
   auto secret = first_key(*text, file);
   if (!secret) return unexpected_error(std::move(secret).error());
@@ -273,6 +356,54 @@ result<void> configure_curve_client(zmq::socket_t& s, const curve_key_pair& clie
   return set_key(s, ZMQ_CURVE_SECRETKEY, client.secret_key, "client secret key");
 }
 
+// -- handshake monitor --------------------------------------------------------------------------
+
+result<handshake_monitor> handshake_monitor::attach(zmq::context_t& ctx, zmq::socket_t& socket) {
+  static std::atomic<std::uint64_t> seq{0};
+  const std::string ep = "inproc://shoal.handshake-monitor." + std::to_string(::getpid()) + "." +
+                         std::to_string(seq.fetch_add(1));
+  if (zmq_socket_monitor(socket.handle(), ep.c_str(),
+                         ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0)
+    return fail(errc::zmq, std::string("zmq_socket_monitor: ") + zmq_strerror(zmq_errno()), zmq_errno());
+  try {
+    zmq::socket_t pair(ctx, zmq::socket_type::pair);
+    pair.set(zmq::sockopt::linger, 0);
+    pair.connect(ep);
+    return handshake_monitor(std::move(pair));
+  } catch (const zmq::error_t& e) {
+    return fail(errc::zmq, std::string("handshake monitor: ") + e.what(), e.num());
+  }
+}
+
+std::optional<handshake_failure> handshake_monitor::poll() {
+  for (;;) {
+    // Each event is two frames: 6 bytes (uint16 event, uint32 value, host order), the endpoint.
+    zmq::message_t ev, addr;
+    if (zmq_msg_recv(ev.handle(), pair_.handle(), ZMQ_DONTWAIT) < 0) break;
+    if (ev.more() && zmq_msg_recv(addr.handle(), pair_.handle(), ZMQ_DONTWAIT) < 0) break;
+    if (ev.size() < 6) continue;
+    std::uint16_t event = 0;
+    std::uint32_t value = 0;
+    std::memcpy(&event, ev.data(), 2);
+    std::memcpy(&value, static_cast<const char*>(ev.data()) + 2, 4);
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+      succeeded_ = true;
+      failed_.reset();
+      continue;
+    }
+    handshake_failure f;
+    f.what = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH       ? handshake_failure::kind::auth
+             : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? handshake_failure::kind::protocol
+                                                            : handshake_failure::kind::other;
+    f.value = static_cast<int>(value);
+    f.endpoint.assign(addr.data<char>(), addr.size());
+    succeeded_ = false;
+    failed_ = std::move(f);
+  }
+  return failed_;
+}
+
 // -- ZAP handler --------------------------------------------------------------------------------
 
 struct zap_authenticator::impl {
@@ -288,17 +419,27 @@ struct zap_authenticator::impl {
   mutable std::mutex mu;                  // guards keys and loaded
   std::unordered_set<std::string> keys;
   file_identity loaded;
+  std::string loaded_text;                // allow_dir: the list text last loaded
+  std::chrono::steady_clock::time_point dir_checked{}; // handler thread only
+
+  std::string source() const {
+    return opts.allow_dir.empty() ? opts.allow_list.string() : opts.allow_dir.string() + "/*.pub";
+  }
 
   result<std::size_t> load() {
     struct stat st {};
-    auto text = read_file(opts.allow_list, &st);
+    result<std::string> text = opts.allow_dir.empty() ? read_file(opts.allow_list, &st)
+                                                      : allow_list_from_dir(opts.allow_dir);
     result<std::unordered_set<std::string>> parsed =
-        text ? parse_allow_list(*text, opts.allow_list)
+        text ? parse_allow_list(*text, source())
              : result<std::unordered_set<std::string>>(unexpected_error(text.error()));
     std::lock_guard lock(mu);
     if (!parsed) {
       // Remember the identity anyway so a broken file is reported once, not on every request.
-      if (text) loaded = identity_of(st);
+      if (text) {
+        loaded = identity_of(st);
+        loaded_text = *text;
+      }
       stats.reload_failures.fetch_add(1, std::memory_order_relaxed);
       spdlog::error("zap: allow-list not loaded, keeping the previous {} keys: {}", keys.size(),
                     parsed.error().describe());
@@ -306,13 +447,29 @@ struct zap_authenticator::impl {
     }
     keys = std::move(*parsed);
     loaded = identity_of(st);
+    loaded_text = std::move(*text);
     stats.reloads.fetch_add(1, std::memory_order_relaxed);
-    spdlog::info("zap: allow-list {} loaded, {} keys", opts.allow_list.string(), keys.size());
+    spdlog::info("zap: allow-list {} loaded, {} keys", source(), keys.size());
     return keys.size();
   }
 
   void reload_if_changed() {
     if (!opts.reload_on_change) return;
+    if (!opts.allow_dir.empty()) {
+      // A folder has no single identity: read it again, at most once per check interval (its
+      // files are a few dozen bytes each), and swap the list only when the text changed.
+      const auto now = std::chrono::steady_clock::now();
+      if (now - dir_checked < opts.check_interval) return;
+      dir_checked = now;
+      auto text = allow_list_from_dir(opts.allow_dir);
+      if (!text) return; // keep the list while the folder is unreadable (logged on a real reload)
+      {
+        std::lock_guard lock(mu);
+        if (*text == loaded_text) return;
+      }
+      (void)load();
+      return;
+    }
     struct stat st {};
     if (::stat(opts.allow_list.c_str(), &st) != 0) return; // keep the list while the file is away
     {

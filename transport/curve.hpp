@@ -21,8 +21,11 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+
+#include <sys/types.h>
 
 namespace shoal::transport {
 
@@ -58,14 +61,45 @@ bool valid_curve_key(std::string_view key) noexcept;
                                                const std::filesystem::path& public_file,
                                                const std::filesystem::path& secret_file);
 
-/// Reads a public key file (first line that is not blank or a '#' comment).
-/// Errors: io (missing/unreadable), invalid_argument (no valid key). Thread-safe.
+/// Reads a public key file (first line that is not blank or a '#' comment). Follows symlinks;
+/// the file itself must be a regular file. Errors: io (missing/unreadable), invalid_argument
+/// (no valid key, not a regular file). Thread-safe.
 [[nodiscard]] result<std::string> load_curve_public_key(const std::filesystem::path& file);
 
-/// Reads a secret key file and derives its public half. Refuses a file that group or others
-/// may read or write (mode & 077 ≠ 0), like ssh does for private keys, and one that is not a
-/// regular file. Errors: security (permissions), io, invalid_argument. Thread-safe.
+/// Reads a file holding a secret (a CURVE secret key, a storage connection string), at most
+/// `max_bytes`. Symlinks are followed — a Kubernetes Secret volume presents `key -> ..data/key`
+/// and `..data -> ..2024_…/` — and the file reached is judged after open, through its
+/// descriptor, as OpenSSH judges private keys: a regular file, owned by the effective user or by
+/// root; one we own must give group and others no access (mode & 077 = 0, e.g. 0600); one root
+/// owns (an administrator's, or the kubelet's with the pod's fsGroup) may let its group read and
+/// nothing more (mode & 027 = 0, e.g. 0440). Errors: io (missing, unreadable), security (owner
+/// or mode, naming both), invalid_argument (not a regular file, larger than `max_bytes`).
+/// Thread-safe.
+[[nodiscard]] result<std::string> read_secret_file(const std::filesystem::path& file,
+                                                   std::size_t max_bytes = 1 << 20);
+
+/// Reads a secret key file (read_secret_file's rules: symlinks followed, owner and mode checked
+/// after open) and derives its public half. Errors: security (owner/permissions), io,
+/// invalid_argument. Thread-safe.
 [[nodiscard]] result<curve_key_pair> load_curve_secret_key(const std::filesystem::path& file);
+
+/// Writes `text` to `target` with permission bits `mode` (e.g. 0600 for a secret, 0644 for a
+/// public file), atomically: a new temporary file beside it is created with O_CREAT | O_EXCL |
+/// O_NOFOLLOW (never an existing file or a planted symlink), given `mode` with fchmod whatever
+/// the umask, written and fsynced, then renamed over `target` (`replace`) or hard-linked to it
+/// (not `replace`: fails with EEXIST if `target` exists, with no window between a check and the
+/// write). A reader never sees half a file. Errors: io (with errno; EEXIST when not replacing).
+/// Thread-safe for distinct targets.
+[[nodiscard]] result<void> write_file_atomically(const std::filesystem::path& target,
+                                                 std::string_view text, mode_t mode, bool replace);
+
+/// The allow-list text of a folder of public key files: one "KEY FILE" line per `*.pub` file
+/// (hidden files skipped), sorted by name, after a '#' comment line. Whoever can add a file to
+/// the folder is admitted, so a folder others may write to is refused unless its file system
+/// is mounted read-only (a Kubernetes Secret volume is mode 1777, read-only), and so is a
+/// world-writable key file. Symlinks are followed. Errors: invalid_argument (not a folder, a
+/// file without a key), security (writable by others), io. Thread-safe.
+[[nodiscard]] result<std::string> allow_list_from_dir(const std::filesystem::path& dir);
 
 /// Makes `socket` a CURVE server with `server` keys (ZMQ_CURVE_SERVER, ZMQ_CURVE_SECRETKEY) in
 /// ZAP domain `zap_domain`. Call before bind. Errors: invalid_argument (bad key), security
@@ -79,6 +113,37 @@ bool valid_curve_key(std::string_view key) noexcept;
 [[nodiscard]] result<void> configure_curve_client(zmq::socket_t& socket,
                                                   const curve_key_pair& client,
                                                   std::string_view server_public_key);
+
+/// A failed security handshake seen on a socket (handshake_monitor).
+struct handshake_failure {
+  /// auth: the server's ZAP handler refused our key (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+  /// protocol: the peers disagree on the mechanism or a key is wrong (a plain client meeting a
+  /// CURVE server, a wrong server key: ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL); other: anything
+  /// else (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL).
+  enum class kind : std::uint8_t { auth, protocol, other } what = kind::other;
+  int value = 0;        ///< auth: the ZAP status code (400); else the ZMTP error code or errno
+  std::string endpoint; ///< the peer endpoint the handshake was with
+};
+
+/// Watches the handshakes of one socket through zmq_socket_monitor (an inproc PAIR in the same
+/// context), so a client can say "the server refused my key" instead of waiting for replies
+/// that never come. Attach before connect. Owner only (the thread that owns the socket).
+class handshake_monitor {
+public:
+  /// Starts monitoring `socket` (created in `ctx`). Errors: zmq.
+  [[nodiscard]] static result<handshake_monitor> attach(zmq::context_t& ctx, zmq::socket_t& socket);
+  /// Reads the events queued so far without blocking. Returns the latest failure not followed
+  /// by a successful handshake, if any; a success clears it. Never throws.
+  std::optional<handshake_failure> poll();
+  /// True once any handshake succeeded (and none failed since).
+  bool succeeded() const noexcept { return succeeded_; }
+
+private:
+  explicit handshake_monitor(zmq::socket_t pair) : pair_(std::move(pair)) {}
+  zmq::socket_t pair_;
+  std::optional<handshake_failure> failed_;
+  bool succeeded_ = false;
+};
 
 /// Why and from where a ZAP request was refused (passed to zap_options::on_refusal).
 struct zap_refusal {
@@ -94,8 +159,11 @@ struct zap_options {
   /// File of admitted client public keys: one Z85 key per line, optionally followed by
   /// whitespace and a comment; blank lines and lines starting with '#' are ignored.
   std::filesystem::path allow_list;
-  /// Re-read the allow-list when its inode, size or mtime changed; checked on each ZAP request
-  /// and every `check_interval` while idle.
+  /// Instead of `allow_list`: a folder of `*.pub` files (allow_list_from_dir), re-read at most
+  /// every `check_interval` and swapped in when its keys changed.
+  std::filesystem::path allow_dir;
+  /// Re-read the allow-list when its inode, size or mtime changed (a folder: when its text
+  /// changed); checked on each ZAP request and every `check_interval` while idle.
   bool reload_on_change = true;
   /// How often the idle handler looks at the allow-list file.
   std::chrono::milliseconds check_interval{1000};

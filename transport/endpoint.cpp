@@ -40,6 +40,32 @@ bool ipv6_literal(std::string_view h) {
 
 } // namespace
 
+bool endpoint::host_local() const noexcept {
+  if (scheme != endpoint_scheme::tcp)
+    return true;
+  if (host == "localhost" || host == "::1" || host == "0:0:0:0:0:0:0:1")
+    return true;
+  // 127.0.0.0/8: "127." followed by three decimal octets.
+  if (!host.starts_with("127."))
+    return false;
+  int dots = 0;
+  int octet = -1;
+  for (std::size_t i = 4; i < host.size(); ++i) {
+    const char c = host[i];
+    if (c == '.') {
+      if (octet < 0) return false;
+      ++dots;
+      octet = -1;
+    } else if (c >= '0' && c <= '9') {
+      octet = (octet < 0 ? 0 : octet * 10) + (c - '0');
+      if (octet > 255) return false;
+    } else {
+      return false;
+    }
+  }
+  return dots == 2 && octet >= 0;
+}
+
 std::string endpoint::text() const {
   switch (scheme) {
   case endpoint_scheme::inproc: return "inproc://" + address;

@@ -31,6 +31,11 @@ struct endpoint {
   /// The canonical text, "scheme://address", as libzmq expects it.
   std::string text() const;
 
+  /// Whether traffic on this endpoint stays on this host: inproc, ipc, and tcp on a loopback
+  /// address (127.0.0.0/8, ::1, "localhost"). A wildcard ("*", 0.0.0.0, ::), an interface name
+  /// or any other host is not: such a link needs CURVE (ENVELOPE.md §7). Thread-safe (pure).
+  bool host_local() const noexcept;
+
   /// Parses and validates `text` for `use`. Rules: inproc names are 1..256 printable ASCII
   /// bytes; ipc paths are 1..107 bytes without NUL ("*" only for bind); tcp needs host and
   /// port, the port 1..65535 for connect and 0..65535 or "*" for bind, the host a DNS name,

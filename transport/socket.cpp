@@ -261,6 +261,12 @@ result<void> envelope_socket::receive(envelope& out, std::chrono::milliseconds t
   return {};
 }
 
+std::string_view envelope_socket::peer_user_id() const noexcept {
+  // zmq_msg_gets takes a non-const message; it only reads the metadata attached to it.
+  const char* v = zmq_msg_gets(const_cast<zmq::message_t&>(rx_).handle(), "User-Id");
+  return v != nullptr ? std::string_view(v) : std::string_view();
+}
+
 result<incoming> envelope_socket::receive(std::chrono::milliseconds timeout) {
   incoming in;
   if (auto r = receive(in.env, timeout, &in.routing_id); !r)

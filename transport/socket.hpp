@@ -127,6 +127,11 @@ public:
                                      std::vector<std::uint8_t>* routing_id = nullptr);
   /// Convenience form of `receive` returning a fresh `incoming`.
   [[nodiscard]] result<incoming> receive(std::chrono::milliseconds timeout);
+  /// The ZAP "User-Id" of the connection the last received frame came from (zmq_msg_gets, RFC
+  /// 27): with shoal's ZAP handler, the peer's CURVE public key in Z85 (curve.hpp). Empty when
+  /// no ZAP handler admitted the peer (plain links) or nothing was received yet. Valid until
+  /// the next receive. Owner only.
+  std::string_view peer_user_id() const noexcept;
 
   // -- access ---------------------------------------------------------------------------------
 

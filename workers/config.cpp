@@ -1,5 +1,7 @@
 #include "workers/config.hpp"
 
+#include "transport/curve.hpp"
+
 #include <toml++/toml.h>
 
 #include <cstdlib>
@@ -35,7 +37,8 @@ template <class T> key_binding bind(T& field) {
   } else {
     b.from_toml = [&field](const toml::node& n) {
       auto v = n.value<std::int64_t>();
-      if (!v || *v < 0 || *v > static_cast<std::int64_t>(std::numeric_limits<T>::max()))
+      // Compared unsigned: a uint64 key's maximum does not fit an int64.
+      if (!v || *v < 0 || static_cast<std::uint64_t>(*v) > std::numeric_limits<T>::max())
         return false;
       field = static_cast<T>(*v);
       return true;
@@ -57,6 +60,7 @@ template <class T> key_binding bind(T& field) {
 std::map<std::string, key_binding> bindings(config& c) {
   return {
       {"storage.connection_string", bind(c.storage.connection_string)},
+      {"storage.connection_string_file", bind(c.storage.connection_string_file)},
       {"storage.request_timeout_ms", bind(c.storage.request_timeout_ms)},
       {"storage.connect_timeout_ms", bind(c.storage.connect_timeout_ms)},
       {"storage.max_attempts", bind(c.storage.max_attempts)},
@@ -81,6 +85,7 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"etl.busy_timeout_ms", bind(c.etl.busy_timeout_ms)},
       {"etl.claim_max", bind(c.etl.claim_max)},
       {"etl.history", bind(c.etl.history)},
+      {"etl.max_blob_bytes", bind(c.etl.max_blob_bytes)},
       {"persistor.mode", bind(c.persistor.mode)},
       {"persistor.endpoint", bind(c.persistor.endpoint)},
       {"persistor.committed_endpoint", bind(c.persistor.committed_endpoint)},
@@ -108,6 +113,9 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"persistor.register_etl", bind(c.persistor.register_etl)},
       {"persistor.register_catalog", bind(c.persistor.register_catalog)},
       {"persistor.catalog_before_ack", bind(c.persistor.catalog_before_ack)},
+      {"persistor.curve_secret_key", bind(c.persistor.curve_secret_key)},
+      {"persistor.curve_public_key", bind(c.persistor.curve_public_key)},
+      {"persistor.curve_allow_dir", bind(c.persistor.curve_allow_dir)},
       {"worker.job", bind(c.worker.job)},
       {"worker.queue", bind(c.worker.queue)},
       {"worker.exec_command", bind(c.worker.exec_command)},
@@ -152,6 +160,50 @@ std::string env_name(const std::string& key) {
   return out;
 }
 
+// The connection string when the file and the environment leave it empty: the secret file,
+// else AZURE_STORAGE_CONNECTION_STRING; never a default (a daemon must not fall back to the
+// emulator because a secret is missing: cmd::load decides what an empty one means).
+result<void> resolve_connection_string(storage_config& s, const std::filesystem::path& config_path) {
+  if (!s.connection_string.empty() && !s.connection_string_file.empty())
+    return fail(errc::invalid_argument, "configuration keys 'storage.connection_string' and "
+                                        "'storage.connection_string_file' are both set; set one");
+  if (!s.connection_string.empty()) {
+    const char* env = std::getenv("SHOAL_STORAGE_CONNECTION_STRING");
+    s.connection_string_origin = (env && *env) ? std::string("SHOAL_STORAGE_CONNECTION_STRING")
+        : config_path.empty() ? std::string("[storage] connection_string")
+                              : "[storage] connection_string in " + config_path.string();
+    return {};
+  }
+  if (!s.connection_string_file.empty()) {
+    auto text = transport::read_secret_file(s.connection_string_file, 64 * 1024);
+    if (!text)
+      return fail(text.error().code == transport::errc::security ? errc::invalid_argument : errc::io,
+                  "storage.connection_string_file: " + text.error().message);
+    std::string_view rest = *text;
+    while (!rest.empty()) {
+      const auto nl = rest.find('\n');
+      std::string_view line = rest.substr(0, nl);
+      rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(nl + 1);
+      while (!line.empty() && std::isspace(static_cast<unsigned char>(line.front()))) line.remove_prefix(1);
+      while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.remove_suffix(1);
+      if (!line.empty() && line.front() != '#') {
+        s.connection_string = std::string(line);
+        break;
+      }
+    }
+    if (s.connection_string.empty())
+      return fail(errc::invalid_argument, "storage.connection_string_file " + s.connection_string_file +
+                                              " holds no connection string");
+    s.connection_string_origin = "connection_string_file " + s.connection_string_file;
+    return {};
+  }
+  if (const char* env = std::getenv("AZURE_STORAGE_CONNECTION_STRING"); env && *env) {
+    s.connection_string = env;
+    s.connection_string_origin = "AZURE_STORAGE_CONNECTION_STRING";
+  }
+  return {};
+}
+
 } // namespace
 
 std::vector<std::pair<std::string, std::string>> config_entries(const config& c) {
@@ -160,6 +212,28 @@ std::vector<std::pair<std::string, std::string>> config_entries(const config& c)
   for (const auto& [key, b] : bindings(copy))
     out.emplace_back(key, b.to_text());
   return out;
+}
+
+bool postgres_url_has_password(std::string_view url) noexcept {
+  const auto scheme = url.find("://");
+  if (scheme == std::string_view::npos)
+    return false;
+  const std::string_view rest = url.substr(scheme + 3);
+  const std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  if (const auto at = authority.rfind('@');
+      at != std::string_view::npos && authority.substr(0, at).find(':') != std::string_view::npos)
+    return true;
+  const auto q = rest.find('?');
+  if (q == std::string_view::npos)
+    return false;
+  std::string_view params = rest.substr(q + 1);
+  while (!params.empty()) {
+    const auto amp = params.find('&');
+    if (params.substr(0, amp).starts_with("password="))
+      return true;
+    params = amp == std::string_view::npos ? std::string_view{} : params.substr(amp + 1);
+  }
+  return false;
 }
 
 result<config> load_config(const std::filesystem::path& path) {
@@ -203,10 +277,8 @@ result<config> load_config(const std::filesystem::path& path) {
         return fail(errc::invalid_argument,
                     "environment variable " + name + " has an invalid value for '" + key + "'");
   }
-  if (c.storage.connection_string.empty()) {
-    const char* env = std::getenv("AZURE_STORAGE_CONNECTION_STRING");
-    c.storage.connection_string = (env && *env) ? env : "UseDevelopmentStorage=true";
-  }
+  if (auto r = resolve_connection_string(c.storage, path); !r)
+    return std::unexpected(r.error());
   if (auto ok = validate(c); !ok)
     return std::unexpected(ok.error());
   return c;
@@ -257,6 +329,9 @@ result<void> validate(const config& c) {
     return bad("etl.claim_max", "must be between 1 and 100");
   if (c.etl.history != "per_blob" && c.etl.history != "per_step")
     return bad("etl.history", "must be per_blob or per_step");
+  // The ETL holds a blob's body in memory while it loads it: this is that memory's bound.
+  if (c.etl.max_blob_bytes < (1u << 20) || c.etl.max_blob_bytes > (64ull << 30))
+    return bad("etl.max_blob_bytes", "must be between 1048576 (1 MiB) and 68719476736 (64 GiB)");
   {
     const persistor_config& p = c.persistor;
     if (p.mode != "push" && p.mode != "pull")
@@ -285,8 +360,19 @@ result<void> validate(const config& c) {
       return bad("persistor.pull_idle_max_ms", "must be between 50 and 600000");
     if (p.append_max_blocks < 1 || p.append_max_blocks >= 50'000)
       return bad("persistor.append_max_blocks", "must be between 1 and 49999");
+    // An append blob must hold at least one batch, and the ETL must be able to read it whole.
+    if (p.append_max_bytes < p.batch_max_bytes || p.append_max_bytes > c.etl.max_blob_bytes)
+      return bad("persistor.append_max_bytes",
+                 "must be at least persistor.batch_max_bytes (" + std::to_string(p.batch_max_bytes) +
+                     ") and at most etl.max_blob_bytes (" + std::to_string(c.etl.max_blob_bytes) +
+                     "), or the ETL would refuse the blob");
     if (p.max_inflight_bytes < p.batch_max_bytes)
       return bad("persistor.max_inflight_bytes", "must be at least persistor.batch_max_bytes");
+    if (p.curve_secret_key.empty() != p.curve_allow_dir.empty())
+      return bad(p.curve_secret_key.empty() ? "persistor.curve_secret_key" : "persistor.curve_allow_dir",
+                 "must be set together with persistor." +
+                     std::string(p.curve_secret_key.empty() ? "curve_allow_dir" : "curve_secret_key") +
+                     " (a CURVE server admits only the producers' keys in the allow folder)");
     bool name_ok = !p.name.empty() && p.name.size() <= 64;
     for (char ch : p.name)
       name_ok = name_ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.');

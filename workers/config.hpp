@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -16,8 +17,17 @@ namespace shoal::workers {
 
 /// [storage]
 struct storage_config {
-  /// Empty = $AZURE_STORAGE_CONNECTION_STRING, else "UseDevelopmentStorage=true".
+  /// The account. Empty = read `connection_string_file`, else $AZURE_STORAGE_CONNECTION_STRING;
+  /// with none of them the daemons refuse to start (cmd::load), `shoal run` and the tools use
+  /// development storage ("UseDevelopmentStorage=true", Azurite).
   std::string connection_string;
+  /// File holding the connection string (its first line that is neither blank nor a '#'
+  /// comment), read by load_config with transport::read_secret_file's rules (symlinks followed,
+  /// owner and mode checked: 0600, or root-owned 0440). Empty = none. Not with connection_string.
+  std::string connection_string_file;
+  /// Not a key: where connection_string came from ("AZURE_STORAGE_CONNECTION_STRING",
+  /// "connection_string_file /etc/shoal/storage", …), for messages; empty when none was found.
+  std::string connection_string_origin;
   std::uint32_t request_timeout_ms = 30'000; ///< one HTTP request, body included
   std::uint32_t connect_timeout_ms = 2'000;  ///< TCP (+ TLS) connect
   std::uint32_t max_attempts = 4;     ///< HTTP attempts per request, counting the first
@@ -57,6 +67,7 @@ struct etl_config {
   /// instance row and its step rows; step by step only for a failed step or a resumed blob);
   /// "per_step" = every step written as it finishes.
   std::string history = "per_blob";
+  std::uint64_t max_blob_bytes = 256ull << 20; ///< a larger blob is refused before its body is read
 };
 
 /// [persistor]: messages into date-partitioned blobs (workers/persistor/, issue 6).
@@ -88,6 +99,9 @@ struct persistor_config {
   std::uint32_t register_etl = 1;        ///< 1 = enqueue each blob into the work table's ETL queue
   std::uint32_t register_catalog = 1;    ///< 1 = register each blob in the catalog
   std::uint32_t catalog_before_ack = 1;  ///< 1 = ack a blob's records only after its catalog entry; 0 = entry after the ack
+  std::string curve_secret_key;          ///< push on a non-loopback tcp endpoint: this persistor's CURVE secret key file
+  std::string curve_public_key;          ///< its public key file (the one producers are given); checked against the secret
+  std::string curve_allow_dir;           ///< folder of the producers' *.pub files admitted (ZAP allow-list)
 };
 
 /// [worker]: one `shoal worker` process (workers/fleet/, issue 5).
@@ -153,16 +167,25 @@ struct config {
 };
 
 /// Loads `path` (if non-empty; a missing file is an error), then applies SHOAL_* environment
-/// overrides (e.g. SHOAL_WORK_LEASE_MS=5000), then fills the connection string from
-/// AZURE_STORAGE_CONNECTION_STRING or the development-storage default, and validates.
+/// overrides (e.g. SHOAL_WORK_LEASE_MS=5000), then, when no connection string is set, reads
+/// `storage.connection_string_file` or AZURE_STORAGE_CONNECTION_STRING (no default: an empty
+/// connection string means none was given; see storage_config), and validates.
 /// Errors: io (unreadable file), parse (bad TOML, with line and column; unknown key; wrong
-/// type), invalid_argument (a value out of range, naming the key). Thread-safe (pure).
+/// type), invalid_argument (a value out of range, naming the key; both connection_string and
+/// connection_string_file set; a connection string file that is empty or that others may
+/// read), io (connection string file unreadable). Thread-safe (reads the environment and files).
 [[nodiscard]] result<config> load_config(const std::filesystem::path& path);
 
 /// Every key load_config accepts ("section.key"), sorted, with its value in `c` as text
 /// (numbers in decimal, strings as they are). Lets tests check deploy/shoal.toml.example and
 /// tools print the configuration in force. Thread-safe (pure).
 std::vector<std::pair<std::string, std::string>> config_entries(const config& c);
+
+/// Whether a PostgreSQL URL carries a password (`postgresql://user:secret@host/db` or a
+/// `password=` parameter). Such a URL must not be passed on a command line (every local user
+/// can read argv); libpq reads passwords from ~/.pgpass, $PGPASSFILE or `passfile=`.
+/// Thread-safe (pure).
+bool postgres_url_has_password(std::string_view url) noexcept;
 
 /// Checks ranges and relations (lease_renew_ms < lease_ms, 1 ≤ claim_batch ≤ 100, shards in
 /// 1..256, ...). Errors: invalid_argument naming the key.

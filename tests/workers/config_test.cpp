@@ -32,14 +32,15 @@ protected:
   }
 };
 
-TEST_F(ConfigTest, DefaultsAreValidAndUseDevelopmentStorage) {
+TEST_F(ConfigTest, DefaultsAreValidAndNameNoStorage) {
   auto c = load_config({});
   ASSERT_TRUE(c) << c.error().describe();
   EXPECT_EQ(c->work.table, "shoalwork");
   EXPECT_EQ(c->work.shards, 16u);
   EXPECT_EQ(c->work.lease_ms, 30000u);
   EXPECT_EQ(c->work.claim_batch, 100u);
-  EXPECT_EQ(c->storage.connection_string, "UseDevelopmentStorage=true");
+  // No silent fallback to the emulator (issue 15): cmd::load decides what "none" means.
+  EXPECT_EQ(c->storage.connection_string, "");
 }
 
 TEST_F(ConfigTest, FileThenEnvironmentOverride) {

@@ -40,6 +40,7 @@ struct catalog_args {
 
 std::optional<st::table_service_client> service(const workers::config& c) {
   st::pipeline_options opts = pipeline_options_for(c);
+#if defined(SHOAL_TEST_HOOKS) // test builds only (workers/CMakeLists.txt)
   if (const char* skew = std::getenv("SHOAL_TEST_CLOCK_SKEW_MS"); skew && *skew) {
     char* end = nullptr;
     long long ms = std::strtoll(skew, &end, 10);
@@ -49,6 +50,7 @@ std::optional<st::table_service_client> service(const workers::config& c) {
     }
     opts.hooks.now = [ms] { return std::chrono::system_clock::now() + std::chrono::milliseconds(ms); };
   }
+#endif
   auto svc = st::table_service_client::from_connection_string(c.storage.connection_string, opts);
   if (!svc) {
     std::fprintf(stderr, "shoal catalog: storage: %s\n", svc.error().describe().c_str());

@@ -1,5 +1,8 @@
 #include "workers/cmd/cli.hpp"
 
+#include "storage/connection_string.hpp"
+#include "storage/table_detail.hpp"
+
 #include <spdlog/cfg/env.h>
 #include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -12,22 +15,46 @@
 
 namespace shoal::cmd {
 
-std::optional<workers::config> load(const global_options& g) {
+std::optional<workers::config> load(const global_options& g, storage_need need,
+                                    std::string_view command) {
+  const std::string who = command.empty() ? std::string("shoal") : "shoal " + std::string(command);
   std::string path = g.config_path;
   if (path.empty())
     if (const char* env = std::getenv("SHOAL_CONFIG"); env && *env)
       path = env;
   auto c = workers::load_config(path);
   if (!c) {
-    std::fprintf(stderr, "shoal: configuration: %s\n", c.error().describe().c_str());
+    std::fprintf(stderr, "%s: configuration: %s\n", who.c_str(), c.error().describe().c_str());
     return std::nullopt;
   }
-  if (!g.connection_string.empty())
+  if (g.dev_storage && !g.connection_string.empty()) {
+    std::fprintf(stderr, "%s: --dev-storage and --connection-string name two storages; give one\n",
+                 who.c_str());
+    return std::nullopt;
+  }
+  if (!g.connection_string.empty()) {
     c->storage.connection_string = g.connection_string;
+    c->storage.connection_string_origin = "--connection-string";
+  } else if (g.dev_storage) {
+    c->storage.connection_string = "UseDevelopmentStorage=true";
+    c->storage.connection_string_origin = "--dev-storage";
+  } else if (c->storage.connection_string.empty()) {
+    if (need == storage_need::explicit_only) {
+      std::fprintf(stderr,
+                   "%s: no storage connection string: set AZURE_STORAGE_CONNECTION_STRING, "
+                   "[storage] connection_string or connection_string_file in the configuration%s, "
+                   "or pass --dev-storage to use the local emulator (UseDevelopmentStorage=true); "
+                   "not starting\n",
+                   who.c_str(), path.empty() ? " (--config)" : (" " + path).c_str());
+      return std::nullopt;
+    }
+    c->storage.connection_string = "UseDevelopmentStorage=true";
+    c->storage.connection_string_origin = "development storage (no connection string given)";
+  }
   if (!g.log_level.empty())
     c->log.level = g.log_level;
   if (auto ok = workers::validate(*c); !ok) {
-    std::fprintf(stderr, "shoal: configuration: %s\n", ok.error().describe().c_str());
+    std::fprintf(stderr, "%s: configuration: %s\n", who.c_str(), ok.error().describe().c_str());
     return std::nullopt;
   }
   return *std::move(c);
@@ -57,6 +84,57 @@ std::optional<storage::pipeline> make_pipeline(const workers::config& c, std::st
     return std::nullopt;
   }
   return *std::move(p);
+}
+
+std::string storage_summary(const workers::config& c) {
+  auto account = storage::parse_connection_string(c.storage.connection_string);
+  std::string out = account ? account->describe() : "an unparsable connection string";
+  if (!c.storage.connection_string_origin.empty())
+    out += ", from " + c.storage.connection_string_origin;
+  return out;
+}
+
+std::string terminal_safe(std::string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  auto escape_byte = [&](unsigned char b) {
+    switch (b) {
+    case '\n': out += "\\n"; break;
+    case '\r': out += "\\r"; break;
+    case '\t': out += "\\t"; break;
+    default:
+      out += "\\x";
+      out += hex[b >> 4];
+      out += hex[b & 15];
+    }
+  };
+  // Well-formed UTF-8 is decoded and only its control characters escaped; anything else is
+  // escaped byte by byte (a stray 0x9b is a C1 CSI to some terminals).
+  const bool utf8 = storage::detail::valid_utf8(text);
+  if (!utf8) {
+    for (const char ch : text) {
+      const auto b = static_cast<unsigned char>(ch);
+      if (b < 0x20 || b >= 0x7f) escape_byte(b);
+      else out += ch;
+    }
+    return out;
+  }
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    if (b < 0x20 || b == 0x7f) {
+      escape_byte(b);
+    } else if (b == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) < 0xa0) {
+      // U+0080..U+009F, the C1 controls, encoded C2 80..C2 9F.
+      out += "\\u00";
+      out += hex[(static_cast<unsigned char>(text[i + 1]) >> 4) & 15];
+      out += hex[static_cast<unsigned char>(text[i + 1]) & 15];
+      ++i;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
 }
 
 void init_logging(const workers::config& c) {

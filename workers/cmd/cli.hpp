@@ -19,11 +19,22 @@ struct global_options {
   std::string connection_string; ///< --connection-string (overrides config and environment)
   std::string log_level;         ///< --log-level (overrides config)
   bool json = false;             ///< --json: machine-readable output where a command has one
+  bool dev_storage = false;      ///< --dev-storage: the local emulator, said out loud
 };
 
-/// Loads the configuration named by `g` and applies the flag overrides. On failure prints a
-/// clear message to stderr and returns nullopt (the caller exits with status 2).
-std::optional<workers::config> load(const global_options& g);
+/// What a command does when no connection string was given (flag, config, file, environment).
+enum class storage_need {
+  dev_default,  ///< tools and `shoal run`: use development storage (Azurite)
+  explicit_only ///< daemons (supervisor, worker, persistor, etl run): refuse to start
+};
+
+/// Loads the configuration named by `g` and applies the flag overrides. With no connection
+/// string anywhere, `need` decides: development storage, or (daemons) a refusal naming every
+/// way to give one, unless --dev-storage. On failure prints a clear message to stderr, prefixed
+/// "shoal <command>", and returns nullopt (the caller exits with status 2).
+std::optional<workers::config> load(const global_options& g,
+                                    storage_need need = storage_need::dev_default,
+                                    std::string_view command = {});
 
 /// The storage pipeline settings of `c` ([storage] timeouts, CA file, attempts).
 storage::pipeline_options pipeline_options_for(const workers::config& c);
@@ -36,6 +47,16 @@ inline std::optional<storage::pipeline> make_pipeline(const workers::config& c,
                                                       std::string_view command) {
   return make_pipeline(c, command, pipeline_options_for(c));
 }
+
+/// Which storage `c` uses and where the connection string came from, without any secret:
+/// "account devstoreaccount1 (SharedKey) blob=http://127.0.0.1:10000/devstoreaccount1 …, from
+/// AZURE_STORAGE_CONNECTION_STRING". Thread-safe (pure).
+std::string storage_summary(const workers::config& c);
+
+/// `text` with every control character (C0, DEL, C1) and every byte that is not UTF-8 written
+/// as an escape (\n, \t, \x1b, \u0085, …), so job output, payloads and error texts cannot
+/// move the cursor, recolour or retitle a terminal. Thread-safe (pure).
+std::string terminal_safe(std::string_view text);
 
 /// Sets up spdlog from `c.log` (level, optional rotating file) plus SPDLOG_LEVEL env overrides.
 void init_logging(const workers::config& c);

@@ -116,11 +116,13 @@ int run_run(const workers::config& c, const etl_args& a) {
   workers::etl::etl_job_options o;
   o.reopen_sink = open;
   o.container = c.etl.container;
+  o.max_blob_bytes = c.etl.max_blob_bytes;
   o.owner = a.owner.empty() ? default_owner() : a.owner;
   o.datasets = std::move(*datasets);
   auto history = workers::etl::parse_history_mode(c.etl.history);
   if (!history) return report("run", history.error());
   o.history = *history;
+#if defined(SHOAL_TEST_HOOKS) // fault injection exists in test builds only (workers/CMakeLists.txt)
   o.crash_after = workers::etl::crash_hook_from_env(); // SHOAL_ETL_CRASH_AT: kill -9 drills
   if (const char* crash = std::getenv("SHOAL_ETL_CRASH_AFTER"); crash && *crash) {
     std::string step = crash;
@@ -132,6 +134,7 @@ int run_run(const workers::config& c, const etl_args& a) {
       return false;
     };
   }
+#endif
   auto job = workers::etl::etl_job::make(storage::blob_client(*p), *runs, std::move(*sink), std::move(o));
   if (!job) return report("run", job.error());
   const std::string queue = a.queue.empty() ? c.etl.queue : a.queue;
@@ -258,13 +261,21 @@ void add_etl_command(CLI::App& app, global_options& g, command_fn& run) {
   auto* s = cmd->add_subcommand("show", "One instance and its step history");
   s->add_option("id", a->ids, "record id (the blob name)")->required()->expected(1);
 
-  auto bind = [&g, &run, a](CLI::App* sub, int (*fn)(const workers::config&, const etl_args&, bool)) {
-    sub->callback([&g, &run, a, fn] {
-      run = [&g, a, fn] {
-        auto c = load(g);
+  // `etl run` is a daemon (systemd timer, fleets): it never falls back to the emulator.
+  auto bind = [&g, &run, a](CLI::App* sub, int (*fn)(const workers::config&, const etl_args&, bool),
+                            storage_need need = storage_need::dev_default) {
+    sub->callback([&g, &run, a, fn, need] {
+      run = [&g, a, fn, need] {
+        auto c = load(g, need, "etl");
         if (!c) return 2;
         if (!a->log_file.empty()) c->log.file = a->log_file;
         if (!a->sqlite.empty()) c->etl.sqlite_path = a->sqlite;
+        if (workers::postgres_url_has_password(a->postgres)) {
+          std::fprintf(stderr, "shoal etl: --postgres holds a password, which every local user can read "
+                               "in the process list; give the URL without it and put the password in "
+                               "~/.pgpass, the file PGPASSFILE names or the URL's passfile= parameter\n");
+          return 2;
+        }
         if (!a->postgres.empty()) c->etl.postgres_url = a->postgres;
         if (!a->datasets.empty()) c->etl.datasets_dir = a->datasets;
         init_logging(*c);
@@ -272,7 +283,8 @@ void add_etl_command(CLI::App& app, global_options& g, command_fn& run) {
       };
     });
   };
-  bind(r, [](const workers::config& c, const etl_args& x, bool) { return run_run(c, x); });
+  bind(r, [](const workers::config& c, const etl_args& x, bool) { return run_run(c, x); },
+       storage_need::explicit_only);
   bind(e, [](const workers::config& c, const etl_args& x, bool) { return run_enqueue(c, x); });
   bind(l, run_runs);
   bind(s, run_show);

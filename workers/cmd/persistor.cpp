@@ -11,9 +11,10 @@
 // Every flag overrides the [persistor] key of the same name. SIGTERM / SIGINT: stop reading,
 // flush open batches, send the last acks, exit 0 (1 when the flush timed out).
 //
-// Crash injection (tests only): SHOAL_PERSISTOR_CRASH_AT=<point>:<n>, point one of
-// blob_written | registered | acked, kills the process with SIGKILL the n-th time the engine
-// reaches that point (acked: 300 ms later, so the source has sent the acks).
+// Crash injection (test builds only: compiled in when SHOAL_TEST_HOOKS is defined, which the
+// build does with SHOAL_BUILD_TESTS=ON): SHOAL_PERSISTOR_CRASH_AT=<point>:<n>, point one of
+// writing | blob_written | registered | acked, kills the process with SIGKILL the n-th time the
+// engine reaches that point (acked: 300 ms later, so the source has sent the acks).
 
 #include "workers/cmd/cli.hpp"
 
@@ -53,6 +54,10 @@ std::function<void(workers::persistor::fault_point, std::uint64_t)> crash_hook_f
   const char* v = std::getenv("SHOAL_PERSISTOR_CRASH_AT");
   if (v == nullptr)
     return {};
+#if !defined(SHOAL_TEST_HOOKS)
+  spdlog::warn("persistor: SHOAL_PERSISTOR_CRASH_AT is ignored: fault injection exists only in test builds");
+  return {};
+#endif
   const std::string text(v);
   const auto colon = text.find(':');
   if (colon == std::string::npos)
@@ -87,7 +92,7 @@ template <class T> void apply(const std::optional<T>& flag, T& field) {
 }
 
 int run_persistor(const global_options& g, const persistor_args& a) {
-  auto cfg = load(g);
+  auto cfg = load(g, storage_need::explicit_only, "persistor");
   if (!cfg)
     return 2;
   auto& p = cfg->persistor;
@@ -119,6 +124,15 @@ int run_persistor(const global_options& g, const persistor_args& a) {
     return 2;
   }
   init_logging(*cfg);
+  spdlog::info("persistor: storage {}", storage_summary(*cfg));
+  // A producer link that crosses hosts is CURVE or nothing: refuse before touching storage.
+  if (p.mode == "push")
+    if (auto k = workers::persistor::push_server_keys(
+            p.endpoint, {p.curve_secret_key, p.curve_public_key, p.curve_allow_dir});
+        !k) {
+      std::fprintf(stderr, "shoal persistor: %s\n", k.error().describe().c_str());
+      return 2;
+    }
 
   // Signals go to one waiting thread (blocked everywhere else, inherited by every thread).
   sigset_t sigs;
@@ -217,6 +231,7 @@ int run_persistor(const global_options& g, const persistor_args& a) {
     pu.committed_endpoint = p.committed_endpoint;
     pu.event_time_field = p.event_time_field;
     pu.address = "persistor@" + eo.name + "@" + eo.host;
+    pu.curve = {p.curve_secret_key, p.curve_public_key, p.curve_allow_dir};
     r = workers::persistor::run_push(eo, storage::blob_client(*pipe), std::move(etl), std::move(catalog),
                                      pu, stop, stats, flush_timeout, [](const std::string& ep) {
                                        spdlog::info("persistor: listening on {}", ep);

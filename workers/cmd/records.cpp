@@ -15,6 +15,7 @@
 
 #include "storage/blob_client.hpp"
 #include "storage/table_client.hpp"
+#include "workers/json_limits.hpp"
 #include "workers/work_table.hpp"
 
 #include <nlohmann/json.hpp>
@@ -139,6 +140,9 @@ workers::result<std::vector<workers::new_record>> read_file(const std::string& p
   }
   std::vector<workers::new_record> out;
   if (format == "json") {
+    // Items are re-serialized with nlohmann's recursive dump: bound the nesting first.
+    if (auto deep = workers::check_json_depth(text, path, workers::max_json_depth + 1); !deep)
+      return std::unexpected(deep.error());
     auto j = nlohmann::json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_array()) return workers::fail(workers::errc::parse, path + ": expected a JSON array");
     for (std::size_t i = 0; i < j.size(); ++i) {
@@ -151,6 +155,8 @@ workers::result<std::vector<workers::new_record>> read_file(const std::string& p
     std::string line;
     for (std::size_t n = 1; std::getline(lines, line); ++n) {
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      if (auto deep = workers::check_json_depth(line, path + " line " + std::to_string(n)); !deep)
+        return std::unexpected(deep.error());
       auto j = nlohmann::json::parse(line, nullptr, false);
       if (j.is_discarded()) return workers::fail(workers::errc::parse, path + " line " + std::to_string(n) + ": not JSON");
       auto r = from_json_item(j, n);
@@ -245,7 +251,7 @@ int run_list(const workers::config& c, const records_args& a, bool json) {
       for (auto s : all) j["shards"][std::to_string(shard)][std::string(to_string(s))] = m[s];
     j["records"] = nlohmann::json::array();
     for (const auto& v : *recs) j["records"].push_back(to_json(v, false));
-    std::cout << j.dump() << "\n";
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return 0;
   }
   std::printf("queue %s: %zu records\n\n%-8s %9s %9s %9s %9s\n", a.queue.c_str(), counts->total, "shard", "pending", "claimed", "done", "dead");
@@ -254,10 +260,13 @@ int run_list(const workers::config& c, const records_args& a, bool json) {
   std::printf("%-8s %9zu %9zu %9zu %9zu\n\n", "total", counts->by_status[all[0]], counts->by_status[all[1]],
               counts->by_status[all[2]], counts->by_status[all[3]]);
   std::printf("%-32s %-8s %5s %4s %4s %-24s %-20s %s\n", "ID", "STATUS", "SHARD", "GEN", "ATT", "OWNER", "LEASE_UNTIL", "LAST_ERROR");
+  // Ids, owners and errors (a job's stderr) are shown with control characters escaped.
   for (const auto& v : *recs)
-    std::printf("%-32s %-8s %5u %4lld %4d %-24s %-20s %s\n", v.id.c_str(), std::string(to_string(v.status)).c_str(), v.shard,
-                static_cast<long long>(v.gen), v.attempts, v.owner.empty() ? "-" : v.owner.c_str(),
-                v.status == record_status::claimed ? iso(v.lease_until).c_str() : "-", v.last_error.substr(0, 60).c_str());
+    std::printf("%-32s %-8s %5u %4lld %4d %-24s %-20s %s\n", terminal_safe(v.id).c_str(),
+                std::string(to_string(v.status)).c_str(), v.shard, static_cast<long long>(v.gen), v.attempts,
+                v.owner.empty() ? "-" : terminal_safe(v.owner).c_str(),
+                v.status == record_status::claimed ? iso(v.lease_until).c_str() : "-",
+                terminal_safe(v.last_error).substr(0, 60).c_str());
   if (recs->size() == a.limit) std::printf("(first %zu shown; --limit N for more)\n", a.limit);
   return 0;
 }
@@ -272,11 +281,17 @@ int run_show(const workers::config& c, const records_args& a, bool json) {
   auto v = w->get(a.queue, a.ids.front(), true);
   if (!v) return report("show", v.error());
   auto j = to_json(*v, true);
+  // JSON escapes control characters itself; bytes that are not UTF-8 become U+FFFD instead of
+  // an exception. The table escapes them (payloads and job errors are anyone's bytes).
   if (json) {
-    std::cout << j.dump() << "\n";
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return 0;
   }
-  for (auto& [k, val] : j.items()) std::printf("%-14s %s\n", k.c_str(), val.is_string() ? val.get<std::string>().c_str() : val.dump().c_str());
+  for (auto& [k, val] : j.items())
+    std::printf("%-14s %s\n", k.c_str(),
+                terminal_safe(val.is_string() ? val.get<std::string>()
+                                              : val.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+                    .c_str());
   return 0;
 }
 

@@ -397,10 +397,8 @@ int run_main(const global_options& g, const run_args& a) {
   const fs::path stats_dir = run_dir / "stats";
   fs::remove_all(stats_dir, ec);
   fs::create_directories(stats_dir, ec);
-  std::printf("storage: %s; logs in %s\n",
-              storage->started ? "started Azurite (development storage)"
-                               : "using the configured account",
-              logs.c_str());
+  std::printf("storage: %s%s; logs in %s\n", storage_summary(*cfg).c_str(),
+              storage->started ? " (Azurite started by shoal run)" : "", logs.c_str());
   std::fflush(stdout);
   cfg->storage.connection_string = storage->connection_string;
 
@@ -429,14 +427,16 @@ int run_main(const global_options& g, const run_args& a) {
 
   // Common arguments and environment of the child processes: same config and storage as this
   // process; the ETL settings go through SHOAL_* variables so the fleet's workers get them too.
+  // The connection string travels only in the environment: argv is readable by every local user.
   const std::string self = workers::self_executable().string();
-  std::vector<std::string> common{self, "--connection-string", storage->connection_string};
+  std::vector<std::string> common{self};
   if (!g.config_path.empty())
     common.insert(common.end(), {"--config", fs::absolute(g.config_path).string()});
   if (!g.log_level.empty())
     common.insert(common.end(), {"--log-level", g.log_level});
   std::vector<std::pair<std::string, std::string>> env{
       {"SHOAL_STORAGE_CONNECTION_STRING", storage->connection_string},
+      {"SHOAL_STORAGE_CONNECTION_STRING_FILE", ""},
       {"AZURE_STORAGE_CONNECTION_STRING", storage->connection_string},
       {"SHOAL_ETL_SQLITE_PATH", db.string()},
       {"SHOAL_ETL_DATASETS_DIR", ds->datasets_dir.string()},

@@ -4,6 +4,11 @@
 //   shoal send flights.ndjson --dest flights --event-time-field ts [--id-field id]
 //              [--endpoint tcp://127.0.0.1:5590] [--ack-timeout-ms 10000] [--timeout-s 300]
 //              [--window 20000] [--progress | --quiet] [--no-flush]
+//              [--curve-server-key persistor.pub --curve-secret-key producer.key]
+//
+// To a persistor on a tcp endpoint that is not loopback the link is CURVE (the persistor admits
+// only the producer keys in its curve_allow_dir): --curve-server-key names its public key file,
+// --curve-secret-key this producer's key file. A refused key is reported at once.
 //
 // Each record gets a stable message id — a 128-bit hash of its --id-field value, or of the file
 // path and record number — so re-sending (after an ack timeout, or re-running the command)
@@ -16,12 +21,16 @@
 #include "workers/cmd/cli.hpp"
 
 #include "storage/encoding.hpp"
+#include "transport/curve.hpp"
+#include "transport/endpoint.hpp"
 #include "transport/socket.hpp"
 #include "workers/json_input.hpp"
+#include "workers/json_limits.hpp"
 #include "workers/persistor/engine.hpp"
 #include "workers/persistor/sources.hpp"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -34,6 +43,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <unistd.h>
 #include <unordered_map>
 
@@ -53,7 +63,61 @@ struct send_args {
   bool progress = false;
   bool quiet = false;
   bool no_flush = false;
+  std::string curve_secret_key; ///< this producer's CURVE secret key file
+  std::string curve_public_key; ///< optional: its public key file, checked against the secret
+  std::string curve_server_key; ///< the persistor's public key file (its curve_public_key)
 };
+
+// CURVE on the link to the persistor (transport/ENVELOPE.md "Third-party producers"): with
+// --curve-server-key this producer is a CURVE client presenting its own key pair; a tcp
+// endpoint that is not loopback requires it (such a persistor is always a CURVE server).
+// Prints what is wrong and returns false.
+bool setup_producer_curve(const send_args& a, const std::string& endpoint, zmq::socket_t& s) {
+  auto ep = transport::endpoint::parse(endpoint, transport::endpoint_use::connect);
+  if (!ep) {
+    std::fprintf(stderr, "shoal send: endpoint %s: %s\n", endpoint.c_str(), ep.error().describe().c_str());
+    return false;
+  }
+  if (a.curve_server_key.empty() && a.curve_secret_key.empty()) {
+    if (ep->host_local())
+      return true;
+    std::fprintf(stderr, "shoal send: %s is not loopback: the persistor there is a CURVE server; give "
+                         "--curve-server-key (its public key file) and --curve-secret-key (this "
+                         "producer's key, whose .pub is in the persistor's curve_allow_dir)\n",
+                 endpoint.c_str());
+    return false;
+  }
+  if (a.curve_server_key.empty() || a.curve_secret_key.empty()) {
+    std::fprintf(stderr, "shoal send: --curve-server-key and --curve-secret-key go together\n");
+    return false;
+  }
+  auto keys = transport::load_curve_secret_key(a.curve_secret_key);
+  if (!keys) {
+    std::fprintf(stderr, "shoal send: --curve-secret-key %s: %s\n", a.curve_secret_key.c_str(),
+                 keys.error().describe().c_str());
+    return false;
+  }
+  if (!a.curve_public_key.empty()) {
+    auto pub = transport::load_curve_public_key(a.curve_public_key);
+    if (!pub || *pub != keys->public_key) {
+      std::fprintf(stderr, "shoal send: --curve-public-key %s is not the public half of %s\n",
+                   a.curve_public_key.c_str(), a.curve_secret_key.c_str());
+      return false;
+    }
+  }
+  auto server = transport::load_curve_public_key(a.curve_server_key);
+  if (!server) {
+    std::fprintf(stderr, "shoal send: --curve-server-key %s: %s\n", a.curve_server_key.c_str(),
+                 server.error().describe().c_str());
+    return false;
+  }
+  if (auto c = transport::configure_curve_client(s, *keys, *server); !c) {
+    std::fprintf(stderr, "shoal send: CURVE: %s\n", c.error().describe().c_str());
+    return false;
+  }
+  spdlog::info("send: CURVE client with key {} to a persistor with key {}", keys->public_key, *server);
+  return true;
+}
 
 std::uint64_t fnv1a(std::string_view s, std::uint64_t h) {
   for (unsigned char c : s) {
@@ -147,8 +211,15 @@ public:
     }
     r.format_ = fmt;
     if (fmt == "json") {
-      // Checked whole in one pass, then cut into elements where they stand: no DOM.
+      // Checked whole in one pass, then cut into elements where they stand: no DOM. The nesting
+      // is bounded first (json_limits.hpp): --id-field parses an element, and an ndjson persistor
+      // would refuse it anyway.
       r.text_.assign(std::istreambuf_iterator<char>(*r.in_), std::istreambuf_iterator<char>());
+      if (workers::json_depth(r.text_, workers::max_json_depth + 1) > workers::max_json_depth + 1) {
+        std::fprintf(stderr, "shoal send: %s: an element nests deeper than %zu levels; nothing sent\n",
+                     r.origin_.c_str(), workers::max_json_depth);
+        return std::nullopt;
+      }
       if (!workers::is_json_array(r.text_)) {
         std::fprintf(stderr, "shoal send: %s is not a JSON array (not valid JSON, or another top-level value)\n",
                      r.origin_.c_str());
@@ -238,6 +309,12 @@ public:
           obj[header_[i]] = (*f)[i];
         return make(obj.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), &obj, line_);
       }
+      if (auto deep = workers::check_json_depth(line, "line"); !deep) {
+        ++broken;
+        std::fprintf(stderr, "shoal send: %s:%zu: %s; sent as text (an ndjson persistor rejects it)\n",
+                     origin_.c_str(), line_, deep.error().message.c_str());
+        return make(line, nullptr, line_);
+      }
       bool multiline = false;
       if (!workers::persistor::json_accept(line, multiline)) { // one pass, no DOM
         ++broken;
@@ -305,6 +382,11 @@ int run_send(const global_options& g, const send_args& a) {
     std::fprintf(stderr, "shoal send: socket: %s\n", sock.error().describe().c_str());
     return 2;
   }
+  if (!setup_producer_curve(a, endpoint, sock->raw()))
+    return 2;
+  // A refused key or a mechanism mismatch shows only as handshake events: watch them so the
+  // command says so at once instead of re-sending until --timeout-s.
+  auto handshakes = transport::handshake_monitor::attach(ctx, sock->raw());
   if (auto c = sock->connect(endpoint); !c) {
     std::fprintf(stderr, "shoal send: connecting %s: %s\n", endpoint.c_str(), c.error().describe().c_str());
     return 2;
@@ -327,7 +409,8 @@ int run_send(const global_options& g, const send_args& a) {
     bool operator>(const due& o) const noexcept { return at > o.at; }
   };
   std::vector<due> timeline;
-  std::deque<id_t> unsent; // read but refused by the HWM
+  std::deque<id_t> unsent;        // read but refused by the HWM
+  std::vector<id_t> unsendable;   // refused by the encoder: counted as rejected
   std::size_t read = 0, acked = 0, rejected = 0, resent = 0;
   std::uint64_t bytes = 0;
   bool input_done = false;
@@ -370,8 +453,11 @@ int run_send(const global_options& g, const send_args& a) {
     auto s = sock->send(env, std::chrono::milliseconds(20));
     if (!s) {
       if (s.error().code != transport::errc::would_block) {
+        // Never sendable as it is (e.g. larger than the frame limit): refused here, like a
+        // persist.reject, instead of waiting for an ack that cannot come.
         std::fprintf(stderr, "shoal send: record cannot be sent: %s\n", s.error().describe().c_str());
-        return true; // stays unacked: reported at the end
+        unsendable.push_back(key);
+        return true;
       }
       return false;
     }
@@ -417,6 +503,9 @@ int run_send(const global_options& g, const send_args& a) {
         break;
       }
     }
+    for (const auto& key : unsendable)
+      rejected += unacked.erase(key);
+    unsendable.clear();
     if (input_done && unacked.empty())
       break;
     if (input_done && unsent.empty() && sent_since_flush > 0 && !a.no_flush)
@@ -468,6 +557,17 @@ int run_send(const global_options& g, const send_args& a) {
       }
       ++resent;
     }
+    if (handshakes && !handshakes->succeeded())
+      if (auto f = handshakes->poll(); f && now - last_progress > 1000) {
+        // Reconnects retry the handshake; a second without one succeeding is the answer.
+        using kind = transport::handshake_failure::kind;
+        std::fprintf(stderr, "\nshoal send: the persistor at %s %s; giving up\n", endpoint.c_str(),
+                     f->what == kind::auth
+                         ? "refused this producer's key (not in its curve_allow_dir)"
+                         : "failed the handshake (it requires CURVE with a listed key, or --curve-server-key "
+                           "is not its key)");
+        break;
+      }
     if (now - last_progress > static_cast<std::int64_t>(a.timeout_s) * 1000) {
       std::fprintf(stderr, "\nshoal send: no acknowledgement for %u s; giving up\n", a.timeout_s);
       break;
@@ -513,6 +613,12 @@ void add_send_command(CLI::App& app, global_options& g, command_fn& run) {
   cmd->add_flag("--no-flush", a->no_flush,
                 "no persist.flush at the end of the input: the persistor seals the last batches "
                 "after its batch_max_delay_ms");
+  cmd->add_option("--curve-secret-key", a->curve_secret_key,
+                  "CURVE: this producer's secret key file (`shoal keys generate`)");
+  cmd->add_option("--curve-public-key", a->curve_public_key,
+                  "CURVE: its public key file, checked against the secret (optional)");
+  cmd->add_option("--curve-server-key", a->curve_server_key,
+                  "CURVE: the persistor's public key file (required for a tcp endpoint that is not loopback)");
   cmd->callback([&g, &run, a] { run = [&g, a] { return run_send(g, *a); }; });
 }
 

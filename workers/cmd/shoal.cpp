@@ -11,13 +11,19 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"shoal: actor-model worker fleets on Azure Storage.\n"
-               "Storage comes from --connection-string, the [storage] section of the config file, "
-               "or AZURE_STORAGE_CONNECTION_STRING (default: UseDevelopmentStorage=true)."};
+               "Storage comes from --connection-string, the [storage] section of the config file "
+               "(connection_string or connection_string_file), or AZURE_STORAGE_CONNECTION_STRING. "
+               "Without one, supervisor, worker, persistor and etl run refuse to start unless "
+               "--dev-storage names the local emulator; run and the tools use it."};
   app.set_version_flag("--version", "shoal " + std::string(shoal::workers::version()));
   shoal::cmd::global_options g;
   app.add_option("--config", g.config_path, "TOML configuration file (or $SHOAL_CONFIG)");
   app.add_option("--connection-string", g.connection_string,
-                 "Azure Storage connection string (overrides config and environment)");
+                 "Azure Storage connection string (overrides config and environment; visible to "
+                 "every local user in the process list: services use the environment or "
+                 "[storage] connection_string_file)");
+  app.add_flag("--dev-storage", g.dev_storage,
+               "use development storage (UseDevelopmentStorage=true: Azurite on 127.0.0.1)");
   app.add_option("--log-level", g.log_level, "trace|debug|info|warn|error|off");
   app.add_flag("--json", g.json, "machine-readable JSON output");
   app.require_subcommand(1);

@@ -66,7 +66,7 @@ void apply(const supervisor_args& a, workers::config& c) {
 }
 
 int run_supervisor(const global_options& g, const supervisor_args& a) {
-  auto cfg = load(g);
+  auto cfg = load(g, storage_need::explicit_only, "supervisor");
   if (!cfg)
     return 2;
   apply(a, *cfg);
@@ -75,11 +75,12 @@ int run_supervisor(const global_options& g, const supervisor_args& a) {
     return 2;
   }
   init_logging(*cfg);
+  spdlog::info("supervisor: storage {}", storage_summary(*cfg));
 
   workers::fleet::supervisor_options so;
   so.cfg = *cfg;
   so.reload = [g, a]() -> workers::result<workers::config> {
-    auto c = load(g);
+    auto c = load(g, storage_need::explicit_only, "supervisor");
     if (!c)
       return workers::fail(workers::errc::invalid_argument, "the configuration has errors (see above)");
     apply(a, *c);
@@ -87,15 +88,14 @@ int run_supervisor(const global_options& g, const supervisor_args& a) {
       return std::unexpected(v.error());
     return *std::move(c);
   };
-  // The worker gets the same configuration: the global flags, then its own.
+  // The worker gets the same configuration: the global flags, then its own. The connection
+  // string goes through its environment (supervisor_options::cfg), never its argv.
   if (!a.worker_program.empty()) {
     so.worker_command = {a.worker_program};
   } else {
     so.worker_command = {workers::self_executable().string()};
     if (!g.config_path.empty())
       so.worker_command.insert(so.worker_command.end(), {"--config", g.config_path});
-    if (!g.connection_string.empty())
-      so.worker_command.insert(so.worker_command.end(), {"--connection-string", g.connection_string});
     if (!g.log_level.empty())
       so.worker_command.insert(so.worker_command.end(), {"--log-level", g.log_level});
     so.worker_command.push_back("worker");

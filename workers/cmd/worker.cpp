@@ -48,7 +48,7 @@ int run_worker(const global_options& g, const worker_args& a) {
   sigaddset(&drain_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &drain_signals, nullptr);
 
-  auto c = load(g);
+  auto c = load(g, storage_need::explicit_only, "worker");
   if (!c)
     return 2;
   if (!a.job.empty())
@@ -64,6 +64,7 @@ int run_worker(const global_options& g, const worker_args& a) {
     return 2;
   }
   init_logging(*c);
+  spdlog::info("worker: storage {}", storage_summary(*c));
 
   auto p = make_pipeline(*c, "worker");
   if (!p)

@@ -1,5 +1,7 @@
 #include "workers/etl/blob_format.hpp"
 
+#include "workers/json_limits.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -260,6 +262,16 @@ result<extracted_blob> extract_records(std::string_view body) {
     r.producer.clear();
     r.event_time.clear();
     r.ingest_time.clear();
+    // The DOM below is walked recursively (dump of `data`): a record nesting deeper than a
+    // payload may (plus its own object) is quarantined unparsed, the rest of the blob loads.
+    if (auto deep = check_json_depth(r.raw, "record", max_json_depth + 1); !deep) {
+      for (std::size_t i = pos; i < end; ++i)
+        if (body[i] == '\n') ++line;
+      pos = end;
+      r.problem = deep.error().message + " (a payload may nest " + std::to_string(max_json_depth) + ")";
+      out.records.push_back(std::move(r));
+      continue;
+    }
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(r.raw);

@@ -1,6 +1,7 @@
 #include "workers/etl/dataset.hpp"
 
 #include "workers/etl/schema_check.hpp"
+#include "workers/json_limits.hpp"
 
 #include <toml++/toml.h>
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
@@ -483,6 +484,11 @@ std::vector<validated_record> validate_records(const dataset& d, std::span<const
     v.record = &r;
     if (d.generic) {
       out.push_back(std::move(v));
+      continue;
+    }
+    // Schema validation, JSON pointers and dump() recurse per level: bound the nesting first.
+    if (auto deep = check_json_depth(r.payload, "payload"); !deep) {
+      reject("validate", deep.error().message);
       continue;
     }
     v.payload = nlohmann::json::parse(r.payload, nullptr, false);

@@ -74,6 +74,7 @@ std::size_t blob_slots::size() const {
 struct etl_chain::shared {
   blob_slots slots;
   std::string container;
+  std::uint64_t max_blob_bytes = 0; ///< get_blob_options::max_bytes of every read
   std::optional<storage::blob_client> blobs;
   sink_factory open_sink;
   std::mutex first_m;
@@ -246,10 +247,19 @@ protected:
     if (r.body.data() == nullptr) {
       if (!sh_->blobs) return ended(werr(errc::invalid_argument, "the ETL chain has no blob client"));
       auto t = clock::now();
-      auto dl = sh_->blobs->get_blob(sh_->container, r.blob);
+      // The body is held whole while the blob loads: a larger one than the cap is refused from
+      // its Content-Length, before a byte of it is read.
+      storage::get_blob_options go;
+      go.max_bytes = sh_->max_blob_bytes;
+      auto dl = sh_->blobs->get_blob(sh_->container, r.blob, go);
       if (!dl) {
         if (dl.error().code == storage::errc::not_found)
           return ended(werr(errc::not_found, "blob " + sh_->container + "/" + r.blob + " does not exist"));
+        if (dl.error().code == storage::errc::limit_exceeded)
+          return ended(werr(errc::limit_exceeded, "blob " + sh_->container + "/" + r.blob +
+                                                      " is larger than [etl] max_blob_bytes (" +
+                                                      std::to_string(sh_->max_blob_bytes) +
+                                                      " bytes): not loaded (" + dl.error().message + ")"));
         return ended(error::from_storage(dl.error(), "reading blob " + r.blob));
       }
       r.owned_body = std::move(dl->body);
@@ -437,6 +447,7 @@ result<std::unique_ptr<etl_chain>> etl_chain::start(etl_chain_options opts, std:
   std::unique_ptr<etl_chain> c(new etl_chain());
   c->shared_ = std::make_shared<shared>();
   c->shared_->container = opts.container;
+  c->shared_->max_blob_bytes = opts.max_blob_bytes;
   c->shared_->blobs = std::move(opts.blobs);
   c->shared_->open_sink = std::move(opts.open_sink);
   c->shared_->first_sink = std::move(first_sink);

@@ -169,6 +169,7 @@ using sink_factory = std::function<result<std::unique_ptr<sql_sink>>()>;
 struct etl_chain_options {
   std::string name = "etl";                 ///< actor system process name (addresses, logs); no '@'
   std::string container = "shoal";          ///< where extract reads blobs
+  std::uint64_t max_blob_bytes = 256ull << 20; ///< a larger blob is refused before its body is read ([etl] max_blob_bytes)
   std::optional<storage::blob_client> blobs; ///< needed to read blobs by name (not for in-memory runs)
   /// Reopens the sink when the load stage restarts; empty: a restarted load stage fails to
   /// start (the chain then gives up once the restart intensity is exceeded).

@@ -134,6 +134,7 @@ result<std::unique_ptr<fleet::job>> make_etl_fleet_job(const config& cfg) {
   o.history = *history;
   o.crash_after = crash_hook_from_env();
   o.container = cfg.etl.container;
+  o.max_blob_bytes = cfg.etl.max_blob_bytes;
   o.owner = owner_of(cfg);
   o.datasets = std::move(*datasets);
   auto job = etl_job::make(storage::blob_client(*pipe), std::move(runs), std::move(*sink), std::move(o));

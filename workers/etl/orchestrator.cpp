@@ -242,6 +242,7 @@ result<etl_job> etl_job::make(storage::blob_client blobs, run_log runs, std::uni
   etl_chain_options co;
   co.name = "etl";
   co.container = opts.container;
+  co.max_blob_bytes = opts.max_blob_bytes;
   co.blobs = std::move(blobs);
   co.open_sink = opts.reopen_sink;
   co.max_restarts = opts.max_restarts;

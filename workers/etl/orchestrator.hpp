@@ -143,6 +143,7 @@ std::function<bool(std::string_view step)> crash_hook_from_env();
 /// Settings of an etl_job.
 struct etl_job_options {
   std::string container = "shoal";  ///< where the blobs are
+  std::uint64_t max_blob_bytes = 256ull << 20; ///< the largest blob loaded: a blob's body is held in memory ([etl] max_blob_bytes)
   std::string owner = "etl";        ///< this worker's id, recorded in history and ledger
   std::vector<dataset> datasets;    ///< by dest; unmatched blobs use the generic dataset
   /// Tests and fault drills: called (on the stage actor's thread) after a step's effect and

@@ -240,8 +240,9 @@ enum type_bit : unsigned {
 } // namespace
 
 struct schema_check::node {
+  struct property; ///< a member's name and subschema (a std::pair of an incomplete node trips clang)
   unsigned types = 0; ///< 0 = any
-  std::vector<std::pair<std::string, node>> properties;
+  std::vector<property> properties;
   std::vector<std::string> required;
   bool additional = true;
   std::optional<std::vector<std::string>> enum_strings;
@@ -252,6 +253,11 @@ struct schema_check::node {
   std::string format;                              ///< "", "date-time", "date" or "time"
 
   bool accepts(const nlohmann::json& v) const;
+};
+
+struct schema_check::node::property {
+  std::string name;
+  node schema;
 };
 
 namespace {
@@ -294,7 +300,7 @@ std::optional<schema_check::node> compile_node(const nlohmann::json& s) {
       for (auto p = v.begin(); p != v.end(); ++p) {
         auto sub = compile_node(p.value());
         if (!sub) return std::nullopt;
-        n.properties.emplace_back(p.key(), std::move(*sub));
+        n.properties.push_back(schema_check::node::property{p.key(), std::move(*sub)});
       }
     } else if (k == "required") {
       if (!v.is_array()) return std::nullopt;
@@ -401,7 +407,7 @@ bool schema_check::node::accepts(const nlohmann::json& v) const {
     if (!additional)
       for (auto it = v.begin(); it != v.end(); ++it) {
         bool known = false;
-        for (const auto& p : properties) known |= p.first == it.key();
+        for (const auto& p : properties) known |= p.name == it.key();
         if (!known) return false;
       }
   }

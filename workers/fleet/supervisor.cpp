@@ -390,9 +390,18 @@ struct supervisor::impl {
     return argv;
   }
 
+  // A worker's environment: the supervisor's, plus the storage it uses. The connection string
+  // (an account key or SAS) goes here, never into argv, which every local user can read in
+  // /proc/PID/cmdline; the file key is cleared so the worker does not see two.
+  std::vector<std::pair<std::string, std::string>> worker_env() const {
+    return {{"SHOAL_STORAGE_CONNECTION_STRING", cfg.storage.connection_string},
+            {"SHOAL_STORAGE_CONNECTION_STRING_FILE", ""}};
+  }
+
   void spawn(slot& s) {
     child_options co;
     co.argv = worker_argv(s);
+    co.env = worker_env();
     co.new_process_group = true;
     auto c = child_process::spawn(co);
     const auto now = steady::now();

@@ -41,7 +41,9 @@ struct supervisor_options {
   /// The worker command before the per-slot flags: {program, global flags…, "worker"}.
   /// Empty = {self_executable(), "worker"}. Tests substitute a fake worker here.
   std::vector<std::string> worker_command;
-  /// Appended after "--slot NAME --supervisor EP" (e.g. --job, --exec, --queue).
+  /// Appended after "--slot NAME --supervisor EP" (e.g. --job, --exec, --queue). Never a
+  /// secret: the storage connection string (cfg's, after each reload) reaches every worker
+  /// through its environment (SHOAL_STORAGE_CONNECTION_STRING), never its argv.
   std::vector<std::string> worker_args;
 };
 

@@ -856,6 +856,8 @@ batch_stage::~batch_stage() { eng_->stage_bytes[slot_].v.store(0, std::memory_or
 result<void> batch_stage::add(const record& r, ack_token token) {
   if (auto v = validate_dest(r.dest); !v)
     return v;
+  if (auto v = check_payload(r, eng_->opts.format); !v)
+    return v;
   if (eng_->stopping.load(std::memory_order_relaxed))
     return fail(errc::cancelled, "persistor is stopping");
   eng_->stats.records_in.fetch_add(1, std::memory_order_relaxed);
@@ -970,6 +972,8 @@ result<std::unique_ptr<engine>> engine::start(engine_options opts, storage::blob
 
 result<void> engine::submit(const record& r, ack_token token) {
   if (auto v = validate_dest(r.dest); !v)
+    return v;
+  if (auto v = check_payload(r, impl_->opts.format); !v)
     return v;
   if (impl_->stopping.load(std::memory_order_relaxed))
     return fail(errc::cancelled, "persistor is stopping");

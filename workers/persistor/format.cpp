@@ -1,5 +1,7 @@
 #include "workers/persistor/format.hpp"
 
+#include "workers/json_limits.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <cctype>
@@ -782,6 +784,10 @@ void append_meta(std::string& out, const record& r, bool utf8) {
   append_checked_or(out, r.message_id, "?");
   out += ",\"producer\":";
   append_checked_or(out, r.producer, "?");
+  if (!r.producer_key.empty()) { // the admitted CURVE key: who sent it, for audits
+    out += ",\"producer_key\":";
+    append_checked_or(out, r.producer_key, "?");
+  }
   out += ",\"dest\":";
   append_json_string(out, r.dest);
   out += ",\"event_time\":";
@@ -815,16 +821,24 @@ bool append_ndjson_data(std::string& out, const std::string& payload) {
   const int verdict = c.run();
   bool json = verdict == 1;
   bool multiline = c.newline;
-  if (verdict < 0) { // deeper than the checker's stack: nlohmann decides (no depth limit)
+  if (verdict < 0) { // deeper than the checker's stack: nlohmann's accept decides (iterative)
     json = valid_utf8(payload) && nlohmann::json::accept(payload);
     multiline = payload.find_first_of("\r\n") != std::string::npos;
   }
   if (!json)
     return append_string<true>(out, payload);
-  if (!multiline)
+  if (!multiline) {
     out += payload;
-  else
+  } else if (verdict < 0) {
+    // Too deep for nlohmann's recursive dump (check_payload refuses such a record before it
+    // gets here). In valid JSON a CR or LF can only be white space (inside strings they are
+    // escaped), so dropping them leaves the same value on one line.
+    for (const char ch : payload)
+      if (ch != '\n' && ch != '\r')
+        out += ch;
+  } else {
     out += nlohmann::json::parse(payload).dump();
+  }
   return true;
 }
 
@@ -1001,6 +1015,17 @@ bool json_accept(std::string_view text, bool& multiline) {
   }
   multiline = c.newline;
   return r == 1;
+}
+
+result<void> check_payload(const record& r, record_format format) {
+  // persistor-v1 carries any payload as a JSON string and walks nothing; ndjson embeds it as
+  // JSON, which the ETL walks recursively: refuse what it could not walk (json_limits.hpp).
+  if (format != record_format::ndjson)
+    return {};
+  if (auto ok = check_json_depth(r.payload, "payload"); !ok)
+    return fail(errc::invalid_argument,
+                ok.error().message + "; an ndjson blob embeds it as JSON, which the ETL could not load");
+  return {};
 }
 
 std::size_t append_record(std::string& out, record_format format, const record& r) {

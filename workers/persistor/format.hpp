@@ -37,6 +37,7 @@ struct record {
   unix_ms event_time = 0;  ///< partition time (event time, or ingest time when none)
   unix_ms ingest_time = 0; ///< when the persistor received it
   std::map<std::string, std::string> properties; ///< source properties (headers, queue info)
+  std::string producer_key; ///< CURVE public key (Z85) the producer's link was admitted with; empty on plain links
 };
 
 /// Parses an event time: ISO-8601 / RFC 3339 (`2001-01-05T10:30:00Z`, fractions, `±hh:mm`
@@ -103,7 +104,8 @@ bool json_accept(std::string_view text, bool& multiline);
 /// Appends `r` to `out` in `format`: persistor-v1 writes `{"DATA": "<payload>", "METADATA":
 /// {...}}` and a blank line; ndjson writes `{"data": <payload JSON>, "meta": {...}}` and '\n'
 /// (a payload that is not JSON is embedded as a JSON string). METADATA / meta keys: message_id,
-/// producer, dest, event_time, ingest_time, properties. A payload that is not UTF-8 is stored
+/// producer, dest, event_time, ingest_time, properties, and producer_key when the record came
+/// over a CURVE link. A payload that is not UTF-8 is stored
 /// base64-encoded with properties.encoding = "base64". Returns the bytes appended.
 /// Cost: one pass over the payload that checks UTF-8 (and, for ndjson, the JSON grammar) while
 /// it escapes or copies, skipping runs of plain bytes 32 at a time; no allocation besides the
@@ -111,6 +113,13 @@ bool json_accept(std::string_view text, bool& multiline);
 /// rolled back and written again as base64; a multi-line JSON payload (ndjson) is re-serialized
 /// through nlohmann. Thread-safe (pure; `out` is the caller's).
 std::size_t append_record(std::string& out, record_format format, const record& r);
+
+/// Whether `r` can be stored in `format`: ndjson embeds the payload as JSON, so a payload that
+/// nests deeper than workers::max_json_depth (json_limits.hpp) is refused (the ETL could not
+/// walk it); persistor-v1 carries any payload as a string. Errors: invalid_argument with the
+/// reason (sent back as persist.reject / the poison reason). Cost: O(payload) only when the
+/// payload holds more than 128 brackets. Thread-safe (pure).
+[[nodiscard]] result<void> check_payload(const record& r, record_format format);
 
 /// What a finished batch declares in its blob metadata.
 struct batch_summary {

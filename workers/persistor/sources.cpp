@@ -2,6 +2,7 @@
 
 #include "actors/supervisor.hpp"
 #include "transport/socket.hpp"
+#include "workers/json_limits.hpp"
 #include "workers/persistor/slot_table.hpp"
 
 #include <nlohmann/json.hpp>
@@ -109,6 +110,8 @@ struct push_shared {
   engine* eng = nullptr;            // set before the source is spawned
   std::function<void(const std::string&)> on_ready;
   zmq::context_t ctx{1};            // outlives the source's sockets (the actor holds this)
+  std::optional<transport::curve_key_pair> curve; // server keys of the ROUTER; none = plain
+  std::unique_ptr<transport::zap_authenticator> zap; // admits the producers' keys (in ctx)
   std::mutex m;                     // guards everything below
   std::vector<ack_token> tokens;    // committed, not yet acked
   std::vector<committed_blob> blobs; // committed, not yet announced
@@ -141,6 +144,9 @@ protected:
     auto router = transport::envelope_socket::make(sh_->ctx, zmq::socket_type::router, so);
     if (!router)
       return bad("persistor socket: " + router.error().describe());
+    if (sh_->curve)
+      if (auto c = transport::configure_curve_server(router->raw(), *sh_->curve, producer_zap_domain); !c)
+        return bad("persistor socket CURVE: " + c.error().describe());
     if (auto b = router->bind(popts.endpoint); !b)
       return bad("binding " + popts.endpoint + ": " + b.error().describe());
     router_.emplace(std::move(*router));
@@ -272,6 +278,7 @@ private:
       r.message_id[2 * i + 1] = hex[in_.id[i] & 0xF];
     }
     r.producer.assign(in_.from);
+    r.producer_key.assign(router_->peer_user_id()); // set by our ZAP handler on CURVE links
     r.ingest_time = now_ms();
     // One memcpy (assigning from the byte vector's iterators copies element by element).
     r.payload.assign(reinterpret_cast<const char*>(in_.body.data()), in_.body.size());
@@ -616,9 +623,19 @@ private:
         tok = sh_->next++;
         sh_->receipts.emplace(tok, receipt{m.message_id, m.pop_receipt});
       }
-      if (!sh_->eng->submit(*rec, tok)) {
-        std::lock_guard lk(sh_->m);
-        sh_->receipts.erase(tok);
+      if (auto sub = sh_->eng->submit(*rec, tok); !sub) {
+        {
+          std::lock_guard lk(sh_->m);
+          sh_->receipts.erase(tok);
+        }
+        if (sub.error().code == errc::invalid_argument) {
+          // A record that can never be stored (ndjson payload nested too deep): back soon, then
+          // parked in the poison queue after max_dequeue tries, like an undecodable one.
+          stats.rejected.fetch_add(1, std::memory_order_relaxed);
+          storage::update_message_options uo;
+          uo.visibility_timeout = std::chrono::seconds(1);
+          (void)sh_->queues.update_message(popts.queue, m.message_id, m.pop_receipt, uo);
+        }
       }
     }
     (void)tell(self(), poll_tick{});
@@ -696,6 +713,9 @@ result<record> record_from_queue_text(std::string_view text, std::string_view de
   record r;
   r.ingest_time = now_ms();
   r.dest = std::string(default_dest);
+  // `data` is re-serialized with nlohmann's recursive dump: bound the nesting first.
+  if (auto deep = check_json_depth(text, "queue message"); !deep)
+    return fail(errc::invalid_argument, deep.error().message);
   auto j = nlohmann::json::parse(text, nullptr, false);
   std::string explicit_time;
   bool has_time = false;
@@ -732,6 +752,19 @@ result<void> run_push(const engine_options& eopts, storage::blob_client blobs,
   sh->popts = popts;
   sh->stats = &stats;
   sh->on_ready = on_ready;
+  // CURVE where producers cross hosts: refuse to start without keys; ZAP before any bind.
+  auto curve = push_server_keys(popts.endpoint, popts.curve);
+  if (!curve)
+    return std::unexpected(curve.error());
+  sh->curve = std::move(*curve);
+  if (sh->curve) {
+    auto zap = start_producer_zap(sh->ctx, popts.curve);
+    if (!zap)
+      return std::unexpected(zap.error());
+    sh->zap = std::move(*zap);
+    spdlog::info("persistor: {} is a CURVE server (public key {}); producers admitted from {}",
+                 popts.endpoint, sh->curve->public_key, popts.curve.allow_dir);
+  }
   // The source actor holds `sh` and `sh` holds the source's ref: break that cycle on every way
   // out, or the actor, its cell and its mailbox are never freed (LeakSanitizer found it).
   struct forget_source {

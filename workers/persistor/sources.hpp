@@ -25,6 +25,7 @@
 #include "transport/envelope.hpp"
 #include "workers/error.hpp"
 #include "workers/persistor/engine.hpp"
+#include "workers/persistor/push_security.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -60,6 +61,9 @@ struct push_options {
   std::string event_time_field;     ///< payload field with the event time; empty = ingest time
   std::string address = "persistor@shoal"; ///< `from` of the acks
   int receive_hwm = 10'000;         ///< ZMQ_RCVHWM of the ROUTER (per producer)
+  /// CURVE (push_security.hpp): required on a tcp endpoint that is not loopback. Each record
+  /// then names the key its producer was admitted with (METADATA.producer_key).
+  push_curve_files curve;
 };
 
 /// Settings of the pull source.
