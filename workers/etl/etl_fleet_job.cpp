@@ -9,6 +9,8 @@
 #include <spdlog/spdlog.h>
 
 #include <fmt/format.h>
+#include <mutex>
+#include <set>
 #include <string>
 #include <unistd.h>
 
@@ -116,7 +118,20 @@ result<std::unique_ptr<fleet::job>> make_etl_fleet_job(const config& cfg) {
   auto table = storage::table_client::make(*pipe, cfg.etl.runs_table);
   if (!table) return std::unexpected(error::from_storage(table.error(), "opening the runs table"));
   run_log runs(*table);
-  if (auto r = runs.create_if_missing(); !r) return std::unexpected(r.error());
+  // Once per process, table endpoint and table: a worker makes one job per lane, and each
+  // creation is a request. A table is remembered only once its creation succeeded, so a failed
+  // attempt is retried by the next job made; the lock is held across the request so lanes
+  // starting together do not each send it.
+  {
+    static std::mutex m;
+    static std::set<std::string> created;
+    const std::string key = account->table_endpoint + "/" + cfg.etl.runs_table;
+    std::lock_guard lk(m);
+    if (!created.contains(key)) {
+      if (auto r = runs.create_if_missing(); !r) return std::unexpected(r.error());
+      created.insert(key);
+    }
+  }
   auto datasets = load_datasets(cfg.etl.datasets_dir);
   if (!datasets) return std::unexpected(datasets.error());
   // The first connection is opened here (a bad path or URL is a set-up error); the load stage

@@ -6,6 +6,7 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/request_counts.hpp"
 #include "workers/claimer.hpp"
 #include "workers/key_escape.hpp"
 #include "workers/record_table.hpp"
@@ -17,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -166,6 +168,63 @@ TEST(WorkTableIt, EnqueueClaimCompleteRoundTrip) {
   auto open = e.work.has_open("jobs");
   ASSERT_TRUE(open) << open.error().describe();
   EXPECT_FALSE(*open);
+}
+
+TEST(WorkTableIt, BatchedCompleteFallsBackOnA412AndCompletesTheRestTogether) {
+  // Five records of one shard completed in one call: one holds a stale ETag but is still ours
+  // (renewed through a copy), one was released through a copy and claimed by another worker. The
+  // entity group transaction fails on each in turn (412); the others still go in one
+  // transaction, the stale one is re-read and completed alone, the lost one is refused.
+  env_options o;
+  o.wt.work.shards = 1;
+  auto a = open_env(tests::unique_name("wtcmany"), o);
+  auto b = open_env(a.table_name, o, false);
+  ASSERT_TRUE(a.work.enqueue("q", make_records(5, "c")));
+  auto held = a.work.claim("q", std::vector<std::uint32_t>{0}, "worker-a", 5);
+  ASSERT_TRUE(held) << held.error().describe();
+  ASSERT_EQ(held->size(), 5u);
+  std::sort(held->begin(), held->end(), [](const auto& x, const auto& y) { return x.id < y.id; });
+
+  auto renewed = (*held)[1];
+  ASSERT_TRUE(a.work.renew(renewed));
+  ASSERT_NE(renewed.etag, (*held)[1].etag);
+  auto released = (*held)[3];
+  ASSERT_TRUE(a.work.release(released));
+  auto taken = b.work.claim("q", std::vector<std::uint32_t>{0}, "worker-b", 5);
+  ASSERT_TRUE(taken) << taken.error().describe();
+  ASSERT_EQ(taken->size(), 1u);
+  ASSERT_EQ(taken->front().id, (*held)[3].id);
+
+  const auto before = storage::process_request_counts();
+  const auto done_before = a.work.counters().snapshot().completions;
+  std::vector<claimed_record*> ptrs;
+  for (auto& r : *held) ptrs.push_back(&r);
+  auto res = a.work.complete_many(ptrs);
+  // At most one transaction per 412 plus the one that lands; only the stale-but-ours record is
+  // merged alone; the two refused ones are re-read once each.
+  auto sent = tests::requests_to(a.table_name, before);
+  EXPECT_GE(sent["batch"], 1u);
+  EXPECT_LE(sent["batch"], 3u);
+  EXPECT_EQ(sent["merge"], 1u);
+  EXPECT_EQ(sent["get"], 2u);
+  ASSERT_EQ(res.size(), 5u);
+  for (std::size_t i : {0u, 1u, 2u, 4u}) EXPECT_TRUE(res[i]) << i << ": " << res[i].error().describe();
+  ASSERT_FALSE(res[3]);
+  EXPECT_EQ(res[3].error().code, errc::lease_lost);
+  EXPECT_NE(res[3].error().message.find("worker-b"), std::string::npos) << res[3].error().message;
+  EXPECT_EQ(a.work.counters().snapshot().completions - done_before, 4u);
+
+  for (std::size_t i : {0u, 1u, 2u, 4u}) {
+    auto v = a.work.get("q", (*held)[i].id);
+    ASSERT_TRUE(v) << v.error().describe();
+    EXPECT_EQ(v->status, record_status::done) << (*held)[i].id;
+  }
+  auto lost = a.work.get("q", (*held)[3].id);
+  ASSERT_TRUE(lost) << lost.error().describe();
+  EXPECT_EQ(lost->status, record_status::claimed);
+  EXPECT_EQ(lost->owner, "worker-b");
+
+  ASSERT_TRUE(b.work.complete(taken->front()));
 }
 
 TEST(WorkTableIt, EnqueueIsIdempotentAndNeverResetsFinishedRecords) {

@@ -11,6 +11,7 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/request_counts.hpp"
 #include "tests/workers/etl/etl_test_data.hpp"
 #include "workers/etl/orchestrator.hpp"
 #include "workers/work_table.hpp"
@@ -261,17 +262,6 @@ TEST_F(EtlOrchestratorIt, ResumesAfterInProcessDeathBetweenCommitAndTheOneHistor
   die_after_commit_then_resume("flights/2026/11/21/13/host-p1-00000013.json", history_mode::per_blob);
 }
 
-// Storage requests to table `t` of this process since `before` (storage::process_request_counts).
-std::map<std::string, std::uint64_t> requests_to(const std::string& t, const std::vector<storage::request_count>& before) {
-  std::map<std::string, std::uint64_t> out;
-  for (const auto& c : storage::process_request_counts())
-    if (c.resource == t) out[c.op] += c.count;
-  for (const auto& c : before)
-    if (c.resource == t) out[c.op] -= c.count;
-  std::erase_if(out, [](const auto& kv) { return kv.second == 0; });
-  return out;
-}
-
 TEST_F(EtlOrchestratorIt, ABatchOfFirstAttemptsLoadsOneTransactionPerDatasetAndWritesOneHistoryRequestPerBlob) {
   // Five flights blobs and one generic blob claimed together: the flights load in one SQL
   // transaction, the generic one in another; each blob's history (instance + 4 steps) is one
@@ -296,7 +286,7 @@ TEST_F(EtlOrchestratorIt, ABatchOfFirstAttemptsLoadsOneTransactionPerDatasetAndW
   std::vector<run_control> ctls(ptrs.size());
   const auto before = storage::process_request_counts();
   auto outs = job.run_batch(ptrs, ctls);
-  const auto history = requests_to(runs_name_, before);
+  const auto history = tests::requests_to(runs_name_, before);
   ASSERT_EQ(outs.size(), names.size());
   for (std::size_t i = 0; i < outs.size(); ++i) ASSERT_TRUE(outs[i]) << outs[i].error().describe();
   EXPECT_EQ(history, (std::map<std::string, std::uint64_t>{{"batch", names.size()}}))
