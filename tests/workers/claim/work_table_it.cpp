@@ -26,6 +26,8 @@
 #include <set>
 #include <thread>
 
+#include <signal.h>
+
 extern char** environ;
 
 namespace shoal::workers {
@@ -334,7 +336,7 @@ TEST(WorkTableIt, ServerClockLeasesHoldWhenClientClocksAreSkewedTenMinutes) {
   auto held = a.work.claim("q", shards, "ahead", 1);
   ASSERT_TRUE(held && held->size() == 1);
   // The lease was computed from the server's clock: lease_until ≈ server Timestamp + lease_ms.
-  auto stored = plain.table.get(held->front().partition_key, held->front().row_key);
+  auto stored = plain.table.get(held->front().partition_key, held->front().ticket);
   ASSERT_TRUE(stored) << stored.error().describe();
   auto lease_until = as_sys(*stored->get<storage::table_time>("lease_until"));
   auto written = as_sys(*stored->timestamp);
@@ -354,7 +356,7 @@ TEST(WorkTableIt, ServerClockLeasesHoldWhenClientClocksAreSkewedTenMinutes) {
     return !taken.empty();
   }, 8s));
   EXPECT_GT(steady_clock::now() - start, 500ms);
-  auto stored2 = plain.table.get(taken[0].partition_key, taken[0].row_key);
+  auto stored2 = plain.table.get(taken[0].partition_key, taken[0].ticket);
   ASSERT_TRUE(stored2);
   auto lease2 = as_sys(*stored2->get<storage::table_time>("lease_until"));
   EXPECT_LT(std::chrono::abs(lease2 - (as_sys(*stored2->timestamp) + 2000ms)), 1500ms)
@@ -401,7 +403,7 @@ TEST(WorkTableIt, RenewOutageMakesTheKeeperGiveUpBeforeTheLeaseExpires) {
   ASSERT_TRUE(w) << w.error().describe();
   auto server_now = etag_time(w->etag);
   ASSERT_TRUE(server_now);
-  auto stored = probe.table.get(got->front().partition_key, got->front().row_key);
+  auto stored = probe.table.get(got->front().partition_key, got->front().ticket);
   ASSERT_TRUE(stored);
   auto lease_until = as_sys(*stored->get<storage::table_time>("lease_until"));
   EXPECT_LT(*server_now, lease_until) << "the keeper gave up only after the server lease expired (noticed after "
@@ -525,6 +527,421 @@ TEST(WorkTableIt, ReleaseGivesTheClaimBackAndPurgeDeletes) {
   ASSERT_TRUE(c);
   EXPECT_EQ(c->total, 2u);
   EXPECT_EQ(c->by_status[record_status::pending], 2u);
+}
+
+// -- layout 2: tickets, sweeps, migration, consistency under races and kills ---------------------------
+
+/// check() of `queue` must find nothing wrong.
+void expect_consistent(const work_table& w, std::string_view queue) {
+  auto c = w.check(queue);
+  ASSERT_TRUE(c) << c.error().describe();
+  for (const auto& p : c->problems) ADD_FAILURE() << p;
+}
+
+TEST(WorkTableIt, EveryChangeKeepsRecordRowsAndTicketsConsistent) {
+  env_options o;
+  o.wt = short_leases();
+  o.wt.work.shards = 2;
+  o.wt.work.max_attempts = 2;
+  auto e = open_env(tests::unique_name("wtidx"), o);
+  auto recs = make_records(12, "c");
+  ASSERT_TRUE(e.work.enqueue("q", recs));
+  expect_consistent(e.work, "q");
+  auto check = e.work.check("q");
+  ASSERT_TRUE(check);
+  EXPECT_EQ(check->records, 12u);
+  EXPECT_EQ(check->tickets, 12u);
+  EXPECT_EQ(check->open, 12u);
+
+  std::vector<std::uint32_t> shards = {0, 1};
+  auto got = e.work.claim("q", shards, "w@t", 12);
+  ASSERT_TRUE(got && got->size() == 12);
+  expect_consistent(e.work, "q");
+  auto& g = *got;
+  ASSERT_TRUE(e.work.renew(g[0]));
+  ASSERT_TRUE(e.work.release(g[1]));
+  auto f1 = e.work.fail(g[2], "first failure");
+  ASSERT_TRUE(f1 && *f1 == record_status::pending);
+  ASSERT_TRUE(e.work.complete(g[3]));
+  ASSERT_TRUE(e.work.complete(g[3])) << "completing twice is not an error";
+  std::vector<claimed_record*> many;
+  for (std::size_t i = 4; i < 12; ++i) many.push_back(&g[i]);
+  for (auto& r : e.work.complete_many(many)) EXPECT_TRUE(r) << r.error().describe();
+  expect_consistent(e.work, "q");
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->by_status[record_status::done], 9u);
+  EXPECT_EQ(c->by_status[record_status::pending], 2u);
+  EXPECT_EQ(c->by_status[record_status::claimed], 1u);
+  EXPECT_EQ(c->total, 12u);
+  auto failed = e.work.get("q", g[2].id);
+  ASSERT_TRUE(failed) << failed.error().describe();
+  EXPECT_EQ(failed->status, record_status::pending);
+  EXPECT_EQ(failed->last_error, "first failure");
+  EXPECT_GT(failed->not_before, system_clock::time_point{}) << "a failed record waits for its backoff";
+
+  // The failed record comes back after its backoff and goes dead at max_attempts (2).
+  std::vector<claimed_record> again;
+  ASSERT_TRUE(eventually([&] {
+    auto r = e.work.claim("q", shards, "w@t", 5);
+    if (r)
+      for (auto& x : *r) again.push_back(x);
+    return std::any_of(again.begin(), again.end(), [&](const auto& x) { return x.id == g[2].id; });
+  }, 5s));
+  for (auto& r : again) {
+    if (r.id != g[2].id) continue;
+    auto dead = e.work.fail(r, "second failure");
+    ASSERT_TRUE(dead && *dead == record_status::dead);
+  }
+  expect_consistent(e.work, "q");
+  auto dv = e.work.get("q", g[2].id);
+  ASSERT_TRUE(dv);
+  EXPECT_EQ(dv->status, record_status::dead);
+  EXPECT_EQ(dv->last_error, "second failure");
+  // Requeue brings the dead one back with a new ticket; purge removes both rows.
+  record_selector dead_sel;
+  dead_sel.statuses = {record_status::dead};
+  auto n = e.work.requeue("q", dead_sel);
+  ASSERT_TRUE(n && *n == 1u);
+  expect_consistent(e.work, "q");
+  record_selector one;
+  one.ids = {g[2].id};
+  auto p = e.work.purge("q", one);
+  ASSERT_TRUE(p && *p == 1u);
+  expect_consistent(e.work, "q");
+  auto gone = e.work.get("q", g[2].id);
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, errc::not_found);
+}
+
+TEST(WorkTableIt, ClaimQueryReadsOnlyDueTicketsWhateverTheHistory) {
+  env_options o;
+  o.wt.work.shards = 1;
+  auto e = open_env(tests::unique_name("wtscan"), o);
+  std::vector<std::uint32_t> shard0 = {0};
+  // 300 records through the queue: done, still in the table.
+  ASSERT_TRUE(e.work.enqueue("q", make_records(300, "old")));
+  drain_options d;
+  auto st = drain(e.work, "q", shard0, "history", d, {});
+  ASSERT_TRUE(st) << st.error().describe();
+  ASSERT_EQ(st->completed, 300u);
+  // 20 new ones, 5 of them delayed by a minute: a claim query reads the 15 due tickets only.
+  auto fresh = make_records(20, "new");
+  for (std::size_t i = 0; i < 5; ++i) fresh[i].delay = 60s;
+  ASSERT_TRUE(e.work.enqueue("q", fresh));
+  const auto before = e.work.counters().snapshot();
+  auto got = e.work.claim("q", shard0, "w", 100);
+  ASSERT_TRUE(got) << got.error().describe();
+  EXPECT_EQ(got->size(), 15u);
+  const auto after = e.work.counters().snapshot();
+  EXPECT_EQ(after.claim_queries - before.claim_queries, 1u);
+  EXPECT_EQ(after.claim_query_entities - before.claim_query_entities, 15u)
+      << "the claim query must not read the 300 done records nor the 5 delayed ones";
+  // While they are held, a second claim query reads nothing (their leases are live).
+  auto none = e.work.claim("q", shard0, "w2", 100);
+  ASSERT_TRUE(none && none->empty());
+  EXPECT_EQ(e.work.counters().snapshot().claim_query_entities, after.claim_query_entities);
+}
+
+TEST(WorkTableIt, CompleteManyFallsBackToSingleWritesAfter412s) {
+  env_options o;
+  o.wt.work.shards = 1;
+  auto e = open_env(tests::unique_name("wt412"), o);
+  ASSERT_TRUE(e.work.enqueue("q", make_records(10, "f")));
+  auto got = e.work.claim("q", std::vector<std::uint32_t>{0}, "w@t", 10);
+  ASSERT_TRUE(got && got->size() == 10);
+  // Three of them move on behind our back (as if re-claimed after an expiry): their tickets
+  // change, so our conditional writes meet 412.
+  std::set<std::string> stolen;
+  for (std::size_t i : {1u, 4u, 7u}) {
+    storage::table_entity t;
+    t.partition_key = (*got)[i].partition_key;
+    t.row_key = (*got)[i].ticket;
+    t.set("owner", std::string("thief"));
+    t.set("gen", (*got)[i].gen + 1);
+    ASSERT_TRUE(e.table.merge(t, "*"));
+    stolen.insert((*got)[i].id);
+  }
+  std::vector<claimed_record*> ptrs;
+  for (auto& r : *got) ptrs.push_back(&r);
+  const auto before = e.work.counters().snapshot();
+  auto res = e.work.complete_many(ptrs);
+  const auto after = e.work.counters().snapshot();
+  for (std::size_t i = 0; i < res.size(); ++i) {
+    if (stolen.contains((*got)[i].id)) {
+      ASSERT_FALSE(res[i]) << (*got)[i].id;
+      EXPECT_EQ(res[i].error().code, errc::lease_lost);
+      EXPECT_NE(res[i].error().message.find("thief"), std::string::npos) << res[i].error().message;
+    } else {
+      EXPECT_TRUE(res[i]) << res[i].error().describe();
+    }
+  }
+  EXPECT_EQ(after.completions - before.completions, 7u);
+  EXPECT_EQ(after.lease_lost - before.lease_lost, 3u);
+  // One transaction, one resubmission after the first 412, then (complete_singles_after_412 =
+  // 2) single transactions for what was left after the second: more requests than one, fewer
+  // than one per record plus the first.
+  const auto requests = after.complete_requests - before.complete_requests;
+  EXPECT_GE(requests, 3u);
+  EXPECT_LE(requests, 10u);
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->by_status[record_status::done], 7u);
+  EXPECT_EQ(c->by_status[record_status::claimed], 3u);
+  expect_consistent(e.work, "q");
+}
+
+TEST(WorkTableIt, SweepRemovesOldDoneRecordsKeepsCountsAndCopiesToHistory) {
+  env_options o;
+  o.wt.work.shards = 2;
+  o.wt.work.history_table = tests::unique_name("wthist");
+  auto e = open_env(tests::unique_name("wtsweep"), o);
+  ASSERT_TRUE(e.work.enqueue("q", make_records(30, "s")));
+  drain_options d;
+  std::vector<std::uint32_t> shards = {0, 1};
+  ASSERT_TRUE(drain(e.work, "q", shards, "w", d, {}));
+  ASSERT_TRUE(e.work.enqueue("q", make_records(5, "live")));
+  // A day of retention keeps them; none removed.
+  auto kept = e.work.sweep("q");
+  ASSERT_TRUE(kept) << kept.error().describe();
+  EXPECT_EQ(kept->removed, 0u);
+  auto swept = e.work.sweep("q", {}, 0ms);
+  ASSERT_TRUE(swept) << swept.error().describe();
+  EXPECT_EQ(swept->removed, 30u);
+  EXPECT_EQ(swept->archived, 30u);
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->by_status[record_status::done], 30u) << "swept records are still counted";
+  EXPECT_EQ(c->swept, 30u);
+  EXPECT_EQ(c->by_status[record_status::pending], 5u);
+  EXPECT_EQ(c->total, 35u);
+  auto gone = e.work.get("q", "s7");
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, errc::not_found);
+  auto hist = storage::table_client::make(e.pipe, o.wt.work.history_table);
+  ASSERT_TRUE(hist);
+  auto copy = hist->get(partition_key("q", shard_of("s7", 2)), "s7");
+  ASSERT_TRUE(copy) << copy.error().describe();
+  EXPECT_EQ(*copy->get<std::string>("status"), "done");
+  EXPECT_EQ(*copy->get<std::string>("payload"), "{\"n\":7}");
+  expect_consistent(e.work, "q");
+  // Past the retention an id is new again.
+  std::vector<new_record> again = {{"s7", "again", 0ms}};
+  auto enq = e.work.enqueue("q", again);
+  ASSERT_TRUE(enq);
+  EXPECT_EQ(enq->inserted, 1u);
+  // A second sweep adds to the count kept in the meta rows.
+  ASSERT_TRUE(drain(e.work, "q", shards, "w", d, {}));
+  auto second = e.work.sweep("q", {}, 0ms);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->removed, 6u);
+  auto c2 = e.work.counts("q");
+  ASSERT_TRUE(c2);
+  EXPECT_EQ(c2->by_status[record_status::done], 36u);
+  EXPECT_EQ(c2->total, 36u);
+  (void)hist->delete_table();
+}
+
+// Writes a partition the way layout 1 did: one row per record, state in its properties.
+void write_layout1(const storage::table_client& t, const std::string& queue, std::uint32_t shards, const std::string& id,
+                   const std::string& status, const std::string& owner, std::int64_t gen, std::int32_t attempts,
+                   system_clock::time_point lease_until) {
+  storage::table_entity e;
+  e.partition_key = partition_key(queue, shard_of(id, shards));
+  e.row_key = *escape_key(id);
+  e.set("status", status);
+  e.set("owner", owner);
+  e.set("gen", gen);
+  e.set("attempts", attempts);
+  e.set("lease_until", storage::to_table_time(lease_until));
+  e.set("not_before", storage::table_time{});
+  e.set("payload", "payload of " + id);
+  e.set("payload_bytes", static_cast<std::int64_t>(11 + id.size()));
+  e.set("created", storage::to_table_time(system_clock::now()));
+  e.set("updated", storage::to_table_time(system_clock::now()));
+  if (status == "dead") e.set("last_error", std::string("it broke"));
+  ASSERT_TRUE(t.insert(e));
+}
+
+TEST(WorkTableIt, MigratesATableWrittenByLayoutOne) {
+  env_options o;
+  o.wt.work.shards = 4;
+  auto e = open_env(tests::unique_name("wtmig"), o);
+  const auto past = system_clock::now() - 1h;
+  for (int i = 0; i < 20; ++i) write_layout1(e.table, "q", 4, "p" + std::to_string(i), "pending", "", 0, 0, {});
+  write_layout1(e.table, "q", 4, "held", "claimed", "old-worker", 3, 3, system_clock::now() + 1h);
+  write_layout1(e.table, "q", 4, "expired", "claimed", "old-worker", 2, 2, past);
+  write_layout1(e.table, "q", 4, "finished", "done", "old-worker", 1, 1, past);
+  write_layout1(e.table, "q", 4, "poison", "dead", "old-worker", 5, 5, past);
+  auto before = e.work.check("q");
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->problems.size(), 22u) << "every pending/claimed layout-1 row is reported";
+  auto c0 = e.work.counts("q");
+  ASSERT_TRUE(c0);
+  EXPECT_EQ(c0->by_status[record_status::pending], 20u) << "counts read layout 1 as it is";
+
+  auto m = e.work.migrate("q");
+  ASSERT_TRUE(m) << m.error().describe();
+  EXPECT_EQ(m->migrated, 22u);
+  EXPECT_EQ(m->partitions, 4u);
+  EXPECT_TRUE(m->skipped.empty());
+  expect_consistent(e.work, "q");
+  auto again = e.work.migrate("q");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->migrated, 0u) << "idempotent";
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->by_status[record_status::pending], 20u);
+  EXPECT_EQ(c->by_status[record_status::claimed], 2u);
+  EXPECT_EQ(c->by_status[record_status::done], 1u);
+  EXPECT_EQ(c->by_status[record_status::dead], 1u);
+  auto held = e.work.get("q", "held");
+  ASSERT_TRUE(held);
+  EXPECT_EQ(held->status, record_status::claimed);
+  EXPECT_EQ(held->owner, "old-worker");
+  EXPECT_EQ(held->gen, 3);
+
+  // Claims see the 20 pending and the expired claim, not the live one; gens continue.
+  std::vector<std::uint32_t> all = {0, 1, 2, 3};
+  auto got = e.work.claim("q", all, "new-worker", 100);
+  ASSERT_TRUE(got) << got.error().describe();
+  EXPECT_EQ(got->size(), 21u);
+  for (auto& r : *got) {
+    if (r.id == "expired") {
+      EXPECT_EQ(r.gen, 3);
+      EXPECT_EQ(r.attempts, 3);
+    }
+    EXPECT_EQ(r.payload, "payload of " + r.id);
+  }
+  std::vector<claimed_record*> ptrs;
+  for (auto& r : *got) ptrs.push_back(&r);
+  for (auto& r : e.work.complete_many(ptrs)) EXPECT_TRUE(r) << r.error().describe();
+  expect_consistent(e.work, "q");
+  record_selector dead;
+  dead.statuses = {record_status::dead};
+  auto n = e.work.requeue("q", dead);
+  ASSERT_TRUE(n && *n == 1u);
+  auto p = e.work.get("q", "poison");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->status, record_status::pending);
+  EXPECT_EQ(p->payload, "payload of poison");
+}
+
+TEST(WorkTableIt, ClaimMigratesALayoutOnePartitionByItself) {
+  env_options o;
+  o.wt.work.shards = 1;
+  auto e = open_env(tests::unique_name("wtauto"), o);
+  for (int i = 0; i < 5; ++i) write_layout1(e.table, "q", 1, "a" + std::to_string(i), "pending", "", 0, 0, {});
+  auto got = e.work.claim("q", std::vector<std::uint32_t>{0}, "w", 10);
+  ASSERT_TRUE(got) << got.error().describe();
+  EXPECT_EQ(got->size(), 5u);
+  EXPECT_EQ(e.work.counters().snapshot().migrated, 5u);
+  expect_consistent(e.work, "q");
+}
+
+/// The event logs of chaos claimer processes: per id, who claimed which gen and how often it
+/// was completed.
+struct chaos_logs {
+  std::map<std::string, int> completions;                    // id → C lines
+  std::map<std::pair<std::string, std::string>, int> claims; // (id, gen) → K lines
+  std::size_t lines = 0;
+};
+
+chaos_logs read_chaos_logs(const std::filesystem::path& dir) {
+  chaos_logs out;
+  for (const auto& f : std::filesystem::directory_iterator(dir)) {
+    std::ifstream in(f.path());
+    std::string what, id, gen;
+    while (in >> what >> id >> gen) {
+      ++out.lines;
+      if (what == "C") ++out.completions[id];
+      if (what == "K") ++out.claims[{id, gen}];
+    }
+  }
+  return out;
+}
+
+pid_t spawn_chaos(const std::string& table, const std::string& name, const std::filesystem::path& out, const std::string& lease_ms) {
+  std::vector<std::string> args = {claim_process_binary(), tests::azurite_connection_string(), table, "chaos", name, out.string(),
+                                   "4", "8", "chaos", lease_ms};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  EXPECT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0) << argv[0];
+  return pid;
+}
+
+void expect_chaos_outcome(const work_table& w, const std::filesystem::path& dir, std::size_t records) {
+  auto logs = read_chaos_logs(dir);
+  for (const auto& [id, n] : logs.completions) EXPECT_EQ(n, 1) << "record " << id << " completed " << n << " times";
+  for (const auto& [k, n] : logs.claims) EXPECT_EQ(n, 1) << "record " << k.first << " gen " << k.second << " claimed " << n << " times";
+  auto c = w.counts("chaos");
+  ASSERT_TRUE(c) << c.error().describe();
+  EXPECT_EQ(c->by_status[record_status::done] + c->by_status[record_status::dead], records);
+  EXPECT_EQ(c->total, records);
+  EXPECT_LE(logs.completions.size(), c->by_status[record_status::done]);
+  auto open = w.has_open("chaos");
+  ASSERT_TRUE(open);
+  EXPECT_FALSE(*open);
+  expect_consistent(w, "chaos");
+  std::cout << "[ info ] " << logs.lines << " events, " << logs.completions.size() << " completions logged, "
+            << c->by_status[record_status::done] << " done, " << c->by_status[record_status::dead] << " dead\n";
+}
+
+TEST(WorkTableIt, EightProcessesRacingEveryChangeKeepTheIndexConsistent) {
+  env_options o;
+  o.wt.work.shards = 4;
+  auto e = open_env(tests::unique_name("wtchaos"), o);
+  const std::size_t records = 400;
+  ASSERT_TRUE(e.work.enqueue("chaos", make_records(records, "x")));
+  auto dir = std::filesystem::temp_directory_path() / tests::unique_name("chaos");
+  std::filesystem::create_directories(dir);
+  std::vector<pid_t> pids;
+  for (int i = 0; i < 8; ++i) pids.push_back(spawn_chaos(e.table_name, "p" + std::to_string(i), dir / ("log" + std::to_string(i)), "2000"));
+  for (auto pid : pids) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "chaos process failed, status " << status;
+  }
+  expect_chaos_outcome(e.work, dir, records);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(WorkTableIt, KillNineAtAnyMomentNeverBreaksTheIndex) {
+  env_options o;
+  o.wt.work.shards = 4;
+  auto e = open_env(tests::unique_name("wtkill"), o);
+  const std::size_t records = 400;
+  ASSERT_TRUE(e.work.enqueue("chaos", make_records(records, "k")));
+  auto dir = std::filesystem::temp_directory_path() / tests::unique_name("kill9");
+  std::filesystem::create_directories(dir);
+  // Eight processes; every 150 ms one of them (round robin) is killed with SIGKILL — in the
+  // middle of a claim, a transaction, a completion, wherever it is — and replaced, 40 times.
+  // Then the survivors finish the queue (the killed ones' claims expire after 2 s).
+  std::vector<pid_t> pids;
+  int spawned = 0;
+  for (int i = 0; i < 8; ++i, ++spawned) pids.push_back(spawn_chaos(e.table_name, "k" + std::to_string(spawned), dir / ("log" + std::to_string(spawned)), "2000"));
+  int kills = 0;
+  for (int round = 0; round < 40; ++round) {
+    std::this_thread::sleep_for(150ms);
+    auto& victim = pids[static_cast<std::size_t>(round) % pids.size()];
+    if (::kill(victim, SIGKILL) == 0) ++kills;
+    int status = 0;
+    ::waitpid(victim, &status, 0);
+    victim = spawn_chaos(e.table_name, "k" + std::to_string(spawned), dir / ("log" + std::to_string(spawned)), "2000");
+    ++spawned;
+    // Midway, check the invariants while everything is in motion.
+    if (round == 20) expect_consistent(e.work, "chaos");
+  }
+  for (auto pid : pids) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "chaos process failed, status " << status;
+  }
+  std::cout << "[ info ] " << kills << " processes killed with SIGKILL\n";
+  expect_chaos_outcome(e.work, dir, records);
+  std::filesystem::remove_all(dir);
 }
 
 // -- typed records ---------------------------------------------------------------------------------
