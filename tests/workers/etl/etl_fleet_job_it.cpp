@@ -87,7 +87,7 @@ TEST_F(EtlFleetJobIt, LoadsTheBlobNamedByTheRecordOnce) {
   ASSERT_TRUE(job) << job.error().describe();
   EXPECT_EQ((*job)->name(), "etl");
   std::stop_source never;
-  fleet::job_context ctx{never.get_token(), [] { return std::chrono::steady_clock::now() + 30s; }, [] { return false; }};
+  fleet::job_context ctx{never.get_token(), [] { return std::chrono::steady_clock::now() + 30s; }, [] { return false; }, {}};
   auto rec = record(a, 1);
   auto r = (*job)->run(rec, ctx);
   ASSERT_TRUE(r) << r.error().describe();
@@ -111,7 +111,7 @@ TEST_F(EtlFleetJobIt, UnparsableBlobIsAFailedAttemptWithThePosition) {
   auto job = make_etl_fleet_job(cfg_);
   ASSERT_TRUE(job) << job.error().describe();
   std::stop_source never;
-  fleet::job_context ctx{never.get_token(), {}, {}};
+  fleet::job_context ctx{never.get_token(), {}, {}, {}};
   auto rec = record(a, 1);
   auto r = (*job)->run(rec, ctx);
   ASSERT_TRUE(r) << r.error().describe();
@@ -135,7 +135,7 @@ TEST_F(EtlFleetJobIt, StopRequestedReleasesAndTheNextClaimerResumes) {
   // The lease is reported lost from the 3rd check on: extract is recorded, validate is not.
   std::atomic<int> checks{0};
   std::stop_source never;
-  fleet::job_context lost{never.get_token(), {}, [&] { return ++checks >= 3; }};
+  fleet::job_context lost{never.get_token(), {}, [&] { return ++checks >= 3; }, {}};
   auto rec = record(a, 1);
   auto r = (*job)->run(rec, lost);
   ASSERT_TRUE(r) << r.error().describe();
@@ -149,14 +149,14 @@ TEST_F(EtlFleetJobIt, StopRequestedReleasesAndTheNextClaimerResumes) {
 
   std::stop_source stopping;
   stopping.request_stop();
-  fleet::job_context stopped{stopping.get_token(), {}, [] { return false; }};
+  fleet::job_context stopped{stopping.get_token(), {}, [] { return false; }, {}};
   auto rec2 = record(a, 2);
   auto s = (*job)->run(rec2, stopped);
   ASSERT_TRUE(s) << s.error().describe();
   EXPECT_EQ(s->verdict, fleet::job_verdict::release);
 
   std::stop_source never2;
-  fleet::job_context ok{never2.get_token(), {}, [] { return false; }};
+  fleet::job_context ok{never2.get_token(), {}, [] { return false; }, {}};
   auto rec3 = record(a, 3);
   auto d = (*job)->run(rec3, ok);
   ASSERT_TRUE(d) << d.error().describe();
@@ -179,7 +179,7 @@ TEST_F(EtlFleetJobIt, LeaseLostJustBeforeCommitRollsTheLoadBack) {
   // the 6th is the sink's, just before COMMIT.
   std::atomic<int> checks{0};
   std::stop_source never;
-  fleet::job_context ctx{never.get_token(), {}, [&] { return ++checks >= 6; }};
+  fleet::job_context ctx{never.get_token(), {}, [&] { return ++checks >= 6; }, {}};
   auto rec = record(a, 1);
   auto r = (*job)->run(rec, ctx);
   ASSERT_TRUE(r) << r.error().describe();
