@@ -449,6 +449,26 @@ std::string claim_process_binary() {
   return SHOAL_TEST_CLAIM_PROCESS;
 }
 
+/// Starts shoal_claim_process with `args` (after the binary).
+pid_t spawn_claim_process(std::vector<std::string> args) {
+  args.insert(args.begin(), claim_process_binary());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  EXPECT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0) << argv[0];
+  return pid;
+}
+
+/// Waits for every process; each must exit 0.
+void expect_all_exit_zero(const std::vector<pid_t>& pids) {
+  for (auto pid : pids) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "claimer process failed, status " << status;
+  }
+}
+
 TEST(WorkTableIt, EightClaimerProcessesCompleteTwoThousandRecordsExactlyOnce) {
   auto e = open_env(tests::unique_name("wtprocs"));
   auto recs = make_records(2000, "rec-");
@@ -460,21 +480,9 @@ TEST(WorkTableIt, EightClaimerProcessesCompleteTwoThousandRecordsExactlyOnce) {
   std::filesystem::create_directories(dir);
   const std::string cs = tests::azurite_connection_string();
   std::vector<pid_t> pids;
-  for (int i = 0; i < 8; ++i) {
-    std::string out = (dir / ("out" + std::to_string(i))).string();
-    std::vector<std::string> args = {claim_process_binary(), cs, e.table_name, "load", "proc" + std::to_string(i), out, "16", "25"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = 0;
-    ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0) << argv[0];
-    pids.push_back(pid);
-  }
-  for (auto pid : pids) {
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "claimer process failed, status " << status;
-  }
+  for (int i = 0; i < 8; ++i)
+    pids.push_back(spawn_claim_process({cs, e.table_name, "load", "proc" + std::to_string(i), (dir / ("out" + std::to_string(i))).string(), "16", "25"}));
+  expect_all_exit_zero(pids);
   std::map<std::string, int> completions;
   int processes_with_work = 0;
   for (int i = 0; i < 8; ++i) {
@@ -862,14 +870,7 @@ chaos_logs read_chaos_logs(const std::filesystem::path& dir) {
 }
 
 pid_t spawn_chaos(const std::string& table, const std::string& name, const std::filesystem::path& out, const std::string& lease_ms) {
-  std::vector<std::string> args = {claim_process_binary(), tests::azurite_connection_string(), table, "chaos", name, out.string(),
-                                   "4", "8", "chaos", lease_ms};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  EXPECT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0) << argv[0];
-  return pid;
+  return spawn_claim_process({tests::azurite_connection_string(), table, "chaos", name, out.string(), "4", "8", "chaos", lease_ms});
 }
 
 void expect_chaos_outcome(const work_table& w, const std::filesystem::path& dir, std::size_t records) {
@@ -889,33 +890,36 @@ void expect_chaos_outcome(const work_table& w, const std::filesystem::path& dir,
             << c->by_status[record_status::done] << " done, " << c->by_status[record_status::dead] << " dead\n";
 }
 
-TEST(WorkTableIt, EightProcessesRacingEveryChangeKeepTheIndexConsistent) {
-  env_options o;
-  o.wt.work.shards = 4;
-  auto e = open_env(tests::unique_name("wtchaos"), o);
-  const std::size_t records = 400;
-  ASSERT_TRUE(e.work.enqueue("chaos", make_records(records, "x")));
-  auto dir = std::filesystem::temp_directory_path() / tests::unique_name("chaos");
-  std::filesystem::create_directories(dir);
-  std::vector<pid_t> pids;
-  for (int i = 0; i < 8; ++i) pids.push_back(spawn_chaos(e.table_name, "p" + std::to_string(i), dir / ("log" + std::to_string(i)), "2000"));
-  for (auto pid : pids) {
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "chaos process failed, status " << status;
+/// A queue "chaos" of 400 records over 4 shards, and a folder for the processes' event logs.
+struct chaos_env {
+  static constexpr std::size_t records = 400;
+  env e;
+  std::filesystem::path dir;
+  explicit chaos_env(const char* name) : e(open_env(tests::unique_name(name), four_shards())) {
+    EXPECT_TRUE(e.work.enqueue("chaos", make_records(records, name)));
+    dir = std::filesystem::temp_directory_path() / tests::unique_name(name);
+    std::filesystem::create_directories(dir);
   }
-  expect_chaos_outcome(e.work, dir, records);
-  std::filesystem::remove_all(dir);
+  ~chaos_env() { std::filesystem::remove_all(dir); }
+  static env_options four_shards() {
+    env_options o;
+    o.wt.work.shards = 4;
+    return o;
+  }
+};
+
+TEST(WorkTableIt, EightProcessesRacingEveryChangeKeepTheIndexConsistent) {
+  chaos_env c("wtchaos");
+  std::vector<pid_t> pids;
+  for (int i = 0; i < 8; ++i) pids.push_back(spawn_chaos(c.e.table_name, "p" + std::to_string(i), c.dir / ("log" + std::to_string(i)), "2000"));
+  expect_all_exit_zero(pids);
+  expect_chaos_outcome(c.e.work, c.dir, c.records);
 }
 
 TEST(WorkTableIt, KillNineAtAnyMomentNeverBreaksTheIndex) {
-  env_options o;
-  o.wt.work.shards = 4;
-  auto e = open_env(tests::unique_name("wtkill"), o);
-  const std::size_t records = 400;
-  ASSERT_TRUE(e.work.enqueue("chaos", make_records(records, "k")));
-  auto dir = std::filesystem::temp_directory_path() / tests::unique_name("kill9");
-  std::filesystem::create_directories(dir);
+  chaos_env c("wtkill");
+  auto& e = c.e;
+  const auto& dir = c.dir;
   // Eight processes; every 150 ms one of them (round robin) is killed with SIGKILL — in the
   // middle of a claim, a transaction, a completion, wherever it is — and replaced, 40 times.
   // Then the survivors finish the queue (the killed ones' claims expire after 2 s).
@@ -934,14 +938,9 @@ TEST(WorkTableIt, KillNineAtAnyMomentNeverBreaksTheIndex) {
     // Midway, check the invariants while everything is in motion.
     if (round == 20) expect_consistent(e.work, "chaos");
   }
-  for (auto pid : pids) {
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "chaos process failed, status " << status;
-  }
+  expect_all_exit_zero(pids);
   std::cout << "[ info ] " << kills << " processes killed with SIGKILL\n";
-  expect_chaos_outcome(e.work, dir, records);
-  std::filesystem::remove_all(dir);
+  expect_chaos_outcome(e.work, dir, c.records);
 }
 
 // -- typed records ---------------------------------------------------------------------------------
