@@ -12,11 +12,13 @@
 #include "workers/work_table.hpp"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -24,6 +26,7 @@
 #include <map>
 #include <numeric>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <signal.h>
@@ -941,6 +944,76 @@ TEST(WorkTableIt, KillNineAtAnyMomentNeverBreaksTheIndex) {
   expect_all_exit_zero(pids);
   std::cout << "[ info ] " << kills << " processes killed with SIGKILL\n";
   expect_chaos_outcome(e.work, dir, c.records);
+}
+
+// `shoal records check|migrate|sweep` as an operator runs them: exit status and --json output
+// (1 while problems are found), then a wrong connection string: a clear error, no crash.
+std::pair<int, nlohmann::json> run_records(const std::string& connection, const std::string& table, const std::string& args,
+                                           std::string* text = nullptr) {
+  const std::string cmd = "'" + tests::shoal_binary() + "' --json --log-level warn --connection-string '" + connection +
+                          "' records " + args + " --table " + table + " --queue q 2>&1";
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return {-1, {}};
+  std::array<char, 4096> buf{};
+  std::size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int st = ::pclose(p);
+  if (text) *text = out;
+  // The --json result is the line that starts with '{' (warnings may share the stream).
+  nlohmann::json result;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);)
+    if (line.starts_with('{')) result = nlohmann::json::parse(line, nullptr, false);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), result};
+}
+
+TEST(WorkTableIt, RecordsCheckMigrateAndSweepCommands) {
+  auto e = open_env(tests::unique_name("wtcli")); // [work] shards as the command reads it: 16
+  const auto shards = all_shards(e.work);
+  ASSERT_EQ(shards.size(), 16u);
+  for (int i = 0; i < 5; ++i)
+    write_layout1(e.table, "q", 16, "c" + std::to_string(i), "pending", "", 0, 0, {});
+  const auto cs = tests::azurite_connection_string();
+
+  auto [chk1, j1] = run_records(cs, e.table_name, "check");
+  EXPECT_EQ(chk1, 1) << "layout-1 rows without tickets are problems";
+  ASSERT_TRUE(j1.is_object()) << j1;
+  EXPECT_EQ(j1["problems"].size(), 5u);
+
+  auto [mig, jm] = run_records(cs, e.table_name, "migrate");
+  EXPECT_EQ(mig, 0);
+  ASSERT_TRUE(jm.is_object()) << jm;
+  EXPECT_EQ(jm["migrated"], 5);
+  EXPECT_TRUE(jm["skipped"].empty());
+
+  auto [chk2, j2] = run_records(cs, e.table_name, "check");
+  EXPECT_EQ(chk2, 0);
+  ASSERT_TRUE(j2.is_object()) << j2;
+  EXPECT_EQ(j2["records"], 5);
+  EXPECT_EQ(j2["tickets"], 5);
+  EXPECT_TRUE(j2["problems"].empty());
+
+  drain_options d;
+  ASSERT_TRUE(drain(e.work, "q", shards, "w", d, {}));
+  auto [kept, jk] = run_records(cs, e.table_name, "sweep");
+  EXPECT_EQ(kept, 0);
+  ASSERT_TRUE(jk.is_object()) << jk;
+  EXPECT_EQ(jk["removed"], 0) << "within done_retention_ms (a day by default)";
+  auto [swept, js] = run_records(cs, e.table_name, "sweep --retention-ms 0");
+  EXPECT_EQ(swept, 0);
+  ASSERT_TRUE(js.is_object()) << js;
+  EXPECT_EQ(js["removed"], 5);
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->by_status[record_status::done], 5u) << "swept records stay counted";
+  expect_consistent(e.work, "q");
+
+  std::string text;
+  auto [bad, jb] = run_records("AccountName=nobody;no-equals-sign", e.table_name, "check", &text);
+  EXPECT_GT(bad, 0);
+  EXPECT_LT(bad, 128) << "an error exit, not a signal: " << text;
+  EXPECT_NE(text.find("onnection"), std::string::npos) << text;
 }
 
 // -- typed records ---------------------------------------------------------------------------------
