@@ -429,6 +429,8 @@ query_reads claim_reads(const workers::work_table& w, const std::string& pk) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // Line-buffered even into a file: a run stopped midway keeps every figure it printed.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   options o;
   o.shoal = (fs::path(self_dir()).parent_path() / "workers/shoal").string();
   for (int i = 1; i < argc; ++i) {
@@ -563,7 +565,10 @@ int main(int argc, char** argv) {
               o.workers, o.records, std::min(raw1, raw2), raw_rate, raw_cpu.processes_ms, static_cast<double>(o.records) / raw1,
               static_cast<double>(o.records) / raw2);
   if (celery) row("Celery + Redis (acks_late, prefetch 1)", *celery, "–");
-  std::snprintf(buf, sizeof buf, "%.2f× Celery, %.2f of raw spawn", celery ? exec_fresh.rate() / celery->rate() : 0.0, exec_fresh.rate() / raw_rate);
+  if (celery)
+    std::snprintf(buf, sizeof buf, "%.2f× Celery, %.2f of raw spawn", exec_fresh.rate() / celery->rate(), exec_fresh.rate() / raw_rate);
+  else
+    std::snprintf(buf, sizeof buf, "%.2f of raw spawn (Celery skipped)", exec_fresh.rate() / raw_rate);
   row("shoal exec, fresh table", exec_fresh, buf);
   row("shoal noop, fresh table", noop_fresh, "–");
   if (exec_kept) {
@@ -575,7 +580,8 @@ int main(int argc, char** argv) {
     row("shoal exec, history swept", *exec_swept, buf);
     std::snprintf(buf, sizeof buf, "%.2f of fresh", noop_swept->rate() / noop_fresh.rate());
     row("shoal noop, history swept", *noop_swept, buf);
-    row("shoal noop, 100k backlog (history build)", *history_run, "–");
+    const std::string backlog = "shoal noop, " + std::to_string(o.history) + " backlog (history build)";
+    row(backlog.c_str(), *history_run, "–");
   }
   std::printf("\n| claim query of partition 00 | returned | in its key range | layout-1 query range (whole partition) |\n|---|---:|---:|---:|\n");
   std::printf("| fresh table, %zu pending | %zu | %zu | %zu |\n", o.records, fresh_pending_reads.returned, fresh_pending_reads.range,
