@@ -762,6 +762,19 @@ result<worker_stats> worker::impl::run() {
   msgpack::zone zone;
   transport::envelope env;
   auto next_hb = clock_type::now();
+  // A heartbeat when one is due; also called between the releases of a drain, which can take
+  // seconds when hundreds of records were claimed ahead, so the supervisor never takes a
+  // draining worker for a silent one.
+  auto beat_if_due = [&](clock_type::time_point now) {
+    if (now < next_hb)
+      return;
+    update_rate(now);
+    if (sock) {
+      send(*sock, make_heartbeat());
+      add(heartbeats_sent);
+    }
+    next_hb = now + hb_interval;
+  };
   auto last_heard = clock_type::now();
   auto silence_limit = silence_base;
   bool stop_sent = false;      // jobs asked to stop (drain deadline passed)
@@ -796,20 +809,15 @@ result<worker_stats> worker::impl::run() {
         }
         lock.unlock();
         cv.notify_all();
-        for (auto& h : unstarted)
+        for (auto& h : unstarted) {
           release_uncounted(h, "draining");
+          beat_if_due(clock_type::now());
+        }
       }
     }
     if (drain_started && all_idle)
       break;
-    if (now >= next_hb) {
-      update_rate(now);
-      if (sock) {
-        send(*sock, make_heartbeat());
-        add(heartbeats_sent);
-      }
-      next_hb = now + hb_interval;
-    }
+    beat_if_due(now);
     if (sock && now - last_heard > silence_limit) {
       // Paranoid Pirate: the supervisor is presumed dead. Reconnect with a fresh socket (and
       // hello) while the lanes keep working from the table; tolerate twice the silence next time.
