@@ -19,6 +19,7 @@
 
 #include "storage/table_client.hpp"
 #include "workers/claimer.hpp"
+#include "workers/key_escape.hpp"
 #include "workers/work_table.hpp"
 
 #include <spawn.h>
@@ -169,6 +170,32 @@ void enqueue(const std::string& table, std::size_t records) {
   if (!r || r->inserted != records) { std::fprintf(stderr, "enqueue failed\n"); std::exit(1); }
 }
 
+// The seed's layout for the naive method and the ceiling: one row per record, its state in
+// properties (what work_table wrote before layout 2), 100 inserts per transaction.
+void enqueue_plain(const std::string& table, std::size_t records) {
+  auto t = open_table(table);
+  if (auto ok = t.create_table_if_not_exists(); !ok) { std::fprintf(stderr, "%s\n", ok.error().describe().c_str()); std::exit(1); }
+  std::map<std::string, std::vector<storage::table_entity>> parts;
+  for (std::size_t i = 0; i < records; ++i) {
+    const std::string id = "rec-" + std::to_string(i);
+    storage::table_entity e;
+    e.partition_key = workers::partition_key("bench", workers::shard_of(id, 16));
+    e.row_key = id;
+    e.set("status", std::string("pending"));
+    e.set("owner", std::string());
+    e.set("gen", std::int64_t{0});
+    e.set("attempts", std::int32_t{0});
+    e.set("payload", "{\"n\":" + std::to_string(i) + ",\"pad\":\"0123456789abcdef\"}");
+    parts[e.partition_key].push_back(std::move(e));
+  }
+  for (auto& [pk, es] : parts)
+    for (std::size_t s = 0; s < es.size(); s += 100) {
+      storage::table_transaction tx;
+      for (std::size_t j = s; j < std::min(es.size(), s + 100); ++j) tx.insert(es[j]);
+      if (auto r = t.submit_transaction(tx); !r) { std::fprintf(stderr, "seed: %s\n", r.error().describe().c_str()); std::exit(1); }
+    }
+}
+
 run_result run_children(const std::vector<std::vector<std::string>>& child_args, std::size_t records) {
   auto dir = std::filesystem::temp_directory_path() / ("claim_bench_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
@@ -234,7 +261,7 @@ run_result run_shoal(std::size_t records, int procs, bool disjoint) {
 
 run_result run_naive(std::size_t records, int procs) {
   auto table = table_name("n");
-  enqueue(table, records);
+  enqueue_plain(table, records);
   std::vector<std::vector<std::string>> args;
   for (int p = 0; p < procs; ++p) args.push_back({"naive", table, "p" + std::to_string(p)});
   auto r = run_children(args, records);
@@ -246,7 +273,7 @@ run_result run_naive(std::size_t records, int procs) {
 // partitions), `rounds` passes over every entity.
 double ceiling_merges_per_s(std::size_t records, int threads, int rounds) {
   auto table = table_name("c");
-  enqueue(table, records);
+  enqueue_plain(table, records);
   auto t = open_table(table);
   storage::table_query q;
   q.select = {"PartitionKey", "RowKey", "status"};

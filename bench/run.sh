@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs one benchmark against the components it needs, started here on loopback.
 #
-#   bench/run.sh storage|transport|claim|persistor|etl|e2e|fuzz [extra args for the bench]
+#   bench/run.sh storage|transport|claim|persistor|etl|e2e|fleet|fuzz [extra args for the bench]
 #   (e2e: the naive per-message design vs `shoal run` on flights-2k/20k/200k and a generated
 #    1,000,000-event stream over 365 days, same Azurite; --datasets to pick)
 #   (fuzz: [envelope|persistor_record|etl_blob] [libFuzzer args], built with clang-16 in build-fuzz)
 #   (persistor: [records_200B] [records_2KiB], defaults 1000000 500000, ~1 GB per 2 KiB row;
 #    `uptime` is printed before and after; PERSISTOR_BENCH_ONLY=persistor|raw for perf record)
+#   (fleet: shoal exec/noop vs Celery + Redis vs a raw spawn loop, fresh and with history;
+#    [--records N] [--workers W] [--history H]; installs Celery and Redis from Debian first)
 #
 # Builds into ./build (Release figures come from RelWithDebInfo, the default build type).
 # Figures are printed; copy them into bench/RESULTS.md with the machine they ran on.
@@ -14,7 +16,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SHOAL_BUILD_DIR:-$root/build}
 what=${1:-}
-[ -n "$what" ] || { sed -n '2,11p' "$0"; exit 2; }
+[ -n "$what" ] || { sed -n '2,12p' "$0"; exit 2; }
 shift
 
 with_azurite() {
@@ -51,6 +53,13 @@ case "$what" in
     "$binary" "$corpus" -max_total_time="${SHOAL_FUZZ_SECONDS:-300}" -print_final_stats=1 "$@"
     uptime
     rm -rf "$corpus"
+    ;;
+  fleet)
+    bash "$root/bench/fleet_setup.sh"
+    cmake --build "$build" --target fleet_bench shoal
+    uptime
+    with_azurite "$build/bench/fleet_bench" "$@"
+    uptime
     ;;
   *)
     cmake --build "$build" --target "${what}_bench"

@@ -1,14 +1,19 @@
 #include "workers/child_process.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
+#include <string_view>
+
+extern char** environ;
 
 namespace shoal::workers {
 namespace {
@@ -21,37 +26,119 @@ int decode_status(int status) {
   return 255;
 }
 
+// posix_spawn's attribute and file-action objects, destroyed on every way out.
+struct spawn_objects {
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_t actions;
+  bool attr_ok = false, actions_ok = false;
+  spawn_objects() {
+    attr_ok = ::posix_spawnattr_init(&attr) == 0;
+    actions_ok = ::posix_spawn_file_actions_init(&actions) == 0;
+  }
+  ~spawn_objects() {
+    if (attr_ok)
+      ::posix_spawnattr_destroy(&attr);
+    if (actions_ok)
+      ::posix_spawn_file_actions_destroy(&actions);
+  }
+  spawn_objects(const spawn_objects&) = delete;
+  spawn_objects& operator=(const spawn_objects&) = delete;
+};
+
 } // namespace
+
+result<pid_t> spawn_process(const spawn_request& req) {
+  if (!req.path || !req.argv || !req.envp)
+    return fail(errc::invalid_argument, "spawn_process: path, argv and envp are required");
+  spawn_objects o;
+  if (!o.attr_ok || !o.actions_ok)
+    return fail(errc::io, "spawn_process: posix_spawn attributes could not be initialised");
+  sigset_t none, defaults;
+  ::sigemptyset(&none);
+  ::sigemptyset(&defaults);
+  for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2})
+    ::sigaddset(&defaults, s);
+  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  if (req.new_process_group) {
+    flags |= POSIX_SPAWN_SETPGROUP;
+    ::posix_spawnattr_setpgroup(&o.attr, 0);
+  }
+  ::posix_spawnattr_setsigmask(&o.attr, &none);
+  ::posix_spawnattr_setsigdefault(&o.attr, &defaults);
+  ::posix_spawnattr_setflags(&o.attr, flags);
+  int rc = 0;
+  const int fds[3] = {req.stdin_fd, req.stdout_fd, req.stderr_fd};
+  for (int target = 0; target < 3 && rc == 0; ++target)
+    if (fds[target] >= 0)
+      rc = ::posix_spawn_file_actions_adddup2(&o.actions, fds[target], target);
+  if (rc == 0 && req.close_other_fds)
+    rc = ::posix_spawn_file_actions_addclosefrom_np(&o.actions, 3);
+  if (rc != 0)
+    return fail(errc::io, std::string("spawn_process: file actions: ") + std::strerror(rc));
+  pid_t pid = -1;
+  rc = ::posix_spawn(&pid, req.path, &o.actions, &o.attr, req.argv, req.envp);
+  if (rc != 0)
+    return fail(errc::io, std::string("cannot start ") + req.path + ": " + std::strerror(rc));
+  return pid;
+}
+
+int open_pidfd(pid_t pid) noexcept {
+#ifdef SYS_pidfd_open
+  long r = ::syscall(SYS_pidfd_open, pid, 0);
+  if (r >= 0) {
+    ::fcntl(static_cast<int>(r), F_SETFD, FD_CLOEXEC);
+    return static_cast<int>(r);
+  }
+#endif
+  (void)pid;
+  return -1;
+}
 
 result<child_process> child_process::spawn(const child_options& opts) {
   if (opts.argv.empty())
     return fail(errc::invalid_argument, "child_process: empty argv");
-  // Everything the child needs is prepared before fork: after it only async-signal-safe calls.
+  // argv and the environment (ours, with opts.env set over it) are built before the spawn.
   std::vector<char*> args;
   for (const auto& a : opts.argv)
     args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  const std::string out = opts.output.string();
-  pid_t pid = ::fork();
-  if (pid < 0)
-    return fail(errc::io, std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {
-    if (opts.new_process_group)
-      ::setpgid(0, 0);
+  std::vector<std::string> own;
+  for (const auto& [k, v] : opts.env)
+    own.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (char** e = environ; e && *e; ++e) {
+    std::string_view kv(*e);
+    const auto name = kv.substr(0, kv.find('='));
+    bool overridden = false;
     for (const auto& [k, v] : opts.env)
-      ::setenv(k.c_str(), v.c_str(), 1);
-    if (!out.empty()) {
-      int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-    }
-    ::execv(args[0], args.data());
-    _exit(127);
+      overridden = overridden || name == k;
+    if (!overridden)
+      envp.push_back(*e);
   }
+  for (auto& s : own)
+    envp.push_back(s.data());
+  envp.push_back(nullptr);
+  int out = -1;
+  if (!opts.output.empty()) {
+    out = ::open(opts.output.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (out < 0)
+      return fail(errc::io, "child_process: cannot open " + opts.output.string() + ": " + std::strerror(errno));
+  }
+  spawn_request req;
+  req.path = args[0];
+  req.argv = args.data();
+  req.envp = envp.data();
+  req.stdout_fd = out;
+  req.stderr_fd = out;
+  req.new_process_group = opts.new_process_group;
+  auto pid = spawn_process(req);
+  if (out >= 0)
+    ::close(out);
+  if (!pid)
+    return std::unexpected(pid.error());
   child_process c;
-  c.pid_ = pid;
+  c.pid_ = *pid;
+  c.pidfd_ = open_pidfd(*pid);
   return c;
 }
 
@@ -59,7 +146,10 @@ child_process& child_process::operator=(child_process&& o) noexcept {
   if (this != &o) {
     if (pid_ > 0 && !status_)
       terminate(std::chrono::milliseconds(0));
+    if (pidfd_ >= 0)
+      ::close(pidfd_);
     pid_ = std::exchange(o.pid_, -1);
+    pidfd_ = std::exchange(o.pidfd_, -1);
     status_ = o.status_;
   }
   return *this;
@@ -71,6 +161,8 @@ child_process::~child_process() {
     int st = 0;
     ::waitpid(pid_, &st, 0);
   }
+  if (pidfd_ >= 0)
+    ::close(pidfd_);
 }
 
 void child_process::signal(int sig) const noexcept {
@@ -81,24 +173,33 @@ void child_process::signal(int sig) const noexcept {
 std::optional<int> child_process::wait(std::optional<std::chrono::milliseconds> timeout) {
   if (status_ || pid_ <= 0)
     return status_;
-  if (!timeout) {
-    int st = 0;
-    while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
-    }
-    status_ = decode_status(st);
-    return status_;
-  }
-  const auto until = std::chrono::steady_clock::now() + *timeout;
+  const auto until = timeout ? std::chrono::steady_clock::now() + *timeout : std::chrono::steady_clock::time_point::max();
   for (;;) {
     int st = 0;
-    pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    pid_t r = ::waitpid(pid_, &st, timeout ? WNOHANG : 0);
     if (r == pid_) {
       status_ = decode_status(st);
+      if (pidfd_ >= 0)
+        ::close(std::exchange(pidfd_, -1));
       return status_;
     }
-    if (std::chrono::steady_clock::now() >= until)
+    if (r < 0 && errno != EINTR) {
+      status_ = 255; // not our child any more (reaped elsewhere)
+      return status_;
+    }
+    if (!timeout)
+      continue; // EINTR
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= until)
       return std::nullopt;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // Sleep until the exit (pidfd readable) or the timeout; without a pidfd, poll every 10 ms.
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count() + 1;
+    if (pidfd_ >= 0) {
+      pollfd p{pidfd_, POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 60'000)));
+    } else {
+      ::poll(nullptr, 0, static_cast<int>(std::min<long long>(left, 10)));
+    }
   }
 }
 

@@ -1,6 +1,10 @@
 #pragma once
-// Child processes: fork/exec with optional output redirection, bounded waits, signals.
-// Used by `shoal run` to drive the persistor, sender and ETL processes (and by supervisors).
+// Child processes, the one launcher of shoal: spawn_process (posix_spawn, which glibc runs as
+// clone(CLONE_VM | CLONE_VFORK): the parent's page tables are not copied, so starting a child
+// costs the same whatever the parent's size and thread count), and child_process on top of it
+// with optional output redirection, bounded waits (pidfd + poll, no sleep loop) and signals.
+// Used by `shoal run` to drive the persistor, sender and ETL processes, by supervisors for their
+// workers, and by the exec job for the command of every record.
 
 #include "workers/error.hpp"
 
@@ -15,6 +19,31 @@
 
 namespace shoal::workers {
 
+/// What spawn_process starts. Everything is prepared by the caller before the call, so nothing
+/// is allocated or computed between the clone and the exec.
+struct spawn_request {
+  const char* path = nullptr;      ///< the program, run as is (no PATH search)
+  char* const* argv = nullptr;     ///< null-terminated, argv[0] included
+  char* const* envp = nullptr;     ///< null-terminated: the child's whole environment
+  int stdin_fd = -1;               ///< becomes the child's fd 0; -1 = inherit ours
+  int stdout_fd = -1;              ///< becomes fd 1; -1 = inherit ours
+  int stderr_fd = -1;              ///< becomes fd 2; -1 = inherit ours
+  bool new_process_group = false;  ///< the child leads a new process group (pgid = its pid)
+  bool close_other_fds = false;    ///< close every fd ≥ 3 in the child, close-on-exec or not
+};
+
+/// Starts `req` with posix_spawn: the signal mask emptied and SIGPIPE, SIGTERM, SIGINT,
+/// SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1 and SIGUSR2 reset to their defaults in the child (a worker
+/// blocks or handles some of them). Returns the child's pid; the caller must reap it.
+/// Errors: io (the program cannot be executed, e.g. ENOENT/EACCES, or the clone failed).
+/// Thread-safe.
+[[nodiscard]] result<pid_t> spawn_process(const spawn_request& req);
+
+/// A pidfd of child `pid` (pidfd_open(2), close-on-exec): readable once the child exits, so
+/// poll(2) can wait for the exit together with pipes. -1 when the kernel has none (before 5.3).
+/// Open it before reaping the child. Thread-safe.
+int open_pidfd(pid_t pid) noexcept;
+
 /// How to start a child.
 struct child_options {
   std::vector<std::string> argv;                           ///< argv[0] is the program path
@@ -27,10 +56,12 @@ struct child_options {
 /// Owner only.
 class child_process {
 public:
-  /// fork + execv. Errors: io (fork failed; exec failure shows as exit status 127).
+  /// spawn_process of argv with our environment plus `env`. Errors: invalid_argument (empty
+  /// argv), io (the program cannot be executed, or the output file cannot be opened).
   [[nodiscard]] static result<child_process> spawn(const child_options& opts);
 
-  child_process(child_process&& o) noexcept : pid_(std::exchange(o.pid_, -1)), status_(o.status_) {}
+  child_process(child_process&& o) noexcept
+      : pid_(std::exchange(o.pid_, -1)), pidfd_(std::exchange(o.pidfd_, -1)), status_(o.status_) {}
   child_process& operator=(child_process&& o) noexcept;
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
@@ -48,6 +79,7 @@ public:
 private:
   child_process() = default;
   pid_t pid_ = -1;
+  int pidfd_ = -1;  // open_pidfd(pid_) or -1; closed when the child is reaped
   std::optional<int> status_;
 };
 

@@ -22,6 +22,11 @@ struct claim_counters_snapshot {
   std::uint64_t failures = 0;         ///< records put back to pending after a failure
   std::uint64_t dead_letters = 0;     ///< records marked dead after max_attempts
   std::uint64_t releases = 0;         ///< claims given back with release
+  std::uint64_t claim_queries = 0;    ///< ticket queries sent by claim (one per partition visited)
+  std::uint64_t claim_query_entities = 0; ///< entities those queries returned (tickets due and claimable)
+  std::uint64_t complete_requests = 0; ///< requests sent to complete records (transactions + single writes)
+  std::uint64_t swept = 0;            ///< done records removed by sweep
+  std::uint64_t migrated = 0;         ///< layout-1 records given a ticket by migrate
 };
 
 /// The live counters, one per field of claim_counters_snapshot (same names, same meaning).
@@ -40,6 +45,11 @@ struct claim_counters {
   std::atomic<std::uint64_t> failures{0};
   std::atomic<std::uint64_t> dead_letters{0};
   std::atomic<std::uint64_t> releases{0};
+  std::atomic<std::uint64_t> claim_queries{0};
+  std::atomic<std::uint64_t> claim_query_entities{0};
+  std::atomic<std::uint64_t> complete_requests{0};
+  std::atomic<std::uint64_t> swept{0};
+  std::atomic<std::uint64_t> migrated{0};
 
   /// Adds `n` to `c` (relaxed).
   static void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
@@ -51,7 +61,8 @@ struct claim_counters {
     return {r(enqueued),    r(enqueue_existing), r(claim_requests), r(claims),
             r(contention),  r(completions),      r(lease_lost),     r(renewals),
             r(renew_failures), r(local_expiries), r(failures),      r(dead_letters),
-            r(releases)};
+            r(releases),    r(claim_queries),    r(claim_query_entities),
+            r(complete_requests), r(swept),      r(migrated)};
   }
 };
 

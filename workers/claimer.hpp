@@ -50,6 +50,11 @@ public:
     /// True once the record must no longer be worked on: lease_lost from the service, or the
     /// local steady clock passed the lease deadline (renewals failed). Never blocks on I/O.
     bool lost() const noexcept;
+    /// The local steady deadline of the lease as the last claim/renewal left it (an atomic
+    /// read: no lock, no copy of the record).
+    std::chrono::steady_clock::time_point deadline() const noexcept;
+    /// The record's PartitionKey (immutable).
+    const std::string& partition_key() const noexcept;
     /// False for a default-constructed handle.
     explicit operator bool() const noexcept { return s_ != nullptr; }
 

@@ -4,9 +4,11 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <optional>
 #include <sstream>
 
 namespace shoal::workers {
@@ -73,6 +75,8 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"work.max_attempts", bind(c.work.max_attempts)},
       {"work.retry_base_ms", bind(c.work.retry_base_ms)},
       {"work.retry_max_ms", bind(c.work.retry_max_ms)},
+      {"work.done_retention_ms", bind(c.work.done_retention_ms)},
+      {"work.history_table", bind(c.work.history_table)},
       {"catalog.table", bind(c.catalog.table)},
       {"catalog.wal_retention_ms", bind(c.catalog.wal_retention_ms)},
       {"catalog.stall_timeout_ms", bind(c.catalog.stall_timeout_ms)},
@@ -120,6 +124,7 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"worker.queue", bind(c.worker.queue)},
       {"worker.exec_command", bind(c.worker.exec_command)},
       {"worker.exec_timeout_ms", bind(c.worker.exec_timeout_ms)},
+      {"worker.exec_env", bind(c.worker.exec_env)},
       {"worker.concurrency", bind(c.worker.concurrency)},
       {"worker.poll_min_ms", bind(c.worker.poll_min_ms)},
       {"worker.poll_max_ms", bind(c.worker.poll_max_ms)},
@@ -284,6 +289,48 @@ result<config> load_config(const std::filesystem::path& path) {
   return c;
 }
 
+bool valid_job_name(std::string_view job) {
+  if (job == "exec" || job == "etl" || job == "noop")
+    return true;
+  if (!job.starts_with("sleep:") || job.size() == 6 || job.size() > 12)
+    return false;
+  std::uint64_t ms = 0;
+  for (char ch : job.substr(6)) {
+    if (ch < '0' || ch > '9')
+      return false;
+    ms = ms * 10 + static_cast<std::uint64_t>(ch - '0');
+  }
+  return ms <= 600'000;
+}
+
+std::optional<std::vector<std::string>> exec_env_names(std::string_view list) {
+  std::vector<std::string> out;
+  std::string cur;
+  auto flush = [&]() -> bool {
+    if (cur.empty())
+      return true;
+    if (std::isdigit(static_cast<unsigned char>(cur[0])))
+      return false;
+    if (std::find(out.begin(), out.end(), cur) == out.end())
+      out.push_back(cur);
+    cur.clear();
+    return true;
+  };
+  for (char ch : list) {
+    if (ch == ',' || ch == ' ' || ch == '\t') {
+      if (!flush())
+        return std::nullopt;
+    } else if (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_') {
+      cur += ch;
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (!flush())
+    return std::nullopt;
+  return out;
+}
+
 result<void> validate(const config& c) {
   auto bad = [](const std::string& key, const std::string& why) {
     return fail(errc::invalid_argument, "configuration key '" + key + "' " + why);
@@ -300,6 +347,14 @@ result<void> validate(const config& c) {
     return bad("work.max_attempts", "must be at least 1");
   if (c.work.retry_base_ms == 0 || c.work.retry_max_ms < c.work.retry_base_ms)
     return bad("work.retry_max_ms", "must be at least work.retry_base_ms (> 0)");
+  if (!c.work.history_table.empty()) {
+    const std::string& t = c.work.history_table;
+    bool name_ok = t.size() >= 3 && t.size() <= 63 && std::isalpha(static_cast<unsigned char>(t[0]));
+    for (char ch : t)
+      name_ok = name_ok && std::isalnum(static_cast<unsigned char>(ch));
+    if (!name_ok || t == c.work.table)
+      return bad("work.history_table", "must be 3 to 63 letters or digits starting with a letter, not work.table (empty = none)");
+  }
   if (c.storage.max_attempts < 1 || c.storage.max_attempts > 10)
     return bad("storage.max_attempts", "must be between 1 and 10");
   if (c.storage.request_timeout_ms < 100)
@@ -381,12 +436,14 @@ result<void> validate(const config& c) {
   }
   {
     const worker_config& w = c.worker;
-    if (w.job != "exec" && w.job != "etl")
-      return bad("worker.job", "must be exec or etl");
+    if (!valid_job_name(w.job))
+      return bad("worker.job", "must be exec, etl, noop or sleep:MS (MS = 0 to 600000)");
     if (!w.queue.empty() && (w.queue.size() > 64 || w.queue.find('-') != std::string::npos))
       return bad("worker.queue", "must be 1 to 64 letters, digits or '_'");
     if (w.exec_timeout_ms < 1)
       return bad("worker.exec_timeout_ms", "must be at least 1");
+    if (!exec_env_names(w.exec_env))
+      return bad("worker.exec_env", "must be environment variable names ([A-Za-z_][A-Za-z0-9_]*) separated by commas or spaces");
     if (w.concurrency < 1 || w.concurrency > 256)
       return bad("worker.concurrency", "must be between 1 and 256");
     if (w.poll_min_ms < 1 || w.poll_max_ms < w.poll_min_ms)

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -44,6 +45,10 @@ struct work_config {
   std::uint32_t max_attempts = 5;      ///< then the record is dead
   std::uint32_t retry_base_ms = 200;   ///< not_before backoff after a failure, doubling
   std::uint32_t retry_max_ms = 30'000;  ///< cap of that backoff (±20 % jitter)
+  /// Done records stay in the table (readable, and their ids refused by enqueue) this long after
+  /// their completion; then a worker's sweep removes them, keeping their count (SCHEMA.md "Sweep").
+  std::uint32_t done_retention_ms = 86'400'000;
+  std::string history_table;           ///< swept done records are copied here first; empty = just deleted
 };
 
 /// [catalog]: the blob catalog (storage/CATALOG.md), used by `shoal catalog` and the persistor.
@@ -106,10 +111,14 @@ struct persistor_config {
 
 /// [worker]: one `shoal worker` process (workers/fleet/, issue 5).
 struct worker_config {
-  std::string job = "exec";              ///< exec | etl: what runs on each claimed record
+  std::string job = "exec";              ///< exec | etl | noop | sleep:MS: what runs on each claimed record
   std::string queue;                     ///< work-table queue to claim from; empty = "exec" for exec, etl.queue for etl
   std::string exec_command;              ///< exec job: run by /bin/sh -c, the payload on stdin; exit 0 = done
   std::uint32_t exec_timeout_ms = 60'000; ///< exec job: SIGTERM, then SIGKILL 2 s later; counts as a failure
+  /// exec job: the only variables of the worker's environment the command sees (names separated
+  /// by commas or spaces), besides SHOAL_RECORD_ID, SHOAL_QUEUE, SHOAL_ATTEMPT and SHOAL_GEN.
+  /// Storage secrets such as AZURE_STORAGE_CONNECTION_STRING reach it only when listed here.
+  std::string exec_env = "PATH,HOME,LANG,LC_ALL,TZ,TMPDIR,USER,LOGNAME";
   std::uint32_t concurrency = 1;         ///< records run at once by one worker process
   std::uint32_t poll_min_ms = 250;       ///< fallback table poll when idle, first delay
   std::uint32_t poll_max_ms = 5'000;     ///< fallback table poll backoff cap (work.available wakes earlier)
@@ -190,5 +199,14 @@ bool postgres_url_has_password(std::string_view url) noexcept;
 /// Checks ranges and relations (lease_renew_ms < lease_ms, 1 ≤ claim_batch ≤ 100, shards in
 /// 1..256, ...). Errors: invalid_argument naming the key.
 [[nodiscard]] result<void> validate(const config& c);
+
+/// True for a [worker] job name: exec, etl, noop, or sleep:MS with MS in 0..600000.
+/// Thread-safe (pure).
+bool valid_job_name(std::string_view job);
+
+/// The names of a [worker] exec_env list (commas and/or spaces between names, duplicates
+/// dropped), or nullopt when one is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*).
+/// Thread-safe (pure).
+std::optional<std::vector<std::string>> exec_env_names(std::string_view list);
 
 } // namespace shoal::workers

@@ -1,15 +1,22 @@
 #pragma once
 // The work table (DESIGN.md "Work table", the schema in workers/SCHEMA.md): records of named
 // queues, sharded over partitions, claimed by many independent processes with optimistic ETag
-// updates and no broker. Enqueue, claim, renew, complete, fail, release, and the operator views
-// (get, list, counts, requeue, purge).
+// updates and no broker. Enqueue, claim, renew, complete, fail, release, the operator views
+// (get, list, counts, requeue, purge) and housekeeping (sweep, migrate, check).
+//
+// Layout 2 (SCHEMA.md "Keys"): each record is a record row (RowKey = the escaped id) plus, while
+// it is pending or claimed, a *ticket* row in the same partition whose RowKey starts with the
+// time it became claimable (`%|{due}|{id}`). A claim is a key-range query over the tickets that
+// are due, so its cost does not grow with the number of done records; every change of a record
+// and its ticket is ONE entity group transaction, so the two never disagree.
 //
 // Guarantees (see SCHEMA.md "Protocol"):
-//  - Every state change of a claimed record is a conditional MERGE (If-Match: the ETag of the
-//    claim or its latest renewal). A claim sets owner, gen + 1 (the fencing token) and attempts
-//    + 1; a holder whose record moved on (other owner or gen) gets errc::lease_lost.
+//  - Every state change of a claimed record is conditional on the ETag of its ticket as the
+//    claim or its latest renewal left it. A claim sets owner, gen + 1 (the fencing token) and
+//    attempts + 1; a holder whose record moved on (other owner or gen) gets errc::lease_lost.
 //  - Leases are computed from the storage server's clock (server_clock), never the local one.
-//  - Enqueue is idempotent: an id already present is left untouched.
+//  - Enqueue is idempotent: an id already present is left untouched (done records: while they
+//    are kept, [work] done_retention_ms).
 //
 // REST pages followed: Insert/Merge/Delete Entity, Query Entities, Performing entity group
 // transactions (reference §3–§5), Put/Get/Delete Blob for oversized payloads (§6).
@@ -66,12 +73,15 @@ struct claimed_record {
   std::string id;            ///< the unescaped record id
   std::uint32_t shard = 0;
   std::string partition_key;
-  std::string row_key;       ///< the escaped id
-  std::string etag;          ///< ETag after our last write (claim or renew)
+  std::string row_key;       ///< the escaped id (the record row)
+  std::string ticket;        ///< RowKey of the record's ticket row (layout 2), which holds the claim
+  std::string etag;          ///< ETag of the ticket after our last write (claim or renew)
   std::string owner;         ///< our owner string
   std::int64_t gen = 0;      ///< fencing token of this claim
   std::int32_t attempts = 0; ///< including this claim
   std::string payload;       ///< resolved (blob payloads are read at claim time)
+  std::string payload_blob;  ///< "container/blob" when the payload lives in a blob, else empty
+  std::int64_t payload_bytes = 0; ///< size of the payload in bytes
   std::string last_error;    ///< of the previous attempt, if any
   std::chrono::system_clock::time_point lease_until; ///< server clock, as written
   /// Local steady time after which the lease may have expired on the server (computed from
@@ -103,11 +113,36 @@ struct record_view {
   std::string etag;
 };
 
-/// Record counts of one queue, by status and by shard.
+/// Record counts of one queue, by status and by shard. Done records removed by sweep() are
+/// still counted (as done): their number is kept in each partition's meta row.
 struct record_counts {
   std::map<record_status, std::size_t> by_status;
   std::map<std::uint32_t, std::map<record_status, std::size_t>> by_shard;
   std::size_t total = 0;
+  std::size_t swept = 0; ///< of the done ones, how many were removed by sweeps (not readable any more)
+};
+
+/// What sweep() did.
+struct sweep_result {
+  std::size_t removed = 0;  ///< done records deleted from the work table (counted in the meta rows)
+  std::size_t archived = 0; ///< of them, copied to the history table first
+  std::size_t partitions = 0; ///< partitions visited
+};
+
+/// What migrate() did.
+struct migrate_result {
+  std::size_t partitions = 0;       ///< partitions visited
+  std::size_t migrated = 0;         ///< layout-1 pending/claimed records given a ticket
+  std::size_t already = 0;          ///< partitions already on layout 2 (meta row present)
+  std::vector<std::string> skipped; ///< ids that could not be migrated, each with the reason
+};
+
+/// What check() found: the layout-2 invariants of SCHEMA.md "Invariants".
+struct check_result {
+  std::size_t records = 0;  ///< record rows read
+  std::size_t tickets = 0;  ///< ticket rows read
+  std::size_t open = 0;     ///< records that are pending or claimed
+  std::vector<std::string> problems; ///< one line per broken invariant; empty = consistent
 };
 
 /// Which records requeue/purge act on. Empty ids and statuses = none (nothing is implied).
@@ -129,6 +164,9 @@ struct work_table_options {
   int max_consecutive_contention = 3;
   std::function<std::chrono::steady_clock::time_point()> steady_now; ///< tests; default steady_clock
   std::function<double()> random_unit;            ///< uniform [0,1) for jitter/shuffles; default PRNG
+  /// Completions: after this many 412s in one complete_many group, the rest of the group is
+  /// completed with single conditional writes instead of resubmitted transactions.
+  int complete_singles_after_412 = 2;
 };
 
 // -- work_table -----------------------------------------------------------------------------------
@@ -147,41 +185,49 @@ public:
   [[nodiscard]] result<void> create_if_missing() const;
 
   // -- producing ---------------------------------------------------------------------------
-  /// Adds `records` to `queue` as pending, in entity group transactions of ≤ 100 inserts per
-  /// partition (≤ ~3.5 MiB each). Idempotent: an id already present (in any status) is left
-  /// as it is and counted in already_present; a transaction that meets 409 is resolved by
-  /// reading which of its ids exist, then the rest is inserted. Duplicate ids within one
+  /// Adds `records` to `queue` as pending: per record its record row and its ticket, in entity
+  /// group transactions of ≤ 50 records per partition (≤ ~3.5 MiB each). Idempotent: an id
+  /// already present (in any status; done ones while kept, see sweep) is left as it is and
+  /// counted in already_present; a transaction that meets 409 drops the id it names and is
+  /// resubmitted (after three rounds, which ids exist is read instead). Duplicate ids within one
   /// call count once. Errors: invalid_argument (queue name, an id that cannot be a key:
-  /// empty, not UTF-8), limit_exceeded (id too long, payload too large without blobs),
-  /// storage. Records before a storage error may have been inserted; enqueue again to finish.
+  /// empty, not UTF-8), limit_exceeded (escaped id over 481 characters, payload too large
+  /// without blobs), storage. Records before a storage error may have been inserted; enqueue
+  /// again to finish.
   [[nodiscard]] result<enqueue_result> enqueue(std::string_view queue,
                                                std::span<const new_record> records) const;
 
   // -- claiming ----------------------------------------------------------------------------
-  /// Claims up to `max` claimable records of `queue` from `shards` (pending with not_before
-  /// ≤ server now, or claimed with lease_until < server now), visiting the shards from a
-  /// random start, picking a random subset of each partition's candidates, and taking them
-  /// with one transaction of ≤ claim_batch conditional merges per partition. A transaction
-  /// that meets 412 falls back to single conditional merges for the rest (giving up after
-  /// max_consecutive_contention 412s in a row). Records lost to others are counted as
-  /// contention and skipped. `owner` must be unique per claimer (name + process nonce).
-  /// Errors: invalid_argument, storage (only when nothing could be claimed).
+  /// Claims up to `max` claimable records of `queue` from `shards` (tickets due before server
+  /// now whose lease_until is past: pending, or claimed with an expired lease), visiting the
+  /// shards from a random start: per partition one key-range query of its due tickets (never
+  /// reading done records), a random subset of the candidates, and one transaction of
+  /// ≤ claim_batch conditional ticket merges. A transaction that meets 412 falls back to single
+  /// conditional merges for the rest (giving up after max_consecutive_contention 412s in a
+  /// row). Records lost to others are counted as contention and skipped. A partition still on
+  /// layout 1 is migrated the first time (see migrate). `owner` must be unique per claimer
+  /// (name + process nonce). Errors: invalid_argument, storage (only when nothing could be
+  /// claimed).
   [[nodiscard]] result<std::vector<claimed_record>> claim(std::string_view queue,
                                                           std::span<const std::uint32_t> shards,
                                                           std::string_view owner,
                                                           std::size_t max) const;
 
-  /// Extends the lease to server now + lease_ms (conditional MERGE). Errors: lease_lost (the
-  /// record moved on: message names the new owner and gen), not_found, storage.
+  /// Extends the lease to server now + lease_ms (a merge of the ticket, conditional on its
+  /// ETag). Errors: lease_lost (the record moved on: message names the new owner and gen),
+  /// not_found, storage.
   [[nodiscard]] result<void> renew(claimed_record& r) const;
   /// Renews many records, one transaction per partition; one result per record, in order.
   std::vector<result<void>> renew_many(std::span<claimed_record* const> records) const;
 
-  /// Marks the record done if we still hold it (If-Match). Errors: lease_lost (re-claimed by
-  /// another owner or gen; the completion is refused), not_found, storage. Completing twice
-  /// is not an error.
+  /// Marks the record done if we still hold it: its ticket deleted (If-Match) and its record
+  /// row set to done, in one transaction. Errors: lease_lost (re-claimed by another owner or
+  /// gen; the completion is refused), not_found, storage. Completing twice is not an error.
   [[nodiscard]] result<void> complete(claimed_record& r) const;
-  /// Completes many records, one transaction per partition; one result per record, in order.
+  /// Completes many records: ≤ 50 records of a partition per transaction; a record meeting
+  /// 412/404 is resolved alone and the rest resubmitted, and after
+  /// complete_singles_after_412 such failures the rest go one by one. One result per record,
+  /// in order.
   std::vector<result<void>> complete_many(std::span<claimed_record* const> records) const;
 
   /// Gives the record back after a failed attempt: pending with not_before = server now +
@@ -215,13 +261,35 @@ public:
   [[nodiscard]] result<bool> has_open(std::string_view queue) const;
   /// Puts the selected records back to pending with attempts 0, claimable now (last_error is
   /// kept). A claimed record with a live lease is requeued only when named by id or status
-  /// `claimed`; its holder then gets lease_lost. Returns how many changed. Errors: storage.
+  /// `claimed`; its holder then gets lease_lost. A record that changes between the read and the
+  /// write (its holder renewed) is read again and requeued if still selected (≤ 4 rounds).
+  /// Returns how many changed. Errors: storage.
   [[nodiscard]] result<std::size_t> requeue(std::string_view queue, const record_selector& which) const;
   /// Deletes the selected records (and their payload blobs). Returns how many were deleted.
   /// Errors: storage.
   [[nodiscard]] result<std::size_t> purge(std::string_view queue, const record_selector& which) const;
 
   // -- shared state ------------------------------------------------------------------------
+  // -- housekeeping ------------------------------------------------------------------------
+  /// Removes the done records of `queue` in `shards` (empty = all) whose last change is older
+  /// than [work] done_retention_ms (or `retention` when given): copied to [work] history_table
+  /// first when one is set, then deleted together with an update of the partition's meta row
+  /// that keeps counts() whole — one entity group transaction per ≤ 99 records, each delete
+  /// conditional on the ETag read (a record requeued meanwhile is left alone). Dead records are
+  /// never swept. Errors: invalid_argument, storage.
+  [[nodiscard]] result<sweep_result> sweep(std::string_view queue, std::span<const std::uint32_t> shards = {},
+                                           std::optional<std::chrono::milliseconds> retention = std::nullopt) const;
+  /// Brings the partitions of `queue` written by layout 1 (no tickets; claims by property
+  /// filter) to layout 2: every pending or claimed record gets its ticket in one transaction
+  /// with a conditional update of the record, then the partition's meta row says layout 2.
+  /// Idempotent; safe while layout-2 workers run (claim() migrates a partition the first time it
+  /// sees it). Layout-1 processes still running are not safe: stop them first (SCHEMA.md
+  /// "Migration"). Errors: invalid_argument, storage.
+  [[nodiscard]] result<migrate_result> migrate(std::string_view queue) const;
+  /// Reads every row of `queue` and checks the invariants between record rows, tickets and
+  /// meta rows (SCHEMA.md "Invariants"). Read-only. Errors: invalid_argument, storage.
+  [[nodiscard]] result<check_result> check(std::string_view queue) const;
+
   /// Counters shared by every copy.
   claim_counters& counters() const noexcept;
   /// The server clock estimate shared by every copy.
@@ -239,6 +307,10 @@ private:
   explicit work_table(std::shared_ptr<impl> p) : impl_(std::move(p)) {}
   std::shared_ptr<impl> impl_;
 };
+
+/// Longest escaped record id the work table accepts, in UTF-16 code units: a ticket's RowKey
+/// is `%|` + 28 characters of time + `|` + the escaped id and must stay within Azurite's 512.
+inline constexpr std::size_t max_record_key_chars = 481;
 
 /// The retry delay after attempt `attempts` (≥ 1): base·2^(attempts−1) capped at `max`, times
 /// a jitter factor 1 + 0.4·(unit − 0.5) (±20 %). Thread-safe (pure).

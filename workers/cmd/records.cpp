@@ -5,6 +5,9 @@
 //   shoal records show ID
 //   shoal records requeue [ID...] [--status dead|claimed|...] [--stuck]
 //   shoal records purge [ID...] [--status done|dead|...] [--all]
+//   shoal records sweep [--retention-ms N]             remove done records past [work] done_retention_ms
+//   shoal records migrate                               give layout-1 records their tickets (SCHEMA.md)
+//   shoal records check                                 verify record rows, tickets and meta rows agree
 //   common: --queue Q (default "default"), --table T (default [work] table)
 //
 // Human tables by default; the global --json prints one JSON document for scripts.
@@ -26,6 +29,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -47,6 +51,7 @@ struct records_args {
   std::size_t limit = 100;
   bool stuck = false;
   bool all = false;
+  std::optional<std::uint64_t> retention_ms;
 };
 
 std::optional<workers::work_table> open(const workers::config& c, const records_args& a) {
@@ -313,11 +318,56 @@ int run_change(const workers::config& c, const records_args& a, bool json, bool 
   return 0;
 }
 
+int run_sweep(const workers::config& c, const records_args& a, bool json) {
+  auto w = open(c, a);
+  if (!w) return 1;
+  std::optional<std::chrono::milliseconds> retention;
+  if (a.retention_ms) retention = std::chrono::milliseconds(*a.retention_ms);
+  auto r = w->sweep(a.queue, {}, retention);
+  if (!r) return report("sweep", r.error());
+  if (json) std::cout << nlohmann::json{{"queue", a.queue}, {"removed", r->removed}, {"archived", r->archived}, {"partitions", r->partitions}}.dump() << "\n";
+  else std::printf("queue %s: %zu done records removed (%zu copied to the history table) from %zu partitions\n", a.queue.c_str(),
+                   r->removed, r->archived, r->partitions);
+  return 0;
+}
+
+int run_migrate(const workers::config& c, const records_args& a, bool json) {
+  auto w = open(c, a);
+  if (!w) return 1;
+  auto r = w->migrate(a.queue);
+  if (!r) return report("migrate", r.error());
+  if (json) {
+    std::cout << nlohmann::json{{"queue", a.queue}, {"partitions", r->partitions}, {"migrated", r->migrated},
+                                {"already_layout_2", r->already}, {"skipped", r->skipped}}.dump() << "\n";
+  } else {
+    std::printf("queue %s: %zu records given a ticket in %zu partitions (%zu already on layout 2)\n", a.queue.c_str(),
+                r->migrated, r->partitions, r->already);
+    for (const auto& s : r->skipped) std::printf("  skipped: %s\n", s.c_str());
+  }
+  return r->skipped.empty() ? 0 : 1;
+}
+
+int run_check(const workers::config& c, const records_args& a, bool json) {
+  auto w = open(c, a);
+  if (!w) return 1;
+  auto r = w->check(a.queue);
+  if (!r) return report("check", r.error());
+  if (json) {
+    std::cout << nlohmann::json{{"queue", a.queue}, {"records", r->records}, {"tickets", r->tickets}, {"open", r->open},
+                                {"problems", r->problems}}.dump() << "\n";
+  } else {
+    std::printf("queue %s: %zu records (%zu open), %zu tickets: %s\n", a.queue.c_str(), r->records, r->open, r->tickets,
+                r->problems.empty() ? "consistent" : (std::to_string(r->problems.size()) + " problem(s)").c_str());
+    for (const auto& p : r->problems) std::printf("  %s\n", p.c_str());
+  }
+  return r->problems.empty() ? 0 : 1;
+}
+
 } // namespace
 
 void add_records_command(CLI::App& app, global_options& g, command_fn& run) {
   auto a = std::make_shared<records_args>();
-  auto* cmd = app.add_subcommand("records", "Work-table records: enqueue, list, show, requeue, purge");
+  auto* cmd = app.add_subcommand("records", "Work-table records: enqueue, list, show, requeue, purge, sweep, migrate, check");
   cmd->require_subcommand(1);
   auto common = [&](CLI::App* sub) {
     sub->add_option("--queue,-q", a->queue, "queue name (letters, digits, _)")->capture_default_str();
@@ -347,6 +397,13 @@ void add_records_command(CLI::App& app, global_options& g, command_fn& run) {
   pur->add_option("ids", a->ids, "record ids");
   pur->add_option("--status", a->statuses, "every record in this status (repeatable)");
   pur->add_flag("--all", a->all, "every record of the queue");
+  auto* swp = cmd->add_subcommand("sweep", "Remove done records older than [work] done_retention_ms (counts are kept)");
+  common(swp);
+  swp->add_option("--retention-ms", a->retention_ms, "remove done records older than this instead");
+  auto* mig = cmd->add_subcommand("migrate", "Give records written by layout 1 their tickets (stop layout-1 processes first)");
+  common(mig);
+  auto* chk = cmd->add_subcommand("check", "Verify that record rows, tickets and meta rows agree (read-only)");
+  common(chk);
 
   auto bind = [&g, &run, a](CLI::App* sub, int (*fn)(const workers::config&, const records_args&, bool)) {
     sub->callback([&g, &run, a, fn] {
@@ -363,6 +420,9 @@ void add_records_command(CLI::App& app, global_options& g, command_fn& run) {
   bind(show, run_show);
   bind(req, [](const workers::config& c, const records_args& x, bool j) { return run_change(c, x, j, false); });
   bind(pur, [](const workers::config& c, const records_args& x, bool j) { return run_change(c, x, j, true); });
+  bind(swp, run_sweep);
+  bind(mig, run_migrate);
+  bind(chk, run_check);
 }
 
 } // namespace shoal::cmd

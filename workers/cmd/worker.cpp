@@ -1,6 +1,6 @@
 // `shoal worker`: one worker process of a fleet (workers/fleet/worker.hpp, issue 5).
 //
-//   shoal worker [--slot NAME] [--supervisor ENDPOINT] [--job exec|etl] [--exec CMD]
+//   shoal worker [--slot NAME] [--supervisor ENDPOINT] [--job exec|etl|noop|sleep:MS] [--exec CMD]
 //                [--queue Q] [--concurrency N] [--standalone]
 //
 // Flags override the [worker] keys of the configuration. `shoal supervisor` launches it as
@@ -146,13 +146,18 @@ void add_worker_command(CLI::App& app, global_options& g, command_fn& run) {
                   "ROUTER endpoint of the supervisor (ipc://… or tcp://…); default [fleet] "
                   "endpoint; none = standalone");
   cmd->add_flag("--standalone", a->standalone, "ignore [fleet] endpoint: no supervisor, just claim and work");
-  cmd->add_option("--job", a->job, "exec|etl (default [worker] job)")
-      ->check(CLI::IsMember({"exec", "etl"}));
+  cmd->add_option("--job", a->job,
+                  "exec|etl|noop|sleep:MS (default [worker] job); noop completes every record at "
+                  "once and sleep:MS after MS ms: the fleet's own cost per record")
+      ->check(CLI::Validator(
+          [](std::string& v) { return workers::valid_job_name(v) ? std::string() : "must be exec, etl, noop or sleep:MS"; },
+          "JOB"));
   cmd->add_option("--exec", a->exec,
                   "exec job: command run by /bin/sh -c per record; the payload on stdin; env "
-                  "SHOAL_RECORD_ID, SHOAL_QUEUE, SHOAL_ATTEMPT, SHOAL_GEN; exit 0 = done, else "
-                  "failed (retried with backoff, dead after [work] max_attempts); killed after "
-                  "[worker] exec_timeout_ms (default [worker] exec_command)");
+                  "SHOAL_RECORD_ID, SHOAL_QUEUE, SHOAL_ATTEMPT, SHOAL_GEN plus only the variables "
+                  "named in [worker] exec_env; exit 0 = done, else failed (retried with backoff, "
+                  "dead after [work] max_attempts); killed after [worker] exec_timeout_ms (default "
+                  "[worker] exec_command)");
   cmd->add_option("--queue", a->queue,
                   "work-table queue to claim from (default [worker] queue, else exec / [etl] queue)");
   cmd->add_option("--concurrency", a->concurrency,

@@ -1,5 +1,7 @@
 #include "workers/fleet/exec_job.hpp"
 
+#include "workers/child_process.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -17,7 +19,6 @@
 #include <string_view>
 #include <vector>
 
-extern char** environ;
 
 namespace shoal::workers::fleet {
 namespace {
@@ -98,25 +99,22 @@ std::string signal_name(int sig) {
 
 void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
-int open_pidfd(pid_t pid) {
-#ifdef SYS_pidfd_open
-  long r = ::syscall(SYS_pidfd_open, pid, 0);
-  if (r >= 0) {
-    ::fcntl(static_cast<int>(r), F_SETFD, FD_CLOEXEC);
-    return static_cast<int>(r);
-  }
-#endif
-  (void)pid;
-  return -1;
-}
-
 // True when `pid` has exited (left as a zombie: not reaped, so its pid and process group id
-// stay reserved and killpg cannot hit a recycled group).
+// stay reserved and killpg cannot hit a recycled group). Used only without a pidfd.
 bool has_exited(pid_t pid) {
   siginfo_t info{};
   if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0)
     return errno == ECHILD; // already reaped by someone else: treat as gone
   return info.si_pid == pid;
+}
+
+bool valid_env_name(std::string_view n) {
+  if (n.empty() || (n[0] >= '0' && n[0] <= '9'))
+    return false;
+  for (char c : n)
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+      return false;
+  return true;
 }
 
 } // namespace
@@ -128,14 +126,38 @@ result<std::unique_ptr<exec_job>> exec_job::make(exec_job_options opts) {
     return fail(errc::invalid_argument, "exec job: the timeout must be positive");
   if (opts.shell.empty())
     return fail(errc::invalid_argument, "exec job: empty shell path");
-  return std::unique_ptr<exec_job>(new exec_job(std::move(opts)));
+  for (const auto& n : opts.pass_env)
+    if (!valid_env_name(n))
+      return fail(errc::invalid_argument, "exec job: '" + n + "' is not an environment variable name");
+  std::unique_ptr<exec_job> j(new exec_job(std::move(opts)));
+  // The record variables are set per record; a pass-through of the same name would duplicate them.
+  static constexpr std::string_view own[] = {"SHOAL_RECORD_ID", "SHOAL_QUEUE", "SHOAL_ATTEMPT", "SHOAL_GEN"};
+  for (const auto& n : j->opts_.pass_env) {
+    if (std::find(std::begin(own), std::end(own), n) != std::end(own))
+      continue;
+    if (const char* v = ::getenv(n.c_str()))
+      j->env_.push_back(n + "=" + v);
+  }
+  j->wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (j->wake_fd_ < 0)
+    return fail(errc::io, std::string("exec job: eventfd: ") + std::strerror(errno));
+  return j;
+}
+
+exec_job::~exec_job() {
+  if (wake_fd_ >= 0)
+    ::close(wake_fd_);
 }
 
 result<exec_job_options> exec_options_from(const config& cfg) {
   if (cfg.worker.exec_command.empty())
     return fail(errc::invalid_argument,
                 "the exec job needs a command: set worker.exec_command or pass --exec CMD");
+  auto names = exec_env_names(cfg.worker.exec_env);
+  if (!names)
+    return fail(errc::invalid_argument, "worker.exec_env: '" + cfg.worker.exec_env + "' is not a list of variable names");
   exec_job_options o;
+  o.pass_env = std::move(*names);
   o.command = cfg.worker.exec_command;
   o.queue = cfg.worker.queue.empty() ? std::string("exec") : cfg.worker.queue;
   o.timeout = milliseconds(cfg.worker.exec_timeout_ms);
@@ -144,23 +166,18 @@ result<exec_job_options> exec_options_from(const config& cfg) {
 
 result<job_result> exec_job::run(claimed_record& record, const job_context& ctx) {
   const auto started = clock_type::now();
-  // -- everything the child needs, prepared before fork (after it: async-signal-safe calls only)
-  std::vector<std::string> env_own = {
+  // -- everything the child needs, prepared before the spawn ------------------------------------
+  std::string own[] = {
       "SHOAL_RECORD_ID=" + record.id,
       "SHOAL_QUEUE=" + (opts_.queue.empty() ? record.queue : opts_.queue),
       "SHOAL_ATTEMPT=" + std::to_string(record.attempts),
       "SHOAL_GEN=" + std::to_string(record.gen),
   };
   std::vector<char*> envp;
-  for (char** e = environ; e && *e; ++e) {
-    std::string_view kv(*e);
-    bool ours = false;
-    for (const auto& o : env_own)
-      ours = ours || kv.substr(0, kv.find('=') + 1) == std::string_view(o).substr(0, o.find('=') + 1);
-    if (!ours)
-      envp.push_back(*e);
-  }
-  for (auto& o : env_own)
+  envp.reserve(env_.size() + std::size(own) + 1);
+  for (auto& e : env_)
+    envp.push_back(e.data());
+  for (auto& o : own)
     envp.push_back(o.data());
   envp.push_back(nullptr);
   std::string sh = opts_.shell, dash_c = "-c", cmd = opts_.command;
@@ -178,48 +195,61 @@ result<job_result> exec_job::run(claimed_record& record, const job_context& ctx)
   if (::pipe2(err_pipe, O_CLOEXEC) != 0)
     return fail(errc::io, std::string("exec job: pipe: ") + std::strerror(errno));
   fd_guard err_r(err_pipe[0]), err_w(err_pipe[1]);
-  fd_guard wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (wake.fd < 0)
-    return fail(errc::io, std::string("exec job: eventfd: ") + std::strerror(errno));
+  set_nonblocking(in_w.fd);
 
-  const pid_t pid = ::fork();
-  if (pid < 0)
-    return fail(errc::io, std::string("exec job: fork: ") + std::strerror(errno));
-  if (pid == 0) {
-    ::setpgid(0, 0); // its own group: a timeout kills the command and everything it started
-    ::dup2(in_pair[1], 0);
-    ::dup2(out_pipe[1], 1);
-    ::dup2(err_pipe[1], 2);
-    ::close_range(3, ~0U, 0); // fds of other lanes, sockets, files: none leak into the command
-    sigset_t none;
-    ::sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr); // the worker blocks SIGTERM/SIGINT for sigwait
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD})
-      ::sigaction(s, &dfl, nullptr);
-    ::execve(argv[0], argv, envp.data());
-    _exit(127);
+  // The payload goes into the socket buffer before the start (and its end with it) whenever it
+  // fits, so a command that reads its stdin never waits on us.
+  const std::string& payload = record.payload;
+  std::size_t written = 0;
+  while (written < payload.size()) {
+    ssize_t n = ::send(in_w.fd, payload.data() + written, payload.size() - written, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0)
+      written += static_cast<std::size_t>(n);
+    else if (n < 0 && errno == EINTR)
+      continue;
+    else
+      break; // EAGAIN: the rest goes in the poll loop
   }
-  ::setpgid(pid, pid); // also from here: no race with an early killpg
+  if (written == payload.size())
+    in_w.reset();
+
+  { // a stale wake-up of an earlier record must not stop this one
+    std::uint64_t v;
+    [[maybe_unused]] auto n = ::read(wake_fd_, &v, sizeof v);
+  }
+  if (ctx.stop.stop_requested()) {
+    job_result res;
+    res.verdict = job_verdict::release;
+    res.detail = "stopped before it started";
+    return res;
+  }
+
+  spawn_request req;
+  req.path = argv[0];
+  req.argv = argv;
+  req.envp = envp.data();
+  req.stdin_fd = in_r.fd;
+  req.stdout_fd = out_w.fd;
+  req.stderr_fd = err_w.fd;
+  req.new_process_group = true; // its own group: a timeout kills the command and everything it started
+  req.close_other_fds = true;   // fds of other lanes, sockets, files: none leak into the command
+  auto spawned = spawn_process(req);
+  if (!spawned)
+    return fail(errc::io, "exec job: " + spawned.error().message);
+  const pid_t pid = *spawned;
   in_r.reset();
   out_w.reset();
   err_w.reset();
   fd_guard pidfd(open_pidfd(pid));
-  set_nonblocking(in_w.fd);
   set_nonblocking(out_r.fd);
   set_nonblocking(err_r.fd);
 
   // A stop request wakes poll() at once through the eventfd.
-  std::stop_callback on_stop(ctx.stop, [fd = wake.fd] {
+  std::stop_callback on_stop(ctx.stop, [fd = wake_fd_] {
     const std::uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
   });
 
-  const std::string& payload = record.payload;
-  std::size_t written = 0;
-  if (payload.empty())
-    in_w.reset();
   std::string out_tail, err_tail;
   const auto timeout_at = started + opts_.timeout;
   std::optional<clock_type::time_point> term_sent; // SIGTERM sent to the group
@@ -248,9 +278,10 @@ result<job_result> exec_job::run(claimed_record& record, const job_context& ctx)
   };
 
   char buf[16 * 1024];
+  bool exit_seen = false; // the pidfd became readable (or, without one, waitid said so)
   for (;;) {
     const auto now = clock_type::now();
-    if (!exited_at && has_exited(pid)) {
+    if (!exited_at && (exit_seen || (pidfd.fd < 0 && has_exited(pid)))) {
       exited_at = now;
       reap();
     }
@@ -272,7 +303,7 @@ result<job_result> exec_job::run(claimed_record& record, const job_context& ctx)
 
     pollfd fds[5];
     int nfds = 0;
-    int i_in = -1, i_out = -1, i_err = -1, i_wake = -1;
+    int i_in = -1, i_out = -1, i_err = -1, i_wake = -1, i_pid = -1;
     if (in_w.fd >= 0 && !exited_at) {
       i_in = nfds;
       fds[nfds++] = {in_w.fd, POLLOUT, 0};
@@ -285,11 +316,13 @@ result<job_result> exec_job::run(claimed_record& record, const job_context& ctx)
       i_err = nfds;
       fds[nfds++] = {err_r.fd, POLLIN, 0};
     }
-    if (pidfd.fd >= 0 && !exited_at) // readable once the command exits: wakes the loop
+    if (pidfd.fd >= 0 && !exited_at) { // readable once the command exits
+      i_pid = nfds;
       fds[nfds++] = {pidfd.fd, POLLIN, 0};
+    }
     if (!term_sent) {
       i_wake = nfds;
-      fds[nfds++] = {wake.fd, POLLIN, 0};
+      fds[nfds++] = {wake_fd_, POLLIN, 0};
     }
     // Next time-driven event: the timeout, the SIGKILL, the end of the post-exit grace. Without
     // a pidfd the exit is only seen by polling waitid, every 5 ms.
@@ -307,6 +340,8 @@ result<job_result> exec_job::run(claimed_record& record, const job_context& ctx)
     }
     if (pr <= 0)
       continue;
+    if (i_pid >= 0 && fds[i_pid].revents)
+      exit_seen = true;
     if (i_in >= 0 && fds[i_in].revents) {
       if (fds[i_in].revents & (POLLERR | POLLHUP)) {
         in_w.reset(); // the command closed its stdin
@@ -341,7 +376,7 @@ result<job_result> exec_job::run(claimed_record& record, const job_context& ctx)
     drain_fd(i_err, err_r, err_tail, opts_.stderr_tail_bytes);
     if (i_wake >= 0 && fds[i_wake].revents) {
       std::uint64_t v;
-      [[maybe_unused]] auto n = ::read(wake.fd, &v, sizeof v);
+      [[maybe_unused]] auto n = ::read(wake_fd_, &v, sizeof v);
     }
   }
   reap();

@@ -1,7 +1,8 @@
 #pragma once
-// Pluggable jobs of `shoal worker` (issue 5): what runs on each claimed record. Two ship:
-// `exec` (workers/fleet/exec_job.hpp: a command per record, payload on stdin) and `etl`
-// (workers/etl/etl_fleet_job.hpp: the blob named by the record loaded into SQL).
+// Pluggable jobs of `shoal worker` (issue 5): what runs on each claimed record. Four ship:
+// `exec` (workers/fleet/exec_job.hpp: a command per record, payload on stdin), `etl`
+// (workers/etl/etl_fleet_job.hpp: the blob named by the record loaded into SQL), and two that
+// measure the fleet's own cost per record (jobs.cpp): `noop` (done at once) and `sleep:MS`.
 
 #include "workers/config.hpp"
 #include "workers/error.hpp"
@@ -44,7 +45,7 @@ struct job_context {
   std::function<bool()> lease_lost;
   /// run_batch only: true once the lease of record `i` (index into the batch) was lost; a job
   /// leaves such a record out of what it commits. Empty in run().
-  std::function<bool(std::size_t i)> record_lost;
+  std::function<bool(std::size_t i)> record_lost{};
 };
 
 /// One job instance per worker slot (per concurrent record when worker.concurrency > 1: the
@@ -52,7 +53,7 @@ struct job_context {
 class job {
 public:
   virtual ~job() = default;
-  /// "exec" | "etl".
+  /// "exec" | "etl" | "noop" | "sleep".
   virtual std::string_view name() const noexcept = 0;
   /// Runs the job on `record` (payload resolved). Errors are returned as a job_result with
   /// verdict failed; a result<> error means the job itself is broken (bad configuration,
@@ -62,13 +63,23 @@ public:
   /// Most records this job takes in one run_batch call (>= 1). 1 (the default) = the worker
   /// calls run() once per record. A job that gains from doing several records together (the
   /// ETL loads several blobs of one dataset in one SQL transaction) returns more; the worker
-  /// then hands one lane up to this many records claimed together.
+  /// then calls run_batch() — never run() — with 1..max_batch() records taken from what it
+  /// claimed, in claim order (claims take up to [work] claim_batch per partition, so a batch
+  /// usually, but not always, holds records of one shard). Read once, when the worker starts;
+  /// capped at [work] claim_batch.
   virtual std::size_t max_batch() const noexcept { return 1; }
   /// Runs the job on several claimed records at once (payloads resolved); returns one
-  /// job_result per record, in order. In `ctx`, lease_deadline is the earliest deadline of the
-  /// batch, lease_lost is true once any lease was lost and record_lost(i) tells which. The
-  /// default runs run() on each record in turn (stopping with release verdicts for the rest
-  /// once `ctx.stop` is requested). Errors: as run() (the job is broken).
+  /// job_result per record, in order (another count is treated as a broken job). The worker
+  /// keeps each record's lease separately while it runs, then acts on each verdict separately:
+  /// done records are completed together (one transaction per partition), failed ones are
+  /// retried later or dead, released ones given back uncounted. In `ctx`: lease_deadline is the
+  /// earliest deadline of the batch; record_lost(i) turns true once record i's lease is lost —
+  /// leave it out of what you commit (whatever its verdict, its completion will be refused if
+  /// someone else holds it); lease_lost is true once any is lost; `stop` is requested on a drain
+  /// timeout, or once every record of the batch is lost. The default runs run() on each record
+  /// in turn (release verdicts for the rest once `ctx.stop` is requested or for records already
+  /// lost). Errors: as run() (the job is broken: every record of the batch is released and the
+  /// worker exits non-zero).
   virtual result<std::vector<job_result>> run_batch(std::span<claimed_record* const> records,
                                                     const job_context& ctx);
 };
@@ -77,7 +88,8 @@ public:
 /// worker.exec_command), and whatever the job's own set-up returns (storage, SQL).
 using job_factory = std::function<result<std::unique_ptr<job>>(const config& cfg)>;
 
-/// The factory for `name` ("exec" or "etl"); nullptr when unknown. Thread-safe (pure).
+/// The factory for `name` ("exec", "etl", "noop" or "sleep:MS"); nullptr when unknown.
+/// Thread-safe (pure).
 job_factory find_job_factory(std::string_view name);
 
 } // namespace shoal::workers::fleet

@@ -46,15 +46,21 @@ std::uint64_t unix_ns() {
       duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count());
 }
 
-// One job runner. Guarded by impl::mu_ except `job`, owned by the lane's thread.
+// One job runner. Guarded by impl::mu except `job`, owned by the lane's thread.
 struct lane {
   std::unique_ptr<fleet::job> job;
   bool busy = false;
-  std::string current;            // record id being run
-  std::stop_source stop;          // replaced per record
-  lease_keeper::handle held;      // the record being run
-  bool lost = false;              // its lease was reported lost
+  std::vector<lease_keeper::handle> held; // the records being run (one, or a batch)
+  std::stop_source stop;                  // replaced per run
+  bool stopped_for_loss = false;          // stop requested because every record's lease was lost
   std::thread thread;
+};
+
+// A record whose job said done, waiting for the completer.
+struct to_complete {
+  lease_keeper::handle h;
+  std::string detail;
+  long long ms = 0;
 };
 
 } // namespace
@@ -87,10 +93,26 @@ struct worker::impl {
   std::string drain_reason;
   std::optional<error> fatal;             // a job's result<> error
   std::thread claimer;
+  std::size_t max_batch = 1;              // records per lane run (job::max_batch, ≤ claim_batch)
+  double job_ms_ewma = -1;                // mean run time per record (ms), -1 until measured; guarded by mu
+
+  // -- completions: lanes hand done records to the completer, which completes them in one
+  // transaction per partition (keeper->complete_many) while the lanes run the next ones.
+  mutable std::mutex cmu;
+  std::condition_variable ccv;
+  std::vector<to_complete> completing;    // guarded by cmu
+  std::size_t completing_busy = 0;        // records taken by the completer, not yet written (cmu)
+  bool completer_stop = false;            // guarded by cmu
+  std::atomic<bool> completer_flush{false}; // draining: write what is waiting without lingering
+  std::thread completer;
+
+  // -- sweeps of done records (SCHEMA.md "Sweep") --------------------------------------------
+  std::thread sweeper;
 
   // -- counters (relaxed atomics; read by stats() from any thread) ---------------------------
   std::atomic<std::uint64_t> claim_calls{0}, claimed{0}, done{0}, failed{0}, dead{0}, released{0}, lease_lost{0},
-      storage_errors{0}, malformed{0}, ignored{0}, reconnects{0}, heartbeats_sent{0}, wakeups{0};
+      storage_errors{0}, malformed{0}, ignored{0}, reconnects{0}, heartbeats_sent{0}, wakeups{0}, swept{0},
+      complete_calls{0};
   std::atomic<double> rate{0};
   std::deque<std::pair<clock_type::time_point, std::uint64_t>> rate_samples; // control thread only
 
@@ -101,8 +123,13 @@ struct worker::impl {
   std::uint32_t in_flight_locked() const {
     std::uint32_t n = static_cast<std::uint32_t>(ready.size());
     for (const auto& l : lanes)
-      n += l->busy ? 1 : 0;
+      n += l->busy ? static_cast<std::uint32_t>(l->held.size()) : 0;
     return n;
+  }
+
+  std::size_t waiting_completion() const {
+    std::lock_guard lock(cmu);
+    return completing.size() + completing_busy;
   }
 
   worker_stats stats() const {
@@ -122,24 +149,42 @@ struct worker::impl {
     s.reconnects = r(reconnects);
     s.heartbeats_sent = r(heartbeats_sent);
     s.wakeups = r(wakeups);
+    s.swept = r(swept);
+    s.complete_calls = r(complete_calls);
     s.rate_per_s = rate.load(std::memory_order_relaxed);
+    const auto waiting = static_cast<std::uint32_t>(waiting_completion());
     std::lock_guard lock(mu);
     s.assign_epoch = assign_epoch;
-    s.in_flight = in_flight_locked();
+    s.in_flight = in_flight_locked() + waiting;
     return s;
   }
 
   // -- lease loss ----------------------------------------------------------------------------
   // From the keeper's thread: stop the lane running that record at once.
+  // A lane running one record stops at once; a lane running a batch stops when every record of
+  // the batch is lost (the job sees which through job_context::record_lost).
   void on_lost(const claimed_record& rec, const error& e) {
     std::lock_guard lock(mu);
-    for (auto& l : lanes)
-      if (l->busy && l->current == rec.id && !l->lost) {
-        l->lost = true;
+    for (auto& l : lanes) {
+      if (!l->busy || l->stopped_for_loss)
+        continue;
+      bool mine = false, all_lost = true;
+      for (const auto& h : l->held) {
+        mine = mine || h.id() == rec.id;
+        all_lost = all_lost && h.lost();
+      }
+      if (!mine)
+        continue;
+      if (all_lost) {
+        l->stopped_for_loss = true;
         l->stop.request_stop();
         spdlog::warn("worker {}: lease of record '{}' lost ({}); stopping its job", opts.slot, rec.id,
                      e.describe());
+      } else {
+        spdlog::warn("worker {}: lease of record '{}' lost ({}); the rest of its batch goes on",
+                     opts.slot, rec.id, e.describe());
       }
+    }
   }
 
   // -- table writes with bounded retries -----------------------------------------------------
@@ -175,118 +220,245 @@ struct worker::impl {
   }
 
   // -- lanes ---------------------------------------------------------------------------------
-  void process(lane& l, const lease_keeper::handle& h, std::stop_token stop) {
-    claimed_record rec = h.record();
-    job_context ctx;
-    ctx.stop = stop;
-    ctx.lease_deadline = [h] { return h.record().deadline; };
-    ctx.lease_lost = [h] { return h.lost(); };
-    const auto t0 = clock_type::now();
-    result<job_result> r = [&]() -> result<job_result> {
-      try {
-        return l.job->run(rec, ctx);
-      } catch (const std::exception& e) { // a job must not throw; treat it as broken
-        return fail(errc::io, std::string("job threw: ") + e.what());
-      }
-    }();
-    const auto ms = duration_cast<milliseconds>(clock_type::now() - t0).count();
-    if (!r) {
-      spdlog::error("worker {}: the {} job is broken on record '{}': {}", opts.slot, l.job->name(),
-                    rec.id, r.error().describe());
-      release_uncounted(h, "job broken");
-      {
-        std::lock_guard lock(mu);
-        if (!fatal)
-          fatal = r.error();
-      }
-      drain(milliseconds(0), "job broken");
-      return;
+  void broken(const lease_keeper::handle& h, const error& e, std::string_view job_name) {
+    spdlog::error("worker {}: the {} job is broken on record '{}': {}", opts.slot, job_name, h.id(),
+                  e.describe());
+    release_uncounted(h, "job broken");
+    {
+      std::lock_guard lock(mu);
+      if (!fatal)
+        fatal = e;
     }
-    const bool was_lost = h.lost();
-    switch (r->verdict) {
+    drain(milliseconds(0), "job broken");
+  }
+
+  // What happens to one record after its job ran: done → the completer; failed → fail (retry
+  // later or dead); release → release uncounted.
+  void settle(const lease_keeper::handle& h, const claimed_record& rec, job_result r, bool was_lost,
+              long long ms) {
+    switch (r.verdict) {
     case job_verdict::done: {
       // Even after a reported loss the conditional write decides: it succeeds only if nobody
       // re-claimed the record since our last ETag.
-      auto c = with_retries(h, [&] { return keeper->complete(h); });
-      if (c) {
-        add(done);
-        spdlog::debug("worker {}: record '{}' done (attempt {}, gen {}, {} ms): {}", opts.slot,
-                      rec.id, rec.attempts, rec.gen, ms, r->detail);
-      } else if (c.error().code == errc::lease_lost || c.error().code == errc::not_found) {
-        add(lease_lost);
-        spdlog::warn("worker {}: record '{}' ran but its completion was refused: {}", opts.slot,
-                     rec.id, c.error().describe());
-      } else {
-        spdlog::warn("worker {}: record '{}' ran but could not be completed: {}", opts.slot, rec.id,
-                     c.error().describe());
-        if (was_lost || h.lost())
-          add(lease_lost);
+      {
+        std::lock_guard lock(cmu);
+        completing.push_back({h, std::move(r.detail), ms});
       }
+      ccv.notify_one();
       break;
     }
     case job_verdict::failed: {
       if (was_lost) {
         add(lease_lost);
         spdlog::warn("worker {}: record '{}' failed after its lease was lost: {}", opts.slot,
-                     rec.id, r->error);
+                     rec.id, r.error);
         release_uncounted(h, "lease lost");
         break;
       }
-      auto f = with_retries(h, [&] { return keeper->fail(h, r->error); });
+      auto f = with_retries(h, [&] { return keeper->fail(h, r.error); });
       if (f) {
         add(failed);
         if (*f == record_status::dead)
           add(dead);
         spdlog::warn("worker {}: record '{}' failed (attempt {}, {} ms): {} → {}", opts.slot,
-                     rec.id, rec.attempts, ms, r->error,
+                     rec.id, rec.attempts, ms, r.error,
                      *f == record_status::dead ? "dead" : "retried later");
       } else {
         if (f.error().code == errc::lease_lost || f.error().code == errc::not_found)
           add(lease_lost);
         spdlog::warn("worker {}: record '{}' failed ({}) but the failure could not be recorded: {}",
-                     opts.slot, rec.id, r->error, f.error().describe());
+                     opts.slot, rec.id, r.error, f.error().describe());
       }
       break;
     }
     case job_verdict::release:
       if (was_lost)
         add(lease_lost);
-      release_uncounted(h, was_lost ? "lease lost" : r->detail.empty() ? "stopped" : r->detail);
+      release_uncounted(h, was_lost ? "lease lost" : r.detail.empty() ? "stopped" : r.detail);
       break;
     }
+  }
+
+  // Runs the lane's job on `hs`: run() on the one record when the job's max_batch() is 1,
+  // else run_batch() on the 1..max_batch records taken together (even when only one was ready).
+  void process(lane& l, const std::vector<lease_keeper::handle>& hs, std::stop_token stop) {
+    std::vector<claimed_record> recs;
+    recs.reserve(hs.size());
+    for (const auto& h : hs)
+      recs.push_back(h.record());
+    job_context ctx;
+    ctx.stop = stop;
+    ctx.lease_deadline = [&hs] {
+      auto d = hs.front().deadline();
+      for (const auto& h : hs)
+        d = std::min(d, h.deadline());
+      return d;
+    };
+    ctx.lease_lost = [&hs] {
+      return std::any_of(hs.begin(), hs.end(), [](const auto& h) { return h.lost(); });
+    };
+    const auto t0 = clock_type::now();
+    std::vector<job_result> results;
+    if (max_batch == 1) {
+      result<job_result> r = [&]() -> result<job_result> {
+        try {
+          return l.job->run(recs.front(), ctx);
+        } catch (const std::exception& e) { // a job must not throw; treat it as broken
+          return fail(errc::io, std::string("job threw: ") + e.what());
+        }
+      }();
+      if (!r)
+        return broken(hs.front(), r.error(), l.job->name());
+      results.push_back(*std::move(r));
+    } else {
+      ctx.record_lost = [&hs](std::size_t i) { return i < hs.size() && hs[i].lost(); };
+      std::vector<claimed_record*> ptrs;
+      for (auto& r : recs)
+        ptrs.push_back(&r);
+      result<std::vector<job_result>> r = [&]() -> result<std::vector<job_result>> {
+        try {
+          return l.job->run_batch(ptrs, ctx);
+        } catch (const std::exception& e) {
+          return fail(errc::io, std::string("job threw: ") + e.what());
+        }
+      }();
+      if (!r || r->size() != hs.size()) {
+        const error e = !r ? r.error()
+                           : error{errc::io, "run_batch returned " + std::to_string(r->size()) + " results for " +
+                                                 std::to_string(hs.size()) + " records", storage::errc::invalid_argument, 0};
+        for (std::size_t i = 1; i < hs.size(); ++i)
+          release_uncounted(hs[i], "job broken");
+        return broken(hs.front(), e, l.job->name());
+      }
+      results = *std::move(r);
+    }
+    const auto ms = duration_cast<milliseconds>(clock_type::now() - t0).count();
+    {
+      std::lock_guard lock(mu);
+      const double per = static_cast<double>(ms) / static_cast<double>(hs.size());
+      job_ms_ewma = job_ms_ewma < 0 ? per : 0.8 * job_ms_ewma + 0.2 * per;
+    }
+    for (std::size_t i = 0; i < hs.size(); ++i)
+      settle(hs[i], recs[i], std::move(results[i]), hs[i].lost(), ms);
   }
 
   void lane_loop(std::size_t i) {
     lane& l = *lanes[i];
     for (;;) {
-      lease_keeper::handle h;
+      std::vector<lease_keeper::handle> hs;
       std::stop_token token;
       {
         std::unique_lock lock(mu);
         cv.wait(lock, [&] { return !ready.empty() || draining; });
         if (ready.empty() || draining) // draining: the control thread releases what is ready
           return;
-        h = std::move(ready.front());
-        ready.pop_front();
+        while (!ready.empty() && hs.size() < max_batch) {
+          hs.push_back(std::move(ready.front()));
+          ready.pop_front();
+        }
         l.busy = true;
-        l.current = h.id();
-        l.lost = false;
+        l.held = hs;
+        l.stopped_for_loss = false;
         l.stop = std::stop_source();
-        l.held = h;
         token = l.stop.get_token();
       }
-      process(l, h, token);
+      cv.notify_all(); // the claimer tops up `ready`
+      process(l, hs, token);
       {
         std::lock_guard lock(mu);
         l.busy = false;
-        l.current.clear();
-        l.held = {};
+        l.held.clear();
       }
       cv.notify_all();
     }
   }
 
+  // -- completer -----------------------------------------------------------------------------
+  // Takes every done record waiting and completes them together: keeper->complete_many writes
+  // one transaction per partition (record row + ticket of each, ≤ 50 records), falling back to
+  // single conditional writes after 412s. The lanes never wait for it. A group commit: after the
+  // first record arrives it lingers up to complete_linger (or until a full transaction's worth
+  // is waiting, or a drain), so records finishing a few ms apart (a spawned command per record)
+  // share one transaction instead of paying a request each; the lease covers the wait.
+  static constexpr milliseconds complete_linger{250};
+  static constexpr std::size_t complete_full = 50; // records per completion transaction
+
+  void completer_loop() {
+    for (;;) {
+      std::vector<to_complete> batch;
+      {
+        std::unique_lock lock(cmu);
+        ccv.wait(lock, [&] { return !completing.empty() || completer_stop; });
+        if (completing.empty())
+          return;
+        ccv.wait_until(lock, clock_type::now() + complete_linger, [&] {
+          return completing.size() >= complete_full || completer_stop || completer_flush.load();
+        });
+        batch.swap(completing);
+        completing_busy = batch.size();
+      }
+      std::vector<lease_keeper::handle> hs;
+      hs.reserve(batch.size());
+      for (const auto& c : batch)
+        hs.push_back(c.h);
+      add(complete_calls);
+      auto res = keeper->complete_many(hs);
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        auto r = std::move(res[i]);
+        const auto& h = batch[i].h;
+        if (!r && r.error().code != errc::lease_lost && r.error().code != errc::not_found &&
+            r.error().code != errc::invalid_argument && !h.lost())
+          r = with_retries(h, [&] { return keeper->complete(h); }); // storage trouble: one by one
+        if (r) {
+          add(done);
+          spdlog::debug("worker {}: record '{}' done ({} ms): {}", opts.slot, h.id(), batch[i].ms,
+                        batch[i].detail);
+        } else if (r.error().code == errc::lease_lost || r.error().code == errc::not_found) {
+          add(lease_lost);
+          spdlog::warn("worker {}: record '{}' ran but its completion was refused: {}", opts.slot,
+                       h.id(), r.error().describe());
+        } else {
+          spdlog::warn("worker {}: record '{}' ran but could not be completed: {}", opts.slot,
+                       h.id(), r.error().describe());
+          if (h.lost())
+            add(lease_lost);
+        }
+      }
+      {
+        std::lock_guard lock(cmu);
+        completing_busy = 0;
+      }
+      ccv.notify_all();
+      cv.notify_all(); // in_flight changed
+    }
+  }
+
+  void stop_completer() {
+    {
+      std::lock_guard lock(cmu);
+      completer_stop = true;
+    }
+    ccv.notify_all();
+    if (completer.joinable())
+      completer.join();
+  }
+
   // -- claimer -------------------------------------------------------------------------------
+  // How many claimed records to keep ready for the lanes. A claim costs one query and one
+  // transaction whatever its size, so fast jobs are fed in big batches (up to 2 × claim_batch);
+  // slow jobs get only what the lanes can start well within a lease (a quarter of it), so
+  // records do not wait on one worker while another is idle. Until the first run is timed:
+  // one batch per lane.
+  std::size_t ready_target_locked() const {
+    const std::size_t per_run = lanes.size() * max_batch;
+    if (job_ms_ewma < 0)
+      return per_run;
+    const double lease_quarter_ms = static_cast<double>(opts.cfg.work.lease_ms) / 4.0;
+    const double per_lane = lease_quarter_ms / std::max(job_ms_ewma, 0.05);
+    const auto by_lease = static_cast<std::size_t>(std::max(1.0, per_lane) * static_cast<double>(lanes.size()));
+    return std::clamp<std::size_t>(by_lease, per_run, std::max<std::size_t>(per_run, 2 * opts.cfg.work.claim_batch));
+  }
+
   void claimer_loop() {
     const auto poll_min = milliseconds(opts.cfg.worker.poll_min_ms);
     const auto poll_max = milliseconds(opts.cfg.worker.poll_max_ms);
@@ -298,29 +470,33 @@ struct worker::impl {
       std::vector<std::uint32_t> from;
       {
         std::unique_lock lock(mu);
-        auto free_lanes = [&] {
-          std::size_t idle = 0;
-          for (const auto& l : lanes)
-            idle += l->busy ? 0 : 1;
-          return idle > ready.size() ? idle - ready.size() : 0;
-        };
         for (;;) {
           if (draining)
             return;
-          if (free_lanes() == 0) {
+          const std::size_t target = ready_target_locked();
+          // Claim when the ready records would not cover the lanes for one more round: half
+          // the target (at least one run per lane) is the low-water mark.
+          const std::size_t low = std::max(lanes.size() * max_batch, target / 2);
+          std::size_t idle_lanes = 0;
+          for (const auto& l : lanes)
+            idle_lanes += l->busy ? 0 : 1;
+          if (ready.size() >= low && !(idle_lanes > 0 && ready.empty())) {
             cv.wait(lock);
             continue;
           }
-          if (wake || clock_type::now() >= next_poll)
+          if (wake || clock_type::now() >= next_poll) {
+            want = target > ready.size() ? target - ready.size() : 0;
             break;
+          }
           cv.wait_until(lock, next_poll);
         }
         if (wake)
           backoff = poll_min; // a wake-up means work: poll eagerly again afterwards
         wake = false;
-        want = std::min<std::size_t>(free_lanes(), opts.cfg.work.claim_batch);
         from = shards.empty() ? all_shards : shards;
       }
+      if (want == 0)
+        continue;
       add(claim_calls);
       auto got = table.claim(queue, from, owner, want);
       if (!got) {
@@ -340,7 +516,9 @@ struct worker::impl {
         continue;
       }
       backoff = poll_min;
-      next_poll = clock_type::now(); // found work: claim again as soon as a lane is free
+      // Found work: claim again as soon as the lanes need more. Partial batches mean the
+      // shards are nearly empty: look again after the shortest poll rather than at once.
+      next_poll = got->size() < want ? clock_type::now() + poll_min : clock_type::now();
       add(claimed, got->size());
       auto hs = keeper->hold(std::move(*got));
       std::vector<lease_keeper::handle> late;
@@ -360,6 +538,33 @@ struct worker::impl {
     }
   }
 
+  // -- sweeper -------------------------------------------------------------------------------
+  // Every max(done_retention_ms / 4, 2 s) (at most 6 h), removes the done records of this
+  // worker's shards older than the retention (work_table::sweep), first after one interval.
+  void sweeper_loop() {
+    const auto interval = std::clamp<milliseconds>(milliseconds(opts.cfg.work.done_retention_ms / 4), seconds(2), hours(6));
+    auto next = clock_type::now() + interval;
+    for (;;) {
+      std::vector<std::uint32_t> from;
+      {
+        std::unique_lock lock(mu);
+        if (cv.wait_until(lock, next, [&] { return draining || drain_requested; }))
+          return;
+        from = shards.empty() ? all_shards : shards;
+      }
+      auto r = table.sweep(queue, from, milliseconds(opts.cfg.work.done_retention_ms));
+      if (r) {
+        add(swept, r->removed);
+        if (r->removed > 0)
+          spdlog::info("worker {}: removed {} done record(s) older than {} ms from {} shard(s)", opts.slot,
+                       r->removed, opts.cfg.work.done_retention_ms, from.size());
+      } else {
+        spdlog::warn("worker {}: sweeping done records failed: {}", opts.slot, r.error().describe());
+      }
+      next = clock_type::now() + interval;
+    }
+  }
+
   // -- control -------------------------------------------------------------------------------
   void drain(milliseconds deadline, std::string reason) {
     {
@@ -372,7 +577,9 @@ struct worker::impl {
         drain_reason = std::move(reason);
       drain_requested = true;
     }
+    completer_flush = true;
     cv.notify_all();
+    ccv.notify_all();
   }
 
   transport::envelope make_envelope(std::string_view kind) const {
@@ -399,8 +606,8 @@ struct worker::impl {
       bool busy = false;
       for (const auto& l : lanes)
         if (l->busy) {
-          if (!busy)
-            hb.current = l->current;
+          if (!busy && !l->held.empty())
+            hb.current = l->held.front().id();
           busy = true;
         }
       hb.state = static_cast<std::uint8_t>(draining || drain_requested ? worker_state::draining
@@ -545,14 +752,29 @@ result<worker_stats> worker::impl::run() {
     spdlog::warn("worker {}: storage clock not known yet: {}", opts.slot, r.error().describe());
 
   keeper->start();
+  completer = std::thread([this] { completer_loop(); });
   for (std::size_t i = 0; i < lanes.size(); ++i)
     lanes[i]->thread = std::thread([this, i] { lane_loop(i); });
   claimer = std::thread([this] { claimer_loop(); });
+  sweeper = std::thread([this] { sweeper_loop(); });
 
   // -- the control loop: messages, heartbeats, liveness, drain ----------------------------------
   msgpack::zone zone;
   transport::envelope env;
   auto next_hb = clock_type::now();
+  // A heartbeat when one is due; also called between the releases of a drain, which can take
+  // seconds when hundreds of records were claimed ahead, so the supervisor never takes a
+  // draining worker for a silent one.
+  auto beat_if_due = [&](clock_type::time_point now) {
+    if (now < next_hb)
+      return;
+    update_rate(now);
+    if (sock) {
+      send(*sock, make_heartbeat());
+      add(heartbeats_sent);
+    }
+    next_hb = now + hb_interval;
+  };
   auto last_heard = clock_type::now();
   auto silence_limit = silence_base;
   bool stop_sent = false;      // jobs asked to stop (drain deadline passed)
@@ -573,6 +795,11 @@ result<worker_stats> worker::impl::run() {
         std::deque<lease_keeper::handle> unstarted;
         unstarted.swap(ready);
         all_idle = std::none_of(lanes.begin(), lanes.end(), [](const auto& l) { return l->busy; });
+        if (all_idle) {
+          lock.unlock();
+          all_idle = waiting_completion() == 0;
+          lock.lock();
+        }
         if (!stop_sent && now >= drain_deadline && !all_idle) {
           stop_sent = true;
           for (auto& l : lanes)
@@ -582,20 +809,15 @@ result<worker_stats> worker::impl::run() {
         }
         lock.unlock();
         cv.notify_all();
-        for (auto& h : unstarted)
+        for (auto& h : unstarted) {
           release_uncounted(h, "draining");
+          beat_if_due(clock_type::now());
+        }
       }
     }
     if (drain_started && all_idle)
       break;
-    if (now >= next_hb) {
-      update_rate(now);
-      if (sock) {
-        send(*sock, make_heartbeat());
-        add(heartbeats_sent);
-      }
-      next_hb = now + hb_interval;
-    }
+    beat_if_due(now);
     if (sock && now - last_heard > silence_limit) {
       // Paranoid Pirate: the supervisor is presumed dead. Reconnect with a fresh socket (and
       // hello) while the lanes keep working from the table; tolerate twice the silence next time.
@@ -649,9 +871,12 @@ result<worker_stats> worker::impl::run() {
   cv.notify_all();
   if (claimer.joinable())
     claimer.join();
+  if (sweeper.joinable())
+    sweeper.join();
   for (auto& l : lanes)
     if (l->thread.joinable())
       l->thread.join();
+  stop_completer(); // every done record written before anything is released
   std::deque<lease_keeper::handle> left;
   {
     std::lock_guard lock(mu);
@@ -698,9 +923,12 @@ worker::~worker() {
     impl_->cv.notify_all();
     if (impl_->claimer.joinable())
       impl_->claimer.join();
+    if (impl_->sweeper.joinable())
+      impl_->sweeper.join();
     for (auto& l : impl_->lanes)
       if (l->thread.joinable())
         l->thread.join();
+    impl_->stop_completer();
   }
 }
 
@@ -718,7 +946,7 @@ result<std::unique_ptr<worker>> worker::make(work_table table, worker_options op
   if (!opts.factory)
     opts.factory = find_job_factory(opts.cfg.worker.job);
   if (!opts.factory)
-    return fail(errc::invalid_argument, "worker: unknown job '" + opts.cfg.worker.job + "' (exec or etl)");
+    return fail(errc::invalid_argument, "worker: unknown job '" + opts.cfg.worker.job + "' (exec, etl, noop or sleep:MS)");
   auto p = std::make_unique<impl>(worker_options{}, table);
   p->queue = worker_queue(opts.cfg);
   p->host = !opts.host.empty() ? opts.host : !opts.cfg.fleet.host.empty() ? opts.cfg.fleet.host : local_host_name();
@@ -738,6 +966,7 @@ result<std::unique_ptr<worker>> worker::make(work_table table, worker_options op
     l->job = std::move(*j);
     p->lanes.push_back(std::move(l));
   }
+  p->max_batch = std::clamp<std::size_t>(p->lanes.front()->job->max_batch(), 1, opts.cfg.work.claim_batch);
   p->contention_base = table.counters().contention.load(std::memory_order_relaxed);
   lease_keeper_options ko;
   ko.renew_interval = milliseconds(opts.cfg.work.lease_renew_ms);

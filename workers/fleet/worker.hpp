@@ -5,11 +5,17 @@
 //
 // Threads: the caller of run() owns the DEALER (hello, heartbeats, assignments, wake-ups,
 // drain, Paranoid Pirate reconnects; never storage I/O, so heartbeats keep flowing during a
-// storage outage); one claimer thread claims as many records as there are idle lanes (the
-// fallback table poll backs off from worker.poll_min_ms to poll_max_ms, reset by any found work,
-// cut short by work.available); worker.concurrency lane threads each run one job instance; the
-// lease_keeper's thread renews held leases. A lost lease stops that lane's job at once
-// (stop_token) and nothing is completed on it.
+// storage outage); one claimer thread keeps claimed records ready for the lanes — a claim is one
+// query and one transaction whatever its size, so it claims ahead: fast jobs in batches of up to
+// 2 × claim_batch, slow jobs only what the lanes start within a quarter lease (the fallback table
+// poll backs off from worker.poll_min_ms to poll_max_ms, reset by any found work, cut short by
+// work.available); worker.concurrency lane threads each run one job instance on one record, or
+// on up to job::max_batch() records at once (run_batch); one completer thread completes the done
+// records waiting, one transaction per partition, while the lanes go on; the lease_keeper's
+// thread renews held leases (all of a partition's together); a sweeper thread removes done
+// records past [work] done_retention_ms from the worker's shards. A lost lease stops that lane's
+// job at once (stop_token; for a batch, once every record of it is lost) and nothing is
+// completed on it.
 //
 // Correctness is in the table (ETags, leases, fencing gens): a supervisor that goes silent is
 // reconnected to in the background while work continues; no message is needed for a record to be
@@ -56,8 +62,10 @@ struct worker_stats {
   std::uint64_t reconnects = 0;  ///< Paranoid Pirate reconnects after a silent supervisor
   std::uint64_t heartbeats_sent = 0;
   std::uint64_t wakeups = 0;     ///< work.available messages applied
+  std::uint64_t swept = 0;       ///< done records removed by this worker's sweeps
+  std::uint64_t complete_calls = 0; ///< completion batches written (each: one transaction per partition)
   std::uint64_t assign_epoch = 0; ///< epoch of the last ctl.assign applied
-  std::uint32_t in_flight = 0;   ///< records held right now (running or about to)
+  std::uint32_t in_flight = 0;   ///< records held right now (ready, running, or being completed)
   double rate_per_s = 0;         ///< completions per second over the last ~10 s
 };
 

@@ -70,6 +70,19 @@ struct fake_world {
       r.status = 200;
       r.headers.push_back({"content-type", "application/json;odata=minimalmetadata"});
       r.body = "{\"value\":[]}";
+    } else if (req.url.find("$batch") != std::string::npos) {
+      // An entity group transaction (completions are one: ticket delete + record merge): every
+      // operation succeeds, each part with a 204 and an ETag.
+      std::size_t ops = 0;
+      for (auto at = req.body.find("application/http"); at != std::string::npos; at = req.body.find("application/http", at + 1))
+        ++ops;
+      r.status = 202;
+      r.headers.push_back({"content-type", "multipart/mixed; boundary=batchresponse_fake"});
+      r.body = "--batchresponse_fake\r\nContent-Type: multipart/mixed; boundary=changesetresponse_fake\r\n\r\n";
+      for (std::size_t i = 0; i < ops; ++i)
+        r.body += "--changesetresponse_fake\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+                  "HTTP/1.1 204 No Content\r\nETag: " + etag(t) + "\r\n\r\n\r\n";
+      r.body += "--changesetresponse_fake--\r\n--batchresponse_fake--\r\n";
     } else {
       r.status = 204;
       r.headers.push_back({"etag", etag(t)});
@@ -111,6 +124,7 @@ struct keeper_fixture {
     r.id = "r1";
     r.partition_key = "q-00";
     r.row_key = "r1";
+    r.ticket = "%|1970-01-01T00:00:00.0000000Z|r1";
     r.owner = "me";
     r.gen = 1;
     r.attempts = 1;

@@ -13,12 +13,14 @@
 #include "workers/work_table.hpp"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -26,7 +28,10 @@
 #include <map>
 #include <numeric>
 #include <set>
+#include <sstream>
 #include <thread>
+
+#include <signal.h>
 
 extern char** environ;
 
@@ -393,7 +398,7 @@ TEST(WorkTableIt, ServerClockLeasesHoldWhenClientClocksAreSkewedTenMinutes) {
   auto held = a.work.claim("q", shards, "ahead", 1);
   ASSERT_TRUE(held && held->size() == 1);
   // The lease was computed from the server's clock: lease_until ≈ server Timestamp + lease_ms.
-  auto stored = plain.table.get(held->front().partition_key, held->front().row_key);
+  auto stored = plain.table.get(held->front().partition_key, held->front().ticket);
   ASSERT_TRUE(stored) << stored.error().describe();
   auto lease_until = as_sys(*stored->get<storage::table_time>("lease_until"));
   auto written = as_sys(*stored->timestamp);
@@ -413,7 +418,7 @@ TEST(WorkTableIt, ServerClockLeasesHoldWhenClientClocksAreSkewedTenMinutes) {
     return !taken.empty();
   }, 8s));
   EXPECT_GT(steady_clock::now() - start, 500ms);
-  auto stored2 = plain.table.get(taken[0].partition_key, taken[0].row_key);
+  auto stored2 = plain.table.get(taken[0].partition_key, taken[0].ticket);
   ASSERT_TRUE(stored2);
   auto lease2 = as_sys(*stored2->get<storage::table_time>("lease_until"));
   EXPECT_LT(std::chrono::abs(lease2 - (as_sys(*stored2->timestamp) + 2000ms)), 1500ms)
@@ -460,7 +465,7 @@ TEST(WorkTableIt, RenewOutageMakesTheKeeperGiveUpBeforeTheLeaseExpires) {
   ASSERT_TRUE(w) << w.error().describe();
   auto server_now = etag_time(w->etag);
   ASSERT_TRUE(server_now);
-  auto stored = probe.table.get(got->front().partition_key, got->front().row_key);
+  auto stored = probe.table.get(got->front().partition_key, got->front().ticket);
   ASSERT_TRUE(stored);
   auto lease_until = as_sys(*stored->get<storage::table_time>("lease_until"));
   EXPECT_LT(*server_now, lease_until) << "the keeper gave up only after the server lease expired (noticed after "
@@ -506,6 +511,26 @@ std::string claim_process_binary() {
   return SHOAL_TEST_CLAIM_PROCESS;
 }
 
+/// Starts shoal_claim_process with `args` (after the binary).
+pid_t spawn_claim_process(std::vector<std::string> args) {
+  args.insert(args.begin(), claim_process_binary());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  EXPECT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0) << argv[0];
+  return pid;
+}
+
+/// Waits for every process; each must exit 0.
+void expect_all_exit_zero(const std::vector<pid_t>& pids) {
+  for (auto pid : pids) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "claimer process failed, status " << status;
+  }
+}
+
 TEST(WorkTableIt, EightClaimerProcessesCompleteTwoThousandRecordsExactlyOnce) {
   auto e = open_env(tests::unique_name("wtprocs"));
   auto recs = make_records(2000, "rec-");
@@ -517,21 +542,9 @@ TEST(WorkTableIt, EightClaimerProcessesCompleteTwoThousandRecordsExactlyOnce) {
   std::filesystem::create_directories(dir);
   const std::string cs = tests::azurite_connection_string();
   std::vector<pid_t> pids;
-  for (int i = 0; i < 8; ++i) {
-    std::string out = (dir / ("out" + std::to_string(i))).string();
-    std::vector<std::string> args = {claim_process_binary(), cs, e.table_name, "load", "proc" + std::to_string(i), out, "16", "25"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = 0;
-    ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0) << argv[0];
-    pids.push_back(pid);
-  }
-  for (auto pid : pids) {
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "claimer process failed, status " << status;
-  }
+  for (int i = 0; i < 8; ++i)
+    pids.push_back(spawn_claim_process({cs, e.table_name, "load", "proc" + std::to_string(i), (dir / ("out" + std::to_string(i))).string(), "16", "25"}));
+  expect_all_exit_zero(pids);
   std::map<std::string, int> completions;
   int processes_with_work = 0;
   for (int i = 0; i < 8; ++i) {
@@ -584,6 +597,482 @@ TEST(WorkTableIt, ReleaseGivesTheClaimBackAndPurgeDeletes) {
   ASSERT_TRUE(c);
   EXPECT_EQ(c->total, 2u);
   EXPECT_EQ(c->by_status[record_status::pending], 2u);
+}
+
+// -- layout 2: tickets, sweeps, migration, consistency under races and kills ---------------------------
+
+/// check() of `queue` must find nothing wrong.
+void expect_consistent(const work_table& w, std::string_view queue) {
+  auto c = w.check(queue);
+  ASSERT_TRUE(c) << c.error().describe();
+  for (const auto& p : c->problems) ADD_FAILURE() << p;
+}
+
+TEST(WorkTableIt, EveryChangeKeepsRecordRowsAndTicketsConsistent) {
+  env_options o;
+  o.wt = short_leases();
+  o.wt.work.shards = 2;
+  o.wt.work.max_attempts = 2;
+  auto e = open_env(tests::unique_name("wtidx"), o);
+  auto recs = make_records(12, "c");
+  ASSERT_TRUE(e.work.enqueue("q", recs));
+  expect_consistent(e.work, "q");
+  auto check = e.work.check("q");
+  ASSERT_TRUE(check);
+  EXPECT_EQ(check->records, 12u);
+  EXPECT_EQ(check->tickets, 12u);
+  EXPECT_EQ(check->open, 12u);
+
+  std::vector<std::uint32_t> shards = {0, 1};
+  auto got = e.work.claim("q", shards, "w@t", 12);
+  ASSERT_TRUE(got && got->size() == 12);
+  expect_consistent(e.work, "q");
+  auto& g = *got;
+  ASSERT_TRUE(e.work.renew(g[0]));
+  ASSERT_TRUE(e.work.release(g[1]));
+  auto f1 = e.work.fail(g[2], "first failure");
+  ASSERT_TRUE(f1 && *f1 == record_status::pending);
+  ASSERT_TRUE(e.work.complete(g[3]));
+  ASSERT_TRUE(e.work.complete(g[3])) << "completing twice is not an error";
+  std::vector<claimed_record*> many;
+  for (std::size_t i = 4; i < 12; ++i) many.push_back(&g[i]);
+  for (auto& r : e.work.complete_many(many)) EXPECT_TRUE(r) << r.error().describe();
+  expect_consistent(e.work, "q");
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->by_status[record_status::done], 9u);
+  EXPECT_EQ(c->by_status[record_status::pending], 2u);
+  EXPECT_EQ(c->by_status[record_status::claimed], 1u);
+  EXPECT_EQ(c->total, 12u);
+  auto failed = e.work.get("q", g[2].id);
+  ASSERT_TRUE(failed) << failed.error().describe();
+  EXPECT_EQ(failed->status, record_status::pending);
+  EXPECT_EQ(failed->last_error, "first failure");
+  EXPECT_GT(failed->not_before, system_clock::time_point{}) << "a failed record waits for its backoff";
+
+  // The failed record comes back after its backoff and goes dead at max_attempts (2).
+  std::vector<claimed_record> again;
+  ASSERT_TRUE(eventually([&] {
+    auto r = e.work.claim("q", shards, "w@t", 5);
+    if (r)
+      for (auto& x : *r) again.push_back(x);
+    return std::any_of(again.begin(), again.end(), [&](const auto& x) { return x.id == g[2].id; });
+  }, 5s));
+  for (auto& r : again) {
+    if (r.id != g[2].id) continue;
+    auto dead = e.work.fail(r, "second failure");
+    ASSERT_TRUE(dead && *dead == record_status::dead);
+  }
+  expect_consistent(e.work, "q");
+  auto dv = e.work.get("q", g[2].id);
+  ASSERT_TRUE(dv);
+  EXPECT_EQ(dv->status, record_status::dead);
+  EXPECT_EQ(dv->last_error, "second failure");
+  // Requeue brings the dead one back with a new ticket; purge removes both rows.
+  record_selector dead_sel;
+  dead_sel.statuses = {record_status::dead};
+  auto n = e.work.requeue("q", dead_sel);
+  ASSERT_TRUE(n && *n == 1u);
+  expect_consistent(e.work, "q");
+  record_selector one;
+  one.ids = {g[2].id};
+  auto p = e.work.purge("q", one);
+  ASSERT_TRUE(p && *p == 1u);
+  expect_consistent(e.work, "q");
+  auto gone = e.work.get("q", g[2].id);
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, errc::not_found);
+}
+
+TEST(WorkTableIt, ClaimQueryReadsOnlyDueTicketsWhateverTheHistory) {
+  env_options o;
+  o.wt.work.shards = 1;
+  auto e = open_env(tests::unique_name("wtscan"), o);
+  std::vector<std::uint32_t> shard0 = {0};
+  // 300 records through the queue: done, still in the table.
+  ASSERT_TRUE(e.work.enqueue("q", make_records(300, "old")));
+  drain_options d;
+  auto st = drain(e.work, "q", shard0, "history", d, {});
+  ASSERT_TRUE(st) << st.error().describe();
+  ASSERT_EQ(st->completed, 300u);
+  // 20 new ones, 5 of them delayed by a minute: a claim query reads the 15 due tickets only.
+  auto fresh = make_records(20, "new");
+  for (std::size_t i = 0; i < 5; ++i) fresh[i].delay = 60s;
+  ASSERT_TRUE(e.work.enqueue("q", fresh));
+  const auto before = e.work.counters().snapshot();
+  auto got = e.work.claim("q", shard0, "w", 100);
+  ASSERT_TRUE(got) << got.error().describe();
+  EXPECT_EQ(got->size(), 15u);
+  const auto after = e.work.counters().snapshot();
+  EXPECT_EQ(after.claim_queries - before.claim_queries, 1u);
+  EXPECT_EQ(after.claim_query_entities - before.claim_query_entities, 15u)
+      << "the claim query must not read the 300 done records nor the 5 delayed ones";
+  // While they are held, a second claim query reads nothing (their leases are live).
+  auto none = e.work.claim("q", shard0, "w2", 100);
+  ASSERT_TRUE(none && none->empty());
+  EXPECT_EQ(e.work.counters().snapshot().claim_query_entities, after.claim_query_entities);
+}
+
+TEST(WorkTableIt, CompleteManyFallsBackToSingleWritesAfter412s) {
+  env_options o;
+  o.wt.work.shards = 1;
+  auto e = open_env(tests::unique_name("wt412"), o);
+  ASSERT_TRUE(e.work.enqueue("q", make_records(10, "f")));
+  auto got = e.work.claim("q", std::vector<std::uint32_t>{0}, "w@t", 10);
+  ASSERT_TRUE(got && got->size() == 10);
+  // Three of them move on behind our back (as if re-claimed after an expiry): their tickets
+  // change, so our conditional writes meet 412.
+  std::set<std::string> stolen;
+  for (std::size_t i : {1u, 4u, 7u}) {
+    storage::table_entity t;
+    t.partition_key = (*got)[i].partition_key;
+    t.row_key = (*got)[i].ticket;
+    t.set("owner", std::string("thief"));
+    t.set("gen", (*got)[i].gen + 1);
+    ASSERT_TRUE(e.table.merge(t, "*"));
+    stolen.insert((*got)[i].id);
+  }
+  std::vector<claimed_record*> ptrs;
+  for (auto& r : *got) ptrs.push_back(&r);
+  const auto before = e.work.counters().snapshot();
+  auto res = e.work.complete_many(ptrs);
+  const auto after = e.work.counters().snapshot();
+  for (std::size_t i = 0; i < res.size(); ++i) {
+    if (stolen.contains((*got)[i].id)) {
+      ASSERT_FALSE(res[i]) << (*got)[i].id;
+      EXPECT_EQ(res[i].error().code, errc::lease_lost);
+      EXPECT_NE(res[i].error().message.find("thief"), std::string::npos) << res[i].error().message;
+    } else {
+      EXPECT_TRUE(res[i]) << res[i].error().describe();
+    }
+  }
+  EXPECT_EQ(after.completions - before.completions, 7u);
+  EXPECT_EQ(after.lease_lost - before.lease_lost, 3u);
+  // One transaction, one resubmission after the first 412, then (complete_singles_after_412 =
+  // 2) single transactions for what was left after the second: more requests than one, fewer
+  // than one per record plus the first.
+  const auto requests = after.complete_requests - before.complete_requests;
+  EXPECT_GE(requests, 3u);
+  EXPECT_LE(requests, 10u);
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->by_status[record_status::done], 7u);
+  EXPECT_EQ(c->by_status[record_status::claimed], 3u);
+  expect_consistent(e.work, "q");
+}
+
+TEST(WorkTableIt, SweepRemovesOldDoneRecordsKeepsCountsAndCopiesToHistory) {
+  env_options o;
+  o.wt.work.shards = 2;
+  o.wt.work.history_table = tests::unique_name("wthist");
+  auto e = open_env(tests::unique_name("wtsweep"), o);
+  ASSERT_TRUE(e.work.enqueue("q", make_records(30, "s")));
+  drain_options d;
+  std::vector<std::uint32_t> shards = {0, 1};
+  ASSERT_TRUE(drain(e.work, "q", shards, "w", d, {}));
+  ASSERT_TRUE(e.work.enqueue("q", make_records(5, "live")));
+  // A day of retention keeps them; none removed.
+  auto kept = e.work.sweep("q");
+  ASSERT_TRUE(kept) << kept.error().describe();
+  EXPECT_EQ(kept->removed, 0u);
+  auto swept = e.work.sweep("q", {}, 0ms);
+  ASSERT_TRUE(swept) << swept.error().describe();
+  EXPECT_EQ(swept->removed, 30u);
+  EXPECT_EQ(swept->archived, 30u);
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->by_status[record_status::done], 30u) << "swept records are still counted";
+  EXPECT_EQ(c->swept, 30u);
+  EXPECT_EQ(c->by_status[record_status::pending], 5u);
+  EXPECT_EQ(c->total, 35u);
+  auto gone = e.work.get("q", "s7");
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, errc::not_found);
+  auto hist = storage::table_client::make(e.pipe, o.wt.work.history_table);
+  ASSERT_TRUE(hist);
+  auto copy = hist->get(partition_key("q", shard_of("s7", 2)), "s7");
+  ASSERT_TRUE(copy) << copy.error().describe();
+  EXPECT_EQ(*copy->get<std::string>("status"), "done");
+  EXPECT_EQ(*copy->get<std::string>("payload"), "{\"n\":7}");
+  expect_consistent(e.work, "q");
+  // Past the retention an id is new again.
+  std::vector<new_record> again = {{"s7", "again", 0ms}};
+  auto enq = e.work.enqueue("q", again);
+  ASSERT_TRUE(enq);
+  EXPECT_EQ(enq->inserted, 1u);
+  // A second sweep adds to the count kept in the meta rows.
+  ASSERT_TRUE(drain(e.work, "q", shards, "w", d, {}));
+  auto second = e.work.sweep("q", {}, 0ms);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->removed, 6u);
+  auto c2 = e.work.counts("q");
+  ASSERT_TRUE(c2);
+  EXPECT_EQ(c2->by_status[record_status::done], 36u);
+  EXPECT_EQ(c2->total, 36u);
+  (void)hist->delete_table();
+}
+
+// Writes a partition the way layout 1 did: one row per record, state in its properties.
+void write_layout1(const storage::table_client& t, const std::string& queue, std::uint32_t shards, const std::string& id,
+                   const std::string& status, const std::string& owner, std::int64_t gen, std::int32_t attempts,
+                   system_clock::time_point lease_until) {
+  storage::table_entity e;
+  e.partition_key = partition_key(queue, shard_of(id, shards));
+  e.row_key = *escape_key(id);
+  e.set("status", status);
+  e.set("owner", owner);
+  e.set("gen", gen);
+  e.set("attempts", attempts);
+  e.set("lease_until", storage::to_table_time(lease_until));
+  e.set("not_before", storage::table_time{});
+  e.set("payload", "payload of " + id);
+  e.set("payload_bytes", static_cast<std::int64_t>(11 + id.size()));
+  e.set("created", storage::to_table_time(system_clock::now()));
+  e.set("updated", storage::to_table_time(system_clock::now()));
+  if (status == "dead") e.set("last_error", std::string("it broke"));
+  ASSERT_TRUE(t.insert(e));
+}
+
+TEST(WorkTableIt, MigratesATableWrittenByLayoutOne) {
+  env_options o;
+  o.wt.work.shards = 4;
+  auto e = open_env(tests::unique_name("wtmig"), o);
+  const auto past = system_clock::now() - 1h;
+  for (int i = 0; i < 20; ++i) write_layout1(e.table, "q", 4, "p" + std::to_string(i), "pending", "", 0, 0, {});
+  write_layout1(e.table, "q", 4, "held", "claimed", "old-worker", 3, 3, system_clock::now() + 1h);
+  write_layout1(e.table, "q", 4, "expired", "claimed", "old-worker", 2, 2, past);
+  write_layout1(e.table, "q", 4, "finished", "done", "old-worker", 1, 1, past);
+  write_layout1(e.table, "q", 4, "poison", "dead", "old-worker", 5, 5, past);
+  auto before = e.work.check("q");
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->problems.size(), 22u) << "every pending/claimed layout-1 row is reported";
+  auto c0 = e.work.counts("q");
+  ASSERT_TRUE(c0);
+  EXPECT_EQ(c0->by_status[record_status::pending], 20u) << "counts read layout 1 as it is";
+
+  auto m = e.work.migrate("q");
+  ASSERT_TRUE(m) << m.error().describe();
+  EXPECT_EQ(m->migrated, 22u);
+  EXPECT_EQ(m->partitions, 4u);
+  EXPECT_TRUE(m->skipped.empty());
+  expect_consistent(e.work, "q");
+  auto again = e.work.migrate("q");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->migrated, 0u) << "idempotent";
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->by_status[record_status::pending], 20u);
+  EXPECT_EQ(c->by_status[record_status::claimed], 2u);
+  EXPECT_EQ(c->by_status[record_status::done], 1u);
+  EXPECT_EQ(c->by_status[record_status::dead], 1u);
+  auto held = e.work.get("q", "held");
+  ASSERT_TRUE(held);
+  EXPECT_EQ(held->status, record_status::claimed);
+  EXPECT_EQ(held->owner, "old-worker");
+  EXPECT_EQ(held->gen, 3);
+
+  // Claims see the 20 pending and the expired claim, not the live one; gens continue.
+  std::vector<std::uint32_t> all = {0, 1, 2, 3};
+  auto got = e.work.claim("q", all, "new-worker", 100);
+  ASSERT_TRUE(got) << got.error().describe();
+  EXPECT_EQ(got->size(), 21u);
+  for (auto& r : *got) {
+    if (r.id == "expired") {
+      EXPECT_EQ(r.gen, 3);
+      EXPECT_EQ(r.attempts, 3);
+    }
+    EXPECT_EQ(r.payload, "payload of " + r.id);
+  }
+  std::vector<claimed_record*> ptrs;
+  for (auto& r : *got) ptrs.push_back(&r);
+  for (auto& r : e.work.complete_many(ptrs)) EXPECT_TRUE(r) << r.error().describe();
+  expect_consistent(e.work, "q");
+  record_selector dead;
+  dead.statuses = {record_status::dead};
+  auto n = e.work.requeue("q", dead);
+  ASSERT_TRUE(n && *n == 1u);
+  auto p = e.work.get("q", "poison");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->status, record_status::pending);
+  EXPECT_EQ(p->payload, "payload of poison");
+}
+
+TEST(WorkTableIt, ClaimMigratesALayoutOnePartitionByItself) {
+  env_options o;
+  o.wt.work.shards = 1;
+  auto e = open_env(tests::unique_name("wtauto"), o);
+  for (int i = 0; i < 5; ++i) write_layout1(e.table, "q", 1, "a" + std::to_string(i), "pending", "", 0, 0, {});
+  auto got = e.work.claim("q", std::vector<std::uint32_t>{0}, "w", 10);
+  ASSERT_TRUE(got) << got.error().describe();
+  EXPECT_EQ(got->size(), 5u);
+  EXPECT_EQ(e.work.counters().snapshot().migrated, 5u);
+  expect_consistent(e.work, "q");
+}
+
+/// The event logs of chaos claimer processes: per id, who claimed which gen and how often it
+/// was completed.
+struct chaos_logs {
+  std::map<std::string, int> completions;                    // id → C lines
+  std::map<std::pair<std::string, std::string>, int> claims; // (id, gen) → K lines
+  std::size_t lines = 0;
+};
+
+chaos_logs read_chaos_logs(const std::filesystem::path& dir) {
+  chaos_logs out;
+  for (const auto& f : std::filesystem::directory_iterator(dir)) {
+    std::ifstream in(f.path());
+    std::string what, id, gen;
+    while (in >> what >> id >> gen) {
+      ++out.lines;
+      if (what == "C") ++out.completions[id];
+      if (what == "K") ++out.claims[{id, gen}];
+    }
+  }
+  return out;
+}
+
+pid_t spawn_chaos(const std::string& table, const std::string& name, const std::filesystem::path& out, const std::string& lease_ms) {
+  return spawn_claim_process({tests::azurite_connection_string(), table, "chaos", name, out.string(), "4", "8", "chaos", lease_ms});
+}
+
+void expect_chaos_outcome(const work_table& w, const std::filesystem::path& dir, std::size_t records) {
+  auto logs = read_chaos_logs(dir);
+  for (const auto& [id, n] : logs.completions) EXPECT_EQ(n, 1) << "record " << id << " completed " << n << " times";
+  for (const auto& [k, n] : logs.claims) EXPECT_EQ(n, 1) << "record " << k.first << " gen " << k.second << " claimed " << n << " times";
+  auto c = w.counts("chaos");
+  ASSERT_TRUE(c) << c.error().describe();
+  EXPECT_EQ(c->by_status[record_status::done] + c->by_status[record_status::dead], records);
+  EXPECT_EQ(c->total, records);
+  EXPECT_LE(logs.completions.size(), c->by_status[record_status::done]);
+  auto open = w.has_open("chaos");
+  ASSERT_TRUE(open);
+  EXPECT_FALSE(*open);
+  expect_consistent(w, "chaos");
+  std::cout << "[ info ] " << logs.lines << " events, " << logs.completions.size() << " completions logged, "
+            << c->by_status[record_status::done] << " done, " << c->by_status[record_status::dead] << " dead\n";
+}
+
+/// A queue "chaos" of 400 records over 4 shards, and a folder for the processes' event logs.
+struct chaos_env {
+  static constexpr std::size_t records = 400;
+  env e;
+  std::filesystem::path dir;
+  explicit chaos_env(const char* name) : e(open_env(tests::unique_name(name), four_shards())) {
+    EXPECT_TRUE(e.work.enqueue("chaos", make_records(records, name)));
+    dir = std::filesystem::temp_directory_path() / tests::unique_name(name);
+    std::filesystem::create_directories(dir);
+  }
+  ~chaos_env() { std::filesystem::remove_all(dir); }
+  static env_options four_shards() {
+    env_options o;
+    o.wt.work.shards = 4;
+    return o;
+  }
+};
+
+TEST(WorkTableIt, EightProcessesRacingEveryChangeKeepTheIndexConsistent) {
+  chaos_env c("wtchaos");
+  std::vector<pid_t> pids;
+  for (int i = 0; i < 8; ++i) pids.push_back(spawn_chaos(c.e.table_name, "p" + std::to_string(i), c.dir / ("log" + std::to_string(i)), "2000"));
+  expect_all_exit_zero(pids);
+  expect_chaos_outcome(c.e.work, c.dir, c.records);
+}
+
+TEST(WorkTableIt, KillNineAtAnyMomentNeverBreaksTheIndex) {
+  chaos_env c("wtkill");
+  auto& e = c.e;
+  const auto& dir = c.dir;
+  // Eight processes; every 150 ms one of them (round robin) is killed with SIGKILL — in the
+  // middle of a claim, a transaction, a completion, wherever it is — and replaced, 40 times.
+  // Then the survivors finish the queue (the killed ones' claims expire after 2 s).
+  std::vector<pid_t> pids;
+  int spawned = 0;
+  for (int i = 0; i < 8; ++i, ++spawned) pids.push_back(spawn_chaos(e.table_name, "k" + std::to_string(spawned), dir / ("log" + std::to_string(spawned)), "2000"));
+  int kills = 0;
+  for (int round = 0; round < 40; ++round) {
+    std::this_thread::sleep_for(150ms);
+    auto& victim = pids[static_cast<std::size_t>(round) % pids.size()];
+    if (::kill(victim, SIGKILL) == 0) ++kills;
+    int status = 0;
+    ::waitpid(victim, &status, 0);
+    victim = spawn_chaos(e.table_name, "k" + std::to_string(spawned), dir / ("log" + std::to_string(spawned)), "2000");
+    ++spawned;
+    // Midway, check the invariants while everything is in motion.
+    if (round == 20) expect_consistent(e.work, "chaos");
+  }
+  expect_all_exit_zero(pids);
+  std::cout << "[ info ] " << kills << " processes killed with SIGKILL\n";
+  expect_chaos_outcome(e.work, dir, c.records);
+}
+
+// `shoal records check|migrate|sweep` as an operator runs them: exit status and --json output
+// (1 while problems are found), then a wrong connection string: a clear error, no crash.
+std::pair<int, nlohmann::json> run_records(const std::string& connection, const std::string& table, const std::string& args,
+                                           std::string* text = nullptr) {
+  const std::string cmd = "'" + tests::shoal_binary() + "' --json --log-level warn --connection-string '" + connection +
+                          "' records " + args + " --table " + table + " --queue q 2>&1";
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return {-1, {}};
+  std::array<char, 4096> buf{};
+  std::size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int st = ::pclose(p);
+  if (text) *text = out;
+  // The --json result is the line that starts with '{' (warnings may share the stream).
+  nlohmann::json result;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);)
+    if (line.starts_with('{')) result = nlohmann::json::parse(line, nullptr, false);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), result};
+}
+
+TEST(WorkTableIt, RecordsCheckMigrateAndSweepCommands) {
+  auto e = open_env(tests::unique_name("wtcli")); // [work] shards as the command reads it: 16
+  const auto shards = all_shards(e.work);
+  ASSERT_EQ(shards.size(), 16u);
+  for (int i = 0; i < 5; ++i)
+    write_layout1(e.table, "q", 16, "c" + std::to_string(i), "pending", "", 0, 0, {});
+  const auto cs = tests::azurite_connection_string();
+
+  auto [chk1, j1] = run_records(cs, e.table_name, "check");
+  EXPECT_EQ(chk1, 1) << "layout-1 rows without tickets are problems";
+  ASSERT_TRUE(j1.is_object()) << j1;
+  EXPECT_EQ(j1["problems"].size(), 5u);
+
+  auto [mig, jm] = run_records(cs, e.table_name, "migrate");
+  EXPECT_EQ(mig, 0);
+  ASSERT_TRUE(jm.is_object()) << jm;
+  EXPECT_EQ(jm["migrated"], 5);
+  EXPECT_TRUE(jm["skipped"].empty());
+
+  auto [chk2, j2] = run_records(cs, e.table_name, "check");
+  EXPECT_EQ(chk2, 0);
+  ASSERT_TRUE(j2.is_object()) << j2;
+  EXPECT_EQ(j2["records"], 5);
+  EXPECT_EQ(j2["tickets"], 5);
+  EXPECT_TRUE(j2["problems"].empty());
+
+  drain_options d;
+  ASSERT_TRUE(drain(e.work, "q", shards, "w", d, {}));
+  auto [kept, jk] = run_records(cs, e.table_name, "sweep");
+  EXPECT_EQ(kept, 0);
+  ASSERT_TRUE(jk.is_object()) << jk;
+  EXPECT_EQ(jk["removed"], 0) << "within done_retention_ms (a day by default)";
+  auto [swept, js] = run_records(cs, e.table_name, "sweep --retention-ms 0");
+  EXPECT_EQ(swept, 0);
+  ASSERT_TRUE(js.is_object()) << js;
+  EXPECT_EQ(js["removed"], 5);
+  auto c = e.work.counts("q");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->by_status[record_status::done], 5u) << "swept records stay counted";
+  expect_consistent(e.work, "q");
+
+  std::string text;
+  auto [bad, jb] = run_records("AccountName=nobody;no-equals-sign", e.table_name, "check", &text);
+  EXPECT_GT(bad, 0);
+  EXPECT_LT(bad, 128) << "an error exit, not a signal: " << text;
+  EXPECT_NE(text.find("onnection"), std::string::npos) << text;
 }
 
 // -- typed records ---------------------------------------------------------------------------------

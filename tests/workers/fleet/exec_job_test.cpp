@@ -14,6 +14,8 @@
 #include <sstream>
 #include <thread>
 
+#include <stdlib.h>
+
 namespace shoal::workers::fleet {
 namespace {
 
@@ -198,7 +200,7 @@ TEST_F(ExecJobTest, MakeRefusesAnEmptyCommand) {
   EXPECT_EQ(j.error().code, errc::invalid_argument);
 }
 
-TEST_F(ExecJobTest, RegistryKnowsExecAndEtlAndRefusesOthers) {
+TEST_F(ExecJobTest, RegistryKnowsExecEtlNoopSleepAndRefusesOthers) {
   config cfg;
   cfg.worker.exec_command = "true";
   auto f = find_job_factory("exec");
@@ -212,6 +214,122 @@ TEST_F(ExecJobTest, RegistryKnowsExecAndEtlAndRefusesOthers) {
   EXPECT_EQ(none.error().code, errc::invalid_argument);
   EXPECT_TRUE(find_job_factory("etl"));
   EXPECT_FALSE(find_job_factory("nope"));
+  EXPECT_FALSE(find_job_factory("sleep:"));
+  EXPECT_FALSE(find_job_factory("sleep:abc"));
+  EXPECT_FALSE(find_job_factory("sleep:600001"));
+
+  auto noop = find_job_factory("noop");
+  ASSERT_TRUE(noop);
+  auto n = noop(cfg);
+  ASSERT_TRUE(n) << n.error().describe();
+  EXPECT_EQ((*n)->name(), "noop");
+  auto rec = record("r", "p");
+  auto done = (*n)->run(rec, {});
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->verdict, job_verdict::done);
+
+  auto sleep = find_job_factory("sleep:20");
+  ASSERT_TRUE(sleep);
+  auto sj = sleep(cfg);
+  ASSERT_TRUE(sj) << sj.error().describe();
+  EXPECT_EQ((*sj)->name(), "sleep");
+  auto slept = (*sj)->run(rec, {});
+  ASSERT_TRUE(slept);
+  EXPECT_EQ(slept->verdict, job_verdict::done);
+  EXPECT_NE(slept->detail.find("20 ms"), std::string::npos) << slept->detail;
+  // A stop ends the sleep at once with release (a long sleep would hang the test otherwise).
+  auto long_sleep = find_job_factory("sleep:600000")(cfg);
+  ASSERT_TRUE(long_sleep);
+  std::stop_source stop;
+  std::thread t([&] {
+    std::this_thread::sleep_for(50ms);
+    stop.request_stop();
+  });
+  job_context ctx;
+  ctx.stop = stop.get_token();
+  auto stopped = (*long_sleep)->run(rec, ctx);
+  t.join();
+  ASSERT_TRUE(stopped);
+  EXPECT_EQ(stopped->verdict, job_verdict::release);
+}
+
+TEST_F(ExecJobTest, CommandGetsACleanEnvironmentWithoutTheConnectionString) {
+  // The worker holds the storage secret in its environment; the command must not see it, nor
+  // anything else not listed in worker.exec_env.
+  ::setenv("AZURE_STORAGE_CONNECTION_STRING", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0", 1);
+  ::setenv("SHOAL_TEST_UNLISTED", "unlisted", 1);
+  ::setenv("LANG", "C.UTF-8", 1);
+  config cfg;
+  cfg.worker.exec_command = "env > '" + (dir / "env").string() + "'";
+  auto f = find_job_factory("exec");
+  auto j = f(cfg);
+  ASSERT_TRUE(j) << j.error().describe();
+  auto rec = record("rec-env", "");
+  auto r = (*j)->run(rec, {});
+  ASSERT_TRUE(r) << r.error().describe();
+  ASSERT_EQ(r->verdict, job_verdict::done) << r->error;
+  const auto env = read(dir / "env");
+  EXPECT_EQ(env.find("AZURE_STORAGE_CONNECTION_STRING"), std::string::npos) << env;
+  EXPECT_EQ(env.find("AccountKey"), std::string::npos) << env;
+  EXPECT_EQ(env.find("SHOAL_TEST_UNLISTED"), std::string::npos) << env;
+  EXPECT_NE(env.find("PATH="), std::string::npos) << env;
+  EXPECT_NE(env.find("LANG=C.UTF-8"), std::string::npos) << env;
+  EXPECT_NE(env.find("SHOAL_RECORD_ID=rec-env"), std::string::npos) << env;
+  EXPECT_NE(env.find("SHOAL_GEN=7"), std::string::npos) << env;
+
+  // Listed explicitly, it is passed (an operator's choice, e.g. a script that calls shoal).
+  cfg.worker.exec_env = "PATH AZURE_STORAGE_CONNECTION_STRING";
+  auto listed = f(cfg);
+  ASSERT_TRUE(listed) << listed.error().describe();
+  ASSERT_TRUE((*listed)->run(rec, {}));
+  const auto env2 = read(dir / "env");
+  EXPECT_NE(env2.find("AZURE_STORAGE_CONNECTION_STRING="), std::string::npos) << env2;
+  EXPECT_EQ(env2.find("LANG="), std::string::npos) << env2;
+
+  cfg.worker.exec_env = "PATH,not-a-name";
+  auto bad = f(cfg);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, errc::invalid_argument);
+  EXPECT_FALSE(validate(cfg));
+  ::unsetenv("AZURE_STORAGE_CONNECTION_STRING");
+  ::unsetenv("SHOAL_TEST_UNLISTED");
+}
+
+TEST_F(ExecJobTest, CommandInheritsNoOtherDescriptorOfTheWorker) {
+  // A descriptor of the worker opened without close-on-exec (a library's socket, say) must not
+  // reach the command.
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  const auto out = dir / "fds";
+  auto r = run("for f in " + std::to_string(p[0]) + " " + std::to_string(p[1]) + "; do [ -e /proc/$$/fd/$f ] && echo leaked $f; done > '" +
+                   out.string() + "'; true",
+               record("r", ""));
+  ::close(p[0]);
+  ::close(p[1]);
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->verdict, job_verdict::done) << r->error;
+  EXPECT_EQ(read(out), "");
+}
+
+TEST_F(ExecJobTest, ManyRecordsInARowLeakNoDescriptor) {
+  exec_job_options o;
+  o.command = "cat > /dev/null";
+  auto j = exec_job::make(o);
+  ASSERT_TRUE(j) << j.error().describe();
+  auto fds = [] {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+  };
+  auto rec = record("r", "some payload");
+  ASSERT_TRUE((*j)->run(rec, {}));
+  const auto before = fds();
+  for (int i = 0; i < 100; ++i) {
+    auto r = (*j)->run(rec, {});
+    ASSERT_TRUE(r) << r.error().describe();
+    ASSERT_EQ(r->verdict, job_verdict::done) << r->error;
+  }
+  EXPECT_EQ(fds(), before);
 }
 
 } // namespace

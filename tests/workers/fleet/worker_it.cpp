@@ -471,6 +471,136 @@ TEST(WorkerIt, EtlJobFromTheRegistryFailsARecordWhoseBlobIsMissing) {
   fs::remove(db, ec);
 }
 
+// -- batches, batched completions, sweeps ----------------------------------------------------------
+
+/// A job taking up to 5 records per run: every third record fails, the rest are done.
+struct batch_state {
+  std::mutex mu;
+  std::vector<std::size_t> sizes; // records per run_batch call
+  std::atomic<int> singles{0};    // run() calls (must stay 0: the worker uses run_batch)
+  std::atomic<bool> saw_record_lost{false};
+};
+
+class batch_job final : public job {
+public:
+  explicit batch_job(std::shared_ptr<batch_state> s) : s_(std::move(s)) {}
+  std::string_view name() const noexcept override { return "batch"; }
+  std::size_t max_batch() const noexcept override { return 5; }
+  result<job_result> run(claimed_record&, const job_context&) override {
+    s_->singles.fetch_add(1);
+    return job_result{job_verdict::done, {}, "single"};
+  }
+  result<std::vector<job_result>> run_batch(std::span<claimed_record* const> recs, const job_context& ctx) override {
+    {
+      std::lock_guard lock(s_->mu);
+      s_->sizes.push_back(recs.size());
+    }
+    if (ctx.record_lost && ctx.lease_lost && ctx.lease_deadline) s_->saw_record_lost = true;
+    std::vector<job_result> out;
+    for (auto* r : recs) {
+      const int n = std::stoi(r->id.substr(1));
+      if (n % 3 == 0) out.push_back({job_verdict::failed, "multiple of three", {}});
+      else out.push_back({job_verdict::done, {}, "batched"});
+    }
+    return out;
+  }
+
+private:
+  std::shared_ptr<batch_state> s_;
+};
+
+TEST(WorkerIt, BatchJobGetsSeveralRecordsPerRunWithAVerdictEach) {
+  storage_env env;
+  auto state = std::make_shared<batch_state>();
+  worker_options o;
+  o.cfg = env.cfg();
+  o.cfg.work.max_attempts = 1; // a failure makes the record dead at once
+  o.slot = "wb";
+  o.factory = [state](const config&) -> result<std::unique_ptr<job>> { return std::make_unique<batch_job>(state); };
+  env.enqueue("fq", 30);
+  work_table_options wo;
+  wo.work = o.cfg.work;
+  auto tc = storage::table_client::make(*env.pipe, env.table_name);
+  ASSERT_TRUE(tc);
+  auto table = *work_table::make(*tc, storage::blob_client(*env.pipe), wo);
+  auto w = worker::make(table, o);
+  ASSERT_TRUE(w) << w.error().describe();
+  running_worker rw(std::move(*w));
+  ASSERT_TRUE(eventually([&] {
+    return env.count("fq", record_status::done) == 20 && env.count("fq", record_status::dead) == 10;
+  }));
+  rw.w->drain(2'000ms, "test");
+  rw.join();
+  ASSERT_TRUE(rw.outcome && *rw.outcome) << rw.outcome->error().describe();
+  EXPECT_EQ(state->singles.load(), 0) << "a job with max_batch() > 1 is run through run_batch";
+  EXPECT_TRUE(state->saw_record_lost.load()) << "run_batch gets record_lost, lease_lost and lease_deadline";
+  std::lock_guard lock(state->mu);
+  std::size_t total = 0, biggest = 0;
+  for (auto n : state->sizes) {
+    EXPECT_LE(n, 5u);
+    total += n;
+    biggest = std::max(biggest, n);
+  }
+  EXPECT_EQ(total, 30u);
+  EXPECT_GT(biggest, 1u) << "records claimed together are run together";
+  EXPECT_EQ((**rw.outcome).done, 20u);
+  EXPECT_EQ((**rw.outcome).dead, 10u);
+}
+
+TEST(WorkerIt, NoopJobCompletesInBatchesOfOneTransactionPerPartition) {
+  storage_env env;
+  worker_options o;
+  o.cfg = env.cfg();
+  o.cfg.worker.job = "noop";
+  o.cfg.worker.concurrency = 4;
+  o.slot = "wn";
+  env.enqueue("fq", 300);
+  auto table = own_table(env);
+  auto w = worker::make(table, o);
+  ASSERT_TRUE(w) << w.error().describe();
+  running_worker rw(std::move(*w));
+  ASSERT_TRUE(eventually([&] { return env.count("fq", record_status::done) == 300; }));
+  rw.w->drain(2'000ms, "test");
+  rw.join();
+  ASSERT_TRUE(rw.outcome && *rw.outcome) << rw.outcome->error().describe();
+  const auto& st = **rw.outcome;
+  EXPECT_EQ(st.done, 300u);
+  const auto c = table.counters().snapshot();
+  EXPECT_EQ(c.completions, 300u);
+  // Done records are completed together: far fewer completion requests than records, and a
+  // claim call takes many records at once.
+  EXPECT_LT(c.complete_requests, 150u) << c.complete_requests << " completion requests for 300 records";
+  EXPECT_LT(st.complete_calls, 300u);
+  EXPECT_LT(st.claim_calls, 150u);
+  auto check = env.work->check("fq");
+  ASSERT_TRUE(check);
+  EXPECT_TRUE(check->problems.empty());
+}
+
+TEST(WorkerIt, SweepsItsShardsDoneRecordsPastTheRetention) {
+  storage_env env;
+  worker_options o;
+  o.cfg = env.cfg();
+  o.cfg.work.done_retention_ms = 0; // sweep every 2 s, anything done
+  o.cfg.worker.job = "noop";
+  o.slot = "ws";
+  env.enqueue("fq", 20);
+  auto w = worker::make(own_table(env), o);
+  ASSERT_TRUE(w) << w.error().describe();
+  running_worker rw(std::move(*w));
+  ASSERT_TRUE(eventually([&] {
+    auto c = env.work->counts("fq");
+    return c && c->swept == 20;
+  }));
+  auto c = env.work->counts("fq");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->by_status[record_status::done], 20u) << "swept records are still counted as done";
+  auto gone = env.work->get("fq", "r3");
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, errc::not_found);
+  EXPECT_GE(rw.w->stats().swept, 20u);
+}
+
 // -- the real `shoal worker` process --------------------------------------------------------------
 
 struct process_env {
