@@ -1369,6 +1369,36 @@ result<record_counts> work_table::counts(std::string_view queue) const {
   return out;
 }
 
+result<std::optional<std::pair<std::chrono::system_clock::time_point, bool>>>
+work_table::oldest_waiting(std::string_view queue, std::size_t max_scan) const {
+  const impl& m = *impl_;
+  if (auto ok = validate_queue_name(queue); !ok) return std::unexpected(ok.error());
+  const auto now = m.clock.now().value_or(std::chrono::system_clock::now());
+  storage::table_query q;
+  // Tickets that are pending, plus layout-1 record rows that still say so (not yet migrated).
+  q.filter = queue_filter(queue) && table_filter::eq(p_status, std::string("pending"));
+  q.select = {"RowKey", p_not_before, p_updated, p_created};
+  q.max_entities = max_scan;
+  std::optional<std::chrono::system_clock::time_point> oldest;
+  std::size_t seen = 0;
+  auto n = m.table.for_each(q, [&](const table_entity& e) {
+    ++seen;
+    std::optional<std::chrono::system_clock::time_point> since;
+    if (is_ticket(e.row_key)) {
+      const sys_tp due = time_prop(e, p_not_before), upd = time_prop(e, p_updated);
+      if (due > now) return true; // backing off: not waiting yet
+      since = std::max(due, upd);
+    } else if (e.properties.contains(p_created)) {
+      since = time_prop(e, p_created);
+    }
+    if (since && *since != sys_tp{} && (!oldest || *since < *oldest)) oldest = since;
+    return true;
+  });
+  if (!n) return std::unexpected(storage_error(n.error(), "reading the pending records of " + std::string(queue)));
+  if (!oldest) return std::optional<std::pair<std::chrono::system_clock::time_point, bool>>{};
+  return std::optional{std::pair{*oldest, seen >= max_scan}};
+}
+
 result<bool> work_table::has_open(std::string_view queue) const {
   const impl& m = *impl_;
   if (auto ok = validate_queue_name(queue); !ok) return std::unexpected(ok.error());

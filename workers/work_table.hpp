@@ -257,6 +257,14 @@ public:
                                                       std::size_t max) const;
   /// Counts per status and shard (reads only the status column). Errors: storage.
   [[nodiscard]] result<record_counts> counts(std::string_view queue) const;
+  /// When the longest-waiting claimable pending record of `queue` became claimable: the later
+  /// of its ticket's `not_before` and `updated` (the enqueue, release, failure or requeue that
+  /// made it pending), over tickets only (done records are never read), at most `max_scan`
+  /// tickets. nullopt when no pending record is due. The bool is true when the scan stopped at
+  /// `max_scan` (the time is then a bound, not the minimum). Layout-1 partitions: their pending
+  /// record rows (`created`). Errors: invalid_argument, storage. Thread-safe (const).
+  [[nodiscard]] result<std::optional<std::pair<std::chrono::system_clock::time_point, bool>>>
+  oldest_waiting(std::string_view queue, std::size_t max_scan) const;
   /// True when `queue` has a record that is pending or claimed. Errors: storage.
   [[nodiscard]] result<bool> has_open(std::string_view queue) const;
   /// Puts the selected records back to pending with attempts 0, claimable now (last_error is

@@ -60,27 +60,8 @@ result<std::vector<std::string>> discover_queues(const work_table& table) {
 
 result<std::optional<std::pair<std::chrono::system_clock::time_point, bool>>>
 oldest_pending(const work_table& table, std::string_view queue, std::size_t max_scan) {
-  if (queue.empty() || queue.size() > 64)
-    return fail(errc::invalid_argument, "queue name must be 1 to 64 characters");
-  storage::table_query q;
-  q.filter = storage::table_filter::starts_with("PartitionKey", std::string(queue) + "-") &&
-             storage::table_filter::eq("status", std::string("pending"));
-  q.select = {"created"};
-  q.max_entities = max_scan;
-  std::optional<std::chrono::system_clock::time_point> oldest;
-  std::size_t seen = 0;
-  auto n = table.table().for_each(q, [&](const storage::table_entity& e) {
-    ++seen;
-    if (const auto* t = e.get<storage::table_time>("created"))
-      if (!oldest || *t < *oldest)
-        oldest = *t;
-    return true;
-  });
-  if (!n)
-    return std::unexpected(error::from_storage(n.error(), "reading the pending records of " + std::string(queue)));
-  if (!oldest)
-    return std::optional<std::pair<std::chrono::system_clock::time_point, bool>>{};
-  return std::optional{std::pair{*oldest, seen >= max_scan}};
+  // The work table owns its layout: tickets only, so done records are never read.
+  return table.oldest_waiting(queue, max_scan);
 }
 
 queue_monitor::queue_monitor(work_table table, queue_monitor_options opts)
@@ -177,7 +158,7 @@ void queue_monitor::read_all() {
       if (!o) {
         fresh.error = o.error().describe();
       } else if (*o) {
-        // Ages on the storage server's clock (created is written from it), the local clock as
+        // Ages on the storage server's clock (tickets are written from it), the local clock as
         // the fallback before the table has seen a response.
         auto server_now = table_.clock().now().value_or(std::chrono::system_clock::now());
         fresh.oldest_pending_age_ms =

@@ -41,7 +41,7 @@ struct queue_info {
   std::map<std::string, std::uint64_t> by_status;                         ///< pending, claimed, done, dead
   std::map<std::uint32_t, std::map<std::string, std::uint64_t>> by_shard; ///< shard → status → count
   std::uint64_t total = 0;
-  std::int64_t oldest_pending_age_ms = -1; ///< server time − created of the oldest pending; -1 = none
+  std::int64_t oldest_pending_age_ms = -1; ///< server time − when the longest-waiting due pending record became claimable; -1 = none
   bool oldest_pending_partial = false;     ///< the scan stopped at its cap: the age is a lower bound
   std::vector<queue_sample> history;       ///< oldest first, at most the last hour
   std::int64_t read_ms_ago = -1;           ///< since the last good reading; -1 = never read
@@ -63,9 +63,10 @@ struct queue_monitor_options {
 /// Errors: storage.
 [[nodiscard]] result<std::vector<std::string>> discover_queues(const work_table& table);
 
-/// The oldest pending record of `queue`: (created, partial). Reads only `created` of pending
-/// records, at most `max_scan` of them (partial = true when it stopped there). nullopt = none
-/// pending. Errors: invalid_argument (queue name), storage.
+/// Since when the longest-waiting claimable pending record of `queue` has waited: (time,
+/// partial), from work_table::oldest_waiting (its tickets, at most `max_scan`; partial = true
+/// when it stopped there). nullopt = none pending and due. Errors: invalid_argument (queue
+/// name), storage.
 [[nodiscard]] result<std::optional<std::pair<std::chrono::system_clock::time_point, bool>>>
 oldest_pending(const work_table& table, std::string_view queue, std::size_t max_scan);
 

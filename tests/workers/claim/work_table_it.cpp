@@ -232,6 +232,50 @@ TEST(WorkTableIt, BatchedCompleteFallsBackOnA412AndCompletesTheRestTogether) {
   ASSERT_TRUE(b.work.complete(taken->front()));
 }
 
+// The dashboard's "oldest pending" age (workers/web): read from the tickets of pending records
+// that are due, never from done records; a requeued record waits from its requeue, not 1970.
+TEST(WorkTableIt, OldestWaitingCountsOnlyDuePendingTickets) {
+  env_options o;
+  o.wt = short_leases();
+  o.wt.work.retry_base_ms = 600'000; // a failed attempt backs off far past this test
+  o.wt.work.retry_max_ms = 600'000;
+  auto e = open_env(tests::unique_name("wtoldest"), o);
+  const auto before = system_clock::now() - 30s; // generous: the server clock is a lower bound
+  ASSERT_TRUE(e.work.enqueue("q", make_records(2, "o")));
+  auto w = e.work.oldest_waiting("q", 1000);
+  ASSERT_TRUE(w) << w.error().describe();
+  ASSERT_TRUE(w->has_value());
+  EXPECT_GT((*w)->first, before);
+  EXPECT_LT((*w)->first, system_clock::now() + 30s);
+  EXPECT_FALSE((*w)->second);
+  auto partial = e.work.oldest_waiting("q", 1);
+  ASSERT_TRUE(partial && partial->has_value());
+  EXPECT_TRUE((*partial)->second) << "a scan stopped at its cap says so";
+
+  auto shards = all_shards(e.work);
+  auto got = e.work.claim("q", shards, "w1", 10);
+  ASSERT_TRUE(got && got->size() == 2u);
+  auto none = e.work.oldest_waiting("q", 1000);
+  ASSERT_TRUE(none) << none.error().describe();
+  EXPECT_FALSE(none->has_value()) << "claimed records are not waiting";
+
+  ASSERT_TRUE(e.work.complete((*got)[0]));
+  auto st = e.work.fail((*got)[1], "later");
+  ASSERT_TRUE(st) << st.error().describe();
+  ASSERT_EQ(*st, record_status::pending);
+  none = e.work.oldest_waiting("q", 1000);
+  ASSERT_TRUE(none) << none.error().describe();
+  EXPECT_FALSE(none->has_value()) << "a record backing off is not due yet; a done one never counts";
+
+  record_selector which;
+  which.ids = {(*got)[1].id};
+  auto n = e.work.requeue("q", which);
+  ASSERT_TRUE(n) << n.error().describe();
+  auto back = e.work.oldest_waiting("q", 1000);
+  ASSERT_TRUE(back && back->has_value());
+  EXPECT_GT((*back)->first, before) << "a requeued record waits from its requeue (its ticket is due 1970)";
+}
+
 TEST(WorkTableIt, EnqueueIsIdempotentAndNeverResetsFinishedRecords) {
   auto o = env_options{};
   o.wt.work.shards = 1; // one partition: > 100 records exercise several transactions
