@@ -4,7 +4,8 @@
 #   bench/run.sh storage|transport|claim|persistor|etl|e2e|fleet|fuzz [extra args for the bench]
 #   (e2e: the naive per-message design vs `shoal run` on flights-2k/20k/200k and a generated
 #    1,000,000-event stream over 365 days, same Azurite; --datasets to pick)
-#   (fuzz: [envelope|persistor_record|etl_blob] [libFuzzer args], built with clang-16 in build-fuzz)
+#   (fuzz: [all|envelope|persistor_record|etl_blob] [libFuzzer args], SHOAL_FUZZ_RUNS executions
+#    each (default 10,000,000), built with clang-16 in build-fuzz; exits 1 on any finding)
 #   (persistor: [records_200B] [records_2KiB], defaults 1000000 500000, ~1 GB per 2 KiB row;
 #    `uptime` is printed before and after; PERSISTOR_BENCH_ONLY=persistor|raw for perf record)
 #   (fleet: shoal exec/noop vs Celery + Redis vs a raw spawn loop, fresh and with history;
@@ -16,7 +17,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SHOAL_BUILD_DIR:-$root/build}
 what=${1:-}
-[ -n "$what" ] || { sed -n '2,12p' "$0"; exit 2; }
+[ -n "$what" ] || { sed -n '2,13p' "$0"; exit 2; }
 shift
 
 with_azurite() {
@@ -33,26 +34,56 @@ with_azurite() {
 
 case "$what" in
   fuzz)
-    # bench/run.sh fuzz [envelope|persistor_record|etl_blob] [libFuzzer args]; envelope by
-    # default. clang 16 (deploy/setup.sh): the workers targets need it (tests/fuzz/CMakeLists.txt).
-    target=envelope
-    case "${1:-}" in envelope|persistor_record|etl_blob) target=$1; shift ;; esac
+    # bench/run.sh fuzz [all|envelope|persistor_record|etl_blob] [libFuzzer args]; all by
+    # default. Each target runs SHOAL_FUZZ_RUNS executions (default 10,000,000, libFuzzer's
+    # -runs), or stops after SHOAL_FUZZ_SECONDS if that is set; a crash, sanitizer report or
+    # broken invariant (each target aborts on one) keeps its input under $SHOAL_FUZZ_ARTIFACTS
+    # (default /tmp/shoal-fuzz-artifacts) and makes the run exit 1 after the other targets ran.
+    # clang 16 (deploy/setup.sh): the workers targets need it (tests/fuzz/CMakeLists.txt).
+    targets=(envelope persistor_record etl_blob)
+    case "${1:-}" in
+      all) shift ;;
+      envelope|persistor_record|etl_blob) targets=("$1"); shift ;;
+    esac
+    runs=${SHOAL_FUZZ_RUNS:-10000000}
+    limit=()
+    [ -z "${SHOAL_FUZZ_SECONDS:-}" ] || limit=(-max_total_time="$SHOAL_FUZZ_SECONDS")
+    artifacts=${SHOAL_FUZZ_ARTIFACTS:-/tmp/shoal-fuzz-artifacts}
+    mkdir -p "$artifacts"
     fbuild=${SHOAL_FUZZ_BUILD_DIR:-$root/build-fuzz}
     CC=clang-16 CXX=clang++-16 cmake -S "$root" -B "$fbuild" -G Ninja -DSHOAL_FUZZ=ON \
       -DSHOAL_BUILD_TESTS=OFF -DSHOAL_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    cmake --build "$fbuild" --target "${target}_fuzz"
-    corpus=$(mktemp -d /tmp/shoal-fuzz-corpus.XXXXXX)
-    if [ "$target" = envelope ]; then
-      cp "$root"/transport/fuzz/corpus/* "$corpus"/
-      binary="$fbuild/transport/envelope_fuzz"
-    else
-      cp "$root"/tests/fuzz/corpus/"$target"/* "$corpus"/
-      binary="$fbuild/tests/fuzz/${target}_fuzz"
-    fi
-    uptime
-    "$binary" "$corpus" -max_total_time="${SHOAL_FUZZ_SECONDS:-300}" -print_final_stats=1 "$@"
-    uptime
-    rm -rf "$corpus"
+    cmake --build "$fbuild" --target "${targets[@]/%/_fuzz}"
+    summary=() failed=0
+    for target in "${targets[@]}"; do
+      corpus=$(mktemp -d /tmp/shoal-fuzz-corpus.XXXXXX)
+      if [ "$target" = envelope ]; then
+        cp "$root"/transport/fuzz/corpus/* "$corpus"/
+        binary="$fbuild/transport/envelope_fuzz"
+      else
+        cp "$root"/tests/fuzz/corpus/"$target"/* "$corpus"/
+        binary="$fbuild/tests/fuzz/${target}_fuzz"
+      fi
+      log="$artifacts/$target.log"
+      echo "== $target: $runs executions ${limit[*]}, log $log; $(uptime)"
+      start=$(date +%s)
+      rc=0
+      "$binary" "$corpus" -runs="$runs" "${limit[@]}" -print_final_stats=1 \
+        -artifact_prefix="$artifacts/$target-" "$@" >"$log" 2>&1 || rc=$?
+      grep -v '^#' "$log" | tail -n 40 || true
+      execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
+      line="$target: ${execs:-?} executions in $(( $(date +%s) - start )) s, exit $rc; $(uptime)"
+      short=0
+      if [ -z "${SHOAL_FUZZ_SECONDS:-}" ] && [ "${execs:-0}" -lt "$runs" ]; then short=1; fi
+      if [ "$rc" -ne 0 ] || [ -z "$execs" ] || [ "$short" -eq 1 ]; then
+        line="$line  FAILED (input and log under $artifacts)"
+        failed=1
+      fi
+      summary+=("$line")
+      rm -rf "$corpus"
+    done
+    printf '%s\n' "== fuzz summary" "${summary[@]}"
+    exit "$failed"
     ;;
   fleet)
     bash "$root/bench/fleet_setup.sh"

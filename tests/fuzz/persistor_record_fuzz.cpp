@@ -15,6 +15,7 @@
 //    JSON, else the payload as a string (or base64);
 //  - ndjson refuses exactly the payloads that nest deeper than workers::max_json_depth.
 
+#include "storage/table_detail.hpp"
 #include "workers/json_limits.hpp"
 #include "workers/persistor/format.hpp"
 
@@ -29,15 +30,11 @@ using namespace shoal::workers::persistor;
 
 namespace {
 
-bool valid_utf8_text(const std::string& s) {
-  // nlohmann's dump refuses invalid UTF-8 (type_error 316): a cheap, independent check.
-  try {
-    (void)nlohmann::json(s).dump();
-    return true;
-  } catch (const nlohmann::json::type_error&) {
-    return false;
-  }
-}
+// The reference for "is this DATA text": storage's RFC 3629 check (overlongs, surrogates and
+// anything above U+10FFFF refused), a separate implementation from the persistor's own in
+// format.cpp, so the two are compared rather than one trusted (and no exception per non-UTF-8
+// payload, as the earlier check through nlohmann's dump threw).
+bool valid_utf8_text(const std::string& s) { return shoal::storage::detail::valid_utf8(s); }
 
 } // namespace
 
