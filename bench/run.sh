@@ -2,6 +2,8 @@
 # Runs one benchmark against the components it needs, started here on loopback.
 #
 #   bench/run.sh storage|transport|claim|persistor|etl|e2e|fuzz [extra args for the bench]
+#   bench/run.sh chaos [SCENARIO...]   the chaos scenarios (tests/system/chaos), full size, ~15 min
+#   bench/run.sh soak [--minutes 30]   steady load; RSS and descriptors of every process over time
 #   (e2e: the naive per-message design vs `shoal run --dataset flights-200k`, same Azurite)
 #   (persistor: [records_200B] [records_2KiB], defaults 1000000 500000, ~1 GB per 2 KiB row;
 #    `uptime` is printed before and after; PERSISTOR_BENCH_ONLY=persistor|raw for perf record)
@@ -12,7 +14,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SHOAL_BUILD_DIR:-$root/build}
 what=${1:-}
-[ -n "$what" ] || { sed -n '2,10p' "$0"; exit 2; }
+[ -n "$what" ] || { sed -n '2,12p' "$0"; exit 2; }
 shift
 
 with_azurite() {
@@ -27,7 +29,32 @@ with_azurite() {
   "$@"
 }
 
+# Azurite and the fault proxy in front of it (tests/support/fault_proxy.hpp) for the chaos
+# scenarios and the soak; both stopped on exit.
+with_chaos_storage() {
+  local state pstate
+  state=$(mktemp -d /tmp/shoal-chaos-azurite.XXXXXX)
+  pstate=$(mktemp -d /tmp/shoal-chaos-proxy.XXXXXX)
+  trap '"$build/tests/shoal_test_fault_proxy" stop --state "'"$pstate"'" >&2
+        "$build/tests/shoal_test_azurite" stop --state "'"$state"'" >&2
+        rm -rf "'"$state"'" "'"$pstate"'"' EXIT
+  "$build/tests/shoal_test_azurite" start --state "$state" \
+    --azurite "$root/deploy/local/node_modules/.bin/azurite" >&2
+  "$build/tests/shoal_test_fault_proxy" start --state "$pstate" --upstream-state "$state" >&2
+  SHOAL_TEST_AZURITE=$state SHOAL_TEST_FAULT_PROXY=$pstate "$@"
+}
+
 case "$what" in
+  chaos|soak)
+    cmake --build "$build" --target shoal_chaos shoal shoal_test_azurite shoal_test_fault_proxy
+    uptime
+    if [ "$what" = chaos ]; then
+      with_chaos_storage "$build/tests/shoal_chaos" run --size full "$@"
+    else
+      with_chaos_storage "$build/tests/shoal_chaos" soak "$@"
+    fi
+    uptime
+    ;;
   fuzz)
     fbuild=${SHOAL_FUZZ_BUILD_DIR:-$root/build-fuzz}
     CC=clang CXX=clang++ cmake -S "$root" -B "$fbuild" -G Ninja -DSHOAL_FUZZ=ON \
