@@ -265,6 +265,7 @@ public:
     if (!p) return false;
     sender_.emplace(std::move(*p));
     producer_ = std::thread([this, fifo, rate, length] { produce(fifo, rate, length); });
+    monitor_ = std::thread([this] { monitor(); });
     return true;
   }
   std::size_t written() const { return written_.load(); }
@@ -327,35 +328,34 @@ public:
     return false;
   }
 
-  // Recovery: from now (a fault's end), until SQL holds every good record sent before it.
+  // Recovery: from now (a fault's end), until SQL holds every good record sent before it. The
+  // monitor thread notes when that happens.
   void mark_fault_end() {
     std::lock_guard lk(mark_m_);
     mark_ = {clock_type::now(), written()};
+    recovered_.reset();
   }
-  // The time from the last mark until SQL held every good record written before it.
+  // The time from the last mark until SQL held every good record written before it (waits up
+  // to `limit` for it).
   std::optional<double> recovery_after_mark(milliseconds limit) {
-    std::optional<std::pair<clock_type::time_point, std::size_t>> m;
-    {
-      std::lock_guard lk(mark_m_);
-      m = mark_;
-    }
-    if (!m) return std::nullopt;
     const auto until = clock_type::now() + limit;
-    while (clock_type::now() < until) {
-      if (rows_distinct(m->second) >= good_below(m->second)) return secs(clock_type::now() - m->first);
+    for (;;) {
+      {
+        std::lock_guard lk(mark_m_);
+        if (!mark_ || recovered_) return recovered_;
+      }
+      if (clock_type::now() >= until) return std::nullopt;
       std::this_thread::sleep_for(100ms);
     }
-    return std::nullopt;
   }
 
   // -- ending -----------------------------------------------------------------------------------
 
   // SIGTERM to the supervisors (drain) and the persistor; SIGKILL what is left of every tree.
   void stop_all() {
-    if (producer_.joinable()) {
-      stop_producer_ = true;
-      producer_.join();
-    }
+    stopping_ = true;
+    if (producer_.joinable()) producer_.join();
+    if (monitor_.joinable()) monitor_.join();
     for (auto& s : sups_)
       if (s) s->signal(SIGTERM);
     for (auto& s : sups_)
@@ -430,6 +430,22 @@ private:
     (void)p.wait(5000ms);
   }
 
+  // Every 200 ms: has SQL caught up with the last fault mark?
+  void monitor() {
+    while (!stopping_) {
+      std::optional<std::pair<clock_type::time_point, std::size_t>> m;
+      {
+        std::lock_guard lk(mark_m_);
+        if (!recovered_) m = mark_;
+      }
+      if (m && rows_distinct(m->second) >= good_below(m->second)) {
+        std::lock_guard lk(mark_m_);
+        if (mark_ && mark_->first == m->first) recovered_ = secs(clock_type::now() - m->first);
+      }
+      std::this_thread::sleep_for(200ms);
+    }
+  }
+
   // Writes NDJSON records into the FIFO at a steady rate, then closes it (end of input).
   void produce(const fs::path& fifo, double rate, milliseconds length) {
     const int fd = ::open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
@@ -439,7 +455,7 @@ private:
     }
     const auto start = clock_type::now();
     std::size_t i = 0;
-    while (!stop_producer_) {
+    while (!stopping_) {
       const auto now = clock_type::now();
       if (now - start >= length) break;
       const auto due = static_cast<std::size_t>(secs(now - start) * rate);
@@ -473,11 +489,12 @@ private:
   std::vector<std::optional<workers::child_process>> sups_;
   std::vector<pid_t> stray_;
   std::map<std::string, int> spawned_;
-  std::thread producer_;
+  std::thread producer_, monitor_;
   std::atomic<std::size_t> written_{0};
-  std::atomic<bool> producer_done_{false}, stop_producer_{false};
+  std::atomic<bool> producer_done_{false}, stopping_{false};
   std::mutex mark_m_;
   std::optional<std::pair<clock_type::time_point, std::size_t>> mark_;
+  std::optional<double> recovered_;
   clock_type::time_point t0_ = clock_type::now();
 };
 
