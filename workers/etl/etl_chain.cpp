@@ -288,9 +288,10 @@ protected:
 
   step_verdict step(blob_run& r) override {
     const dataset& d = *r.data;
-    // errc::io from the sink: the connection (or database file) is suspect; restart with a new one.
+    // errc::io or unavailable from the sink: the connection (or database file) is suspect;
+    // restart with a new one.
     auto broken = [](error e) {
-      const bool io = e.code == errc::io;
+      const bool io = e.code == errc::io || e.code == errc::unavailable;
       return step_verdict{true, std::move(e), io};
     };
     if (!prepared_.count(d.name)) {
