@@ -2,6 +2,8 @@
 # Runs one benchmark against the components it needs, started here on loopback.
 #
 #   bench/run.sh storage|transport|claim|persistor|etl|e2e|fleet|fuzz [extra args for the bench]
+#   bench/run.sh chaos [SCENARIO...]   the chaos scenarios (tests/system/chaos), full size, ~15 min
+#   bench/run.sh soak [--minutes 30]   steady load; RSS and descriptors of every process over time
 #   (e2e: the naive per-message design vs `shoal run` on flights-2k/20k/200k and a generated
 #    1,000,000-event stream over 365 days, same Azurite; --datasets to pick)
 #   (fuzz: [all|envelope|persistor_record|etl_blob] [libFuzzer args], SHOAL_FUZZ_RUNS executions
@@ -17,7 +19,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SHOAL_BUILD_DIR:-$root/build}
 what=${1:-}
-[ -n "$what" ] || { sed -n '2,13p' "$0"; exit 2; }
+[ -n "$what" ] || { sed -n '2,15p' "$0"; exit 2; }
 shift
 
 with_azurite() {
@@ -32,7 +34,32 @@ with_azurite() {
   "$@"
 }
 
+# Azurite and the fault proxy in front of it (tests/support/fault_proxy.hpp) for the chaos
+# scenarios and the soak; both stopped on exit.
+with_chaos_storage() {
+  local state pstate
+  state=$(mktemp -d /tmp/shoal-chaos-azurite.XXXXXX)
+  pstate=$(mktemp -d /tmp/shoal-chaos-proxy.XXXXXX)
+  trap '"$build/tests/shoal_test_fault_proxy" stop --state "'"$pstate"'" >&2
+        "$build/tests/shoal_test_azurite" stop --state "'"$state"'" >&2
+        rm -rf "'"$state"'" "'"$pstate"'"' EXIT
+  "$build/tests/shoal_test_azurite" start --state "$state" \
+    --azurite "$root/deploy/local/node_modules/.bin/azurite" >&2
+  "$build/tests/shoal_test_fault_proxy" start --state "$pstate" --upstream-state "$state" >&2
+  SHOAL_TEST_AZURITE=$state SHOAL_TEST_FAULT_PROXY=$pstate "$@"
+}
+
 case "$what" in
+  chaos|soak)
+    cmake --build "$build" --target shoal_chaos shoal shoal_test_azurite shoal_test_fault_proxy
+    uptime
+    if [ "$what" = chaos ]; then
+      with_chaos_storage "$build/tests/shoal_chaos" run --size full "$@"
+    else
+      with_chaos_storage "$build/tests/shoal_chaos" soak "$@"
+    fi
+    uptime
+    ;;
   fuzz)
     # bench/run.sh fuzz [all|envelope|persistor_record|etl_blob] [libFuzzer args]; all by
     # default. Each target runs SHOAL_FUZZ_RUNS executions (default 10,000,000, libFuzzer's

@@ -14,6 +14,7 @@ std::string_view to_string(errc c) noexcept {
   case errc::parse: return "parse";
   case errc::cancelled: return "cancelled";
   case errc::limit_exceeded: return "limit_exceeded";
+  case errc::unavailable: return "unavailable";
   }
   return "unknown";
 }

@@ -22,6 +22,9 @@ enum class errc : std::uint8_t {
   parse = 8,            ///< malformed input data (JSON, CSV, TOML, envelope body)
   cancelled = 9,        ///< stopped by a drain or shutdown
   limit_exceeded = 10,  ///< a configured or Azure limit would be exceeded
+  /// A service we depend on cannot serve now, whatever the input: the SQL database's disk is
+  /// full, its server is down or restarting. Retry later; never the record's fault.
+  unavailable = 11,
 };
 
 /// Name of `c`, e.g. "lease_lost". Never empty.

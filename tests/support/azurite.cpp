@@ -50,6 +50,29 @@ std::string azurite_tls_ca_file() {
   return state_dir("SHOAL_TEST_AZURITE_TLS", SHOAL_TEST_AZURITE_TLS_STATE) + "/cert.pem";
 }
 
+std::string fault_proxy_state_dir() {
+  return state_dir("SHOAL_TEST_FAULT_PROXY", SHOAL_TEST_FAULT_PROXY_STATE);
+}
+
+std::string fault_proxy_connection_string() {
+  const std::string dir = fault_proxy_state_dir();
+  std::string cs = read_first_line(dir + "/connection_string");
+  if (cs.empty())
+    ADD_FAILURE() << "no fault proxy connection string in " << dir
+                  << "/connection_string: run the tests through ctest (fixture 'fault_proxy')";
+  return cs;
+}
+
+int fault_proxy_control_port() {
+  const std::string dir = fault_proxy_state_dir();
+  const std::string port = read_first_line(dir + "/control_port");
+  if (port.empty()) {
+    ADD_FAILURE() << "no fault proxy control port in " << dir << "/control_port";
+    return 0;
+  }
+  return std::stoi(port);
+}
+
 std::string shoal_binary() { return state_dir("SHOAL_BINARY", SHOAL_TEST_SHOAL_BINARY); }
 
 std::string source_dir() { return state_dir("SHOAL_SOURCE_DIR", SHOAL_TEST_SOURCE_DIR); }

@@ -18,6 +18,14 @@ std::string azurite_connection_string();
 std::string azurite_tls_connection_string();
 std::string azurite_tls_ca_file();
 
+/// The fixture `fault_proxy` (tests/support/fault_proxy.hpp, in front of the plain-HTTP
+/// Azurite): its state folder ($SHOAL_TEST_FAULT_PROXY overrides), the connection string that
+/// goes through it and its control port. Fail the current test and return ""/0 when the fixture
+/// did not run.
+std::string fault_proxy_state_dir();
+std::string fault_proxy_connection_string();
+int fault_proxy_control_port();
+
 /// Path of the built `shoal` executable (for tests that run it as a process); $SHOAL_BINARY
 /// overrides.
 std::string shoal_binary();

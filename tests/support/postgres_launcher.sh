@@ -5,6 +5,8 @@
 #                                            listen on 127.0.0.1:<free port> only (unix socket
 #                                            in the temp folder), write STATE_DIR/url
 #   postgres_launcher.sh stop STATE_DIR      pg_ctl stop (fast) and remove the temp folder
+#   postgres_launcher.sh pause STATE_DIR     pg_ctl stop (fast), keeping the data (a restart test)
+#   postgres_launcher.sh resume STATE_DIR    start it again on the same port, with its data
 #
 # Runs as root (CI, setup.sh) or as any user: as root the server runs as $SHOAL_PG_USER
 # (default `nobody`), since PostgreSQL refuses to run as root. Stops only the server it started.
@@ -28,6 +30,8 @@ free_port() {
   return 1
 }
 
+server_options() { echo "-c listen_addresses=127.0.0.1 -p $1 -k $2 -c fsync=off -c max_connections=40"; }
+
 case "$cmd" in
   start)
     [ -x "$bin/initdb" ] || { echo "postgres_launcher: $bin/initdb not found (deploy/setup.sh installs postgresql)" >&2; exit 1; }
@@ -44,7 +48,7 @@ case "$cmd" in
     for attempt in 1 2 3 4 5; do
       port=$(free_port)
       if as_pg "$bin/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -t 30 \
-           -o "-c listen_addresses=127.0.0.1 -p $port -k $tmp -c fsync=off -c max_connections=40" start >/dev/null; then
+           -o "$(server_options "$port" "$tmp")" start >/dev/null; then
         echo "postgresql://shoal@127.0.0.1:$port/postgres" > "$state/url"
         echo "postgres_launcher: PostgreSQL on 127.0.0.1:$port (data $tmp)"
         exit 0
@@ -60,5 +64,14 @@ case "$cmd" in
     if [ -d "$tmp/data" ]; then as_pg "$bin/pg_ctl" -D "$tmp/data" -m fast -w stop >/dev/null 2>&1 || true; fi
     rm -rf "$tmp" "$state/data_dir" "$state/url"
     ;;
-  *) echo "usage: $0 start|stop STATE_DIR" >&2; exit 2 ;;
+  pause)
+    tmp=$(cat "$state/data_dir")
+    as_pg "$bin/pg_ctl" -D "$tmp/data" -m fast -w stop >/dev/null
+    ;;
+  resume)
+    tmp=$(cat "$state/data_dir")
+    port=$(sed -E 's|.*:([0-9]+)/.*|\1|' "$state/url")
+    as_pg "$bin/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -t 30 -o "$(server_options "$port" "$tmp")" start >/dev/null
+    ;;
+  *) echo "usage: $0 start|stop|pause|resume STATE_DIR" >&2; exit 2 ;;
 esac

@@ -4,9 +4,12 @@
 //  (b) kill -9 of a worker mid-run: restarted, its claims pending again within 2 s (the lease is
 //      60 s, so only the supervisor's release explains it), every record done once;
 //  (c) SIGSTOP of a worker: detected by missed heartbeats, killed and replaced;
-//  (d) SIGTERM to the supervisor mid-run: every process exits 0, no record left claimed.
+//  (d) SIGTERM to the supervisor mid-run: every process exits 0, no record left claimed;
+//  (e) SIGKILL of the supervisor alone (issue 16): its workers drain and exit instead of running
+//      on unsupervised, leaving nothing claimed.
 // The exec command appends $SHOAL_RECORD_ID to a file (one small O_APPEND write: atomic).
 
+#include "tests/support/processes.hpp"
 #include "tests/workers/fleet/fleet_harness.hpp"
 
 #include <sys/wait.h>
@@ -229,6 +232,34 @@ TEST_F(FleetSystemIt, SigtermToTheSupervisorDrainsEveryProcessWithExitZeroAndNot
   EXPECT_EQ(count_of(*t, queue, record_status::claimed), 0u);
   EXPECT_LT(count_of(*t, queue, record_status::done), static_cast<std::size_t>(n)); // it was mid-run
   // Nothing ran twice: a drain finishes or releases, it never loses a completion.
+  for (const auto& [id, k] : runs())
+    EXPECT_EQ(k, 1) << id;
+}
+
+TEST_F(FleetSystemIt, KilledSupervisorsWorkersDrainAndExitInsteadOfRunningUnsupervised) {
+  const int n = 2000;
+  enqueue(n);
+  supervisor_process sup(dir / "sup", toml(2, "sleep 0.05; "), {});
+  ASSERT_TRUE(wait_until([&] { return count_of(*t, queue, record_status::done) >= 20; }, milliseconds(60'000)))
+      << sup.log();
+  auto s = sup.status_when([](const fleet_status& s) { return live_workers(s) == 2; }, milliseconds(10'000));
+  ASSERT_TRUE(s && live_workers(*s) == 2) << sup.log();
+  std::vector<pid_t> workers;
+  for (const auto& w : s->workers) workers.push_back(static_cast<pid_t>(w.pid));
+  sup.proc().signal(SIGKILL);
+  ASSERT_TRUE(sup.proc().wait(milliseconds(5000)));
+  // Without their supervisor the workers finish what they run (a record takes 50 ms) or release
+  // it within drain_timeout_ms (5 s), and exit; before, they reconnected and ran on forever.
+  const bool gone = wait_until(
+      [&] { return std::none_of(workers.begin(), workers.end(), [](pid_t p) { return process_alive(p); }); },
+      milliseconds(15'000));
+  for (pid_t p : workers)
+    if (process_alive(p))
+      ::kill(p, SIGKILL);
+  ASSERT_TRUE(gone) << "the workers of a dead supervisor still run\n" << sup.log();
+  EXPECT_NE(sup.log().find("is gone; draining and exiting"), std::string::npos) << sup.log();
+  EXPECT_EQ(count_of(*t, queue, record_status::claimed), 0u) << "a drained worker left a claim";
+  EXPECT_LT(count_of(*t, queue, record_status::done), static_cast<std::size_t>(n));
   for (const auto& [id, k] : runs())
     EXPECT_EQ(k, 1) << id;
 }

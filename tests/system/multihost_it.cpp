@@ -11,6 +11,8 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/netns.hpp"
+#include "tests/support/processes.hpp"
 #include "workers/child_process.hpp"
 #include "workers/local_azurite.hpp"
 #include "workers/work_table.hpp"
@@ -42,8 +44,6 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using std::chrono::milliseconds;
 
-bool sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
-
 bool wait_until(const std::function<bool()>& pred, milliseconds limit) {
   const auto until = std::chrono::steady_clock::now() + limit;
   while (!pred()) {
@@ -60,79 +60,14 @@ std::string read_text(const fs::path& p) {
   return ss.str();
 }
 
-// Every process whose parent chain leads to `root` (root included), from /proc.
-std::vector<pid_t> process_tree(pid_t root) {
-  std::map<pid_t, pid_t> parent;
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    const auto name = e.path().filename().string();
-    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
-    std::ifstream f(e.path() / "stat");
-    std::string stat;
-    std::getline(f, stat);
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 2));
-    char state;
-    pid_t ppid = 0;
-    rest >> state >> ppid;
-    parent[static_cast<pid_t>(std::stol(name))] = ppid;
-  }
-  std::vector<pid_t> out{root};
-  for (bool grew = true; grew;) {
-    grew = false;
-    for (const auto& [pid, pp] : parent)
-      if (std::find(out.begin(), out.end(), pp) != out.end() && std::find(out.begin(), out.end(), pid) == out.end()) {
-        out.push_back(pid);
-        grew = true;
-      }
-  }
-  return out;
-}
-
-// The namespaces, the bridge and the veth pairs; removed in the destructor whatever happened.
-struct network {
-  std::string bridge;
-  std::string subnet; // "10.213.N"
-  std::vector<std::string> namespaces;
-  std::vector<std::string> root_links;
-
-  ~network() {
-    for (const auto& ns : namespaces) {
-      sh("ip netns pids " + ns + " | xargs -r kill -9");
-      sh("ip netns del " + ns);
-    }
-    for (const auto& l : root_links) sh("ip link del " + l);
-    if (!bridge.empty()) sh("ip link del " + bridge);
-  }
-
-  // Adds namespace `ns` with address subnet.`host` on the bridge. False on any failure.
-  bool add(const std::string& ns, const std::string& tag, int host) {
-    const std::string root_end = tag + "r", ns_end = tag + "n";
-    if (!sh("ip netns add " + ns)) return false;
-    namespaces.push_back(ns);
-    if (!sh("ip link add " + root_end + " type veth peer name " + ns_end)) return false;
-    root_links.push_back(root_end);
-    return sh("ip link set " + ns_end + " netns " + ns) && sh("ip link set " + root_end + " master " + bridge) &&
-           sh("ip link set " + root_end + " up") && sh("ip netns exec " + ns + " ip link set lo up") &&
-           sh("ip netns exec " + ns + " ip addr add " + subnet + "." + std::to_string(host) + "/24 dev " + ns_end) &&
-           sh("ip netns exec " + ns + " ip link set " + ns_end + " up");
-  }
-};
-
 class MultiHostIt : public ::testing::Test {
 protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root for ip netns";
     const int id = static_cast<int>(::getpid() % 100000);
     net_.emplace();
-    net_->bridge = "shbr" + std::to_string(id);
-    net_->subnet = "10.213." + std::to_string(id % 250 + 1);
-    if (!sh("ip link add " + net_->bridge + " type bridge")) {
-      net_->bridge.clear();
-      GTEST_SKIP() << "ip link add type bridge failed";
-    }
-    if (!sh("ip addr add " + net_->subnet + ".1/24 dev " + net_->bridge) || !sh("ip link set " + net_->bridge + " up"))
-      GTEST_SKIP() << "cannot configure the bridge";
+    if (!net_->create_bridge("shbr" + std::to_string(id), "10.213." + std::to_string(id % 250 + 1)))
+      GTEST_SKIP() << "cannot make and configure a bridge";
     for (int i = 0; i < 3; ++i) {
       const std::string ns = "shoalmh" + std::to_string(id) + "h" + std::to_string(i);
       if (!net_->add(ns, "shm" + std::to_string(id) + "v" + std::to_string(i), 2 + i))
@@ -244,7 +179,7 @@ protected:
   }
   static std::string tail(const std::string& s) { return s.size() > 4000 ? s.substr(s.size() - 4000) : s; }
 
-  std::optional<network> net_;
+  std::optional<test_network> net_;
   std::vector<std::string> ns_;
   fs::path dir_;
   std::optional<workers::azurite_process> azurite_;

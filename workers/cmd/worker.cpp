@@ -4,7 +4,8 @@
 //                [--queue Q] [--concurrency N] [--standalone]
 //
 // Flags override the [worker] keys of the configuration. `shoal supervisor` launches it as
-// `shoal [--config F] [--connection-string S] worker --slot wN --supervisor ENDPOINT`.
+// `shoal [--config F] [--connection-string S] worker --slot wN --supervisor ENDPOINT
+// --supervisor-pid PID`.
 // SIGTERM or SIGINT drains (a second one shortens the deadline to now); exit 0 after a drain,
 // 1 when the job is broken or storage cannot be reached at start, 2 for bad configuration.
 
@@ -37,6 +38,7 @@ struct worker_args {
   std::string queue;
   std::uint32_t concurrency = 0;
   bool standalone = false;
+  long supervisor_pid = 0;
 };
 
 int run_worker(const global_options& g, const worker_args& a) {
@@ -91,6 +93,7 @@ int run_worker(const global_options& g, const worker_args& a) {
   o.cfg = *c;
   o.slot = a.slot;
   o.supervisor = a.standalone || a.supervisor == "none" ? std::string() : !a.supervisor.empty() ? a.supervisor : c->fleet.endpoint;
+  o.supervisor_pid = o.supervisor.empty() ? 0 : a.supervisor_pid;
   auto w = workers::fleet::worker::make(*table, std::move(o));
   if (!w) {
     std::fprintf(stderr, "shoal worker: %s\n", w.error().describe().c_str());
@@ -146,6 +149,9 @@ void add_worker_command(CLI::App& app, global_options& g, command_fn& run) {
                   "ROUTER endpoint of the supervisor (ipc://… or tcp://…); default [fleet] "
                   "endpoint; none = standalone");
   cmd->add_flag("--standalone", a->standalone, "ignore [fleet] endpoint: no supervisor, just claim and work");
+  cmd->add_option("--supervisor-pid", a->supervisor_pid,
+                  "pid of the supervisor that started this worker (it passes its own): once it is "
+                  "no longer our parent, drain and exit");
   cmd->add_option("--job", a->job,
                   "exec|etl|noop|sleep:MS (default [worker] job); noop completes every record at "
                   "once and sleep:MS after MS ms: the fleet's own cost per record")

@@ -388,9 +388,10 @@ private:
     clock::time_point t0;
   };
 
-  // errc::io from the sink: the connection (or database file) is suspect; restart with a new one.
+  // errc::io or unavailable from the sink: the connection (or database file) is suspect;
+  // restart with a new one.
   static step_verdict broken(error e) {
-    const bool io = e.code == errc::io;
+    const bool io = e.code == errc::io || e.code == errc::unavailable;
     return step_verdict{true, std::move(e), io};
   }
 

@@ -75,6 +75,12 @@ private:
       r.verdict = fleet::job_verdict::release;
       r.detail = e.describe();
       return r;
+    case errc::unavailable:
+      // The SQL database cannot take the load now (its disk is full, its server is down): not
+      // the record's fault, so no attempt of it is spent. The job counts as broken: the worker
+      // gives the record back uncounted and exits, and its supervisor restarts it with its
+      // restart policy's backoff until the database is back.
+      return std::unexpected(e);
     case errc::io:
       // The chain gave up (its stages kept failing): the job itself is broken; the worker exits
       // and its supervisor restarts it. Otherwise the failing stage actor was restarted (the

@@ -218,9 +218,15 @@ private:
       f();
       return {};
     } catch (const pqxx::broken_connection& e) {
-      return fail(errc::io, "postgresql: connection lost while " + what + ": " + e.what());
+      return fail(errc::unavailable, "postgresql: connection lost while " + what + ": " + e.what());
     } catch (const pqxx::sql_error& e) {
-      return fail(errc::io, "postgresql: " + what + ": " + e.what() + " (query: " + e.query().substr(0, 200) + ")");
+      // SQLSTATE classes 08 (connection exception) and 53 (insufficient resources: disk full,
+      // out of memory, too many connections), and 57P01-57P03 (the server shutting down or not
+      // accepting connections yet): the server cannot serve now, whatever the rows.
+      const std::string st = e.sqlstate();
+      const bool down = st.starts_with("08") || st.starts_with("53") || st == "57P01" || st == "57P02" || st == "57P03";
+      return fail(down ? errc::unavailable : errc::io,
+                  "postgresql: " + what + ": " + e.what() + " (query: " + e.query().substr(0, 200) + ")");
     } catch (const std::exception& e) {
       return fail(errc::io, "postgresql: " + what + ": " + e.what());
     }

@@ -41,6 +41,24 @@ result<std::vector<result<load_outcome>>> sql_sink::load_many(std::span<const lo
 
 namespace {
 
+// What a SQLite result code means to the caller: busy or locked = timeout (another writer holds
+// the lock); a full disk, an I/O error, no memory, a read-only file = unavailable (the database
+// cannot take writes now, whatever the rows: retry later); anything else (a constraint, a type
+// mismatch, bad SQL) = io.
+errc errc_of_sqlite(int code) {
+  switch (code & 0xff) { // the primary code of an extended one
+  case SQLITE_BUSY:
+  case SQLITE_LOCKED: return errc::timeout;
+  case SQLITE_FULL:
+  case SQLITE_IOERR:
+  case SQLITE_NOMEM:
+  case SQLITE_READONLY:
+  case SQLITE_CANTOPEN:
+  case SQLITE_NOLFS: return errc::unavailable;
+  default: return errc::io;
+  }
+}
+
 std::string now_rfc3339() {
   auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   std::tm tm{};
@@ -86,9 +104,7 @@ public:
     if (sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
       std::string m = msg ? msg : sqlite3_errmsg(db_);
       sqlite3_free(msg);
-      const int code = sqlite3_errcode(db_);
-      return fail(code == SQLITE_BUSY || code == SQLITE_LOCKED ? errc::timeout : errc::io,
-                  "sqlite " + path_ + ": " + m);
+      return fail(errc_of_sqlite(sqlite3_extended_errcode(db_)), "sqlite " + path_ + ": " + m);
     }
     return {};
   }
@@ -198,9 +214,7 @@ private:
   }
 
   std::unexpected<error> err(const std::string& what) {
-    const int code = sqlite3_errcode(db_);
-    return fail(code == SQLITE_BUSY || code == SQLITE_LOCKED ? errc::timeout : errc::io,
-                "sqlite " + path_ + ": " + what + ": " + sqlite3_errmsg(db_));
+    return fail(errc_of_sqlite(sqlite3_extended_errcode(db_)), "sqlite " + path_ + ": " + what + ": " + sqlite3_errmsg(db_));
   }
 
   // Prepared statements are cached by SQL text for the life of the connection.

@@ -385,7 +385,9 @@ struct supervisor::impl {
     std::vector<std::string> argv = opts.worker_command;
     if (argv.empty())
       argv = {self_executable().string(), "worker"};
-    argv.insert(argv.end(), {"--slot", s.name, "--supervisor", endpoint});
+    // --supervisor-pid: the worker drains and exits once we are no longer its parent (we died),
+    // instead of running on unsupervised beside the workers of a supervisor started after us.
+    argv.insert(argv.end(), {"--slot", s.name, "--supervisor", endpoint, "--supervisor-pid", std::to_string(::getpid())});
     argv.insert(argv.end(), opts.worker_args.begin(), opts.worker_args.end());
     return argv;
   }

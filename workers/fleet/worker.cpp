@@ -778,6 +778,7 @@ result<worker_stats> worker::impl::run() {
   auto last_heard = clock_type::now();
   auto silence_limit = silence_base;
   bool stop_sent = false;      // jobs asked to stop (drain deadline passed)
+  bool orphaned = false;       // the supervisor that started us died
   bool drain_started = false;
   for (;;) {
     auto now = clock_type::now();
@@ -818,6 +819,15 @@ result<worker_stats> worker::impl::run() {
     if (drain_started && all_idle)
       break;
     beat_if_due(now);
+    if (opts.supervisor_pid > 0 && !orphaned && static_cast<long>(::getppid()) != opts.supervisor_pid) {
+      // Our supervisor died (we were re-parented). Its successor starts workers of its own in
+      // our slots: stop talking to supervisors, finish or release what we hold, and exit.
+      orphaned = true;
+      sock.reset();
+      spdlog::warn("worker {}: supervisor (pid {}) is gone; draining and exiting", opts.slot, opts.supervisor_pid);
+      drain(milliseconds(0), "supervisor gone");
+      continue;
+    }
     if (sock && now - last_heard > silence_limit) {
       // Paranoid Pirate: the supervisor is presumed dead. Reconnect with a fresh socket (and
       // hello) while the lanes keep working from the table; tolerate twice the silence next time.

@@ -40,6 +40,11 @@ struct worker_options {
   std::string supervisor;   ///< ROUTER endpoint of the supervisor; empty = standalone (no ZeroMQ)
   std::string host;         ///< host name; empty = cfg.fleet.host, else gethostname()
   long pid = 0;             ///< process id in the owner string; 0 = getpid()
+  /// Process id of the supervisor that started this worker (`--supervisor-pid`); 0 = none. Once
+  /// it is no longer this process's parent (the supervisor died), the worker stops talking to any
+  /// supervisor, drains (finish or release within worker.drain_timeout_ms) and exits: a worker
+  /// never runs on unsupervised, e.g. beside the workers of a supervisor started after it.
+  long supervisor_pid = 0;
   job_factory factory;      ///< makes one job per lane; empty = find_job_factory(cfg.worker.job)
   /// Cap of the Paranoid Pirate reconnect backoff: the silence tolerated before the next
   /// reconnect doubles from heartbeat_liveness × heartbeat_interval_ms up to this.

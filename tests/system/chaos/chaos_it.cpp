@@ -1,0 +1,74 @@
+// The chaos suite, short version (issue 16; ctest -L chaos): every scenario of chaos.hpp at
+// run_size::short_run() against the fixtures' Azurite through the fault proxy. Each must end
+// with every good record in SQL exactly once, the bad ones quarantined, nothing lost, nothing
+// duplicated, nothing dead, pending or claimed. `bench/run.sh chaos` runs the same scenarios
+// longer (run_size::full_run()) and prints the table of figures.
+
+#include "tests/support/azurite.hpp"
+#include "tests/system/chaos/chaos.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <filesystem>
+#include <iostream>
+
+namespace shoal::tests::chaos {
+namespace {
+
+namespace fs = std::filesystem;
+
+environment fixture_environment() {
+  environment env;
+  env.shoal = shoal_binary();
+  env.source_dir = source_dir();
+  env.azurite_connection_string = azurite_connection_string();
+  env.proxy_connection_string = fault_proxy_connection_string();
+  env.proxy_control_port = fault_proxy_control_port();
+  env.work_dir = fs::temp_directory_path() / unique_name("shoalchaos");
+  env.keep = std::getenv("SHOAL_TEST_KEEP") != nullptr;
+  env.log = [](const std::string& line) { std::cout << line << std::endl; };
+  return env;
+}
+
+class ChaosIt : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ChaosIt, EveryGoodRecordLandsInSqlExactlyOnce) {
+  auto env = fixture_environment();
+  fs::create_directories(env.work_dir);
+  const auto r = run_scenario(GetParam(), env, run_size::short_run());
+  std::cout << format_table({r});
+  if (r.skipped) GTEST_SKIP() << r.skip_reason;
+  for (const auto& n : r.notes) std::cout << n << "\n";
+  EXPECT_EQ(r.lost, 0u);
+  EXPECT_EQ(r.duplicates, 0u);
+  EXPECT_EQ(r.quarantined, r.bad);
+  EXPECT_EQ(r.dead, 0u);
+  EXPECT_EQ(r.pending + r.claimed, 0u);
+  EXPECT_GT(r.records, 0u);
+  std::string problems;
+  for (const auto& p : r.problems) problems += "  - " + p + "\n";
+  EXPECT_TRUE(r.problems.empty()) << problems;
+  std::error_code ec;
+  if (!HasFailure() && !env.keep) fs::remove_all(env.work_dir, ec);
+  else std::cout << "scenario folder kept: " << env.work_dir << "\n";
+}
+
+std::string test_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string out;
+  bool up = true;
+  for (char c : info.param) {
+    if (c == '-') {
+      up = true;
+      continue;
+    }
+    out += up ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : c;
+    up = false;
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Scenarios, ChaosIt, ::testing::ValuesIn(scenario_names()), test_name);
+
+} // namespace
+} // namespace shoal::tests::chaos
