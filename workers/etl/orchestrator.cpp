@@ -217,6 +217,10 @@ result<void> run_log::record_step(std::string_view id, const run_step& s) const 
 std::function<bool(std::string_view)> crash_hook_from_env() {
   const char* v = std::getenv("SHOAL_ETL_CRASH_AT");
   if (v == nullptr || *v == '\0') return {};
+#if !defined(SHOAL_TEST_HOOKS)
+  spdlog::warn("etl: SHOAL_ETL_CRASH_AT is ignored: fault injection exists only in test builds");
+  return {};
+#endif
   const std::string text(v);
   const auto colon = text.find(':');
   const std::string point = text.substr(0, colon);

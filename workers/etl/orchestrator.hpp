@@ -137,7 +137,7 @@ private:
 /// (just before the load's COMMIT) or `after_commit` (committed, history not yet written),
 /// optionally `:N` for the Nth time the point is reached (default 1), makes the process SIGKILL
 /// itself there. Returns an etl_job_options::crash_after hook, or an empty function when the
-/// variable is unset or not understood.
+/// variable is unset or not understood, and always in a build without tests (SHOAL_TEST_HOOKS).
 std::function<bool(std::string_view step)> crash_hook_from_env();
 
 /// Settings of an etl_job.
