@@ -182,6 +182,7 @@ TEST(WorkTableIt, BatchedCompleteFallsBackOnA412AndCompletesTheRestTogether) {
   // transaction, the stale one is re-read and completed alone, the lost one is refused.
   env_options o;
   o.wt.work.shards = 1;
+  o.wt.complete_singles_after_412 = 3; // two 412s here: the rest still resubmitted together
   auto a = open_env(tests::unique_name("wtcmany"), o);
   auto b = open_env(a.table_name, o, false);
   ASSERT_TRUE(a.work.enqueue("q", make_records(5, "c")));
@@ -205,12 +206,12 @@ TEST(WorkTableIt, BatchedCompleteFallsBackOnA412AndCompletesTheRestTogether) {
   std::vector<claimed_record*> ptrs;
   for (auto& r : *held) ptrs.push_back(&r);
   auto res = a.work.complete_many(ptrs);
-  // At most one transaction per 412 plus the one that lands; only the stale-but-ours record is
-  // merged alone; the two refused ones are re-read once each.
+  // One transaction per 412 plus the one that lands (3), and the stale-but-ours record alone
+  // (1: in layout 2 a completion is itself a transaction, ticket delete + record merge); the two
+  // refused ones are re-read once each.
   auto sent = tests::requests_to(a.table_name, before);
-  EXPECT_GE(sent["batch"], 1u);
-  EXPECT_LE(sent["batch"], 3u);
-  EXPECT_EQ(sent["merge"], 1u);
+  EXPECT_EQ(sent["batch"], 4u);
+  EXPECT_EQ(sent["merge"], 0u);
   EXPECT_EQ(sent["get"], 2u);
   ASSERT_EQ(res.size(), 5u);
   for (std::size_t i : {0u, 1u, 2u, 4u}) EXPECT_TRUE(res[i]) << i << ": " << res[i].error().describe();
@@ -1103,10 +1104,18 @@ TEST(WorkTableIt, RecordsCheckMigrateAndSweepCommands) {
   EXPECT_EQ(kept, 0);
   ASSERT_TRUE(jk.is_object()) << jk;
   EXPECT_EQ(jk["removed"], 0) << "within done_retention_ms (a day by default)";
-  auto [swept, js] = run_records(cs, e.table_name, "sweep --retention-ms 0");
-  EXPECT_EQ(swept, 0);
-  ASSERT_TRUE(js.is_object()) << js;
-  EXPECT_EQ(js["removed"], 5);
+  // Retention 0: a done record goes once the server clock's lower bound has passed its last
+  // change, which can be a few ms after the drain; sweep until it has (removals add up).
+  std::int64_t removed = 0;
+  nlohmann::json js;
+  ASSERT_TRUE(eventually([&] {
+    auto [swept, j] = run_records(cs, e.table_name, "sweep --retention-ms 0");
+    EXPECT_EQ(swept, 0) << j;
+    js = j;
+    if (j.is_object() && j["removed"].is_number()) removed += j["removed"].get<std::int64_t>();
+    return removed >= 5;
+  }, 10s, 200ms)) << js;
+  EXPECT_EQ(removed, 5);
   auto c = e.work.counts("q");
   ASSERT_TRUE(c);
   EXPECT_EQ(c->by_status[record_status::done], 5u) << "swept records stay counted";
