@@ -863,7 +863,12 @@ struct supervisor::impl {
             continue;
           }
           const auto silent = now - s.last_seen;
-          if (!s.killed && (s.hello ? silent > liveness_window() : silent > startup_window()))
+          // While we stop, a worker told to drain answers to the drain deadline below, not to
+          // the liveness window: it may be releasing hundreds of claimed-ahead records, and a
+          // kill -9 then would only turn its releases into lease expiries (OTP's shutdown
+          // timeout works the same way).
+          const bool stopping_drain = draining && s.drain_sent;
+          if (!s.killed && !stopping_drain && (s.hello ? silent > liveness_window() : silent > startup_window()))
             kill_hung(s, now);
           if (draining && !s.killed && now >= drain_deadline) {
             spdlog::warn("supervisor: worker {} (pid {}) did not drain in {} ms; killing it", s.name, s.pid,
