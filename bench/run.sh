@@ -66,7 +66,8 @@ case "$what" in
     # -runs), or stops after SHOAL_FUZZ_SECONDS if that is set; a crash, sanitizer report or
     # broken invariant (each target aborts on one) keeps its input under $SHOAL_FUZZ_ARTIFACTS
     # (default /tmp/shoal-fuzz-artifacts) and makes the run exit 1 after the other targets ran.
-    # clang 16 (deploy/setup.sh): the workers targets need it (tests/fuzz/CMakeLists.txt).
+    # clang 16, installed here (not by deploy/setup.sh: only the fuzzers need it): the workers
+    # targets need it (tests/fuzz/CMakeLists.txt).
     targets=(envelope persistor_record etl_blob)
     case "${1:-}" in
       all) shift ;;
@@ -77,6 +78,7 @@ case "$what" in
     [ -z "${SHOAL_FUZZ_SECONDS:-}" ] || limit=(-max_total_time="$SHOAL_FUZZ_SECONDS")
     artifacts=${SHOAL_FUZZ_ARTIFACTS:-/tmp/shoal-fuzz-artifacts}
     mkdir -p "$artifacts"
+    bash "$root/bench/debian_packages.sh" clang-16 libclang-rt-16-dev
     fbuild=${SHOAL_FUZZ_BUILD_DIR:-$root/build-fuzz}
     CC=clang-16 CXX=clang++-16 cmake -S "$root" -B "$fbuild" -G Ninja -DSHOAL_FUZZ=ON \
       -DSHOAL_BUILD_TESTS=OFF -DSHOAL_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -113,7 +115,7 @@ case "$what" in
     exit "$failed"
     ;;
   fleet)
-    bash "$root/bench/fleet_setup.sh"
+    bash "$root/bench/debian_packages.sh" python3-celery python3-redis redis-server
     cmake --build "$build" --target fleet_bench shoal
     uptime
     with_azurite "$build/bench/fleet_bench" "$@"

@@ -5,8 +5,8 @@
 #   bash deploy/setup.sh
 #
 # 1. Debian packages: toolchain, every library shoal links, PostgreSQL (for the PostgreSQL sink
-#    tests), clang and clang-16 (for the fuzzers), Python 3 with pyzmq and msgpack (the
-#    third-party producer test), iproute2 (network-namespace tests), Node.js if absent;
+#    tests), Python 3 with pyzmq and msgpack (the third-party producer test), iproute2
+#    (network-namespace tests), Node.js if absent;
 #    civetweb (the dashboard's HTTP server), and for the dashboard's tests Chromium with its
 #    WebDriver and Selenium, and promtool (package prometheus) for the alert rules.
 # 2. `npm ci` in deploy/local: Azurite 3.35.0 (the last release for Node 20) and
@@ -22,7 +22,6 @@ fi
 
 packages=(
   build-essential cmake ninja-build pkg-config git ccache
-  clang libclang-rt-14-dev clang-16 libclang-rt-16-dev
   python3 python3-zmq python3-msgpack
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libspdlog-dev
   libcurl4-openssl-dev libssl-dev openssl ca-certificates curl
