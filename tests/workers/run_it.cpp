@@ -102,6 +102,7 @@ TEST_F(RunIt, LoadsFlights20kEndToEndAndVerifies) {
             std::string::npos)
       << r.text;
   EXPECT_NE(r.text.find("verification: PASSED"), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find(" over 90 days (2001-01-01 … 2001-03-31)"), std::string::npos) << r.text;
   // The live display reported progress while it ran (plain lines: not a terminal).
   EXPECT_NE(r.text.find("] sent "), std::string::npos) << r.text;
 }
@@ -145,6 +146,15 @@ TEST_F(RunIt, LoadsUnseenCsvAndNdjsonWithTheGenericMappingExactlyOnce) {
   EXPECT_NE(again.text.find("rows in shoal_etl_records 200, duplicate message ids: 0"),
             std::string::npos)
       << again.text;
+}
+
+// seattle-weather has one record a day: its dataset writes month folders, and the summary counts
+// its blobs over months, not days.
+TEST_F(RunIt, SeattleWeatherGoesToMonthFoldersAndTheSummarySaysMonths) {
+  auto r = run_shoal(dir, "--dataset seattle-weather --workers 2 --db shoal.db --run-dir run");
+  ASSERT_EQ(r.status, 0) << r.text;
+  EXPECT_NE(r.text.find(" over 48 months ("), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find("verification: PASSED"), std::string::npos) << r.text;
 }
 
 TEST_F(RunIt, UnknownDatasetIsAClearError) {

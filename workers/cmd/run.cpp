@@ -773,7 +773,10 @@ int run_main(const global_options& g, const run_args& a) {
     }
     std::printf(")");
   } else {
-    std::printf(" over %zu days (%s … %s)", totals.blobs_per_day.size(),
+    // Counted per day (hour folders fold into their day), per month with month folders.
+    const std::string depth = !ds->partition.empty() ? ds->partition : cfg->persistor.partition;
+    const char* unit = depth == "month" ? "months" : "days";
+    std::printf(" over %zu %s (%s … %s)", totals.blobs_per_day.size(), unit,
                 totals.blobs_per_day.begin()->first.c_str(),
                 totals.blobs_per_day.rbegin()->first.c_str());
   }
