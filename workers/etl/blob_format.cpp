@@ -284,6 +284,15 @@ result<extracted_blob> extract_records(std::string_view body) {
       if (auto col = what.find("column "); col != std::string::npos)
         if (auto colon = what.find(": ", col); colon != std::string::npos) what = what.substr(colon + 2);
       return parse_error_at(body, at, "record " + std::to_string(r.index + 1) + ": " + what);
+    } catch (const nlohmann::json::exception& e) {
+      // Valid JSON that nlohmann cannot hold (a number beyond a double: out_of_range 406): the
+      // record is quarantined with the reason, the rest of the blob loads.
+      for (std::size_t i = pos; i < end; ++i)
+        if (body[i] == '\n') ++line;
+      pos = end;
+      r.problem = std::string("record cannot be read: ") + e.what();
+      out.records.push_back(std::move(r));
+      continue;
     }
     for (std::size_t i = pos; i < end; ++i)
       if (body[i] == '\n') ++line;
