@@ -33,6 +33,11 @@ struct environment {
   std::function<void(const std::string&)> log; ///< progress lines; may be empty
 };
 
+/// The environment of the test fixtures (tests/support/azurite.hpp: Azurite and the fault
+/// proxy as CTest or bench/run.sh started them), a fresh work folder name under the temporary
+/// directory (not created), `keep` from $SHOAL_TEST_KEEP and no log callback.
+environment fixture_environment();
+
 /// How much load and how long the faults last: the only difference between the CTest
 /// version and the bench.
 struct run_size {
