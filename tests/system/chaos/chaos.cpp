@@ -765,7 +765,8 @@ void sqlite_disk_full(const environment& env, const run_size& size, result& r) {
   const fs::path mnt = env.work_dir / ("sqlfs-" + probe.tag());
   std::error_code ec;
   fs::create_directories(mnt, ec);
-  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=16m") != 0) {
+  const std::string fs_size = "size=" + std::to_string(size.sqlite_fs_mib) + "m";
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, fs_size.c_str()) != 0) {
     r.skipped = true;
     r.skip_reason = std::string("mount -t tmpfs failed: ") + std::strerror(errno);
     return;
@@ -939,6 +940,7 @@ run_size run_size::full_run() {
   s.outage = 10'000ms;
   s.cut = 20'000ms;
   s.disk_full = 15'000ms;
+  s.sqlite_fs_mib = 96; // 9,000 rows (~10 MiB with indexes) + a 40 MiB WAL, with room to spare
   s.postgres_down = 10'000ms;
   s.settle = 300'000ms;
   return s;
