@@ -518,7 +518,7 @@ std::size_t count(const storage::table_client& t, const storage::table_filter& f
   return n;
 }
 
-query_reads claim_reads(const workers::work_table& w, const std::string& pk) {
+query_reads claim_reads(const workers::work_table& w, const std::string& pk, const char* what) {
   using storage::table_filter;
   query_reads out;
   auto now = w.clock().now();
@@ -536,6 +536,10 @@ query_reads claim_reads(const workers::work_table& w, const std::string& pk) {
   out.returned = page->entities.size();
   out.range = count(w.table(), table_filter::partition(pk) && table_filter::ge("RowKey", std::string("%|")) && table_filter::lt("RowKey", bound));
   out.layout1_range = count(w.table(), table_filter::partition(pk));
+  // Printed at once too: a long run stopped later keeps the figure.
+  std::printf("  claim query of %s (%s): %zu returned, %zu in its key range, layout-1 query walks %zu\n", pk.c_str(), what,
+              out.returned, out.range, out.layout1_range);
+  std::fflush(stdout);
   return out;
 }
 
@@ -618,7 +622,7 @@ int main(int argc, char** argv) {
     auto w = open_work(env, t);
     enqueue(w, q, o.records, "e");
     exec_fresh = run_shoal(o, env, w, t, q, "exec", o.records, "exec-fresh");
-    fresh_reads = claim_reads(w, workers::partition_key(q, 0));
+    fresh_reads = claim_reads(w, workers::partition_key(q, 0), "fresh table after the exec run");
     (void)w.table().delete_table();
   }
   {
@@ -646,7 +650,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     // Kept: the done records are still rows of the table.
     enqueue(w_hist, q, o.records, "ke");
-    kept_reads = claim_reads(w_hist, workers::partition_key(q, 0));
+    kept_reads = claim_reads(w_hist, workers::partition_key(q, 0), "history kept + records pending");
     if (o.exec_runs) exec_kept = run_shoal(o, env, w_hist, t_hist, q, "exec", o.records, "exec-kept");
     else if (auto d = w_hist.purge(q, {.ids = {}, .statuses = {workers::record_status::pending}, .stuck = false}); !d)
       die("purge: " + d.error().describe());
@@ -657,7 +661,7 @@ int main(int argc, char** argv) {
     if (!sw) die("sweep: " + sw.error().describe());
     std::printf("  swept %zu done records\n", sw->removed);
     enqueue(w_hist, q, o.records, "se");
-    swept_reads = claim_reads(w_hist, workers::partition_key(q, 0));
+    swept_reads = claim_reads(w_hist, workers::partition_key(q, 0), "history swept + records pending");
     if (o.exec_runs) exec_swept = run_shoal(o, env, w_hist, t_hist, q, "exec", o.records, "exec-swept");
     else if (auto d = w_hist.purge(q, {.ids = {}, .statuses = {workers::record_status::pending}, .stuck = false}); !d)
       die("purge: " + d.error().describe());
@@ -675,7 +679,7 @@ int main(int argc, char** argv) {
     auto t_q = "fbq" + suffix;
     auto w_q = open_work(env, t_q);
     enqueue(w_q, q, o.records, "q");
-    fresh_pending_reads = claim_reads(w_q, workers::partition_key(q, 0));
+    fresh_pending_reads = claim_reads(w_q, workers::partition_key(q, 0), "fresh table, records pending");
     (void)w_q.table().delete_table();
   }
 
