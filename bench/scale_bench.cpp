@@ -23,6 +23,7 @@
 //   bench/run.sh scale [--hosts 1,2,4,8] [--per-host 400] [--svg bench/scale.svg]
 
 #include "tests/support/netns_fleet.hpp"
+#include "workers/fleet/assignment.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -74,7 +75,9 @@ struct event_figures {
   std::optional<double> join_first_claim_ms; // from the joining supervisor's first status answer
   std::optional<double> join_up_ms;          // spawn → its first status answer
   std::optional<double> join_stable_ms;      // spawn → stable with it
-  std::uint64_t join_epochs = 0;             // assignment changes the coordinator made for the join
+  std::uint32_t join_moved = 0;              // shards that changed owner for the join …
+  std::uint32_t join_quota = 0;              // … and the joiner's share (the least that must move)
+  std::uint32_t failover_moved_live = 0;     // shards of surviving hosts that changed owner at failover
   std::optional<double> leave_stable_ms;     // SIGTERM → stable without it
   std::optional<int> leave_exit;
   std::optional<double> failover_lease_ms;   // kill -9 → another host holds the lease
@@ -131,8 +134,7 @@ totals sum_status(const netns_fleet& f, const std::vector<std::size_t>& hosts) {
 
 // Stable: the coordinator `coord`'s view lists exactly `hosts`, their shards are disjoint and
 // cover every shard, and each host's own assignment equals what the view gives it.
-bool stable(const netns_fleet& f, std::size_t coord, const std::vector<std::size_t>& hosts, std::uint32_t shards,
-            std::uint64_t* epoch = nullptr) {
+bool stable(const netns_fleet& f, std::size_t coord, const std::vector<std::size_t>& hosts, std::uint32_t shards) {
   auto c = f.status(coord);
   if (!c || !c->coordinator) return false;
   std::set<std::string> want;
@@ -152,8 +154,24 @@ bool stable(const netns_fleet& f, std::size_t coord, const std::vector<std::size
     auto s = f.status(h);
     if (!s || s->assignment.shards != view[f.host(h)]) return false;
   }
-  if (epoch) *epoch = c->assignment.epoch;
   return true;
+}
+
+// The coordinator's view: host → shards (empty when it does not answer as the coordinator).
+workers::fleet::shard_map view_of(const netns_fleet& f, std::size_t coord) {
+  workers::fleet::shard_map m;
+  auto c = f.status(coord);
+  if (c && c->coordinator)
+    for (const auto& h : c->hosts) m[h.host] = h.shards;
+  return m;
+}
+
+// shard → owner of a view.
+std::map<std::uint32_t, std::string> owners(const workers::fleet::shard_map& m) {
+  std::map<std::uint32_t, std::string> o;
+  for (const auto& [h, l] : m)
+    for (auto x : l) o[x] = h;
+  return o;
 }
 
 std::vector<std::size_t> range(std::size_t from, std::size_t to) {
@@ -223,16 +241,15 @@ event_figures events(netns_fleet& f, const options& o, std::size_t n, const netn
   if (!f.enqueue(queue, batch, queue + "-e")) return e.problem = f.error(), e;
   const std::size_t total = first_batch + batch;
   std::vector<std::size_t> hosts = range(0, n);
-  std::uint64_t epoch0 = 0;
-  if (!wait_for([&] { return stable(f, 0, hosts, o.shards, &epoch0); }, seconds(30)))
+  if (!wait_for([&] { return stable(f, 0, hosts, o.shards); }, seconds(30)))
     return e.problem = "not stable before the join", e;
 
+  const auto before_join = view_of(f, 0);
   // Join: host n.
   const auto t_spawn = clock_type::now();
   if (!f.start(n, s)) return e.problem = f.error(), e;
   hosts.push_back(n);
   std::optional<clock_type::time_point> t_up;
-  std::uint64_t epoch1 = 0;
   wait_for(
       [&] {
         auto st = f.status(n);
@@ -240,16 +257,27 @@ event_figures events(netns_fleet& f, const options& o, std::size_t n, const netn
           t_up = clock_type::now();
           e.join_up_ms = ms_since(t_spawn);
         }
-        if (st && t_up && !e.join_first_claim_ms) {
-          std::uint64_t claimed = 0;
-          for (const auto& w : st->workers) claimed += w.claimed;
-          if (claimed > 0) e.join_first_claim_ms = ms_since(*t_up);
+        if (t_up && !e.join_first_claim_ms) {
+          // From the table, not the status (a worker reports its claims only with its next
+          // heartbeat): a ticket claimed by one of the joiner's workers (owner "h{n}/slot/pid").
+          // Conservative: the time when the query returned.
+          auto held = f.work().list(queue, workers::record_status::claimed, 100'000);
+          if (held && std::any_of(held->begin(), held->end(),
+                                  [&](const auto& v) { return v.owner.starts_with(f.host(n) + "/"); }))
+            e.join_first_claim_ms = ms_since(*t_up);
         }
-        if (!e.join_stable_ms && stable(f, 0, hosts, o.shards, &epoch1)) e.join_stable_ms = ms_since(t_spawn);
+        if (!e.join_stable_ms && stable(f, 0, hosts, o.shards)) e.join_stable_ms = ms_since(t_spawn);
         return e.join_first_claim_ms && e.join_stable_ms;
       },
       seconds(60), milliseconds(20));
-  e.join_epochs = (epoch1 & 0xffffffffu) - (epoch0 & 0xffffffffu);
+  if (e.join_stable_ms) {
+    // Shards whose owner changed: ideally exactly the joiner's share.
+    auto after = view_of(f, 0);
+    e.join_quota = static_cast<std::uint32_t>(after[f.host(n)].size());
+    auto owner_after = owners(after);
+    for (const auto& [x, h] : owners(before_join))
+      if (owner_after[x] != h) ++e.join_moved;
+  }
 
   // Leave: host n by SIGTERM (it drains).
   const auto t_term = clock_type::now();
@@ -262,6 +290,7 @@ event_figures events(netns_fleet& f, const options& o, std::size_t n, const netn
   // Failover: kill -9 of the coordinator's host (h0), when another host is left to take over.
   if (n >= 2) {
     if (f.coordinator() != f.host(0)) e.problem = "h0 is not the coordinator before the kill";
+    const auto before_kill = view_of(f, 0);
     f.kill(0);
     const auto t_kill = clock_type::now();
     hosts.erase(hosts.begin());
@@ -277,6 +306,12 @@ event_figures events(netns_fleet& f, const options& o, std::size_t n, const netn
           return e.failover_stable_ms.has_value();
         },
         seconds(60), milliseconds(20));
+    if (next && e.failover_stable_ms) {
+      // Shards of the survivors that changed owner: ideally none (only h0's move).
+      auto owner_after = owners(view_of(f, *next));
+      for (const auto& [x, h] : owners(before_kill))
+        if (h != f.host(0) && owner_after[x] != h) ++e.failover_moved_live;
+    }
   }
 
   // The rest, then exactly once.
@@ -312,18 +347,20 @@ std::string pct(std::uint64_t part, std::uint64_t whole) {
 void print_table(const std::vector<row>& rows, const options& o) {
   std::ostringstream t;
   t << "| hosts | sleep:50 rec/s (on) | (off) | contention on | off | req/record on | off | noop rec/s on | off "
-       "| noop contention on | off | noop req/record on | join: first claim ms | join stable ms (changes) "
-       "| leave stable ms | failover lease ms | failover stable ms | lost | dead | re-claimed | exactly once |\n"
-    << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+       "| noop contention on | off | noop req/record on | join: first claim ms | join stable ms "
+       "| join moved / share | leave stable ms | failover lease ms | failover stable ms | live shards moved at failover "
+       "| lost | dead | re-claimed | exactly once |\n"
+    << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   for (const auto& r : rows) {
     t << "| " << r.n << " | " << fmt(r.sleep_on.rate) << " | " << fmt(r.sleep_off.rate) << " | "
       << pct(r.sleep_on.contention, r.sleep_on.claims) << " | " << pct(r.sleep_off.contention, r.sleep_off.claims) << " | "
       << fmt(r.sleep_on.requests_per_record, 2) << " | " << fmt(r.sleep_off.requests_per_record, 2) << " | "
       << fmt(r.noop_on.rate) << " | " << fmt(r.noop_off.rate) << " | " << pct(r.noop_on.contention, r.noop_on.claims)
       << " | " << pct(r.noop_off.contention, r.noop_off.claims) << " | " << fmt(r.noop_on.requests_per_record, 2) << " | "
-      << fmt(r.ev.join_first_claim_ms) << " | " << fmt(r.ev.join_stable_ms) << " (" << r.ev.join_epochs << ") | "
-      << fmt(r.ev.leave_stable_ms) << " | " << fmt(r.ev.failover_lease_ms) << " | " << fmt(r.ev.failover_stable_ms)
-      << " | " << r.ev.lost << " | " << r.ev.dead << " | " << r.ev.reclaimed << " | "
+      << fmt(r.ev.join_first_claim_ms) << " | " << fmt(r.ev.join_stable_ms) << " | "
+      << r.ev.join_moved << " / " << r.ev.join_quota << " | " << fmt(r.ev.leave_stable_ms) << " | "
+      << fmt(r.ev.failover_lease_ms) << " | " << fmt(r.ev.failover_stable_ms) << " | "
+      << (r.n >= 2 ? std::to_string(r.ev.failover_moved_live) : std::string("–")) << " | " << r.ev.lost << " | " << r.ev.dead << " | " << r.ev.reclaimed << " | "
       << (r.ev.exactly_once ? "yes" : "NO") << " |\n";
   }
   std::cout << "\n" << t.str();

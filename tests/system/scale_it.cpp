@@ -87,6 +87,14 @@ protected:
     return seen == hosts && std::all_of(owners.begin(), owners.end(), [](int k) { return k == 1; });
   }
 
+  // The coordinator `coord`'s view: host → shards.
+  std::map<std::string, std::vector<std::uint32_t>> shards_by_host(std::size_t coord) const {
+    std::map<std::string, std::vector<std::uint32_t>> m;
+    if (auto st = fleet_->status(coord))
+      for (const auto& h : st->hosts) m[h.host] = h.shards;
+    return m;
+  }
+
   std::optional<netns_fleet> fleet_;
 };
 
@@ -122,6 +130,8 @@ TEST_F(ScaleIt, FourHostsJoinLeaveAndLoseTheCoordinatorEveryRecordDoneOnce) {
   // kill -9 of the coordinator's host mid-run: h2 or h3 takes the lease, the rest is finished.
   ASSERT_LT(done(), k_records) << "finished before the coordinator was killed: make records slower";
   ASSERT_EQ(f.coordinator(), name(0));
+  const auto before_kill = shards_by_host(0);
+  ASSERT_EQ(before_kill.size(), 3u);
   f.kill(0);
   const auto killed = std::chrono::steady_clock::now();
   std::string next;
@@ -137,6 +147,13 @@ TEST_F(ScaleIt, FourHostsJoinLeaveAndLoseTheCoordinatorEveryRecordDoneOnce) {
             << " ms after the kill (lease 3000 ms)\n";
   const std::size_t coord = next == name(2) ? 2 : 3;
   ASSERT_TRUE(wait_until([&] { return settled(coord, {name(2), name(3)}); }, 30s)) << f.logs();
+  // The survivors keep their shards; only the killed host's move (no reshuffle at failover).
+  const auto after_kill = shards_by_host(coord);
+  for (std::size_t h : {2u, 3u})
+    for (auto s : before_kill.at(name(h)))
+      EXPECT_TRUE(std::find(after_kill.at(name(h)).begin(), after_kill.at(name(h)).end(), s) !=
+                  after_kill.at(name(h)).end())
+          << name(h) << " lost shard " << s << " at the failover";
   ASSERT_TRUE(wait_until([&] { return done() == k_records; }, 120s)) << "done " << done() << "\n" << f.logs();
 
   // Exactly once in the table: every record done, nothing else left.

@@ -815,6 +815,10 @@ struct supervisor::impl {
     drain_deadline = steady::now() + milliseconds(cfg.fleet.drain_timeout_ms);
     spdlog::info("supervisor: stopping: draining {} worker(s), at most {} ms", slots.size(),
                  cfg.fleet.drain_timeout_ms);
+    // Hand this host's shards to the others now, not after the drain (which releases every
+    // record claimed ahead, one by one): a host weighing 0 workers gets no shard (assignment.hpp).
+    if (members)
+      members->set_local_workers(0);
     for (auto& [i, s] : slots) {
       if (s.proc)
         begin_drain(s, "supervisor stopping");
