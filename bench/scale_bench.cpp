@@ -393,11 +393,11 @@ void plot(const std::vector<row>& rows, const fs::path& svg) {
     std::ofstream g(gp);
     g << "set terminal svg size 960,420 dynamic font 'sans,11'\nset output '" << svg.string() << "'\n"
       << "set multiplot layout 1,2 title 'shoal: hosts in network namespaces, one Azurite (2-core machine)'\n"
-      << "set xlabel 'hosts'\nset logscale x 2\nset xtics (1,2,4,8)\nset key top left\nset grid\n"
-      << "set ylabel 'records/s'\nset title 'throughput'\n"
+      << "set xlabel 'hosts'\nset logscale x 2\nset xrange [0.8:10]\nset xtics (1,2,4,8)\nset key below\nset grid\n"
+      << "set ylabel 'records/s'\nset title 'throughput'\nset logscale y\n"
       << "plot '" << dat.string() << "' u 1:2 w lp t 'sleep:50, assignment on', '' u 1:3 w lp t 'sleep:50, off', "
       << "'' u 1:4 w lp t 'noop, on', '' u 1:5 w lp t 'noop, off'\n"
-      << "set ylabel '412 per claim (%)'\nset title 'claim contention'\nset yrange [0:1<*]\n"
+      << "set ylabel '412 per claim (%)'\nset title 'claim contention'\nunset logscale y\nset yrange [0:1<*]\n"
       << "plot '" << dat.string() << "' u 1:6 w lp t 'sleep:50, on', '' u 1:7 w lp t 'sleep:50, off', "
       << "'' u 1:8 w lp t 'noop, on', '' u 1:9 w lp t 'noop, off'\nunset multiplot\n";
   }

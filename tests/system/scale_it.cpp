@@ -199,3 +199,59 @@ TEST_F(ScaleIt, FourHostsJoinLeaveAndLoseTheCoordinatorEveryRecordDoneOnce) {
 
 } // namespace
 } // namespace shoal::tests
+
+namespace shoal::tests {
+namespace {
+
+// More hosts than shards (issue 19, "hosts starved of shards"): with work.shards = 2 and three
+// hosts of one worker each, one host gets no shard. Its worker must claim nothing (ctl.assign
+// `none`) instead of claiming from every shard and racing the owners; the other two do all the
+// records without a 412, and the coordinator says the fleet outgrew its shards.
+TEST(StarvedHostIt, AHostWithoutAShardClaimsNothing) {
+  netns_fleet_options o;
+  o.prefix = "st";
+  o.hosts = 3;
+  o.shards = 2;
+  netns_fleet f(o);
+  if (!f.skip_reason().empty()) GTEST_SKIP() << f.skip_reason();
+  ASSERT_TRUE(f.error().empty()) << f.error();
+  constexpr std::size_t records = 300;
+  ASSERT_TRUE(f.enqueue("st", records, "t")) << f.error();
+  netns_host_settings s;
+  s.workers = 1;
+  s.heartbeat_interval_ms = 500;
+  s.heartbeat_liveness = 4;
+  s.worker_toml = "job = \"sleep:20\"\nqueue = \"st\"\nconcurrency = 2\npoll_min_ms = 100\npoll_max_ms = 500\n";
+  // h0 first (the coordinator), then h1 (a shard each), then h2: quotas go by name on a tie, so
+  // h2 never gets a shard.
+  ASSERT_TRUE(f.start(0, s)) << f.error();
+  ASSERT_TRUE(fleet::wait_until([&] { return f.coordinator() == f.host(0); }, 30s)) << f.logs();
+  ASSERT_TRUE(f.start(1, s)) << f.error();
+  ASSERT_TRUE(fleet::wait_until(
+      [&] {
+        auto st = f.status(1);
+        return st && st->assignment.shards.size() == 1;
+      },
+      30s))
+      << f.logs();
+  ASSERT_TRUE(f.start(2, s)) << f.error();
+  ASSERT_TRUE(fleet::wait_until([&] { return f.counts("st")["done"] == records; }, 120s)) << f.logs();
+
+  for (std::size_t h = 0; h < 3; ++h) {
+    auto st = f.status(h);
+    ASSERT_TRUE(st) << f.host(h) << " does not answer\n" << f.logs();
+    std::uint64_t claimed = 0;
+    for (const auto& w : st->workers) claimed += w.claimed;
+    if (h < 2) {
+      EXPECT_EQ(st->assignment.shards.size(), 1u) << f.host(h);
+      EXPECT_GT(claimed, 0u) << f.host(h);
+    } else {
+      EXPECT_TRUE(st->assignment.shards.empty());
+      EXPECT_EQ(claimed, 0u) << f.host(h) << " holds no shard but claimed records";
+    }
+  }
+  EXPECT_NE(f.logs(100'000).find("get no shard"), std::string::npos) << "the coordinator did not warn";
+}
+
+} // namespace
+} // namespace shoal::tests
