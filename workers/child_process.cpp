@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -212,6 +213,8 @@ int child_process::terminate(std::chrono::milliseconds grace) {
   ::kill(pid_, SIGKILL);
   return *wait();
 }
+
+bool make_process_non_dumpable() noexcept { return ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0; }
 
 std::filesystem::path self_executable() {
   std::error_code ec;

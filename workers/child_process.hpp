@@ -83,6 +83,15 @@ private:
   std::optional<int> status_;
 };
 
+/// Marks this process non-dumpable (prctl(2) PR_SET_DUMPABLE 0): its /proc/PID/environ, mem,
+/// maps and fd entries become readable only with CAP_SYS_PTRACE, it cannot be ptraced by its
+/// own user, and it leaves no core dump. Every shoal process calls it at start, because each may
+/// hold the storage connection string in its environment: the exec job's command runs as the
+/// worker's user and could otherwise read /proc/PPID/environ. A child regains the default at
+/// execve, so commands are unaffected. Returns false if the kernel refused (errno kept).
+/// Thread-safe (process-wide).
+bool make_process_non_dumpable() noexcept;
+
 /// Path of the running executable (/proc/self/exe).
 std::filesystem::path self_executable();
 

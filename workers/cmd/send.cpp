@@ -3,7 +3,7 @@
 //
 //   shoal send flights.ndjson --dest flights --event-time-field ts [--id-field id]
 //              [--endpoint tcp://127.0.0.1:5590] [--ack-timeout-ms 10000] [--timeout-s 300]
-//              [--window 20000] [--progress | --quiet] [--no-flush]
+//              [--window 20000] [--stall-flush-ms 250] [--progress | --quiet] [--no-flush]
 //              [--curve-server-key persistor.pub --curve-secret-key producer.key]
 //
 // To a persistor on a tcp endpoint that is not loopback the link is CURVE (the persistor admits
@@ -43,6 +43,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <stdexcept>
 #include <unistd.h>
 #include <unordered_map>
@@ -60,6 +61,7 @@ struct send_args {
   std::uint32_t ack_timeout_ms = 10'000;
   std::uint32_t timeout_s = 300;
   std::uint32_t window = 20'000;
+  std::uint32_t stall_flush_ms = 250;
   bool progress = false;
   bool quiet = false;
   bool no_flush = false;
@@ -414,6 +416,12 @@ int run_send(const global_options& g, const send_args& a) {
   std::size_t read = 0, acked = 0, rejected = 0, resent = 0;
   std::uint64_t bytes = 0;
   bool input_done = false;
+  // One record read past the window's edge, only to learn whether the input has ended: the
+  // persist.flush then goes out with the last record. Without it an input of exactly `window`
+  // records (or the last window of any input) learned of its end only after the first ack, and
+  // batches that never fill (records of many date partitions) are acked only after the
+  // persistor's batch_max_delay_ms.
+  std::optional<input_record> ahead;
   const auto t0 = std::chrono::steady_clock::now();
   auto now_ms = [&] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
@@ -488,7 +496,7 @@ int run_send(const global_options& g, const send_args& a) {
       unsent.pop_front();
     }
     while (!input_done && unsent.empty() && unacked.size() < a.window) {
-      auto r = rd->next();
+      auto r = ahead ? std::exchange(ahead, std::nullopt) : rd->next();
       if (!r) {
         input_done = true;
         break;
@@ -503,12 +511,21 @@ int run_send(const global_options& g, const send_args& a) {
         break;
       }
     }
+    if (!input_done && !ahead && unsent.empty() && unacked.size() >= a.window && !(ahead = rd->next()))
+      input_done = true;
     for (const auto& key : unsendable)
       rejected += unacked.erase(key);
     unsendable.clear();
     if (input_done && unacked.empty())
       break;
-    if (input_done && unsent.empty() && sent_since_flush > 0 && !a.no_flush)
+    // persist.flush at the end of input, and when the window is full and no ack came for
+    // stall_flush_ms: then the open batches holding our records can grow only from other
+    // producers (we cannot send more until acks come), so waiting for their batch delay would
+    // only delay the acks. Batches that fill (records of few partitions) keep acks flowing and
+    // are not cut short.
+    if (unsent.empty() && sent_since_flush > 0 && !a.no_flush &&
+        (input_done || (a.stall_flush_ms > 0 && unacked.size() >= a.window &&
+                        now_ms() - last_progress >= static_cast<std::int64_t>(a.stall_flush_ms))))
       send_flush();
     // Acks.
     for (int burst = 0; burst < 1000; ++burst) {
@@ -604,6 +621,10 @@ void add_send_command(CLI::App& app, global_options& g, command_fn& run) {
   cmd->add_option("--format", a->format, "auto|json|ndjson|csv")->capture_default_str();
   cmd->add_option("--endpoint", a->endpoint, "persistor endpoint (default [persistor] endpoint)");
   cmd->add_option("--ack-timeout-ms", a->ack_timeout_ms, "re-send a record not acked within this")
+      ->capture_default_str();
+  cmd->add_option("--stall-flush-ms", a->stall_flush_ms,
+                  "with the window full and no ack for this long, send persist.flush so the persistor "
+                  "seals the batches holding our records (0 = only at the end of input)")
       ->capture_default_str();
   cmd->add_option("--timeout-s", a->timeout_s, "give up after this long without any ack")
       ->capture_default_str();

@@ -1,5 +1,6 @@
 // The single `shoal` executable: one subcommand per role (see README.md).
 
+#include "workers/child_process.hpp"
 #include "workers/cmd/cli.hpp"
 #include "workers/process_stats.hpp"
 #include "workers/version.hpp"
@@ -10,6 +11,9 @@
 #include <string>
 
 int main(int argc, char** argv) {
+  // Any subcommand may hold the storage connection string in its environment: keep it from
+  // other processes of the same user (an exec job's command reading /proc/PPID/environ).
+  shoal::workers::make_process_non_dumpable();
   CLI::App app{"shoal: actor-model worker fleets on Azure Storage.\n"
                "Storage comes from --connection-string, the [storage] section of the config file "
                "(connection_string or connection_string_file), or AZURE_STORAGE_CONNECTION_STRING. "

@@ -1,5 +1,6 @@
 #include "tests/system/chaos/chaos.hpp"
 
+#include "tests/support/azurite.hpp"
 #include "tests/support/fault_proxy.hpp"
 #include "tests/support/netns.hpp"
 #include "tests/support/processes.hpp"
@@ -596,6 +597,29 @@ bool reset_proxy(const environment& env, result& r, const fault_plan& plan = {})
   return true;
 }
 
+// The end every scenario shares: the checks from outside, the kills and the proxy's counters
+// into `r`, the logs' tails when something is wrong; then the proxy's plan cleared if the
+// scenario set one.
+void conclude(const environment& env, rig& g, result& r, const run_size& size, bool clear_plan = false) {
+  finish_and_check(g, r, size);
+  r.kills = g.kills;
+  read_proxy(env, r);
+  if (clear_plan) reset_proxy(env, r);
+  if (!r.problems.empty()) r.notes.push_back(g.logs_tail());
+}
+
+// Every `period` from `start_s` until 1 s before the load ends (scenario time): `fault`, then
+// the fault's end marked for the recovery time.
+template <typename Fault>
+void repeat_during_load(rig& g, const run_size& size, double start_s, std::chrono::milliseconds period, Fault fault) {
+  const double end = secs(size.load) - 1;
+  sleep_until_t(g, start_s);
+  while (g.t() < end) {
+    if (fault()) g.mark_fault_end();
+    std::this_thread::sleep_for(period);
+  }
+}
+
 // -- the scenarios ---------------------------------------------------------------------------
 
 // Workers killed with SIGKILL every second while the load runs.
@@ -603,23 +627,15 @@ void kill_workers(const environment& env, const run_size& size, result& r) {
   rig g(env, base_options(env, r.name));
   if (!reset_proxy(env, r) || !start_pipeline(g, r, size)) return;
   std::mt19937 rng(7);
-  const double end = secs(size.load) - 1;
-  sleep_until_t(g, 3);
-  while (g.t() < end) {
+  repeat_during_load(g, size, 3, 1000ms, [&] {
     auto w = g.workers(0);
-    if (!w.empty()) {
-      const pid_t victim = w[std::uniform_int_distribution<std::size_t>(0, w.size() - 1)(rng)];
-      ::kill(victim, SIGKILL);
-      ++g.kills;
-      g.mark_fault_end();
-    }
-    std::this_thread::sleep_for(1000ms);
-  }
+    if (w.empty()) return false;
+    ::kill(w[std::uniform_int_distribution<std::size_t>(0, w.size() - 1)(rng)], SIGKILL);
+    ++g.kills;
+    return true;
+  });
   r.faults["sigkill_worker"] = g.kills;
-  finish_and_check(g, r, size);
-  r.kills = g.kills;
-  read_proxy(env, r);
-  if (!r.problems.empty()) r.notes.push_back(g.logs_tail());
+  conclude(env, g, r, size);
 }
 
 // The persistor killed with SIGKILL every 3 s (restarted at once); `shoal send` re-sends what
@@ -627,18 +643,12 @@ void kill_workers(const environment& env, const run_size& size, result& r) {
 void kill_persistor(const environment& env, const run_size& size, result& r) {
   rig g(env, base_options(env, r.name));
   if (!reset_proxy(env, r) || !start_pipeline(g, r, size)) return;
-  const double end = secs(size.load) - 1;
-  sleep_until_t(g, 2);
-  while (g.t() < end) {
+  repeat_during_load(g, size, 2, 3000ms, [&] {
     g.kill_persistor();
-    g.mark_fault_end();
-    std::this_thread::sleep_for(3000ms);
-  }
+    return true;
+  });
   r.faults["sigkill_persistor"] = g.kills;
-  finish_and_check(g, r, size);
-  r.kills = g.kills;
-  read_proxy(env, r);
-  if (!r.problems.empty()) r.notes.push_back(g.logs_tail());
+  conclude(env, g, r, size);
 }
 
 // The supervisor killed once with SIGKILL, its workers left running: they must stop on their
@@ -670,10 +680,7 @@ void kill_supervisor(const environment& env, const run_size& size, result& r) {
   else if (*orphan_s > secs(bound)) r.problems.push_back("the orphaned workers ran on for " + fmt1(*orphan_s) + " s");
   if (orphan_s) r.notes.push_back("orphaned workers exited " + fmt1(*orphan_s) + " s after their supervisor died");
   r.faults["sigkill_supervisor"] = 1;
-  finish_and_check(g, r, size);
-  r.kills = g.kills;
-  read_proxy(env, r);
-  if (!r.problems.empty()) r.notes.push_back(g.logs_tail());
+  conclude(env, g, r, size);
 }
 
 // Storage answering like Azure under load: 5 % of requests fail (ServerBusy with and without
@@ -701,10 +708,7 @@ void storage_errors(const environment& env, const run_size& size, result& r) {
   if (!reset_proxy(env, r, plan) || !start_pipeline(g, r, size)) return;
   sleep_until_t(g, secs(size.load));
   g.mark_fault_end();
-  finish_and_check(g, r, size);
-  read_proxy(env, r);
-  reset_proxy(env, r);
-  if (!r.problems.empty()) r.notes.push_back(g.logs_tail());
+  conclude(env, g, r, size, /*clear_plan=*/true);
 }
 
 // One full storage outage (every connection reset) of size.outage, a third into the load.
@@ -720,10 +724,7 @@ void storage_outage(const environment& env, const run_size& size, result& r) {
   sleep_until_t(g, secs(f.to) + 0.2);
   g.mark_fault_end();
   g.log("outage over");
-  finish_and_check(g, r, size);
-  read_proxy(env, r);
-  reset_proxy(env, r);
-  if (!r.problems.empty()) r.notes.push_back(g.logs_tail());
+  conclude(env, g, r, size, /*clear_plan=*/true);
 }
 
 // Latency spikes: every 8 s, 2 s during which every request waits 1.5 s; and stalls longer
@@ -748,10 +749,7 @@ void storage_latency(const environment& env, const run_size& size, result& r) {
   if (!reset_proxy(env, r, plan) || !start_pipeline(g, r, size)) return;
   sleep_until_t(g, secs(size.load));
   g.mark_fault_end();
-  finish_and_check(g, r, size);
-  read_proxy(env, r);
-  reset_proxy(env, r);
-  if (!r.problems.empty()) r.notes.push_back(g.logs_tail());
+  conclude(env, g, r, size, /*clear_plan=*/true);
 }
 
 // The SQLite database on a small tmpfs that fills up mid-load for size.disk_full: commits fail
@@ -767,7 +765,8 @@ void sqlite_disk_full(const environment& env, const run_size& size, result& r) {
   const fs::path mnt = env.work_dir / ("sqlfs-" + probe.tag());
   std::error_code ec;
   fs::create_directories(mnt, ec);
-  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=16m") != 0) {
+  const std::string fs_size = "size=" + std::to_string(size.sqlite_fs_mib) + "m";
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, fs_size.c_str()) != 0) {
     r.skipped = true;
     r.skip_reason = std::string("mount -t tmpfs failed: ") + std::strerror(errno);
     return;
@@ -808,9 +807,7 @@ void sqlite_disk_full(const environment& env, const run_size& size, result& r) {
     r.faults["disk_full"] = 1;
     r.notes.push_back(std::to_string(rows_during - std::min(rows_during, rows_at_full)) +
                       " records landed while the disk was full (space freed by SQLite's own pages)");
-    finish_and_check(g, r, size);
-    read_proxy(env, r);
-    if (!r.problems.empty()) r.notes.push_back(g.logs_tail());
+    conclude(env, g, r, size);
   }
 }
 
@@ -842,9 +839,7 @@ void postgres_restart(const environment& env, const run_size& size, result& r) {
     g.mark_fault_end();
     g.log("PostgreSQL started again");
     r.faults["postgres_restart"] = 1;
-    finish_and_check(g, r, size);
-    read_proxy(env, r);
-    if (!r.problems.empty()) r.notes.push_back(g.logs_tail());
+    conclude(env, g, r, size);
   }
 }
 
@@ -914,6 +909,18 @@ void two_hosts(const environment& env, const run_size& size, result& r, bool fro
 
 // -- public ----------------------------------------------------------------------------------
 
+environment fixture_environment() {
+  environment env;
+  env.shoal = shoal_binary();
+  env.source_dir = source_dir();
+  env.azurite_connection_string = azurite_connection_string();
+  env.proxy_connection_string = fault_proxy_connection_string();
+  env.proxy_control_port = fault_proxy_control_port();
+  env.work_dir = fs::temp_directory_path() / unique_name("shoalchaos");
+  env.keep = std::getenv("SHOAL_TEST_KEEP") != nullptr;
+  return env;
+}
+
 run_size run_size::short_run() {
   run_size s;
   s.load = 18'000ms;
@@ -933,6 +940,7 @@ run_size run_size::full_run() {
   s.outage = 10'000ms;
   s.cut = 20'000ms;
   s.disk_full = 15'000ms;
+  s.sqlite_fs_mib = 96; // 9,000 rows (~10 MiB with indexes) + a 40 MiB WAL, with room to spare
   s.postgres_down = 10'000ms;
   s.settle = 300'000ms;
   return s;

@@ -33,6 +33,11 @@ struct environment {
   std::function<void(const std::string&)> log; ///< progress lines; may be empty
 };
 
+/// The environment of the test fixtures (tests/support/azurite.hpp: Azurite and the fault
+/// proxy as CTest or bench/run.sh started them), a fresh work folder name under the temporary
+/// directory (not created), `keep` from $SHOAL_TEST_KEEP and no log callback.
+environment fixture_environment();
+
 /// How much load and how long the faults last: the only difference between the CTest
 /// version and the bench.
 struct run_size {
@@ -41,6 +46,10 @@ struct run_size {
   std::chrono::milliseconds outage{10'000}; ///< the storage outage
   std::chrono::milliseconds cut{20'000};    ///< a host cut off (from the other, or from storage)
   std::chrono::milliseconds disk_full{8'000}; ///< the SQLite disk full
+  /// The tmpfs the SQLite database lives on in sqlite-disk-full: room for the run's rows and a
+  /// WAL of up to wal_autocheckpoint (10,000) pages once the filler is gone, so the disk is full
+  /// only while the scenario says so.
+  std::size_t sqlite_fs_mib = 16;
   std::chrono::milliseconds postgres_down{6'000}; ///< PostgreSQL stopped
   std::chrono::milliseconds settle{180'000}; ///< after the producer ends, the pipeline must finish within this
   /// A few minutes for all scenarios together: the `chaos` CTest label.

@@ -18,15 +18,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-environment fixture_environment() {
-  environment env;
-  env.shoal = shoal_binary();
-  env.source_dir = source_dir();
-  env.azurite_connection_string = azurite_connection_string();
-  env.proxy_connection_string = fault_proxy_connection_string();
-  env.proxy_control_port = fault_proxy_control_port();
-  env.work_dir = fs::temp_directory_path() / unique_name("shoalchaos");
-  env.keep = std::getenv("SHOAL_TEST_KEEP") != nullptr;
+environment fixture_environment_logged() {
+  environment env = fixture_environment();
   env.log = [](const std::string& line) { std::cout << line << std::endl; };
   return env;
 }
@@ -34,7 +27,7 @@ environment fixture_environment() {
 class ChaosIt : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ChaosIt, EveryGoodRecordLandsInSqlExactlyOnce) {
-  auto env = fixture_environment();
+  auto env = fixture_environment_logged();
   fs::create_directories(env.work_dir);
   const auto r = run_scenario(GetParam(), env, run_size::short_run());
   std::cout << format_table({r});

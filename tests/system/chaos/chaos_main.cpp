@@ -41,13 +41,7 @@ int main(int argc, char** argv) {
     else if (a == "--every-s" && i + 1 < argc) every = std::atof(argv[++i]);
     else names.push_back(a);
   }
-  chaos::environment env;
-  env.shoal = shoal_binary();
-  env.source_dir = source_dir();
-  env.azurite_connection_string = azurite_connection_string();
-  env.proxy_connection_string = fault_proxy_connection_string();
-  env.proxy_control_port = fault_proxy_control_port();
-  env.work_dir = fs::temp_directory_path() / unique_name("shoalchaos");
+  chaos::environment env = chaos::fixture_environment();
   env.keep = true;
   if (const char* az = std::getenv("SHOAL_TEST_AZURITE")) std::ifstream(fs::path(az) / "pid") >> env.azurite_pid;
   env.log = [](const std::string& line) { std::cout << line << std::endl; };

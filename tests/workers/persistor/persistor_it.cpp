@@ -788,6 +788,29 @@ TEST(PersistorIt, ThePartitionDepthPicksTheDateFoldersOfBlobNamesAndCatalogDates
   }
 }
 
+TEST(PersistorIt, SendFlushesAtTheEndOfAnInputThatFillsItsWindowExactly) {
+  // 300 records and a window of 300: the sender learns the input ended with the last record
+  // (not after the first ack), so its persist.flush seals the open batches at once instead of
+  // the 10-minute batch delay. Before the fix it waited for an ack that only the delay could
+  // bring, and gave up after --timeout-s.
+  auto fx = fixture_storage::make();
+  const std::size_t n = 300;
+  auto run = persistor_run::make("window");
+  const auto input = write_input(run.dir, n, 20);
+  auto p = run.start_push("persistor.log", {"--batch-max-delay-ms", "600000"});
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
+  for (const char* window : {"300", "299", "100"}) {
+    auto s = spawn({"--connection-string", run.cs, "send", input.string(), "--dest", "window", "--window", window,
+                    "--event-time-field", "ts", "--endpoint", run.endpoint(), "--timeout-s", "60"},
+                   run.env, run.dir / "send.log");
+    ASSERT_EQ(wait_exit(s, 120s), 0) << "window " << window << ": " << slurp(run.dir / "send.log")
+                                     << slurp(run.dir / "persistor.log");
+  }
+  ::kill(p.pid(), SIGTERM);
+  ASSERT_EQ(wait_exit(p, 60s), 0) << slurp(run.dir / "persistor.log");
+  EXPECT_EQ(collect(fx.blobs, run.container, ps::partition_depth::day).records, 3 * n);
+}
+
 TEST(PersistorIt, FlushSealsTheOpenPartitionsOfItsProducerAndIsAckedAfterThem) {
   // Batches never fill and wait 10 minutes: only persist.flush gets records of 40 open day
   // partitions acked. A second producer's records (another dest: other batches) stay open until

@@ -3,6 +3,8 @@
 //    workers) holds no account key, read over and over while they run;
 //  - supervisor, worker, persistor and `etl run` without a connection string exit 2 saying
 //    why; --dev-storage gets them past that;
+//  - a process of the same user as a shoal daemon (the exec job's command) cannot read the
+//    daemon's /proc/PID/environ: every shoal process is non-dumpable;
 //  - `shoal etl --postgres` refuses a URL holding a password;
 //  - `shoal records show` prints a payload's control characters escaped;
 //  - `shoal init`: modes 0644/0600, never through a planted symlink, TOML strings escaped, the
@@ -141,6 +143,61 @@ TEST_F(Secrets, DaemonsWithoutAConnectionStringExitSayingWhy) {
   EXPECT_EQ(slurp(log).find("no storage connection string"), std::string::npos);
   p.signal(SIGTERM);
   (void)wait_exit(p, 30s);
+}
+
+// What a process of `user` (an uid, run through util-linux's setpriv) reads of another
+// process's /proc/PID/environ: the text, or nullopt when the kernel refuses it.
+std::optional<std::string> read_environ_as(uid_t user, pid_t pid, const fs::path& out) {
+  workers::child_options o;
+  const std::string id = std::to_string(user);
+  o.argv = {"/usr/bin/setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--",
+            "/bin/cat", "/proc/" + std::to_string(pid) + "/environ"};
+  o.output = out;
+  auto c = workers::child_process::spawn(o);
+  if (!c)
+    return std::nullopt;
+  if (wait_exit(*c, 30s) != 0)
+    return std::nullopt;
+  return slurp(out);
+}
+
+TEST_F(Secrets, ACommandOfTheSameUserCannotReadAShoalProcesssEnvironment) {
+  // The exec job's command runs as its worker's user and could read /proc/PPID/environ, the
+  // connection string included; every shoal process makes itself non-dumpable at start, so
+  // only a process with CAP_SYS_PTRACE can. Needs root to run both sides as another user.
+  if (::geteuid() != 0)
+    GTEST_SKIP() << "needs root to run the processes as an unprivileged user";
+  const uid_t nobody = 65534;
+  workers::child_options o;
+  o.env = {{"AZURE_STORAGE_CONNECTION_STRING", cs_}}; // the fixture's, AccountKey included
+
+  // The control: a plain program of the same user gives its environment away, so the reader
+  // below is able to see a secret where the kernel lets it.
+  o.argv = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "/bin/sleep", "60"};
+  o.output = dir_ / "sleep.log";
+  auto plain = workers::child_process::spawn(o);
+  ASSERT_TRUE(plain) << plain.error().describe();
+  std::optional<std::string> seen;
+  for (int i = 0; i < 300 && !(seen && seen->find("AccountKey") != std::string::npos); ++i)
+    seen = read_environ_as(nobody, plain->pid(), dir_ / "plain.environ"); // until setpriv has exec'd
+  ASSERT_TRUE(seen);
+  EXPECT_NE(seen->find("AccountKey"), std::string::npos);
+  plain->signal(SIGKILL);
+
+  // A shoal process of the same user: its persistor, running until told to stop.
+  o.argv = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+            shoal_binary(), "persistor", "--endpoint", "tcp://127.0.0.1:0"};
+  o.output = dir_ / "persistor.log";
+  auto daemon = workers::child_process::spawn(o);
+  ASSERT_TRUE(daemon) << daemon.error().describe();
+  ASSERT_TRUE(wait_for_text(o.output, "persistor: listening on", 30s)) << slurp(o.output);
+  EXPECT_FALSE(read_environ_as(nobody, daemon->pid(), dir_ / "shoal.environ"))
+      << slurp(dir_ / "shoal.environ");
+  EXPECT_EQ(slurp(dir_ / "shoal.environ").find("AccountKey"), std::string::npos);
+  // Root (CAP_SYS_PTRACE) still can: the environment is there, only hidden from the user.
+  EXPECT_NE(slurp("/proc/" + std::to_string(daemon->pid()) + "/environ").find("AccountKey"), std::string::npos);
+  daemon->signal(SIGTERM);
+  (void)wait_exit(*daemon, 30s);
 }
 
 TEST_F(Secrets, APostgresPasswordOnTheCommandLineIsRefused) {
