@@ -5,10 +5,12 @@
 //   sleep, assignment on   the `sleep:50` job (I/O-bound: 50 ms per record, no CPU), the
 //                          coordinator assigning shards to hosts: records/s, claim contention
 //                          (412s per claim), storage requests per record; then with work left:
-//                          a host joins (time from its supervisor answering to its first claim;
-//                          time until the assignment is stable), the same host leaves by SIGTERM
+//                          a host joins (time from its supervisor answering to the first ticket
+//                          its workers hold in the table; time until the assignment is stable;
+//                          shards moved against its share), the same host leaves by SIGTERM
 //                          (time until stable), the coordinator's host is killed (time until
-//                          another holds the lease and until the assignment is stable again);
+//                          another holds the lease and until the assignment is stable again;
+//                          shards of surviving hosts that moved);
 //                          finally every record done exactly once.
 //   sleep, assignment off  each host alone (no host_endpoint, a fleet table of its own): every
 //                          worker claims from every shard.
