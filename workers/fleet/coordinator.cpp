@@ -670,12 +670,12 @@ void fleet_membership::on_role_change(const lease_view& v) {
       // The last fleet.assign this host received as a member lists every host's shards: the
       // survivors keep theirs and only a dead host's shards move (without it the first
       // rebalance would deal every shard afresh, moving most of them between live hosts).
-      std::map<std::string, std::vector<std::uint32_t>, std::less<>> last_view;
+      std::map<std::string, host_view, std::less<>> last_view;
       {
         std::lock_guard lock(mu_);
         if (!assignment_.shards.empty()) current_[host_] = assignment_.shards;
         for (const auto& h : view_)
-          if (h.host != host_) last_view[h.host] = h.shards;
+          if (h.host != host_) last_view[h.host] = h;
       }
       auto now = steady::now();
       for (const auto& h : v.seed) {
@@ -685,13 +685,25 @@ void fleet_membership::on_role_change(const lease_view& v) {
         m.public_key = h.public_key;
         m.instance = h.instance;
         m.workers = h.workers;
-        if (auto it = last_view.find(h.host); it != last_view.end()) m.reported = it->second;
+        if (auto it = last_view.find(h.host); it != last_view.end()) m.reported = it->second.shards;
         // Grace: it learns about us within one renew interval.
         m.last_seen = now + milliseconds(f_.coordinator_renew_ms);
         members_[h.host] = std::move(m);
       }
-      spdlog::info("fleet {}: coordinator (epoch {}), {} hosts known from the fleet table", host_, lease_epoch_,
-                   members_.size());
+      // Hosts of that last assignment whose rows looked stale (a loaded machine writes them
+      // late): keep them and their shards too, except the old coordinator (its lease ran out:
+      // most likely dead). One that is gone is dropped after the liveness window as usual.
+      for (const auto& [name, h] : last_view) {
+        if (h.coordinator || h.endpoint.empty() || members_.contains(name)) continue;
+        member m;
+        m.endpoint = h.endpoint;
+        m.workers = h.workers;
+        m.reported = h.shards;
+        m.last_seen = now + milliseconds(f_.coordinator_renew_ms);
+        members_[name] = std::move(m);
+      }
+      spdlog::info("fleet {}: coordinator (epoch {}), {} hosts known from the fleet table and the last assignment",
+                   host_, lease_epoch_, members_.size());
       rebalance(true);
     }
   } else {
