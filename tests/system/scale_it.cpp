@@ -150,13 +150,13 @@ TEST_F(ScaleIt, FourHostsJoinLeaveAndLoseTheCoordinatorEveryRecordDoneOnce) {
   // Usually h0; under heavy load a late renewal may have handed the lease on already.
   const auto victim = coordinator_index();
   ASSERT_TRUE(victim && *victim != 1) << "no coordinator among the live hosts: '" << f.coordinator() << "'";
-  const std::size_t k = *victim;
+  const std::size_t killed_host = *victim;
   std::vector<std::size_t> survivors;
   for (std::size_t h : {0u, 2u, 3u})
-    if (h != k) survivors.push_back(h);
-  const auto before_kill = shards_by_host(k);
+    if (h != killed_host) survivors.push_back(h);
+  const auto before_kill = shards_by_host(killed_host);
   ASSERT_EQ(before_kill.size(), 3u);
-  f.kill(k);
+  f.kill(killed_host);
   const auto killed = std::chrono::steady_clock::now();
   std::string next;
   ASSERT_TRUE(wait_until(
@@ -200,7 +200,7 @@ TEST_F(ScaleIt, FourHostsJoinLeaveAndLoseTheCoordinatorEveryRecordDoneOnce) {
     std::string where;
     for (std::size_t h = 0; h < 4; ++h)
       if (per[h].contains(id)) where += " " + name(h) + "×" + std::to_string(per[h].at(id));
-    EXPECT_TRUE(per[k].contains(id)) << id << " ran " << k << " times, never on the killed host:" << where;
+    EXPECT_TRUE(per[killed_host].contains(id)) << id << " ran " << k << " times, never on the killed host:" << where;
     auto r = f.work().get("sc", id, false);
     EXPECT_TRUE(r && r->attempts >= 2) << id << " ran " << k << " times on one claim";
   }
@@ -210,7 +210,7 @@ TEST_F(ScaleIt, FourHostsJoinLeaveAndLoseTheCoordinatorEveryRecordDoneOnce) {
   constexpr std::size_t workers_killed = 2, running_per_worker = 1, finished_per_linger = 250 / 50;
   EXPECT_LE(reruns, workers_killed * (running_per_worker + finished_per_linger));
   std::cout << "all " << k_records << " done; h0 " << per[0].size() << ", h1 " << per[1].size() << ", h2 "
-            << per[2].size() << ", h3 " << per[3].size() << " records; killed " << name(k)
+            << per[2].size() << ", h3 " << per[3].size() << " records; killed " << name(killed_host)
             << "; re-run after the kill: " << reruns << "\n";
 
   for (std::size_t h : survivors) EXPECT_EQ(f.terminate(h, 30s), std::optional<int>(0)) << f.logs();
