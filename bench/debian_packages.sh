@@ -3,6 +3,7 @@
 # that need more than deploy/setup.sh gives the build and the test suite:
 #   fleet: python3-celery python3-redis redis-server (the Celery side of the comparison)
 #   fuzz:  clang-16 libclang-rt-16-dev (libFuzzer for the workers' targets)
+#   scale: gnuplot-nox (the SVG plot of records/s and contention against hosts)
 # Idempotent: installs only what is missing. Run as root (or with sudo).
 #
 #   bash bench/debian_packages.sh PACKAGE...

@@ -12,6 +12,9 @@
 #    `uptime` is printed before and after; PERSISTOR_BENCH_ONLY=persistor|raw for perf record)
 #   (fleet: shoal exec/noop vs Celery + Redis vs a raw spawn loop, fresh and with history;
 #    [--records N] [--workers W] [--history H]; installs Celery and Redis from Debian first)
+#   (scale: 1, 2, 4, 8 hosts in network namespaces (root), sleep:50 and noop jobs, shard
+#    assignment on and off, join/leave/failover times; [--hosts 1,2,4,8] [--per-host 400];
+#    writes bench/scale.svg with gnuplot, installed from Debian first; ~10 min)
 #
 # Builds into ./build (Release figures come from RelWithDebInfo, the default build type).
 # Figures are printed; copy them into bench/RESULTS.md with the machine they ran on.
@@ -19,7 +22,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SHOAL_BUILD_DIR:-$root/build}
 what=${1:-}
-[ -n "$what" ] || { sed -n '2,15p' "$0"; exit 2; }
+[ -n "$what" ] || { sed -n '2,18p' "$0"; exit 2; }
 shift
 
 with_azurite() {
@@ -113,6 +116,14 @@ case "$what" in
     done
     printf '%s\n' "== fuzz summary" "${summary[@]}"
     exit "$failed"
+    ;;
+  scale)
+    # Its own Azurite on the namespaces' bridge (tests/support/netns_fleet.hpp), none here.
+    bash "$root/bench/debian_packages.sh" gnuplot-nox
+    cmake --build "$build" --target scale_bench shoal
+    uptime
+    "$build/bench/scale_bench" --svg "$root/bench/scale.svg" "$@"
+    uptime
     ;;
   fleet)
     bash "$root/bench/debian_packages.sh" python3-celery python3-redis redis-server

@@ -149,6 +149,7 @@ private:
   void coordinator_tick(steady::time_point now);
   void member_tick(steady::time_point now);
   void rebalance(bool force);
+  void note_fleet_shape(const std::vector<assignment_host>& hosts, const shard_map& next);
   void send_assign(const std::string& host);
   void set_assignment(host_assignment a);
   void update_view();
@@ -205,6 +206,7 @@ private:
   std::uint64_t lease_epoch_ = 0;
   std::uint32_t change_ = 0;
   std::uint32_t assigned_workers_ = 0;
+  std::string shape_noted_;               // "hosts/workers" last checked against work.shards
   steady::time_point last_assign_sent_{};
   std::uint64_t seen_generation_ = 0;
   bool role_coordinator_ = false;
@@ -236,6 +238,7 @@ private:
   lease_view lease_;              // guarded by lease_mu_
   std::optional<coordinator_row> held_; // lease thread only
   steady::time_point held_until_{};     // lease thread only
+  std::optional<steady::time_point> lease_retry_at_; // lease thread only: another holder's lease ends
 
   std::thread lease_thread_, msg_thread_;
 };
@@ -367,7 +370,13 @@ void fleet_membership::lease_loop() {
   while (!stopping_) {
     {
       std::unique_lock lock(lease_mu_);
-      lease_cv_.wait_for(lock, milliseconds(f_.coordinator_renew_ms), [&] { return lease_wake_ || stopping_; });
+      // Normally every renew interval; a member that saw another holder's lease expire sooner
+      // tries again right after that expiry (failover within the lease, not lease + renew).
+      auto wait = milliseconds(f_.coordinator_renew_ms);
+      if (lease_retry_at_)
+        wait = std::clamp(std::chrono::duration_cast<milliseconds>(*lease_retry_at_ - steady::now()), milliseconds(0),
+                          wait);
+      lease_cv_.wait_for(lock, wait, [&] { return lease_wake_ || stopping_; });
       lease_wake_ = false;
     }
     if (stopping_) break;
@@ -418,6 +427,13 @@ void fleet_membership::lease_cycle() {
       spdlog::info("fleet {}: took the coordinator lease (epoch {}), endpoint '{}'", host_, held_->epoch, advertised_);
     }
     row = r->row;
+    lease_retry_at_.reset();
+    if (row && !r->held && row->instance != instance_) {
+      // When the holder's lease ends by the server clock (a lower bound, so this is never
+      // early), plus a little; at least 50 ms apart so an uncertain clock cannot spin.
+      auto left = std::chrono::duration_cast<milliseconds>(row->lease_until - table_.server_now());
+      lease_retry_at_ = steady::now() + std::max(milliseconds(50), left + milliseconds(50));
+    }
     if (row && !r->held && table_.expired(*row)) row.reset();
   }
   if (took) {
@@ -512,6 +528,7 @@ void fleet_membership::rebalance(bool force) {
   }
   auto next = assign_shards(cfg_.work.shards, hosts, prev);
   if (!force && next == current_) return;
+  note_fleet_shape(hosts, next);
   current_ = std::move(next);
   ++change_;
   std::uint64_t epoch = (lease_epoch_ << 32) | change_;
@@ -523,6 +540,29 @@ void fleet_membership::rebalance(bool force) {
   update_view();
   for (const auto& [name, m] : members_) send_assign(name);
   last_assign_sent_ = steady::now();
+}
+
+void fleet_membership::note_fleet_shape(const std::vector<assignment_host>& hosts, const shard_map& next) {
+  // A fleet grown past its shards (deploy/SCALING.md "Shards"): a host without a shard sits idle,
+  // and workers that share a shard race for its records (412s). Said once per fleet shape.
+  std::uint64_t total = 0;
+  std::size_t idle = 0;
+  for (const auto& h : hosts) {
+    total += h.weight;
+    auto it = next.find(h.host);
+    if (h.weight > 0 && (it == next.end() || it->second.empty())) ++idle;
+  }
+  const std::string shape = std::to_string(hosts.size()) + "/" + std::to_string(total);
+  if (shape == shape_noted_) return;
+  shape_noted_ = shape;
+  if (idle > 0)
+    spdlog::warn("fleet {}: {} of {} hosts get no shard of the {} (work.shards): they stay idle; raise work.shards "
+                 "to at least the number of workers (deploy/SCALING.md \"Shards\")",
+                 host_, idle, hosts.size(), cfg_.work.shards);
+  else if (total > cfg_.work.shards)
+    spdlog::info("fleet {}: {} workers share {} shards (work.shards): some workers share a shard and contend for its "
+                 "records; raise work.shards to at least the number of workers (deploy/SCALING.md \"Shards\")",
+                 host_, total, cfg_.work.shards);
 }
 
 void fleet_membership::send_assign(const std::string& name) {
@@ -627,9 +667,15 @@ void fleet_membership::on_role_change(const lease_view& v) {
       change_ = 0;
       members_.clear();
       current_.clear();
+      // The last fleet.assign this host received as a member lists every host's shards: the
+      // survivors keep theirs and only a dead host's shards move (without it the first
+      // rebalance would deal every shard afresh, moving most of them between live hosts).
+      std::map<std::string, host_view, std::less<>> last_view;
       {
         std::lock_guard lock(mu_);
         if (!assignment_.shards.empty()) current_[host_] = assignment_.shards;
+        for (const auto& h : view_)
+          if (h.host != host_) last_view[h.host] = h;
       }
       auto now = steady::now();
       for (const auto& h : v.seed) {
@@ -639,12 +685,25 @@ void fleet_membership::on_role_change(const lease_view& v) {
         m.public_key = h.public_key;
         m.instance = h.instance;
         m.workers = h.workers;
+        if (auto it = last_view.find(h.host); it != last_view.end()) m.reported = it->second.shards;
         // Grace: it learns about us within one renew interval.
         m.last_seen = now + milliseconds(f_.coordinator_renew_ms);
         members_[h.host] = std::move(m);
       }
-      spdlog::info("fleet {}: coordinator (epoch {}), {} hosts known from the fleet table", host_, lease_epoch_,
-                   members_.size());
+      // Hosts of that last assignment whose rows looked stale (a loaded machine writes them
+      // late): keep them and their shards too, except the old coordinator (its lease ran out:
+      // most likely dead). One that is gone is dropped after the liveness window as usual.
+      for (const auto& [name, h] : last_view) {
+        if (h.coordinator || h.endpoint.empty() || members_.contains(name)) continue;
+        member m;
+        m.endpoint = h.endpoint;
+        m.workers = h.workers;
+        m.reported = h.shards;
+        m.last_seen = now + milliseconds(f_.coordinator_renew_ms);
+        members_[name] = std::move(m);
+      }
+      spdlog::info("fleet {}: coordinator (epoch {}), {} hosts known from the fleet table and the last assignment",
+                   host_, lease_epoch_, members_.size());
       rebalance(true);
     }
   } else {

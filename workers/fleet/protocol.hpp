@@ -71,7 +71,10 @@ struct assign {
   std::uint64_t epoch = 0;
   std::string queue;
   std::vector<std::uint32_t> shards;
-  MSGPACK_DEFINE(epoch, queue, shards);
+  /// true: this worker's host holds no shard (a fleet with more hosts than work.shards): claim
+  /// nothing until the next ctl.assign. false with empty `shards` = every shard.
+  bool none = false;
+  MSGPACK_DEFINE(epoch, queue, shards, none);
 };
 
 /// supervisor → worker: records are claimable now in `queue` (shard, or every shard when

@@ -345,6 +345,7 @@ struct supervisor::impl {
   std::vector<work_available> pending_wakeups;
 
   host_assignment assignment;
+  bool assigned_by_fleet = false; // `assignment` came from the membership (empty = no shard)
   std::uint64_t epoch = 0; // ctl.assign epochs, increasing
   std::uint32_t wanted = 0;
   std::map<std::uint32_t, slot> slots;
@@ -535,6 +536,8 @@ struct supervisor::impl {
     a.epoch = s.epoch;
     a.queue = slot_queue(s);
     a.shards = s.shards;
+    // An empty host assignment from the coordinator means "no shard", not "every shard".
+    a.none = assigned_by_fleet && assignment.shards.empty();
     send_to(s, a);
     s.sent_epoch = s.epoch;
   }
@@ -560,6 +563,7 @@ struct supervisor::impl {
     }
     if (a && a->epoch >= assignment.epoch) {
       assignment = *a;
+      assigned_by_fleet = true;
       reassign();
     }
     for (const auto& x : w)
@@ -815,6 +819,10 @@ struct supervisor::impl {
     drain_deadline = steady::now() + milliseconds(cfg.fleet.drain_timeout_ms);
     spdlog::info("supervisor: stopping: draining {} worker(s), at most {} ms", slots.size(),
                  cfg.fleet.drain_timeout_ms);
+    // Hand this host's shards to the others now, not after the drain (which releases every
+    // record claimed ahead, one by one): a host weighing 0 workers gets no shard (assignment.hpp).
+    if (members)
+      members->set_local_workers(0);
     for (auto& [i, s] : slots) {
       if (s.proc)
         begin_drain(s, "supervisor stopping");

@@ -86,6 +86,7 @@ struct worker::impl {
   std::condition_variable cv;
   std::deque<lease_keeper::handle> ready; // claimed, waiting for a lane
   std::vector<std::uint32_t> shards;      // assigned; empty = all
+  bool no_shards = false;                 // the last ctl.assign said "none": claim nothing
   std::uint64_t assign_epoch = 0;
   bool assigned = false;                  // a ctl.assign arrived (its shard list may be "all")
   bool wake = false;                      // a wake-up for every shard since the last claim
@@ -491,10 +492,19 @@ struct worker::impl {
     auto backoff = poll_min;
     auto next_poll = clock_type::now();
     std::uint64_t errors_in_row = 0;
+    // A supervised worker claims from the shards it is given: its supervisor answers the hello
+    // with a ctl.assign at once, so wait for that (one heartbeat interval at most) instead of
+    // claiming from every shard meanwhile, racing their owners on other hosts (bench "scale").
+    if (!opts.supervisor.empty()) {
+      std::unique_lock lock(mu);
+      cv.wait_for(lock, milliseconds(opts.cfg.fleet.heartbeat_interval_ms),
+                  [&] { return assign_epoch != 0 || draining; });
+    }
     for (;;) {
       std::size_t want = 0;
       std::vector<std::uint32_t> from;
       bool full = false; // a poll of every assigned shard (else: the shards woken)
+      bool no_shards_now = false; // ctl.assign said: no shard for this host
       {
         std::unique_lock lock(mu);
         for (;;) {
@@ -517,7 +527,9 @@ struct worker::impl {
           }
           cv.wait_until(lock, next_poll);
         }
-        const auto& mine = shards.empty() ? all_shards : shards;
+        no_shards_now = no_shards;
+        const std::vector<std::uint32_t> none;
+        const auto& mine = no_shards ? none : shards.empty() ? all_shards : shards;
         full = wake || clock_type::now() >= next_poll;
         if (full) {
           from = mine;
@@ -530,6 +542,10 @@ struct worker::impl {
           backoff = poll_min; // a wake-up for every shard means work: poll eagerly again afterwards
         wake = false;
         wake_shards.clear();
+      }
+      if (want > 0 && no_shards_now) {
+        next_poll = clock_type::now() + poll_max; // no shard: wait for a ctl.assign (it wakes us)
+        continue;
       }
       if (want == 0 || from.empty())
         continue;
@@ -612,6 +628,10 @@ struct worker::impl {
         std::unique_lock lock(mu);
         if (cv.wait_until(lock, next, [&] { return draining || drain_requested; }))
           return;
+        if (no_shards) {
+          next = clock_type::now() + interval; // no shard of ours to sweep
+          continue;
+        }
         from = shards.empty() ? all_shards : shards;
       }
       auto r = table.sweep(queue, from, milliseconds(opts.cfg.work.done_retention_ms));
@@ -735,10 +755,12 @@ struct worker::impl {
       assigned = true;
       std::sort(s.begin(), s.end());
       shards = std::move(s);
+      no_shards = m->none;
       wake = true; // new shards may hold work: look at once
       cv.notify_all();
       spdlog::info("worker {}: assigned {} (epoch {})", opts.slot,
-                   shards.empty() ? std::string("every shard")
+                   no_shards       ? std::string("no shard")
+                   : shards.empty() ? std::string("every shard")
                                   : std::to_string(shards.size()) + " shard(s)",
                    assign_epoch);
     } else if (env.kind == work_available::kind) {
