@@ -10,7 +10,9 @@
 //   (a) shoal exec   — `shoal supervisor --workers W --job exec --exec <command>` over N records
 //                      enqueued in a fresh work table.
 //   (d) shoal noop   — the same with `--job noop`: the claim path alone.
-//   history          — the same two shoal runs on a queue that already completed H records:
+//   history          — the same two shoal runs on a queue that already completed H records
+//                      (written straight into the table as done record rows, 100 per entity
+//                      group transaction: seed_done):
 //                      "kept" while those done records are still in the table (within
 //                      done_retention_ms), "swept" once the sweep removed them (past it); and
 //                      the entities a claim query reads in each case, with the layout-1 query for
@@ -22,6 +24,7 @@
 // "first→last" leaves out each system's start-up.
 //
 //   bench/run.sh fleet [--records N] [--workers W] [--history H] [--command CMD] [--skip-celery]
+//                      [--skip-history] [--noop-only] [--spawn-profile]
 
 #include "storage/connection_string.hpp"
 #include "storage/encoding.hpp"
@@ -30,6 +33,7 @@
 #include "workers/child_process.hpp"
 #include "workers/dev_storage.hpp"
 #include "workers/key_escape.hpp"
+#include "workers/process_stats.hpp"
 #include "workers/work_table.hpp"
 
 #include <fcntl.h>
@@ -75,6 +79,8 @@ struct options {
   std::string python = "/usr/bin/python3";
   bool celery = true;
   bool history_runs = true;
+  bool exec_runs = true; // false (--noop-only): no raw spawn loop, Celery nor exec runs
+  bool spawn_profile = false; // --spawn-profile: only the spawn loop's variants, then exit
 };
 
 [[noreturn]] void die(const std::string& what) {
@@ -135,8 +141,9 @@ cpu_use per_record(const cpu_sample& a, const cpu_sample& b, std::size_t records
 
 // -- (c) raw spawn loop ----------------------------------------------------------------------------
 
-// `threads` threads spawn `n` commands in total, each with `payload` on its stdin via a pipe.
-double raw_spawn(const std::string& command, std::size_t n, std::size_t threads, const std::string& payload) {
+// `threads` threads spawn `n` commands in total, each with `payload` on its stdin via a pipe:
+// `/bin/sh -c command`, or with `direct` the program `command` itself (no shell; --spawn-profile).
+double raw_spawn(const std::string& command, std::size_t n, std::size_t threads, const std::string& payload, bool direct = false) {
   std::atomic<std::size_t> next{0};
   std::atomic<std::size_t> failed{0};
   std::vector<std::thread> ts;
@@ -144,7 +151,9 @@ double raw_spawn(const std::string& command, std::size_t n, std::size_t threads,
   for (std::size_t t = 0; t < threads; ++t)
     ts.emplace_back([&] {
       std::string sh = "/bin/sh", c = "-c", cmd = command;
-      char* argv[] = {sh.data(), c.data(), cmd.data(), nullptr};
+      char* shell_argv[] = {sh.data(), c.data(), cmd.data(), nullptr};
+      char* direct_argv[] = {cmd.data(), nullptr};
+      char** argv = direct ? direct_argv : shell_argv;
       // SIGPIPE is ignored in this process (a command may exit before reading its stdin):
       // give the command back the default.
       posix_spawnattr_t attr;
@@ -176,6 +185,24 @@ double raw_spawn(const std::string& command, std::size_t n, std::size_t threads,
   for (auto& t : ts) t.join();
   if (failed.load() > 0) std::fprintf(stderr, "raw spawn: %zu failed\n", failed.load());
   return secs_since(t0);
+}
+
+// The spawn ceiling in detail (--spawn-profile): the raw loop with 1 and W threads, through the
+// shell and direct, with the CPU each spawn costs (this process + its reaped children: fork,
+// exec, the dynamic loader, the shell).
+void spawn_profile(const options& o, const std::string& payload) {
+  std::printf("| spawn loop | threads | spawns | seconds | spawns/s | CPU ms/spawn | CPU cores busy |\n|---|---:|---:|---:|---:|---:|---:|\n");
+  const std::string direct = o.command.find('/') == std::string::npos ? "/bin/" + o.command : o.command;
+  for (bool via_shell : {true, false})
+    for (std::size_t threads : {std::size_t{1}, o.workers}) {
+      const auto c0 = cpu_now();
+      const double s = raw_spawn(via_shell ? o.command : direct, o.records, threads, payload, !via_shell);
+      const auto c = per_record(c0, cpu_now(), o.records);
+      std::printf("| %s | %zu | %zu | %.2f | %.0f | %.2f | %.2f |\n",
+                  via_shell ? ("/bin/sh -c " + o.command).c_str() : direct.c_str(), threads, o.records, s,
+                  static_cast<double>(o.records) / s, c.processes_ms, c.processes_ms * static_cast<double>(o.records) / 1000.0 / s);
+      std::fflush(stdout);
+    }
 }
 
 // -- Redis / Celery ----------------------------------------------------------------------------------
@@ -223,6 +250,7 @@ struct run_result {
   double first_to_last_s = 0;
   bool ok = false;
   cpu_use cpu;
+  double requests_per_1000 = 0; // shoal runs: work-table requests of the supervisor and workers
   double rate() const { return launch_to_last_s > 0 ? static_cast<double>(records) / launch_to_last_s : 0; }
   double steady_rate() const { return first_to_last_s > 0 ? static_cast<double>(records - 1) / first_to_last_s : 0; }
 };
@@ -308,6 +336,73 @@ void enqueue(const workers::work_table& w, const std::string& queue, std::size_t
   }
 }
 
+// Writes `n` done records (ids prefix + i) straight into the table as layout 2 leaves a completed
+// record (SCHEMA.md "Properties": the record row with status done, no ticket), 100 record rows
+// per entity group transaction, 4 transactions in flight: the history a queue has after
+// completing them, without pushing them through enqueue + claim + complete (12+ minutes on
+// Azurite for 100,000). Also marks every partition as layout 2 (its meta row), as the workers
+// would have. Returns the seconds taken.
+double seed_done(const workers::work_table& w, const std::string& queue, std::size_t n, const std::string& prefix) {
+  const auto t0 = steady_clock::now();
+  const std::uint32_t shards = w.options().work.shards;
+  if (auto ok = w.sync_clock(); !ok) die("seed: " + ok.error().describe());
+  const auto now = w.clock().now().value_or(system_clock::now());
+  const auto stamp = storage::to_table_time(now);
+  std::vector<std::vector<storage::table_entity>> by_shard(shards);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string id = prefix + std::to_string(i);
+    const auto shard = workers::shard_of(id, shards);
+    auto rk = workers::escape_key(id);
+    if (!rk) die("seed: " + rk.error().describe());
+    storage::table_entity e;
+    e.partition_key = workers::partition_key(queue, shard);
+    e.row_key = *rk;
+    const std::string payload = "{\"record\": " + std::to_string(i) + ", \"pad\": \"0123456789abcdef\"}";
+    e.set("status", std::string("done"));
+    e.set("ticket", std::string());
+    e.set("owner", std::string("fleet-bench-seed"));
+    e.set("gen", std::int64_t{1});
+    e.set("attempts", std::int32_t{1});
+    e.set("lease_until", stamp);
+    e.set("payload", payload);
+    e.set("payload_bytes", static_cast<std::int64_t>(payload.size()));
+    e.set("created", stamp);
+    e.set("updated", stamp);
+    by_shard[shard].push_back(std::move(e));
+  }
+  std::vector<storage::table_transaction> txs;
+  for (std::uint32_t s = 0; s < shards; ++s) {
+    storage::table_entity meta;
+    meta.partition_key = workers::partition_key(queue, s);
+    meta.row_key = "%~meta";
+    meta.set("layout", std::int32_t{2});
+    storage::table_transaction tx;
+    tx.insert_or_merge(std::move(meta));
+    for (auto& e : by_shard[s]) {
+      if (tx.size() == 100) {
+        txs.push_back(std::move(tx));
+        tx = {};
+      }
+      tx.insert_or_replace(std::move(e)); // idempotent: a resubmitted chunk rewrites the same rows
+    }
+    if (!tx.empty()) txs.push_back(std::move(tx));
+  }
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&] {
+      for (std::size_t i; (i = next.fetch_add(1)) < txs.size() && !failed;)
+        if (auto r = w.table().submit_transaction(txs[i]); !r) {
+          std::fprintf(stderr, "seed: %s\n", r.error().describe().c_str());
+          failed = true;
+        }
+    });
+  for (auto& t : ts) t.join();
+  if (failed) die("seeding the history failed");
+  return secs_since(t0);
+}
+
 // The service's time now: the Timestamp of an upserted marker row.
 system_clock::time_point server_stamp(const workers::work_table& w) {
   storage::table_entity m;
@@ -336,7 +431,10 @@ run_result run_shoal(const options& o, const shoal_env& e, const workers::work_t
   std::vector<std::string> argv = {o.shoal, "--config", cfg.string(), "supervisor", "--workers", std::to_string(o.workers),
                                    "--job", job};
   if (job == "exec") argv.insert(argv.end(), {"--exec", o.command});
-  auto sup = workers::child_process::spawn({argv, {}, e.dir / (label + ".log"), true});
+  // Each shoal process writes what it cost (CPU, storage requests by kind) there at its exit.
+  const fs::path stats = e.dir / (label + "-stats");
+  fs::create_directories(stats);
+  auto sup = workers::child_process::spawn({argv, {{workers::stats_dir_env, stats.string()}}, e.dir / (label + ".log"), true});
   if (!sup) die("supervisor: " + sup.error().describe());
   // Wait (coarsely: timing comes from the records' Timestamps) until the queue has no ticket
   // left: one $top=1 query a second over the queue's ticket ranges (Azurite evaluates a query
@@ -380,6 +478,21 @@ run_result run_shoal(const options& o, const shoal_env& e, const workers::work_t
   r.launch_to_last_s = duration<double>(last - start).count();
   r.first_to_last_s = duration<double>(last - first).count();
   r.ok = done->size() == records;
+  // The storage requests of the supervisor and its workers, by kind, per 1,000 records.
+  std::map<std::string, std::uint64_t> by_op;
+  std::uint64_t total = 0;
+  for (const auto& ps : workers::read_process_stats(stats))
+    for (const auto& c : ps.requests)
+      if (c.svc == storage::service::table && c.resource == table) {
+        by_op[c.op] += c.count;
+        total += c.count;
+      }
+  std::string ops;
+  for (const auto& [op, n] : by_op)
+    ops += (ops.empty() ? "" : " · ") + op + " " +
+           std::to_string(static_cast<double>(n) * 1000.0 / static_cast<double>(std::max<std::size_t>(records, 1))).substr(0, 6);
+  r.requests_per_1000 = static_cast<double>(total) * 1000.0 / static_cast<double>(std::max<std::size_t>(records, 1));
+  std::printf("  %-22s work-table requests per 1,000 records: %.1f (%s)\n", label.c_str(), r.requests_per_1000, ops.c_str());
   std::printf("  %-22s %6zu records: %.2f s launch→last (%.0f/s), %.2f s first→last (%.0f/s); polled wall %.1f s; "
               "CPU/record %.2f ms shoal + %.2f ms Azurite\n",
               label.c_str(), records, r.launch_to_last_s, r.rate(), r.first_to_last_s, r.steady_rate(), wall, r.cpu.processes_ms,
@@ -405,7 +518,7 @@ std::size_t count(const storage::table_client& t, const storage::table_filter& f
   return n;
 }
 
-query_reads claim_reads(const workers::work_table& w, const std::string& pk) {
+query_reads claim_reads(const workers::work_table& w, const std::string& pk, const char* what) {
   using storage::table_filter;
   query_reads out;
   auto now = w.clock().now();
@@ -423,6 +536,10 @@ query_reads claim_reads(const workers::work_table& w, const std::string& pk) {
   out.returned = page->entities.size();
   out.range = count(w.table(), table_filter::partition(pk) && table_filter::ge("RowKey", std::string("%|")) && table_filter::lt("RowKey", bound));
   out.layout1_range = count(w.table(), table_filter::partition(pk));
+  // Printed at once too: a long run stopped later keeps the figure.
+  std::printf("  claim query of %s (%s): %zu returned, %zu in its key range, layout-1 query walks %zu\n", pk.c_str(), what,
+              out.returned, out.range, out.layout1_range);
+  std::fflush(stdout);
   return out;
 }
 
@@ -444,9 +561,11 @@ int main(int argc, char** argv) {
     else if (a == "--python") o.python = next();
     else if (a == "--skip-celery") o.celery = false;
     else if (a == "--skip-history") o.history_runs = false;
+    else if (a == "--noop-only") o.exec_runs = o.celery = false;
+    else if (a == "--spawn-profile") o.spawn_profile = true;
     else {
       std::fprintf(stderr, "usage: fleet_bench [--records N] [--workers W] [--history H] [--command CMD] [--shoal PATH] "
-                           "[--python PATH] [--skip-celery] [--skip-history]\n");
+                           "[--python PATH] [--skip-celery] [--skip-history] [--noop-only] [--spawn-profile]\n");
       return 2;
     }
   }
@@ -465,15 +584,19 @@ int main(int argc, char** argv) {
   shoal_env env{*pipe, suffix, dir};
   const std::string payload = "{\"record\": 1, \"pad\": \"0123456789abcdef\"}";
 
+  if (o.spawn_profile) {
+    spawn_profile(o, payload);
+    return 0;
+  }
   std::printf("fleet_bench: %zu records, %zu workers/processes, command `/bin/sh -c %s`, history %zu; files in %s\n", o.records,
               o.workers, o.command.c_str(), o.history, dir.c_str());
   std::fflush(stdout);
 
   // (c) the spawn ceiling, first and last, so a drift of the machine's load shows.
   const auto rc0 = cpu_now();
-  const double raw1 = raw_spawn(o.command, o.records, o.workers, payload);
+  const double raw1 = o.exec_runs ? raw_spawn(o.command, o.records, o.workers, payload) : 0;
   const auto raw_cpu = per_record(rc0, cpu_now(), o.records);
-  std::printf("  raw spawn              %6zu spawns: %.2f s (%.0f/s, %.2f ms each per thread); CPU/spawn %.2f ms\n", o.records, raw1,
+  if (o.exec_runs) std::printf("  raw spawn              %6zu spawns: %.2f s (%.0f/s, %.2f ms each per thread); CPU/spawn %.2f ms\n", o.records, raw1,
               static_cast<double>(o.records) / raw1, raw1 * 1000.0 * static_cast<double>(o.workers) / static_cast<double>(o.records),
               raw_cpu.processes_ms);
   std::fflush(stdout);
@@ -494,12 +617,12 @@ int main(int argc, char** argv) {
   const std::string q = "fleet";
   query_reads fresh_reads;
   run_result exec_fresh, noop_fresh;
-  {
+  if (o.exec_runs) {
     auto t = "fbexec" + suffix;
     auto w = open_work(env, t);
     enqueue(w, q, o.records, "e");
     exec_fresh = run_shoal(o, env, w, t, q, "exec", o.records, "exec-fresh");
-    fresh_reads = claim_reads(w, workers::partition_key(q, 0));
+    fresh_reads = claim_reads(w, workers::partition_key(q, 0), "fresh table after the exec run");
     (void)w.table().delete_table();
   }
   {
@@ -510,22 +633,27 @@ int main(int argc, char** argv) {
     (void)w.table().delete_table();
   }
 
-  const double raw2 = raw_spawn(o.command, o.records, o.workers, payload);
-  std::printf("  raw spawn (again)      %6zu spawns: %.2f s (%.0f/s)\n", o.records, raw2, static_cast<double>(o.records) / raw2);
+  const double raw2 = o.exec_runs ? raw_spawn(o.command, o.records, o.workers, payload) : 0;
+  if (o.exec_runs) std::printf("  raw spawn (again)      %6zu spawns: %.2f s (%.0f/s)\n", o.records, raw2, static_cast<double>(o.records) / raw2);
   const double raw_rate = static_cast<double>(o.records) / std::min(raw1, raw2);
 
   // History: H records through the queue first, then the same runs with them kept and swept.
-  std::optional<run_result> exec_kept, noop_kept, exec_swept, noop_swept, history_run;
+  std::optional<run_result> exec_kept, noop_kept, exec_swept, noop_swept;
   query_reads kept_reads, swept_reads, fresh_pending_reads;
   if (o.history_runs && o.history > 0) {
     auto t_hist = "fbhist" + suffix;
     auto w_hist = open_work(env, t_hist);
-    enqueue(w_hist, q, o.history, "h");
-    history_run = run_shoal(o, env, w_hist, t_hist, q, "noop", o.history, "noop-history-backlog");
+    const auto sc0 = cpu_now();
+    const double seed_s = seed_done(w_hist, q, o.history, "h");
+    std::printf("  seeded %zu done records in %.1f s (%.0f/s, 100 per transaction; Azurite CPU %.2f ms each)\n", o.history,
+                seed_s, static_cast<double>(o.history) / seed_s, per_record(sc0, cpu_now(), o.history).azurite_ms);
+    std::fflush(stdout);
     // Kept: the done records are still rows of the table.
     enqueue(w_hist, q, o.records, "ke");
-    kept_reads = claim_reads(w_hist, workers::partition_key(q, 0));
-    exec_kept = run_shoal(o, env, w_hist, t_hist, q, "exec", o.records, "exec-kept");
+    kept_reads = claim_reads(w_hist, workers::partition_key(q, 0), "history kept + records pending");
+    if (o.exec_runs) exec_kept = run_shoal(o, env, w_hist, t_hist, q, "exec", o.records, "exec-kept");
+    else if (auto d = w_hist.purge(q, {.ids = {}, .statuses = {workers::record_status::pending}, .stuck = false}); !d)
+      die("purge: " + d.error().describe());
     enqueue(w_hist, q, o.records, "kn");
     noop_kept = run_shoal(o, env, w_hist, t_hist, q, "noop", o.records, "noop-kept");
     // Swept: past done_retention_ms, the sweep removed them (their count stays in the meta rows).
@@ -533,8 +661,10 @@ int main(int argc, char** argv) {
     if (!sw) die("sweep: " + sw.error().describe());
     std::printf("  swept %zu done records\n", sw->removed);
     enqueue(w_hist, q, o.records, "se");
-    swept_reads = claim_reads(w_hist, workers::partition_key(q, 0));
-    exec_swept = run_shoal(o, env, w_hist, t_hist, q, "exec", o.records, "exec-swept");
+    swept_reads = claim_reads(w_hist, workers::partition_key(q, 0), "history swept + records pending");
+    if (o.exec_runs) exec_swept = run_shoal(o, env, w_hist, t_hist, q, "exec", o.records, "exec-swept");
+    else if (auto d = w_hist.purge(q, {.ids = {}, .statuses = {workers::record_status::pending}, .stuck = false}); !d)
+      die("purge: " + d.error().describe());
     if (auto s2 = w_hist.sweep(q, {}, 0ms); !s2) die("sweep: " + s2.error().describe());
     enqueue(w_hist, q, o.records, "sn");
     noop_swept = run_shoal(o, env, w_hist, t_hist, q, "noop", o.records, "noop-swept");
@@ -549,7 +679,7 @@ int main(int argc, char** argv) {
     auto t_q = "fbq" + suffix;
     auto w_q = open_work(env, t_q);
     enqueue(w_q, q, o.records, "q");
-    fresh_pending_reads = claim_reads(w_q, workers::partition_key(q, 0));
+    fresh_pending_reads = claim_reads(w_q, workers::partition_key(q, 0), "fresh table, records pending");
     (void)w_q.table().delete_table();
   }
 
@@ -561,7 +691,7 @@ int main(int argc, char** argv) {
   char buf[256];
   std::printf("\n| run | records | launch→last s | records/s | first→last /s | CPU ms/record (system + Azurite) | ratios |\n"
               "|---|---:|---:|---:|---:|---:|---|\n");
-  std::printf("| raw spawn loop (%zu threads) | %zu | %.2f | **%.0f** | – | %.2f + 0 | ceiling (first %.0f/s, last %.0f/s) |\n",
+  if (o.exec_runs) std::printf("| raw spawn loop (%zu threads) | %zu | %.2f | **%.0f** | – | %.2f + 0 | ceiling (first %.0f/s, last %.0f/s) |\n",
               o.workers, o.records, std::min(raw1, raw2), raw_rate, raw_cpu.processes_ms, static_cast<double>(o.records) / raw1,
               static_cast<double>(o.records) / raw2);
   if (celery) row("Celery + Redis (acks_late, prefetch 1)", *celery, "–");
@@ -569,25 +699,31 @@ int main(int argc, char** argv) {
     std::snprintf(buf, sizeof buf, "%.2f× Celery, %.2f of raw spawn", exec_fresh.rate() / celery->rate(), exec_fresh.rate() / raw_rate);
   else
     std::snprintf(buf, sizeof buf, "%.2f of raw spawn (Celery skipped)", exec_fresh.rate() / raw_rate);
-  row("shoal exec, fresh table", exec_fresh, buf);
+  if (o.exec_runs) row("shoal exec, fresh table", exec_fresh, buf);
   row("shoal noop, fresh table", noop_fresh, "–");
   if (exec_kept) {
     std::snprintf(buf, sizeof buf, "%.2f of fresh", exec_kept->rate() / exec_fresh.rate());
     row("shoal exec, history kept", *exec_kept, buf);
+  }
+  if (noop_kept) {
     std::snprintf(buf, sizeof buf, "%.2f of fresh", noop_kept->rate() / noop_fresh.rate());
     row("shoal noop, history kept", *noop_kept, buf);
+  }
+  if (exec_swept) {
     std::snprintf(buf, sizeof buf, "%.2f of fresh", exec_swept->rate() / exec_fresh.rate());
     row("shoal exec, history swept", *exec_swept, buf);
+  }
+  if (noop_swept) {
     std::snprintf(buf, sizeof buf, "%.2f of fresh", noop_swept->rate() / noop_fresh.rate());
     row("shoal noop, history swept", *noop_swept, buf);
-    const std::string backlog = "shoal noop, " + std::to_string(o.history) + " backlog (history build)";
-    row(backlog.c_str(), *history_run, "–");
   }
   std::printf("\n| claim query of partition 00 | returned | in its key range | layout-1 query range (whole partition) |\n|---|---:|---:|---:|\n");
   std::printf("| fresh table, %zu pending | %zu | %zu | %zu |\n", o.records, fresh_pending_reads.returned, fresh_pending_reads.range,
               fresh_pending_reads.layout1_range);
-  std::printf("| fresh table after the exec run (all done) | %zu | %zu | %zu |\n", fresh_reads.returned, fresh_reads.range, fresh_reads.layout1_range);
-  if (exec_kept) {
+  if (o.exec_runs)
+    std::printf("| fresh table after the exec run (all done) | %zu | %zu | %zu |\n", fresh_reads.returned, fresh_reads.range,
+                fresh_reads.layout1_range);
+  if (noop_kept) {
     std::printf("| %zu done kept + %zu pending | %zu | %zu | %zu |\n", o.history, o.records, kept_reads.returned, kept_reads.range,
                 kept_reads.layout1_range);
     std::printf("| %zu done swept + %zu pending | %zu | %zu | %zu |\n", o.history, o.records, swept_reads.returned, swept_reads.range,

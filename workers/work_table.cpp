@@ -7,9 +7,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <mutex>
 #include <random>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -1224,23 +1226,48 @@ result<void> work_table::release(claimed_record& r, bool count_attempt) const {
 result<std::size_t> work_table::release_owner(std::string_view queue, std::string_view owner) const {
   const impl& m = *impl_;
   if (auto ok = validate_queue_name(queue); !ok) return std::unexpected(ok.error());
-  std::size_t n = 0;
-  for (std::uint32_t shard = 0; shard < m.opts.work.shards; ++shard) {
-    const std::string pk = partition_key(queue, shard);
-    if (auto ok = m.ensure_layout(pk); !ok) return std::unexpected(ok.error());
-    storage::table_query q;
-    q.filter = table_filter::partition(pk) && ticket_range() && table_filter::eq(p_owner, std::string(owner)) &&
-               table_filter::eq(p_status, s_claimed);
-    auto held = m.table.query_all(q);
-    if (!held) return std::unexpected(storage_error(held.error(), "listing records held by " + std::string(owner)));
-    if (held->empty()) continue;
-    std::vector<claimed_record> recs;
-    for (const auto& t : *held) recs.push_back(m.claim_of(queue, shard, t));
-    std::vector<claimed_record*> ptrs;
-    for (auto& r : recs) ptrs.push_back(&r);
-    for (auto& r : m.change_many(ptrs, impl::change::release, true)) n += r ? 1 : 0;
+  // One query (and, when it finds any, one transaction) per shard, the shards visited by up to
+  // 8 threads at once: a supervisor releasing a dead worker's claims waits for the slowest
+  // shard, not for the sum of 16 round trips in a row (issue 20).
+  const std::uint32_t shards = m.opts.work.shards;
+  std::atomic<std::uint32_t> next{0};
+  std::atomic<std::size_t> n{0};
+  std::mutex err_mu;
+  std::optional<error> first_error;
+  auto visit = [&] {
+    for (std::uint32_t shard; (shard = next.fetch_add(1)) < shards;) {
+      auto failed = [&](error e) {
+        std::lock_guard lock(err_mu);
+        if (!first_error) first_error = std::move(e);
+      };
+      const std::string pk = partition_key(queue, shard);
+      if (auto ok = m.ensure_layout(pk); !ok) {
+        failed(ok.error());
+        continue;
+      }
+      storage::table_query q;
+      q.filter = table_filter::partition(pk) && ticket_range() && table_filter::eq(p_owner, std::string(owner)) &&
+                 table_filter::eq(p_status, s_claimed);
+      auto held = m.table.query_all(q);
+      if (!held) {
+        failed(storage_error(held.error(), "listing records held by " + std::string(owner)));
+        continue;
+      }
+      if (held->empty()) continue;
+      std::vector<claimed_record> recs;
+      for (const auto& t : *held) recs.push_back(m.claim_of(queue, shard, t));
+      std::vector<claimed_record*> ptrs;
+      for (auto& r : recs) ptrs.push_back(&r);
+      for (auto& r : m.change_many(ptrs, impl::change::release, true)) n += r ? 1 : 0;
+    }
+  };
+  {
+    std::vector<std::jthread> pool;
+    for (std::uint32_t t = 1; t < std::min<std::uint32_t>(shards, 8); ++t) pool.emplace_back(visit);
+    visit();
   }
-  return n;
+  if (first_error) return std::unexpected(*first_error);
+  return n.load();
 }
 
 // -- views ------------------------------------------------------------------------------------------

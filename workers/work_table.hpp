@@ -242,7 +242,10 @@ public:
   [[nodiscard]] result<void> release(claimed_record& r, bool count_attempt = false) const;
 
   /// Releases every claimed record of `queue` whose owner is `owner` (a supervisor after a
-  /// worker died), counting the attempt. Returns how many were released. Errors: storage.
+  /// worker died), counting the attempt: per shard one query of that owner's claimed tickets
+  /// and one transaction, up to 8 shards at once. Returns how many were released. Errors:
+  /// storage (the first one met; the other shards were still visited, so calling again
+  /// finishes the job).
   [[nodiscard]] result<std::size_t> release_owner(std::string_view queue, std::string_view owner) const;
 
   // -- reading and operating ---------------------------------------------------------------

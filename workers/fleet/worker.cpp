@@ -17,6 +17,7 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
+#include <set>
 #include <stop_token>
 #include <thread>
 #include <vector>
@@ -87,7 +88,10 @@ struct worker::impl {
   std::vector<std::uint32_t> shards;      // assigned; empty = all
   bool no_shards = false;                 // the last ctl.assign said "none": claim nothing
   std::uint64_t assign_epoch = 0;
-  bool wake = false;                      // work.available since the last claim
+  bool assigned = false;                  // a ctl.assign arrived (its shard list may be "all")
+  bool wake = false;                      // a wake-up for every shard since the last claim
+  std::set<std::uint32_t> wake_shards;    // work.available named these shards since the last claim
+  bool retry_soon = false;                // a record of ours went back to pending with a backoff
   bool draining = false;                  // no more claims; lanes exit when idle
   bool drain_requested = false;
   clock_type::time_point drain_deadline{};
@@ -259,6 +263,11 @@ struct worker::impl {
       auto f = with_retries(h, [&] { return keeper->fail(h, r.error); });
       if (f) {
         add(failed);
+        if (*f == record_status::pending) {
+          // Nobody announces a retry when its backoff ends: poll at the short interval again.
+          std::lock_guard lock(mu);
+          retry_soon = true;
+        }
         if (*f == record_status::dead)
           add(dead);
         spdlog::warn("worker {}: record '{}' failed (attempt {}, {} ms): {} → {}", opts.slot,
@@ -460,9 +469,26 @@ struct worker::impl {
     return std::clamp<std::size_t>(by_lease, per_run, std::max<std::size_t>(per_run, 2 * opts.cfg.work.claim_batch));
   }
 
+  // The fallback poll (every assigned shard) backs off from poll_min to poll_max while the
+  // shards are empty; work.available for one shard claims from that shard alone without
+  // touching the backoff (issue 20: idle workers polling their shards at a fixed rate were a
+  // third of flights-20k's storage requests). A claim that came back short means the shards
+  // visited are drained: the next look is the backed-off poll or a wake-up, not an immediate
+  // re-poll — except after a failure of ours, whose retry nobody announces.
   void claimer_loop() {
     const auto poll_min = milliseconds(opts.cfg.worker.poll_min_ms);
     const auto poll_max = milliseconds(opts.cfg.worker.poll_max_ms);
+    // Under a supervisor the first poll waits (≤ 1 s) for ctl.assign, which follows the hello
+    // at once: polling every shard of the queue before it costs a query and a meta-row read per
+    // shard that is not ours. Alone, or when no assignment comes, every shard.
+    // Linked to a supervisor, new work is announced (work.available), so an empty fallback poll
+    // backs off four times as fast; alone, the backoff doubles.
+    const bool linked = !opts.supervisor.empty();
+    if (linked) {
+      std::unique_lock lock(mu);
+      cv.wait_for(lock, seconds(1), [&] { return assigned || draining; });
+    }
+    const int backoff_factor = linked ? 4 : 2;
     auto backoff = poll_min;
     auto next_poll = clock_type::now();
     std::uint64_t errors_in_row = 0;
@@ -477,6 +503,8 @@ struct worker::impl {
     for (;;) {
       std::size_t want = 0;
       std::vector<std::uint32_t> from;
+      bool full = false; // a poll of every assigned shard (else: the shards woken)
+      bool no_shards_now = false; // ctl.assign said: no shard for this host
       {
         std::unique_lock lock(mu);
         for (;;) {
@@ -493,45 +521,82 @@ struct worker::impl {
             cv.wait(lock);
             continue;
           }
-          if (wake || clock_type::now() >= next_poll) {
+          if (wake || !wake_shards.empty() || clock_type::now() >= next_poll) {
             want = target > ready.size() ? target - ready.size() : 0;
             break;
           }
           cv.wait_until(lock, next_poll);
         }
+        no_shards_now = no_shards;
+        const std::vector<std::uint32_t> none;
+        const auto& mine = no_shards ? none : shards.empty() ? all_shards : shards;
+        full = wake || clock_type::now() >= next_poll;
+        if (full) {
+          from = mine;
+        } else {
+          for (auto sh : wake_shards)
+            if (std::find(mine.begin(), mine.end(), sh) != mine.end())
+              from.push_back(sh);
+        }
         if (wake)
-          backoff = poll_min; // a wake-up means work: poll eagerly again afterwards
+          backoff = poll_min; // a wake-up for every shard means work: poll eagerly again afterwards
         wake = false;
-        from = no_shards ? std::vector<std::uint32_t>{} : shards.empty() ? all_shards : shards;
+        wake_shards.clear();
       }
-      if (want > 0 && from.empty()) {
+      if (want > 0 && no_shards_now) {
         next_poll = clock_type::now() + poll_max; // no shard: wait for a ctl.assign (it wakes us)
         continue;
       }
-      if (want == 0)
+      if (want == 0 || from.empty())
         continue;
       add(claim_calls);
       auto got = table.claim(queue, from, owner, want);
+      bool retry;
+      {
+        std::lock_guard lock(mu);
+        retry = std::exchange(retry_soon, false);
+      }
+      if (retry)
+        backoff = poll_min;
       if (!got) {
         add(storage_errors);
         ++errors_in_row;
         if (errors_in_row == 1 || errors_in_row % 20 == 0)
           spdlog::warn("worker {}: claim from queue '{}' failed ({} in a row): {}", opts.slot, queue,
                        errors_in_row, got.error().describe());
+        if (!full) { // the woken shards are still to be looked at: the next poll covers them
+          next_poll = std::min(next_poll, clock_type::now() + backoff);
+          continue;
+        }
         next_poll = clock_type::now() + backoff;
         backoff = std::min(backoff * 2, poll_max);
         continue;
       }
       errors_in_row = 0;
-      if (got->empty()) {
-        next_poll = clock_type::now() + backoff;
-        backoff = std::min(backoff * 2, poll_max);
-        continue;
+      if (got->size() < want) {
+        // Drained (or empty): wait for the fallback poll or a wake-up. A targeted claim leaves
+        // the fallback schedule as it was; a full poll moves it and backs off.
+        if (!got->empty() && opts.supervisor.empty())
+          backoff = poll_min; // alone, no wake-up will come: a trickle of work keeps the poll short
+        if (full || retry) {
+          next_poll = clock_type::now() + backoff;
+          backoff = std::min(backoff * backoff_factor, poll_max);
+        }
+        if (retry)
+          next_poll = std::min(next_poll, clock_type::now() + poll_min);
+      } else {
+        // A full batch: there may be more; claim again (from the same shards) as soon as the
+        // lanes need more.
+        backoff = poll_min;
+        if (full) {
+          next_poll = clock_type::now();
+        } else {
+          std::lock_guard lock(mu);
+          wake_shards.insert(from.begin(), from.end());
+        }
       }
-      backoff = poll_min;
-      // Found work: claim again as soon as the lanes need more. Partial batches mean the
-      // shards are nearly empty: look again after the shortest poll rather than at once.
-      next_poll = got->size() < want ? clock_type::now() + poll_min : clock_type::now();
+      if (got->empty())
+        continue;
       add(claimed, got->size());
       auto hs = keeper->hold(std::move(*got));
       std::vector<lease_keeper::handle> late;
@@ -687,6 +752,7 @@ struct worker::impl {
         return;
       }
       assign_epoch = m->epoch;
+      assigned = true;
       std::sort(s.begin(), s.end());
       shards = std::move(s);
       no_shards = m->none;
@@ -708,7 +774,10 @@ struct worker::impl {
       add(wakeups);
       {
         std::lock_guard lock(mu);
-        wake = true;
+        if (m->shard >= 0 && static_cast<std::uint32_t>(m->shard) < opts.cfg.work.shards)
+          wake_shards.insert(static_cast<std::uint32_t>(m->shard));
+        else
+          wake = true;
       }
       cv.notify_all();
     } else if (env.kind == fleet::drain::kind) {

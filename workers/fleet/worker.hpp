@@ -8,8 +8,10 @@
 // storage outage); one claimer thread keeps claimed records ready for the lanes — a claim is one
 // query and one transaction whatever its size, so it claims ahead: fast jobs in batches of up to
 // 2 × claim_batch, slow jobs only what the lanes start within a quarter lease (the fallback table
-// poll backs off from worker.poll_min_ms to poll_max_ms, reset by any found work, cut short by
-// work.available); worker.concurrency lane threads each run one job instance on one record, or
+// poll of every assigned shard backs off from worker.poll_min_ms to poll_max_ms while they come
+// back empty or drained, reset by a full batch (alone: by any found work) or a retry of ours;
+// a work.available naming a shard claims from that shard alone, one naming none polls every
+// shard at once); worker.concurrency lane threads each run one job instance on one record, or
 // on up to job::max_batch() records at once (run_batch); one completer thread completes the done
 // records waiting, one transaction per partition, while the lanes go on; the lease_keeper's
 // thread renews held leases (all of a partition's together); a sweeper thread removes done

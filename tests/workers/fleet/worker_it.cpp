@@ -13,6 +13,7 @@
 #include "workers/child_process.hpp"
 #include "workers/fleet/protocol.hpp"
 #include "workers/fleet/worker.hpp"
+#include "workers/key_escape.hpp"
 #include "workers/work_table.hpp"
 
 #include <gtest/gtest.h>
@@ -291,8 +292,7 @@ TEST(WorkerIt, HelloHeartbeatsAssignWakeUpAndDrainWithBye) {
 
   // Every poll so far found nothing; the next fallback poll is a minute away. A work.available
   // makes the worker claim at once.
-  const auto calls = rw.w->stats().claim_calls;
-  ASSERT_GE(calls, 1u);
+  ASSERT_TRUE(eventually([&] { return rw.w->stats().claim_calls >= 1; })) << "the poll after ctl.assign";
   env.enqueue("fq", 3);
   work_available wa;
   wa.queue = "fq";
@@ -323,6 +323,56 @@ TEST(WorkerIt, HelloHeartbeatsAssignWakeUpAndDrainWithBye) {
   EXPECT_EQ((**rw.outcome).done, 3u);
   EXPECT_EQ(env.count("fq", record_status::claimed), 0u);
   EXPECT_EQ(env.count("fq", record_status::done), 3u);
+}
+
+// Issue 20: a work.available naming one shard makes an idle worker claim from that shard alone
+// (one ticket query), not poll every shard it is assigned; the fallback poll stays backed off.
+TEST(WorkerIt, WakeUpForOneShardQueriesThatShardAlone) {
+  storage_env env;
+  fake_router router;
+  auto state = std::make_shared<fake_state>();
+  worker_options o;
+  o.cfg = env.cfg();
+  o.cfg.worker.poll_min_ms = 60'000; // no fallback poll during the test: only wake-ups claim
+  o.cfg.worker.poll_max_ms = 60'000;
+  o.slot = "w3";
+  o.host = "hostx";
+  o.supervisor = router.endpoint;
+  o.factory = fake_factory(state);
+  ASSERT_GE(o.cfg.work.shards, 4u);
+  auto table = own_table(env);
+  auto w = worker::make(table, o);
+  ASSERT_TRUE(w) << w.error().describe();
+  running_worker rw(std::move(*w));
+  ASSERT_TRUE(router.expect<hello>());
+  // The first (full) poll visits every shard and finds nothing.
+  ASSERT_TRUE(eventually([&] { return rw.w->stats().claim_calls >= 1 && table.counters().snapshot().claim_queries >= o.cfg.work.shards; }));
+  const auto before = table.counters().snapshot().claim_queries;
+
+  // A wake-up for an empty shard: one query of that shard.
+  work_available wa;
+  wa.queue = "fq";
+  wa.shard = 2;
+  router.send(wa);
+  ASSERT_TRUE(eventually([&] { return rw.w->stats().wakeups >= 1 && rw.w->stats().claim_calls >= 2; }));
+  ASSERT_TRUE(eventually([&] { return table.counters().snapshot().claim_queries >= before + 1; }));
+  EXPECT_EQ(table.counters().snapshot().claim_queries, before + 1) << "a wake-up for shard 2 queried other shards too";
+
+  // Records in one shard and a wake-up naming it: claimed and done, with one query per claim.
+  std::vector<new_record> recs;
+  for (int i = 0; recs.size() < 3; ++i) {
+    auto id = "s" + std::to_string(i);
+    if (shard_of(id, o.cfg.work.shards) == 5)
+      recs.push_back({id, "payload", {}});
+  }
+  ASSERT_TRUE(env.work->enqueue("fq", recs));
+  const auto calls = rw.w->stats().claim_calls;
+  const auto queries = table.counters().snapshot().claim_queries;
+  wa.shard = 5;
+  router.send(wa);
+  ASSERT_TRUE(eventually([&] { return rw.w->stats().done == 3; })) << "done " << rw.w->stats().done;
+  EXPECT_EQ(table.counters().snapshot().claim_queries - queries, rw.w->stats().claim_calls - calls)
+      << "every claim after the wake-up visited shard 5 alone";
 }
 
 TEST(WorkerIt, ReconnectsAndSaysHelloAgainWhenTheSupervisorGoesSilent) {
