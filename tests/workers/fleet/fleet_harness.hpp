@@ -8,6 +8,7 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/free_port.hpp"
 #include "transport/socket.hpp"
 #include "workers/child_process.hpp"
 #include "workers/fleet/protocol.hpp"
@@ -49,19 +50,7 @@ inline bool wait_until(const std::function<bool()>& pred, milliseconds limit) {
   }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released: good enough for a test).
-inline int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using shoal::tests::free_port; // tests/support/free_port.hpp
 
 /// GET http://127.0.0.1:port/path with a plain socket; the whole response ("" on failure).
 inline std::string http_get(int port, const std::string& path) {

@@ -13,6 +13,7 @@
 #include "storage/queue_client.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/free_port.hpp"
 #include "workers/etl/blob_format.hpp"
 #include "workers/child_process.hpp"
 #include "workers/persistor/format.hpp"
@@ -49,19 +50,7 @@ namespace fs = std::filesystem;
 namespace ps = workers::persistor;
 using namespace std::chrono_literals;
 
-int free_port() {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  const int port = ntohs(a.sin_port);
-  ::close(s);
-  return port;
-}
+using shoal::tests::free_port; // tests/support/free_port.hpp
 
 // A `shoal` child process: workers::child_process SIGKILLs and reaps it when it goes out of
 // scope still running, so a failed assertion never leaves a persistor behind.
