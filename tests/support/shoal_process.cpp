@@ -33,8 +33,15 @@ int wait_exit(workers::child_process& c, std::chrono::milliseconds timeout) {
 }
 
 std::string slurp(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  // A /proc file of a process that exits while it is read fails with ESRCH, and libstdc++'s
+  // filebuf throws that from underflow whatever the stream's exception mask: the file is gone
+  // then, so it reads as "" (as a file that cannot be opened does).
+  try {
+    std::ifstream in(file, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  } catch (const std::ios_base::failure&) {
+    return {};
+  }
 }
 
 bool wait_for_text(const std::filesystem::path& file, const std::string& text,

@@ -24,7 +24,8 @@ workers::child_process spawn_shoal(const std::vector<std::string>& args,
 /// The exit status of `c` (128 + signal when killed), or -1 after `timeout` (it is then killed).
 int wait_exit(workers::child_process& c, std::chrono::milliseconds timeout);
 
-/// The whole file, or "" when it cannot be read.
+/// The whole file, or "" when it cannot be read (a /proc file whose process exits mid-read
+/// included).
 std::string slurp(const std::filesystem::path& file);
 
 /// Waits until `file` contains `text`; false after `timeout`.
