@@ -541,6 +541,7 @@ int run_main(const global_options& g, const run_args& a) {
   std::vector<workers::child_process> round_procs;
   int rounds = 0;
   auto next_draw = clock_type::now();
+  auto next_close_look = clock_type::now();
   const auto draw_every = display.tty() ? std::chrono::milliseconds(500)
                                         : std::chrono::milliseconds(2000);
   while (true) {
@@ -626,8 +627,28 @@ int run_main(const global_options& g, const run_args& a) {
     }
 
     const auto now = clock_type::now();
-    const bool tick = now >= next_draw || round_finished || send_just_done;
+    bool tick = now >= next_draw || round_finished || send_just_done;
     send_just_done = false;
+    if (!tick) {
+      // Between the display's ticks (every 2 s when not on a terminal) the stage boundaries
+      // are still timed to ~0.1 s instead of to the next tick: the local ledger says when the
+      // last record is loaded (the tick that confirms the queue is closed then comes at once),
+      // and the first blob is committed and registered when `send` reports its first ack (its
+      // progress line, every 250 ms): the persistor acks a record only then.
+      // The queue (a storage read) is looked at once the ledger is complete, at most every
+      // 200 ms: completions follow the SQL commit by a few ms.
+      open_ledger();
+      if (send_status && ledger_db && now >= next_close_look)
+        if (auto l = read_ledger(ledger_db.get(), persistor_name);
+            l && l->accounted() >= static_cast<std::int64_t>(*records_in)) {
+          next_close_look = now + std::chrono::milliseconds(200);
+          const auto q = queue.read();
+          tick = q.ok && q.pending == 0 && q.claimed == 0;
+        }
+      if (!tick && a.etl == "fleet" && !t_first_blob)
+        if (auto p = read_send_progress(send_log); p && p->acked > 0)
+          t_first_blob = now;
+    }
     if (!tick) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       continue;

@@ -561,7 +561,12 @@ struct worker::impl {
       if (want == 0 || from.empty())
         continue;
       add(claim_calls);
+      const auto claim_t0 = clock_type::now();
       auto got = table.claim(queue, from, owner, want);
+      if (spdlog::should_log(spdlog::level::debug))
+        spdlog::debug("worker {}: claim of up to {} from {} shard(s) ({}): {} in {} ms", opts.slot, want, from.size(),
+                      full ? "poll" : "woken", got ? std::to_string(got->size()) : got.error().describe(),
+                      duration_cast<milliseconds>(clock_type::now() - claim_t0).count());
       bool retry;
       {
         std::lock_guard lock(mu);
