@@ -2,7 +2,10 @@
 //
 // One easy handle per in-flight request, taken from a mutex-guarded pool and put back after
 // the request: each handle keeps its own connection cache, so a pooled handle reuses its
-// kept-alive connection and the hot path allocates no handle. Options that never change (timeouts,
+// kept-alive connection and the hot path allocates no handle. The pool is a stack (the most
+// recently used handle is taken first), so the handles beyond the recent concurrency sink to its
+// bottom and are closed once idle for max_idle_time; each one holds descriptors (its connection,
+// the wake-up socket pair of curl_easy_perform's internal multi handle). Options that never change (timeouts,
 // TLS, callbacks, keepalive) are set once when a handle is created; only the per-request ones
 // (URL, method, headers, body) are set for each request.
 
@@ -11,8 +14,10 @@
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <mutex>
 #include <string>
@@ -206,7 +211,7 @@ private:
     {
       std::lock_guard lock(mu_);
       if (!idle_.empty()) {
-        auto h = std::move(idle_.back());
+        auto h = std::move(idle_.back().handle);
         idle_.pop_back();
         return h;
       }
@@ -236,10 +241,20 @@ private:
   }
 
   void release(std::unique_ptr<easy_handle> h) {
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<idle_handle> expired; // closed below, outside the lock
     std::lock_guard lock(mu_);
     if (idle_.size() < opts_.max_idle_connections)
-      idle_.push_back(std::move(h));
+      idle_.push_back({std::move(h), now});
     // else: h (and its connection) is closed when it goes out of scope
+    // The bottom of the stack is the longest idle.
+    std::size_t n = 0;
+    while (n < idle_.size() && now - idle_[n].since > opts_.max_idle_time)
+      ++n;
+    if (n > 0) {
+      expired.assign(std::make_move_iterator(idle_.begin()), std::make_move_iterator(idle_.begin() + static_cast<std::ptrdiff_t>(n)));
+      idle_.erase(idle_.begin(), idle_.begin() + static_cast<std::ptrdiff_t>(n));
+    }
   }
 
   result<http_response> perform(easy_handle& h, const http_request& req) {
@@ -339,15 +354,20 @@ private:
     return resp;
   }
 
+  struct idle_handle {
+    std::unique_ptr<easy_handle> handle;
+    std::chrono::steady_clock::time_point since; // put back then
+  };
+
   const curl_transport_options opts_;
   std::mutex mu_;
-  std::vector<std::unique_ptr<easy_handle>> idle_; // guarded by mu_
+  std::vector<idle_handle> idle_; // guarded by mu_; a stack, most recently used last
 };
 
 } // namespace
 
 result<std::shared_ptr<http_transport>> make_curl_transport(const curl_transport_options& opts) {
-  if (opts.connect_timeout.count() <= 0 || opts.request_timeout.count() <= 0)
+  if (opts.connect_timeout.count() <= 0 || opts.request_timeout.count() <= 0 || opts.max_idle_time.count() <= 0)
     return std::unexpected(error::invalid("curl transport: timeouts must be positive"));
   if (!opts.ca_file.empty() && !std::ifstream(opts.ca_file).good())
     return std::unexpected(error::invalid("curl transport: ca_file '" + opts.ca_file +
