@@ -416,5 +416,37 @@ TEST(CurlTransportTest, KeepsAtMostMaxIdleHandlesAndClosesThoseIdleLongerThanMax
   EXPECT_TRUE(shrunk) << server.open_connections() << " connections still open";
 }
 
+TEST(CurlTransportTest, ClosesIdleHandlesWhenNoRequestComesAfterThem) {
+  // A transport nobody uses after a burst (an ETL lane that found no work since) still closes
+  // its idle handles: its reaper thread does, within two max_idle_time.
+  constexpr int burst = 6;
+  std::mutex m;
+  std::condition_variable cv;
+  int arrived = 0;
+  tiny_server server([&](const received&) {
+    std::unique_lock lock(m);
+    arrived += 1;
+    cv.notify_all();
+    cv.wait_for(lock, seconds(30), [&] { return arrived >= burst; });
+    return ok("z");
+  });
+  curl_transport_options o;
+  o.max_idle_time = milliseconds(200);
+  auto t = make_transport(o);
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int i = 0; i < burst; ++i)
+    threads.emplace_back([&] { good += t->send(http_request{http_method::get, server.url("/r"), {}, "", {}}).has_value(); });
+  for (auto& th : threads)
+    th.join();
+  ASSERT_EQ(good.load(), burst);
+  bool closed = false;
+  for (const auto until = steady_clock::now() + seconds(30); !closed && steady_clock::now() < until;) {
+    closed = server.open_connections() == 0;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  EXPECT_TRUE(closed) << server.open_connections() << " connections still open";
+}
+
 } // namespace
 } // namespace shoal::storage
