@@ -369,83 +369,71 @@ TEST(CurlTransportTest, IsSafeToShareAcrossThreads) {
   EXPECT_EQ(good.load(), 40);
 }
 
-TEST(CurlTransportTest, KeepsAtMostMaxIdleHandlesAndClosesThoseIdleLongerThanMaxIdleTime) {
-  // 20 requests in flight at once (the server answers none before all 20 arrived) leave 20
-  // handles, each with its connection: 16 are kept, the rest closed. Then one request at a
-  // time reuses one handle, and the others, idle for longer than max_idle_time, are closed:
-  // the pool follows the recent concurrency, not its peak (issue 16: a worker's descriptors
-  // grew 34 → 85 over a 30-minute soak).
-  constexpr int burst = 20;
+// A server that answers none of the first `n` requests before all `n` have arrived, so a burst
+// of `n` concurrent requests holds `n` handles at once, each with its own connection.
+struct held_burst {
+  int n;
   std::mutex m;
   std::condition_variable cv;
   int arrived = 0;
-  tiny_server server([&](const received&) {
+  tiny_server server{[this](const received&) {
     std::unique_lock lock(m);
     arrived += 1;
     cv.notify_all();
-    cv.wait_for(lock, seconds(30), [&] { return arrived >= burst; });
+    cv.wait_for(lock, seconds(30), [&] { return arrived >= n; });
     return ok("z");
-  });
-  curl_transport_options o;
-  o.max_idle_connections = 16;
-  o.max_idle_time = milliseconds(300);
-  auto t = make_transport(o);
-  std::atomic<int> good{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < burst; ++i)
-    threads.emplace_back([&] { good += t->send(http_request{http_method::get, server.url("/b"), {}, "", {}}).has_value(); });
-  for (auto& th : threads)
-    th.join();
-  ASSERT_EQ(good.load(), burst);
-  auto wait_for_open = [&](int n) {
+  }};
+  explicit held_burst(int count) : n(count) {}
+
+  // `n` concurrent GETs through `t`; how many succeeded.
+  int send_all(http_transport& t) {
+    std::atomic<int> good{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i)
+      threads.emplace_back([&] { good += t.send(http_request{http_method::get, server.url("/b"), {}, "", {}}).has_value(); });
+    for (auto& th : threads)
+      th.join();
+    return good.load();
+  }
+  // Polls until exactly `k` client connections are open (30 s at most); whether they were.
+  bool open_becomes(int k, const std::function<void()>& meanwhile = {}) {
     for (const auto until = steady_clock::now() + seconds(30); steady_clock::now() < until;) {
-      if (server.open_connections() == n)
+      if (meanwhile)
+        meanwhile();
+      if (server.open_connections() == k)
         return true;
       std::this_thread::sleep_for(milliseconds(20));
     }
     return false;
-  };
-  EXPECT_TRUE(wait_for_open(16)) << server.open_connections() << " connections open after the burst";
-  // One request at a time until the pool is down to the one handle in use.
-  bool shrunk = false;
-  for (const auto until = steady_clock::now() + seconds(30); !shrunk && steady_clock::now() < until;) {
-    ASSERT_TRUE(t->send(http_request{http_method::get, server.url("/s"), {}, "", {}}));
-    shrunk = server.open_connections() == 1;
-    std::this_thread::sleep_for(milliseconds(50));
   }
-  EXPECT_TRUE(shrunk) << server.open_connections() << " connections still open";
+};
+
+TEST(CurlTransportTest, KeepsAtMostMaxIdleHandlesAndClosesThoseIdleLongerThanMaxIdleTime) {
+  // 20 requests in flight at once leave 20 handles, each with its connection: 16 are kept, the
+  // rest closed. Then one request at a time reuses one handle, and the others, idle for longer
+  // than max_idle_time, are closed: the pool follows the recent concurrency, not its peak
+  // (issue 16: a worker's descriptors grew 34 → 85 over a 30-minute soak).
+  held_burst b(20);
+  curl_transport_options o;
+  o.max_idle_connections = 16;
+  o.max_idle_time = milliseconds(300);
+  auto t = make_transport(o);
+  ASSERT_EQ(b.send_all(*t), 20);
+  EXPECT_TRUE(b.open_becomes(16)) << b.server.open_connections() << " connections open after the burst";
+  EXPECT_TRUE(b.open_becomes(1, [&] {
+    ASSERT_TRUE(t->send(http_request{http_method::get, b.server.url("/s"), {}, "", {}}));
+  })) << b.server.open_connections() << " connections still open";
 }
 
 TEST(CurlTransportTest, ClosesIdleHandlesWhenNoRequestComesAfterThem) {
-  // A transport nobody uses after a burst (an ETL lane that found no work since) still closes
-  // its idle handles: its reaper thread does, within two max_idle_time.
-  constexpr int burst = 6;
-  std::mutex m;
-  std::condition_variable cv;
-  int arrived = 0;
-  tiny_server server([&](const received&) {
-    std::unique_lock lock(m);
-    arrived += 1;
-    cv.notify_all();
-    cv.wait_for(lock, seconds(30), [&] { return arrived >= burst; });
-    return ok("z");
-  });
+  // A transport nobody uses after a burst still closes its idle handles: its reaper thread
+  // does, within two max_idle_time.
+  held_burst b(6);
   curl_transport_options o;
   o.max_idle_time = milliseconds(200);
   auto t = make_transport(o);
-  std::vector<std::thread> threads;
-  std::atomic<int> good{0};
-  for (int i = 0; i < burst; ++i)
-    threads.emplace_back([&] { good += t->send(http_request{http_method::get, server.url("/r"), {}, "", {}}).has_value(); });
-  for (auto& th : threads)
-    th.join();
-  ASSERT_EQ(good.load(), burst);
-  bool closed = false;
-  for (const auto until = steady_clock::now() + seconds(30); !closed && steady_clock::now() < until;) {
-    closed = server.open_connections() == 0;
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  EXPECT_TRUE(closed) << server.open_connections() << " connections still open";
+  ASSERT_EQ(b.send_all(*t), 6);
+  EXPECT_TRUE(b.open_becomes(0)) << b.server.open_connections() << " connections still open";
 }
 
 } // namespace

@@ -341,28 +341,13 @@ TEST(PersistorIt, KillNineMidStreamThenRestartLosesNoAckedRecord) {
 
 // A DEALER producer that remembers exactly which record ids the persistor acked (shoal send
 // only reports counts). Records: dest `dest`, event time 2001-01-05T10:mm, ids from 1.
-struct acking_producer {
-  zmq::context_t ctx{1};
-  std::optional<transport::envelope_socket> sock;
-  std::set<std::string> acked; // hex message ids, as the blobs record them
+struct acking_producer : flush_producer {
   std::uint64_t next = 1;
   std::string dest;
   bool duplicate = false;       // send every record twice (the second while the first waits)
   std::size_t rejects = 0;      // persist.reject answers received
 
-  acking_producer(const std::string& endpoint, std::string d) : dest(std::move(d)) {
-    transport::socket_options so;
-    so.linger = std::chrono::milliseconds(0);
-    auto s = transport::envelope_socket::make(ctx, zmq::socket_type::dealer, so);
-    EXPECT_TRUE(s);
-    sock.emplace(std::move(*s));
-    EXPECT_TRUE(sock->connect(endpoint));
-  }
-  static transport::message_id id_of(std::uint64_t k) {
-    transport::message_id id{};
-    std::memcpy(id.data(), &k, sizeof k);
-    return id;
-  }
+  acking_producer(const std::string& endpoint, std::string d) : flush_producer(endpoint), dest(std::move(d)) {}
   // Sends with up to `window` unacked records in flight until `enough` are acked or `timeout`.
   void run_until(std::size_t enough, std::size_t window, std::chrono::seconds timeout) {
     transport::envelope env;
