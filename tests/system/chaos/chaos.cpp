@@ -1034,11 +1034,18 @@ soak_result run_soak(const environment& env, std::chrono::seconds duration, doub
   out.csv = g.dir() / "soak.csv";
   std::ofstream csv(out.csv);
   csv << "t_s,process,pid,rss_kib,fds,rows\n";
-  // The first sample ("start") once every process runs its own program: a child sampled between
-  // fork and exec, or a supervisor whose workers are not started yet, read 0.0 MiB and "-".
+  // The first sample ("start") once every process runs its own program and each worker has made
+  // its job (its SQLite database is open): a child sampled between fork and exec, or a supervisor
+  // whose workers are not started yet, read 0.0 MiB and "-", and a worker just after exec ~3 MiB.
   const std::size_t want_workers = static_cast<std::size_t>(g.options().hosts.front().workers);
   auto execed = [](pid_t pid, const char* word) {
     return pid > 0 && rss_kib(pid) > 0 && command_line(pid).find(word) != std::string::npos;
+  };
+  auto has_open = [](pid_t pid, const fs::path& file) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec))
+      if (fs::read_symlink(e.path(), ec) == file) return true;
+    return false;
   };
   const auto up_by = clock_type::now() + 120s;
   for (;;) {
@@ -1046,7 +1053,8 @@ soak_result run_soak(const environment& env, std::chrono::seconds duration, doub
     const auto senders = children_of(::getpid(), " send ");
     const bool up = execed(g.persistor_pid(), " persistor") && execed(g.supervisor_pid(0), " supervisor") &&
                     w.size() == want_workers &&
-                    std::all_of(w.begin(), w.end(), [&](pid_t p) { return execed(p, " worker"); }) &&
+                    std::all_of(w.begin(), w.end(),
+                                [&](pid_t p) { return execed(p, " worker") && has_open(p, g.options().sqlite_path); }) &&
                     senders.size() == 1 && execed(senders.front(), " send ");
     if (up) break;
     if (clock_type::now() >= up_by) {

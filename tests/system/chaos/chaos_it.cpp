@@ -79,7 +79,7 @@ TEST(ChaosSoakIt, TheFirstSampleFindsEveryProcessUp) {
   for (const std::string role : {"persistor", "supervisor", "send", "worker 1", "worker 2", "worker 3"}) {
     auto it = first.find(role);
     ASSERT_NE(it, first.end()) << role << " is missing from the first sample";
-    EXPECT_GT(it->second.first, 4 * 1024) << role << ": RSS " << it->second.first << " KiB in the first sample";
+    EXPECT_GT(it->second.first, 8 * 1024) << role << ": RSS " << it->second.first << " KiB in the first sample";
     EXPECT_GT(it->second.second, 8) << role << ": " << it->second.second << " descriptors in the first sample";
   }
   EXPECT_GT(r.records, 0u);
