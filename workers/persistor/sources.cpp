@@ -517,7 +517,6 @@ private:
     }
   }
 
-
   std::shared_ptr<push_shared> sh_;  // first member: the context outlives the sockets below
   std::optional<transport::envelope_socket> router_;
   std::optional<transport::envelope_socket> pub_;
@@ -536,7 +535,7 @@ private:
   std::vector<ack_token> tokens_;            // swapped with the completion queue
   std::vector<committed_blob> blobs_;
   std::list<flush_waiter> flushes_;          // persist.flush envelopes not acked yet, in order
-  std::vector<std::uint64_t> route_seen_;    // by producer: records taken from it (new or resent)
+  std::vector<std::uint64_t> route_seen_;    // by producer: records it sent that wait (re-sends of its own not counted)
   std::vector<std::size_t> route_flush_ids_; // by producer: flush ids waiting
   std::size_t flush_tokens_ = 0;             // records held by waiting flushes (each once)
   std::vector<flush_waiter*> earlier_;       // send_acks: the last waiter seen, by producer
