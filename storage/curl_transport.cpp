@@ -2,7 +2,11 @@
 //
 // One easy handle per in-flight request, taken from a mutex-guarded pool and put back after
 // the request: each handle keeps its own connection cache, so a pooled handle reuses its
-// kept-alive connection and the hot path allocates no handle. Options that never change (timeouts,
+// kept-alive connection and the hot path allocates no handle. The pool is a stack (the most
+// recently used handle is taken first), so the handles beyond the recent concurrency sink to its
+// bottom and are closed once idle for max_idle_time (at the next release, or by the transport's
+// reaper thread when no request comes); each one holds descriptors (its connection, the wake-up
+// socket pair of curl_easy_perform's internal multi handle). Options that never change (timeouts,
 // TLS, callbacks, keepalive) are set once when a handle is created; only the per-request ones
 // (URL, method, headers, body) are set for each request.
 
@@ -11,11 +15,16 @@
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <mutex>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace shoal::storage {
@@ -189,7 +198,11 @@ bool has_header(const http_request& req, std::string_view lower_name) noexcept {
 
 class curl_transport final : public http_transport {
 public:
-  explicit curl_transport(curl_transport_options opts) : opts_(std::move(opts)) {}
+  explicit curl_transport(curl_transport_options opts) : opts_(std::move(opts)) {
+    reaper_ = std::jthread([this](std::stop_token st) { reap(st); });
+  }
+  // reaper_ (the last member) is stopped and joined first.
+  ~curl_transport() override = default;
 
   result<http_response> send(const http_request& req) override {
     std::unique_ptr<easy_handle> h = acquire();
@@ -202,11 +215,16 @@ public:
   }
 
 private:
+  struct idle_handle {
+    std::unique_ptr<easy_handle> handle;
+    std::chrono::steady_clock::time_point since; // put back then
+  };
+
   std::unique_ptr<easy_handle> acquire() {
     {
       std::lock_guard lock(mu_);
       if (!idle_.empty()) {
-        auto h = std::move(idle_.back());
+        auto h = std::move(idle_.back().handle);
         idle_.pop_back();
         return h;
       }
@@ -236,10 +254,42 @@ private:
   }
 
   void release(std::unique_ptr<easy_handle> h) {
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<idle_handle> expired; // closed below, outside the lock
     std::lock_guard lock(mu_);
     if (idle_.size() < opts_.max_idle_connections)
-      idle_.push_back(std::move(h));
+      idle_.push_back({std::move(h), now});
     // else: h (and its connection) is closed when it goes out of scope
+    expired = take_expired(now);
+  }
+
+  // Moves the handles idle for longer than max_idle_time out of the pool. Caller holds mu_.
+  std::vector<idle_handle> take_expired(std::chrono::steady_clock::time_point now) {
+    std::vector<idle_handle> expired;
+    // The bottom of the stack is the longest idle.
+    std::size_t n = 0;
+    while (n < idle_.size() && now - idle_[n].since > opts_.max_idle_time)
+      ++n;
+    if (n > 0) {
+      const auto end = idle_.begin() + static_cast<std::ptrdiff_t>(n);
+      expired.assign(std::make_move_iterator(idle_.begin()), std::make_move_iterator(end));
+      idle_.erase(idle_.begin(), end);
+    }
+    return expired;
+  }
+
+  // The reaper thread: every max_idle_time, closes the handles idle for longer, so a transport
+  // that no request uses any more (a lane that found no work since a burst) frees them too.
+  void reap(std::stop_token st) {
+    std::unique_lock lock(mu_);
+    while (!st.stop_requested()) {
+      if (reaper_cv_.wait_for(lock, st, opts_.max_idle_time, [] { return false; }) || st.stop_requested())
+        return;
+      auto expired = take_expired(std::chrono::steady_clock::now());
+      lock.unlock();
+      expired.clear(); // curl_easy_cleanup closes their connections, outside the lock
+      lock.lock();
+    }
   }
 
   result<http_response> perform(easy_handle& h, const http_request& req) {
@@ -341,13 +391,15 @@ private:
 
   const curl_transport_options opts_;
   std::mutex mu_;
-  std::vector<std::unique_ptr<easy_handle>> idle_; // guarded by mu_
+  std::vector<idle_handle> idle_; // guarded by mu_; a stack, most recently used last
+  std::condition_variable_any reaper_cv_; // only its stop token wakes the reaper early
+  std::jthread reaper_;                   // last: stopped and joined before the pool goes
 };
 
 } // namespace
 
 result<std::shared_ptr<http_transport>> make_curl_transport(const curl_transport_options& opts) {
-  if (opts.connect_timeout.count() <= 0 || opts.request_timeout.count() <= 0)
+  if (opts.connect_timeout.count() <= 0 || opts.request_timeout.count() <= 0 || opts.max_idle_time.count() <= 0)
     return std::unexpected(error::invalid("curl transport: timeouts must be positive"));
   if (!opts.ca_file.empty() && !std::ifstream(opts.ca_file).good())
     return std::unexpected(error::invalid("curl transport: ca_file '" + opts.ca_file +

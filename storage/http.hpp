@@ -72,10 +72,16 @@ struct curl_transport_options {
   bool verify_peer = true;                           ///< TLS peer and host verification
   std::string ca_file;                               ///< PEM bundle; empty = system default
   std::size_t max_idle_connections = 16;             ///< kept-alive connections per transport
+  /// An idle handle (and its kept-alive connections) unused this long is closed (at the next
+  /// request, or by the transport's reaper thread within another max_idle_time): the pool follows the recent concurrency instead of keeping its all-time peak
+  /// (issue 16: a worker's descriptors grew 34 → 85 over a 30-minute soak while slow storage
+  /// raised the number of requests in flight now and then).
+  std::chrono::milliseconds max_idle_time{15'000};
 };
 
 /// The libcurl transport: keep-alive connection reuse, no per-request handle churn (a pool
-/// of easy handles, each keeping its connection; at most `max_idle_connections` are kept).
+/// of easy handles, each keeping its connection; at most `max_idle_connections` are kept, none
+/// idle for longer than `max_idle_time`; one reaper thread per transport closes those).
 /// Sends an explicit Content-Length (0 for a bodyless PUT/POST/MERGE/DELETE), an empty
 /// `Expect:`, and no Content-Type of its own. Thread-safe.
 /// Errors: invalid_argument if `opts` is unusable (non-positive timeout, unreadable ca_file).

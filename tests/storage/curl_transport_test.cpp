@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -82,6 +83,8 @@ public:
     std::lock_guard lock(mu_);
     return requests_;
   }
+  // Connections the client has open now (accepted and not yet closed by either side).
+  int open_connections() const { return open_.load(); }
 
 private:
   void run() {
@@ -92,7 +95,11 @@ private:
       std::lock_guard lock(mu_);
       conns_.push_back(c);
       const int id = static_cast<int>(conns_.size()); // 1-based connection number
-      servers_.emplace_back([this, c, id] { serve(c, id); });
+      open_ += 1;
+      servers_.emplace_back([this, c, id] {
+        serve(c, id);
+        open_ -= 1;
+      });
     }
   }
 
@@ -166,6 +173,7 @@ private:
   std::vector<int> conns_;           // by connection number - 1; -1 once closed
   std::vector<std::thread> servers_; // guarded by mu_ while the acceptor runs
   std::vector<received> requests_;
+  std::atomic<int> open_{0};
 };
 
 reply ok(std::string body = "", std::string extra_headers = "") {
@@ -339,6 +347,9 @@ TEST(CurlTransportTest, RejectsUnusableOptions) {
   o = {};
   o.request_timeout = milliseconds{0};
   EXPECT_FALSE(make_curl_transport(o));
+  o = {};
+  o.max_idle_time = milliseconds{0};
+  EXPECT_FALSE(make_curl_transport(o));
 }
 
 TEST(CurlTransportTest, IsSafeToShareAcrossThreads) {
@@ -356,6 +367,73 @@ TEST(CurlTransportTest, IsSafeToShareAcrossThreads) {
   for (auto& th : threads)
     th.join();
   EXPECT_EQ(good.load(), 40);
+}
+
+// A server that answers none of the first `n` requests before all `n` have arrived, so a burst
+// of `n` concurrent requests holds `n` handles at once, each with its own connection.
+struct held_burst {
+  int n;
+  std::mutex m;
+  std::condition_variable cv;
+  int arrived = 0;
+  tiny_server server{[this](const received&) {
+    std::unique_lock lock(m);
+    arrived += 1;
+    cv.notify_all();
+    cv.wait_for(lock, seconds(30), [&] { return arrived >= n; });
+    return ok("z");
+  }};
+  explicit held_burst(int count) : n(count) {}
+
+  // `n` concurrent GETs through `t`; how many succeeded.
+  int send_all(http_transport& t) {
+    std::atomic<int> good{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i)
+      threads.emplace_back([&] { good += t.send(http_request{http_method::get, server.url("/b"), {}, "", {}}).has_value(); });
+    for (auto& th : threads)
+      th.join();
+    return good.load();
+  }
+  // Polls until exactly `k` client connections are open (30 s at most); whether they were.
+  bool open_becomes(int k, const std::function<void()>& meanwhile = {}) {
+    for (const auto until = steady_clock::now() + seconds(30); steady_clock::now() < until;) {
+      if (meanwhile)
+        meanwhile();
+      if (server.open_connections() == k)
+        return true;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    return false;
+  }
+};
+
+TEST(CurlTransportTest, KeepsAtMostMaxIdleHandlesAndClosesThoseIdleLongerThanMaxIdleTime) {
+  // 20 requests in flight at once leave 20 handles, each with its connection: 16 are kept, the
+  // rest closed. Then one request at a time reuses one handle, and the others, idle for longer
+  // than max_idle_time, are closed: the pool follows the recent concurrency, not its peak
+  // (issue 16: a worker's descriptors grew 34 → 85 over a 30-minute soak).
+  held_burst b(20);
+  curl_transport_options o;
+  o.max_idle_connections = 16;
+  o.max_idle_time = milliseconds(300);
+  auto t = make_transport(o);
+  ASSERT_EQ(b.send_all(*t), 20);
+  EXPECT_TRUE(b.open_becomes(16)) << b.server.open_connections() << " connections open after the burst";
+  EXPECT_TRUE(b.open_becomes(1, [&] {
+    ASSERT_TRUE(t->send(http_request{http_method::get, b.server.url("/s"), {}, "", {}}));
+  })) << b.server.open_connections() << " connections still open";
+}
+
+TEST(CurlTransportTest, ClosesIdleHandlesWhenNoRequestComesAfterThem) {
+  // A transport nobody uses after a burst still closes its idle handles: its reaper thread
+  // does, within two max_idle_time.
+  held_burst b(6);
+  curl_transport_options o;
+  o.max_idle_time = milliseconds(200);
+  auto t = make_transport(o);
+  ASSERT_EQ(b.send_all(*t), 6);
+  EXPECT_TRUE(b.open_becomes(0)) << b.server.open_connections() << " connections still open";
 }
 
 } // namespace

@@ -126,6 +126,9 @@ struct push_shared {
 // own thread (ZeroMQ sockets are single-threaded).
 class push_source final : public actors::actor {
 public:
+  /// Flush ids of one producer waiting for their answer at most (take_flush()).
+  static constexpr std::size_t max_waiting_flushes = 1024;
+
   push_source(actors::actor_config& cfg, std::shared_ptr<push_shared> sh) : actor(cfg), sh_(std::move(sh)) {}
 
 protected:
@@ -202,6 +205,14 @@ private:
     bool from(std::uint32_t r) const { return route == r || std::find(more.begin(), more.end(), r) != more.end(); }
   };
 
+  // One or more persist.flush envelopes of a producer waiting for the acks of its records.
+  struct flush_waiter {
+    std::vector<transport::message_id> ids; // the flush envelopes answered with it, oldest first
+    std::uint32_t route = 0;                // their producer (index into routes_)
+    std::uint64_t seen = 0;                 // route_seen_ of the producer when it was made
+    std::unordered_set<ack_token> tokens;   // its records not acked yet (no earlier waiter's)
+  };
+
   // The index of the current frame's producer (route_) in routes_: records in flight name their
   // producer by index, with no copy of its routing id per record. Producers are few (one per
   // connection), and consecutive frames mostly come from the same one.
@@ -266,8 +277,10 @@ private:
     if (auto it = by_id_.find(in_.id); it != by_id_.end()) {
       stats.duplicates.fetch_add(1, std::memory_order_relaxed);
       auto& w = inflight_[it->second];
-      if (!w.from(route))
+      if (!w.from(route)) {
         w.more.push_back(route);
+        note_record_of(route); // a later flush of this producer waits for it too
+      }
       return;
     }
     record& r = rec_;
@@ -313,23 +326,99 @@ private:
     }
     inflight_.emplace(tok, waiting{in_.id, route, {}});
     by_id_.emplace(in_.id, tok);
+    note_record_of(route);
+  }
+
+  // Route `r` has one more record in flight that a flush of it must wait for.
+  void note_record_of(std::uint32_t r) {
+    if (route_seen_.size() <= r)
+      route_books(r);
+    ++route_seen_[r];
   }
 
   // One received persist.flush: seals the open batches holding records this producer (its
   // routing id) sent and that are not acked yet, and acks the flush id once all of those are
-  // acked (at once when there are none). O(records in flight).
+  // acked (at once when there are none).
+  //
+  // Bounded whatever the producer does (a stalled `shoal send` sends one every few ms while its
+  // records wait for slow storage; each once copied every record in flight, and the copies of
+  // thousands of flushes took the persistor past 1.5 GB): the waiting flushes of one producer
+  // form a chain in arrival order, each holding only the records none before it holds, and a
+  // flush answered by the next one's answer too is not a waiter of its own:
+  //  - a flush with no record of its producer since the latest waiting flush of that producer
+  //    (or whose new records are all acked already) joins that one: same records, same answer;
+  //  - a waiter whose own records are all acked while an earlier one still waits merges into
+  //    the earlier one; the first waiter of a producer is answered once its records are.
+  // So the records held by waiting flushes are each held once (<= records in flight), and at
+  // most max_waiting_flushes ids per producer wait for an answer: beyond that the oldest id is
+  // dropped (never answered; a flush is a hint, transport/ENVELOPE.md). O(records in flight)
+  // for a flush that brings new records, O(waiting flushes of its producer) otherwise.
   void take_flush() {
     sh_->stats->flushes.fetch_add(1, std::memory_order_relaxed);
-    flush_waiter w{in_.id, route_index(), {}};
+    const std::uint32_t r = route_index();
+    route_books(r);
+    flush_waiter* prev = nullptr;
+    for (auto it = flushes_.rbegin(); it != flushes_.rend() && !prev; ++it)
+      if (it->route == r)
+        prev = &*it;
+    if (prev && prev->seen == route_seen_[r]) {
+      join(*prev, in_.id);
+      return;
+    }
+    flush_waiter w{{}, r, route_seen_[r], {}};
     for (const auto& [tok, wt] : inflight_)
-      if (wt.from(w.route))
+      if (wt.from(r) && !held_by_earlier(r, tok))
         w.tokens.insert(tok);
     if (w.tokens.empty()) {
-      send_ack(route_, std::span(&w.id, 1));
+      if (prev) {
+        prev->seen = w.seen;
+        join(*prev, in_.id);
+      } else {
+        send_ack(route_, std::span(&in_.id, 1));
+      }
       return;
     }
     stage_->seal_holding([&w](ack_token t) { return w.tokens.contains(t); });
+    flush_tokens_ += w.tokens.size();
     flushes_.push_back(std::move(w));
+    join(flushes_.back(), in_.id);
+  }
+
+  // Per-route books sized for route `r`.
+  void route_books(std::uint32_t r) {
+    if (route_seen_.size() <= r) {
+      route_seen_.resize(r + 1, 0);
+      route_flush_ids_.resize(r + 1, 0);
+    }
+  }
+
+  // A waiting flush of route `r` before the newest one holds `tok`.
+  bool held_by_earlier(std::uint32_t r, ack_token tok) const {
+    for (const auto& f : flushes_)
+      if (f.route == r && f.tokens.contains(tok))
+        return true;
+    return false;
+  }
+
+  // Flush `id` is answered with waiter `w`; the producer's oldest waiting id goes beyond the cap.
+  void join(flush_waiter& w, const transport::message_id& id) {
+    w.ids.push_back(id);
+    if (++route_flush_ids_[w.route] > max_waiting_flushes)
+      for (auto& f : flushes_)
+        if (f.route == w.route && !f.ids.empty()) {
+          f.ids.erase(f.ids.begin());
+          --route_flush_ids_[w.route];
+          break;
+        }
+    publish_flush_books();
+  }
+
+  void publish_flush_books() {
+    std::size_t ids = 0;
+    for (auto n : route_flush_ids_)
+      ids += n;
+    sh_->stats->flushes_waiting.store(ids, std::memory_order_relaxed);
+    sh_->stats->flush_records.store(flush_tokens_, std::memory_order_relaxed);
   }
 
   // One timer for the stage's oldest open batch (later batches never fall due earlier).
@@ -378,17 +467,30 @@ private:
       by_id_.erase(it->second.id);
       inflight_.erase(it);
       for (auto& f : flushes_)
-        f.tokens.erase(t);
+        flush_tokens_ -= f.tokens.erase(t);
     }
     tokens_.clear();
-    // Flushes whose records are all acked: their ids go out with the records' acks.
-    for (auto f = flushes_.begin(); f != flushes_.end();) {
-      if (!f->tokens.empty()) {
-        ++f;
-        continue;
+    // Flushes whose records are all acked: the first waiter of its producer has its ids go out
+    // with the records' acks; a later one merges into the earlier waiter (answered with it).
+    if (!flushes_.empty()) {
+      earlier_.assign(routes_.size(), nullptr);
+      for (auto f = flushes_.begin(); f != flushes_.end();) {
+        flush_waiter*& before = earlier_[f->route];
+        if (!f->tokens.empty()) {
+          before = &*f;
+          ++f;
+          continue;
+        }
+        if (before) {
+          before->ids.insert(before->ids.end(), f->ids.begin(), f->ids.end());
+          before->seen = std::max(before->seen, f->seen);
+        } else {
+          route_flush_ids_[f->route] -= f->ids.size();
+          per_route_[f->route].insert(per_route_[f->route].end(), f->ids.begin(), f->ids.end());
+        }
+        f = flushes_.erase(f);
       }
-      per_route_[f->route].push_back(f->id);
-      f = flushes_.erase(f);
+      publish_flush_books();
     }
     for (std::size_t r = 0; r < per_route_.size(); ++r) {
       if (per_route_[r].empty())
@@ -415,13 +517,6 @@ private:
     }
   }
 
-  // A persist.flush waiting for the acks of its producer's records.
-  struct flush_waiter {
-    transport::message_id id;               // the flush envelope's id, acked at the end
-    std::uint32_t route = 0;                // its producer (index into routes_)
-    std::unordered_set<ack_token> tokens;   // that producer's records not acked yet
-  };
-
   std::shared_ptr<push_shared> sh_;  // first member: the context outlives the sockets below
   std::optional<transport::envelope_socket> router_;
   std::optional<transport::envelope_socket> pub_;
@@ -439,7 +534,11 @@ private:
   record rec_;                               // reused: its buffers keep their capacity
   std::vector<ack_token> tokens_;            // swapped with the completion queue
   std::vector<committed_blob> blobs_;
-  std::list<flush_waiter> flushes_;          // persist.flush envelopes not acked yet
+  std::list<flush_waiter> flushes_;          // persist.flush envelopes not acked yet, in order
+  std::vector<std::uint64_t> route_seen_;    // by producer: records it sent that wait (re-sends of its own not counted)
+  std::vector<std::size_t> route_flush_ids_; // by producer: flush ids waiting
+  std::size_t flush_tokens_ = 0;             // records held by waiting flushes (each once)
+  std::vector<flush_waiter*> earlier_;       // send_acks: the last waiter seen, by producer
 };
 
 // -- pull -----------------------------------------------------------------------------------------

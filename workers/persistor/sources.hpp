@@ -9,7 +9,8 @@
 //    or `persist.reject` (corr: the id, body: the reason) for a record that can never be stored
 //    (bad dest). A `persist.flush` from a producer seals the open batches holding that producer's
 //    unacked records at once (end of input: no wait for batch_max_delay_ms per open partition)
-//    and is acked like a record once they are all committed. Acks go out on its own thread (a
+//    and is acked like a record once they are all committed (a waiting record is held once
+//    however many flushes wait for it; at most 1,024 flush ids per producer wait). Acks go out on its own thread (a
 //    ZeroMQ socket is single-threaded): the engine parks committed tokens and wakes it with one
 //    message per batch of commits. A record id already waiting for its blob is not stored
 //    twice: the second sender is acked with the first.
@@ -95,6 +96,11 @@ struct source_stats {
   std::atomic<std::uint64_t> paused_ms{0}; ///< time spent not reading (back-pressure)
   std::atomic<std::uint64_t> empty_gets{0}; ///< pull: gets that returned no message
   std::atomic<std::uint64_t> flushes{0};   ///< push: persist.flush envelopes received
+  /// push, a gauge: flush ids waiting for their answer now (at most 1,024 per producer).
+  std::atomic<std::uint64_t> flushes_waiting{0};
+  /// push, a gauge: records the waiting flushes wait for, each counted once however many
+  /// flushes wait for it (at most the records in flight).
+  std::atomic<std::uint64_t> flush_records{0};
 };
 
 /// Builds the engine with an ack path to push producers and runs the ROUTER loop until `stop`

@@ -63,5 +63,30 @@ std::string test_name(const ::testing::TestParamInfo<std::string>& info) {
 
 INSTANTIATE_TEST_SUITE_P(Scenarios, ChaosIt, ::testing::ValuesIn(scenario_names()), test_name);
 
+TEST(ChaosSoakIt, TheFirstSampleFindsEveryProcessUp) {
+  // The soak's table starts with this sample; it used to be taken before the processes had
+  // started (the persistor and supervisor at 0.0 MiB, the workers "-"). 20 s of the soak's
+  // pipeline (`bench/run.sh soak` runs 30 minutes).
+  auto env = fixture_environment_logged();
+  fs::create_directories(env.work_dir);
+  const auto r = run_soak(env, std::chrono::seconds(20), 80, std::chrono::seconds(5));
+  std::cout << format_soak(r);
+  std::string problems;
+  for (const auto& p : r.problems) problems += "  - " + p + "\n";
+  EXPECT_TRUE(r.problems.empty()) << problems;
+  ASSERT_GE(r.samples.size(), 2u);
+  const auto& first = r.samples.front().processes;
+  for (const std::string role : {"persistor", "supervisor", "send", "worker 1", "worker 2", "worker 3"}) {
+    auto it = first.find(role);
+    ASSERT_NE(it, first.end()) << role << " is missing from the first sample";
+    EXPECT_GT(it->second.first, 8 * 1024) << role << ": RSS " << it->second.first << " KiB in the first sample";
+    EXPECT_GT(it->second.second, 8) << role << ": " << it->second.second << " descriptors in the first sample";
+  }
+  EXPECT_GT(r.records, 0u);
+  std::error_code ec;
+  if (!HasFailure() && !env.keep) fs::remove_all(env.work_dir, ec);
+  else std::cout << "soak folder kept: " << env.work_dir << "\n";
+}
+
 } // namespace
 } // namespace shoal::tests::chaos

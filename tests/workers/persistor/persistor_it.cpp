@@ -14,6 +14,7 @@
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
 #include "tests/support/free_port.hpp"
+#include "tests/workers/persistor/flush_producer.hpp"
 #include "workers/etl/blob_format.hpp"
 #include "workers/child_process.hpp"
 #include "workers/persistor/format.hpp"
@@ -340,28 +341,13 @@ TEST(PersistorIt, KillNineMidStreamThenRestartLosesNoAckedRecord) {
 
 // A DEALER producer that remembers exactly which record ids the persistor acked (shoal send
 // only reports counts). Records: dest `dest`, event time 2001-01-05T10:mm, ids from 1.
-struct acking_producer {
-  zmq::context_t ctx{1};
-  std::optional<transport::envelope_socket> sock;
-  std::set<std::string> acked; // hex message ids, as the blobs record them
+struct acking_producer : flush_producer {
   std::uint64_t next = 1;
   std::string dest;
   bool duplicate = false;       // send every record twice (the second while the first waits)
   std::size_t rejects = 0;      // persist.reject answers received
 
-  acking_producer(const std::string& endpoint, std::string d) : dest(std::move(d)) {
-    transport::socket_options so;
-    so.linger = std::chrono::milliseconds(0);
-    auto s = transport::envelope_socket::make(ctx, zmq::socket_type::dealer, so);
-    EXPECT_TRUE(s);
-    sock.emplace(std::move(*s));
-    EXPECT_TRUE(sock->connect(endpoint));
-  }
-  static transport::message_id id_of(std::uint64_t k) {
-    transport::message_id id{};
-    std::memcpy(id.data(), &k, sizeof k);
-    return id;
-  }
+  acking_producer(const std::string& endpoint, std::string d) : flush_producer(endpoint), dest(std::move(d)) {}
   // Sends with up to `window` unacked records in flight until `enough` are acked or `timeout`.
   void run_until(std::size_t enough, std::size_t window, std::chrono::seconds timeout) {
     transport::envelope env;
@@ -809,58 +795,7 @@ TEST(PersistorIt, FlushSealsTheOpenPartitionsOfItsProducerAndIsAckedAfterThem) {
   auto p = run.start_push("persistor.log", {"--batch-max-delay-ms", "600000", "--batch-max-records",
                                             "100000", "--format", "ndjson", "--writers", "1"});
   ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
-  struct producer {
-    zmq::context_t ctx{1};
-    std::optional<transport::envelope_socket> sock;
-    std::set<std::string> acked;
-    explicit producer(const std::string& endpoint) {
-      transport::socket_options so;
-      so.linger = std::chrono::milliseconds(0);
-      auto s = transport::envelope_socket::make(ctx, zmq::socket_type::dealer, so);
-      EXPECT_TRUE(s);
-      sock.emplace(std::move(*s));
-      EXPECT_TRUE(sock->connect(endpoint));
-    }
-    void send(const std::string& dest, std::uint64_t first, std::size_t n, std::size_t days) {
-      transport::envelope env;
-      env.kind = "persist.record";
-      env.from = "flushit@1@h";
-      env.hdr["dest"] = dest;
-      env.body = {'{', '}'};
-      for (std::size_t i = 0; i < n; ++i) {
-        env.id = acking_producer::id_of(first + i);
-        env.ts_ns = 1;
-        char ts[32];
-        std::snprintf(ts, sizeof ts, "2001-02-%02zuT10:00:00Z", 1 + i % days);
-        env.hdr["event_time"] = ts;
-        ASSERT_TRUE(sock->send(env, 1000ms));
-      }
-    }
-    transport::message_id flush() {
-      transport::envelope env;
-      env.kind = "persist.flush";
-      env.from = "flushit@1@h";
-      env.id = transport::new_message_id();
-      env.ts_ns = 1;
-      EXPECT_TRUE(sock->send(env, 1000ms));
-      return env.id;
-    }
-    // Takes the acks delivered within `wait` (or until `until` is acked).
-    void drain(std::chrono::milliseconds wait, const std::string& until = {}) {
-      const auto end = std::chrono::steady_clock::now() + wait;
-      transport::envelope in;
-      while (std::chrono::steady_clock::now() < end && (until.empty() || !acked.contains(until))) {
-        if (!sock->receive(in, 20ms) || in.kind != "persist.ack")
-          continue;
-        for (std::size_t off = 0; off + 16 <= in.body.size(); off += 16) {
-          transport::message_id id{};
-          std::memcpy(id.data(), in.body.data() + off, 16);
-          acked.insert(transport::to_hex(id));
-        }
-      }
-    }
-  };
-  producer a(run.endpoint()), b(run.endpoint());
+  flush_producer a(run.endpoint()), b(run.endpoint());
   b.send("aaa", 1'000'000, 30, 3); // sorted before "zzz": a wrong seal would be written first
   a.send("zzz", 1, 400, 28);       // 28 open day partitions of February
   a.send("zzz", 401, 100, 12);     // more records in 12 of them
