@@ -122,8 +122,20 @@ case "$what" in
     bash "$root/bench/debian_packages.sh" gnuplot-nox
     cmake --build "$build" --target scale_bench shoal
     uptime
-    "$build/bench/scale_bench" --svg "$root/bench/scale.svg" "$@"
+    # In the background, so a SIGTERM/SIGINT/SIGHUP to this script reaches the bench, which then
+    # tears down its hosts, Azurite and network namespaces (bash would otherwise die alone and
+    # leave it running, or a signal to the bench alone would leave all of them behind).
+    "$build/bench/scale_bench" --svg "$root/bench/scale.svg" "$@" &
+    bench=$!
+    trap 'kill -TERM "$bench" 2>/dev/null || true' TERM INT HUP
+    rc=0
+    while :; do
+      wait "$bench" && rc=0 || rc=$?
+      kill -0 "$bench" 2>/dev/null || break # wait returned for a signal: the bench is finishing
+    done
+    trap - TERM INT HUP
     uptime
+    exit "$rc"
     ;;
   fleet)
     bash "$root/bench/debian_packages.sh" python3-celery python3-redis redis-server

@@ -326,6 +326,7 @@ struct supervisor::impl {
   std::optional<transport::envelope_socket> committed; // SUB to persistor.committed_endpoint
   std::unique_ptr<fleet_metrics> metrics;
   std::optional<work_table> table;
+  bool work_table_exists = false; // created (or found) at start: the workers skip that round trip
   std::unique_ptr<releaser> release;
   std::unique_ptr<counts_cache> counts;
   std::unique_ptr<membership> members;
@@ -389,6 +390,8 @@ struct supervisor::impl {
     // --supervisor-pid: the worker drains and exits once we are no longer its parent (we died),
     // instead of running on unsupervised beside the workers of a supervisor started after us.
     argv.insert(argv.end(), {"--slot", s.name, "--supervisor", endpoint, "--supervisor-pid", std::to_string(::getpid())});
+    if (work_table_exists)
+      argv.push_back("--work-table-exists");
     argv.insert(argv.end(), opts.worker_args.begin(), opts.worker_args.end());
     return argv;
   }
@@ -1000,6 +1003,14 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
     auto w = work_table::make(*t, storage::blob_client(*pipe), wo);
     if (!w)
       return std::unexpected(w.error());
+    // The workers' table, made once here before any worker starts, so a starting worker goes
+    // straight to its hello and first claim (--work-table-exists; issue 19, a joining host's
+    // first claim). When this fails the workers make it themselves, beside their claims.
+    if (auto c = w->create_if_missing(); !c)
+      spdlog::warn("supervisor: work table '{}': {}; the workers will create it", m->cfg.work.table,
+                   c.error().describe());
+    else
+      m->work_table_exists = true;
     m->table.emplace(*std::move(w));
   }
   m->release = std::make_unique<releaser>(m->table);
