@@ -24,7 +24,7 @@
 // "first→last" leaves out each system's start-up.
 //
 //   bench/run.sh fleet [--records N] [--workers W] [--history H] [--command CMD] [--skip-celery]
-//                      [--skip-history] [--noop-only] [--spawn-profile]
+//                      [--skip-history] [--noop-only] [--spawn-profile] [--shards N]
 
 #include "storage/connection_string.hpp"
 #include "storage/encoding.hpp"
@@ -81,6 +81,7 @@ struct options {
   bool history_runs = true;
   bool exec_runs = true; // false (--noop-only): no raw spawn loop, Celery nor exec runs
   bool spawn_profile = false; // --spawn-profile: only the spawn loop's variants, then exit
+  std::uint32_t shards = 16;  // [work] shards of the bench's work tables (--shards)
 };
 
 [[noreturn]] void die(const std::string& what) {
@@ -314,10 +315,11 @@ struct shoal_env {
   fs::path dir;
 };
 
-workers::work_table open_work(const shoal_env& e, const std::string& table) {
+workers::work_table open_work(const options& o, const shoal_env& e, const std::string& table) {
   auto t = storage::table_client::make(e.pipe, table);
   if (!t) die(t.error().describe());
   workers::work_table_options wo;
+  wo.work.shards = o.shards;
   auto w = workers::work_table::make(*t, std::nullopt, wo);
   if (!w) die(w.error().describe());
   if (auto c = w->create_if_missing(); !c) die(c.error().describe());
@@ -421,7 +423,7 @@ run_result run_shoal(const options& o, const shoal_env& e, const workers::work_t
   run_result r;
   r.records = records;
   const fs::path cfg = e.dir / (label + ".toml");
-  std::ofstream(cfg) << "[work]\ntable = \"" << table << "\"\n"
+  std::ofstream(cfg) << "[work]\ntable = \"" << table << "\"\nshards = " << o.shards << "\n"
                      << "[worker]\nqueue = \"" << queue << "\"\nexec_command = \"" << o.command << "\"\n"
                      << "[fleet]\ntable = \"fleet" << e.suffix << "\"\nendpoint = \"ipc://" << (e.dir / (label + ".sock")).string()
                      << "\"\n[log]\nlevel = \"warn\"\n";
@@ -563,9 +565,10 @@ int main(int argc, char** argv) {
     else if (a == "--skip-history") o.history_runs = false;
     else if (a == "--noop-only") o.exec_runs = o.celery = false;
     else if (a == "--spawn-profile") o.spawn_profile = true;
+    else if (a == "--shards") o.shards = static_cast<std::uint32_t>(std::stoul(next()));
     else {
       std::fprintf(stderr, "usage: fleet_bench [--records N] [--workers W] [--history H] [--command CMD] [--shoal PATH] "
-                           "[--python PATH] [--skip-celery] [--skip-history] [--noop-only] [--spawn-profile]\n");
+                           "[--python PATH] [--skip-celery] [--skip-history] [--noop-only] [--spawn-profile] [--shards N]\n");
       return 2;
     }
   }
@@ -619,7 +622,7 @@ int main(int argc, char** argv) {
   run_result exec_fresh, noop_fresh;
   if (o.exec_runs) {
     auto t = "fbexec" + suffix;
-    auto w = open_work(env, t);
+    auto w = open_work(o, env, t);
     enqueue(w, q, o.records, "e");
     exec_fresh = run_shoal(o, env, w, t, q, "exec", o.records, "exec-fresh");
     fresh_reads = claim_reads(w, workers::partition_key(q, 0), "fresh table after the exec run");
@@ -627,7 +630,7 @@ int main(int argc, char** argv) {
   }
   {
     auto t = "fbnoop" + suffix;
-    auto w = open_work(env, t);
+    auto w = open_work(o, env, t);
     enqueue(w, q, o.records, "n");
     noop_fresh = run_shoal(o, env, w, t, q, "noop", o.records, "noop-fresh");
     (void)w.table().delete_table();
@@ -642,7 +645,7 @@ int main(int argc, char** argv) {
   query_reads kept_reads, swept_reads, fresh_pending_reads;
   if (o.history_runs && o.history > 0) {
     auto t_hist = "fbhist" + suffix;
-    auto w_hist = open_work(env, t_hist);
+    auto w_hist = open_work(o, env, t_hist);
     const auto sc0 = cpu_now();
     const double seed_s = seed_done(w_hist, q, o.history, "h");
     std::printf("  seeded %zu done records in %.1f s (%.0f/s, 100 per transaction; Azurite CPU %.2f ms each)\n", o.history,
@@ -677,7 +680,7 @@ int main(int argc, char** argv) {
   // The claim query of a fresh partition with records pending, for the "without history" row.
   {
     auto t_q = "fbq" + suffix;
-    auto w_q = open_work(env, t_q);
+    auto w_q = open_work(o, env, t_q);
     enqueue(w_q, q, o.records, "q");
     fresh_pending_reads = claim_reads(w_q, workers::partition_key(q, 0), "fresh table, records pending");
     (void)w_q.table().delete_table();

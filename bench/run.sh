@@ -5,7 +5,8 @@
 #   bench/run.sh chaos [SCENARIO...]   the chaos scenarios (tests/system/chaos), full size, ~15 min
 #   bench/run.sh soak [--minutes 30]   steady load; RSS and descriptors of every process over time
 #   (e2e: the naive per-message design vs `shoal run` on flights-2k/20k/200k and a generated
-#    1,000,000-event stream over 365 days, same Azurite; --datasets to pick)
+#    1,000,000-event stream over 365 days, same Azurite, its data in memory as `shoal run`
+#    keeps it (SHOAL_E2E_AZURITE_DISK=1: on disk); --datasets to pick)
 #   (fuzz: [all|envelope|persistor_record|etl_blob] [libFuzzer args], SHOAL_FUZZ_RUNS executions
 #    each (default 10,000,000), built with clang-16 in build-fuzz; exits 1 on any finding)
 #   (persistor: [records_200B] [records_2KiB], defaults 1000000 500000, ~1 GB per 2 KiB row;
@@ -28,8 +29,9 @@ shift
 with_azurite() {
   local state
   state=$(mktemp -d /tmp/shoal-bench-azurite.XXXXXX)
+  # ${azurite_flags}: e.g. --in-memory (e2e: the emulator as `shoal run` starts it)
   "$build/tests/shoal_test_azurite" start --state "$state" \
-    --azurite "$root/deploy/local/node_modules/.bin/azurite" >&2
+    --azurite "$root/deploy/local/node_modules/.bin/azurite" ${azurite_flags:-} >&2
   trap '"$build/tests/shoal_test_azurite" stop --state "'"$state"'" >&2; rm -rf "'"$state"'"' EXIT
   export SHOAL_TEST_AZURITE=$state
   export AZURE_STORAGE_CONNECTION_STRING
@@ -156,6 +158,9 @@ case "$what" in
       e2e)
         cmake --build "$build" --target shoal
         uptime
+        # The emulator keeps its data in memory, as `shoal run` starts it by default
+        # (--emulator-data auto); SHOAL_E2E_AZURITE_DISK=1 measures with its data on disk.
+        [ -n "${SHOAL_E2E_AZURITE_DISK:-}" ] || azurite_flags=--in-memory
         with_azurite "$build/bench/${what}_bench" "$@"
         uptime
         ;;

@@ -128,38 +128,44 @@ result<void> lease_keeper::complete(const handle& h) {
 
 std::vector<result<void>> lease_keeper::complete_many(std::span<const handle> hs) {
   std::vector<result<void>> out(hs.size());
-  std::vector<std::unique_lock<std::mutex>> locks;
-  std::vector<claimed_record*> recs;
-  std::vector<std::size_t> idx;
-  // Lock in address order: renew_due only try_locks, so this cannot deadlock with it.
-  std::vector<std::size_t> order(hs.size());
-  for (std::size_t i = 0; i < hs.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](auto a, auto b) { return hs[a].s_.get() < hs[b].s_.get(); });
-  for (auto i : order) {
-    if (!hs[i]) {
+  // One partition at a time, holding only that partition's records: a batch spanning many
+  // partitions takes one transaction each, and the records waiting for a later one stay free
+  // for renew_due (it try_locks) instead of going unrenewed for the whole batch.
+  std::map<std::string_view, std::vector<std::size_t>> by_partition;
+  for (std::size_t i = 0; i < hs.size(); ++i) {
+    if (!hs[i])
       out[i] = std::unexpected(not_held("?"));
-      continue;
-    }
-    if (!locks.empty() && locks.back().mutex() == &hs[i].s_->mu) { // same handle twice
-      out[i] = std::unexpected(not_held(hs[i].s_->id));
-      continue;
-    }
-    locks.emplace_back(hs[i].s_->mu);
-    if (hs[i].s_->finished.load()) {
-      out[i] = std::unexpected(not_held(hs[i].s_->id));
-      continue;
-    }
-    recs.push_back(&hs[i].s_->rec);
-    idx.push_back(i);
+    else
+      by_partition[hs[i].s_->partition_key].push_back(i);
   }
-  auto res = table_.complete_many(recs);
-  for (std::size_t k = 0; k < idx.size(); ++k) {
-    const auto& s = hs[idx[k]].s_;
-    if (res[k] || res[k].error().code == errc::lease_lost || res[k].error().code == errc::not_found) {
-      if (!res[k]) s->lost.store(true);
-      finish(s);
+  for (auto& [pk, order] : by_partition) {
+    std::vector<std::unique_lock<std::mutex>> locks;
+    std::vector<claimed_record*> recs;
+    std::vector<std::size_t> idx;
+    // Lock in address order: renew_due only try_locks, so this cannot deadlock with it.
+    std::sort(order.begin(), order.end(), [&](auto a, auto b) { return hs[a].s_.get() < hs[b].s_.get(); });
+    for (auto i : order) {
+      if (!locks.empty() && locks.back().mutex() == &hs[i].s_->mu) { // same handle twice
+        out[i] = std::unexpected(not_held(hs[i].s_->id));
+        continue;
+      }
+      locks.emplace_back(hs[i].s_->mu);
+      if (hs[i].s_->finished.load()) {
+        out[i] = std::unexpected(not_held(hs[i].s_->id));
+        continue;
+      }
+      recs.push_back(&hs[i].s_->rec);
+      idx.push_back(i);
     }
-    out[idx[k]] = std::move(res[k]);
+    auto res = table_.complete_many(recs);
+    for (std::size_t k = 0; k < idx.size(); ++k) {
+      const auto& s = hs[idx[k]].s_;
+      if (res[k] || res[k].error().code == errc::lease_lost || res[k].error().code == errc::not_found) {
+        if (!res[k]) s->lost.store(true);
+        finish(s);
+      }
+      out[idx[k]] = std::move(res[k]);
+    }
   }
   return out;
 }

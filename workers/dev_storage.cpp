@@ -31,7 +31,7 @@ bool is_development_storage(const std::string& connection_string) {
 }
 
 result<dev_storage> ensure_storage(const std::string& connection_string,
-                                   const std::filesystem::path& workspace) {
+                                   const std::filesystem::path& workspace, bool in_memory) {
   dev_storage out;
   if (!is_development_storage(connection_string)) {
     out.connection_string = connection_string;
@@ -54,8 +54,9 @@ result<dev_storage> ensure_storage(const std::string& connection_string,
   opts.executable = default_azurite_executable();
   opts.workspace = workspace;
   opts.ports = ports;
-  spdlog::info("development storage: starting Azurite ({}) with workspace {}",
-               opts.executable.string(), workspace.string());
+  opts.in_memory = in_memory;
+  spdlog::info("development storage: starting Azurite ({}) with workspace {}{}", opts.executable.string(),
+               workspace.string(), in_memory ? ", data in memory only" : "");
   auto p = azurite_process::start(opts);
   if (!p)
     return std::unexpected(p.error());

@@ -32,11 +32,13 @@ struct dev_storage {
 };
 
 /// If `connection_string` is development storage and 127.0.0.1:10000-10002 are all free,
-/// starts Azurite on those ports with its workspace in `workspace`; if all three listen,
+/// starts Azurite on those ports with its workspace in `workspace` (its data there, or in its
+/// memory only when `in_memory`: see azurite_options::in_memory); if all three listen,
 /// uses them; if only some listen, fails (something else holds an emulator port).
 /// Any other connection string is returned unchanged. Errors: from azurite_process::start;
 /// conflict when the emulator ports are partly taken. Owner only.
 [[nodiscard]] result<dev_storage> ensure_storage(const std::string& connection_string,
-                                                 const std::filesystem::path& workspace);
+                                                 const std::filesystem::path& workspace,
+                                                 bool in_memory = false);
 
 } // namespace shoal::workers

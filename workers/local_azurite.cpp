@@ -128,7 +128,11 @@ result<azurite_process> azurite_process::start(const azurite_options& opts) {
   const fs::path log = opts.log_file.empty() ? opts.workspace / "azurite.log" : opts.log_file;
 
   std::vector<std::string> argv{opts.executable.string(), "--silent", "--disableTelemetry",
-                                "--skipApiVersionCheck", "--location", opts.workspace.string()};
+                                "--skipApiVersionCheck"};
+  if (opts.in_memory)
+    argv.push_back("--inMemoryPersistence"); // Azurite refuses it together with --location
+  else
+    argv.insert(argv.end(), {"--location", opts.workspace.string()});
   if (opts.tls) {
     const fs::path cert = opts.workspace / "cert.pem", key = opts.workspace / "key.pem";
     int rc = run_to_completion({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",

@@ -24,6 +24,12 @@ struct azurite_options {
   /// Serve HTTPS with a self-signed certificate made for 127.0.0.1 (workspace/cert.pem is then
   /// the CA file clients must trust). Needs the `openssl` command.
   bool tls = false;
+  /// Keep blobs, queues and tables in memory only (`--inMemoryPersistence`): nothing is written
+  /// under `workspace` but the log, and everything is gone when the process stops. Cheaper per
+  /// request (no extent files, no fsync, no periodic re-serialisation of the table database);
+  /// for storage that lives as long as one run. Azurite caps the extents it holds at half the
+  /// machine's memory and refuses writes above it.
+  bool in_memory = false;
   /// Put Azurite in its own session so a terminal's Ctrl-C or a test runner's kill of our
   /// process group does not reach it; stop() or the owner's destructor still stops it.
   bool detach = false;

@@ -1,12 +1,14 @@
 // shoal_test_azurite: starts and stops the pinned Azurite for CTest fixtures and benchmarks.
 //
-//   shoal_test_azurite start --state DIR --azurite PATH [--tls]
+//   shoal_test_azurite start --state DIR --azurite PATH [--tls] [--in-memory]
 //   shoal_test_azurite stop  --state DIR
 //
 // start: a fresh workspace DIR/workspace, free loopback ports, Azurite detached in its own
 // session (output in DIR/workspace/azurite.log, so CTest does not wait on our pipes); once it
 // listens, DIR/pid and DIR/connection_string are written (and DIR/cert.pem, the CA file, with
-// --tls). stop: SIGINT to the pid, SIGKILL after 15 s, workspace removed.
+// --tls). --in-memory: Azurite's data in its memory only (azurite_options::in_memory; the
+// e2e bench, as `shoal run` starts it). stop: SIGINT to the pid, SIGKILL after 15 s, workspace
+// removed.
 
 #include "workers/local_azurite.hpp"
 
@@ -20,7 +22,7 @@ namespace fs = std::filesystem;
 namespace {
 
 int usage() {
-  std::cerr << "usage: shoal_test_azurite start --state DIR --azurite PATH [--tls]\n"
+  std::cerr << "usage: shoal_test_azurite start --state DIR --azurite PATH [--tls] [--in-memory]\n"
                "       shoal_test_azurite stop --state DIR\n";
   return 2;
 }
@@ -40,7 +42,7 @@ int stop(const fs::path& state) {
   return 0;
 }
 
-int start(const fs::path& state, const std::string& azurite, bool tls) {
+int start(const fs::path& state, const std::string& azurite, bool tls, bool in_memory) {
   if (fs::exists(state / "pid"))
     stop(state); // a leftover from an interrupted run
   std::error_code ec;
@@ -50,6 +52,7 @@ int start(const fs::path& state, const std::string& azurite, bool tls) {
   opts.executable = azurite;
   opts.workspace = state / "workspace";
   opts.tls = tls;
+  opts.in_memory = in_memory;
   opts.detach = true;
   auto p = shoal::workers::azurite_process::start(opts);
   if (!p) {
@@ -75,7 +78,7 @@ int main(int argc, char** argv) {
     return usage();
   std::string cmd = argv[1], azurite;
   fs::path state;
-  bool tls = false;
+  bool tls = false, in_memory = false;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--state" && i + 1 < argc)
@@ -84,13 +87,15 @@ int main(int argc, char** argv) {
       azurite = argv[++i];
     else if (a == "--tls")
       tls = true;
+    else if (a == "--in-memory")
+      in_memory = true;
     else
       return usage();
   }
   if (state.empty())
     return usage();
   if (cmd == "start")
-    return azurite.empty() ? usage() : start(state, azurite, tls);
+    return azurite.empty() ? usage() : start(state, azurite, tls, in_memory);
   if (cmd == "stop")
     return stop(state);
   return usage();

@@ -373,6 +373,8 @@ workers::result<fault_plan> fault_plan::from_json(const nlohmann::json& j) {
               return fail(errc::invalid_argument, where + ": unknown service '" + name + "'");
             f.services.push_back(name);
           }
+        } else if (key == "methods") {
+          for (const auto& m : v) f.methods.push_back(m.get<std::string>());
         } else if (key == "from_ms") f.from = milliseconds(v.get<std::int64_t>());
         else if (key == "to_ms") f.to = milliseconds(v.get<std::int64_t>());
         else if (key == "period_ms") f.period = milliseconds(v.get<std::int64_t>());
@@ -397,6 +399,7 @@ nlohmann::json fault_plan::to_json() const {
   for (const auto& r : this->rules) {
     nlohmann::json j{{"kind", to_string(r.kind)}, {"rate", r.rate}};
     if (!r.services.empty()) j["services"] = r.services;
+    if (!r.methods.empty()) j["methods"] = r.methods;
     if (r.from.count()) j["from_ms"] = r.from.count();
     if (r.to != milliseconds::max()) j["to_ms"] = r.to.count();
     if (r.period.count()) j["period_ms"] = r.period.count(), j["active_ms"] = r.active.count();
@@ -455,10 +458,12 @@ struct fault_proxy::impl {
     return !conn_cv.wait_for(lk, d, [&] { return stopping.load(); });
   }
 
-  // Whether rule `r` is in force `age` after the plan started, for `service`.
-  static bool applies(const fault_rule& r, milliseconds age, std::size_t service) {
+  // Whether rule `r` is in force `age` after the plan started, for a request of `service` with
+  // HTTP `method` ("" matches only rules for every method).
+  static bool applies(const fault_rule& r, milliseconds age, std::size_t service, std::string_view method) {
     if (age < r.from || age >= r.to) return false;
     if (r.period.count() > 0 && (age - r.from) % r.period >= r.active) return false;
+    if (!r.methods.empty() && std::find(r.methods.begin(), r.methods.end(), method) == r.methods.end()) return false;
     return r.services.empty() ||
            std::find(r.services.begin(), r.services.end(), k_services[service]) != r.services.end();
   }
@@ -469,13 +474,13 @@ struct fault_proxy::impl {
 
   // The fault for one request of `service` (nullopt = forward untouched). An outage in force
   // beats every other rule; the others fire with their rate, the first that fires wins.
-  std::optional<fault_rule> decide(std::size_t service) {
+  std::optional<fault_rule> decide(std::size_t service, std::string_view method) {
     std::lock_guard lk(plan_m);
     const auto age = plan_age();
     for (const auto& r : plan.rules)
-      if (r.kind == fault_kind::outage && applies(r, age, service)) return r;
+      if (r.kind == fault_kind::outage && applies(r, age, service, method)) return r;
     for (const auto& r : plan.rules)
-      if (r.kind != fault_kind::outage && applies(r, age, service) &&
+      if (r.kind != fault_kind::outage && applies(r, age, service, method) &&
           std::uniform_real_distribution<double>(0, 1)(rng) < r.rate)
         return r;
     return std::nullopt;
@@ -485,7 +490,7 @@ struct fault_proxy::impl {
     std::lock_guard lk(plan_m);
     const auto age = plan_age();
     return std::any_of(plan.rules.begin(), plan.rules.end(),
-                       [&](const fault_rule& r) { return r.kind == fault_kind::outage && applies(r, age, service); });
+                       [&](const fault_rule& r) { return r.kind == fault_kind::outage && r.methods.empty() && applies(r, age, service, ""); });
   }
 
   void count(fault_kind k) { injected[static_cast<std::size_t>(k)].fetch_add(1, std::memory_order_relaxed); }
@@ -559,7 +564,7 @@ struct fault_proxy::impl {
         body = std::move(*b);
       }
       requests[service].fetch_add(1, std::memory_order_relaxed);
-      const auto fault = decide(service);
+      const auto fault = decide(service, std::string_view(req->first_line).substr(0, req->first_line.find(' ')));
       const fault_kind kind = fault ? fault->kind : fault_kind::latency;
       if (fault) count(kind);
       if (fault && kind == fault_kind::outage) return 1;

@@ -33,7 +33,7 @@
 //   PUT  /plan    a plan (fault_plan::from_json) replaces the current one; its clock restarts
 //   POST /reset   counters to zero
 // A plan is JSON: {"seed": 1, "rules": [{"kind": "server_busy", "rate": 0.01,
-//   "services": ["table"], "from_ms": 0, "to_ms": 60000, "period_ms": 10000, "active_ms": 2000,
+//   "services": ["table"], "methods": ["POST"], "from_ms": 0, "to_ms": 60000, "period_ms": 10000, "active_ms": 2000,
 //   "delay_ms": 0, "retry_after_s": 1}, …]}. A rule applies while now - plan start is within
 //   [from_ms, to_ms) and, with period_ms > 0, within the first active_ms of each period; then
 //   with probability `rate` (outage: always). Rules are tried in order; the first that fires wins.
@@ -82,6 +82,7 @@ struct fault_rule {
   fault_kind kind = fault_kind::server_busy;
   double rate = 1.0;                    ///< probability per request, [0, 1]; outage ignores it
   std::vector<std::string> services;    ///< "blob" | "queue" | "table"; empty = all three
+  std::vector<std::string> methods;     ///< HTTP methods ("GET", "POST", …) it applies to; empty = all
   std::chrono::milliseconds from{0};    ///< active from this offset …
   std::chrono::milliseconds to{std::chrono::milliseconds::max()}; ///< … until this one
   std::chrono::milliseconds period{0};  ///< > 0: active only in the first `active` of each period

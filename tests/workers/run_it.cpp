@@ -166,5 +166,11 @@ TEST_F(RunIt, UnknownDatasetIsAClearError) {
   EXPECT_NE(r.text.find("is not a file"), std::string::npos) << r.text;
 }
 
+TEST_F(RunIt, UnknownEmulatorDataModeIsAClearError) {
+  auto r = run_shoal(dir, "--dataset flights-2k --emulator-data tmpfs --db shoal.db --run-dir run");
+  EXPECT_EQ(r.status, 2) << r.text;
+  EXPECT_NE(r.text.find("--emulator-data must be auto, memory or disk"), std::string::npos) << r.text;
+}
+
 } // namespace
 } // namespace shoal::workers

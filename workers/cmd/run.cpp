@@ -60,7 +60,13 @@ struct run_args {
   std::string partition;     // day | hour | month; "" = the dataset's ([persistor] partition)
   std::string etl = "fleet"; // fleet | rounds
   double stall_timeout_s = 300;
+  std::string emulator_data = "auto"; // auto | memory | disk: where a started Azurite keeps its data
 };
+
+// Inputs up to this size keep the storage emulator's data in memory (`--emulator-data auto`):
+// the blobs of a run take about the input's size again, well inside Azurite's extent cap (half
+// the machine's memory) on any machine that runs the fleet.
+constexpr std::uintmax_t emulator_memory_input_max_bytes = 1ull << 30; // 1 GiB
 
 // A dataset to send: the file, its dest (first blob-name segment), its event-time field and
 // the folder of dataset definitions that maps it to SQL (empty = the generic mapping).
@@ -355,6 +361,10 @@ int run_main(const global_options& g, const run_args& a) {
     std::fprintf(stderr, "shoal run: --etl must be fleet or rounds\n");
     return 2;
   }
+  if (a.emulator_data != "auto" && a.emulator_data != "memory" && a.emulator_data != "disk") {
+    std::fprintf(stderr, "shoal run: --emulator-data must be auto, memory or disk\n");
+    return 2;
+  }
   auto ds = resolve_dataset(a);
   if (!ds)
     return 2;
@@ -381,7 +391,14 @@ int run_main(const global_options& g, const run_args& a) {
               ds->file.filename().c_str(), grouped(static_cast<std::int64_t>(*records_in)).c_str(),
               ds->dest.c_str(), db.c_str(), ds->table.c_str(), workers,
               a.etl == "rounds" ? " in `etl run --once` rounds" : " under a supervisor");
-  auto storage = workers::ensure_storage(cfg->storage.connection_string, run_dir / "azurite");
+  // The emulator this run starts lives exactly as long as the run: its data in memory saves
+  // it the extent files, an fsync per blob and the periodic re-serialisation of its table
+  // database (events-1m: about half the run's wall time). A re-run loads nothing twice either
+  // way (the SQL ledger decides); `disk` keeps run-dir/azurite for a look afterwards.
+  const bool emulator_in_memory =
+      a.emulator_data == "memory" ||
+      (a.emulator_data == "auto" && fs::file_size(ds->file, ec) <= emulator_memory_input_max_bytes && !ec);
+  auto storage = workers::ensure_storage(cfg->storage.connection_string, run_dir / "azurite", emulator_in_memory);
   if (!storage) {
     std::fprintf(stderr, "shoal run: storage: %s\n", storage.error().describe().c_str());
     return 1;
@@ -541,6 +558,7 @@ int run_main(const global_options& g, const run_args& a) {
   std::vector<workers::child_process> round_procs;
   int rounds = 0;
   auto next_draw = clock_type::now();
+  auto next_close_look = clock_type::now();
   const auto draw_every = display.tty() ? std::chrono::milliseconds(500)
                                         : std::chrono::milliseconds(2000);
   while (true) {
@@ -626,8 +644,28 @@ int run_main(const global_options& g, const run_args& a) {
     }
 
     const auto now = clock_type::now();
-    const bool tick = now >= next_draw || round_finished || send_just_done;
+    bool tick = now >= next_draw || round_finished || send_just_done;
     send_just_done = false;
+    if (!tick) {
+      // Between the display's ticks (every 2 s when not on a terminal) the stage boundaries
+      // are still timed to ~0.1 s instead of to the next tick: the local ledger says when the
+      // last record is loaded (the tick that confirms the queue is closed then comes at once),
+      // and the first blob is committed and registered when `send` reports its first ack (its
+      // progress line, every 250 ms): the persistor acks a record only then.
+      // The queue (a storage read) is looked at once the ledger is complete, at most every
+      // 200 ms: completions follow the SQL commit by a few ms.
+      open_ledger();
+      if (send_status && ledger_db && now >= next_close_look)
+        if (auto l = read_ledger(ledger_db.get(), persistor_name);
+            l && l->accounted() >= static_cast<std::int64_t>(*records_in)) {
+          next_close_look = now + std::chrono::milliseconds(200);
+          const auto q = queue.read();
+          tick = q.ok && q.pending == 0 && q.claimed == 0;
+        }
+      if (!tick && a.etl == "fleet" && !t_first_blob)
+        if (auto p = read_send_progress(send_log); p && p->acked > 0)
+          t_first_blob = now;
+    }
     if (!tick) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       continue;
@@ -864,6 +902,11 @@ void add_run_command(CLI::App& app, global_options& g, command_fn& run) {
   cmd->add_option("--etl", a->etl,
                   "fleet: a supervisor's workers load blobs as they are committed; rounds: "
                   "`shoal etl run --once` processes after the send")
+      ->capture_default_str();
+  cmd->add_option("--emulator-data", a->emulator_data,
+                  "when development storage starts Azurite for this run: memory (its data gone "
+                  "with the run; faster), disk (kept in run-dir/azurite), auto (memory for inputs "
+                  "up to 1 GiB)")
       ->capture_default_str();
   cmd->add_option("--stall-timeout-s", a->stall_timeout_s,
                   "give up when no counter moved for this long")

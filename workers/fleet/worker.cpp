@@ -442,7 +442,10 @@ struct worker::impl {
         completing_busy = 0;
       }
       ccv.notify_all();
-      cv.notify_all(); // in_flight changed
+      // The records written left the keeper (held() fell): the claimer may be waiting on its
+      // high-water mark. Taking mu orders this with its check, so the wake-up cannot be lost.
+      { std::lock_guard lock(mu); }
+      cv.notify_all();
     }
   }
 
@@ -517,15 +520,23 @@ struct worker::impl {
           // Claim when the ready records would not cover the lanes for one more round: half
           // the target (at least one run per lane) is the low-water mark.
           const std::size_t low = std::max(lanes.size() * max_batch, target / 2);
+          // The high-water mark bounds every record this worker holds, not only the ready ones:
+          // done records waiting for the completer count too. Without it a fast job drains
+          // `ready` at once and the claimer kept claiming while completions fell behind (a slow
+          // or contended table), until the completer's backlog took longer to write than a lease
+          // lasts: leases ran out, other workers re-claimed, completions were refused, and eight
+          // noop workers ended up renewing 2,557 records and completing none (bench "scale").
+          const std::size_t high = target + lanes.size() * max_batch + complete_full;
+          const std::size_t held = keeper->held();
           std::size_t idle_lanes = 0;
           for (const auto& l : lanes)
             idle_lanes += l->busy ? 0 : 1;
-          if (ready.size() >= low && !(idle_lanes > 0 && ready.empty())) {
-            cv.wait(lock);
+          if (held >= high || (ready.size() >= low && !(idle_lanes > 0 && ready.empty()))) {
+            cv.wait(lock); // the completer, a lane or a control message wakes us
             continue;
           }
           if (wake || !wake_shards.empty() || clock_type::now() >= next_poll) {
-            want = target > ready.size() ? target - ready.size() : 0;
+            want = std::min(target > ready.size() ? target - ready.size() : 0, high - held);
             break;
           }
           cv.wait_until(lock, next_poll);
@@ -553,7 +564,12 @@ struct worker::impl {
       if (want == 0 || from.empty())
         continue;
       add(claim_calls);
+      const auto claim_t0 = clock_type::now();
       auto got = table.claim(queue, from, owner, want);
+      if (spdlog::should_log(spdlog::level::debug))
+        spdlog::debug("worker {}: claim of up to {} from {} shard(s) ({}): {} in {} ms", opts.slot, want, from.size(),
+                      full ? "poll" : "woken", got ? std::to_string(got->size()) : got.error().describe(),
+                      duration_cast<milliseconds>(clock_type::now() - claim_t0).count());
       bool retry;
       {
         std::lock_guard lock(mu);

@@ -9,7 +9,9 @@
 // round trip: issue 19, a joining host's first claim); a set-up thread reads the server clock
 // (and creates the table, worker_options::create_table) while the claims start; one claimer thread keeps claimed records ready for the lanes — a claim is one
 // query and one transaction whatever its size, so it claims ahead: fast jobs in batches of up to
-// 2 × claim_batch, slow jobs only what the lanes start within a quarter lease (the fallback table
+// 2 × claim_batch, slow jobs only what the lanes start within a quarter lease, and never more
+// held in all (ready, running and waiting for the completer) than that target + one run per lane
+// + one completion transaction (the high-water mark: claims wait for completions) (the fallback table
 // poll of every assigned shard backs off from worker.poll_min_ms to poll_max_ms while they come
 // back empty or drained, reset by a full batch (alone: by any found work) or a retry of ours;
 // a work.available naming a shard claims from that shard alone, one naming none polls every

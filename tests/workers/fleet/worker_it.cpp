@@ -628,6 +628,75 @@ TEST(WorkerIt, NoopJobCompletesInBatchesOfOneTransactionPerPartition) {
   EXPECT_TRUE(check->problems.empty());
 }
 
+// A fast job with completions slower than claims (every entity group transaction, a POST,
+// delayed by the fault proxy: a claim writes up to 100 records per transaction, a completion
+// 50): the worker must not claim ahead of its completer without bound. Before the high-water
+// mark counted done records waiting to be written, the claimer kept claiming while `ready` was
+// empty, the backlog outgrew what could be written within a lease, and (bench "scale", 8 hosts)
+// workers ended up renewing thousands of records and completing none.
+TEST(WorkerIt, AFastJobDoesNotClaimAheadOfItsSlowCompletions) {
+  storage_env env;
+  tests::fault_proxy_options po;
+  po.upstream_connection_string = tests::azurite_connection_string();
+  auto proxy = tests::fault_proxy::listen(po);
+  ASSERT_TRUE(proxy) << proxy.error().describe();
+  proxy->start();
+  tests::fault_plan plan;
+  tests::fault_rule slow_writes;
+  slow_writes.kind = tests::fault_kind::latency;
+  slow_writes.services = {"table"};
+  slow_writes.methods = {"POST"};
+  slow_writes.delay = 150ms;
+  plan.rules.push_back(slow_writes);
+  proxy->set_plan(plan);
+  auto account = storage::parse_connection_string(proxy->connection_string());
+  ASSERT_TRUE(account) << account.error().describe();
+  storage::pipeline_options pio;
+  pio.http.request_timeout = 10'000ms;
+  auto pipe = storage::pipeline::make(*account, pio);
+  ASSERT_TRUE(pipe) << pipe.error().describe();
+  auto tc = storage::table_client::make(*pipe, env.table_name);
+  ASSERT_TRUE(tc) << tc.error().describe();
+  work_table_options wo;
+  wo.work = env.cfg().work;
+  auto table = work_table::make(*tc, storage::blob_client(*pipe), wo);
+  ASSERT_TRUE(table) << table.error().describe();
+
+  constexpr int n = 1'500;
+  env.enqueue("fq", n);
+  worker_options o;
+  o.cfg = env.cfg();
+  o.cfg.worker.job = "noop";
+  o.cfg.worker.concurrency = 4;
+  o.cfg.work.lease_ms = 30'000; // the bound under test, not lease expiry, keeps the backlog small
+  o.cfg.work.lease_renew_ms = 10'000;
+  o.slot = "wslow";
+  auto w = worker::make(*table, o);
+  ASSERT_TRUE(w) << w.error().describe();
+  running_worker rw(std::move(*w));
+  // The high-water mark: the ready target (≤ 2 × claim_batch) + one run per lane + one
+  // completion transaction's worth (50).
+  const std::size_t bound = 2 * o.cfg.work.claim_batch + 4 + 50;
+  std::uint32_t most_held = 0;
+  ASSERT_TRUE(eventually(
+      [&] {
+        most_held = std::max(most_held, rw.w->stats().in_flight);
+        return env.count("fq", record_status::done) == n;
+      },
+      120'000ms));
+  rw.w->drain(2'000ms, "test");
+  rw.join();
+  ASSERT_TRUE(rw.outcome && *rw.outcome) << rw.outcome->error().describe();
+  EXPECT_EQ((*rw.outcome)->done, static_cast<std::uint64_t>(n));
+  EXPECT_EQ((*rw.outcome)->lease_lost, 0u);
+  EXPECT_GT(most_held, 0u);
+  EXPECT_LE(most_held, bound) << "the worker held " << most_held << " records at once";
+  EXPECT_GT(proxy->stats()["injected"]["latency"].get<int>(), 0);
+  auto check = env.work->check("fq");
+  ASSERT_TRUE(check);
+  EXPECT_TRUE(check->problems.empty());
+}
+
 TEST(WorkerIt, SweepsItsShardsDoneRecordsPastTheRetention) {
   storage_env env;
   worker_options o;
