@@ -14,8 +14,9 @@
 #   (fleet: shoal exec/noop vs Celery + Redis vs a raw spawn loop, fresh and with history;
 #    [--records N] [--workers W] [--history H]; installs Celery and Redis from Debian first)
 #   (scale: 1, 2, 4, 8 hosts in network namespaces (root), sleep:50 and noop jobs, shard
-#    assignment on and off, join/leave/failover times; [--hosts 1,2,4,8] [--per-host 400];
-#    writes bench/scale.svg with gnuplot, installed from Debian first; ~10 min)
+#    assignment on and off, join/leave/failover times; [--hosts 1,2,4,8] [--per-host 400]
+#    [--events-only]; writes bench/scale.svg with gnuplot, installed from Debian first; ~15 min;
+#    SIGTERM/SIGINT stop it and remove its hosts, Azurite and namespaces)
 #
 # Builds into ./build (Release figures come from RelWithDebInfo, the default build type).
 # Figures are printed; copy them into bench/RESULTS.md with the machine they ran on.
@@ -23,7 +24,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SHOAL_BUILD_DIR:-$root/build}
 what=${1:-}
-[ -n "$what" ] || { sed -n '2,18p' "$0"; exit 2; }
+[ -n "$what" ] || { sed -n '2,22p' "$0"; exit 2; }
 shift
 
 with_azurite() {
