@@ -27,6 +27,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -982,6 +983,7 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
 
   // Storage: the work table, to release dead workers' claims and count records.
   std::optional<storage::pipeline> web_pipe; // the dashboard reads through the same pipeline
+  std::future<result<void>> table_created;   // the work table's create-if-missing, in flight
   if (auto account = storage::parse_connection_string(m->cfg.storage.connection_string); !account) {
     spdlog::warn("supervisor: storage: {}; claims of dead workers will wait for their leases",
                  account.error().describe());
@@ -1005,12 +1007,10 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
       return std::unexpected(w.error());
     // The workers' table, made once here before any worker starts, so a starting worker goes
     // straight to its hello and first claim (--work-table-exists; issue 19, a joining host's
-    // first claim). When this fails the workers make it themselves, beside their claims.
-    if (auto c = w->create_if_missing(); !c)
-      spdlog::warn("supervisor: work table '{}': {}; the workers will create it", m->cfg.work.table,
-                   c.error().describe());
-    else
-      m->work_table_exists = true;
+    // first claim). Beside the fleet set-up below (its own table, ZAP, joining the coordinator),
+    // not before it; awaited at the end of make(). When it fails the workers make the table
+    // themselves, beside their claims.
+    table_created = std::async(std::launch::async, [t = *w] { return t.create_if_missing(); });
     m->table.emplace(*std::move(w));
   }
   m->release = std::make_unique<releaser>(m->table);
@@ -1052,6 +1052,13 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
   if (!mem)
     return std::unexpected(mem.error());
   m->members = *std::move(mem);
+  if (table_created.valid()) {
+    if (auto c = table_created.get(); !c)
+      spdlog::warn("supervisor: work table '{}': {}; the workers will create it", m->cfg.work.table,
+                   c.error().describe());
+    else
+      m->work_table_exists = true;
+  }
   return std::unique_ptr<supervisor>(new supervisor(std::move(m)));
 }
 
