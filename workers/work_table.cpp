@@ -228,6 +228,21 @@ enum class on_412 {
   complete,  // resubmit, but after complete_singles_after_412 412s the rest one by one
 };
 
+// Runs visit(k) for every k in [0, n) on up to `width` threads (the caller's one of them), each
+// thread taking the next k: the shard fan-outs of enqueue and release_owner, which wait for the
+// slowest partition instead of the sum of one round trip per partition.
+template <class F> void fan_out(std::size_t n, std::size_t width, F&& visit) {
+  std::atomic<std::size_t> next{0};
+  auto run = [&] {
+    for (std::size_t k; (k = next.fetch_add(1)) < n;) visit(k);
+  };
+  {
+    std::vector<std::jthread> pool;
+    for (std::size_t t = 1; t < std::min(n, width); ++t) pool.emplace_back(run);
+    run();
+  }
+}
+
 } // namespace
 
 // -- status names ---------------------------------------------------------------------------------
@@ -1008,7 +1023,14 @@ result<enqueue_result> work_table::enqueue(std::string_view queue, std::span<con
     by_partition[pk].push_back({std::move(r), std::move(t), &rec, bytes});
   }
 
-  for (auto& [pk, items] : by_partition) {
+  // The partitions (one per shard) are written by up to 8 threads at once: a round of the
+  // persistor's registrar enqueues the blobs of many shards, and one transaction after another
+  // made it wait for the sum of their round trips (issue 14).
+  std::vector<std::pair<const std::string*, std::vector<prepared>*>> parts;
+  for (auto& [pk, items] : by_partition) parts.emplace_back(&pk, &items);
+  std::vector<enqueue_result> part_out(parts.size());
+  std::vector<std::optional<error>> part_err(parts.size());
+  auto enqueue_partition = [&](const std::string& pk, std::vector<prepared>& items, enqueue_result& out) -> result<void> {
     // Oversized payloads: the blob first (create-only: an existing blob, e.g. of a record
     // enqueued before, is left alone), then the entities that reference it.
     for (auto& it : items) {
@@ -1083,7 +1105,17 @@ result<enqueue_result> work_table::enqueue(std::string_view queue, std::span<con
         chunk = std::move(rest);
       }
     }
+    return {};
+  };
+  fan_out(parts.size(), 8, [&](std::size_t k) {
+    if (auto r = enqueue_partition(*parts[k].first, *parts[k].second, part_out[k]); !r) part_err[k] = r.error();
+  });
+  for (std::size_t k = 0; k < parts.size(); ++k) {
+    out.inserted += part_out[k].inserted;
+    out.already_present += part_out[k].already_present;
   }
+  for (auto& e : part_err)
+    if (e) return std::unexpected(*e);
   return out;
 }
 
@@ -1230,42 +1262,35 @@ result<std::size_t> work_table::release_owner(std::string_view queue, std::strin
   // 8 threads at once: a supervisor releasing a dead worker's claims waits for the slowest
   // shard, not for the sum of 16 round trips in a row (issue 20).
   const std::uint32_t shards = m.opts.work.shards;
-  std::atomic<std::uint32_t> next{0};
   std::atomic<std::size_t> n{0};
   std::mutex err_mu;
   std::optional<error> first_error;
-  auto visit = [&] {
-    for (std::uint32_t shard; (shard = next.fetch_add(1)) < shards;) {
-      auto failed = [&](error e) {
-        std::lock_guard lock(err_mu);
-        if (!first_error) first_error = std::move(e);
-      };
-      const std::string pk = partition_key(queue, shard);
-      if (auto ok = m.ensure_layout(pk); !ok) {
-        failed(ok.error());
-        continue;
-      }
-      storage::table_query q;
-      q.filter = table_filter::partition(pk) && ticket_range() && table_filter::eq(p_owner, std::string(owner)) &&
-                 table_filter::eq(p_status, s_claimed);
-      auto held = m.table.query_all(q);
-      if (!held) {
-        failed(storage_error(held.error(), "listing records held by " + std::string(owner)));
-        continue;
-      }
-      if (held->empty()) continue;
-      std::vector<claimed_record> recs;
-      for (const auto& t : *held) recs.push_back(m.claim_of(queue, shard, t));
-      std::vector<claimed_record*> ptrs;
-      for (auto& r : recs) ptrs.push_back(&r);
-      for (auto& r : m.change_many(ptrs, impl::change::release, true)) n += r ? 1 : 0;
+  fan_out(shards, 8, [&](std::size_t k) {
+    const auto shard = static_cast<std::uint32_t>(k);
+    auto failed = [&](error e) {
+      std::lock_guard lock(err_mu);
+      if (!first_error) first_error = std::move(e);
+    };
+    const std::string pk = partition_key(queue, shard);
+    if (auto ok = m.ensure_layout(pk); !ok) {
+      failed(ok.error());
+      return;
     }
-  };
-  {
-    std::vector<std::jthread> pool;
-    for (std::uint32_t t = 1; t < std::min<std::uint32_t>(shards, 8); ++t) pool.emplace_back(visit);
-    visit();
-  }
+    storage::table_query q;
+    q.filter = table_filter::partition(pk) && ticket_range() && table_filter::eq(p_owner, std::string(owner)) &&
+               table_filter::eq(p_status, s_claimed);
+    auto held = m.table.query_all(q);
+    if (!held) {
+      failed(storage_error(held.error(), "listing records held by " + std::string(owner)));
+      return;
+    }
+    if (held->empty()) return;
+    std::vector<claimed_record> recs;
+    for (const auto& t : *held) recs.push_back(m.claim_of(queue, shard, t));
+    std::vector<claimed_record*> ptrs;
+    for (auto& r : recs) ptrs.push_back(&r);
+    for (auto& r : m.change_many(ptrs, impl::change::release, true)) n += r ? 1 : 0;
+  });
   if (first_error) return std::unexpected(*first_error);
   return n.load();
 }

@@ -61,9 +61,14 @@ restart_policy_options policy_options(const fleet_config& f) {
 // -- release queue: claims of dead workers go back to pending, off the event loop ---------------
 
 // One thread releasing (queue, owner) pairs in order, so the event loop never blocks on storage.
+// `on_released(queue, n)` (from its thread) after n > 0 records went back to pending: the
+// supervisor wakes its workers, which would otherwise find them at their next fallback poll (up
+// to worker.poll_max_ms later).
 class releaser {
 public:
-  explicit releaser(std::optional<work_table> table) : table_(std::move(table)), thread_([this] { loop(); }) {}
+  using released_fn = std::function<void(const std::string& queue, std::size_t n)>;
+  releaser(std::optional<work_table> table, released_fn on_released)
+      : table_(std::move(table)), on_released_(std::move(on_released)), thread_([this] { loop(); }) {}
   ~releaser() {
     {
       std::lock_guard lock(mu_);
@@ -114,8 +119,11 @@ private:
     for (int attempt = 1; attempt <= 3; ++attempt) {
       auto n = table_->release_owner(queue, owner);
       if (n) {
-        if (*n)
+        if (*n) {
           spdlog::info("supervisor: released {} record(s) of queue '{}' held by {}", *n, queue, owner);
+          if (on_released_)
+            on_released_(queue, *n);
+        }
         return;
       }
       spdlog::warn("supervisor: releasing the claims of {} in '{}' failed (attempt {}): {}", owner, queue,
@@ -126,6 +134,7 @@ private:
   }
 
   std::optional<work_table> table_;
+  released_fn on_released_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<std::string, std::string>> jobs_;
@@ -328,6 +337,13 @@ struct supervisor::impl {
   std::unique_ptr<fleet_metrics> metrics;
   std::optional<work_table> table;
   bool work_table_exists = false; // created (or found) at start: the workers skip that round trip
+
+  // Filled by the membership's and the releaser's threads (hooks); applied by the event loop.
+  // Declared before both, so it outlives their threads.
+  std::mutex hook_mu;
+  std::optional<host_assignment> pending_assignment;
+  std::vector<work_available> pending_wakeups;
+
   std::unique_ptr<releaser> release;
   std::unique_ptr<counts_cache> counts;
   std::unique_ptr<membership> members;
@@ -341,10 +357,6 @@ struct supervisor::impl {
   std::atomic<int> stop_requests{0};
   std::atomic<bool> reload_requested{false};
 
-  // Filled by membership hooks on the membership's thread; applied by the event loop.
-  std::mutex hook_mu;
-  std::optional<host_assignment> pending_assignment;
-  std::vector<work_available> pending_wakeups;
 
   host_assignment assignment;
   bool assigned_by_fleet = false; // `assignment` came from the membership (empty = no shard)
@@ -1013,7 +1025,12 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
     table_created = std::async(std::launch::async, [t = *w] { return t.create_if_missing(); });
     m->table.emplace(*std::move(w));
   }
-  m->release = std::make_unique<releaser>(m->table);
+  impl* self = m.get();
+  m->release = std::make_unique<releaser>(m->table, [self](const std::string& queue, std::size_t n) {
+    std::lock_guard lock(self->hook_mu); // applied by the event loop (apply_hooks)
+    self->pending_wakeups.push_back(
+        work_available{queue, -1, static_cast<std::uint32_t>(std::min<std::size_t>(n, UINT32_MAX))});
+  });
   m->counts = std::make_unique<counts_cache>(m->table, m->metrics.get(), m->metrics != nullptr);
   m->counts->want({resolve_worker_queue(m->cfg)});
 
@@ -1039,7 +1056,6 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
   }
 
   membership_hooks hooks;
-  impl* self = m.get();
   hooks.on_assignment = [self](const host_assignment& a) {
     std::lock_guard lock(self->hook_mu);
     self->pending_assignment = a;

@@ -4,7 +4,7 @@
 // Environment:
 //   FAKE_HEARTBEAT_MS   heartbeat period (default 100)
 //   FAKE_EXIT_AFTER_MS  exit with status 3 this long after start (a crashing worker)
-//   FAKE_EVENTS         append "{event} {slot} {pid}" lines here (hello, assign, drain, bye)
+//   FAKE_EVENTS         append "{event} {slot} {pid}" lines here (hello, assign, wake, drain, bye)
 //   FAKE_CLAIM_TABLE, FAKE_CLAIM_QUEUE, FAKE_CLAIM_MAX: claim up to MAX records of QUEUE in
 //     TABLE (connection string from AZURE_STORAGE_CONNECTION_STRING) as worker_owner(host,
 //     slot, pid) and hold them without renewing: what a dying worker leaves behind.
@@ -172,6 +172,9 @@ int main(int argc, char** argv) {
           shards += (shards.empty() ? "" : ",") + std::to_string(x);
         event("assign " + std::to_string(a->epoch) + " [" + shards + "]", slot);
       }
+    } else if (in->env.kind == workers::fleet::work_available::kind) {
+      if (auto w = actors::decode_body<workers::fleet::work_available>(in->env.body, zone))
+        event("wake " + w->queue + " " + std::to_string(w->shard) + " " + std::to_string(w->count), slot);
     } else if (in->env.kind == workers::fleet::drain::kind) {
       event("drain", slot);
       workers::fleet::bye b;

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdio>
+#include <sstream>
 
 #ifndef SHOAL_TEST_FAKE_WORKER
 #error "SHOAL_TEST_FAKE_WORKER must name the fake worker executable"
@@ -96,6 +97,49 @@ TEST_F(SupervisorIt, ReleasesADeadWorkersClaimsAtOnce) {
   auto r = t.get(queue, "r0", false);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->attempts, 1); // the dead worker's attempt counts
+}
+
+// The records a dead worker held go back to pending and the supervisor says so to its other
+// workers (work.available for every shard) instead of leaving them to the next fallback poll.
+TEST_F(SupervisorIt, WakesItsWorkersAfterReleasingADeadWorkersClaims) {
+  auto t = make_table(table);
+  const std::string queue = "fq";
+  std::vector<workers::new_record> recs;
+  for (int i = 0; i < 4; ++i)
+    recs.push_back({"r" + std::to_string(i), "x", {}});
+  ASSERT_TRUE(t.enqueue(queue, recs));
+  fs::create_directories(dir);
+  const auto once = dir / "claimed-once";
+  const auto events = dir / "events";
+  supervisor_process sup(dir, toml(table, 2), fake(),
+                         {{"FAKE_CLAIM_TABLE", table}, {"FAKE_CLAIM_QUEUE", queue},
+                          {"FAKE_CLAIM_ONCE", once.string()}, {"FAKE_EVENTS", events.string()}});
+  ASSERT_TRUE(wait_until([&] { return count_of(t, queue, workers::record_status::claimed) == 4; },
+                         milliseconds(20'000)))
+      << sup.log();
+  auto s = sup.status_when([](const fleet_status& s) { return live_workers(s) == 2; }, milliseconds(5000));
+  ASSERT_TRUE(s) << sup.log();
+  // Which slot claimed ("claimed {slot} {pid}"): kill that one; the other must be woken.
+  std::string claimer;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        std::istringstream in(read_file(events));
+        for (std::string ev, slot, pid; in >> ev;) {
+          if (ev == "claimed" && in >> slot)
+            claimer = slot;
+          std::getline(in, pid);
+        }
+        return !claimer.empty();
+      },
+      milliseconds(5000)));
+  const std::string other = claimer == "w0" ? "w1" : "w0";
+  ::kill(static_cast<pid_t>(slot_of(*s, claimer)->pid), SIGKILL);
+  ASSERT_TRUE(wait_until([&] { return count_of(t, queue, workers::record_status::pending) == 4; },
+                         milliseconds(10'000)))
+      << sup.log();
+  const std::string wake = "wake " + queue + " -1 4 " + other + " ";
+  EXPECT_TRUE(wait_until([&] { return read_file(events).find(wake) != std::string::npos; }, milliseconds(5000)))
+      << read_file(events) << sup.log();
 }
 
 TEST_F(SupervisorIt, KillsAndReplacesAWorkerThatStopsHeartbeating) {
