@@ -14,8 +14,9 @@
 #   (fleet: shoal exec/noop vs Celery + Redis vs a raw spawn loop, fresh and with history;
 #    [--records N] [--workers W] [--history H]; installs Celery and Redis from Debian first)
 #   (scale: 1, 2, 4, 8 hosts in network namespaces (root), sleep:50 and noop jobs, shard
-#    assignment on and off, join/leave/failover times; [--hosts 1,2,4,8] [--per-host 400];
-#    writes bench/scale.svg with gnuplot, installed from Debian first; ~10 min)
+#    assignment on and off, join/leave/failover times; [--hosts 1,2,4,8] [--per-host 400]
+#    [--events-only]; writes bench/scale.svg with gnuplot, installed from Debian first; ~15 min;
+#    SIGTERM/SIGINT stop it and remove its hosts, Azurite and namespaces)
 #
 # Builds into ./build (Release figures come from RelWithDebInfo, the default build type).
 # Figures are printed; copy them into bench/RESULTS.md with the machine they ran on.
@@ -23,7 +24,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SHOAL_BUILD_DIR:-$root/build}
 what=${1:-}
-[ -n "$what" ] || { sed -n '2,18p' "$0"; exit 2; }
+[ -n "$what" ] || { sed -n '2,22p' "$0"; exit 2; }
 shift
 
 with_azurite() {
@@ -124,8 +125,20 @@ case "$what" in
     bash "$root/bench/debian_packages.sh" gnuplot-nox
     cmake --build "$build" --target scale_bench shoal
     uptime
-    "$build/bench/scale_bench" --svg "$root/bench/scale.svg" "$@"
+    # In the background, so a SIGTERM/SIGINT/SIGHUP to this script reaches the bench, which then
+    # tears down its hosts, Azurite and network namespaces (bash would otherwise die alone and
+    # leave it running, or a signal to the bench alone would leave all of them behind).
+    "$build/bench/scale_bench" --svg "$root/bench/scale.svg" "$@" &
+    bench=$!
+    trap 'kill -TERM "$bench" 2>/dev/null || true' TERM INT HUP
+    rc=0
+    while :; do
+      wait "$bench" && rc=0 || rc=$?
+      kill -0 "$bench" 2>/dev/null || break # wait returned for a signal: the bench is finishing
+    done
+    trap - TERM INT HUP
     uptime
+    exit "$rc"
     ;;
   fleet)
     bash "$root/bench/debian_packages.sh" python3-celery python3-redis redis-server

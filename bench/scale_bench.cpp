@@ -5,8 +5,9 @@
 //   sleep, assignment on   the `sleep:50` job (I/O-bound: 50 ms per record, no CPU), the
 //                          coordinator assigning shards to hosts: records/s, claim contention
 //                          (412s per claim), storage requests per record; then with work left:
-//                          a host joins (time from its supervisor answering to the first ticket
-//                          its workers hold in the table; time until the assignment is stable;
+//                          a host joins (time from its start to its supervisor's first status
+//                          answer, "up"; from up to its workers' first claim, by the service's
+//                          write time of the rows they hold; time until the assignment is stable;
 //                          shards moved against its share), the same host leaves by SIGTERM
 //                          (time until stable), the coordinator's host is killed (time until
 //                          another holds the lease and until the assignment is stable again;
@@ -22,12 +23,17 @@
 // assignment: the coordinator's view lists exactly the live hosts with disjoint shards covering
 // every shard, and each host applies the shards the view gives it.
 //
-//   bench/run.sh scale [--hosts 1,2,4,8] [--per-host 400] [--svg bench/scale.svg]
+//   bench/run.sh scale [--hosts 1,2,4,8] [--per-host 400] [--svg bench/scale.svg] [--events-only]
+//   (SIGTERM/SIGINT: the running fleet is torn down, namespaces removed, exit 130)
 
 #include "tests/support/netns_fleet.hpp"
+#include "storage/table_filter.hpp"
 #include "workers/fleet/assignment.hpp"
 
+#include <signal.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -59,6 +65,7 @@ struct options {
   std::uint32_t heartbeat_ms = 500;
   std::uint32_t lease_ms = 5000;
   std::uint32_t shards = 16;
+  bool events_only = false; // the sleep:50/on run and its events only (join, leave, failover)
 };
 
 using clock_type = steady_clock;
@@ -109,9 +116,20 @@ netns_host_settings host_settings(const options& o, const std::string& job, cons
   return s;
 }
 
+// SIGTERM, SIGINT or SIGHUP (bench/run.sh forwards them): every wait below stops by throwing
+// `interrupted`, so the fleet's destructor kills the hosts' processes, stops Azurite and removes
+// the namespaces on the way out.
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_stop_signal(int) { g_interrupted.store(true); }
+struct interrupted {};
+void check_interrupted() {
+  if (g_interrupted.load()) throw interrupted{};
+}
+
 bool wait_for(const std::function<bool()>& pred, milliseconds limit, milliseconds every = milliseconds(50)) {
   const auto until = clock_type::now() + limit;
   while (!pred()) {
+    check_interrupted();
     if (clock_type::now() >= until) return false;
     std::this_thread::sleep_for(every);
   }
@@ -159,6 +177,28 @@ bool stable(const netns_fleet& f, std::size_t coord, const std::vector<std::size
   return true;
 }
 
+// When host n's workers first claimed a record of `queue`, by the storage service's clock: the
+// earliest Timestamp among the rows of `queue` that name one of its workers as owner
+// ("h{n}/{slot}/{pid}"): tickets it holds (written by the claim itself, or later by a lease
+// renewal) and record rows it completed (written after their claim). Each is at or after the
+// claim, so the answer never comes early. Azurite runs on this machine: its clock is ours. One
+// filtered query, so polling it does not load the emulator the way reading the queue would.
+std::optional<system_clock::time_point> first_claim_at(netns_fleet& f, const std::string& queue, std::size_t n) {
+  storage::table_query q;
+  q.filter = storage::table_filter::starts_with("PartitionKey", queue + "-") &&
+             storage::table_filter::starts_with("owner", f.host(n) + "/");
+  q.select = {"PartitionKey", "RowKey", "owner", "Timestamp"};
+  auto rows = f.work().table().query_all(q);
+  if (!rows) return std::nullopt;
+  std::optional<system_clock::time_point> first;
+  for (const auto& r : *rows)
+    if (r.timestamp) {
+      const auto t = time_point_cast<system_clock::duration>(*r.timestamp);
+      if (!first || t < *first) first = t;
+    }
+  return first;
+}
+
 // The coordinator's view: host → shards (empty when it does not answer as the coordinator).
 workers::fleet::shard_map view_of(const netns_fleet& f, std::size_t coord) {
   workers::fleet::shard_map m;
@@ -193,8 +233,10 @@ bool start_hosts(netns_fleet& f, std::size_t n, const netns_host_settings& s, st
 }
 
 void stop_hosts(netns_fleet& f, const std::vector<std::size_t>& hosts) {
-  for (auto h : hosts)
+  for (auto h : hosts) {
+    check_interrupted();
     if (f.running(h)) (void)f.terminate(h, seconds(30));
+  }
 }
 
 // One throughput run: `records` records of `queue`, hosts 0..n-1 started, measured until done.
@@ -222,6 +264,7 @@ run_figures throughput(netns_fleet& f, std::size_t n, const netns_host_settings&
         break;
       }
     }
+    check_interrupted();
     std::this_thread::sleep_for(milliseconds(100));
   }
   if (!r.finished) r.problem = "not finished in 600 s";
@@ -252,21 +295,26 @@ event_figures events(netns_fleet& f, const options& o, std::size_t n, const netn
   if (!f.start(n, s)) return e.problem = f.error(), e;
   hosts.push_back(n);
   std::optional<clock_type::time_point> t_up;
+  std::optional<system_clock::time_point> up_at; // t_up by the wall clock (the service's clock)
+  auto next_look = clock_type::now();
   wait_for(
       [&] {
-        auto st = f.status(n);
+        system_clock::time_point answered{};
+        auto st = f.status(n, &answered);
         if (st && !t_up) {
+          // "Up": when the supervisor sent its first status answer, by its own clock (a request
+          // waits in its socket while it starts, and is answered as its loop begins; when we
+          // receive the answer may be later, by up to one status timeout).
           t_up = clock_type::now();
-          e.join_up_ms = ms_since(t_spawn);
+          up_at = answered;
+          e.join_up_ms = ms_since(t_spawn) - duration<double, std::milli>(system_clock::now() - answered).count();
         }
-        if (t_up && !e.join_first_claim_ms) {
+        if (t_up && !e.join_first_claim_ms && clock_type::now() >= next_look) {
           // From the table, not the status (a worker reports its claims only with its next
-          // heartbeat): a ticket claimed by one of the joiner's workers (owner "h{n}/slot/pid").
-          // Conservative: the time when the query returned.
-          auto held = f.work().list(queue, workers::record_status::claimed, 100'000);
-          if (held && std::any_of(held->begin(), held->end(),
-                                  [&](const auto& v) { return v.owner.starts_with(f.host(n) + "/"); }))
-            e.join_first_claim_ms = ms_since(*t_up);
+          // heartbeat), by the service's write time, so how often we look does not count.
+          next_look = clock_type::now() + milliseconds(100);
+          if (auto at = first_claim_at(f, queue, n))
+            e.join_first_claim_ms = duration<double, std::milli>(*at - *up_at).count();
         }
         if (!e.join_stable_ms && stable(f, 0, hosts, o.shards)) e.join_stable_ms = ms_since(t_spawn);
         return e.join_first_claim_ms && e.join_stable_ms;
@@ -349,17 +397,17 @@ std::string pct(std::uint64_t part, std::uint64_t whole) {
 void print_table(const std::vector<row>& rows, const options& o) {
   std::ostringstream t;
   t << "| hosts | sleep:50 rec/s (on) | (off) | contention on | off | req/record on | off | noop rec/s on | off "
-       "| noop contention on | off | noop req/record on | join: first claim ms | join stable ms "
+       "| noop contention on | off | noop req/record on | join: up ms | join: first claim ms | join stable ms "
        "| join moved / share | leave stable ms | failover lease ms | failover stable ms | live shards moved at failover "
        "| lost | dead | re-claimed | exactly once |\n"
-    << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+    << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   for (const auto& r : rows) {
     t << "| " << r.n << " | " << fmt(r.sleep_on.rate) << " | " << fmt(r.sleep_off.rate) << " | "
       << pct(r.sleep_on.contention, r.sleep_on.claims) << " | " << pct(r.sleep_off.contention, r.sleep_off.claims) << " | "
       << fmt(r.sleep_on.requests_per_record, 2) << " | " << fmt(r.sleep_off.requests_per_record, 2) << " | "
       << fmt(r.noop_on.rate) << " | " << fmt(r.noop_off.rate) << " | " << pct(r.noop_on.contention, r.noop_on.claims)
       << " | " << pct(r.noop_off.contention, r.noop_off.claims) << " | " << fmt(r.noop_on.requests_per_record, 2) << " | "
-      << fmt(r.ev.join_first_claim_ms) << " | " << fmt(r.ev.join_stable_ms) << " | "
+      << fmt(r.ev.join_up_ms) << " | " << fmt(r.ev.join_first_claim_ms) << " | " << fmt(r.ev.join_stable_ms) << " | "
       << r.ev.join_moved << " / " << r.ev.join_quota << " | " << fmt(r.ev.leave_stable_ms) << " | "
       << fmt(r.ev.failover_lease_ms) << " | " << fmt(r.ev.failover_stable_ms) << " | "
       << (r.n >= 2 ? std::to_string(r.ev.failover_moved_live) : std::string("–")) << " | " << r.ev.lost << " | " << r.ev.dead << " | " << r.ev.reclaimed << " | "
@@ -417,6 +465,8 @@ std::vector<std::size_t> parse_list(const std::string& s) {
   return v;
 }
 
+void run_all(const options& o, std::vector<row>& rows);
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -434,13 +484,36 @@ int main(int argc, char** argv) {
     else if (a == "--per-host") o.per_host = std::stoul(next());
     else if (a == "--noop-records") o.noop_records = std::stoul(next());
     else if (a == "--svg") o.svg = next();
+    else if (a == "--events-only") o.events_only = true;
     else {
-      std::cerr << "usage: scale_bench [--hosts 1,2,4,8] [--per-host 400] [--noop-records 6000] [--svg FILE]\n";
+      std::cerr << "usage: scale_bench [--hosts 1,2,4,8] [--per-host 400] [--noop-records 6000] [--svg FILE] "
+                   "[--events-only]\n";
       return 2;
     }
   }
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);
   std::vector<row> rows;
+  try {
+    run_all(o, rows);
+  } catch (const interrupted&) {
+    // The fleet of the N being run is gone already (its destructor ran on the way here).
+    std::cerr << "scale_bench: interrupted; hosts, Azurite and namespaces removed\n";
+    return 130;
+  }
+  plot(rows, o.svg);
+  bool ok = true;
+  for (const auto& r : rows) ok = ok && r.ev.exactly_once;
+  return ok ? 0 : 1;
+}
+
+namespace {
+
+void run_all(const options& o, std::vector<row>& rows) {
   for (auto n : o.hosts) {
+    check_interrupted();
     tests::netns_fleet_options fo;
     fo.prefix = "sb";
     fo.hosts = n + 1; // the last one joins
@@ -448,13 +521,14 @@ int main(int argc, char** argv) {
     fo.work_lease_ms = 5000;
     fo.shards = o.shards;
     netns_fleet f(fo);
+    check_interrupted();
     if (!f.skip_reason().empty()) {
       std::cerr << "scale_bench: " << f.skip_reason() << "\n";
-      return 1;
+      std::exit(1);
     }
     if (!f.error().empty()) {
       std::cerr << "scale_bench: " << f.error() << "\n";
-      return 1;
+      std::exit(1);
     }
     row r;
     r.n = n;
@@ -466,6 +540,11 @@ int main(int argc, char** argv) {
     std::cerr << "   " << fmt(r.sleep_on.rate) << " records/s; events\n";
     r.ev = events(f, o, n, s_on, q1, n * o.per_host);
     stop_hosts(f, all);
+    if (o.events_only) {
+      rows.push_back(r);
+      print_table(rows, o);
+      continue;
+    }
     std::cerr << "== " << n << " hosts: sleep:50, assignment off\n";
     const std::string q2 = "s" + std::to_string(n) + "off";
     r.sleep_off = throughput(f, n, host_settings(o, "sleep:50", q2, false), q2, n * o.per_host);
@@ -481,8 +560,6 @@ int main(int argc, char** argv) {
     rows.push_back(r);
     print_table(rows, o); // so far, in case a later N fails
   }
-  plot(rows, o.svg);
-  bool ok = true;
-  for (const auto& r : rows) ok = ok && r.ev.exactly_once;
-  return ok ? 0 : 1;
 }
+
+} // namespace

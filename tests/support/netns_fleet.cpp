@@ -207,8 +207,14 @@ bool netns_fleet::running(std::size_t i) {
   return p && !p->wait(milliseconds(0));
 }
 
-std::optional<workers::fleet::fleet_status> netns_fleet::status(std::size_t i) const {
-  return fleet::ask_status("ipc://" + (dir_ / (host(i) + ".sock")).string(), milliseconds(500));
+std::optional<workers::fleet::fleet_status> netns_fleet::status(std::size_t i,
+                                                               std::chrono::system_clock::time_point* answered_at) const {
+  std::uint64_t ns = 0;
+  auto s = fleet::ask_status("ipc://" + (dir_ / (host(i) + ".sock")).string(), milliseconds(500), &ns);
+  if (s && answered_at)
+    *answered_at = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds(ns)));
+  return s;
 }
 
 std::string netns_fleet::coordinator() const {

@@ -78,7 +78,9 @@ public:
   /// True while host i's supervisor runs.
   bool running(std::size_t i);
   /// Host i's supervisor status over its ipc endpoint; nullopt when it does not answer.
-  std::optional<workers::fleet::fleet_status> status(std::size_t i) const;
+  /// `answered_at`, when given, gets the supervisor's wall clock when it sent the answer.
+  std::optional<workers::fleet::fleet_status>
+  status(std::size_t i, std::chrono::system_clock::time_point* answered_at = nullptr) const;
   /// The host named in the fleet table's coordinator row ("" when none), and its epoch.
   std::string coordinator() const;
 

@@ -7,7 +7,9 @@
 // `shoal [--config F] [--connection-string S] worker --slot wN --supervisor ENDPOINT
 // --supervisor-pid PID`.
 // SIGTERM or SIGINT drains (a second one shortens the deadline to now); exit 0 after a drain,
-// 1 when the job is broken or storage cannot be reached at start, 2 for bad configuration.
+// 1 when the job is broken or (standalone) storage cannot be reached at start, 2 for bad
+// configuration. A supervised worker says hello before any storage round trip and keeps trying
+// storage while it heartbeats.
 
 #include "workers/cmd/cli.hpp"
 
@@ -39,6 +41,7 @@ struct worker_args {
   std::uint32_t concurrency = 0;
   bool standalone = false;
   long supervisor_pid = 0;
+  bool work_table_exists = false;
 };
 
 int run_worker(const global_options& g, const worker_args& a) {
@@ -83,17 +86,24 @@ int run_worker(const global_options& g, const worker_args& a) {
     std::fprintf(stderr, "shoal worker: %s\n", table.error().describe().c_str());
     return 2;
   }
-  if (auto r = table->create_if_missing(); !r) {
-    std::fprintf(stderr, "shoal worker: work table '%s': %s\n", c->work.table.c_str(),
-                 r.error().describe().c_str());
-    return 1;
-  }
 
   workers::fleet::worker_options o;
   o.cfg = *c;
   o.slot = a.slot;
   o.supervisor = a.standalone || a.supervisor == "none" ? std::string() : !a.supervisor.empty() ? a.supervisor : c->fleet.endpoint;
   o.supervisor_pid = o.supervisor.empty() ? 0 : a.supervisor_pid;
+  if (o.supervisor.empty()) {
+    // Alone: nobody else makes the table, and claims would fail without it.
+    if (auto r = table->create_if_missing(); !r) {
+      std::fprintf(stderr, "shoal worker: work table '%s': %s\n", c->work.table.c_str(),
+                   r.error().describe().c_str());
+      return 1;
+    }
+  } else {
+    // Supervised: say hello and claim first (issue 19, a joining host's first claim); the
+    // supervisor made the table already (--work-table-exists), or the worker makes it beside.
+    o.create_table = !a.work_table_exists;
+  }
   auto w = workers::fleet::worker::make(*table, std::move(o));
   if (!w) {
     std::fprintf(stderr, "shoal worker: %s\n", w.error().describe().c_str());
@@ -152,6 +162,9 @@ void add_worker_command(CLI::App& app, global_options& g, command_fn& run) {
   cmd->add_option("--supervisor-pid", a->supervisor_pid,
                   "pid of the supervisor that started this worker (it passes its own): once it is "
                   "no longer our parent, drain and exit");
+  cmd->add_flag("--work-table-exists", a->work_table_exists,
+                "the supervisor created the work table and payload container: do not create them "
+                "(without it a supervised worker creates them beside its first claims)");
   cmd->add_option("--job", a->job,
                   "exec|etl|noop|sleep:MS (default [worker] job); noop completes every record at "
                   "once and sleep:MS after MS ms: the fleet's own cost per record")
@@ -171,8 +184,8 @@ void add_worker_command(CLI::App& app, global_options& g, command_fn& run) {
       ->check(CLI::Range(1, 256));
   cmd->footer("SIGTERM/SIGINT or ctl.drain: stop claiming, let running records finish within "
               "[worker] drain_timeout_ms, then stop them and release their claims; exit 0.\n"
-              "Exit status: 0 drained, 1 job broken or storage unreachable at start, 2 bad "
-              "configuration.");
+              "Exit status: 0 drained, 1 job broken or (--standalone) storage unreachable at "
+              "start, 2 bad configuration.");
   cmd->callback([&g, &run, a] {
     run = [&g, a] { return run_worker(g, *a); };
   });

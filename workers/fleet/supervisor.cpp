@@ -27,6 +27,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -335,6 +336,7 @@ struct supervisor::impl {
   std::optional<transport::envelope_socket> committed; // SUB to persistor.committed_endpoint
   std::unique_ptr<fleet_metrics> metrics;
   std::optional<work_table> table;
+  bool work_table_exists = false; // created (or found) at start: the workers skip that round trip
 
   // Filled by the membership's and the releaser's threads (hooks); applied by the event loop.
   // Declared before both, so it outlives their threads.
@@ -401,6 +403,8 @@ struct supervisor::impl {
     // --supervisor-pid: the worker drains and exits once we are no longer its parent (we died),
     // instead of running on unsupervised beside the workers of a supervisor started after us.
     argv.insert(argv.end(), {"--slot", s.name, "--supervisor", endpoint, "--supervisor-pid", std::to_string(::getpid())});
+    if (work_table_exists)
+      argv.push_back("--work-table-exists");
     argv.insert(argv.end(), opts.worker_args.begin(), opts.worker_args.end());
     return argv;
   }
@@ -991,6 +995,7 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
 
   // Storage: the work table, to release dead workers' claims and count records.
   std::optional<storage::pipeline> web_pipe; // the dashboard reads through the same pipeline
+  std::future<result<void>> table_created;   // the work table's create-if-missing, in flight
   if (auto account = storage::parse_connection_string(m->cfg.storage.connection_string); !account) {
     spdlog::warn("supervisor: storage: {}; claims of dead workers will wait for their leases",
                  account.error().describe());
@@ -1012,6 +1017,12 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
     auto w = work_table::make(*t, storage::blob_client(*pipe), wo);
     if (!w)
       return std::unexpected(w.error());
+    // The workers' table, made once here before any worker starts, so a starting worker goes
+    // straight to its hello and first claim (--work-table-exists; issue 19, a joining host's
+    // first claim). Beside the fleet set-up below (its own table, ZAP, joining the coordinator),
+    // not before it; awaited at the end of make(). When it fails the workers make the table
+    // themselves, beside their claims.
+    table_created = std::async(std::launch::async, [t = *w] { return t.create_if_missing(); });
     m->table.emplace(*std::move(w));
   }
   impl* self = m.get();
@@ -1057,6 +1068,13 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
   if (!mem)
     return std::unexpected(mem.error());
   m->members = *std::move(mem);
+  if (table_created.valid()) {
+    if (auto c = table_created.get(); !c)
+      spdlog::warn("supervisor: work table '{}': {}; the workers will create it", m->cfg.work.table,
+                   c.error().describe());
+    else
+      m->work_table_exists = true;
+  }
   return std::unique_ptr<supervisor>(new supervisor(std::move(m)));
 }
 

@@ -114,6 +114,9 @@ struct worker::impl {
   // -- sweeps of done records (SCHEMA.md "Sweep") --------------------------------------------
   std::thread sweeper;
 
+  // -- storage set-up off the control loop (supervised: the server clock, the table) ---------
+  std::thread setup;
+
   // -- counters (relaxed atomics; read by stats() from any thread) ---------------------------
   std::atomic<std::uint64_t> claim_calls{0}, claimed{0}, done{0}, failed{0}, dead{0}, released{0}, lease_lost{0},
       storage_errors{0}, malformed{0}, ignored{0}, reconnects{0}, heartbeats_sent{0}, wakeups{0}, swept{0},
@@ -663,6 +666,29 @@ struct worker::impl {
     }
   }
 
+  // Under a supervisor nothing waits for this (issue 19: a joining host's first claim): the
+  // server clock, which the first claim would otherwise read itself, and, with
+  // opts.create_table, the work table, retried until it exists or the worker drains.
+  void setup_loop() {
+    for (std::uint32_t attempt = 1; opts.create_table; ++attempt) {
+      auto r = table.create_if_missing();
+      if (r) {
+        if (attempt > 1)
+          spdlog::info("worker {}: work table '{}' ready (attempt {})", opts.slot, table.table().name(), attempt);
+        break;
+      }
+      add(storage_errors);
+      const auto delay = retry_delay(attempt, milliseconds(200), milliseconds(5'000), 0.5);
+      spdlog::warn("worker {}: work table '{}': {} (retrying in {} ms)", opts.slot, table.table().name(),
+                   r.error().describe(), delay.count());
+      std::unique_lock lock(mu);
+      if (cv.wait_for(lock, delay, [&] { return draining || drain_requested; }))
+        return;
+    }
+    if (auto r = table.sync_clock(); !r) // the clock is read from the table: after it exists
+      spdlog::warn("worker {}: storage clock not known yet: {}", opts.slot, r.error().describe());
+  }
+
   // -- control -------------------------------------------------------------------------------
   void drain(milliseconds deadline, std::string reason) {
     {
@@ -852,8 +878,12 @@ result<worker_stats> worker::impl::run() {
                opts.cfg.worker.job, queue, lanes.size(), owner,
                opts.supervisor.empty() ? std::string(", standalone")
                                        : ", supervisor " + opts.supervisor);
-  if (auto r = table.sync_clock(); !r)
+  if (sock || opts.create_table) {
+    // The hello is out; the storage set-up goes on beside the control loop and the claims.
+    setup = std::thread([this] { setup_loop(); });
+  } else if (auto r = table.sync_clock(); !r) {
     spdlog::warn("worker {}: storage clock not known yet: {}", opts.slot, r.error().describe());
+  }
 
   keeper->start();
   completer = std::thread([this] { completer_loop(); });
@@ -987,6 +1017,8 @@ result<worker_stats> worker::impl::run() {
     claimer.join();
   if (sweeper.joinable())
     sweeper.join();
+  if (setup.joinable())
+    setup.join();
   for (auto& l : lanes)
     if (l->thread.joinable())
       l->thread.join();
@@ -1039,6 +1071,8 @@ worker::~worker() {
       impl_->claimer.join();
     if (impl_->sweeper.joinable())
       impl_->sweeper.join();
+    if (impl_->setup.joinable())
+      impl_->setup.join();
     for (auto& l : impl_->lanes)
       if (l->thread.joinable())
         l->thread.join();

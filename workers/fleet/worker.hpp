@@ -5,7 +5,9 @@
 //
 // Threads: the caller of run() owns the DEALER (hello, heartbeats, assignments, wake-ups,
 // drain, Paranoid Pirate reconnects; never storage I/O, so heartbeats keep flowing during a
-// storage outage); one claimer thread keeps claimed records ready for the lanes — a claim is one
+// storage outage, and a starting worker says hello and reads its ctl.assign before any storage
+// round trip: issue 19, a joining host's first claim); a set-up thread reads the server clock
+// (and creates the table, worker_options::create_table) while the claims start; one claimer thread keeps claimed records ready for the lanes — a claim is one
 // query and one transaction whatever its size, so it claims ahead: fast jobs in batches of up to
 // 2 × claim_batch, slow jobs only what the lanes start within a quarter lease, and never more
 // held in all (ready, running and waiting for the completer) than that target + one run per lane
@@ -49,6 +51,13 @@ struct worker_options {
   /// supervisor, drains (finish or release within worker.drain_timeout_ms) and exits: a worker
   /// never runs on unsupervised, e.g. beside the workers of a supervisor started after it.
   long supervisor_pid = 0;
+  /// Create the work table and its payload container if missing (work_table::create_if_missing)
+  /// from a thread of its own once run() has said hello, retried (200 ms doubling to 5 s) until
+  /// it succeeds or the worker drains. Under a supervisor the hello, ctl.assign and claims do not
+  /// wait for it: the supervisor creates the table before it starts workers, so this is only the
+  /// fallback when it could not; until the table exists, claims fail as storage errors and are
+  /// retried. Standalone, `shoal worker` creates them before run() instead.
+  bool create_table = false;
   job_factory factory;      ///< makes one job per lane; empty = find_job_factory(cfg.worker.job)
   /// Cap of the Paranoid Pirate reconnect backoff: the silence tolerated before the next
   /// reconnect doubles from heartbeat_liveness × heartbeat_interval_ms up to this.

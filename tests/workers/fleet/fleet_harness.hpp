@@ -76,7 +76,8 @@ inline std::string http_get(int port, const std::string& path) {
 
 /// Asks the supervisor at `endpoint` for its status. nullopt when it does not answer in time.
 inline std::optional<workers::fleet::fleet_status> ask_status(const std::string& endpoint,
-                                                              milliseconds timeout = milliseconds(1000)) {
+                                                              milliseconds timeout = milliseconds(1000),
+                                                              std::uint64_t* answered_unix_ns = nullptr) {
   static zmq::context_t ctx{1};
   transport::socket_options so;
   so.linger = milliseconds(0);
@@ -103,6 +104,8 @@ inline std::optional<workers::fleet::fleet_status> ask_status(const std::string&
     auto st = workers::fleet::parse_status(body->json);
     if (!st)
       return std::nullopt;
+    if (answered_unix_ns) // the supervisor's clock when it sent the answer (envelope ts_ns)
+      *answered_unix_ns = in->env.ts_ns;
     return *st;
   }
   return std::nullopt;

@@ -803,6 +803,100 @@ TEST(WorkerIt, ShoalWorkerDrainsOnSigtermMidRunAndLeavesNothingClaimed) {
   EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), ids.size());
 }
 
+// Issue 19 (a joining host's first claim within two heartbeats): a supervised `shoal worker`
+// says hello, applies its ctl.assign and heartbeats before any storage round trip; its storage
+// set-up goes on beside. Here every storage connection is reset (the fault proxy's outage) and
+// the work table does not exist: the worker still joins and answers its supervisor, keeps
+// trying to create the table, creates it once storage is back, and does the records. (It used
+// to create the table first and exit 1 without a word to its supervisor.)
+TEST(WorkerIt, SupervisedShoalWorkerJoinsBeforeStorageAnswersAndMakesTheTableOnceItDoes) {
+  auto proxy = tests::fault_proxy::listen({tests::azurite_connection_string()});
+  ASSERT_TRUE(proxy) << proxy.error().describe();
+  proxy->start();
+  tests::fault_plan cut;
+  tests::fault_rule outage;
+  outage.kind = tests::fault_kind::outage;
+  cut.rules.push_back(outage);
+  proxy->set_plan(cut);
+
+  // The table as the test sees it, straight on Azurite: not created.
+  const std::string table_name = tests::unique_name("fleetj");
+  auto account = storage::parse_connection_string(tests::azurite_connection_string());
+  ASSERT_TRUE(account);
+  auto pipe = storage::pipeline::make(*account);
+  ASSERT_TRUE(pipe);
+  auto t = storage::table_client::make(*pipe, table_name);
+  ASSERT_TRUE(t);
+  work_table_options wo;
+  auto work = work_table::make(*t, storage::blob_client(*pipe), wo);
+  ASSERT_TRUE(work);
+
+  const fs::path dir = fs::temp_directory_path() / tests::unique_name("shoalworkerj");
+  fs::create_directories(dir);
+  // The fake supervisor sends no heartbeats: a liveness of a minute keeps the worker from
+  // reconnecting meanwhile.
+  std::ofstream(dir / "shoal.toml") << "[work]\ntable = \"" << table_name << "\"\n"
+                                    << "[worker]\npoll_min_ms = 50\npoll_max_ms = 200\n"
+                                    << "[fleet]\nheartbeat_interval_ms = 100\nheartbeat_liveness = 600\n";
+  fake_router router;
+  child_options co;
+  co.argv = {tests::shoal_binary(), "--config", (dir / "shoal.toml").string(), "--connection-string",
+             proxy->connection_string(), "--log-level", "info", "worker", "--slot", "j1", "--supervisor",
+             router.endpoint, "--job", "noop", "--queue", "jq"};
+  co.output = dir / "worker.log";
+  auto c = child_process::spawn(co);
+  ASSERT_TRUE(c) << c.error().describe();
+  auto log = [&] {
+    std::ifstream in(dir / "worker.log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+
+  auto h = router.expect<hello>(30'000ms);
+  ASSERT_TRUE(h) << "no hello while storage is unreachable\n" << log();
+  EXPECT_EQ(h->slot, "j1");
+  assign a;
+  a.epoch = 1;
+  a.queue = "jq";
+  for (std::uint32_t s = 0; s < config{}.work.shards; ++s)
+    a.shards.push_back(s);
+  router.send(a);
+  ASSERT_TRUE(router.expect<heartbeat>(30'000ms, [](const heartbeat& x) { return x.assign_epoch == 1; }))
+      << "ctl.assign not applied while storage is unreachable\n" << log();
+  EXPECT_FALSE(c->wait(0ms)) << log();
+  // Everything so far happened without storage: the worker's storage requests were reset (the
+  // pipeline's four attempts of one call at least), and the table is still not there.
+  ASSERT_TRUE(eventually([&] { return proxy->stats()["injected"].value("outage", 0) >= 4; }, 30'000ms))
+      << proxy->stats().dump() << "\n" << log();
+  auto missing = work->counts("jq");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, errc::not_found) << missing.error().describe();
+
+  // Storage is back: the worker makes the table and does the records.
+  proxy->set_plan({});
+  ASSERT_TRUE(eventually([&] { return work->counts("jq").has_value(); }, 60'000ms)) << log();
+  std::vector<new_record> recs;
+  for (int i = 0; i < 20; ++i)
+    recs.push_back({"j" + std::to_string(i), "x", {}});
+  ASSERT_TRUE(work->enqueue("jq", recs));
+  work_available wa;
+  wa.queue = "jq";
+  router.send(wa);
+  ASSERT_TRUE(eventually([&] {
+    auto n = work->counts("jq");
+    return n && n->by_status.contains(record_status::done) && n->by_status.at(record_status::done) == 20;
+  }, 60'000ms)) << log();
+
+  drain d;
+  d.deadline_ms = 5'000;
+  router.send(d);
+  ASSERT_TRUE(router.expect<bye>(30'000ms)) << log();
+  auto st = c->wait(30'000ms);
+  ASSERT_TRUE(st) << log();
+  EXPECT_EQ(*st, 0) << log();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
 TEST(WorkerIt, ShoalWorkerHelpNamesItsFlags) {
   const std::string cmd = "'" + tests::shoal_binary() + "' worker --help 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
