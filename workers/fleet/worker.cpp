@@ -160,10 +160,12 @@ struct worker::impl {
     s.swept = r(swept);
     s.complete_calls = r(complete_calls);
     s.rate_per_s = rate.load(std::memory_order_relaxed);
-    const auto waiting = static_cast<std::uint32_t>(waiting_completion());
+    // Every record the keeper holds: ready, running, waiting for the completer or being
+    // written, released or failed. (Counting the completer's batch as a whole over-counted:
+    // complete_many lets each partition's records go as soon as they are written.)
+    s.in_flight = static_cast<std::uint32_t>(keeper->held());
     std::lock_guard lock(mu);
     s.assign_epoch = assign_epoch;
-    s.in_flight = in_flight_locked() + waiting;
     return s;
   }
 
