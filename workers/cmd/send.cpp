@@ -438,6 +438,7 @@ int run_send(const global_options& g, const send_args& a) {
   // (transport/ENVELOPE.md), so the last records do not wait batch_max_delay_ms per open date
   // partition. Sent after the last record, and again after re-sends at the end.
   std::size_t sent_since_flush = 0, flushes = 0;
+  std::int64_t last_flush_ms = 0;
   transport::envelope flush;
   flush.kind = std::string(workers::persistor::kind_flush);
   flush.from = env.from;
@@ -448,6 +449,7 @@ int run_send(const global_options& g, const send_args& a) {
                                                  .count());
     if (sock->send(flush, std::chrono::milliseconds(20))) {
       sent_since_flush = 0;
+      last_flush_ms = now_ms();
       ++flushes;
     }
   };
@@ -522,10 +524,12 @@ int run_send(const global_options& g, const send_args& a) {
     // stall_flush_ms: then the open batches holding our records can grow only from other
     // producers (we cannot send more until acks come), so waiting for their batch delay would
     // only delay the acks. Batches that fill (records of few partitions) keep acks flowing and
-    // are not cut short.
+    // are not cut short. A stalled window flushes at most once per stall_flush_ms: records
+    // re-sent after their ack timeout would otherwise each be followed by a flush of their own.
+    const auto stall = static_cast<std::int64_t>(a.stall_flush_ms);
     if (unsent.empty() && sent_since_flush > 0 && !a.no_flush &&
-        (input_done || (a.stall_flush_ms > 0 && unacked.size() >= a.window &&
-                        now_ms() - last_progress >= static_cast<std::int64_t>(a.stall_flush_ms))))
+        (input_done || (stall > 0 && unacked.size() >= a.window && now_ms() - last_progress >= stall &&
+                        now_ms() - last_flush_ms >= stall)))
       send_flush();
     // Acks.
     for (int burst = 0; burst < 1000; ++burst) {
@@ -624,7 +628,8 @@ void add_send_command(CLI::App& app, global_options& g, command_fn& run) {
       ->capture_default_str();
   cmd->add_option("--stall-flush-ms", a->stall_flush_ms,
                   "with the window full and no ack for this long, send persist.flush so the persistor "
-                  "seals the batches holding our records (0 = only at the end of input)")
+                  "seals the batches holding our records, at most once per this interval while stalled (0 = only at the end "
+                  "of input)")
       ->capture_default_str();
   cmd->add_option("--timeout-s", a->timeout_s, "give up after this long without any ack")
       ->capture_default_str();
