@@ -103,6 +103,7 @@ bool wait_for_text(const fs::path& log, const std::string& what, std::chrono::se
 struct stored_record {
   std::string blob;
   std::string event_time;
+  std::string payload;
 };
 
 // Everything in the container: per message id, the blobs holding it. Checks every blob as it goes.
@@ -188,7 +189,7 @@ inventory collect(const storage::blob_client& bc, const std::string& container,
         if (t) {
           EXPECT_EQ(folder.substr(folder.find('/') + 1), ps::partition_of(*t, depth)) << item.name;
         }
-        inv.by_id[r.message_id].push_back({item.name, r.event_time});
+        inv.by_id[r.message_id].push_back({item.name, r.event_time, r.payload});
         ++inv.records;
       }
     }
@@ -719,6 +720,42 @@ TEST(PersistorIt, AnnouncesEveryCommittedBlobOnThePubEndpoint) {
   ASSERT_EQ(wait_exit(p, 60s), 0);
   auto inv = collect(fx.blobs, run.container, ps::partition_depth::hour);
   EXPECT_EQ(std::set<std::string>(inv.blobs.begin(), inv.blobs.end()), announced);
+}
+
+TEST(PersistorIt, SendsIdsThatSortInFileOrderAndStayTheSameWhenResent) {
+  // shoal send's ids without --id-field: the file's hash, then the record number. One file's ids
+  // sort in record order (the SQL sinks' message-id index appends), and a second send of the same
+  // file makes the same ids (the persistor stores them again; the ETL's key drops them).
+  auto fx = fixture_storage::make();
+  auto run = persistor_run::make("order");
+  const std::size_t n = 300;
+  const auto input = write_input(run.dir, n, 5);
+  auto p = run.start_push("persistor.log", {"--no-register", "--batch-max-delay-ms", "100"});
+  ASSERT_TRUE(wait_for_text(run.dir / "persistor.log", "listening", 30s)) << slurp(run.dir / "persistor.log");
+  for (const char* log : {"send1.log", "send2.log"}) {
+    auto s = spawn({"--connection-string", run.cs, "send", input.string(), "--dest", "order",
+                    "--event-time-field", "ts", "--endpoint", run.endpoint()},
+                   run.env, run.dir / log);
+    ASSERT_EQ(wait_exit(s, 60s), 0) << slurp(run.dir / log);
+  }
+  ::kill(p.pid(), SIGTERM);
+  ASSERT_EQ(wait_exit(p, 60s), 0);
+  auto inv = collect(fx.blobs, run.container);
+  ASSERT_EQ(inv.by_id.size(), n) << "the second send made no new identity";
+  EXPECT_EQ(inv.records, 2 * n);
+  // by_id iterates in id order: the records' own "id" fields must come out 0, 1, 2, ...
+  std::size_t expected = 0;
+  std::string prefix;
+  for (const auto& [id, stored] : inv.by_id) {
+    ASSERT_EQ(id.size(), 32u) << id;
+    ASSERT_EQ(stored.size(), 2u) << id;
+    if (prefix.empty())
+      prefix = id.substr(0, 16);
+    EXPECT_EQ(id.substr(0, 16), prefix) << "one file, one prefix";
+    auto j = nlohmann::json::parse(stored.front().payload);
+    EXPECT_EQ(j["id"].get<std::size_t>(), expected) << id;
+    ++expected;
+  }
 }
 
 TEST(PersistorIt, ThePartitionDepthPicksTheDateFoldersOfBlobNamesAndCatalogDates) {
