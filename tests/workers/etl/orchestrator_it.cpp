@@ -589,7 +589,7 @@ TEST_F(EtlOrchestratorIt, DrainDoesNotLoadAfterItsLeaseWasLost) {
       if (c && !c->empty()) thief = (*c)[0];
       // Until w1's lease keeper has been refused a renewal (lease_lost counts it); the thief
       // keeps its own lease alive meanwhile.
-      if (thief)
+      if (thief) {
         EXPECT_TRUE(eventually(
             [&] {
               EXPECT_TRUE(work.renew(*thief));
@@ -597,6 +597,7 @@ TEST_F(EtlOrchestratorIt, DrainDoesNotLoadAfterItsLeaseWasLost) {
             },
             20s, 300ms))
             << "w1's keeper was never refused a renewal";
+      }
     }
     return false;
   });
