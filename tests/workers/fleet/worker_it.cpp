@@ -9,6 +9,7 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/fault_proxy.hpp"
 #include "transport/socket.hpp"
 #include "workers/child_process.hpp"
@@ -231,15 +232,7 @@ struct running_worker {
   }
 };
 
-template <class F> bool eventually(F&& f, milliseconds timeout = 20'000ms) {
-  const auto until = steady_clock::now() + timeout;
-  while (steady_clock::now() < until) {
-    if (f())
-      return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return f();
-}
+using shoal::tests::eventually; // tests/support/eventually.hpp
 
 job_factory fake_factory(std::shared_ptr<fake_state> s) {
   return [s](const config&) -> result<std::unique_ptr<job>> { return std::make_unique<fake_job>(s); };
