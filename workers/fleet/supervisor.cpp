@@ -405,6 +405,9 @@ struct supervisor::impl {
     argv.insert(argv.end(), {"--slot", s.name, "--supervisor", endpoint, "--supervisor-pid", std::to_string(::getpid())});
     if (work_table_exists)
       argv.push_back("--work-table-exists");
+    // Started before we join the fleet (make), or restarted later: either way no shard before
+    // our ctl.assign says which.
+    argv.push_back("--await-assign");
     argv.insert(argv.end(), opts.worker_args.begin(), opts.worker_args.end());
     return argv;
   }
@@ -526,10 +529,10 @@ struct supervisor::impl {
     return out;
   }
 
-  void reassign() {
+  void reassign(bool force = false) {
     auto sharing = sharing_slots();
     auto parts = split_shards(assignment.shards, sharing.size());
-    bool changed = false;
+    bool changed = force;
     for (std::size_t i = 0; i < sharing.size(); ++i)
       if (sharing[i]->shards != parts[i] || sharing[i]->epoch == 0) {
         changed = true;
@@ -546,7 +549,9 @@ struct supervisor::impl {
   }
 
   void send_assign(slot& s) {
-    if (!s.hello || s.sent_epoch == s.epoch || s.epoch == 0)
+    // Not before the fleet's first assignment: until then an empty list would read "every
+    // shard", and the workers started while we join wait for their share instead.
+    if (!s.hello || s.sent_epoch == s.epoch || s.epoch == 0 || !assigned_by_fleet)
       return;
     assign a;
     a.epoch = s.epoch;
@@ -579,8 +584,8 @@ struct supervisor::impl {
     }
     if (a && a->epoch >= assignment.epoch) {
       assignment = *a;
-      assigned_by_fleet = true;
-      reassign();
+      const bool first = !std::exchange(assigned_by_fleet, true);
+      reassign(first); // the first one goes out even if the split looks unchanged
     }
     for (const auto& x : w)
       wake(x);
@@ -1064,10 +1069,14 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
     std::lock_guard lock(self->hook_mu);
     self->pending_wakeups.push_back(work_available{queue, shard, count});
   };
-  auto mem = make_membership(m->cfg, m->host, resolve_worker_count(m->cfg), std::move(hooks));
-  if (!mem)
-    return std::unexpected(mem.error());
-  m->members = *std::move(mem);
+  // Joining the fleet (the fleet table, ZAP, the coordinator's first fleet.assign) takes the
+  // longest; the workers start meanwhile (issue 19, a joining host's first claim), once the work
+  // table is there: they connect, say hello (read after we joined) and prepare storage (the
+  // server clock, the shards' meta rows), and claim nothing before their ctl.assign
+  // (--await-assign). If joining fails they are killed with the slots: they hold nothing.
+  auto joined = std::async(std::launch::async, [&cfg = m->cfg, &host = m->host, hooks = std::move(hooks)]() mutable {
+    return make_membership(cfg, host, resolve_worker_count(cfg), std::move(hooks));
+  });
   if (table_created.valid()) {
     if (auto c = table_created.get(); !c)
       spdlog::warn("supervisor: work table '{}': {}; the workers will create it", m->cfg.work.table,
@@ -1075,6 +1084,14 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
     else
       m->work_table_exists = true;
   }
+  m->resize(resolve_worker_count(m->cfg));
+  for (auto& [i, s] : m->slots)
+    if (s.ph == phase::waiting)
+      m->spawn(s);
+  auto mem = joined.get();
+  if (!mem)
+    return std::unexpected(mem.error());
+  m->members = *std::move(mem);
   return std::unique_ptr<supervisor>(new supervisor(std::move(m)));
 }
 

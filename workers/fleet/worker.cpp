@@ -114,8 +114,11 @@ struct worker::impl {
   // -- sweeps of done records (SCHEMA.md "Sweep") --------------------------------------------
   std::thread sweeper;
 
-  // -- storage set-up off the control loop (supervised: the server clock, the table) ---------
+  // -- storage set-up off the control loop (supervised: the table, the server clock, the meta
+  // rows of the queue's shards); the first claim waits for it (guarded by mu) ------------------
   std::thread setup;
+  bool setup_done = true; // false while the set-up thread runs
+  std::atomic<bool> prepared{false}; // work_table::prepare succeeded
 
   // -- counters (relaxed atomics; read by stats() from any thread) ---------------------------
   std::atomic<std::uint64_t> claim_calls{0}, claimed{0}, done{0}, failed{0}, dead{0}, released{0}, lease_lost{0},
@@ -160,6 +163,7 @@ struct worker::impl {
     s.swept = r(swept);
     s.complete_calls = r(complete_calls);
     s.rate_per_s = rate.load(std::memory_order_relaxed);
+    s.storage_prepared = prepared.load();
     // Every record the keeper holds: ready, running, waiting for the completer or being
     // written, released or failed. (Counting the completer's batch as a whole over-counted:
     // complete_many lets each partition's records go as soon as they are written.)
@@ -494,7 +498,10 @@ struct worker::impl {
     const bool linked = !opts.supervisor.empty();
     if (linked) {
       std::unique_lock lock(mu);
-      cv.wait_for(lock, seconds(1), [&] { return assigned || draining; });
+      if (opts.await_assign) // the supervisor is joining the fleet: not a shard before it says which
+        cv.wait(lock, [&] { return assigned || draining; });
+      else
+        cv.wait_for(lock, seconds(1), [&] { return assigned || draining; });
     }
     const int backoff_factor = linked ? 4 : 2;
     auto backoff = poll_min;
@@ -507,6 +514,12 @@ struct worker::impl {
       std::unique_lock lock(mu);
       cv.wait_for(lock, milliseconds(opts.cfg.fleet.heartbeat_interval_ms),
                   [&] { return assign_epoch != 0 || draining; });
+    }
+    // The set-up thread is reading the server clock and the shards' meta rows: a claim now would
+    // send the same requests again, in a row, before its own (issue 19).
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return setup_done || draining; });
     }
     for (;;) {
       std::size_t want = 0;
@@ -649,8 +662,8 @@ struct worker::impl {
         std::unique_lock lock(mu);
         if (cv.wait_until(lock, next, [&] { return draining || drain_requested; }))
           return;
-        if (no_shards) {
-          next = clock_type::now() + interval; // no shard of ours to sweep
+        if (no_shards || (opts.await_assign && !assigned)) {
+          next = clock_type::now() + interval; // no shard of ours to sweep (yet)
           continue;
         }
         from = shards.empty() ? all_shards : shards;
@@ -687,8 +700,27 @@ struct worker::impl {
       if (cv.wait_for(lock, delay, [&] { return draining || drain_requested; }))
         return;
     }
-    if (auto r = table.sync_clock(); !r) // the clock is read from the table: after it exists
-      spdlog::warn("worker {}: storage clock not known yet: {}", opts.slot, r.error().describe());
+    // The clock (read from the table: after it exists) and the meta row of every shard of the
+    // queue, the assigned ones first when the assignment came already: what the first claim
+    // would otherwise read itself, in a row, after the assignment.
+    const auto t0 = clock_type::now();
+    std::vector<std::uint32_t> order;
+    {
+      std::lock_guard lock(mu);
+      if (!no_shards)
+        order = shards;
+    }
+    for (auto s : all_shards)
+      if (std::find(order.begin(), order.end(), s) == order.end())
+        order.push_back(s);
+    if (auto r = table.prepare(queue, order); !r)
+      spdlog::warn("worker {}: storage not prepared (the claims read what they need): {}", opts.slot,
+                   r.error().describe());
+    else
+      prepared = true;
+    if (prepared)
+      spdlog::info("worker {}: storage prepared (server clock, {} shard meta rows) in {} ms", opts.slot,
+                   order.size(), duration_cast<milliseconds>(clock_type::now() - t0).count());
   }
 
   // -- control -------------------------------------------------------------------------------
@@ -881,8 +913,20 @@ result<worker_stats> worker::impl::run() {
                opts.supervisor.empty() ? std::string(", standalone")
                                        : ", supervisor " + opts.supervisor);
   if (sock || opts.create_table) {
-    // The hello is out; the storage set-up goes on beside the control loop and the claims.
-    setup = std::thread([this] { setup_loop(); });
+    // The hello is out; the storage set-up goes on beside the control loop until the first
+    // claim, which waits for it.
+    {
+      std::lock_guard lock(mu);
+      setup_done = false;
+    }
+    setup = std::thread([this] {
+      setup_loop();
+      {
+        std::lock_guard lock(mu);
+        setup_done = true;
+      }
+      cv.notify_all();
+    });
   } else if (auto r = table.sync_clock(); !r) {
     spdlog::warn("worker {}: storage clock not known yet: {}", opts.slot, r.error().describe());
   }
@@ -913,6 +957,10 @@ result<worker_stats> worker::impl::run() {
   };
   auto last_heard = clock_type::now();
   auto silence_limit = silence_base;
+  // Started before its supervisor joined the fleet (await_assign): the supervisor reads no
+  // message until it has joined; until its first word, wait as long as it waits for our hello.
+  bool heard_once = false;
+  const auto startup_silence = std::max(silence_base, milliseconds(15'000));
   bool stop_sent = false;      // jobs asked to stop (drain deadline passed)
   bool orphaned = false;       // the supervisor that started us died
   bool drain_started = false;
@@ -964,7 +1012,7 @@ result<worker_stats> worker::impl::run() {
       drain(milliseconds(0), "supervisor gone");
       continue;
     }
-    if (sock && now - last_heard > silence_limit) {
+    if (sock && now - last_heard > (opts.await_assign && !heard_once ? std::max(silence_limit, startup_silence) : silence_limit)) {
       // Paranoid Pirate: the supervisor is presumed dead. Reconnect with a fresh socket (and
       // hello) while the lanes keep working from the table; tolerate twice the silence next time.
       add(reconnects);
@@ -1006,6 +1054,7 @@ result<worker_stats> worker::impl::run() {
     }
     last_heard = clock_type::now();
     silence_limit = silence_base;
+    heard_once = true;
     handle(env, zone);
   }
 
