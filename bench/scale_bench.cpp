@@ -500,13 +500,16 @@ std::vector<std::string> output_lines(const std::string& cmd) {
 // id: namespaces "sb{id}h{i}", bridge "brsb{id}" on 10.219.{x}.1, Azurite listening there.
 // Whatever carries an id that no running scale_bench has is removed here, before the first N.
 void remove_leftovers() {
-  std::set<long> live; // ids of running scale_bench processes (this one included)
+  std::set<long> live, live_pids; // ids (pid % 100000) and pids of running scale_bench processes
   for (const auto& e : fs::directory_iterator("/proc")) {
     const std::string name = e.path().filename().string();
     if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
     std::ifstream comm(e.path() / "comm");
     std::string c;
-    if (std::getline(comm, c) && c == "scale_bench") live.insert(std::stol(name) % 100000);
+    if (std::getline(comm, c) && c == "scale_bench") {
+      live.insert(std::stol(name) % 100000);
+      live_pids.insert(std::stol(name));
+    }
   }
   auto stale_id = [&](const std::string& n, const std::string& prefix) -> std::optional<long> {
     if (!n.starts_with(prefix)) return std::nullopt;
@@ -548,9 +551,24 @@ void remove_leftovers() {
     }
     if (tests::sh("ip link del " + br)) ++bridges;
   }
-  if (namespaces + bridges + killed > 0)
+  // Its folder (configurations, keys, logs, Azurite's data): {temp}/shoalsbp{pid}n{k}.
+  std::size_t folders = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::temp_directory_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with("shoalsbp")) continue;
+    const auto n = name.find('n', 8);
+    if (n == std::string::npos || n == 8) continue;
+    const std::string pid = name.substr(8, n - 8);
+    if (!std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; }) || live_pids.contains(std::stol(pid)))
+      continue;
+    std::error_code rm;
+    fs::remove_all(e.path(), rm);
+    folders += rm ? 0 : 1;
+  }
+  if (namespaces + bridges + killed + folders > 0)
     std::cerr << "scale_bench: removed what an earlier run left: " << namespaces << " namespace(s), " << bridges
-              << " bridge(s), " << killed << " process(es)\n";
+              << " bridge(s), " << killed << " process(es), " << folders << " folder(s)\n";
 }
 
 } // namespace
