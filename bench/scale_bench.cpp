@@ -511,13 +511,16 @@ void remove_leftovers() {
       live_pids.insert(std::stol(name));
     }
   }
+  std::set<long> stale; // ids of the runs whose leftovers are removed
   auto stale_id = [&](const std::string& n, const std::string& prefix) -> std::optional<long> {
     if (!n.starts_with(prefix)) return std::nullopt;
     std::size_t i = prefix.size(), j = i;
     while (j < n.size() && n[j] >= '0' && n[j] <= '9') ++j;
     if (j == i) return std::nullopt;
     const long id = std::stol(n.substr(i, j - i));
-    return live.contains(id) ? std::nullopt : std::optional<long>(id);
+    if (live.contains(id)) return std::nullopt;
+    stale.insert(id);
+    return id;
   };
   std::size_t namespaces = 0, bridges = 0, killed = 0;
   for (const auto& line : output_lines("ip netns list")) {
@@ -551,7 +554,8 @@ void remove_leftovers() {
     }
     if (tests::sh("ip link del " + br)) ++bridges;
   }
-  // Its folder (configurations, keys, logs, Azurite's data): {temp}/shoalsbp{pid}n{k}.
+  // Its folder (configurations, keys, logs, Azurite's data): {temp}/shoalsbp{pid}n{k}; only of
+  // a run that left namespaces or a bridge (a folder kept on purpose, SHOAL_TEST_KEEP, stays).
   std::size_t folders = 0;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(fs::temp_directory_path(), ec)) {
@@ -560,7 +564,8 @@ void remove_leftovers() {
     const auto n = name.find('n', 8);
     if (n == std::string::npos || n == 8) continue;
     const std::string pid = name.substr(8, n - 8);
-    if (!std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; }) || live_pids.contains(std::stol(pid)))
+    if (!std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        live_pids.contains(std::stol(pid)) || !stale.contains(std::stol(pid) % 100000))
       continue;
     std::error_code rm;
     fs::remove_all(e.path(), rm);
