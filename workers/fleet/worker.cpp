@@ -117,8 +117,11 @@ struct worker::impl {
   // -- storage set-up off the control loop (supervised: the table, the server clock, the meta
   // rows of the queue's shards); the first claim waits for it (guarded by mu) ------------------
   std::thread setup;
-  bool setup_done = true; // false while the set-up thread runs
-  std::atomic<bool> prepared{false}; // work_table::prepare succeeded
+  bool setup_done = true;    // false while the set-up thread runs
+  bool clock_tried = false;  // the set-up thread's server clock read returned (either way)
+  std::set<std::uint32_t> prep_started;   // shards whose meta row the set-up read or is reading
+  std::set<std::uint32_t> prep_in_flight; // of them, those still being read
+  std::atomic<std::size_t> prepared_shards{0}; // meta rows read by the set-up
 
   // -- counters (relaxed atomics; read by stats() from any thread) ---------------------------
   std::atomic<std::uint64_t> claim_calls{0}, claimed{0}, done{0}, failed{0}, dead{0}, released{0}, lease_lost{0},
@@ -163,7 +166,7 @@ struct worker::impl {
     s.swept = r(swept);
     s.complete_calls = r(complete_calls);
     s.rate_per_s = rate.load(std::memory_order_relaxed);
-    s.storage_prepared = prepared.load();
+    s.storage_prepared = prepared_shards.load() == all_shards.size();
     // Every record the keeper holds: ready, running, waiting for the completer or being
     // written, released or failed. (Counting the completer's batch as a whole over-counted:
     // complete_many lets each partition's records go as soon as they are written.)
@@ -515,12 +518,6 @@ struct worker::impl {
       cv.wait_for(lock, milliseconds(opts.cfg.fleet.heartbeat_interval_ms),
                   [&] { return assign_epoch != 0 || draining; });
     }
-    // The set-up thread is reading the server clock and the shards' meta rows: a claim now would
-    // send the same requests again, in a row, before its own (issue 19).
-    {
-      std::unique_lock lock(mu);
-      cv.wait(lock, [&] { return setup_done || draining; });
-    }
     for (;;) {
       std::size_t want = 0;
       std::vector<std::uint32_t> from;
@@ -578,6 +575,19 @@ struct worker::impl {
       }
       if (want == 0 || from.empty())
         continue;
+      {
+        // The set-up thread reads the server clock, then the shards' meta rows: a claim before
+        // it has would send the same reads again, in a row, before its own (issue 19). Wait for
+        // the clock and for the rows of these shards being read; a row not started yet the
+        // claim reads itself.
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] {
+          return draining || setup_done ||
+                 (clock_tried && std::none_of(from.begin(), from.end(), [&](auto sh) { return prep_in_flight.contains(sh); }));
+        });
+        if (draining)
+          continue;
+      }
       add(claim_calls);
       const auto claim_t0 = clock_type::now();
       auto got = table.claim(queue, from, owner, want);
@@ -700,27 +710,59 @@ struct worker::impl {
       if (cv.wait_for(lock, delay, [&] { return draining || drain_requested; }))
         return;
     }
-    // The clock (read from the table: after it exists) and the meta row of every shard of the
-    // queue, the assigned ones first when the assignment came already: what the first claim
-    // would otherwise read itself, in a row, after the assignment.
+    // What the first claim would otherwise read itself, in a row, after the assignment: the
+    // server clock (read from the table: after it exists), then meta rows, 4 at once. Until the
+    // ctl.assign, of every shard of the queue; once it came, only of the assigned shards left:
+    // the rest would only queue ahead of the claims at a busy storage account.
     const auto t0 = clock_type::now();
-    std::vector<std::uint32_t> order;
+    auto clock = table.sync_clock();
+    if (!clock)
+      spdlog::warn("worker {}: storage clock not known yet: {}", opts.slot, clock.error().describe());
     {
       std::lock_guard lock(mu);
-      if (!no_shards)
-        order = shards;
+      clock_tried = true;
     }
-    for (auto s : all_shards)
-      if (std::find(order.begin(), order.end(), s) == order.end())
-        order.push_back(s);
-    if (auto r = table.prepare(queue, order); !r)
-      spdlog::warn("worker {}: storage not prepared (the claims read what they need): {}", opts.slot,
-                   r.error().describe());
-    else
-      prepared = true;
-    if (prepared)
-      spdlog::info("worker {}: storage prepared (server clock, {} shard meta rows) in {} ms", opts.slot,
-                   order.size(), duration_cast<milliseconds>(clock_type::now() - t0).count());
+    cv.notify_all();
+    if (!clock)
+      return;
+    auto next_shard = [&]() -> std::optional<std::uint32_t> {
+      std::lock_guard lock(mu);
+      if (draining || drain_requested || (assigned && no_shards))
+        return std::nullopt;
+      const auto& wanted = assigned && !shards.empty() ? shards : all_shards;
+      for (auto sh : wanted)
+        if (prep_started.insert(sh).second) {
+          prep_in_flight.insert(sh);
+          return sh;
+        }
+      return std::nullopt;
+    };
+    std::atomic<bool> failed{false};
+    auto read_rows = [&] {
+      while (auto sh = next_shard()) {
+        const std::uint32_t one[] = {*sh};
+        auto r = table.prepare(queue, one);
+        if (r)
+          prepared_shards.fetch_add(1);
+        else if (!failed.exchange(true))
+          spdlog::warn("worker {}: shard meta row not read ahead (the claim reads it): {}", opts.slot,
+                       r.error().describe());
+        {
+          std::lock_guard lock(mu);
+          prep_in_flight.erase(*sh);
+        }
+        cv.notify_all();
+      }
+    };
+    {
+      std::vector<std::jthread> pool;
+      for (int i = 0; i < 3; ++i)
+        pool.emplace_back(read_rows);
+      read_rows();
+    }
+    spdlog::info("worker {}: storage prepared in {} ms: server clock, {} of {} shard meta row(s)", opts.slot,
+                 duration_cast<milliseconds>(clock_type::now() - t0).count(), prepared_shards.load(),
+                 all_shards.size());
   }
 
   // -- control -------------------------------------------------------------------------------

@@ -7,9 +7,10 @@
 // drain, Paranoid Pirate reconnects; never storage I/O, so heartbeats keep flowing during a
 // storage outage, and a starting worker says hello and reads its ctl.assign before any storage
 // round trip: issue 19, a joining host's first claim); a set-up thread reads the server clock
-// and the meta rows of every shard of the queue (work_table::prepare; first creating the table,
-// worker_options::create_table), and the first claim waits for it instead of reading them
-// again; one claimer thread keeps claimed records ready for the lanes — a claim is one
+// and then meta rows (work_table::prepare, 4 at once: of every shard of the queue until the
+// ctl.assign, then of the assigned ones left; first creating the table,
+// worker_options::create_table), and a claim waits for the clock and for the rows of its shards
+// being read instead of reading them again; one claimer thread keeps claimed records ready for the lanes — a claim is one
 // query and one transaction whatever its size, so it claims ahead: fast jobs in batches of up to
 // 2 × claim_batch, slow jobs only what the lanes start within a quarter lease, and never more
 // held in all (ready, running and waiting for the completer) than that target + one run per lane
@@ -66,7 +67,8 @@ struct worker_options {
   /// its workers with this (`--await-assign`) before it joins the fleet, so they connect and
   /// prepare storage (the server clock, the meta rows of every shard of the queue:
   /// work_table::prepare) while it joins, and their first claim after the assignment is one
-  /// query and one transaction (issue 19, a joining host's first claim). Without it, a
+  /// query and one transaction when that was done in time (issue 19, a joining host's first
+  /// claim). Without it, a
   /// supervised worker that hears no ctl.assign within a second claims from every shard.
   bool await_assign = false;
   job_factory factory;      ///< makes one job per lane; empty = find_job_factory(cfg.worker.job)
@@ -95,7 +97,8 @@ struct worker_stats {
   std::uint64_t complete_calls = 0; ///< completion batches written (each: one transaction per partition)
   std::uint64_t assign_epoch = 0; ///< epoch of the last ctl.assign applied
   /// The set-up thread read the server clock and every shard's meta row (work_table::prepare);
-  /// false while it runs, when it failed, or without one (standalone without create_table).
+  /// false while it runs, when a read failed, once a ctl.assign cut it short (it then reads
+  /// only the assigned shards' rows), or without one (standalone without create_table).
   bool storage_prepared = false;
   std::uint32_t in_flight = 0;   ///< records held right now (ready, running, or being completed)
   double rate_per_s = 0;         ///< completions per second over the last ~10 s
