@@ -1022,11 +1022,10 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
     auto w = work_table::make(*t, storage::blob_client(*pipe), wo);
     if (!w)
       return std::unexpected(w.error());
-    // The workers' table, made once here before any worker starts, so a starting worker goes
-    // straight to its hello and first claim (--work-table-exists; issue 19, a joining host's
-    // first claim). Beside the fleet set-up below (its own table, ZAP, joining the coordinator),
-    // not before it; awaited at the end of make(). When it fails the workers make the table
-    // themselves, beside their claims.
+    // The workers' table, made here beside the fleet set-up below (its own table, ZAP, joining
+    // the coordinator) and the first workers' start; awaited in make(). Workers started after
+    // it succeeded skip even their check (--work-table-exists); the first ones, and all when it
+    // fails, make the table themselves if their first clock read finds none.
     table_created = std::async(std::launch::async, [t = *w] { return t.create_if_missing(); });
     m->table.emplace(*std::move(w));
   }
@@ -1070,24 +1069,25 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
     self->pending_wakeups.push_back(work_available{queue, shard, count});
   };
   // Joining the fleet (the fleet table, ZAP, the coordinator's first fleet.assign) takes the
-  // longest; the workers start meanwhile (issue 19, a joining host's first claim), once the work
-  // table is there: they connect, say hello (read after we joined) and prepare storage (the
-  // server clock, the shards' meta rows), and claim nothing before their ctl.assign
-  // (--await-assign). If joining fails they are killed with the slots: they hold nothing.
+  // longest; the workers start meanwhile (issue 19, a joining host's first claim), beside the
+  // work table's creation too: they connect, say hello (read after we joined) and prepare
+  // storage (the server clock, the shards' meta rows; the table if their clock read finds
+  // none), and claim nothing before their ctl.assign (--await-assign). If joining fails they
+  // are killed with the slots: they hold nothing.
   auto joined = std::async(std::launch::async, [&cfg = m->cfg, &host = m->host, hooks = std::move(hooks)]() mutable {
     return make_membership(cfg, host, resolve_worker_count(cfg), std::move(hooks));
   });
+  m->resize(resolve_worker_count(m->cfg));
+  for (auto& [i, s] : m->slots)
+    if (s.ph == phase::waiting)
+      m->spawn(s);
   if (table_created.valid()) {
     if (auto c = table_created.get(); !c)
       spdlog::warn("supervisor: work table '{}': {}; the workers will create it", m->cfg.work.table,
                    c.error().describe());
     else
-      m->work_table_exists = true;
+      m->work_table_exists = true; // workers started from now on skip even the check
   }
-  m->resize(resolve_worker_count(m->cfg));
-  for (auto& [i, s] : m->slots)
-    if (s.ph == phase::waiting)
-      m->spawn(s);
   auto mem = joined.get();
   if (!mem)
     return std::unexpected(mem.error());

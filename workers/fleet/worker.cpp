@@ -691,31 +691,39 @@ struct worker::impl {
     }
   }
 
-  // Under a supervisor nothing waits for this (issue 19: a joining host's first claim): the
-  // server clock, which the first claim would otherwise read itself, and, with
-  // opts.create_table, the work table, retried until it exists or the worker drains.
+  // Under a supervisor nothing waits for this (issue 19: a joining host's first claim) but the
+  // claims, for what they would otherwise read themselves. The server clock first; with
+  // opts.create_table, a clock read that finds no table makes the table and its payload
+  // container, and the reads are retried (200 ms doubling to 5 s) until the clock is known or
+  // the worker drains.
   void setup_loop() {
-    for (std::uint32_t attempt = 1; opts.create_table; ++attempt) {
-      auto r = table.create_if_missing();
-      if (r) {
-        if (attempt > 1)
-          spdlog::info("worker {}: work table '{}' ready (attempt {})", opts.slot, table.table().name(), attempt);
-        break;
+    const auto t0 = clock_type::now();
+    result<void> clock = table.sync_clock();
+    for (std::uint32_t attempt = 1; !clock && opts.create_table; ++attempt) {
+      if (clock.error().code == errc::not_found) {
+        if (auto r = table.create_if_missing(); r) {
+          spdlog::info("worker {}: work table '{}' created", opts.slot, table.table().name());
+          clock = table.sync_clock();
+          continue;
+        } else {
+          clock = std::unexpected(r.error());
+        }
       }
       add(storage_errors);
       const auto delay = retry_delay(attempt, milliseconds(200), milliseconds(5'000), 0.5);
       spdlog::warn("worker {}: work table '{}': {} (retrying in {} ms)", opts.slot, table.table().name(),
-                   r.error().describe(), delay.count());
-      std::unique_lock lock(mu);
-      if (cv.wait_for(lock, delay, [&] { return draining || drain_requested; }))
-        return;
+                   clock.error().describe(), delay.count());
+      {
+        std::unique_lock lock(mu);
+        if (cv.wait_for(lock, delay, [&] { return draining || drain_requested; }))
+          return;
+      }
+      clock = table.sync_clock();
     }
-    // What the first claim would otherwise read itself, in a row, after the assignment: the
-    // server clock (read from the table: after it exists), then meta rows, 4 at once. Until the
-    // ctl.assign, of every shard of the queue; once it came, only of the assigned shards left:
-    // the rest would only queue ahead of the claims at a busy storage account.
-    const auto t0 = clock_type::now();
-    auto clock = table.sync_clock();
+    // Then what the first claim would otherwise read itself, in a row, after the assignment:
+    // meta rows, 4 at once. Until the ctl.assign, of every shard of the queue; once it came,
+    // only of the assigned shards left: the rest would only queue ahead of the claims at a busy
+    // storage account.
     if (!clock)
       spdlog::warn("worker {}: storage clock not known yet: {}", opts.slot, clock.error().describe());
     {

@@ -54,12 +54,12 @@ struct worker_options {
   /// supervisor, drains (finish or release within worker.drain_timeout_ms) and exits: a worker
   /// never runs on unsupervised, e.g. beside the workers of a supervisor started after it.
   long supervisor_pid = 0;
-  /// Create the work table and its payload container if missing (work_table::create_if_missing)
-  /// from a thread of its own once run() has said hello, retried (200 ms doubling to 5 s) until
-  /// it succeeds or the worker drains. Under a supervisor the hello, ctl.assign and claims do not
-  /// wait for it: the supervisor creates the table before it starts workers, so this is only the
-  /// fallback when it could not; until the table exists, claims fail as storage errors and are
-  /// retried. Standalone, `shoal worker` creates them before run() instead.
+  /// Create the work table and its payload container (work_table::create_if_missing) when the
+  /// set-up thread's first server clock read finds no table, then read again; on other errors
+  /// the reads are retried (200 ms doubling to 5 s) until they succeed or the worker drains.
+  /// Claims wait for the clock meanwhile. Under a supervisor the hello and ctl.assign do not
+  /// wait for it (the supervisor creates the table too, beside its own start); standalone,
+  /// `shoal worker` creates them before run() instead.
   bool create_table = false;
   /// Under a supervisor: claim nothing (and sweep nothing) until the first ctl.assign, however
   /// long it takes, and until the supervisor's first word tolerate its silence for 15 s (its
