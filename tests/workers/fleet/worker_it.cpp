@@ -242,6 +242,18 @@ template <class F> bool eventually(F&& f, milliseconds timeout = 20'000ms) {
   return f();
 }
 
+/// `n` records whose ids ("{prefix}{i}") fall in `shard` of `shards`.
+std::vector<new_record> records_in_shard(const std::string& prefix, std::uint32_t shard, std::size_t n,
+                                         std::uint32_t shards) {
+  std::vector<new_record> recs;
+  for (int i = 0; recs.size() < n; ++i) {
+    auto id = prefix + std::to_string(i);
+    if (shard_of(id, shards) == shard)
+      recs.push_back({id, "payload", {}});
+  }
+  return recs;
+}
+
 job_factory fake_factory(std::shared_ptr<fake_state> s) {
   return [s](const config&) -> result<std::unique_ptr<job>> { return std::make_unique<fake_job>(s); };
 }
@@ -361,13 +373,7 @@ TEST(WorkerIt, WakeUpForOneShardQueriesThatShardAlone) {
   EXPECT_EQ(table.counters().snapshot().claim_queries, before + 1) << "a wake-up for shard 2 queried other shards too";
 
   // Records in one shard and a wake-up naming it: claimed and done, with one query per claim.
-  std::vector<new_record> recs;
-  for (int i = 0; recs.size() < 3; ++i) {
-    auto id = "s" + std::to_string(i);
-    if (shard_of(id, o.cfg.work.shards) == 5)
-      recs.push_back({id, "payload", {}});
-  }
-  ASSERT_TRUE(env.work->enqueue("fq", recs));
+  ASSERT_TRUE(env.work->enqueue("fq", records_in_shard("s", 5, 3, o.cfg.work.shards)));
   const auto calls = rw.w->stats().claim_calls;
   const auto queries = table.counters().snapshot().claim_queries;
   wa.shard = 5;
@@ -396,13 +402,7 @@ TEST(WorkerIt, AwaitingItsAssignmentClaimsNothingAndThenOnlyQueriesAndClaims) {
   o.cfg.worker.poll_max_ms = 60'000;
   o.factory = fake_factory(state);
   constexpr std::uint32_t shard = 5;
-  std::vector<new_record> recs;
-  for (int i = 0; recs.size() < 3; ++i) {
-    auto id = "a" + std::to_string(i);
-    if (shard_of(id, o.cfg.work.shards) == shard)
-      recs.push_back({id, "payload", {}});
-  }
-  ASSERT_TRUE(env.work->enqueue("fq", recs));
+  ASSERT_TRUE(env.work->enqueue("fq", records_in_shard("a", shard, 3, o.cfg.work.shards)));
   auto table = own_table(env);
   const auto before = storage::process_request_counts();
   auto w = worker::make(table, o);
