@@ -1,5 +1,6 @@
 #include "transport/envelope.hpp"
 
+#include <chrono>
 #include <random>
 
 namespace shoal::transport {
@@ -11,12 +12,17 @@ message_id new_message_id() {
     std::seed_seq seq{rd(), rd(), rd(), rd()};
     return std::mt19937_64(seq);
   }()};
+  const auto ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
   message_id id;
-  for (int half = 0; half < 2; ++half) {
-    auto x = gen();
-    for (int i = 0; i < 8; ++i)
-      id[half * 8 + i] = static_cast<std::uint8_t>(x >> (8 * i));
-  }
+  for (int i = 0; i < 6; ++i) // 48-bit big-endian time prefix: later ids sort later
+    id[i] = static_cast<std::uint8_t>(ms >> (8 * (5 - i)));
+  const std::uint64_t a = gen(), b = gen();
+  for (int i = 0; i < 8; ++i)
+    id[6 + i] = static_cast<std::uint8_t>(a >> (8 * i));
+  id[14] = static_cast<std::uint8_t>(b);
+  id[15] = static_cast<std::uint8_t>(b >> 8);
   return id;
 }
 

@@ -32,8 +32,11 @@ struct envelope {
   friend bool operator==(const envelope&, const envelope&) = default;
 };
 
-/// A fresh random message id (128 bits from a per-thread CSPRNG-seeded generator).
-/// Thread-safe.
+/// A fresh message id that sorts by creation time: bytes 0–5 are the Unix time in milliseconds
+/// (big-endian, 48 bits, as UUIDv7 of RFC 9562 §5.7 lays it out), bytes 6–15 are 80 random bits
+/// from a per-thread generator seeded by the OS. Ids made later sort later (to the millisecond),
+/// so a B-tree index keyed by them (the SQL sinks' exactly-once keys) grows at its right edge
+/// instead of dirtying a random page per row. Thread-safe.
 message_id new_message_id();
 
 /// Lower-case hex of `id`, 32 characters.

@@ -90,7 +90,7 @@ struct persistor_config {
   std::string container = "shoal";       ///< blob container
   std::string format = "persistor-v1";   ///< persistor-v1 | ndjson
   std::string blob_type = "block";       ///< block | append
-  std::uint32_t batch_max_records = 1000;
+  std::uint32_t batch_max_records = 10000;
   std::uint32_t batch_max_bytes = 4u << 20;
   std::uint32_t batch_max_delay_ms = 1000;
   std::string event_time_field;          ///< JSON field of the payload holding the event time; empty = ingest time

@@ -5,6 +5,7 @@
 // configuration in SHOAL_GW_* environment variables; without them that test skips.
 #include "actors/gateway.hpp"
 #include "actors/system.hpp"
+#include "tests/support/eventually.hpp"
 #include "transport/curve.hpp"
 
 #include <gtest/gtest.h>
@@ -104,15 +105,7 @@ private:
   std::uint64_t last_ = 0;
 };
 
-template <class P> bool eventually(P pred, std::chrono::milliseconds limit = 15s) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred())
-      return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
+using shoal::tests::eventually; // tests/support/eventually.hpp
 
 std::string env_or(const char* name, std::string fallback = {}) {
   const char* v = std::getenv(name);

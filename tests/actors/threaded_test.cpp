@@ -1,6 +1,7 @@
 // The threaded execution: real threads, bounded waits with deadlines, no sleeps as assertions.
 #include "actors/supervisor.hpp"
 #include "tests/actors/test_messages.hpp"
+#include "tests/support/eventually.hpp"
 
 #include <gtest/gtest.h>
 
@@ -16,16 +17,7 @@ using testing::get_count;
 using testing::log_capture;
 using testing::ping;
 
-/// Polls `pred` until it holds or `limit` passes.
-template <class P> bool eventually(P pred, std::chrono::milliseconds limit = 10s) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred())
-      return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return pred();
-}
+using shoal::tests::eventually; // tests/support/eventually.hpp
 
 struct hold {
   static constexpr std::string_view kind = "test.hold";

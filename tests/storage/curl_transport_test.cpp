@@ -3,6 +3,7 @@
 // keep-alive reuse, and how resets, timeouts and refused connections map to errors.
 
 #include "storage/http.hpp"
+#include "tests/support/eventually.hpp"
 
 #include <gtest/gtest.h>
 
@@ -396,15 +397,14 @@ struct held_burst {
     return good.load();
   }
   // Polls until exactly `k` client connections are open (30 s at most); whether they were.
-  bool open_becomes(int k, const std::function<void()>& meanwhile = {}) {
-    for (const auto until = steady_clock::now() + seconds(30); steady_clock::now() < until;) {
-      if (meanwhile)
-        meanwhile();
-      if (server.open_connections() == k)
-        return true;
-      std::this_thread::sleep_for(milliseconds(20));
-    }
-    return false;
+  ::testing::AssertionResult open_becomes(int k, const std::function<void()>& meanwhile = {}) {
+    return tests::eventually(
+        [&] {
+          if (meanwhile)
+            meanwhile();
+          return server.open_connections() == k;
+        },
+        seconds(30), milliseconds(20));
   }
 };
 

@@ -5,12 +5,20 @@
 #include "storage/pipeline.hpp"
 
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -48,6 +56,36 @@ storage_request create_queue_request(const std::string& name) {
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
   return s;
+}
+
+// This process's TCP connections to loopback port `port`: socket inode -> state, from
+// /proc/self/net/tcp and tcp6 (state 01 = ESTABLISHED, 08 = CLOSE_WAIT: the peer has closed it,
+// this side has not yet).
+std::map<std::string, std::string> connections_to(int port) {
+  std::set<std::string> ours; // inodes of this process's sockets
+  std::error_code ec;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    const std::string target = std::filesystem::read_symlink(fd.path(), ec).string();
+    if (!ec && target.starts_with("socket:[") && target.ends_with("]"))
+      ours.insert(target.substr(8, target.size() - 9));
+  }
+  char want[8];
+  std::snprintf(want, sizeof want, ":%04X", static_cast<unsigned>(port));
+  std::map<std::string, std::string> out;
+  for (const char* table : {"/proc/self/net/tcp", "/proc/self/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line); // the column names
+    while (std::getline(in, line)) {
+      // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+      std::istringstream fields(line);
+      std::string sl, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+      fields >> sl >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+      if (remote.ends_with(want) && ours.contains(inode))
+        out[inode] = state;
+    }
+  }
+  return out;
 }
 
 class PipelineIt : public ::testing::Test {
@@ -263,9 +301,28 @@ TEST_F(PipelineIt, PooledConnectionSurvivesAzuriteKeepAliveTimeout) {
   storage_request list;
   list.path = "/Tables";
   list.headers = {{"Accept", "application/json;odata=nometadata"}};
+  const auto at = account.table_endpoint.find(':', account.table_endpoint.find("://") + 3);
+  ASSERT_NE(at, std::string::npos) << account.table_endpoint;
+  const int port = std::stoi(account.table_endpoint.substr(at + 1));
+  const auto before = connections_to(port);
   auto first = p.send(service::table, list);
   ASSERT_TRUE(first) << first.error().describe();
-  std::this_thread::sleep_for(std::chrono::milliseconds{6'000}); // a real idle period, on purpose
+  std::set<std::string> pooled; // the connection `first` left in the pool
+  for (const auto& [inode, state] : connections_to(port))
+    if (!before.contains(inode))
+      pooled.insert(inode);
+  ASSERT_FALSE(pooled.empty()) << "no new connection to port " << port;
+  // Until Azurite has closed it (CLOSE_WAIT here), or the pool has noticed and closed it too.
+  ASSERT_TRUE(tests::eventually(
+      [&] {
+        const auto now = connections_to(port);
+        return std::any_of(pooled.begin(), pooled.end(), [&](const std::string& inode) {
+          const auto it = now.find(inode);
+          return it == now.end() || it->second == "08";
+        });
+      },
+      std::chrono::seconds(30), std::chrono::milliseconds(100)))
+      << "Azurite kept the idle connection open";
   auto second = p.send(service::table, list);
   ASSERT_TRUE(second) << second.error().describe();
   EXPECT_EQ(second->status, 200);

@@ -1,6 +1,7 @@
 #include "tests/support/private_queue_service.hpp"
 
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 #include "workers/local_azurite.hpp"
 
 #include <arpa/inet.h>
@@ -112,23 +113,25 @@ workers::result<private_queue_service> private_queue_service::start(const fs::pa
     q.pid_ = pid;
     q.port_ = port;
     q.workspace_ = workspace;
-    const auto until = std::chrono::steady_clock::now() + start_timeout;
-    for (;;) {
-      int status = 0;
-      if (::waitpid(pid, &status, WNOHANG) == pid) {
-        q.pid_ = -1;
-        q.workspace_.clear(); // kept for the next attempt
-        last_error = "azurite-queue exited during start-up; its log says: " + tail_of(log);
-        break; // most likely the port was taken meanwhile: another one
-      }
-      if (workers::port_listening("127.0.0.1", port))
-        return q;
-      if (std::chrono::steady_clock::now() > until)
-        return workers::fail(workers::errc::timeout,
-                             "azurite-queue did not listen within " +
-                                 std::to_string(start_timeout.count()) + " ms; its log says: " + tail_of(log));
-      std::this_thread::sleep_for(50ms);
+    bool exited = false;
+    const bool listening = eventually(
+        [&] {
+          int status = 0;
+          exited = ::waitpid(pid, &status, WNOHANG) == pid;
+          return exited || workers::port_listening("127.0.0.1", port);
+        },
+        start_timeout, 50ms);
+    if (exited) {
+      q.pid_ = -1;
+      q.workspace_.clear(); // kept for the next attempt
+      last_error = "azurite-queue exited during start-up; its log says: " + tail_of(log);
+      continue; // most likely the port was taken meanwhile: another one
     }
+    if (listening)
+      return q;
+    return workers::fail(workers::errc::timeout, "azurite-queue did not listen within " +
+                                                     std::to_string(start_timeout.count()) +
+                                                     " ms; its log says: " + tail_of(log));
   }
   fs::remove_all(workspace, ec);
   return workers::fail(workers::errc::io, last_error);

@@ -1,6 +1,7 @@
 #include "tests/support/shoal_process.hpp"
 
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 
 #include <csignal>
 #include <fstream>
@@ -46,13 +47,7 @@ std::string slurp(const std::filesystem::path& file) {
 
 bool wait_for_text(const std::filesystem::path& file, const std::string& text,
                    std::chrono::milliseconds timeout) {
-  const auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    if (slurp(file).find(text) != std::string::npos)
-      return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
+  return eventually([&] { return slurp(file).find(text) != std::string::npos; }, timeout, std::chrono::milliseconds(20));
 }
 
 } // namespace shoal::tests

@@ -110,7 +110,7 @@ TEST_F(FleetSystemIt, FourWorkersProcess2000RecordsExactlyOnceWhileStatusShowsTh
   supervisor_process sup(dir / "sup", toml(4), {});
   bool seen_four = false;
   std::string last_json;
-  ASSERT_TRUE(wait_until(
+  ASSERT_TRUE(eventually(
       [&] {
         if (!seen_four) {
           last_json = run_status_json(sup.endpoint());
@@ -135,7 +135,7 @@ TEST_F(FleetSystemIt, KilledWorkerIsRestartedAndItsClaimsReleasedWithinTwoSecond
   // "{host}/{slot}/{pid}", workers/fleet/protocol.hpp).
   std::string owner;
   std::optional<workers::fleet::worker_status> victim;
-  ASSERT_TRUE(wait_until(
+  ASSERT_TRUE(eventually(
       [&] {
         if (count_of(*t, queue, record_status::done) < 60)
           return false;
@@ -165,7 +165,7 @@ TEST_F(FleetSystemIt, KilledWorkerIsRestartedAndItsClaimsReleasedWithinTwoSecond
       k += r.owner == owner;
     return k;
   };
-  ASSERT_TRUE(wait_until([&] { return held_by_victim() == 0; }, milliseconds(10'000))) << sup.log();
+  ASSERT_TRUE(eventually([&] { return held_by_victim() == 0; }, milliseconds(10'000))) << sup.log();
   EXPECT_LT(std::chrono::steady_clock::now() - killed, milliseconds(2000)) << "claims released late";
 
   auto s = sup.status_when(
@@ -177,7 +177,7 @@ TEST_F(FleetSystemIt, KilledWorkerIsRestartedAndItsClaimsReleasedWithinTwoSecond
   ASSERT_TRUE(s);
   EXPECT_NE(slot_of(*s, victim->slot)->pid, victim->pid) << sup.log();
 
-  ASSERT_TRUE(wait_until([&] { return count_of(*t, queue, record_status::done) == static_cast<std::size_t>(n); },
+  ASSERT_TRUE(eventually([&] { return count_of(*t, queue, record_status::done) == static_cast<std::size_t>(n); },
                          milliseconds(90'000)))
       << sup.log();
   expect_all_done_once(n);
@@ -203,7 +203,7 @@ TEST_F(FleetSystemIt, StoppedWorkerIsDetectedByHeartbeatKilledAndReplaced) {
   // 3 × 200 ms of silence, plus a restart delay: well under 5 s.
   EXPECT_LT(std::chrono::steady_clock::now() - stopped, milliseconds(5000));
   EXPECT_NE(sup.log().find("heartbeats missed"), std::string::npos) << sup.log();
-  ASSERT_TRUE(wait_until([&] { return count_of(*t, queue, record_status::done) == static_cast<std::size_t>(n); },
+  ASSERT_TRUE(eventually([&] { return count_of(*t, queue, record_status::done) == static_cast<std::size_t>(n); },
                          milliseconds(90'000)))
       << sup.log();
   expect_all_done_once(n);
@@ -213,7 +213,7 @@ TEST_F(FleetSystemIt, SigtermToTheSupervisorDrainsEveryProcessWithExitZeroAndNot
   const int n = 2000;
   enqueue(n);
   supervisor_process sup(dir / "sup", toml(4, "sleep 0.02; "), {});
-  ASSERT_TRUE(wait_until([&] { return count_of(*t, queue, record_status::done) >= 100; }, milliseconds(60'000)))
+  ASSERT_TRUE(eventually([&] { return count_of(*t, queue, record_status::done) >= 100; }, milliseconds(60'000)))
       << sup.log();
   auto s = ask_status(sup.endpoint());
   ASSERT_TRUE(s);
@@ -240,7 +240,7 @@ TEST_F(FleetSystemIt, KilledSupervisorsWorkersDrainAndExitInsteadOfRunningUnsupe
   const int n = 2000;
   enqueue(n);
   supervisor_process sup(dir / "sup", toml(2, "sleep 0.05; "), {});
-  ASSERT_TRUE(wait_until([&] { return count_of(*t, queue, record_status::done) >= 20; }, milliseconds(60'000)))
+  ASSERT_TRUE(eventually([&] { return count_of(*t, queue, record_status::done) >= 20; }, milliseconds(60'000)))
       << sup.log();
   auto s = sup.status_when([](const fleet_status& s) { return live_workers(s) == 2; }, milliseconds(10'000));
   ASSERT_TRUE(s && live_workers(*s) == 2) << sup.log();
@@ -250,7 +250,7 @@ TEST_F(FleetSystemIt, KilledSupervisorsWorkersDrainAndExitInsteadOfRunningUnsupe
   ASSERT_TRUE(sup.proc().wait(milliseconds(5000)));
   // Without their supervisor the workers finish what they run (a record takes 50 ms) or release
   // it within drain_timeout_ms (5 s), and exit; before, they reconnected and ran on forever.
-  const bool gone = wait_until(
+  const bool gone = eventually(
       [&] { return std::none_of(workers.begin(), workers.end(), [](pid_t p) { return process_alive(p); }); },
       milliseconds(15'000));
   for (pid_t p : workers)

@@ -11,6 +11,7 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/netns.hpp"
 #include "tests/support/processes.hpp"
 #include "workers/child_process.hpp"
@@ -43,15 +44,6 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using std::chrono::milliseconds;
-
-bool wait_until(const std::function<bool()>& pred, milliseconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= until) return false;
-    std::this_thread::sleep_for(100ms);
-  }
-  return true;
-}
 
 std::string read_text(const fs::path& p) {
   std::ifstream f(p);
@@ -225,7 +217,7 @@ TEST_F(MultiHostIt, TwoHostsShareTheWorkRefuseAnUnknownKeyAndSurviveTheCoordinat
 
   // Host a first (it becomes the coordinator), then b joins over CURVE.
   start_supervisor("hosta", 0);
-  ASSERT_TRUE(wait_until([&] { return coordinator_host() == "hosta"; }, 20s)) << logs();
+  ASSERT_TRUE(eventually([&] { return coordinator_host() == "hosta"; }, 20s)) << logs();
   start_supervisor("hostb", 1);
 
   // The third host's key is not allowed: refused at the handshake, it exits with an error.
@@ -236,7 +228,7 @@ TEST_F(MultiHostIt, TwoHostsShareTheWorkRefuseAnUnknownKeyAndSurviveTheCoordinat
   EXPECT_NE(read_text(dir_ / "hostc.log").find("allow"), std::string::npos) << logs();
 
   // Both hosts run records (each claims from its own shards, so both make progress).
-  ASSERT_TRUE(wait_until([&] { return runs("hosta").size() >= 100 && runs("hostb").size() >= 100; }, 30s))
+  ASSERT_TRUE(eventually([&] { return runs("hosta").size() >= 100 && runs("hostb").size() >= 100; }, 30s))
       << "done " << done_count() << "\n" << logs();
 
   // kill -9 the coordinator's supervisor and its workers mid-run.
@@ -250,11 +242,11 @@ TEST_F(MultiHostIt, TwoHostsShareTheWorkRefuseAnUnknownKeyAndSurviveTheCoordinat
   const auto killed = std::chrono::steady_clock::now();
 
   // The other supervisor takes the lease once it expires (3 s) and finishes the work.
-  ASSERT_TRUE(wait_until([&] { return coordinator_host() == other; }, 15s)) << logs();
+  ASSERT_TRUE(eventually([&] { return coordinator_host() == other; }, 15s)) << logs();
   EXPECT_LT(std::chrono::steady_clock::now() - killed, 10s);
   std::cout << other << " took the lease after "
             << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - killed).count() << " ms\n";
-  ASSERT_TRUE(wait_until([&] { return done_count() == static_cast<std::size_t>(n); }, 60s))
+  ASSERT_TRUE(eventually([&] { return done_count() == static_cast<std::size_t>(n); }, 60s))
       << "done " << done_count() << " of " << n << "\n" << logs();
 
   // Exactly once: every record done once in the table; each id ran once, except a record the

@@ -27,7 +27,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-using fleet::wait_until;
 using std::chrono::milliseconds;
 
 // The work comes in top-ups before each event (join, leave, kill), so every event lands
@@ -140,26 +139,26 @@ TEST_F(ScaleIt, FourHostsJoinLeaveAndLoseTheCoordinatorEveryRecordDoneOnce) {
 
   // h0 first (it takes the coordinator lease), then h1 and h2 join it.
   ASSERT_TRUE(f.start(0, settings(0))) << f.error();
-  ASSERT_TRUE(wait_until([&] { return f.coordinator() == name(0); }, 30s)) << f.logs();
+  ASSERT_TRUE(eventually([&] { return f.coordinator() == name(0); }, 30s)) << f.logs();
   ASSERT_TRUE(f.start(1, settings(1))) << f.error();
   ASSERT_TRUE(f.start(2, settings(2))) << f.error();
-  ASSERT_TRUE(wait_until([&] { return runs(1).size() >= 10 && runs(2).size() >= 10; }, 60s))
+  ASSERT_TRUE(eventually([&] { return runs(1).size() >= 10 && runs(2).size() >= 10; }, 60s))
       << "done " << done() << "\n" << f.logs();
 
   // h3 joins mid-run: it gets its share of the shards and runs records.
   top_up(300);
   ASSERT_TRUE(f.start(3, settings(3))) << f.error();
-  ASSERT_TRUE(wait_until([&] { return settled_now({name(0), name(1), name(2), name(3)}); }, 30s)) << f.logs();
+  ASSERT_TRUE(eventually([&] { return settled_now({name(0), name(1), name(2), name(3)}); }, 30s)) << f.logs();
   auto joined = f.status(3);
   ASSERT_TRUE(joined);
   EXPECT_EQ(joined->assignment.shards.size(), k_shards / 4) << "2 workers each: an equal quarter";
-  ASSERT_TRUE(wait_until([&] { return runs(3).size() >= 10; }, 30s)) << "done " << done() << "\n" << f.logs();
+  ASSERT_TRUE(eventually([&] { return runs(3).size() >= 10; }, 30s)) << "done " << done() << "\n" << f.logs();
 
   // h1 leaves by SIGTERM mid-run: it drains (finishes what it runs), exits 0, and its shards move.
   top_up(150);
   const auto before_leave = runs(1).size();
   EXPECT_EQ(f.terminate(1, 30s), std::optional<int>(0)) << f.logs();
-  ASSERT_TRUE(wait_until([&] { return settled_now({name(0), name(2), name(3)}); }, 30s)) << f.logs();
+  ASSERT_TRUE(eventually([&] { return settled_now({name(0), name(2), name(3)}); }, 30s)) << f.logs();
   std::cout << "h1 ran " << before_leave << " records before its SIGTERM, " << runs(1).size() << " in all\n";
 
   // kill -9 of the coordinator's host mid-run: h2 or h3 takes the lease, the rest is finished.
@@ -176,7 +175,7 @@ TEST_F(ScaleIt, FourHostsJoinLeaveAndLoseTheCoordinatorEveryRecordDoneOnce) {
   f.kill(killed_host);
   const auto killed = std::chrono::steady_clock::now();
   std::string next;
-  ASSERT_TRUE(wait_until(
+  ASSERT_TRUE(eventually(
       [&] {
         next = f.coordinator();
         return next == name(survivors[0]) || next == name(survivors[1]);
@@ -187,7 +186,7 @@ TEST_F(ScaleIt, FourHostsJoinLeaveAndLoseTheCoordinatorEveryRecordDoneOnce) {
             << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - killed).count()
             << " ms after the kill (lease 2000 ms)\n";
   const std::size_t coord = next == name(survivors[0]) ? survivors[0] : survivors[1];
-  ASSERT_TRUE(wait_until([&] { return settled(coord, {name(survivors[0]), name(survivors[1])}); }, 30s)) << f.logs();
+  ASSERT_TRUE(eventually([&] { return settled(coord, {name(survivors[0]), name(survivors[1])}); }, 30s)) << f.logs();
   // The survivors keep their shards; only the killed host's move (no reshuffle at failover).
   const auto after_kill = shards_by_host(coord);
   for (std::size_t h : survivors)
@@ -196,7 +195,7 @@ TEST_F(ScaleIt, FourHostsJoinLeaveAndLoseTheCoordinatorEveryRecordDoneOnce) {
                   after_kill.at(name(h)).end())
           << name(h) << " lost shard " << s << " at the failover";
   const std::size_t k_records = enqueued_;
-  ASSERT_TRUE(wait_until([&] { return done() == k_records; }, 120s)) << "done " << done() << "\n" << f.logs();
+  ASSERT_TRUE(eventually([&] { return done() == k_records; }, 120s)) << "done " << done() << "\n" << f.logs();
 
   // Exactly once in the table: every record done, nothing else left.
   auto c = f.counts("sc");
@@ -265,9 +264,9 @@ TEST(StarvedHostIt, AHostWithoutAShardClaimsNothing) {
   // h0 first (the coordinator), then h1 (a shard each), then h2: quotas go by name on a tie, so
   // h2 never gets a shard.
   ASSERT_TRUE(f.start(0, s)) << f.error();
-  ASSERT_TRUE(fleet::wait_until([&] { return f.coordinator() == f.host(0); }, 30s)) << f.logs();
+  ASSERT_TRUE(eventually([&] { return f.coordinator() == f.host(0); }, 30s)) << f.logs();
   ASSERT_TRUE(f.start(1, s)) << f.error();
-  ASSERT_TRUE(fleet::wait_until(
+  ASSERT_TRUE(eventually(
       [&] {
         auto st = f.status(1);
         return st && st->assignment.shards.size() == 1;
@@ -275,7 +274,7 @@ TEST(StarvedHostIt, AHostWithoutAShardClaimsNothing) {
       30s))
       << f.logs();
   ASSERT_TRUE(f.start(2, s)) << f.error();
-  ASSERT_TRUE(fleet::wait_until([&] { return f.counts("st")["done"] == records; }, 120s)) << f.logs();
+  ASSERT_TRUE(eventually([&] { return f.counts("st")["done"] == records; }, 120s)) << f.logs();
 
   for (std::size_t h = 0; h < 3; ++h) {
     auto st = f.status(h);

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -366,6 +368,39 @@ TEST(CodecTest, ValidateRejectsWhatDecodeWouldReject) {
   e = minimal();
   e.to = std::string("\xff");
   EXPECT_EQ(code(e), errc::invalid_value);
+}
+
+} // namespace
+} // namespace shoal::transport
+
+namespace shoal::transport {
+namespace {
+
+// new_message_id: unique, and later ids sort later (the time prefix), so SQL sinks keyed by
+// message id append to their index instead of writing a random page per row.
+TEST(MessageIdTest, FreshIdsAreUniqueAndSortByCreationTime) {
+  std::vector<message_id> ids;
+  ids.push_back(new_message_id());
+  // Make ids until the millisecond prefix moves on (a condition, not a sleep).
+  while (std::equal(ids.back().begin(), ids.back().begin() + 6, ids.front().begin()))
+    ids.push_back(new_message_id());
+  for (int i = 0; i < 1000; ++i)
+    ids.push_back(new_message_id());
+  EXPECT_LT(to_hex(ids.front()), to_hex(ids.back())) << "a later millisecond sorts later";
+  std::vector<std::string> hex;
+  for (const auto& id : ids)
+    hex.push_back(to_hex(id));
+  std::sort(hex.begin(), hex.end());
+  EXPECT_EQ(std::adjacent_find(hex.begin(), hex.end()), hex.end()) << "no id made twice";
+  // The prefix is the Unix time in ms: within a minute of now (not 0, not byte-swapped).
+  std::uint64_t ms = 0;
+  for (int i = 0; i < 6; ++i)
+    ms = ms << 8 | ids.back()[static_cast<std::size_t>(i)];
+  const auto now = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                  std::chrono::system_clock::now().time_since_epoch())
+                                                  .count());
+  EXPECT_LE(ms, now);
+  EXPECT_GT(ms + 60'000, now);
 }
 
 } // namespace

@@ -1,5 +1,6 @@
 #include "transport/curve.hpp"
 
+#include "tests/support/eventually.hpp"
 #include "transport/socket.hpp"
 
 #include <gtest/gtest.h>
@@ -43,15 +44,7 @@ void write_text(const fs::path& file, const std::string& text) {
   fs::rename(tmp, file);
 }
 
-// Polls `pred` until true or `limit` passes (sockets connect asynchronously).
-template <class Pred> bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
+using shoal::tests::eventually; // tests/support/eventually.hpp
 
 envelope sample() {
   envelope e;

@@ -10,9 +10,10 @@
 // only the producer keys in its curve_allow_dir): --curve-server-key names its public key file,
 // --curve-secret-key this producer's key file. A refused key is reported at once.
 //
-// Each record gets a stable message id — a 128-bit hash of its --id-field value, or of the file
-// path and record number — so re-sending (after an ack timeout, or re-running the command)
-// never creates a second identity. Records not acked within --ack-timeout-ms are sent again.
+// Each record gets a stable message id — a 128-bit hash of its --id-field value, or the file
+// path's 64-bit hash followed by the record number (big-endian, so one file's ids sort in file
+// order and the SQL sinks' message-id index grows at its right edge) — so re-sending (after an
+// ack timeout, or re-running the command) never creates a second identity. Records not acked within --ack-timeout-ms are sent again.
 // After the last record a `persist.flush` asks the persistor to seal its open batches now.
 // Exit status: 0 when every record was acked; 1 naming how many were not (or were rejected);
 // 2 for bad arguments or an unreadable file. A line that is not valid JSON (or a CSV row with the
@@ -129,18 +130,25 @@ std::uint64_t fnv1a(std::string_view s, std::uint64_t h) {
   return h;
 }
 
-std::uint64_t mix(std::uint64_t z) { // splitmix64 finaliser
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 transport::message_id stable_id(std::string_view key) {
-  const std::uint64_t a = mix(fnv1a(key, 14695981039346656037ull));
-  const std::uint64_t b = mix(fnv1a(key, 0x84222325cbf29ce4ull) ^ 0x9e3779b97f4a7c15ull);
+  const std::uint64_t a = workers::persistor::splitmix64(fnv1a(key, 14695981039346656037ull));
+  const std::uint64_t b = workers::persistor::splitmix64(fnv1a(key, 0x84222325cbf29ce4ull) ^ 0x9e3779b97f4a7c15ull);
   transport::message_id id{};
   std::memcpy(id.data(), &a, 8);
   std::memcpy(id.data() + 8, &b, 8);
+  return id;
+}
+
+// The id of record `n` of `origin` when no --id-field names one: the origin's 64-bit hash, then
+// n, both big-endian. Unique per (file, record); ids of one file sort in record order, so a
+// load keyed by message id (a B-tree) appends instead of touching a random page per row.
+transport::message_id ordered_id(std::string_view origin, std::uint64_t n) {
+  const std::uint64_t a = workers::persistor::splitmix64(fnv1a(origin, 14695981039346656037ull));
+  transport::message_id id{};
+  for (int i = 0; i < 8; ++i) {
+    id[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(a >> (8 * (7 - i)));
+    id[static_cast<std::size_t>(8 + i)] = static_cast<std::uint8_t>(n >> (8 * (7 - i)));
+  }
   return id;
 }
 
@@ -337,14 +345,12 @@ private:
   input_record make(std::string payload, const nlohmann::json* j, std::size_t n) {
     input_record r;
     r.payload = std::move(payload);
-    std::string key;
     if (!id_field_.empty() && j && j->is_object() && j->contains(id_field_)) {
       const auto& v = (*j)[id_field_];
-      key = "id:" + (v.is_string() ? v.get<std::string>() : v.dump());
+      r.id = stable_id("id:" + (v.is_string() ? v.get<std::string>() : v.dump()));
     } else {
-      key = "line:" + origin_ + ":" + std::to_string(n);
+      r.id = ordered_id(origin_, n);
     }
-    r.id = stable_id(key);
     return r;
   }
 

@@ -23,7 +23,7 @@ namespace shoal::workers::persistor {
 
 /// When a batch is sealed.
 struct batch_limits {
-  std::size_t max_records = 1000;             ///< records per batch
+  std::size_t max_records = 10000;            ///< records per batch
   std::size_t max_bytes = 4u << 20;           ///< formatted bytes per batch
   std::int64_t max_delay_ms = 1000;           ///< ms from a batch's first record to its seal
 };

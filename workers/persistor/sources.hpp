@@ -44,14 +44,24 @@ inline constexpr std::string_view kind_reject = "persist.reject";
 inline constexpr std::string_view kind_committed = "persist.committed";
 inline constexpr std::string_view kind_flush = "persist.flush";
 
-/// Hash of a 16-byte message id (ids are random or hashes already: two words folded), for the
-/// hash maps keyed by id of the push source and `shoal send`. Thread-safe (pure).
+/// splitmix64's finaliser: a bijective mix of a 64-bit word (every input bit moves about half
+/// the output bits). Thread-safe (pure).
+constexpr std::uint64_t splitmix64(std::uint64_t z) noexcept {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+/// Hash of a 16-byte message id, for the hash maps keyed by id of the push source and `shoal
+/// send`. Ids need not be random (time-ordered ids, `shoal send`'s file-hash-then-record-number
+/// ids), so both words are mixed (splitmix64's finaliser) before they are folded. Thread-safe
+/// (pure).
 struct message_id_hash {
   std::size_t operator()(const transport::message_id& id) const noexcept {
     std::uint64_t a = 0, b = 0;
     std::memcpy(&a, id.data(), 8);
     std::memcpy(&b, id.data() + 8, 8);
-    return static_cast<std::size_t>(a ^ (b * 0x9e3779b97f4a7c15ULL));
+    return static_cast<std::size_t>(splitmix64(a ^ splitmix64(b)));
   }
 };
 

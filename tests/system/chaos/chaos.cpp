@@ -1,6 +1,7 @@
 #include "tests/system/chaos/chaos.hpp"
 
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/fault_proxy.hpp"
 #include "tests/support/netns.hpp"
 #include "tests/support/processes.hpp"
@@ -318,15 +319,13 @@ public:
   // `limit`.
   bool wait_finished(milliseconds limit) {
     const std::size_t n = written();
-    const auto until = clock_type::now() + limit;
-    while (clock_type::now() < until) {
-      if (rows_distinct() >= good_below(n) && quarantined() >= bad_below(n)) {
-        auto q = queue();
-        if (q.ok && q.pending == 0 && q.claimed == 0) return true;
-      }
-      std::this_thread::sleep_for(1000ms);
-    }
-    return false;
+    return eventually(
+        [&] {
+          if (rows_distinct() < good_below(n) || quarantined() < bad_below(n)) return false;
+          auto q = queue();
+          return q.ok && q.pending == 0 && q.claimed == 0;
+        },
+        limit, 1000ms);
   }
 
   // Recovery: from now (a fault's end), until SQL holds every good record sent before it. The
@@ -339,15 +338,15 @@ public:
   // The time from the last mark until SQL held every good record written before it (waits up
   // to `limit` for it).
   std::optional<double> recovery_after_mark(milliseconds limit) {
-    const auto until = clock_type::now() + limit;
-    for (;;) {
-      {
-        std::lock_guard lk(mark_m_);
-        if (!mark_ || recovered_) return recovered_;
-      }
-      if (clock_type::now() >= until) return std::nullopt;
-      std::this_thread::sleep_for(100ms);
-    }
+    std::optional<double> out;
+    (void)eventually( // out says how it ended
+        [&] {
+          std::lock_guard lk(mark_m_);
+          out = recovered_;
+          return !mark_ || recovered_;
+        },
+        limit, 100ms);
+    return out;
   }
 
   // -- ending -----------------------------------------------------------------------------------
@@ -669,13 +668,8 @@ void kill_supervisor(const environment& env, const run_size& size, result& r) {
   // finish or release what they hold within drain_timeout_ms (5 s), and exit.
   const auto bound = 1000ms + 5000ms + 4000ms;
   std::optional<double> orphan_s;
-  while (clock_type::now() - killed < 60s) {
-    if (std::none_of(orphans.begin(), orphans.end(), process_alive)) {
-      orphan_s = secs(clock_type::now() - killed);
-      break;
-    }
-    std::this_thread::sleep_for(50ms);
-  }
+  if (eventually([&] { return std::none_of(orphans.begin(), orphans.end(), process_alive); }, 60s, 50ms))
+    orphan_s = secs(clock_type::now() - killed);
   if (!orphan_s) r.problems.push_back("the killed supervisor's workers still run 60 s later (unsupervised)");
   else if (*orphan_s > secs(bound)) r.problems.push_back("the orphaned workers ran on for " + fmt1(*orphan_s) + " s");
   if (orphan_s) r.notes.push_back("orphaned workers exited " + fmt1(*orphan_s) + " s after their supervisor died");
@@ -1047,22 +1041,18 @@ soak_result run_soak(const environment& env, std::chrono::seconds duration, doub
       if (fs::read_symlink(e.path(), ec) == file) return true;
     return false;
   };
-  const auto up_by = clock_type::now() + 120s;
-  for (;;) {
-    auto w = g.workers(0);
-    const auto senders = children_of(::getpid(), " send ");
-    const bool up = execed(g.persistor_pid(), " persistor") && execed(g.supervisor_pid(0), " supervisor") &&
-                    w.size() == want_workers &&
-                    std::all_of(w.begin(), w.end(),
-                                [&](pid_t p) { return execed(p, " worker") && has_open(p, g.options().sqlite_path); }) &&
-                    senders.size() == 1 && execed(senders.front(), " send ");
-    if (up) break;
-    if (clock_type::now() >= up_by) {
-      out.problems.push_back("the pipeline's processes were not all up within 120 s");
-      break;
-    }
-    std::this_thread::sleep_for(100ms);
-  }
+  const bool up = eventually(
+      [&] {
+        auto w = g.workers(0);
+        const auto senders = children_of(::getpid(), " send ");
+        return execed(g.persistor_pid(), " persistor") && execed(g.supervisor_pid(0), " supervisor") &&
+               w.size() == want_workers &&
+               std::all_of(w.begin(), w.end(),
+                           [&](pid_t p) { return execed(p, " worker") && has_open(p, g.options().sqlite_path); }) &&
+               senders.size() == 1 && execed(senders.front(), " send ");
+      },
+      120s, 100ms);
+  if (!up) out.problems.push_back("the pipeline's processes were not all up within 120 s");
   const auto start = clock_type::now();
   for (;;) {
     soak_sample s;

@@ -6,6 +6,7 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/request_counts.hpp"
 #include "workers/claimer.hpp"
 #include "workers/key_escape.hpp"
@@ -124,15 +125,7 @@ std::vector<new_record> make_records(std::size_t n, std::string_view prefix) {
   return out;
 }
 
-/// Polls `fn` until it returns true or `limit` passes.
-template <class F> bool eventually(F&& fn, milliseconds limit, milliseconds step = 50ms) {
-  auto end = steady_clock::now() + limit;
-  while (steady_clock::now() < end) {
-    if (fn()) return true;
-    std::this_thread::sleep_for(step);
-  }
-  return fn();
-}
+using shoal::tests::eventually; // tests/support/eventually.hpp
 
 system_clock::time_point as_sys(storage::table_time t) {
   return system_clock::time_point(duration_cast<system_clock::duration>(t.time_since_epoch()));

@@ -11,6 +11,7 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/request_counts.hpp"
 #include "tests/workers/etl/etl_test_data.hpp"
 #include "workers/etl/orchestrator.hpp"
@@ -36,15 +37,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-/// Polls `fn` until it returns true or `limit` passes (no fixed sleeps as assertions).
-template <class F> bool eventually(F&& fn, std::chrono::milliseconds limit, std::chrono::milliseconds step = 100ms) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (fn()) return true;
-    std::this_thread::sleep_for(step);
-  }
-  return fn();
-}
+using shoal::tests::eventually; // tests/support/eventually.hpp
 
 class EtlOrchestratorIt : public ::testing::Test {
 protected:
@@ -555,7 +548,8 @@ TEST_F(EtlOrchestratorIt, DrainRenewsTheLeaseWhileALongBlobLoads) {
   std::vector<new_record> recs{{a, a, {}}};
   ASSERT_TRUE(work.enqueue("etl", recs));
   std::size_t stolen = 0;
-  // A slow transform: three lease lengths, during which another worker tries to claim.
+  // A slow transform: three lease lengths, during which another worker tries to claim. Wall
+  // clock on purpose: the requirement is a time (a load that outlasts its lease keeps it).
   auto job = make_job("w1", [&](std::string_view step) {
     if (step == "transform") {
       const auto end = std::chrono::steady_clock::now() + 4'500ms;
@@ -593,6 +587,9 @@ TEST_F(EtlOrchestratorIt, DrainDoesNotLoadAfterItsLeaseWasLost) {
       auto c = work.claim("etl", shards(work), "thief", 1);
       if (c && !c->empty()) thief = (*c)[0];
       // > 2 renewal intervals of w1's keeper; the thief keeps its own lease alive meanwhile.
+      // Wall clock kept on purpose (issue 18 item 5 left open here): ending this wait as soon as
+      // the keeper is refused a renewal (claim counters' lease_lost) makes drain() count the
+      // record lost twice (sum.lost == 2), which the ETL owner should look at first.
       for (int i = 0; i < 4 && thief; ++i) {
         std::this_thread::sleep_for(300ms);
         EXPECT_TRUE(work.renew(*thief));

@@ -5,6 +5,7 @@
 
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 #include "transport/curve.hpp"
 
 #include <gtest/gtest.h>
@@ -48,14 +49,7 @@ membership_hooks hooks_for(observed& o) {
   return h;
 }
 
-template <class F> bool eventually(F f, std::chrono::milliseconds within) {
-  auto deadline = std::chrono::steady_clock::now() + within;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return f();
-}
+using shoal::tests::eventually; // tests/support/eventually.hpp
 
 class CoordinatorMembership : public ::testing::Test {
 protected:

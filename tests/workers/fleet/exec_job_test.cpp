@@ -3,6 +3,8 @@
 
 #include "workers/fleet/exec_job.hpp"
 
+#include "tests/support/eventually.hpp"
+
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -11,6 +13,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -21,6 +24,16 @@ namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
+using shoal::tests::eventually; // tests/support/eventually.hpp
+
+// Whether thread `tid` of this process sleeps in the kernel (state S in /proc/<pid>/task/<tid>/stat:
+// waiting on a futex, a timer or I/O), as a thread blocked in a job's wait does.
+bool sleeping(pid_t tid) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
+  const std::string stat{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  const auto name_end = stat.rfind(')'); // the state follows the command name and a space
+  return name_end != std::string::npos && name_end + 2 < stat.size() && stat[name_end + 2] == 'S';
+}
 
 class ExecJobTest : public ::testing::Test {
 protected:
@@ -167,12 +180,14 @@ TEST_F(ExecJobTest, BackgroundChildHoldingThePipesDoesNotHoldTheRecord) {
 
 TEST_F(ExecJobTest, StopRequestTerminatesTheCommandAndReleases) {
   std::stop_source stop;
-  std::thread t([&] {
-    std::this_thread::sleep_for(100ms);
+  const auto started = dir / "started";
+  const auto marker = dir / "after";
+  std::thread t([&] { // stops the command once it runs
+    EXPECT_TRUE(eventually([&] { return fs::exists(started); }, 30s)) << "the command never started";
     stop.request_stop();
   });
-  const auto marker = dir / "after";
-  auto r = run("sleep 30; touch '" + marker.string() + "'", record("r", ""), {}, stop.get_token());
+  auto r = run("touch '" + started.string() + "'; sleep 30; touch '" + marker.string() + "'", record("r", ""), {},
+               stop.get_token());
   t.join();
   ASSERT_TRUE(r) << r.error().describe();
   EXPECT_EQ(r->verdict, job_verdict::release);
@@ -241,8 +256,9 @@ TEST_F(ExecJobTest, RegistryKnowsExecEtlNoopSleepAndRefusesOthers) {
   auto long_sleep = find_job_factory("sleep:600000")(cfg);
   ASSERT_TRUE(long_sleep);
   std::stop_source stop;
-  std::thread t([&] {
-    std::this_thread::sleep_for(50ms);
+  const pid_t runner = ::gettid();
+  std::thread t([&] { // stops the job once this thread waits in it
+    EXPECT_TRUE(eventually([&] { return sleeping(runner); }, 30s)) << "the job never began to wait";
     stop.request_stop();
   });
   job_context ctx;

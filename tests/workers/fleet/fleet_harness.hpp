@@ -1,6 +1,6 @@
 #pragma once
 // Helpers of the supervisor tests (tests/workers/fleet) and the fleet system tests
-// (tests/system): a supervisor process, its status over ctl.status, bounded polling.
+// (tests/system): a supervisor process, its status over ctl.status (waits: tests/support/eventually.hpp).
 
 #include "actors/message.hpp"
 #include "storage/blob_client.hpp"
@@ -8,6 +8,7 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/free_port.hpp"
 #include "transport/socket.hpp"
 #include "workers/child_process.hpp"
@@ -37,18 +38,6 @@ namespace shoal::tests::fleet {
 
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
-
-/// Polls `pred` every 50 ms until it holds or `limit` passes. True when it held.
-inline bool wait_until(const std::function<bool()>& pred, milliseconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    if (pred())
-      return true;
-    if (std::chrono::steady_clock::now() >= until)
-      return false;
-    std::this_thread::sleep_for(milliseconds(50));
-  }
-}
 
 using shoal::tests::free_port; // tests/support/free_port.hpp
 
@@ -202,7 +191,7 @@ public:
   std::optional<workers::fleet::fleet_status> status_when(
       const std::function<bool(const workers::fleet::fleet_status&)>& pred, milliseconds limit) {
     std::optional<workers::fleet::fleet_status> last;
-    wait_until(
+    (void)eventually( // the caller judges `last`
         [&] {
           auto s = ask_status(endpoint_, milliseconds(500));
           if (!s)

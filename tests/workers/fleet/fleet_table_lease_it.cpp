@@ -4,6 +4,7 @@
 
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 
 #include <gtest/gtest.h>
 
@@ -80,13 +81,13 @@ TEST(FleetTableLease, TakeoverAfterExpiryBumpsTheEpoch) {
   auto b = t.acquire(candidate("b"), 1500ms);
   ASSERT_TRUE(b);
   EXPECT_FALSE(b->held) << "the lease has not expired yet";
-  auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    b = t.acquire(candidate("b"), 1500ms);
-    ASSERT_TRUE(b) << b.error().describe();
-    if (b->held) break;
-    std::this_thread::sleep_for(200ms);
-  }
+  EXPECT_TRUE(tests::eventually(
+      [&] {
+        b = t.acquire(candidate("b"), 1500ms);
+        return !b || b->held; // an error ends the wait, and fails below
+      },
+      10s, 200ms));
+  ASSERT_TRUE(b) << b.error().describe();
   ASSERT_TRUE(b->held) << "b never took the expired lease";
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 1500ms) << "taken over before the lease could have expired";
   EXPECT_EQ(b->row->host, "b");

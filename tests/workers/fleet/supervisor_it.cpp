@@ -82,7 +82,7 @@ TEST_F(SupervisorIt, ReleasesADeadWorkersClaimsAtOnce) {
   const auto once = dir / "claimed-once";
   supervisor_process sup(dir, toml(table, 1), fake(),
                          {{"FAKE_CLAIM_TABLE", table}, {"FAKE_CLAIM_QUEUE", queue}, {"FAKE_CLAIM_ONCE", once.string()}});
-  ASSERT_TRUE(wait_until([&] { return count_of(t, queue, workers::record_status::claimed) == 5; },
+  ASSERT_TRUE(eventually([&] { return count_of(t, queue, workers::record_status::claimed) == 5; },
                          milliseconds(20'000)))
       << sup.log();
   auto s = sup.status_when([](const fleet_status& s) { return live_workers(s) == 1; }, milliseconds(5000));
@@ -91,7 +91,7 @@ TEST_F(SupervisorIt, ReleasesADeadWorkersClaimsAtOnce) {
   ::kill(static_cast<pid_t>(pid), SIGKILL);
   const auto killed = std::chrono::steady_clock::now();
   // The lease is 120 s: only the supervisor's release brings them back this soon.
-  ASSERT_TRUE(wait_until([&] { return count_of(t, queue, workers::record_status::pending) == 5; },
+  ASSERT_TRUE(eventually([&] { return count_of(t, queue, workers::record_status::pending) == 5; },
                          milliseconds(5000)))
       << sup.log();
   EXPECT_LT(std::chrono::steady_clock::now() - killed, milliseconds(2000));
@@ -115,14 +115,14 @@ TEST_F(SupervisorIt, WakesItsWorkersAfterReleasingADeadWorkersClaims) {
   supervisor_process sup(dir, toml(table, 2), fake(),
                          {{"FAKE_CLAIM_TABLE", table}, {"FAKE_CLAIM_QUEUE", queue},
                           {"FAKE_CLAIM_ONCE", once.string()}, {"FAKE_EVENTS", events.string()}});
-  ASSERT_TRUE(wait_until([&] { return count_of(t, queue, workers::record_status::claimed) == 4; },
+  ASSERT_TRUE(eventually([&] { return count_of(t, queue, workers::record_status::claimed) == 4; },
                          milliseconds(20'000)))
       << sup.log();
   auto s = sup.status_when([](const fleet_status& s) { return live_workers(s) == 2; }, milliseconds(5000));
   ASSERT_TRUE(s) << sup.log();
   // Which slot claimed ("claimed {slot} {pid}"): kill that one; the other must be woken.
   std::string claimer;
-  ASSERT_TRUE(wait_until(
+  ASSERT_TRUE(eventually(
       [&] {
         std::istringstream in(read_file(events));
         for (std::string ev, slot, pid; in >> ev;) {
@@ -135,11 +135,11 @@ TEST_F(SupervisorIt, WakesItsWorkersAfterReleasingADeadWorkersClaims) {
       milliseconds(5000)));
   const std::string other = claimer == "w0" ? "w1" : "w0";
   ::kill(static_cast<pid_t>(slot_of(*s, claimer)->pid), SIGKILL);
-  ASSERT_TRUE(wait_until([&] { return count_of(t, queue, workers::record_status::pending) == 4; },
+  ASSERT_TRUE(eventually([&] { return count_of(t, queue, workers::record_status::pending) == 4; },
                          milliseconds(10'000)))
       << sup.log();
   const std::string wake = "wake " + queue + " -1 4 " + other + " ";
-  EXPECT_TRUE(wait_until([&] { return read_file(events).find(wake) != std::string::npos; }, milliseconds(5000)))
+  EXPECT_TRUE(eventually([&] { return read_file(events).find(wake) != std::string::npos; }, milliseconds(5000)))
       << read_file(events) << sup.log();
 }
 
@@ -289,7 +289,7 @@ TEST_F(SupervisorIt, StatusCommandPrintsJsonAndSaysWhenNoSupervisorAnswers) {
                            "shoal_lease_lost_total", "shoal_worker_restarts_total", "shoal_missed_heartbeats_total",
                            "shoal_hwm_drops_total", "shoal_workers{state=\"idle\"} 2"})
     EXPECT_NE(metrics.find(name), std::string::npos) << name << "\n" << metrics;
-  EXPECT_TRUE(wait_until([&] { return http_get(port, "/metrics").find("shoal_records{") != std::string::npos; },
+  EXPECT_TRUE(eventually([&] { return http_get(port, "/metrics").find("shoal_records{") != std::string::npos; },
                          milliseconds(10'000)));
 }
 

@@ -9,6 +9,7 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/fault_proxy.hpp"
 #include "tests/support/request_counts.hpp"
 #include "transport/socket.hpp"
@@ -232,15 +233,7 @@ struct running_worker {
   }
 };
 
-template <class F> bool eventually(F&& f, milliseconds timeout = 20'000ms) {
-  const auto until = steady_clock::now() + timeout;
-  while (steady_clock::now() < until) {
-    if (f())
-      return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return f();
-}
+using shoal::tests::eventually; // tests/support/eventually.hpp
 
 /// `n` records whose ids ("{prefix}{i}") fall in `shard` of `shards`.
 std::vector<new_record> records_in_shard(const std::string& prefix, std::uint32_t shard, std::size_t n,

@@ -64,7 +64,8 @@ struct flush_producer {
     EXPECT_TRUE(sock->send(env, std::chrono::milliseconds(1000)));
     return env.id;
   }
-  /// Takes the acks delivered within `wait` (or until `until`, a hex id, is acked).
+  /// Takes the acks delivered within `wait` (or until `until`, a hex id, is acked). (Waits in the
+  /// socket's receive, consuming as it goes, so not with tests/support/eventually.hpp.)
   void drain(std::chrono::milliseconds wait, const std::string& until = {}) {
     const auto end = std::chrono::steady_clock::now() + wait;
     transport::envelope in;

@@ -23,6 +23,7 @@
 #include "storage/pipeline.hpp"
 #include "storage/queue_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/private_queue_service.hpp"
 #include "workers/etl/blob_format.hpp"
 #include "workers/persistor/format.hpp"
@@ -128,17 +129,12 @@ public:
   int terminate(std::chrono::seconds timeout) {
     if (pid_ > 0)
       ::kill(pid_, SIGTERM);
-    const auto end = clock_type::now() + timeout;
-    while (running()) {
-      if (clock_type::now() > end) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, nullptr, 0);
-        pid_ = -1;
-        return -1;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    return status_;
+    if (eventually([&] { return !running(); }, timeout, 20ms))
+      return status_;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    return -1;
   }
   // CPU seconds (user + system) it used, once it exited.
   double cpu_seconds() const { return cpu_s_; }
@@ -341,16 +337,16 @@ TEST(PersistorPullScaleIt, TwentyThousandMessagesFourPullersQueueEmptiedPoisonPa
   // messages are parked.
   bool drained = false;
   std::uint64_t left_n = 0, parked_n = 0;
-  const auto give_up = clock_type::now() + 120s;
-  while (clock_type::now() < give_up && persistor.running()) {
-    auto left = queues.approximate_message_count(queue);
-    auto parked = queues.approximate_message_count(poison);
-    left_n = left ? *left : ~0ull;
-    parked_n = parked ? *parked : ~0ull;
-    if ((drained = left_n == 0 && parked_n == 2))
-      break;
-    std::this_thread::sleep_for(100ms);
-  }
+  (void)eventually( // `drained` says how it ended; a persistor that exited ends the wait too
+      [&] {
+        auto left = queues.approximate_message_count(queue);
+        auto parked = queues.approximate_message_count(poison);
+        left_n = left ? *left : ~0ull;
+        parked_n = parked ? *parked : ~0ull;
+        drained = left_n == 0 && parked_n == 2;
+        return drained || !persistor.running();
+      },
+      120s, 100ms);
   const double drained_s = seconds_since(t0);
   const double queue_cpu_s = cpu_seconds_of(qs->pid());
   EXPECT_TRUE(drained) << left_n << " messages left, " << parked_n << " parked; persistor log:\n"

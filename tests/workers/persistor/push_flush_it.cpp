@@ -27,7 +27,6 @@ namespace {
 
 namespace ps = workers::persistor;
 using namespace std::chrono_literals;
-using fleet::wait_until;
 
 // Holds every writer at fault_point::writing until opened.
 struct gate {
@@ -88,7 +87,7 @@ TEST(PushFlushIt, FlushesWhileRecordsWaitHoldEachRecordOnceAndAtMost1024Ids) {
   flush_producer a(po.endpoint);
   a.send("orders", 1, 300, 1);
   const auto first = a.flush(); // seals the batch: the writer takes it and waits at the gate
-  ASSERT_TRUE(wait_until([&] { return g.held.load() == 1; }, 60'000ms));
+  ASSERT_TRUE(eventually([&] { return g.held.load() == 1; }, 60'000ms));
   // The producer's window is full and no ack comes: it flushes again and again, re-sending its
   // records now and then (duplicates of records in flight).
   transport::message_id last{};
@@ -97,7 +96,7 @@ TEST(PushFlushIt, FlushesWhileRecordsWaitHoldEachRecordOnceAndAtMost1024Ids) {
     if (i % 1000 == 999)
       a.send("orders", 1, 300, 1);
   }
-  ASSERT_TRUE(wait_until([&] { return stats.flushes.load() == 3001 && stats.duplicates.load() == 900; }, 60'000ms))
+  ASSERT_TRUE(eventually([&] { return stats.flushes.load() == 3001 && stats.duplicates.load() == 900; }, 60'000ms))
       << stats.flushes.load() << " flushes, " << stats.duplicates.load() << " duplicates received";
   // The 300 records are held once, however many flushes wait for them; 1,024 ids wait.
   EXPECT_EQ(stats.flush_records.load(), 300u);
@@ -107,7 +106,7 @@ TEST(PushFlushIt, FlushesWhileRecordsWaitHoldEachRecordOnceAndAtMost1024Ids) {
   a.send("orders", 1001, 50, 1);
   for (int i = 0; i < 10; ++i)
     last = a.flush();
-  ASSERT_TRUE(wait_until([&] { return stats.flushes.load() == 3011; }, 60'000ms));
+  ASSERT_TRUE(eventually([&] { return stats.flushes.load() == 3011; }, 60'000ms));
   EXPECT_EQ(stats.flush_records.load(), 350u);
   EXPECT_EQ(stats.flushes_waiting.load(), 1024u);
 
@@ -116,7 +115,7 @@ TEST(PushFlushIt, FlushesWhileRecordsWaitHoldEachRecordOnceAndAtMost1024Ids) {
   g.release();
   a.drain(120s, transport::to_hex(last));
   ASSERT_TRUE(a.acked.contains(transport::to_hex(last))) << a.acked.size() << " acks";
-  ASSERT_TRUE(wait_until(
+  ASSERT_TRUE(eventually(
       [&] {
         a.drain(20ms);
         return a.acked.size() == 350u + 1024u;

@@ -141,7 +141,8 @@ public:
     return e.id;
   }
 
-  /// Collects acks and rejects until every id in `ids` has one or `timeout` passes.
+  /// Collects acks and rejects until every id in `ids` has one or `timeout` passes. (Waits in
+  /// the socket's receive, consuming as it goes, so not with tests/support/eventually.hpp.)
   void await(const std::vector<transport::message_id>& ids, std::chrono::milliseconds timeout) {
     const auto end = std::chrono::steady_clock::now() + timeout;
     auto answered = [&] {

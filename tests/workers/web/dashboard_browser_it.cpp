@@ -111,15 +111,15 @@ TEST(DashboardBrowser, ShowsTheFleetAndDeadLettersAndRequeuesOnlyWithTheTokenInC
                           "' || { echo 'poison payload refused' >&2; exit 3; } ;; esac";
 
   supervisor_process sup(dir, toml, {"--workers", "2", "--job", "exec", "--exec", job});
-  ASSERT_TRUE(wait_until([&] { return count_of(t, "exec", workers::record_status::dead) == 1; }, milliseconds(60'000)))
+  ASSERT_TRUE(eventually([&] { return count_of(t, "exec", workers::record_status::dead) == 1; }, milliseconds(60'000)))
       << sup.log();
-  ASSERT_TRUE(wait_until([&] { return count_of(t, "exec", workers::record_status::done) == 6; }, milliseconds(30'000)))
+  ASSERT_TRUE(eventually([&] { return count_of(t, "exec", workers::record_status::done) == 6; }, milliseconds(30'000)))
       << sup.log();
   auto dead = t.get("exec", "poison-1", false);
   ASSERT_TRUE(dead);
   EXPECT_EQ(dead->attempts, 2);
   EXPECT_NE(dead->last_error.find("poison payload refused"), std::string::npos) << dead->last_error;
-  ASSERT_TRUE(wait_until([&] { return http_get(web_port, "/api/config").find("200 OK") != std::string::npos; },
+  ASSERT_TRUE(eventually([&] { return http_get(web_port, "/api/config").find("200 OK") != std::string::npos; },
                          milliseconds(10'000)))
       << sup.log();
 
@@ -134,7 +134,7 @@ TEST(DashboardBrowser, ShowsTheFleetAndDeadLettersAndRequeuesOnlyWithTheTokenInC
 
   // 4. Requeued with the token: back to pending (attempts reset to 0), then completed by the
   //    fleet in one attempt now that the job accepts it.
-  ASSERT_TRUE(wait_until([&] { return count_of(t, "exec", workers::record_status::done) == 7; }, milliseconds(30'000)))
+  ASSERT_TRUE(eventually([&] { return count_of(t, "exec", workers::record_status::done) == 7; }, milliseconds(30'000)))
       << sup.log();
   auto healed = t.get("exec", "poison-1", false);
   ASSERT_TRUE(healed);

@@ -114,7 +114,7 @@ protected:
     return {{"Authorization", "Bearer " + token}, {"Content-Type", "application/json"}};
   }
   bool serving() {
-    return wait_until([&] { return request(web_port, "GET", "/api/config").status == 200; }, milliseconds(20'000));
+    return eventually([&] { return request(web_port, "GET", "/api/config").status == 200; }, milliseconds(20'000));
   }
 };
 
@@ -146,7 +146,7 @@ TEST_F(DashboardIt, ServesEveryPageAndDocumentWithItsSecurityHeaders) {
   supervisor_process sup(dir, toml(true), fake());
   ASSERT_TRUE(serving()) << sup.log();
   const std::string url = "dashboard http://127.0.0.1:" + std::to_string(web_port) + "/";
-  EXPECT_TRUE(wait_until([&] { return sup.log().find(url) != std::string::npos; }, milliseconds(5000))) << sup.log();
+  EXPECT_TRUE(eventually([&] { return sup.log().find(url) != std::string::npos; }, milliseconds(5000))) << sup.log();
 
   auto root = request(web_port, "GET", "/");
   EXPECT_EQ(root.status, 302);
@@ -165,7 +165,7 @@ TEST_F(DashboardIt, ServesEveryPageAndDocumentWithItsSecurityHeaders) {
   EXPECT_EQ(request(web_port, "DELETE", "/api/fleet").status, 405);
 
   // Fleet: the supervisor's own view (STATUS.md shape), live.
-  ASSERT_TRUE(wait_until(
+  ASSERT_TRUE(eventually(
       [&] {
         auto f = body_json(request(web_port, "GET", "/api/fleet"));
         return f.is_object() && f["workers"].size() == 2 && f["workers"][0]["state"] == "idle" &&
@@ -178,7 +178,7 @@ TEST_F(DashboardIt, ServesEveryPageAndDocumentWithItsSecurityHeaders) {
   EXPECT_EQ(fleet["hosts"].size(), 1u);
 
   // Queues: found in the table (fq holds no worker of this fleet), counts per status and shard.
-  ASSERT_TRUE(wait_until(
+  ASSERT_TRUE(eventually(
       [&] {
         auto q = body_json(request(web_port, "GET", "/api/queues"));
         for (const auto& x : q["queues"])
@@ -346,7 +346,7 @@ TEST_F(DashboardIt, GrafanaPanelsAndAlertRulesNameOnlyMetricsThatMetricsExports)
   ASSERT_TRUE(serving()) << sup.log();
   request(web_port, "POST", "/api/dead/requeue", {{"Content-Type", "application/json"}}, "{}");
   std::set<std::string> missing;
-  wait_until(
+  (void)eventually( // what is still missing is asserted below, by name
       [&] {
         // Exported = a sample line (name, then '{' or ' ') or its # TYPE line.
         const auto text = http_get(metrics_port, "/metrics");
