@@ -197,7 +197,7 @@ TEST_F(SupervisorIt, StartsItsWorkersWhileItJoinsTheFleet) {
   const auto events = dir / "events";
   supervisor_process sup(dir, toml(table, 2), fake(), {{"FAKE_EVENTS", events.string()}},
                          proxy->connection_string());
-  ASSERT_TRUE(wait_until([&] { return read_file(events).find("hello w1") != std::string::npos; }, milliseconds(30'000)))
+  ASSERT_TRUE(eventually([&] { return read_file(events).find("hello w1") != std::string::npos; }, milliseconds(30'000)))
       << read_file(events) << sup.log();
   EXPECT_EQ(sup.log().find("listening on"), std::string::npos) << "joined before its workers said hello\n" << sup.log();
   EXPECT_EQ(read_file(events).find("assign"), std::string::npos) << "a ctl.assign before joining\n" << read_file(events);
