@@ -24,13 +24,18 @@
 // every shard, and each host applies the shards the view gives it.
 //
 //   bench/run.sh scale [--hosts 1,2,4,8] [--per-host 400] [--svg bench/scale.svg] [--events-only]
-//   (SIGTERM/SIGINT: the running fleet is torn down, namespaces removed, exit 130)
+//   (SIGTERM/SIGINT: the running fleet is torn down, namespaces removed, exit 130; after a
+//   kill -9 what it left, namespaces with their processes, bridge and Azurite, is removed at
+//   the next start: remove_leftovers)
 
+#include "tests/support/netns.hpp"
 #include "tests/support/netns_fleet.hpp"
+#include "tests/support/processes.hpp"
 #include "storage/table_filter.hpp"
 #include "workers/fleet/assignment.hpp"
 
 #include <signal.h>
+#include <stdio.h>
 
 #include <algorithm>
 #include <atomic>
@@ -469,6 +474,110 @@ void run_all(const options& o, std::vector<row>& rows);
 
 } // namespace
 
+namespace {
+
+// The lines `cmd` prints on stdout ("" when it cannot run).
+std::vector<std::string> output_lines(const std::string& cmd) {
+  std::vector<std::string> out;
+  FILE* p = ::popen((cmd + " 2>/dev/null").c_str(), "r");
+  if (!p) return out;
+  std::string cur;
+  for (int c; (c = std::fgetc(p)) != EOF;) {
+    if (c != '\n') {
+      cur += static_cast<char>(c);
+    } else if (!cur.empty()) {
+      out.push_back(std::move(cur));
+      cur.clear();
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  ::pclose(p);
+  return out;
+}
+
+// A bench killed with -9 runs no destructor: its namespaces (with the supervisors and workers in
+// them), its bridge and its Azurite stay. netns_fleet names them by the bench's pid % 100000 as
+// id: namespaces "sb{id}h{i}", bridge "brsb{id}" on 10.219.{x}.1, Azurite listening there.
+// Whatever carries an id that no running scale_bench has is removed here, before the first N.
+void remove_leftovers() {
+  std::set<long> live, live_pids; // ids (pid % 100000) and pids of running scale_bench processes
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
+    std::ifstream comm(e.path() / "comm");
+    std::string c;
+    if (std::getline(comm, c) && c == "scale_bench") {
+      live.insert(std::stol(name) % 100000);
+      live_pids.insert(std::stol(name));
+    }
+  }
+  std::set<long> stale; // ids of the runs whose leftovers are removed
+  auto stale_id = [&](const std::string& n, const std::string& prefix) -> std::optional<long> {
+    if (!n.starts_with(prefix)) return std::nullopt;
+    std::size_t i = prefix.size(), j = i;
+    while (j < n.size() && n[j] >= '0' && n[j] <= '9') ++j;
+    if (j == i) return std::nullopt;
+    const long id = std::stol(n.substr(i, j - i));
+    if (live.contains(id)) return std::nullopt;
+    stale.insert(id);
+    return id;
+  };
+  std::size_t namespaces = 0, bridges = 0, killed = 0;
+  for (const auto& line : output_lines("ip netns list")) {
+    const std::string ns = line.substr(0, line.find(' ')); // "name (id: 3)"
+    auto id = stale_id(ns, "sb");
+    if (!id || ns.find('h', 2) == std::string::npos) continue;
+    for (const auto& pid : output_lines("ip netns pids " + ns)) {
+      ::kill(static_cast<pid_t>(std::stol(pid)), SIGKILL);
+      ++killed;
+    }
+    if (tests::sh("ip netns del " + ns)) ++namespaces;
+  }
+  for (const auto& line : output_lines("ip -o link show type bridge")) {
+    // "12: brsb4242: <BROADCAST,…"
+    const auto a = line.find(": "), b = line.find(':', a + 2);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    const std::string br = line.substr(a + 2, b - a - 2);
+    if (!stale_id(br, "brsb")) continue;
+    // Its Azurite listens on the bridge's address.
+    for (const auto& addr : output_lines("ip -o -4 addr show dev " + br + " | awk '{print $4}' | cut -d/ -f1")) {
+      for (const auto& e : fs::directory_iterator("/proc")) {
+        const std::string name = e.path().filename().string();
+        if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
+        const pid_t pid = static_cast<pid_t>(std::stol(name));
+        const std::string cmd = tests::command_line(pid) + " ";
+        if (cmd.find("azurite") != std::string::npos && cmd.find(" " + addr + " ") != std::string::npos) {
+          ::kill(pid, SIGKILL);
+          ++killed;
+        }
+      }
+    }
+    if (tests::sh("ip link del " + br)) ++bridges;
+  }
+  // Its folder (configurations, keys, logs, Azurite's data): {temp}/shoalsbp{pid}n{k}; only of
+  // a run that left namespaces or a bridge (a folder kept on purpose, SHOAL_TEST_KEEP, stays).
+  std::size_t folders = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::temp_directory_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with("shoalsbp")) continue;
+    const auto n = name.find('n', 8);
+    if (n == std::string::npos || n == 8) continue;
+    const std::string pid = name.substr(8, n - 8);
+    if (!std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        live_pids.contains(std::stol(pid)) || !stale.contains(std::stol(pid) % 100000))
+      continue;
+    std::error_code rm;
+    fs::remove_all(e.path(), rm);
+    folders += rm ? 0 : 1;
+  }
+  if (namespaces + bridges + killed + folders > 0)
+    std::cerr << "scale_bench: removed what an earlier run left: " << namespaces << " namespace(s), " << bridges
+              << " bridge(s), " << killed << " process(es), " << folders << " folder(s)\n";
+}
+
+} // namespace
+
 int main(int argc, char** argv) {
   options o;
   for (int i = 1; i < argc; ++i) {
@@ -495,6 +604,7 @@ int main(int argc, char** argv) {
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);
+  remove_leftovers();
   std::vector<row> rows;
   try {
     run_all(o, rows);

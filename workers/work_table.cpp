@@ -947,6 +947,25 @@ result<void> work_table::sync_clock() const {
   return impl_->sync();
 }
 
+result<void> work_table::prepare(std::string_view queue, std::span<const std::uint32_t> shards) const {
+  const impl& m = *impl_;
+  if (auto ok = validate_queue_name(queue); !ok) return std::unexpected(ok.error());
+  for (auto s : shards)
+    if (s >= m.opts.work.shards)
+      return workers::fail(errc::invalid_argument, "shard " + std::to_string(s) + " out of range (work.shards = " + std::to_string(m.opts.work.shards) + ")");
+  if (auto ok = sync_clock(); !ok) return std::unexpected(ok.error());
+  std::mutex err_mu;
+  std::optional<error> first_error;
+  fan_out(shards.size(), 8, [&](std::size_t k) {
+    if (auto ok = m.ensure_layout(partition_key(queue, shards[k])); !ok) {
+      std::lock_guard lock(err_mu);
+      if (!first_error) first_error = ok.error();
+    }
+  });
+  if (first_error) return std::unexpected(*first_error);
+  return {};
+}
+
 result<void> work_table::create_if_missing() const {
   if (auto r = impl_->table.create_table_if_not_exists(); !r)
     return std::unexpected(storage_error(r.error(), "creating table " + impl_->table.name()));

@@ -307,6 +307,13 @@ public:
   server_clock& clock() const noexcept;
   /// Makes sure the server clock is known (one cheap query if no sample yet). Errors: storage.
   [[nodiscard]] result<void> sync_clock() const;
+  /// Does ahead of time what a claim from `shards` of `queue` does the first time in this
+  /// process: reads the server clock (sync_clock) and each partition's meta row (migrating a
+  /// partition without one, as claim does), up to 8 partitions at once. A later claim from these
+  /// shards then sends only its ticket query and its transaction (issue 19: a worker prepares
+  /// while its supervisor joins the fleet, before its ctl.assign). Errors: invalid_argument,
+  /// storage (the first met; the other partitions were still visited). Thread-safe.
+  [[nodiscard]] result<void> prepare(std::string_view queue, std::span<const std::uint32_t> shards) const;
   /// The options in use (with defaults resolved).
   const work_table_options& options() const noexcept;
   /// The table client.

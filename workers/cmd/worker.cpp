@@ -42,6 +42,7 @@ struct worker_args {
   bool standalone = false;
   long supervisor_pid = 0;
   bool work_table_exists = false;
+  bool await_assign = false;
 };
 
 int run_worker(const global_options& g, const worker_args& a) {
@@ -100,9 +101,11 @@ int run_worker(const global_options& g, const worker_args& a) {
       return 1;
     }
   } else {
-    // Supervised: say hello and claim first (issue 19, a joining host's first claim); the
-    // supervisor made the table already (--work-table-exists), or the worker makes it beside.
+    // Supervised: say hello first (issue 19, a joining host's first claim); the supervisor
+    // made the table already (--work-table-exists), or the worker makes it if its first
+    // clock read finds none.
     o.create_table = !a.work_table_exists;
+    o.await_assign = a.await_assign;
   }
   auto w = workers::fleet::worker::make(*table, std::move(o));
   if (!w) {
@@ -164,7 +167,11 @@ void add_worker_command(CLI::App& app, global_options& g, command_fn& run) {
                   "no longer our parent, drain and exit");
   cmd->add_flag("--work-table-exists", a->work_table_exists,
                 "the supervisor created the work table and payload container: do not create them "
-                "(without it a supervised worker creates them beside its first claims)");
+                "(without it a supervised worker creates them if its first clock read finds no table)");
+  cmd->add_flag("--await-assign", a->await_assign,
+                "claim nothing until the supervisor's first ctl.assign, however late (the "
+                "supervisor starts its workers before it joins the fleet); meanwhile read the "
+                "server clock and the queue's shard meta rows");
   cmd->add_option("--job", a->job,
                   "exec|etl|noop|sleep:MS (default [worker] job); noop completes every record at "
                   "once and sleep:MS after MS ms: the fleet's own cost per record")

@@ -405,6 +405,9 @@ struct supervisor::impl {
     argv.insert(argv.end(), {"--slot", s.name, "--supervisor", endpoint, "--supervisor-pid", std::to_string(::getpid())});
     if (work_table_exists)
       argv.push_back("--work-table-exists");
+    // Started before we join the fleet (make), or restarted later: either way no shard before
+    // our ctl.assign says which.
+    argv.push_back("--await-assign");
     argv.insert(argv.end(), opts.worker_args.begin(), opts.worker_args.end());
     return argv;
   }
@@ -526,10 +529,10 @@ struct supervisor::impl {
     return out;
   }
 
-  void reassign() {
+  void reassign(bool force = false) {
     auto sharing = sharing_slots();
     auto parts = split_shards(assignment.shards, sharing.size());
-    bool changed = false;
+    bool changed = force;
     for (std::size_t i = 0; i < sharing.size(); ++i)
       if (sharing[i]->shards != parts[i] || sharing[i]->epoch == 0) {
         changed = true;
@@ -546,7 +549,9 @@ struct supervisor::impl {
   }
 
   void send_assign(slot& s) {
-    if (!s.hello || s.sent_epoch == s.epoch || s.epoch == 0)
+    // Not before the fleet's first assignment: until then an empty list would read "every
+    // shard", and the workers started while we join wait for their share instead.
+    if (!s.hello || s.sent_epoch == s.epoch || s.epoch == 0 || !assigned_by_fleet)
       return;
     assign a;
     a.epoch = s.epoch;
@@ -579,8 +584,8 @@ struct supervisor::impl {
     }
     if (a && a->epoch >= assignment.epoch) {
       assignment = *a;
-      assigned_by_fleet = true;
-      reassign();
+      const bool first = !std::exchange(assigned_by_fleet, true);
+      reassign(first); // the first one goes out even if the split looks unchanged
     }
     for (const auto& x : w)
       wake(x);
@@ -1017,11 +1022,10 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
     auto w = work_table::make(*t, storage::blob_client(*pipe), wo);
     if (!w)
       return std::unexpected(w.error());
-    // The workers' table, made once here before any worker starts, so a starting worker goes
-    // straight to its hello and first claim (--work-table-exists; issue 19, a joining host's
-    // first claim). Beside the fleet set-up below (its own table, ZAP, joining the coordinator),
-    // not before it; awaited at the end of make(). When it fails the workers make the table
-    // themselves, beside their claims.
+    // The workers' table, made here beside the fleet set-up below (its own table, ZAP, joining
+    // the coordinator) and the first workers' start; awaited in make(). Workers started after
+    // it succeeded skip even their check (--work-table-exists); the first ones, and all when it
+    // fails, make the table themselves if their first clock read finds none.
     table_created = std::async(std::launch::async, [t = *w] { return t.create_if_missing(); });
     m->table.emplace(*std::move(w));
   }
@@ -1064,17 +1068,30 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
     std::lock_guard lock(self->hook_mu);
     self->pending_wakeups.push_back(work_available{queue, shard, count});
   };
-  auto mem = make_membership(m->cfg, m->host, resolve_worker_count(m->cfg), std::move(hooks));
-  if (!mem)
-    return std::unexpected(mem.error());
-  m->members = *std::move(mem);
+  // Joining the fleet (the fleet table, ZAP, the coordinator's first fleet.assign) takes the
+  // longest; the workers start meanwhile (issue 19, a joining host's first claim), beside the
+  // work table's creation too: they connect, say hello (read after we joined) and prepare
+  // storage (the server clock, the shards' meta rows; the table if their clock read finds
+  // none), and claim nothing before their ctl.assign (--await-assign). If joining fails they
+  // are killed with the slots: they hold nothing.
+  auto joined = std::async(std::launch::async, [&cfg = m->cfg, &host = m->host, hooks = std::move(hooks)]() mutable {
+    return make_membership(cfg, host, resolve_worker_count(cfg), std::move(hooks));
+  });
+  m->resize(resolve_worker_count(m->cfg));
+  for (auto& [i, s] : m->slots)
+    if (s.ph == phase::waiting)
+      m->spawn(s);
   if (table_created.valid()) {
     if (auto c = table_created.get(); !c)
       spdlog::warn("supervisor: work table '{}': {}; the workers will create it", m->cfg.work.table,
                    c.error().describe());
     else
-      m->work_table_exists = true;
+      m->work_table_exists = true; // workers started from now on skip even the check
   }
+  auto mem = joined.get();
+  if (!mem)
+    return std::unexpected(mem.error());
+  m->members = *std::move(mem);
   return std::unique_ptr<supervisor>(new supervisor(std::move(m)));
 }
 

@@ -114,8 +114,14 @@ struct worker::impl {
   // -- sweeps of done records (SCHEMA.md "Sweep") --------------------------------------------
   std::thread sweeper;
 
-  // -- storage set-up off the control loop (supervised: the server clock, the table) ---------
+  // -- storage set-up off the control loop (supervised: the table, the server clock, the meta
+  // rows of the queue's shards); the first claim waits for it (guarded by mu) ------------------
   std::thread setup;
+  bool setup_done = true;    // false while the set-up thread runs
+  bool clock_tried = false;  // the set-up thread's server clock read returned (either way)
+  std::set<std::uint32_t> prep_started;   // shards whose meta row the set-up read or is reading
+  std::set<std::uint32_t> prep_in_flight; // of them, those still being read
+  std::atomic<std::size_t> prepared_shards{0}; // meta rows read by the set-up
 
   // -- counters (relaxed atomics; read by stats() from any thread) ---------------------------
   std::atomic<std::uint64_t> claim_calls{0}, claimed{0}, done{0}, failed{0}, dead{0}, released{0}, lease_lost{0},
@@ -160,6 +166,7 @@ struct worker::impl {
     s.swept = r(swept);
     s.complete_calls = r(complete_calls);
     s.rate_per_s = rate.load(std::memory_order_relaxed);
+    s.storage_prepared = prepared_shards.load() == all_shards.size();
     // Every record the keeper holds: ready, running, waiting for the completer or being
     // written, released or failed. (Counting the completer's batch as a whole over-counted:
     // complete_many lets each partition's records go as soon as they are written.)
@@ -494,7 +501,10 @@ struct worker::impl {
     const bool linked = !opts.supervisor.empty();
     if (linked) {
       std::unique_lock lock(mu);
-      cv.wait_for(lock, seconds(1), [&] { return assigned || draining; });
+      if (opts.await_assign) // the supervisor is joining the fleet: not a shard before it says which
+        cv.wait(lock, [&] { return assigned || draining; });
+      else
+        cv.wait_for(lock, seconds(1), [&] { return assigned || draining; });
     }
     const int backoff_factor = linked ? 4 : 2;
     auto backoff = poll_min;
@@ -565,6 +575,19 @@ struct worker::impl {
       }
       if (want == 0 || from.empty())
         continue;
+      {
+        // The set-up thread reads the server clock, then the shards' meta rows: a claim before
+        // it has would send the same reads again, in a row, before its own (issue 19). Wait for
+        // the clock and for the rows of these shards being read; a row not started yet the
+        // claim reads itself.
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] {
+          return draining || setup_done ||
+                 (clock_tried && std::none_of(from.begin(), from.end(), [&](auto sh) { return prep_in_flight.contains(sh); }));
+        });
+        if (draining)
+          continue;
+      }
       add(claim_calls);
       const auto claim_t0 = clock_type::now();
       auto got = table.claim(queue, from, owner, want);
@@ -649,8 +672,8 @@ struct worker::impl {
         std::unique_lock lock(mu);
         if (cv.wait_until(lock, next, [&] { return draining || drain_requested; }))
           return;
-        if (no_shards) {
-          next = clock_type::now() + interval; // no shard of ours to sweep
+        if (no_shards || (opts.await_assign && !assigned)) {
+          next = clock_type::now() + interval; // no shard of ours to sweep (yet)
           continue;
         }
         from = shards.empty() ? all_shards : shards;
@@ -668,27 +691,86 @@ struct worker::impl {
     }
   }
 
-  // Under a supervisor nothing waits for this (issue 19: a joining host's first claim): the
-  // server clock, which the first claim would otherwise read itself, and, with
-  // opts.create_table, the work table, retried until it exists or the worker drains.
+  // Under a supervisor nothing waits for this (issue 19: a joining host's first claim) but the
+  // claims, for what they would otherwise read themselves. The server clock first; with
+  // opts.create_table, a clock read that finds no table makes the table and its payload
+  // container, and the reads are retried (200 ms doubling to 5 s) until the clock is known or
+  // the worker drains.
   void setup_loop() {
-    for (std::uint32_t attempt = 1; opts.create_table; ++attempt) {
-      auto r = table.create_if_missing();
-      if (r) {
-        if (attempt > 1)
-          spdlog::info("worker {}: work table '{}' ready (attempt {})", opts.slot, table.table().name(), attempt);
-        break;
+    const auto t0 = clock_type::now();
+    result<void> clock = table.sync_clock();
+    for (std::uint32_t attempt = 1; !clock && opts.create_table; ++attempt) {
+      if (clock.error().code == errc::not_found) {
+        if (auto r = table.create_if_missing(); r) {
+          spdlog::info("worker {}: work table '{}' created", opts.slot, table.table().name());
+          clock = table.sync_clock();
+          continue;
+        } else {
+          clock = std::unexpected(r.error());
+        }
       }
       add(storage_errors);
       const auto delay = retry_delay(attempt, milliseconds(200), milliseconds(5'000), 0.5);
       spdlog::warn("worker {}: work table '{}': {} (retrying in {} ms)", opts.slot, table.table().name(),
-                   r.error().describe(), delay.count());
-      std::unique_lock lock(mu);
-      if (cv.wait_for(lock, delay, [&] { return draining || drain_requested; }))
-        return;
+                   clock.error().describe(), delay.count());
+      {
+        std::unique_lock lock(mu);
+        if (cv.wait_for(lock, delay, [&] { return draining || drain_requested; }))
+          return;
+      }
+      clock = table.sync_clock();
     }
-    if (auto r = table.sync_clock(); !r) // the clock is read from the table: after it exists
-      spdlog::warn("worker {}: storage clock not known yet: {}", opts.slot, r.error().describe());
+    // Then what the first claim would otherwise read itself, in a row, after the assignment:
+    // meta rows, 4 at once. Until the ctl.assign, of every shard of the queue; once it came,
+    // only of the assigned shards left: the rest would only queue ahead of the claims at a busy
+    // storage account.
+    if (!clock)
+      spdlog::warn("worker {}: storage clock not known yet: {}", opts.slot, clock.error().describe());
+    {
+      std::lock_guard lock(mu);
+      clock_tried = true;
+    }
+    cv.notify_all();
+    if (!clock)
+      return;
+    auto next_shard = [&]() -> std::optional<std::uint32_t> {
+      std::lock_guard lock(mu);
+      if (draining || drain_requested || (assigned && no_shards))
+        return std::nullopt;
+      const auto& wanted = assigned && !shards.empty() ? shards : all_shards;
+      for (auto sh : wanted)
+        if (prep_started.insert(sh).second) {
+          prep_in_flight.insert(sh);
+          return sh;
+        }
+      return std::nullopt;
+    };
+    std::atomic<bool> failed{false};
+    auto read_rows = [&] {
+      while (auto sh = next_shard()) {
+        const std::uint32_t one[] = {*sh};
+        auto r = table.prepare(queue, one);
+        if (r)
+          prepared_shards.fetch_add(1);
+        else if (!failed.exchange(true))
+          spdlog::warn("worker {}: shard meta row not read ahead (the claim reads it): {}", opts.slot,
+                       r.error().describe());
+        {
+          std::lock_guard lock(mu);
+          prep_in_flight.erase(*sh);
+        }
+        cv.notify_all();
+      }
+    };
+    {
+      std::vector<std::jthread> pool;
+      for (int i = 0; i < 3; ++i)
+        pool.emplace_back(read_rows);
+      read_rows();
+    }
+    spdlog::info("worker {}: storage prepared in {} ms: server clock, {} of {} shard meta row(s)", opts.slot,
+                 duration_cast<milliseconds>(clock_type::now() - t0).count(), prepared_shards.load(),
+                 all_shards.size());
   }
 
   // -- control -------------------------------------------------------------------------------
@@ -881,8 +963,20 @@ result<worker_stats> worker::impl::run() {
                opts.supervisor.empty() ? std::string(", standalone")
                                        : ", supervisor " + opts.supervisor);
   if (sock || opts.create_table) {
-    // The hello is out; the storage set-up goes on beside the control loop and the claims.
-    setup = std::thread([this] { setup_loop(); });
+    // The hello is out; the storage set-up goes on beside the control loop until the first
+    // claim, which waits for it.
+    {
+      std::lock_guard lock(mu);
+      setup_done = false;
+    }
+    setup = std::thread([this] {
+      setup_loop();
+      {
+        std::lock_guard lock(mu);
+        setup_done = true;
+      }
+      cv.notify_all();
+    });
   } else if (auto r = table.sync_clock(); !r) {
     spdlog::warn("worker {}: storage clock not known yet: {}", opts.slot, r.error().describe());
   }
@@ -913,6 +1007,10 @@ result<worker_stats> worker::impl::run() {
   };
   auto last_heard = clock_type::now();
   auto silence_limit = silence_base;
+  // Started before its supervisor joined the fleet (await_assign): the supervisor reads no
+  // message until it has joined; until its first word, wait as long as it waits for our hello.
+  bool heard_once = false;
+  const auto startup_silence = std::max(silence_base, milliseconds(15'000));
   bool stop_sent = false;      // jobs asked to stop (drain deadline passed)
   bool orphaned = false;       // the supervisor that started us died
   bool drain_started = false;
@@ -964,7 +1062,7 @@ result<worker_stats> worker::impl::run() {
       drain(milliseconds(0), "supervisor gone");
       continue;
     }
-    if (sock && now - last_heard > silence_limit) {
+    if (sock && now - last_heard > (opts.await_assign && !heard_once ? std::max(silence_limit, startup_silence) : silence_limit)) {
       // Paranoid Pirate: the supervisor is presumed dead. Reconnect with a fresh socket (and
       // hello) while the lanes keep working from the table; tolerate twice the silence next time.
       add(reconnects);
@@ -1006,6 +1104,7 @@ result<worker_stats> worker::impl::run() {
     }
     last_heard = clock_type::now();
     silence_limit = silence_base;
+    heard_once = true;
     handle(env, zone);
   }
 

@@ -7,7 +7,10 @@
 // drain, Paranoid Pirate reconnects; never storage I/O, so heartbeats keep flowing during a
 // storage outage, and a starting worker says hello and reads its ctl.assign before any storage
 // round trip: issue 19, a joining host's first claim); a set-up thread reads the server clock
-// (and creates the table, worker_options::create_table) while the claims start; one claimer thread keeps claimed records ready for the lanes — a claim is one
+// and then meta rows (work_table::prepare, 4 at once: of every shard of the queue until the
+// ctl.assign, then of the assigned ones left; first creating the table,
+// worker_options::create_table), and a claim waits for the clock and for the rows of its shards
+// being read instead of reading them again; one claimer thread keeps claimed records ready for the lanes — a claim is one
 // query and one transaction whatever its size, so it claims ahead: fast jobs in batches of up to
 // 2 × claim_batch, slow jobs only what the lanes start within a quarter lease, and never more
 // held in all (ready, running and waiting for the completer) than that target + one run per lane
@@ -51,13 +54,23 @@ struct worker_options {
   /// supervisor, drains (finish or release within worker.drain_timeout_ms) and exits: a worker
   /// never runs on unsupervised, e.g. beside the workers of a supervisor started after it.
   long supervisor_pid = 0;
-  /// Create the work table and its payload container if missing (work_table::create_if_missing)
-  /// from a thread of its own once run() has said hello, retried (200 ms doubling to 5 s) until
-  /// it succeeds or the worker drains. Under a supervisor the hello, ctl.assign and claims do not
-  /// wait for it: the supervisor creates the table before it starts workers, so this is only the
-  /// fallback when it could not; until the table exists, claims fail as storage errors and are
-  /// retried. Standalone, `shoal worker` creates them before run() instead.
+  /// Create the work table and its payload container (work_table::create_if_missing) when the
+  /// set-up thread's first server clock read finds no table, then read again; on other errors
+  /// the reads are retried (200 ms doubling to 5 s) until they succeed or the worker drains.
+  /// Claims wait for the clock meanwhile. Under a supervisor the hello and ctl.assign do not
+  /// wait for it (the supervisor creates the table too, beside its own start); standalone,
+  /// `shoal worker` creates them before run() instead.
   bool create_table = false;
+  /// Under a supervisor: claim nothing (and sweep nothing) until the first ctl.assign, however
+  /// long it takes, and until the supervisor's first word tolerate its silence for 15 s (its
+  /// own start-up window for a worker's hello) before reconnecting. `shoal supervisor` starts
+  /// its workers with this (`--await-assign`) before it joins the fleet, so they connect and
+  /// prepare storage (the server clock, the meta rows of every shard of the queue:
+  /// work_table::prepare) while it joins, and their first claim after the assignment is one
+  /// query and one transaction when that was done in time (issue 19, a joining host's first
+  /// claim). Without it, a
+  /// supervised worker that hears no ctl.assign within a second claims from every shard.
+  bool await_assign = false;
   job_factory factory;      ///< makes one job per lane; empty = find_job_factory(cfg.worker.job)
   /// Cap of the Paranoid Pirate reconnect backoff: the silence tolerated before the next
   /// reconnect doubles from heartbeat_liveness × heartbeat_interval_ms up to this.
@@ -83,6 +96,10 @@ struct worker_stats {
   std::uint64_t swept = 0;       ///< done records removed by this worker's sweeps
   std::uint64_t complete_calls = 0; ///< completion batches written (each: one transaction per partition)
   std::uint64_t assign_epoch = 0; ///< epoch of the last ctl.assign applied
+  /// The set-up thread read the server clock and every shard's meta row (work_table::prepare);
+  /// false while it runs, when a read failed, once a ctl.assign cut it short (it then reads
+  /// only the assigned shards' rows), or without one (standalone without create_table).
+  bool storage_prepared = false;
   std::uint32_t in_flight = 0;   ///< records held right now (ready, running, or being completed)
   double rate_per_s = 0;         ///< completions per second over the last ~10 s
 };

@@ -148,16 +148,19 @@ inline std::size_t count_of(const workers::work_table& t, const std::string& que
 class supervisor_process {
 public:
   /// `toml` is the whole configuration file; `extra_args` follow "supervisor";
-  /// `env` is added to the child's environment.
+  /// `env` is added to the child's environment; `connection_string` is its storage (empty =
+  /// the fixture's Azurite; e.g. a fault proxy's).
   supervisor_process(fs::path dir, const std::string& toml, std::vector<std::string> extra_args,
-                     std::vector<std::pair<std::string, std::string>> env = {})
+                     std::vector<std::pair<std::string, std::string>> env = {},
+                     const std::string& connection_string = "")
       : dir_(std::move(dir)) {
     fs::create_directories(dir_);
     std::ofstream(dir_ / "shoal.toml") << toml;
     endpoint_ = "ipc://" + (dir_ / "sup.sock").string();
     workers::child_options co;
     co.argv = {shoal_binary(), "--config", (dir_ / "shoal.toml").string(), "--connection-string",
-               azurite_connection_string(), "supervisor", "--endpoint", endpoint_};
+               connection_string.empty() ? azurite_connection_string() : connection_string, "supervisor",
+               "--endpoint", endpoint_};
     co.argv.insert(co.argv.end(), extra_args.begin(), extra_args.end());
     co.env = std::move(env);
     co.env.emplace_back("AZURE_STORAGE_CONNECTION_STRING", azurite_connection_string());

@@ -2,6 +2,7 @@
 // else): restarts, hung-worker detection, release of a dead worker's claims, drain on SIGTERM,
 // SIGHUP resizing, the restart backoff, `shoal status` and /metrics.
 
+#include "tests/support/fault_proxy.hpp"
 #include "tests/workers/fleet/fleet_harness.hpp"
 
 #include <fcntl.h>
@@ -174,6 +175,42 @@ TEST_F(SupervisorIt, SigtermDrainsEveryWorkerAndExitsZero) {
     EXPECT_NE(ev.find(std::string("bye ") + slot), std::string::npos) << ev;
   for (const auto& w : s->workers)
     EXPECT_NE(::kill(static_cast<pid_t>(w.pid), 0), 0) << w.slot;
+}
+
+// Issue 19, a joining host's first claim: the workers start while the supervisor joins the
+// fleet, not after. Joining is slowed down here (every PUT and MERGE of the table service, the
+// fleet table's host row and lease writes, waits 3 s at a proxy; the work table's create is a
+// POST, not slowed): the workers say hello before the supervisor has joined (it prints its
+// "listening" line and answers ctl.status only once joined), and get their ctl.assign after.
+TEST_F(SupervisorIt, StartsItsWorkersWhileItJoinsTheFleet) {
+  auto proxy = tests::fault_proxy::listen({azurite_connection_string()});
+  ASSERT_TRUE(proxy) << proxy.error().describe();
+  proxy->start();
+  tests::fault_plan slow;
+  tests::fault_rule lag;
+  lag.kind = tests::fault_kind::latency;
+  lag.services = {"table"};
+  lag.methods = {"PUT", "MERGE"};
+  lag.delay = milliseconds(3'000);
+  slow.rules.push_back(lag);
+  proxy->set_plan(slow);
+  const auto events = dir / "events";
+  supervisor_process sup(dir, toml(table, 2), fake(), {{"FAKE_EVENTS", events.string()}},
+                         proxy->connection_string());
+  ASSERT_TRUE(eventually([&] { return read_file(events).find("hello w1") != std::string::npos; }, milliseconds(30'000)))
+      << read_file(events) << sup.log();
+  EXPECT_EQ(sup.log().find("listening on"), std::string::npos) << "joined before its workers said hello\n" << sup.log();
+  EXPECT_EQ(read_file(events).find("assign"), std::string::npos) << "a ctl.assign before joining\n" << read_file(events);
+  proxy->set_plan({});
+  auto s = sup.status_when(
+      [](const fleet_status& s) {
+        return live_workers(s) == 2 && !s.workers[0].shards.empty() && !s.workers[1].shards.empty();
+      },
+      milliseconds(30'000));
+  ASSERT_TRUE(s && live_workers(*s) == 2) << sup.log();
+  const auto ev = read_file(events);
+  EXPECT_NE(ev.find("assign "), std::string::npos) << ev;
+  EXPECT_EQ(ev.find("[]"), std::string::npos) << "a ctl.assign of every shard (an empty list) before the fleet's\n" << ev;
 }
 
 TEST_F(SupervisorIt, SighupGrowsAndShrinksTheFleetWithoutTouchingHealthyWorkers) {

@@ -11,6 +11,7 @@
 #include "tests/support/azurite.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/fault_proxy.hpp"
+#include "tests/support/request_counts.hpp"
 #include "transport/socket.hpp"
 #include "workers/child_process.hpp"
 #include "workers/fleet/protocol.hpp"
@@ -234,6 +235,18 @@ struct running_worker {
 
 using shoal::tests::eventually; // tests/support/eventually.hpp
 
+/// `n` records whose ids ("{prefix}{i}") fall in `shard` of `shards`.
+std::vector<new_record> records_in_shard(const std::string& prefix, std::uint32_t shard, std::size_t n,
+                                         std::uint32_t shards) {
+  std::vector<new_record> recs;
+  for (int i = 0; recs.size() < n; ++i) {
+    auto id = prefix + std::to_string(i);
+    if (shard_of(id, shards) == shard)
+      recs.push_back({id, "payload", {}});
+  }
+  return recs;
+}
+
 job_factory fake_factory(std::shared_ptr<fake_state> s) {
   return [s](const config&) -> result<std::unique_ptr<job>> { return std::make_unique<fake_job>(s); };
 }
@@ -353,13 +366,7 @@ TEST(WorkerIt, WakeUpForOneShardQueriesThatShardAlone) {
   EXPECT_EQ(table.counters().snapshot().claim_queries, before + 1) << "a wake-up for shard 2 queried other shards too";
 
   // Records in one shard and a wake-up naming it: claimed and done, with one query per claim.
-  std::vector<new_record> recs;
-  for (int i = 0; recs.size() < 3; ++i) {
-    auto id = "s" + std::to_string(i);
-    if (shard_of(id, o.cfg.work.shards) == 5)
-      recs.push_back({id, "payload", {}});
-  }
-  ASSERT_TRUE(env.work->enqueue("fq", recs));
+  ASSERT_TRUE(env.work->enqueue("fq", records_in_shard("s", 5, 3, o.cfg.work.shards)));
   const auto calls = rw.w->stats().claim_calls;
   const auto queries = table.counters().snapshot().claim_queries;
   wa.shard = 5;
@@ -367,6 +374,71 @@ TEST(WorkerIt, WakeUpForOneShardQueriesThatShardAlone) {
   ASSERT_TRUE(eventually([&] { return rw.w->stats().done == 3; })) << "done " << rw.w->stats().done;
   EXPECT_EQ(table.counters().snapshot().claim_queries - queries, rw.w->stats().claim_calls - calls)
       << "every claim after the wake-up visited shard 5 alone";
+}
+
+// Issue 19, a joining host's first claim: `shoal supervisor` starts its workers before it joins
+// the fleet (--await-assign). Such a worker claims nothing until its first ctl.assign, however
+// late, and meanwhile reads the server clock and the meta row of every shard of its queue, so
+// that once the assignment comes its first claim is the ticket query and the claim transaction
+// alone: no clock read, no meta row.
+TEST(WorkerIt, AwaitingItsAssignmentClaimsNothingAndThenOnlyQueriesAndClaims) {
+  storage_env env;
+  fake_router router;
+  auto state = std::make_shared<fake_state>();
+  worker_options o;
+  o.cfg = env.cfg();
+  o.slot = "w5";
+  o.host = "hostx";
+  o.supervisor = router.endpoint;
+  o.await_assign = true;
+  o.cfg.worker.poll_min_ms = 60'000; // after the claim the assignment triggers, no poll for a minute
+  o.cfg.worker.poll_max_ms = 60'000;
+  o.factory = fake_factory(state);
+  constexpr std::uint32_t shard = 5;
+  ASSERT_TRUE(env.work->enqueue("fq", records_in_shard("a", shard, 3, o.cfg.work.shards)));
+  auto table = own_table(env);
+  const auto before = storage::process_request_counts();
+  auto w = worker::make(table, o);
+  ASSERT_TRUE(w) << w.error().describe();
+  running_worker rw(std::move(*w));
+  ASSERT_TRUE(router.expect<hello>());
+  // Without await_assign, a worker that hears no ctl.assign claims from every shard after one
+  // second and one heartbeat interval (50 ms). What is tested is that nothing happens during
+  // that time, so it waits for 40 heartbeats (2 s) to have been sent.
+  ASSERT_TRUE(eventually([&] {
+    const auto st = rw.w->stats();
+    return st.heartbeats_sent >= 40 && st.storage_prepared;
+  })) << "heartbeats " << rw.w->stats().heartbeats_sent;
+  EXPECT_EQ(rw.w->stats().claim_calls, 0u);
+  EXPECT_EQ(table.counters().snapshot().claim_queries, 0u);
+  EXPECT_EQ(state->runs.load(), 0);
+  auto prepared = tests::requests_to(env.table_name, before);
+  EXPECT_GE(prepared["get"], o.cfg.work.shards) << "a meta row read per shard";
+  EXPECT_GE(prepared["query"], 1u) << "the server clock";
+  EXPECT_EQ(env.count("fq", record_status::pending), 3u);
+
+  // The assignment: one claim (one ticket query, one transaction), and nothing read again.
+  const auto at_assign = storage::process_request_counts();
+  const auto queries = table.counters().snapshot().claim_queries;
+  assign a;
+  a.epoch = 1;
+  a.queue = "fq";
+  a.shards = {shard};
+  router.send(a);
+  ASSERT_TRUE(eventually([&] { return rw.w->stats().done == 3; })) << "done " << rw.w->stats().done;
+  auto sent = tests::requests_to(env.table_name, at_assign);
+  std::string listed;
+  for (const auto& [op, n] : sent)
+    listed += " " + op + "=" + std::to_string(n);
+  SCOPED_TRACE("requests after ctl.assign:" + listed);
+  EXPECT_EQ(sent["get"], 0u) << "a meta row read after ctl.assign";
+  // Claims of shard 5 alone (one record, then the rest once a run is timed: one ticket query
+  // each), and no other query (the server clock).
+  const auto claim_queries = table.counters().snapshot().claim_queries - queries;
+  EXPECT_GE(claim_queries, 1u);
+  EXPECT_EQ(sent["query"], claim_queries) << "a query besides the ticket queries (the server clock) after ctl.assign";
+  EXPECT_GE(sent["batch"], 2u) << "the claim and the completion";
+  EXPECT_EQ(rw.w->stats().claimed, 3u);
 }
 
 TEST(WorkerIt, ReconnectsAndSaysHelloAgainWhenTheSupervisorGoesSilent) {
@@ -899,7 +971,7 @@ TEST(WorkerIt, ShoalWorkerHelpNamesItsFlags) {
   for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;)
     text.append(buf, n);
   EXPECT_EQ(::pclose(p), 0);
-  for (const char* flag : {"--slot", "--supervisor", "--job", "--exec", "--queue", "--concurrency"})
+  for (const char* flag : {"--slot", "--supervisor", "--job", "--exec", "--queue", "--concurrency", "--await-assign"})
     EXPECT_NE(text.find(flag), std::string::npos) << flag;
 }
 
