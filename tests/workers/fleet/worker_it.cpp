@@ -437,7 +437,9 @@ TEST(WorkerIt, AwaitingItsAssignmentClaimsNothingAndThenOnlyQueriesAndClaims) {
   const auto claim_queries = table.counters().snapshot().claim_queries - queries;
   EXPECT_GE(claim_queries, 1u);
   EXPECT_EQ(sent["query"], claim_queries) << "a query besides the ticket queries (the server clock) after ctl.assign";
-  EXPECT_GE(sent["batch"], 2u) << "the claim and the completion";
+  // A claim of one record is a single merge, of several an entity group transaction; so is a
+  // completion. Which of them happens depends on how the runs interleave with the claims.
+  EXPECT_GE(sent["batch"] + sent["merge"], 2u) << "the claim and the completion";
   EXPECT_EQ(rw.w->stats().claimed, 3u);
 }
 
