@@ -106,6 +106,7 @@ std::map<std::string, key_binding> bindings(config& c) {
       {"persistor.batch_max_records", bind(c.persistor.batch_max_records)},
       {"persistor.batch_max_bytes", bind(c.persistor.batch_max_bytes)},
       {"persistor.batch_max_delay_ms", bind(c.persistor.batch_max_delay_ms)},
+      {"persistor.batch_left_behind_records", bind(c.persistor.batch_left_behind_records)},
       {"persistor.event_time_field", bind(c.persistor.event_time_field)},
       {"persistor.partition", bind(c.persistor.partition)},
       {"persistor.host", bind(c.persistor.host)},

@@ -93,6 +93,7 @@ struct persistor_config {
   std::uint32_t batch_max_records = 10000;
   std::uint32_t batch_max_bytes = 4u << 20;
   std::uint32_t batch_max_delay_ms = 1000;
+  std::uint32_t batch_left_behind_records = 100; ///< seal a dest's other date folders after this many records in a row to one (0 = off)
   std::string event_time_field;          ///< JSON field of the payload holding the event time; empty = ingest time
   std::string partition = "day";         ///< date folders of blob names: day | hour | month
   std::string host;                      ///< host part of blob names; empty = gethostname()

@@ -198,6 +198,7 @@ std::string config_text(const init_args& a, const workers::config& d, const key_
   s += "batch_max_records = " + std::to_string(p.batch_max_records) + "\n";
   s += "batch_max_bytes = " + std::to_string(p.batch_max_bytes) + "\n";
   s += "batch_max_delay_ms = " + std::to_string(p.batch_max_delay_ms) + "\n";
+  s += "batch_left_behind_records = " + std::to_string(p.batch_left_behind_records) + "\n";
   s += "event_time_field = \"\"           # empty: partition by ingest time\n";
   s += "writers = " + std::to_string(p.writers) + "\n";
   s += "max_inflight_bytes = " + std::to_string(p.max_inflight_bytes) + "\n";

@@ -181,7 +181,7 @@ int run_persistor(const global_options& g, const persistor_args& a) {
   eo.append_max_blocks = p.append_max_blocks;
   eo.append_max_bytes = p.append_max_bytes;
   eo.limits = {.max_records = p.batch_max_records, .max_bytes = p.batch_max_bytes,
-               .max_delay_ms = p.batch_max_delay_ms};
+               .max_delay_ms = p.batch_max_delay_ms, .left_behind_records = p.batch_left_behind_records};
   eo.partition = *workers::persistor::parse_partition_depth(p.partition); // checked by validate
   eo.host = p.host.empty() ? workers::persistor::local_host_name() : p.host;
   eo.name = p.name;
@@ -206,6 +206,9 @@ int run_persistor(const global_options& g, const persistor_args& a) {
     if (!w)
       return fail_with(w.error().describe());
     if (auto c = w->create_if_missing(); !c)
+      return fail_with("work table: " + c.error().describe());
+    // The server clock now, not in the first registration: that one holds the first acks.
+    if (auto c = w->sync_clock(); !c)
       return fail_with("work table: " + c.error().describe());
     etl = std::move(*w);
   }

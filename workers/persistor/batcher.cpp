@@ -6,6 +6,8 @@ namespace shoal::workers::persistor {
 batch batcher::seal(std::map<std::pair<std::string, std::string>, batch>::iterator it) {
   if (cache_valid_ && cache_it_ == it)
     cache_valid_ = false;
+  if (run_valid_ && run_it_ == it)
+    run_valid_ = false;
   batch b = std::move(it->second);
   open_.erase(it);
   open_bytes_ -= b.body.size();
@@ -71,9 +73,30 @@ std::vector<batch> batcher::add(const record& r, ack_token token, std::int64_t n
   b.summary.first_event_time = std::min(b.summary.first_event_time, r.event_time);
   b.summary.last_event_time = std::max(b.summary.last_event_time, r.event_time);
   open_records_ += 1;
+  if (run_valid_ && run_it_ == it) {
+    ++run_records_;
+  } else {
+    run_valid_ = true;
+    run_it_ = it;
+    run_records_ = 1;
+  }
+  const bool moved_on = limits_.left_behind_records > 0 && run_records_ == limits_.left_behind_records;
+  if (moved_on)
+    seal_left_behind(it, sealed);
   if (b.tokens.size() >= limits_.max_records || b.body.size() >= limits_.max_bytes)
     sealed.push_back(seal(it));
   return sealed;
+}
+
+void batcher::seal_left_behind(open_map::iterator current, std::vector<batch>& sealed) {
+  // open_ is ordered by (dest, partition): the dest's batches are adjacent.
+  const std::string& dest = current->first.first;
+  for (auto it = open_.lower_bound({dest, std::string()}); it != open_.end() && it->first.first == dest;) {
+    auto next = std::next(it);
+    if (it != current)
+      sealed.push_back(seal(it));
+    it = next;
+  }
 }
 
 std::vector<batch> batcher::due(std::int64_t now_ms) {

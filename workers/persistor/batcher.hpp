@@ -2,7 +2,10 @@
 // Batching per destination and date partition (day by default; format.hpp partition_depth;
 // DESIGN.md "Blobs", Defaults "persistor batch"):
 // a batch is sealed when it reaches max_records, max_bytes or max_delay since its first record,
-// whichever comes first. Pure state machine over a caller-supplied clock, so tests never sleep.
+// whichever comes first, or when its dest's records have moved on to another date folder
+// (left_behind_records in a row went to one other folder: time-ordered input, such as a file of
+// dated records sent in date order, never comes back to a folder it left). Pure state machine
+// over a caller-supplied clock, so tests never sleep.
 //
 //   batcher b({.max_records = 2}, record_format::ndjson);
 //   auto sealed = b.add(rec, /*token*/ 1, now_ms);   // [] — batch open
@@ -26,6 +29,12 @@ struct batch_limits {
   std::size_t max_records = 10000;            ///< records per batch
   std::size_t max_bytes = 4u << 20;           ///< formatted bytes per batch
   std::int64_t max_delay_ms = 1000;           ///< ms from a batch's first record to its seal
+  /// Once this many records in a row (of the stage's input, counted per open batch) go to one
+  /// batch, the other open batches of the same dest are sealed: the input has left their date
+  /// folders behind. A record that comes back to a sealed folder opens a new batch there.
+  /// Interleaved input (records of many folders mixed) never makes such a run, so only
+  /// max_records/max_bytes/max_delay cut it. 0 = off.
+  std::size_t left_behind_records = 100;
 };
 
 /// Opaque per-record handle of the source (push: a waiting producer; pull: a queue message),
@@ -53,7 +62,8 @@ public:
 
   /// Adds `r` to the open batch of (r.dest, partition_of(r.event_time, depth)), opening one if needed.
   /// Returns the batches sealed by this call: the open one first when `r` would push it over
-  /// max_bytes, then the one `r` filled to max_records/max_bytes. A record larger than
+  /// max_bytes, then those of r.dest that `r` left behind (left_behind_records), then the one
+  /// `r` filled to max_records/max_bytes. A record larger than
   /// max_bytes alone becomes a batch of one. `now_ms` is any monotonic millisecond clock.
   std::vector<batch> add(const record& r, ack_token token, std::int64_t now_ms);
 
@@ -79,6 +89,7 @@ private:
   using open_map = std::map<std::pair<std::string, std::string>, batch>;
   batch seal(open_map::iterator it);
   open_map::iterator open_for(const record& r, std::int64_t now_ms); // finds or opens
+  void seal_left_behind(open_map::iterator current, std::vector<batch>& sealed);
 
   batch_limits limits_;
   record_format format_;
@@ -90,6 +101,10 @@ private:
   bool cache_valid_ = false;
   std::int64_t cache_period_ = 0; // partition_period of the cached batch's records
   open_map::iterator cache_it_{};
+  // The run of consecutive records that went to one open batch (left_behind_records).
+  bool run_valid_ = false;
+  std::size_t run_records_ = 0;
+  open_map::iterator run_it_{};
 };
 
 } // namespace shoal::workers::persistor

@@ -609,6 +609,45 @@ TEST(PersistorBatcher, OneBatchPerFolderOfTheDepth) {
   }
 }
 
+// Issue 14: a file of dated records sent in date order (flights) reaches a day's folder, fills
+// it, and never comes back. Once left_behind_records of the next day have come in a row, the
+// days left behind are sealed (and written, acked and loaded while the rest is still sent)
+// instead of waiting for max_delay or the end-of-input flush. Records of other dests and
+// interleaved input are not cut by it.
+TEST(PersistorBatcher, SealsTheFoldersTheInputHasLeftBehind) {
+  constexpr std::int64_t day = 86'400'000;
+  batcher b({.max_records = 1000, .max_bytes = 1 << 20, .max_delay_ms = 1000, .left_behind_records = 3},
+            record_format::ndjson);
+  ack_token t = 1;
+  auto other = sample("o", "{}");
+  other.dest = "other";
+  EXPECT_TRUE(b.add(other, t++, 0).empty());
+  for (int i = 0; i < 5; ++i) // day 0: tokens 2..6
+    EXPECT_TRUE(b.add(sample("a", "{}"), t++, 0).empty());
+  EXPECT_TRUE(b.add(sample("b", "{}", t_2001_01_05_1030 + day), t++, 0).empty());
+  EXPECT_TRUE(b.add(sample("b", "{}", t_2001_01_05_1030 + day), t++, 0).empty());
+  auto s = b.add(sample("b", "{}", t_2001_01_05_1030 + day), t++, 0); // third of day 1 in a row
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].partition, "2001/01/05");
+  EXPECT_EQ(s[0].tokens, (std::vector<ack_token>{2, 3, 4, 5, 6}));
+  EXPECT_TRUE(b.add(sample("b", "{}", t_2001_01_05_1030 + day), t++, 0).empty()) << "sealed once per run";
+  // A late record of day 0 opens a new batch; interleaved days from then on cut nothing.
+  for (int i = 0; i < 20; ++i)
+    EXPECT_TRUE(b.add(sample("x", "{}", t_2001_01_05_1030 + (i % 2) * day), t++, 0).empty()) << i;
+  EXPECT_EQ(b.open_records(), 1u + 4u + 20u);
+  auto rest = b.flush_all();
+  ASSERT_EQ(rest.size(), 3u); // day 0 and day 1 of "flights", and "other" (never cut)
+  EXPECT_EQ(rest[2].dest, "other");
+  EXPECT_EQ(rest[2].tokens, std::vector<ack_token>{1});
+
+  // 0 turns it off.
+  batcher off({.max_records = 1000, .max_bytes = 1 << 20, .max_delay_ms = 1000, .left_behind_records = 0},
+              record_format::ndjson);
+  EXPECT_TRUE(off.add(sample("a", "{}"), 1, 0).empty());
+  for (ack_token i = 2; i < 50; ++i)
+    EXPECT_TRUE(off.add(sample("b", "{}", t_2001_01_05_1030 + day), i, 0).empty());
+}
+
 TEST(PersistorBatcher, SealHoldingSealsOnlyTheBatchesWithThoseTokens) {
   batcher b({.max_records = 100, .max_bytes = 1 << 20, .max_delay_ms = 1000}, record_format::ndjson);
   b.add(sample("1", "{}"), 1, 0);
