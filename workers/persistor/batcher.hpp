@@ -1,6 +1,6 @@
 #pragma once
 // Batching per destination and date partition (day by default; format.hpp partition_depth;
-// DESIGN.md "Blobs", Defaults "persistor batch"):
+// workers/etl/BLOBS.md; the defaults: README "Configuration", [persistor]):
 // a batch is sealed when it reaches max_records, max_bytes or max_delay since its first record,
 // whichever comes first. Pure state machine over a caller-supplied clock, so tests never sleep.
 //
