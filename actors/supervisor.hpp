@@ -33,7 +33,7 @@ struct child_spec {
   }
 };
 
-/// Supervisor settings. Defaults follow DESIGN.md: 5 restarts in 60 s.
+/// Supervisor settings. Defaults: 5 restarts in 60 s, as OTP supervisors (README "How it fits together").
 struct supervisor_options {
   restart_strategy strategy = restart_strategy::one_for_one;
   std::uint32_t max_restarts = 5;                  ///< restarts allowed within `period`

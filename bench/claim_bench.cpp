@@ -18,9 +18,9 @@
 //   bench/run.sh claim [--records N]          (needs AZURE_STORAGE_CONNECTION_STRING)
 
 #include "storage/table_client.hpp"
-#include "workers/claimer.hpp"
-#include "workers/key_escape.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/claimer.hpp"
+#include "workers/claim/key_escape.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <spawn.h>
 #include <sys/wait.h>

@@ -32,9 +32,9 @@
 #include "storage/table_client.hpp"
 #include "workers/child_process.hpp"
 #include "workers/dev_storage.hpp"
-#include "workers/key_escape.hpp"
+#include "workers/claim/key_escape.hpp"
 #include "workers/process_stats.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <fcntl.h>
 #include <signal.h>

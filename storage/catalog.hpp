@@ -1,6 +1,6 @@
 #pragma once
 // The catalog: a multi-index lookup on Azure tables with a write-ahead log and recovery
-// (DESIGN.md "Catalog"; seed az-table-catalog, whose faults are fixed here). storage/CATALOG.md
+// (seed az-table-catalog, whose faults are fixed here). storage/CATALOG.md
 // has the same layout with the reasoning; this comment is the reference.
 //
 // Tables (derived from the catalog name N, 3..60 letters/digits starting with a letter):

@@ -1,5 +1,5 @@
 #pragma once
-// The blob catalog: what the persistor registers for every blob it commits (DESIGN.md "Blobs"),
+// The blob catalog: what the persistor registers for every blob it commits (workers/etl/BLOBS.md),
 // a fixed-schema facade over shoal::storage::catalog. Index keys dest, date, host; row key
 // blob (the blob name); properties container, format, record_count.
 //

@@ -1,6 +1,6 @@
 #pragma once
 // The one escaping of arbitrary text into Azure Table keys (PartitionKey / RowKey), shared by the
-// catalog (storage/CATALOG.md "Keys") and the work table (workers/SCHEMA.md "Keys"). The escaped
+// catalog (storage/CATALOG.md "Keys") and the work table (workers/claim/SCHEMA.md "Keys"). The escaped
 // form is stored in tables: never change it.
 //
 // Table keys may not contain `/ \ # ?`, U+0000–U+001F or U+007F–U+009F (shared/reference/

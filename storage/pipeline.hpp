@@ -22,7 +22,7 @@ enum class service : std::uint8_t { blob, queue, table };
 /// Table requests can be signed either way (REST "Authorize with Shared Key").
 enum class table_auth_scheme : std::uint8_t { shared_key, shared_key_lite };
 
-/// Exponential backoff with jitter (DESIGN.md defaults: 4 attempts, 200 ms doubling, ±20 %).
+/// Exponential backoff with jitter (defaults: 4 attempts, 200 ms doubling, ±20 %; README "Configuration", storage.max_attempts).
 /// Retried: 408, 429, 500, 502, 503, 504 and transport errors; never another 4xx.
 /// A server delay (x-ms-retry-after-ms / retry-after-ms in ms, Retry-After in seconds)
 /// replaces the computed one, still capped at `max_delay`.

@@ -35,9 +35,9 @@ struct storage_config {
   std::string ca_file;                ///< PEM bundle for TLS; empty = system default
 };
 
-/// [work]: the work table and claiming (workers/SCHEMA.md).
+/// [work]: the work table and claiming (workers/claim/SCHEMA.md).
 struct work_config {
-  std::string table = "shoalwork";     ///< the work table (workers/SCHEMA.md)
+  std::string table = "shoalwork";     ///< the work table (workers/claim/SCHEMA.md)
   std::uint32_t shards = 16;           ///< partitions per queue: {queue}-{shard:02x}
   std::uint32_t lease_ms = 30'000;      ///< a claim's lease, on the storage server's clock
   std::uint32_t lease_renew_ms = 10'000; ///< renew held leases this often (< lease_ms)

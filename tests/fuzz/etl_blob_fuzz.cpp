@@ -10,7 +10,7 @@
 //  - every extracted record ends up either valid or quarantined exactly once per step, and the
 //    transform's rows plus its quarantine account for every valid record.
 
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 #include "workers/etl/dataset.hpp"
 
 #include <cstdint>

@@ -6,7 +6,7 @@
 
 #include "storage/catalog.hpp"
 #include "storage/table_entity.hpp"
-#include "workers/key_escape.hpp" // the work table's front end must agree byte for byte
+#include "workers/claim/key_escape.hpp" // the work table's front end must agree byte for byte
 
 #include <gtest/gtest.h>
 

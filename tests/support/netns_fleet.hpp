@@ -11,7 +11,7 @@
 #include "storage/table_client.hpp"
 #include "workers/child_process.hpp"
 #include "workers/fleet/status.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <chrono>
 #include <cstdint>

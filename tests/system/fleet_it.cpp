@@ -132,7 +132,7 @@ TEST_F(FleetSystemIt, KilledWorkerIsRestartedAndItsClaimsReleasedWithinTwoSecond
   enqueue(n);
   supervisor_process sup(dir / "sup", toml(3, "sleep 0.05; "), {});
   // Mid-run: some done, and a worker holding records in the table (its owner string is
-  // "{host}/{slot}/{pid}", workers/fleet/protocol.hpp).
+  // "{host}/{slot}/{pid}", workers/fleet/ctl_protocol.hpp).
   std::string owner;
   std::optional<workers::fleet::worker_status> victim;
   ASSERT_TRUE(eventually(

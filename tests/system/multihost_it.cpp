@@ -16,7 +16,7 @@
 #include "tests/support/processes.hpp"
 #include "workers/child_process.hpp"
 #include "workers/local_azurite.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // Unit tests of reading a JSON array without a DOM (workers/json_input.hpp): what `shoal send`
 // sends per element and how `shoal run` counts records, against nlohmann's reading.
 
-#include "workers/json_input.hpp"
+#include "workers/persistor/json_input.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>

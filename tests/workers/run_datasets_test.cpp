@@ -3,7 +3,7 @@
 // quarantine, and the rows land in SQLite through the dataset's own DDL and insert.
 
 #include "tests/support/azurite.hpp"
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 #include "workers/etl/dataset.hpp"
 
 #include <gtest/gtest.h>

@@ -40,7 +40,7 @@ struct catalog_args {
 
 std::optional<st::table_service_client> service(const workers::config& c) {
   st::pipeline_options opts = pipeline_options_for(c);
-#if defined(SHOAL_TEST_HOOKS) // test builds only (workers/CMakeLists.txt)
+#if defined(SHOAL_TEST_HOOKS) // test builds only (workers/cmd/CMakeLists.txt)
   if (const char* skew = std::getenv("SHOAL_TEST_CLOCK_SKEW_MS"); skew && *skew) {
     char* end = nullptr;
     long long ms = std::strtoll(skew, &end, 10);

@@ -18,7 +18,7 @@
 #include "storage/blob_client.hpp"
 #include "storage/table_client.hpp"
 #include "workers/etl/orchestrator.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -122,7 +122,7 @@ int run_run(const workers::config& c, const etl_args& a) {
   auto history = workers::etl::parse_history_mode(c.etl.history);
   if (!history) return report("run", history.error());
   o.history = *history;
-#if defined(SHOAL_TEST_HOOKS) // fault injection exists in test builds only (workers/CMakeLists.txt)
+#if defined(SHOAL_TEST_HOOKS) // fault injection exists in test builds only (workers/cmd/CMakeLists.txt)
   o.crash_after = workers::etl::crash_hook_from_env(); // SHOAL_ETL_CRASH_AT: kill -9 drills
   if (const char* crash = std::getenv("SHOAL_ETL_CRASH_AFTER"); crash && *crash) {
     std::string step = crash;

@@ -1,5 +1,5 @@
 // `shoal persistor`: stores every message it is given as date-partitioned JSON blobs
-// (DESIGN.md "Blobs"), acknowledging a message only after the blob holding it is committed.
+// (workers/etl/BLOBS.md), acknowledging a message only after the blob holding it is committed.
 //
 //   shoal persistor [--mode push|pull] [--endpoint tcp://0.0.0.0:5590] [--queue q --pullers 4]
 //                   [--name p1] [--host h] [--container shoal] [--format persistor-v1|ndjson]

@@ -1,4 +1,4 @@
-// `shoal records`: the work table from the command line (workers/SCHEMA.md).
+// `shoal records`: the work table from the command line (workers/claim/SCHEMA.md).
 //
 //   shoal records enqueue [ID...] [--file F [--format auto|json|ndjson|csv]] [--payload P] [--delay-ms N]
 //   shoal records list [--status S] [--limit N]        counts per status and per shard, then records
@@ -19,7 +19,7 @@
 #include "storage/blob_client.hpp"
 #include "storage/table_client.hpp"
 #include "workers/json_limits.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <nlohmann/json.hpp>
 

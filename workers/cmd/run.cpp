@@ -15,10 +15,10 @@
 #include "workers/cmd/cli.hpp"
 #include "workers/cmd/run_progress.hpp"
 #include "workers/dev_storage.hpp"
-#include "workers/json_input.hpp"
+#include "workers/persistor/json_input.hpp"
 #include "workers/persistor/format.hpp"
 #include "workers/process_stats.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include "storage/blob_client.hpp"
 #include "storage/table_client.hpp"

@@ -8,10 +8,10 @@
 #include "storage/table_client.hpp"
 #include "transport/socket.hpp"
 #include "workers/cmd/cli.hpp"
-#include "workers/fleet/protocol.hpp"
+#include "workers/fleet/ctl_protocol.hpp"
 #include "workers/fleet/status.hpp"
 #include "workers/fleet/supervisor.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <signal.h>
 #include <unistd.h>

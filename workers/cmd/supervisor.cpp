@@ -6,6 +6,7 @@
 #include "workers/cmd/cli.hpp"
 #include "workers/child_process.hpp"
 #include "workers/fleet/supervisor.hpp"
+#include "workers/web/dashboard.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -79,6 +80,7 @@ int run_supervisor(const global_options& g, const supervisor_args& a) {
 
   workers::fleet::supervisor_options so;
   so.cfg = *cfg;
+  so.dashboard = workers::web::dashboard_starter(); // served when [web] port ≠ 0
   so.reload = [g, a]() -> workers::result<workers::config> {
     auto c = load(g, storage_need::explicit_only, "supervisor");
     if (!c)

@@ -12,11 +12,12 @@
 // storage while it heartbeats.
 
 #include "workers/cmd/cli.hpp"
+#include "workers/cmd/jobs.hpp"
 
 #include "storage/blob_client.hpp"
 #include "storage/table_client.hpp"
 #include "workers/fleet/worker.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -91,6 +92,7 @@ int run_worker(const global_options& g, const worker_args& a) {
   workers::fleet::worker_options o;
   o.cfg = *c;
   o.slot = a.slot;
+  o.factory = find_job_factory(c->worker.job); // nullptr when unknown: make() says so
   o.supervisor = a.standalone || a.supervisor == "none" ? std::string() : !a.supervisor.empty() ? a.supervisor : c->fleet.endpoint;
   o.supervisor_pid = o.supervisor.empty() ? 0 : a.supervisor_pid;
   if (o.supervisor.empty()) {

@@ -9,7 +9,7 @@
 // a dataset and the extracted records, so a resumed orchestration can replay them.
 
 #include "workers/error.hpp"
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 #include "workers/etl/sql_sink.hpp"
 
 #include <nlohmann/json.hpp>

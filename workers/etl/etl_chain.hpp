@@ -174,7 +174,7 @@ struct etl_chain_options {
   /// Reopens the sink when the load stage restarts; empty: a restarted load stage fails to
   /// start (the chain then gives up once the restart intensity is exceeded).
   sink_factory open_sink;
-  std::uint32_t max_restarts = 5;           ///< stage restarts allowed within restart_period (DESIGN.md)
+  std::uint32_t max_restarts = 5;           ///< stage restarts allowed within restart_period (as OTP supervisors)
   std::chrono::milliseconds restart_period{60'000};
 };
 

@@ -1,7 +1,7 @@
 #include "workers/etl/orchestrator.hpp"
 
-#include "workers/claimer.hpp"
-#include "workers/key_escape.hpp"
+#include "workers/claim/claimer.hpp"
+#include "workers/claim/key_escape.hpp"
 
 #include <spdlog/spdlog.h>
 

@@ -44,7 +44,7 @@
 #include "workers/etl/etl_chain.hpp"
 #include "workers/etl/sql_sink.hpp"
 #include "workers/etl/steps.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <chrono>
 #include <functional>

@@ -7,7 +7,7 @@
 // again.
 
 #include "workers/error.hpp"
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 #include "workers/etl/dataset.hpp"
 #include "workers/etl/sql_sink.hpp"
 

@@ -53,13 +53,13 @@ void fleet_table::observe(system_clock::time_point date, const std::string& etag
   auto received = clock_->steady_now();
   if (date.time_since_epoch().count() > 0) clock_->observe(date, sent, received, std::chrono::seconds(1));
   if (!etag.empty())
-    if (auto t = etag_time(etag)) clock_->observe(*t, sent, received, milliseconds(1));
+    if (auto t = storage::etag_time(etag)) clock_->observe(*t, sent, received, milliseconds(1));
 }
 
 result<fleet_table> fleet_table::open(storage::table_client client) {
   if (auto r = client.create_table_if_not_exists(); !r)
     return std::unexpected(error::from_storage(r.error(), "create the fleet table " + client.name()));
-  fleet_table t(std::move(client), std::make_shared<server_clock>());
+  fleet_table t(std::move(client), std::make_shared<storage::server_clock>());
   storage::table_query q;
   q.page_size = 1;
   auto sent = t.clock_->steady_now();

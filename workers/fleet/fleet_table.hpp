@@ -1,5 +1,5 @@
 #pragma once
-// The fleet table (`[fleet] table`, default "shoalfleet"; workers/SCHEMA.md "The fleet table"):
+// The fleet table (`[fleet] table`, default "shoalfleet"; workers/claim/SCHEMA.md "The fleet table"):
 // the coordinator lease row and one row per host.
 //
 // The coordinator lease: PartitionKey "coordinator", RowKey "lease". Acquired by insert when the
@@ -9,12 +9,12 @@
 // Two contenders can never both succeed: the second write's If-Match fails (412) or its insert
 // conflicts (409).
 //
-// Times come from the storage server's clock (server_clock, fed by every response's `Date`
+// Times come from the storage server's clock (storage::server_clock, fed by every response's `Date`
 // header and ETag), never from the local wall clock.
 
 #include "storage/table_client.hpp"
 #include "workers/error.hpp"
-#include "workers/server_clock.hpp"
+#include "storage/server_clock.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -98,13 +98,13 @@ public:
   const storage::table_client& client() const noexcept { return client_; }
 
 private:
-  fleet_table(storage::table_client c, std::shared_ptr<server_clock> clock)
+  fleet_table(storage::table_client c, std::shared_ptr<storage::server_clock> clock)
       : client_(std::move(c)), clock_(std::move(clock)) {}
   std::chrono::system_clock::time_point lease_end(std::chrono::milliseconds lease) const;
   void observe(std::chrono::system_clock::time_point date, const std::string& etag,
                std::chrono::steady_clock::time_point sent) const;
   storage::table_client client_;
-  std::shared_ptr<server_clock> clock_;
+  std::shared_ptr<storage::server_clock> clock_;
 };
 
 } // namespace shoal::workers::fleet

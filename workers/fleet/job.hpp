@@ -1,12 +1,12 @@
 #pragma once
 // Pluggable jobs of `shoal worker` (issue 5): what runs on each claimed record. Four ship:
 // `exec` (workers/fleet/exec_job.hpp: a command per record, payload on stdin), `etl`
-// (workers/etl/etl_fleet_job.hpp: the blob named by the record loaded into SQL), and two that
-// measure the fleet's own cost per record (jobs.cpp): `noop` (done at once) and `sleep:MS`.
+// (workers/cmd/etl_fleet_job.hpp: the blob named by the record loaded into SQL), and two that
+// measure the fleet's own cost per record (workers/cmd/jobs.cpp): `noop` (done at once) and `sleep:MS`.
 
 #include "workers/config.hpp"
 #include "workers/error.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <chrono>
 #include <functional>
@@ -88,8 +88,8 @@ public:
 /// worker.exec_command), and whatever the job's own set-up returns (storage, SQL).
 using job_factory = std::function<result<std::unique_ptr<job>>(const config& cfg)>;
 
-/// The factory for `name` ("exec", "etl", "noop" or "sleep:MS"); nullptr when unknown.
-/// Thread-safe (pure).
-job_factory find_job_factory(std::string_view name);
+// The registry of jobs by name ("exec", "etl", "noop", "sleep:MS") is not here: it lives in
+// workers/cmd/jobs.hpp, the one place that knows every job, so the fleet knows jobs only
+// through this interface.
 
 } // namespace shoal::workers::fleet

@@ -1,6 +1,6 @@
 #pragma once
 // Restart intensity of one supervisor slot (Erlang/OTP supervisors: at most `intensity`
-// restarts within `period`, DESIGN.md "Defaults"). Pure: time comes in as an argument, so the
+// restarts within `period`; defaults: README "Configuration", fleet.restart_*). Pure: time comes in as an argument, so the
 // policy is tested without a clock.
 
 #include <chrono>
@@ -9,7 +9,7 @@
 
 namespace shoal::workers::fleet {
 
-/// Settings of a restart_policy. Every field has a safe default (DESIGN.md).
+/// Settings of a restart_policy. Every field has a safe default (fleet.restart_* in README "Configuration").
 struct restart_policy_options {
   std::uint32_t intensity = 5;                 ///< restarts allowed within `period` …
   std::chrono::milliseconds period{60'000};    ///< … the sliding window

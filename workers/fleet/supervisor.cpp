@@ -9,13 +9,13 @@
 #include "workers/child_process.hpp"
 #include "workers/fleet/membership.hpp"
 #include "workers/fleet/metrics.hpp"
-#include "workers/fleet/protocol.hpp"
+#include "workers/fleet/ctl_protocol.hpp"
 #include "workers/fleet/restart_policy.hpp"
 #include "workers/fleet/status.hpp"
-#include "workers/key_escape.hpp"
-#include "workers/web/dashboard.hpp"
-#include "workers/web/queue_monitor.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/key_escape.hpp"
+#include "workers/fleet/fleet_feed.hpp"
+#include "workers/fleet/queue_monitor.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -351,8 +351,8 @@ struct supervisor::impl {
 
   // The dashboard ([web] port) and the queue readings behind it and the queue-age metric.
   // Declared after metrics and table, so they stop before what they borrow.
-  std::unique_ptr<web::queue_monitor> queue_mon;
-  std::unique_ptr<web::dashboard> web;
+  std::unique_ptr<queue_monitor> queue_mon;
+  std::unique_ptr<supervisor_dashboard> web;
 
   std::atomic<int> stop_requests{0};
   std::atomic<bool> reload_requested{false};
@@ -1038,22 +1038,24 @@ result<std::unique_ptr<supervisor>> supervisor::make(supervisor_options opts) {
   m->counts = std::make_unique<counts_cache>(m->table, m->metrics.get(), m->metrics != nullptr);
   m->counts->want({resolve_worker_queue(m->cfg)});
 
-  // The dashboard ([web] port, workers/web/dashboard.hpp) and the queue readings it and the
+  // The dashboard ([web] port, started by opts.dashboard) and the queue readings it and the
   // shoal_queue_oldest_pending_age_seconds gauge share.
   if (m->table && (m->metrics || m->cfg.web.port)) {
-    web::queue_monitor_options qo;
+    queue_monitor_options qo;
     qo.sample = milliseconds(m->cfg.web.sample_ms);
     qo.queues = {resolve_worker_queue(m->cfg), m->cfg.etl.queue};
     qo.metrics = m->metrics.get();
-    m->queue_mon = std::make_unique<web::queue_monitor>(*m->table, qo);
+    m->queue_mon = std::make_unique<queue_monitor>(*m->table, qo);
   }
   if (m->cfg.web.port) {
-    web::dashboard_options wo;
+    if (!m->opts.dashboard)
+      return fail(errc::invalid_argument, "supervisor: [web] port is set but no dashboard was given to start");
+    dashboard_context wo;
     wo.cfg = m->cfg;
     wo.pipe = web_pipe;
     wo.queues = m->queue_mon.get();
     wo.metrics = m->metrics.get();
-    auto d = web::dashboard::start(std::move(wo));
+    auto d = m->opts.dashboard(std::move(wo));
     if (!d)
       return std::unexpected(d.error());
     m->web = *std::move(d);

@@ -2,7 +2,7 @@
 // `shoal supervisor` (issue 5 item 3): one per host. Starts N `shoal worker` processes, keeps
 // them alive and coordinated:
 //  - binds a ROUTER on fleet.endpoint; each worker connects a DEALER with routing id = its slot
-//    ("w0", "w1", …) and says ctl.hello; both sides heartbeat (workers/fleet/protocol.hpp);
+//    ("w0", "w1", …) and says ctl.hello; both sides heartbeat (workers/fleet/ctl_protocol.hpp);
 //  - restarts any worker that exits, with a per-slot restart intensity and backoff
 //    (restart_policy.hpp); a worker silent for heartbeat_liveness intervals is SIGKILLed and
 //    restarted; whenever a worker dies without a clean ctl.bye its claims are released at once
@@ -10,8 +10,9 @@
 //  - splits this host's shards (membership.hpp) among its live workers (ctl.assign, increasing
 //    epochs) and forwards work.available wake-ups;
 //  - answers ctl.status with the fleet view (status.hpp, STATUS.md) and serves Prometheus
-//    metrics (metrics.hpp) when fleet.metrics_port ≠ 0, and the dashboard
-//    (workers/web/dashboard.hpp) when web.port ≠ 0;
+//    metrics (metrics.hpp) when fleet.metrics_port ≠ 0, and the dashboard when web.port ≠ 0
+//    (started through supervisor_options::dashboard: workers/web/dashboard.hpp, handed in by
+//    workers/cmd, so the fleet does not depend on the web pages);
 //  - request_stop (SIGTERM/SIGINT): ctl.drain to every worker, wait fleet.drain_timeout_ms,
 //    SIGKILL stragglers and release what they held, exit 0 with no record left claimed;
 //  - request_reload (SIGHUP): re-reads the configuration and changes N (new slots are started,
@@ -20,6 +21,7 @@
 // Workers run in their own process groups, so a terminal's Ctrl-C reaches only the supervisor
 // (which drains them) and a dead worker's leftover children (exec jobs) can be killed with it.
 
+#include "storage/pipeline.hpp"
 #include "workers/config.hpp"
 #include "workers/error.hpp"
 
@@ -27,10 +29,39 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace shoal::workers::fleet {
+
+class fleet_feed;
+class fleet_metrics;
+class queue_monitor;
+
+/// What the supervisor lends the dashboard it starts ([web] port ≠ 0). The pointers are
+/// borrowed for the dashboard's life: the supervisor stops the dashboard before them.
+struct dashboard_context {
+  config cfg;                            ///< the supervisor's configuration ([web], the tables read)
+  std::optional<storage::pipeline> pipe; ///< storage; nullopt when [storage] is not usable
+  queue_monitor* queues = nullptr;       ///< the queue readings (queue_monitor.hpp); may be null
+  fleet_metrics* metrics = nullptr;      ///< the metrics registry (metrics.hpp); may be null
+};
+
+/// A dashboard run beside the supervisor (workers/web/dashboard.hpp). Thread-safe; it stops
+/// serving when destroyed.
+class supervisor_dashboard {
+public:
+  virtual ~supervisor_dashboard() = default;
+  /// Where the supervisor's loop publishes the fleet view a page waits for (fleet_feed.hpp).
+  virtual fleet_feed& feed() noexcept = 0;
+  /// The ports listened on.
+  virtual std::vector<int> ports() const = 0;
+};
+
+/// Starts the dashboard. Errors: whatever the dashboard's start returns (io: the port cannot
+/// be bound or the token file read; invalid_argument: a bad token).
+using dashboard_starter = std::function<result<std::unique_ptr<supervisor_dashboard>>(dashboard_context)>;
 
 /// Settings of a supervisor.
 struct supervisor_options {
@@ -45,6 +76,10 @@ struct supervisor_options {
   /// secret: the storage connection string (cfg's, after each reload) reaches every worker
   /// through its environment (SHOAL_STORAGE_CONNECTION_STRING), never its argv.
   std::vector<std::string> worker_args;
+  /// Starts the dashboard when cfg.web.port ≠ 0 (`shoal supervisor` passes
+  /// web::dashboard_starter(), workers/web/dashboard.hpp). Empty with web.port ≠ 0: make()
+  /// fails with invalid_argument.
+  dashboard_starter dashboard;
 };
 
 /// The default ROUTER endpoint of `host`'s supervisor:

@@ -3,7 +3,7 @@
 #include "actors/message.hpp"
 #include "transport/endpoint.hpp"
 #include "transport/socket.hpp"
-#include "workers/claimer.hpp"
+#include "workers/claim/claimer.hpp"
 #include "workers/version.hpp"
 
 #include <spdlog/spdlog.h>
@@ -1192,8 +1192,6 @@ result<std::unique_ptr<worker>> worker::make(work_table table, worker_options op
       return fail(errc::invalid_argument, "worker: --supervisor: " + e.error().describe());
   if (auto v = validate(opts.cfg); !v)
     return std::unexpected(v.error());
-  if (!opts.factory)
-    opts.factory = find_job_factory(opts.cfg.worker.job);
   if (!opts.factory)
     return fail(errc::invalid_argument, "worker: unknown job '" + opts.cfg.worker.job + "' (exec, etl, noop or sleep:MS)");
   auto p = std::make_unique<impl>(worker_options{}, table);

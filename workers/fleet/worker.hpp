@@ -31,8 +31,8 @@
 // processed exactly once per successful attempt.
 
 #include "workers/fleet/job.hpp"
-#include "workers/fleet/protocol.hpp"
-#include "workers/work_table.hpp"
+#include "workers/fleet/ctl_protocol.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -71,7 +71,7 @@ struct worker_options {
   /// claim). Without it, a
   /// supervised worker that hears no ctl.assign within a second claims from every shard.
   bool await_assign = false;
-  job_factory factory;      ///< makes one job per lane; empty = find_job_factory(cfg.worker.job)
+  job_factory factory;      ///< makes one job per lane (cmd::find_job_factory, workers/cmd/jobs.hpp); empty = error
   /// Cap of the Paranoid Pirate reconnect backoff: the silence tolerated before the next
   /// reconnect doubles from heartbeat_liveness × heartbeat_interval_ms up to this.
   std::chrono::milliseconds reconnect_max{32'000};

@@ -1,6 +1,6 @@
 #pragma once
 // Batching per destination and date partition (day by default; format.hpp partition_depth;
-// DESIGN.md "Blobs", Defaults "persistor batch"):
+// workers/etl/BLOBS.md; the defaults: README "Configuration", [persistor]):
 // a batch is sealed when it reaches max_records, max_bytes or max_delay since its first record,
 // whichever comes first, or when its dest's records have moved on to another date folder
 // (left_behind_records in a row went to one other folder: time-ordered input, such as a file of

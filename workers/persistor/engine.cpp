@@ -1,7 +1,7 @@
 #include "workers/persistor/engine.hpp"
 
 #include "actors/supervisor.hpp"
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 #include "workers/persistor/slot_table.hpp"
 
 #include <spdlog/spdlog.h>

@@ -59,7 +59,7 @@
 #include "workers/error.hpp"
 #include "workers/persistor/batcher.hpp"
 #include "workers/persistor/format.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <atomic>
 #include <chrono>

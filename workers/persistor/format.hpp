@@ -1,5 +1,5 @@
 #pragma once
-// The persistor's blob layout (DESIGN.md "Blobs", workers/etl/BLOBS.md): event-time parsing,
+// The persistor's blob layout (workers/etl/BLOBS.md): event-time parsing,
 // date partitions, blob names, and the two record formats. Everything here is pure.
 //
 //   auto t = parse_event_time("2001/01/05 10:30");        // → 2001-01-05T10:30:00Z

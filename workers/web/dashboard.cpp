@@ -6,7 +6,7 @@
 #include "workers/version.hpp"
 #include "workers/web/assets.hpp"
 #include "workers/web/guard.hpp"
-#include "workers/web/queue_monitor.hpp"
+#include "workers/fleet/queue_monitor.hpp"
 #include "workers/web/sources.hpp"
 
 #include <civetweb.h>
@@ -100,7 +100,7 @@ struct dashboard::impl {
   dashboard_options opts;
   std::optional<std::string> token;
   std::unique_ptr<dashboard_data> data;
-  fleet_feed feed;
+  fleet::fleet_feed feed;
   mg_context* ctx = nullptr;
 
   ~impl() {
@@ -271,7 +271,7 @@ struct dashboard::impl {
 dashboard::dashboard(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 dashboard::~dashboard() = default;
 
-fleet_feed& dashboard::feed() noexcept { return impl_->feed; }
+fleet::fleet_feed& dashboard::feed() noexcept { return impl_->feed; }
 
 std::vector<int> dashboard::ports() const {
   std::array<mg_server_port, 4> ports{};
@@ -314,6 +314,20 @@ result<std::unique_ptr<dashboard>> dashboard::start(dashboard_options opts) {
   if (!m->token)
     spdlog::info("dashboard: no [web] token_file: requeue and purge are disabled");
   return std::unique_ptr<dashboard>(new dashboard(std::move(m)));
+}
+
+fleet::dashboard_starter dashboard_starter() {
+  return [](fleet::dashboard_context c) -> result<std::unique_ptr<fleet::supervisor_dashboard>> {
+    dashboard_options o;
+    o.cfg = std::move(c.cfg);
+    o.pipe = std::move(c.pipe);
+    o.queues = c.queues;
+    o.metrics = c.metrics;
+    auto d = dashboard::start(std::move(o));
+    if (!d)
+      return std::unexpected(d.error());
+    return std::unique_ptr<fleet::supervisor_dashboard>(std::move(*d));
+  };
 }
 
 } // namespace shoal::workers::web

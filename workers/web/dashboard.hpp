@@ -17,43 +17,38 @@
 #include "storage/pipeline.hpp"
 #include "workers/config.hpp"
 #include "workers/error.hpp"
-#include "workers/web/fleet_feed.hpp"
+#include "workers/fleet/fleet_feed.hpp"
+#include "workers/fleet/supervisor.hpp"
 
 #include <memory>
 #include <optional>
 #include <vector>
 
-namespace shoal::workers::fleet {
-class fleet_metrics;
-}
-
 namespace shoal::workers::web {
-
-class queue_monitor;
 
 /// Settings of a dashboard.
 struct dashboard_options {
   config cfg;                            ///< [web] (address, port, token_file, refresh_ms) and the tables read
   std::optional<storage::pipeline> pipe; ///< storage; nullopt = pages say storage is not configured
-  queue_monitor* queues = nullptr;       ///< borrowed, may be null: the queue page is then empty
+  fleet::queue_monitor* queues = nullptr;       ///< borrowed, may be null: the queue page is then empty
   fleet::fleet_metrics* metrics = nullptr; ///< borrowed, may be null: counts actions
   unsigned threads = 4;                  ///< HTTP worker threads (each page request takes one)
 };
 
 /// A running dashboard. Thread-safe; the server stops when it is destroyed.
-class dashboard {
+class dashboard final : public fleet::supervisor_dashboard {
 public:
   /// Reads the token file, binds and starts serving. Errors: io (the port cannot be bound, the
   /// token file cannot be read), invalid_argument (a token shorter than 16 characters).
   [[nodiscard]] static result<std::unique_ptr<dashboard>> start(dashboard_options opts);
-  ~dashboard();
+  ~dashboard() override;
   dashboard(const dashboard&) = delete;
   dashboard& operator=(const dashboard&) = delete;
 
   /// Where the supervisor's loop publishes the fleet view (see fleet_feed).
-  fleet_feed& feed() noexcept;
+  fleet::fleet_feed& feed() noexcept override;
   /// The ports listened on (port 0 in the options = any free port).
-  std::vector<int> ports() const;
+  std::vector<int> ports() const override;
 
   struct impl; ///< defined in dashboard.cpp
 
@@ -61,5 +56,9 @@ private:
   explicit dashboard(std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
 };
+
+/// The starter `shoal supervisor` hands its supervisor (supervisor_options::dashboard): a
+/// dashboard with the context's configuration, storage, queue readings and metrics.
+fleet::dashboard_starter dashboard_starter();
 
 } // namespace shoal::workers::web

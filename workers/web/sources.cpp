@@ -5,7 +5,7 @@
 #include "storage/table_client.hpp"
 #include "storage/table_filter.hpp"
 #include "workers/etl/orchestrator.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
@@ -184,7 +184,7 @@ result<std::pair<json, std::string>> postgres_quarantine(const std::string& url,
 struct dashboard_data::impl {
   config cfg;
   std::optional<storage::pipeline> pipe;
-  queue_monitor* monitor = nullptr;
+  fleet::queue_monitor* monitor = nullptr;
   std::optional<work_table> work;
   std::optional<etl::run_log> runs;
   std::optional<storage::table_client> catalog_index;
@@ -224,7 +224,7 @@ struct dashboard_data::impl {
   }
 };
 
-dashboard_data::dashboard_data(config cfg, std::optional<storage::pipeline> pipe, queue_monitor* monitor)
+dashboard_data::dashboard_data(config cfg, std::optional<storage::pipeline> pipe, fleet::queue_monitor* monitor)
     : impl_(std::make_unique<impl>()) {
   impl_->cfg = std::move(cfg);
   impl_->pipe = std::move(pipe);

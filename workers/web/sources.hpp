@@ -13,7 +13,7 @@
 #include "storage/pipeline.hpp"
 #include "workers/config.hpp"
 #include "workers/error.hpp"
-#include "workers/web/queue_monitor.hpp"
+#include "workers/fleet/queue_monitor.hpp"
 
 #include <chrono>
 #include <cstddef>
@@ -43,7 +43,7 @@ class dashboard_data {
 public:
   /// Over `pipe` (nullopt: storage is not configured; pages say so) and `monitor` (borrowed,
   /// may be null: the queue page is then empty). No request is sent here.
-  dashboard_data(config cfg, std::optional<storage::pipeline> pipe, queue_monitor* monitor);
+  dashboard_data(config cfg, std::optional<storage::pipeline> pipe, fleet::queue_monitor* monitor);
   ~dashboard_data();
   dashboard_data(const dashboard_data&) = delete;
   dashboard_data& operator=(const dashboard_data&) = delete;

@@ -12,8 +12,8 @@
 // Exit 0 on success.
 
 #include "storage/table_client.hpp"
-#include "workers/claimer.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/claimer.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>

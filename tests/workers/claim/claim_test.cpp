@@ -1,10 +1,10 @@
 // Unit tests of the claim building blocks: key escaping, sharding, retry backoff, the server
 // clock estimate and ETag time parsing, the typed record mapping.
 
-#include "workers/key_escape.hpp"
-#include "workers/record_table.hpp"
-#include "workers/server_clock.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/key_escape.hpp"
+#include "tests/support/record_table.hpp"
+#include "storage/server_clock.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <gtest/gtest.h>
 
@@ -68,7 +68,7 @@ TEST(RetryDelay, DoublesFromBaseUpToTheCapWithTwentyPercentJitter) {
 TEST(ServerClock, KeepsTheTightestBoundsFromDateAndEtagSamples) {
   steady_clock::time_point t0{};
   steady_clock::time_point now = t0;
-  server_clock c([&] { return now; });
+  storage::server_clock c([&] { return now; });
   EXPECT_FALSE(c.known());
   EXPECT_FALSE(c.now());
   const auto server = sys_days{2026y / 11 / 21} + 12h;
@@ -87,12 +87,12 @@ TEST(ServerClock, KeepsTheTightestBoundsFromDateAndEtagSamples) {
 }
 
 TEST(EtagTime, ParsesTheDatetimeOfTableEtags) {
-  auto t = etag_time("W/\"datetime'2026-11-21T11%3A57%3A51.1914632Z'\"");
+  auto t = storage::etag_time("W/\"datetime'2026-11-21T11%3A57%3A51.1914632Z'\"");
   ASSERT_TRUE(t);
   auto expect = sys_days{2026y / 11 / 21} + 11h + 57min + 51s + 191463200ns;
   EXPECT_EQ(duration_cast<nanoseconds>(t->time_since_epoch()), duration_cast<nanoseconds>(expect.time_since_epoch()));
-  EXPECT_TRUE(etag_time("W/\"datetime'2026-01-02T03:04:05Z'\""));
-  EXPECT_FALSE(etag_time("\"0x8DC1234\""));
+  EXPECT_TRUE(storage::etag_time("W/\"datetime'2026-01-02T03:04:05Z'\""));
+  EXPECT_FALSE(storage::etag_time("\"0x8DC1234\""));
 }
 
 TEST(RecordStatus, NamesRoundTrip) {

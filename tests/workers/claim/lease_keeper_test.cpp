@@ -4,8 +4,8 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/fake_transport.hpp"
-#include "workers/claimer.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/claimer.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <gtest/gtest.h>
 

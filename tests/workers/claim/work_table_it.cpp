@@ -8,10 +8,10 @@
 #include "tests/support/azurite.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/request_counts.hpp"
-#include "workers/claimer.hpp"
-#include "workers/key_escape.hpp"
-#include "workers/record_table.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/claimer.hpp"
+#include "workers/claim/key_escape.hpp"
+#include "tests/support/record_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -501,7 +501,7 @@ TEST(WorkTableIt, RenewOutageMakesTheKeeperGiveUpBeforeTheLeaseExpires) {
   p.row_key = "now";
   auto w = probe.table.insert_or_replace(p);
   ASSERT_TRUE(w) << w.error().describe();
-  auto server_now = etag_time(w->etag);
+  auto server_now = storage::etag_time(w->etag);
   ASSERT_TRUE(server_now);
   auto stored = probe.table.get(got->front().partition_key, got->front().ticket);
   ASSERT_TRUE(stored);

@@ -1,6 +1,6 @@
 // Unit tests of blob extraction: both formats, malformed records, parse errors with position.
 
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 
 #include "workers/persistor/format.hpp"
 

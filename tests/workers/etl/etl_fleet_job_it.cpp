@@ -1,4 +1,4 @@
-// Integration tests of the `etl` job of `shoal worker` (workers/etl/etl_fleet_job.hpp) against
+// Integration tests of the `etl` job of `shoal worker` (workers/cmd/etl_fleet_job.hpp) against
 // Azurite: verdicts done / failed / release, resuming after a release, and no commit after the
 // lease was lost. Records are built by hand (the worker's claiming is tested in tests/workers/fleet).
 
@@ -8,7 +8,7 @@
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
 #include "tests/workers/etl/etl_test_data.hpp"
-#include "workers/etl/etl_fleet_job.hpp"
+#include "workers/cmd/etl_fleet_job.hpp"
 #include "workers/etl/orchestrator.hpp"
 
 #include <gtest/gtest.h>

@@ -2,7 +2,7 @@
 // Test data of the ETL suites: flights blobs with a known set of invalid records.
 
 #include "tests/support/azurite.hpp"
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 #include "workers/etl/dataset.hpp"
 
 #include <nlohmann/json.hpp>

@@ -15,7 +15,7 @@
 #include "tests/support/request_counts.hpp"
 #include "tests/workers/etl/etl_test_data.hpp"
 #include "workers/etl/orchestrator.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <gtest/gtest.h>
 

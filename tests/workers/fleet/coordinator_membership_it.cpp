@@ -1,7 +1,7 @@
 // Fleet memberships in one process on loopback tcp with CURVE keys, over one fleet table in
 // Azurite: they agree on a coordinator, split the shards, refuse an unknown key, forward
 // work.available to the shard's owner, and hand the lease over when the coordinator stops.
-#include "workers/fleet/coordinator.hpp"
+#include "workers/fleet/fleet_membership.hpp"
 
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"

@@ -2,6 +2,7 @@
 // storage. Exit codes, signals, timeouts, stdin and stderr handling, stop requests, no zombies.
 
 #include "workers/fleet/exec_job.hpp"
+#include "workers/cmd/jobs.hpp"
 
 #include "tests/support/eventually.hpp"
 
@@ -218,7 +219,7 @@ TEST_F(ExecJobTest, MakeRefusesAnEmptyCommand) {
 TEST_F(ExecJobTest, RegistryKnowsExecEtlNoopSleepAndRefusesOthers) {
   config cfg;
   cfg.worker.exec_command = "true";
-  auto f = find_job_factory("exec");
+  auto f = cmd::find_job_factory("exec");
   ASSERT_TRUE(f);
   auto j = f(cfg);
   ASSERT_TRUE(j) << j.error().describe();
@@ -227,13 +228,13 @@ TEST_F(ExecJobTest, RegistryKnowsExecEtlNoopSleepAndRefusesOthers) {
   auto none = f(cfg);
   ASSERT_FALSE(none);
   EXPECT_EQ(none.error().code, errc::invalid_argument);
-  EXPECT_TRUE(find_job_factory("etl"));
-  EXPECT_FALSE(find_job_factory("nope"));
-  EXPECT_FALSE(find_job_factory("sleep:"));
-  EXPECT_FALSE(find_job_factory("sleep:abc"));
-  EXPECT_FALSE(find_job_factory("sleep:600001"));
+  EXPECT_TRUE(cmd::find_job_factory("etl"));
+  EXPECT_FALSE(cmd::find_job_factory("nope"));
+  EXPECT_FALSE(cmd::find_job_factory("sleep:"));
+  EXPECT_FALSE(cmd::find_job_factory("sleep:abc"));
+  EXPECT_FALSE(cmd::find_job_factory("sleep:600001"));
 
-  auto noop = find_job_factory("noop");
+  auto noop = cmd::find_job_factory("noop");
   ASSERT_TRUE(noop);
   auto n = noop(cfg);
   ASSERT_TRUE(n) << n.error().describe();
@@ -243,7 +244,7 @@ TEST_F(ExecJobTest, RegistryKnowsExecEtlNoopSleepAndRefusesOthers) {
   ASSERT_TRUE(done);
   EXPECT_EQ(done->verdict, job_verdict::done);
 
-  auto sleep = find_job_factory("sleep:20");
+  auto sleep = cmd::find_job_factory("sleep:20");
   ASSERT_TRUE(sleep);
   auto sj = sleep(cfg);
   ASSERT_TRUE(sj) << sj.error().describe();
@@ -253,7 +254,7 @@ TEST_F(ExecJobTest, RegistryKnowsExecEtlNoopSleepAndRefusesOthers) {
   EXPECT_EQ(slept->verdict, job_verdict::done);
   EXPECT_NE(slept->detail.find("20 ms"), std::string::npos) << slept->detail;
   // A stop ends the sleep at once with release (a long sleep would hang the test otherwise).
-  auto long_sleep = find_job_factory("sleep:600000")(cfg);
+  auto long_sleep = cmd::find_job_factory("sleep:600000")(cfg);
   ASSERT_TRUE(long_sleep);
   std::stop_source stop;
   const pid_t runner = ::gettid();
@@ -277,7 +278,7 @@ TEST_F(ExecJobTest, CommandGetsACleanEnvironmentWithoutTheConnectionString) {
   ::setenv("LANG", "C.UTF-8", 1);
   config cfg;
   cfg.worker.exec_command = "env > '" + (dir / "env").string() + "'";
-  auto f = find_job_factory("exec");
+  auto f = cmd::find_job_factory("exec");
   auto j = f(cfg);
   ASSERT_TRUE(j) << j.error().describe();
   auto rec = record("rec-env", "");

@@ -1,5 +1,5 @@
 // A stand-in for `shoal worker` in the supervisor tests: speaks the ctl.* protocol
-// (workers/fleet/protocol.hpp) and does nothing else, so supervisor behaviour is tested apart
+// (workers/fleet/ctl_protocol.hpp) and does nothing else, so supervisor behaviour is tested apart
 // from the worker's. Usage: fake_worker --slot NAME --supervisor EP [ignored flags…]
 // Environment:
 //   FAKE_HEARTBEAT_MS   heartbeat period (default 100)
@@ -16,8 +16,8 @@
 #include "storage/pipeline.hpp"
 #include "storage/table_client.hpp"
 #include "transport/socket.hpp"
-#include "workers/fleet/protocol.hpp"
-#include "workers/work_table.hpp"
+#include "workers/fleet/ctl_protocol.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -12,9 +12,9 @@
 #include "tests/support/free_port.hpp"
 #include "transport/socket.hpp"
 #include "workers/child_process.hpp"
-#include "workers/fleet/protocol.hpp"
+#include "workers/fleet/ctl_protocol.hpp"
 #include "workers/fleet/status.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <gtest/gtest.h>
 

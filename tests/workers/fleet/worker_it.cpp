@@ -14,10 +14,11 @@
 #include "tests/support/request_counts.hpp"
 #include "transport/socket.hpp"
 #include "workers/child_process.hpp"
-#include "workers/fleet/protocol.hpp"
+#include "workers/fleet/ctl_protocol.hpp"
+#include "workers/cmd/jobs.hpp"
 #include "workers/fleet/worker.hpp"
-#include "workers/key_escape.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/key_escape.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <gtest/gtest.h>
 
@@ -554,6 +555,7 @@ TEST(WorkerIt, MakeRefusesBadOptions) {
   EXPECT_FALSE(worker::make(own_table(env), o));
   o.supervisor.clear();
   o.cfg.worker.exec_command.clear();
+  o.factory = cmd::find_job_factory(o.cfg.worker.job);
   auto w = worker::make(own_table(env), o);
   ASSERT_FALSE(w);
   EXPECT_EQ(w.error().code, errc::invalid_argument);
@@ -572,6 +574,7 @@ TEST(WorkerIt, EtlJobFromTheRegistryFailsARecordWhoseBlobIsMissing) {
   const fs::path db = fs::temp_directory_path() / (env.table_name + ".db");
   o.cfg.etl.sqlite_path = db.string();
   o.slot = "w5";
+  o.factory = cmd::find_job_factory(o.cfg.worker.job);
   env.enqueue("feq", 1, "missing-blob-");
   auto w = worker::make(own_table(env), o);
   ASSERT_TRUE(w) << w.error().describe();
@@ -672,6 +675,7 @@ TEST(WorkerIt, NoopJobCompletesInBatchesOfOneTransactionPerPartition) {
   o.cfg.worker.job = "noop";
   o.cfg.worker.concurrency = 4;
   o.slot = "wn";
+  o.factory = cmd::find_job_factory(o.cfg.worker.job);
   env.enqueue("fq", 300);
   auto table = own_table(env);
   auto w = worker::make(table, o);
@@ -738,6 +742,7 @@ TEST(WorkerIt, AFastJobDoesNotClaimAheadOfItsSlowCompletions) {
   o.cfg.work.lease_ms = 30'000; // the bound under test, not lease expiry, keeps the backlog small
   o.cfg.work.lease_renew_ms = 10'000;
   o.slot = "wslow";
+  o.factory = cmd::find_job_factory(o.cfg.worker.job);
   auto w = worker::make(*table, o);
   ASSERT_TRUE(w) << w.error().describe();
   running_worker rw(std::move(*w));
@@ -771,6 +776,7 @@ TEST(WorkerIt, SweepsItsShardsDoneRecordsPastTheRetention) {
   o.cfg.work.done_retention_ms = 0; // sweep every 2 s, anything done
   o.cfg.worker.job = "noop";
   o.slot = "ws";
+  o.factory = cmd::find_job_factory(o.cfg.worker.job);
   env.enqueue("fq", 20);
   auto w = worker::make(own_table(env), o);
   ASSERT_TRUE(w) << w.error().describe();

@@ -6,7 +6,7 @@
 #include "storage/connection_string.hpp"
 #include "storage/pipeline.hpp"
 #include "tests/support/azurite.hpp"
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 #include "workers/persistor/engine.hpp"
 
 #include <gtest/gtest.h>

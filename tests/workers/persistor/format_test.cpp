@@ -4,7 +4,7 @@
 
 #include "storage/encoding.hpp"
 #include "workers/config.hpp"
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 #include "workers/persistor/batcher.hpp"
 #include "workers/persistor/format.hpp"
 

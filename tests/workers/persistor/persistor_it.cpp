@@ -17,11 +17,11 @@
 #include "tests/support/free_port.hpp"
 #include "tests/support/shoal_process.hpp"
 #include "tests/workers/persistor/flush_producer.hpp"
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 #include "workers/child_process.hpp"
 #include "workers/persistor/format.hpp"
 #include "transport/socket.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>

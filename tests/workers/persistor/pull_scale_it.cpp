@@ -25,7 +25,7 @@
 #include "tests/support/azurite.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/private_queue_service.hpp"
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 #include "workers/persistor/format.hpp"
 
 #include <gtest/gtest.h>

@@ -8,7 +8,7 @@
 //    memory stays far below the blob (it never reads the body).
 
 #include "tests/workers/security/security_harness.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include "storage/table_client.hpp"
 

@@ -4,7 +4,7 @@
 // bodies decoded by actors are unpacked within msgpack-cxx limits.
 
 #include "actors/message.hpp"
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 #include "workers/etl/dataset.hpp"
 #include "workers/json_limits.hpp"
 #include "workers/persistor/format.hpp"

@@ -2,7 +2,7 @@
 // (fleet_feed.hpp) and the embedded files (assets.hpp): pure parts, no server.
 
 #include "workers/web/assets.hpp"
-#include "workers/web/fleet_feed.hpp"
+#include "workers/fleet/fleet_feed.hpp"
 #include "workers/web/guard.hpp"
 
 #include <gtest/gtest.h>
@@ -123,7 +123,7 @@ TEST_F(TokenFileTest, RefusesShortTokensAndMissingFiles) {
 }
 
 TEST(FleetFeed, ReaderWaitsForTheOwnerToPublishAFreshView) {
-  fleet_feed feed;
+  fleet::fleet_feed feed;
   EXPECT_FALSE(feed.wanted());
   // Nobody publishes: the reader gets nothing after its wait, and the owner sees the request.
   EXPECT_FALSE(feed.get(milliseconds(1000), milliseconds(10)));

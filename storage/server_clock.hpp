@@ -2,7 +2,7 @@
 // An estimate of the storage server's clock built from response samples (the `Date` header,
 // 1 s resolution, and the 100 ns datetime inside table ETags), advanced with the local
 // steady clock. Leases are computed from it, never from the local wall clock, so a claimer
-// whose system clock is skewed still writes correct leases (workers/SCHEMA.md "Time").
+// whose system clock is skewed still writes correct leases (workers/claim/SCHEMA.md "Time").
 
 #include <chrono>
 #include <functional>
@@ -10,7 +10,7 @@
 #include <optional>
 #include <string_view>
 
-namespace shoal::workers {
+namespace shoal::storage {
 
 /// Bounds on the server's clock. Each sample says: the server's clock read `server_time`
 /// (truncated down by up to `resolution`) at some moment between `sent` and `received`
@@ -56,4 +56,4 @@ private:
 /// (colons may be percent-encoded), or nullopt when it has another form. Thread-safe (pure).
 std::optional<std::chrono::system_clock::time_point> etag_time(std::string_view etag);
 
-} // namespace shoal::workers
+} // namespace shoal::storage

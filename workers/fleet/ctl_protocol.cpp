@@ -1,4 +1,4 @@
-#include "workers/fleet/protocol.hpp"
+#include "workers/fleet/ctl_protocol.hpp"
 
 namespace shoal::workers::fleet {
 

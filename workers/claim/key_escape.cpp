@@ -1,4 +1,4 @@
-#include "workers/key_escape.hpp"
+#include "workers/claim/key_escape.hpp"
 
 #include "storage/encoding.hpp"
 #include "storage/key_escape.hpp"

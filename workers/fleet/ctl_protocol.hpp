@@ -1,5 +1,5 @@
 #pragma once
-// Fleet coordination messages (DESIGN.md "Coordination over ZeroMQ"; spec: transport/ENVELOPE.md,
+// Supervisor ↔ worker messages of the fleet (ctl.*, work.*; spec: transport/ENVELOPE.md,
 // section "Kinds: ctl.*, work.*, fleet.*"). Each is a msgpack struct carried in the body of one
 // envelope whose `kind` is the struct's `kind`, encoded with actors::encode_body and decoded with
 // actors::decode_body. Compatibility rule: only append fields; a decoder ignores extra trailing
@@ -12,7 +12,7 @@
 // message counts as a heartbeat. `shoal status` connects a DEALER and sends ctl.status.
 //
 // Correctness never depends on these messages arriving: the work table's ETags and leases decide
-// who owns a record (workers/SCHEMA.md).
+// who owns a record (workers/claim/SCHEMA.md).
 
 #include <msgpack.hpp>
 

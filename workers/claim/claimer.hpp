@@ -3,9 +3,9 @@
 // in the background (one transaction per partition), and declares a record lost BEFORE its
 // lease can expire on the server when renewals keep failing (a storage outage) — the worker
 // polls handle::lost() (a pure clock check, never blocked by I/O) or gets the on_lost callback.
-// See workers/SCHEMA.md "Lease safety".
+// See workers/claim/SCHEMA.md "Lease safety".
 
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <atomic>
 #include <chrono>

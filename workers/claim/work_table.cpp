@@ -1,8 +1,8 @@
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include "storage/encoding.hpp"
 
-#include "workers/key_escape.hpp"
+#include "workers/claim/key_escape.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -28,7 +28,7 @@ using sys_tp = system_clock::time_point;
 
 namespace {
 
-// -- property names (workers/SCHEMA.md "Properties") --------------------------------------------
+// -- property names (workers/claim/SCHEMA.md "Properties") --------------------------------------------
 constexpr const char* p_status = "status";
 constexpr const char* p_owner = "owner";
 constexpr const char* p_gen = "gen";
@@ -54,7 +54,7 @@ const std::string s_open = "open";
 const std::string s_done = "done";
 const std::string s_dead = "dead";
 
-// -- row keys (workers/SCHEMA.md "Keys") ----------------------------------------------------------
+// -- row keys (workers/claim/SCHEMA.md "Keys") ----------------------------------------------------------
 // An escaped record id never holds a '%' followed by anything but two hex digits, so keys that
 // start with "%|" (tickets) or "%~" (the meta row) can never be a record's.
 constexpr std::string_view ticket_prefix = "%|";
@@ -282,7 +282,7 @@ struct work_table::impl {
   std::optional<storage::table_client> history;
   work_table_options opts;
   mutable claim_counters counters;
-  mutable server_clock clock;
+  mutable storage::server_clock clock;
   mutable std::mutex rng_mu;
   mutable std::mt19937_64 rng{std::random_device{}()};
   mutable std::mutex layout_mu;
@@ -316,7 +316,7 @@ struct work_table::impl {
 
   void observe(sys_tp date, const std::string& etag, steady_tp sent, steady_tp received) const {
     if (date.time_since_epoch().count() > 0) clock.observe(date, sent, received, seconds(1));
-    if (auto t = etag_time(etag)) clock.observe(*t, sent, received, milliseconds(1)); // JS Date: ms
+    if (auto t = storage::etag_time(etag)) clock.observe(*t, sent, received, milliseconds(1)); // JS Date: ms
   }
 
   // The local deadline of a lease `lease_until` written with a request sent at `sent`: the
@@ -939,7 +939,7 @@ result<work_table> work_table::make(storage::table_client table, std::optional<s
 }
 
 claim_counters& work_table::counters() const noexcept { return impl_->counters; }
-server_clock& work_table::clock() const noexcept { return impl_->clock; }
+storage::server_clock& work_table::clock() const noexcept { return impl_->clock; }
 const work_table_options& work_table::options() const noexcept { return impl_->opts; }
 const storage::table_client& work_table::table() const noexcept { return impl_->table; }
 result<void> work_table::sync_clock() const {

@@ -1,4 +1,4 @@
-#include "workers/etl/etl_fleet_job.hpp"
+#include "workers/cmd/etl_fleet_job.hpp"
 
 #include "storage/blob_client.hpp"
 #include "storage/connection_string.hpp"

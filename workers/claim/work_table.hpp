@@ -1,5 +1,5 @@
 #pragma once
-// The work table (DESIGN.md "Work table", the schema in workers/SCHEMA.md): records of named
+// The work table (the schema and protocol: workers/claim/SCHEMA.md): records of named
 // queues, sharded over partitions, claimed by many independent processes with optimistic ETag
 // updates and no broker. Enqueue, claim, renew, complete, fail, release, the operator views
 // (get, list, counts, requeue, purge) and housekeeping (sweep, migrate, check).
@@ -14,7 +14,7 @@
 //  - Every state change of a claimed record is conditional on the ETag of its ticket as the
 //    claim or its latest renewal left it. A claim sets owner, gen + 1 (the fencing token) and
 //    attempts + 1; a holder whose record moved on (other owner or gen) gets errc::lease_lost.
-//  - Leases are computed from the storage server's clock (server_clock), never the local one.
+//  - Leases are computed from the storage server's clock (storage::server_clock), never the local one.
 //  - Enqueue is idempotent: an id already present is left untouched (done records: while they
 //    are kept, [work] done_retention_ms).
 //
@@ -23,10 +23,10 @@
 
 #include "storage/blob_client.hpp"
 #include "storage/table_client.hpp"
-#include "workers/claim_counters.hpp"
+#include "workers/claim/claim_counters.hpp"
 #include "workers/config.hpp"
 #include "workers/error.hpp"
-#include "workers/server_clock.hpp"
+#include "storage/server_clock.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -304,7 +304,7 @@ public:
   /// Counters shared by every copy.
   claim_counters& counters() const noexcept;
   /// The server clock estimate shared by every copy.
-  server_clock& clock() const noexcept;
+  storage::server_clock& clock() const noexcept;
   /// Makes sure the server clock is known (one cheap query if no sample yet). Errors: storage.
   [[nodiscard]] result<void> sync_clock() const;
   /// Does ahead of time what a claim from `shards` of `queue` does the first time in this

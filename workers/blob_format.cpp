@@ -1,4 +1,4 @@
-#include "workers/etl/blob_format.hpp"
+#include "workers/blob_format.hpp"
 
 #include "workers/json_limits.hpp"
 

@@ -1,4 +1,4 @@
-#include "workers/json_input.hpp"
+#include "workers/persistor/json_input.hpp"
 
 #include "workers/persistor/format.hpp"
 

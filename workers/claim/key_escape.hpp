@@ -1,6 +1,6 @@
 #pragma once
 // Reversible escaping of record ids into Azure Table keys (PartitionKey/RowKey), and the
-// FNV-1a hash that shards records. See workers/SCHEMA.md "Keys".
+// FNV-1a hash that shards records. See workers/claim/SCHEMA.md "Keys".
 //
 // Table keys may not contain `/ \ # ?`, U+0000–U+001F or U+007F–U+009F, and Azurite caps them
 // at 512 characters (shared/reference/azure-storage-rest.md §4). shoal percent-escapes those

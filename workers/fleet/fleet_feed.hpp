@@ -11,7 +11,7 @@
 #include <mutex>
 #include <optional>
 
-namespace shoal::workers::web {
+namespace shoal::workers::fleet {
 
 /// A mailbox of one fleet view. Thread-safe: the owner (the supervisor's loop) calls wanted()
 /// and publish(); any thread calls get().
@@ -38,4 +38,4 @@ private:
   std::uint64_t answered_ = 0;  // value of asked_ at the last publish
 };
 
-} // namespace shoal::workers::web
+} // namespace shoal::workers::fleet

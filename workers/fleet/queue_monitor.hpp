@@ -4,13 +4,13 @@
 // over the last hour (the throughput chart). One background thread reads them every
 // `sample` interval; readers get the last reading without touching storage.
 //
-// Reads follow workers/SCHEMA.md: a queue is the set of partitions `{queue}-{shard:02x}`, a record
+// Reads follow workers/claim/SCHEMA.md: a queue is the set of partitions `{queue}-{shard:02x}`, a record
 // carries `status` and `created`. Counting goes through work_table::counts; the queue list and
 // the oldest pending record are read with key-range and $select queries over the same table
 // (work_table has no call for them yet).
 
 #include "workers/error.hpp"
-#include "workers/work_table.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <chrono>
 #include <condition_variable>
@@ -24,10 +24,8 @@
 #include <vector>
 
 namespace shoal::workers::fleet {
-class fleet_metrics;
-}
 
-namespace shoal::workers::web {
+class fleet_metrics;
 
 /// Counts of one queue at one moment.
 struct queue_sample {
@@ -104,4 +102,4 @@ private:
   std::thread thread_;
 };
 
-} // namespace shoal::workers::web
+} // namespace shoal::workers::fleet

@@ -1,6 +1,6 @@
-#include "workers/web/fleet_feed.hpp"
+#include "workers/fleet/fleet_feed.hpp"
 
-namespace shoal::workers::web {
+namespace shoal::workers::fleet {
 
 std::optional<fleet::fleet_status> fleet_feed::get(std::chrono::milliseconds max_age, std::chrono::milliseconds wait) {
   std::unique_lock lock(mu_);
@@ -26,4 +26,4 @@ void fleet_feed::publish(fleet::fleet_status s) {
   cv_.notify_all();
 }
 
-} // namespace shoal::workers::web
+} // namespace shoal::workers::fleet

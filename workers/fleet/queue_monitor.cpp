@@ -1,4 +1,4 @@
-#include "workers/web/queue_monitor.hpp"
+#include "workers/fleet/queue_monitor.hpp"
 
 #include "storage/table_filter.hpp"
 #include "workers/fleet/metrics.hpp"
@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cctype>
 
-namespace shoal::workers::web {
+namespace shoal::workers::fleet {
 namespace {
 
 using steady = std::chrono::steady_clock;
@@ -181,4 +181,4 @@ void queue_monitor::read_all() {
   }
 }
 
-} // namespace shoal::workers::web
+} // namespace shoal::workers::fleet

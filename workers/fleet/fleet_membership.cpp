@@ -1,4 +1,4 @@
-#include "workers/fleet/coordinator.hpp"
+#include "workers/fleet/fleet_membership.hpp"
 
 #include "actors/message.hpp"
 #include "storage/connection_string.hpp"

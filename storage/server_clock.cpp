@@ -1,10 +1,10 @@
-#include "workers/server_clock.hpp"
+#include "storage/server_clock.hpp"
 
 #include <algorithm>
 #include <cstdio>
 #include <string>
 
-namespace shoal::workers {
+namespace shoal::storage {
 
 using namespace std::chrono;
 
@@ -100,4 +100,4 @@ std::optional<system_clock::time_point> etag_time(std::string_view etag) {
                                   duration_cast<system_clock::duration>(nanoseconds(ticks * 100)));
 }
 
-} // namespace shoal::workers
+} // namespace shoal::storage

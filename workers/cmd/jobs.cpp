@@ -1,16 +1,22 @@
-// The registry of `shoal worker` jobs (workers/fleet/job.hpp): "exec", "etl", and two
-// in-process jobs that measure the fleet's own cost per record: "noop" (done at once) and
-// "sleep:MS" (done after MS milliseconds, returning early with release when stopped).
+// The registry of `shoal worker` jobs (workers/cmd/jobs.hpp; the interface is
+// workers/fleet/job.hpp): "exec", "etl", and two in-process jobs that measure the fleet's own
+// cost per record: "noop" (done at once) and "sleep:MS" (done after MS milliseconds, returning
+// early with release when stopped).
 
-#include "workers/etl/etl_fleet_job.hpp"
+#include "workers/cmd/jobs.hpp"
+
+#include "workers/cmd/etl_fleet_job.hpp"
 #include "workers/fleet/exec_job.hpp"
-#include "workers/fleet/job.hpp"
 
 #include <charconv>
 #include <condition_variable>
 #include <mutex>
 
-namespace shoal::workers::fleet {
+namespace shoal::cmd {
+
+using namespace shoal::workers;
+using namespace shoal::workers::fleet;
+
 namespace {
 
 // Completes every record at once: what remains is the claim path (claim, lease keeping,
@@ -42,24 +48,7 @@ private:
 
 } // namespace
 
-result<std::vector<job_result>> job::run_batch(std::span<claimed_record* const> records,
-                                               const job_context& ctx) {
-  std::vector<job_result> out;
-  out.reserve(records.size());
-  for (std::size_t i = 0; i < records.size(); ++i) {
-    if (ctx.stop.stop_requested() || (ctx.record_lost && ctx.record_lost(i))) {
-      out.push_back({job_verdict::release, {}, "stopped before it ran"});
-      continue;
-    }
-    auto r = run(*records[i], ctx);
-    if (!r)
-      return std::unexpected(r.error());
-    out.push_back(*std::move(r));
-  }
-  return out;
-}
-
-job_factory find_job_factory(std::string_view name) {
+fleet::job_factory find_job_factory(std::string_view name) {
   if (name == "exec")
     return [](const config& cfg) -> result<std::unique_ptr<job>> {
       auto opts = exec_options_from(cfg);
@@ -85,4 +74,4 @@ job_factory find_job_factory(std::string_view name) {
   return nullptr;
 }
 
-} // namespace shoal::workers::fleet
+} // namespace shoal::cmd

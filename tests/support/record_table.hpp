@@ -20,7 +20,7 @@
 
 #include "storage/table_client.hpp"
 #include "workers/error.hpp"
-#include "workers/key_escape.hpp"
+#include "workers/claim/key_escape.hpp"
 
 #include <chrono>
 #include <cstdint>

@@ -1,4 +1,4 @@
-#include "workers/claimer.hpp"
+#include "workers/claim/claimer.hpp"
 
 #include <spdlog/spdlog.h>
 
