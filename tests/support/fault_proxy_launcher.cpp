@@ -82,6 +82,8 @@ int start(const fs::path& state, const std::string& upstream, const std::string&
     serve_until_signalled(*p);
     return 0;
   }
+  // fork without exec on purpose (not the launcher): the child keeps serving on the sockets
+  // already listening, so the parent can exit knowing the ports are ready.
   const pid_t pid = ::fork();
   if (pid < 0) {
     std::cerr << "shoal_test_fault_proxy: fork failed\n";

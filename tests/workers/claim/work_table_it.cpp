@@ -8,6 +8,7 @@
 #include "tests/support/azurite.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/request_counts.hpp"
+#include "workers/child_process.hpp"
 #include "workers/claimer.hpp"
 #include "workers/key_escape.hpp"
 #include "workers/record_table.hpp"
@@ -552,12 +553,9 @@ std::string claim_process_binary() {
 /// Starts shoal_claim_process with `args` (after the binary).
 pid_t spawn_claim_process(std::vector<std::string> args) {
   args.insert(args.begin(), claim_process_binary());
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  EXPECT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0) << argv[0];
-  return pid;
+  auto c = child_process::spawn({.argv = std::move(args)});
+  EXPECT_TRUE(c) << c.error().message;
+  return c ? c->release() : -1; // expect_all_exit_zero reaps it
 }
 
 /// Waits for every process; each must exit 0.

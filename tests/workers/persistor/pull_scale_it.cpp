@@ -25,6 +25,7 @@
 #include "tests/support/azurite.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/private_queue_service.hpp"
+#include "workers/child_process.hpp"
 #include "workers/etl/blob_format.hpp"
 #include "workers/persistor/format.hpp"
 
@@ -80,26 +81,15 @@ class shoal_process {
 public:
   shoal_process(const std::vector<std::string>& args, const std::vector<std::string>& env,
                 const fs::path& log) {
-    std::vector<std::string> all{shoal_binary()};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : all)
-      argv.push_back(s.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> envs(env);
-    for (char** e = environ; *e; ++e)
-      envs.emplace_back(*e);
-    std::vector<char*> envp;
-    for (auto& s : envs)
-      envp.push_back(s.data());
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data()) != 0)
-      pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
+    workers::child_options co;
+    co.argv = {shoal_binary()};
+    co.argv.insert(co.argv.end(), args.begin(), args.end());
+    for (const auto& kv : env)
+      co.env.emplace_back(kv.substr(0, kv.find('=')), kv.substr(kv.find('=') + 1));
+    co.output = log;
+    // reaped here with wait4, for its CPU time: the launcher's object gives the pid up
+    if (auto c = workers::child_process::spawn(co))
+      pid_ = c->release();
   }
   shoal_process(const shoal_process&) = delete;
   shoal_process& operator=(const shoal_process&) = delete;
