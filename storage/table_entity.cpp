@@ -349,12 +349,12 @@ std::string write_entity_json(const table_entity& e) {
 }
 
 bool all_utf8(const table_entity& e) {
-  if (!detail::valid_utf8(e.partition_key) || !detail::valid_utf8(e.row_key))
+  if (!valid_utf8(e.partition_key) || !valid_utf8(e.row_key))
     return false;
   for (const auto& [name, v] : e.properties) {
-    if (!detail::valid_utf8(name))
+    if (!valid_utf8(name))
       return false;
-    if (const auto* s = std::get_if<std::string>(&v); s && !detail::valid_utf8(*s))
+    if (const auto* s = std::get_if<std::string>(&v); s && !valid_utf8(*s))
       return false;
   }
   return true;
@@ -554,7 +554,7 @@ result<void> validate_entity(const table_entity& e) {
     if (auto r = validate_property_name(name); !r)
       return r;
     if (const auto* s = std::get_if<std::string>(&value)) {
-      if (!detail::valid_utf8(*s))
+      if (!valid_utf8(*s))
         return std::unexpected(error::invalid("property '" + name + "' is not valid UTF-8 (Edm.String)"));
       if (std::size_t u = detail::utf16_units(*s); u > table_limits::max_string_utf16_units) {
         error err = error::invalid("property '" + name + "' is " + std::to_string(u) +

@@ -111,7 +111,7 @@ std::string terminal_safe(std::string_view text) {
   };
   // Well-formed UTF-8 is decoded and only its control characters escaped; anything else is
   // escaped byte by byte (a stray 0x9b is a C1 CSI to some terminals).
-  const bool utf8 = storage::detail::valid_utf8(text);
+  const bool utf8 = storage::valid_utf8(text);
   if (!utf8) {
     for (const char ch : text) {
       const auto b = static_cast<unsigned char>(ch);
