@@ -2,6 +2,7 @@
 
 #include "storage/connection_string.hpp"
 #include "storage/table_detail.hpp"
+#include "workers/work_table.hpp"
 
 #include <spdlog/cfg/env.h>
 #include <spdlog/sinks/rotating_file_sink.h>
@@ -84,6 +85,24 @@ std::optional<storage::pipeline> make_pipeline(const workers::config& c, std::st
     return std::nullopt;
   }
   return *std::move(p);
+}
+
+std::optional<workers::work_table> open_work_table(const workers::config& c, const storage::pipeline& p,
+                                                   std::string_view command) {
+  const auto complain = [&](const auto& e) {
+    std::fprintf(stderr, "shoal %.*s: work table: %s\n", static_cast<int>(command.size()), command.data(),
+                 e.describe().c_str());
+    return std::nullopt;
+  };
+  auto client = storage::table_client::make(p, c.work.table);
+  if (!client)
+    return complain(client.error());
+  workers::work_table_options wo;
+  wo.work = c.work;
+  auto table = workers::work_table::make(*client, storage::blob_client(p), wo);
+  if (!table)
+    return complain(table.error());
+  return std::move(*table);
 }
 
 std::string storage_summary(const workers::config& c) {

@@ -23,6 +23,7 @@
 #include "storage/pipeline.hpp"
 #include "storage/queue_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/blob_walk.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/private_queue_service.hpp"
 #include "workers/child_process.hpp"
@@ -214,24 +215,11 @@ void check_blob(const std::string& name, const storage::blob_download& got, inve
 
 inventory collect(const storage::blob_client& bc, const std::string& container) {
   inventory inv;
-  auto pager = bc.list_blobs_pager(container);
-  while (true) {
-    auto page = pager.next();
-    EXPECT_TRUE(page) << page.error().describe();
-    if (!page || !*page)
-      break;
-    for (const auto& item : (*page)->blobs) {
-      if (item.name.starts_with("_shoal/"))
-        continue;
-      ++inv.blobs;
-      EXPECT_TRUE(item.name.starts_with("pullscale/2001/01/05/h1-pull1-"))
-          << item.name;
-      auto got = bc.get_blob(container, item.name);
-      EXPECT_TRUE(got) << item.name << ": " << got.error().describe();
-      if (got)
-        check_blob(item.name, *got, inv);
-    }
-  }
+  tests::for_each_data_blob(bc, container, [&](const std::string& name, const storage::blob_download& got) {
+    ++inv.blobs;
+    EXPECT_TRUE(name.starts_with("pullscale/2001/01/05/h1-pull1-")) << name;
+    check_blob(name, got, inv);
+  });
   return inv;
 }
 
