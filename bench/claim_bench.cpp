@@ -207,7 +207,9 @@ run_result run_children(const std::vector<std::vector<std::string>>& child_args,
     std::vector<std::string> args = {"/proc/self/exe", "--child"};
     args.insert(args.end(), child_args[i].begin(), child_args[i].end());
     args.insert(args.begin() + 5, outs.back()); // after: exe --child kind table owner
-    auto child = workers::child_process::spawn({.argv = std::move(args)});
+    workers::child_options co;
+    co.argv = std::move(args);
+    auto child = workers::child_process::spawn(co);
     if (!child) { std::fprintf(stderr, "claim_bench: %s\n", child.error().message.c_str()); std::exit(1); }
     pids.push_back(child->release()); // reaped below, all of them after all started
   }

@@ -553,7 +553,9 @@ std::string claim_process_binary() {
 /// Starts shoal_claim_process with `args` (after the binary).
 pid_t spawn_claim_process(std::vector<std::string> args) {
   args.insert(args.begin(), claim_process_binary());
-  auto c = child_process::spawn({.argv = std::move(args)});
+  child_options co;
+  co.argv = std::move(args);
+  auto c = child_process::spawn(co);
   EXPECT_TRUE(c) << c.error().message;
   return c ? c->release() : -1; // expect_all_exit_zero reaps it
 }

@@ -125,8 +125,9 @@ inventory collect(const storage::blob_client& bc, const std::string& container,
     const auto& md = got.properties.metadata;
     const std::string format = md.contains("format") ? md.at("format") : "";
     // ndjson: one record a line; persistor-v1: records separated by a blank line.
-    if (format != "ndjson")
+    if (format != "ndjson") {
       EXPECT_EQ(format, "persistor-v1") << name;
+    }
     const std::string sep = format == "ndjson" ? "\n" : "\n\n";
     for (std::size_t pos = 0; pos < body.size();) {
       const auto end = body.find(sep, pos);
