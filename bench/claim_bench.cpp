@@ -18,11 +18,11 @@
 //   bench/run.sh claim [--records N]          (needs AZURE_STORAGE_CONNECTION_STRING)
 
 #include "storage/table_client.hpp"
+#include "workers/child_process.hpp"
 #include "workers/claim/claimer.hpp"
 #include "workers/claim/key_escape.hpp"
 #include "workers/claim/work_table.hpp"
 
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -207,12 +207,11 @@ run_result run_children(const std::vector<std::vector<std::string>>& child_args,
     std::vector<std::string> args = {"/proc/self/exe", "--child"};
     args.insert(args.end(), child_args[i].begin(), child_args[i].end());
     args.insert(args.begin() + 5, outs.back()); // after: exe --child kind table owner
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = 0;
-    if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ) != 0) { std::perror("posix_spawn"); std::exit(1); }
-    pids.push_back(pid);
+    workers::child_options co;
+    co.argv = std::move(args);
+    auto child = workers::child_process::spawn(co);
+    if (!child) { std::fprintf(stderr, "claim_bench: %s\n", child.error().message.c_str()); std::exit(1); }
+    pids.push_back(child->release()); // reaped below, all of them after all started
   }
   for (auto pid : pids) {
     int status = 0;

@@ -155,8 +155,9 @@ double raw_spawn(const std::string& command, std::size_t n, std::size_t threads,
       char* shell_argv[] = {sh.data(), c.data(), cmd.data(), nullptr};
       char* direct_argv[] = {cmd.data(), nullptr};
       char** argv = direct ? direct_argv : shell_argv;
-      // SIGPIPE is ignored in this process (a command may exit before reading its stdin):
-      // give the command back the default.
+      // Raw posix_spawn on purpose, not workers::spawn_process: this loop is the benchmark's
+      // raw baseline. SIGPIPE is ignored in this process (a command may exit before reading its
+      // stdin): give the command back the default.
       posix_spawnattr_t attr;
       posix_spawnattr_init(&attr);
       sigset_t pipe_only;

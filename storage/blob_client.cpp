@@ -295,17 +295,26 @@ blob_type blob_type_from(std::string_view s) noexcept {
 
 // -- containers ---------------------------------------------------------------------------------------
 
-result<void> blob_client::create_container(std::string_view container) const {
+namespace {
+
+// Create Container (PUT) or Delete Container (DELETE) of `container`, `what` naming it in errors.
+result<void> container_call(const pipeline& p, http_method method, std::string_view container, const char* what) {
   if (auto v = validate_container_name(container); !v)
     return v;
   storage_request req;
-  req.method = http_method::put;
+  req.method = method;
   req.path = container_path(container);
   req.query = {{"restype", "container"}};
-  auto r = pipeline_.send(service::blob, req);
+  auto r = p.send(service::blob, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "create container " + quote(container)));
+    return std::unexpected(with_context(std::move(r.error()), what + quote(container)));
   return {};
+}
+
+} // namespace
+
+result<void> blob_client::create_container(std::string_view container) const {
+  return container_call(pipeline_, http_method::put, container, "create container ");
 }
 
 result<bool> blob_client::create_container_if_not_exists(std::string_view container) const {
@@ -318,16 +327,7 @@ result<bool> blob_client::create_container_if_not_exists(std::string_view contai
 }
 
 result<void> blob_client::delete_container(std::string_view container) const {
-  if (auto v = validate_container_name(container); !v)
-    return v;
-  storage_request req;
-  req.method = http_method::del;
-  req.path = container_path(container);
-  req.query = {{"restype", "container"}};
-  auto r = pipeline_.send(service::blob, req);
-  if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "delete container " + quote(container)));
-  return {};
+  return container_call(pipeline_, http_method::del, container, "delete container ");
 }
 
 result<bool> blob_client::delete_container_if_exists(std::string_view container) const {

@@ -3,6 +3,7 @@
 
 #include "storage/catalog.hpp"
 
+#include "storage/backoff.hpp"
 #include "storage/key_escape.hpp"
 
 #include <nlohmann/json.hpp>
@@ -468,13 +469,9 @@ result<void> catalog::drop(const table_service_client& svc, std::string_view nam
 // -- writes ---------------------------------------------------------------------------------------
 
 void catalog::backoff(int attempt) const {
-  auto base = opts_.contention_delay.count() << std::min(attempt, 20);
-  auto capped = std::min<std::int64_t>(base, opts_.max_contention_delay.count());
-  double u = opts_.random_unit ? opts_.random_unit() : [] {
-    thread_local std::mt19937_64 rng{std::random_device{}()};
-    return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-  }();
-  auto delay = std::chrono::milliseconds(static_cast<std::int64_t>(static_cast<double>(capped) * (0.5 + u)));
+  // storage/backoff.hpp's policy: contention_delay doubling per lost race, ±50 %, capped.
+  const auto delay = backoff_delay({opts_.contention_delay, opts_.max_contention_delay, 0.5}, attempt + 1,
+                                   opts_.random_unit ? opts_.random_unit() : backoff_random_unit());
   if (opts_.sleep)
     opts_.sleep(delay);
   else

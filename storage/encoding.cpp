@@ -5,27 +5,19 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace shoal::storage {
 namespace {
-
-constexpr char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-// Maps a byte to its 6-bit value, or -1 (not in the alphabet). '=' is handled by the caller.
-constexpr std::array<std::int8_t, 256> make_b64_table() {
-  std::array<std::int8_t, 256> t{};
-  for (auto& v : t)
-    v = -1;
-  for (int i = 0; i < 64; ++i)
-    t[static_cast<unsigned char>(b64_alphabet[i])] = static_cast<std::int8_t>(i);
-  return t;
-}
-constexpr auto b64_table = make_b64_table();
 
 constexpr char hex_digits[] = "0123456789ABCDEF";
 
@@ -59,6 +51,18 @@ bool expect_char(std::string_view s, std::size_t& pos, char c) noexcept {
     return true;
   }
   return false;
+}
+
+// "hh:mm:ss" at s[pos] (two digits each, not range-checked: make_time does that); advances pos.
+bool parse_hms(std::string_view s, std::size_t& pos, int& h, int& mi, int& sec) noexcept {
+  h = parse_digits(s, pos, 2);
+  if (h < 0 || !expect_char(s, pos, ':'))
+    return false;
+  mi = parse_digits(s, pos, 2);
+  if (mi < 0 || !expect_char(s, pos, ':'))
+    return false;
+  sec = parse_digits(s, pos, 2);
+  return sec >= 0;
 }
 
 // Validated civil date + time → time point (UTC). nullopt-like: returns false on a bad field.
@@ -114,28 +118,22 @@ int hex_value(char c) noexcept {
   return -1;
 }
 
+void base64_append(std::string& out, std::string_view bytes) {
+  // EVP_EncodeBlock takes an int length: whole 3-byte groups of at most 768 MiB at a time.
+  constexpr std::size_t chunk = std::size_t{3} << 28;
+  const std::size_t start = out.size();
+  out.resize(start + (bytes.size() + 2) / 3 * 4);
+  auto* o = reinterpret_cast<unsigned char*>(out.data() + start);
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  for (std::size_t i = 0; i < bytes.size(); i += chunk) {
+    const std::size_t n = std::min(chunk, bytes.size() - i);
+    o += ::EVP_EncodeBlock(o, p + i, static_cast<int>(n));
+  }
+}
+
 std::string base64_encode(std::string_view bytes) {
   std::string out;
-  out.resize((bytes.size() + 2) / 3 * 4);
-  std::size_t o = 0, i = 0;
-  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-  for (; i + 3 <= bytes.size(); i += 3) {
-    const std::uint32_t v = (std::uint32_t{p[i]} << 16) | (std::uint32_t{p[i + 1]} << 8) | p[i + 2];
-    out[o++] = b64_alphabet[(v >> 18) & 63];
-    out[o++] = b64_alphabet[(v >> 12) & 63];
-    out[o++] = b64_alphabet[(v >> 6) & 63];
-    out[o++] = b64_alphabet[v & 63];
-  }
-  const std::size_t rest = bytes.size() - i;
-  if (rest > 0) {
-    std::uint32_t v = std::uint32_t{p[i]} << 16;
-    if (rest == 2)
-      v |= std::uint32_t{p[i + 1]} << 8;
-    out[o++] = b64_alphabet[(v >> 18) & 63];
-    out[o++] = b64_alphabet[(v >> 12) & 63];
-    out[o++] = rest == 2 ? b64_alphabet[(v >> 6) & 63] : '=';
-    out[o++] = '=';
-  }
+  base64_append(out, bytes);
   return out;
 }
 
@@ -145,29 +143,27 @@ result<std::string> base64_decode(std::string_view text) {
   std::size_t pad = 0;
   if (!text.empty() && text.back() == '=')
     pad = (text.size() >= 2 && text[text.size() - 2] == '=') ? 2 : 1;
+  // EVP_DecodeBlock reads '=' as zero bits anywhere and trims surrounding whitespace: the first
+  // is refused here, the second shows as a shorter result below.
+  if (const auto eq = text.find('='); eq < text.size() - pad)
+    return std::unexpected(error::invalid("base64: invalid character at offset " + std::to_string(eq)));
+  constexpr std::size_t chunk = std::size_t{4} << 28; // whole 4-character groups, 1 GiB
   std::string out;
-  out.reserve(text.size() / 4 * 3);
-  for (std::size_t i = 0; i < text.size(); i += 4) {
-    const bool last = i + 4 == text.size();
-    std::uint32_t v = 0;
-    for (std::size_t j = 0; j < 4; ++j) {
-      const char c = text[i + j];
-      std::int8_t d;
-      if (c == '=' && last && j >= 4 - pad)
-        d = 0;
-      else
-        d = b64_table[static_cast<unsigned char>(c)];
-      if (d < 0)
-        return std::unexpected(error::invalid("base64: invalid character at offset " +
-                                              std::to_string(i + j)));
-      v = (v << 6) | static_cast<std::uint32_t>(d);
+  out.resize(text.size() / 4 * 3);
+  auto* o = reinterpret_cast<unsigned char*>(out.data());
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  for (std::size_t i = 0; i < text.size(); i += chunk) {
+    const std::size_t n = std::min(chunk, text.size() - i);
+    const int got = ::EVP_DecodeBlock(o + i / 4 * 3, p + i, static_cast<int>(n));
+    if (got < 0 || static_cast<std::size_t>(got) != n / 4 * 3) {
+      std::size_t bad = i;
+      while (bad < i + n && (std::isalnum(static_cast<unsigned char>(text[bad])) || text[bad] == '+' ||
+                             text[bad] == '/' || text[bad] == '='))
+        ++bad;
+      return std::unexpected(error::invalid("base64: invalid character at offset " + std::to_string(bad)));
     }
-    out += static_cast<char>((v >> 16) & 0xff);
-    if (!last || pad < 2)
-      out += static_cast<char>((v >> 8) & 0xff);
-    if (!last || pad < 1)
-      out += static_cast<char>(v & 0xff);
   }
+  out.resize(out.size() - pad);
   return out;
 }
 
@@ -262,16 +258,8 @@ result<std::chrono::system_clock::time_point> parse_http_date(std::string_view s
   if (month == 0 || !expect_char(s, pos, ' '))
     return bad();
   const int year = parse_digits(s, pos, 4);
-  if (year < 0 || !expect_char(s, pos, ' '))
-    return bad();
-  const int h = parse_digits(s, pos, 2);
-  if (h < 0 || !expect_char(s, pos, ':'))
-    return bad();
-  const int mi = parse_digits(s, pos, 2);
-  if (mi < 0 || !expect_char(s, pos, ':'))
-    return bad();
-  const int sec = parse_digits(s, pos, 2);
-  if (sec < 0 || s.substr(pos) != " GMT")
+  int h = 0, mi = 0, sec = 0;
+  if (year < 0 || !expect_char(s, pos, ' ') || !parse_hms(s, pos, h, mi, sec) || s.substr(pos) != " GMT")
     return bad();
   std::chrono::system_clock::time_point out;
   if (!make_time(year, month, day, h, mi, sec, out))
@@ -279,13 +267,21 @@ result<std::chrono::system_clock::time_point> parse_http_date(std::string_view s
   return out;
 }
 
-std::string format_iso8601(std::chrono::system_clock::time_point t) {
+std::string format_iso8601(std::chrono::system_clock::time_point t, int fraction_digits) {
   const civil_time c = to_civil(t);
-  char buf[40];
-  // Edm.DateTime carries 100 ns ticks: 7 fractional digits, truncated.
-  const int n =
-      std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%07lldZ", c.year, c.month,
-                    c.day, c.hour, c.minute, c.second, static_cast<long long>(c.sub_second_ns / 100));
+  char buf[48];
+  int n = std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d", c.year, c.month, c.day,
+                        c.hour, c.minute, c.second);
+  const int digits = std::clamp(fraction_digits, 0, 7);
+  if (n > 0 && digits > 0) {
+    // Edm.DateTime carries 100 ns ticks: at most 7 fractional digits, truncated.
+    long long frac = static_cast<long long>(c.sub_second_ns / 100);
+    for (int d = 7; d > digits; --d)
+      frac /= 10;
+    n += std::snprintf(buf + n, sizeof buf - static_cast<std::size_t>(n), ".%0*lld", digits, frac);
+  }
+  if (n > 0 && static_cast<std::size_t>(n) + 1 < sizeof buf)
+    buf[n++] = 'Z';
   return std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
 }
 
@@ -301,16 +297,8 @@ result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s) 
   if (month < 0 || !expect_char(s, pos, '-'))
     return bad();
   const int day = parse_digits(s, pos, 2);
-  if (day < 0 || !expect_char(s, pos, 'T'))
-    return bad();
-  const int h = parse_digits(s, pos, 2);
-  if (h < 0 || !expect_char(s, pos, ':'))
-    return bad();
-  const int mi = parse_digits(s, pos, 2);
-  if (mi < 0 || !expect_char(s, pos, ':'))
-    return bad();
-  const int sec = parse_digits(s, pos, 2);
-  if (sec < 0)
+  int h = 0, mi = 0, sec = 0;
+  if (day < 0 || !expect_char(s, pos, 'T') || !parse_hms(s, pos, h, mi, sec))
     return bad();
   std::int64_t frac_ns = 0;
   if (expect_char(s, pos, '.')) {
@@ -336,6 +324,36 @@ result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s) 
     return out;
   return out + std::chrono::duration_cast<std::chrono::system_clock::duration>(
                    std::chrono::nanoseconds{frac_ns});
+}
+
+bool valid_utf8(std::string_view s) noexcept {
+  const char* p = s.data();
+  const char* const e = p + s.size();
+  while (p < e) {
+#if defined(__SSE2__)
+    // ASCII runs: 16 bytes per step while no byte has its high bit set.
+    while (e - p >= 16) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      const unsigned m = static_cast<unsigned>(_mm_movemask_epi8(v));
+      if (m != 0) {
+        p += __builtin_ctz(m);
+        break;
+      }
+      p += 16;
+    }
+    if (p == e)
+      break;
+#endif
+    if (static_cast<unsigned char>(*p) < 0x80) {
+      ++p;
+      continue;
+    }
+    const std::size_t n = utf8_sequence_length(p, e);
+    if (n == 0)
+      return false;
+    p += n;
+  }
+  return true;
 }
 
 std::optional<std::size_t> utf16_length(std::string_view s) noexcept {

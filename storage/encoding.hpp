@@ -11,9 +11,15 @@
 
 namespace shoal::storage {
 
-/// Standard base64 (RFC 4648 §4) with padding, no line breaks.
+/// Standard base64 (RFC 4648 §4) with padding, no line breaks, through OpenSSL's
+/// EVP_EncodeBlock: the one base64 of shoal. Thread-safe (pure).
 std::string base64_encode(std::string_view bytes);
-/// Decodes standard base64; whitespace is not allowed. Errors: invalid_argument.
+/// Appends base64_encode(bytes) to `out` (no copy of the encoded text). Thread-safe.
+void base64_append(std::string& out, std::string_view bytes);
+/// Decodes standard base64 (RFC 4648 §4, padding required, through EVP_DecodeBlock);
+/// whitespace, a '=' before the end and characters outside the alphabet are refused.
+/// Errors: invalid_argument naming the offset of the first bad character (or the bad length).
+/// Thread-safe (pure).
 [[nodiscard]] result<std::string> base64_decode(std::string_view text);
 
 /// Percent-encodes everything except RFC 3986 unreserved characters (and '/' when `keep_slash`).
@@ -22,6 +28,51 @@ std::string url_encode(std::string_view s, bool keep_slash = false);
 [[nodiscard]] result<std::string> url_decode(std::string_view s);
 /// The value 0..15 of hex digit `c` (either case), or -1 when `c` is not one. Thread-safe (pure).
 int hex_value(char c) noexcept;
+
+/// Length (2 to 4) of the well-formed UTF-8 sequence starting at `p` (with *p >= 0x80) within
+/// [p, e), or 0 when there is none: a continuation or invalid lead byte, a truncated sequence,
+/// an overlong form, a surrogate (U+D800..DFFF) or a code point above U+10FFFF (RFC 3629 §4).
+/// The one statement of those rules in shoal (transport/codec.cpp, below storage, keeps its
+/// own copy). Thread-safe (pure).
+inline std::size_t utf8_sequence_length(const char* p, const char* e) noexcept {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  const std::ptrdiff_t left = e - p;
+  const unsigned c = u[0];
+  auto cont = [&](int i) { return (u[i] & 0xC0) == 0x80; };
+  if (c >= 0xC2 && c <= 0xDF)
+    return left >= 2 && cont(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (left < 3 || !cont(1) || !cont(2))
+      return 0;
+    if ((c == 0xE0 && u[1] < 0xA0) || (c == 0xED && u[1] >= 0xA0))
+      return 0; // overlong, surrogate
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (left < 4 || !cont(1) || !cont(2) || !cont(3))
+      return 0;
+    if ((c == 0xF0 && u[1] < 0x90) || (c == 0xF4 && u[1] >= 0x90))
+      return 0; // overlong, above U+10FFFF
+    return 4;
+  }
+  return 0; // 0x80..0xC1 (continuation, overlong 2-byte lead), 0xF5..0xFF
+}
+
+/// The code point of the well-formed sequence of `n` bytes (utf8_sequence_length's answer,
+/// 1 for ASCII) at `p`. Thread-safe (pure).
+inline char32_t utf8_decode(const char* p, std::size_t n) noexcept {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  if (n == 1)
+    return u[0];
+  char32_t cp = u[0] & (n == 2 ? 0x1F : n == 3 ? 0x0F : 0x07);
+  for (std::size_t i = 1; i < n; ++i)
+    cp = (cp << 6) | (u[i] & 0x3F);
+  return cp;
+}
+
+/// True when `s` is well-formed UTF-8 (utf8_sequence_length's rules). ASCII runs are skipped
+/// 16 bytes per step (SSE2). The one UTF-8 validator of shoal above transport. Thread-safe.
+bool valid_utf8(std::string_view s) noexcept;
 
 /// UTF-16 code units of UTF-8 `s` (Azure counts key and string lengths in them), or nullopt if
 /// `s` is not valid UTF-8 (bad lead or continuation bytes, overlong forms, surrogates,
@@ -45,8 +96,10 @@ std::string format_http_date(std::chrono::system_clock::time_point t);
 /// time_point::max().
 [[nodiscard]] result<std::chrono::system_clock::time_point> parse_http_date(std::string_view s);
 
-/// ISO-8601 UTC with 7 fractional digits, e.g. "2024-01-02T03:04:05.1234567Z" (Edm.DateTime).
-std::string format_iso8601(std::chrono::system_clock::time_point t);
+/// ISO-8601 UTC (RFC 3339) with `fraction_digits` (0-7, clamped) fractional digits, truncated:
+/// 7 gives the Edm.DateTime form "2024-01-02T03:04:05.1234567Z", 0 "2024-01-02T03:04:05Z" (what
+/// the CLI prints). The one time formatter of shoal. Thread-safe (pure).
+std::string format_iso8601(std::chrono::system_clock::time_point t, int fraction_digits = 7);
 /// Parses ISO-8601 UTC ("Z" or "+00:00"), 0-7 fractional digits. Errors: invalid_argument.
 /// Dates past April 2262 give time_point::max().
 [[nodiscard]] result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view s);

@@ -1,5 +1,6 @@
 #include "storage/pipeline.hpp"
 
+#include "storage/backoff.hpp"
 #include "storage/encoding.hpp"
 #include "storage/shared_key.hpp"
 
@@ -70,14 +71,9 @@ std::optional<std::chrono::milliseconds> server_delay(const http_response& r) {
   return std::nullopt;
 }
 
-// base × 2^(attempt−1) × uniform[1−jitter, 1+jitter], capped at max_delay. `attempt` is the
-// 1-based number of the attempt that just failed.
+// The delay after failed attempt `attempt` (1-based): the one policy, storage/backoff.hpp.
 std::chrono::milliseconds backoff(const retry_options& o, int attempt, double unit) {
-  const double exp = std::ldexp(1.0, std::min(attempt - 1, 30));
-  const double factor = 1.0 - o.jitter + 2.0 * o.jitter * std::clamp(unit, 0.0, 1.0);
-  const double ms = static_cast<double>(o.base_delay.count()) * exp * factor;
-  const double cap = static_cast<double>(o.max_delay.count());
-  return std::chrono::milliseconds{static_cast<long long>(std::llround(std::min(ms, cap)))};
+  return backoff_delay({o.base_delay, o.max_delay, o.jitter}, attempt, unit);
 }
 
 // -- error bodies -------------------------------------------------------------------------------
@@ -376,10 +372,7 @@ result<pipeline> pipeline::make(storage_account account, pipeline_options opts,
   if (!h.now)
     h.now = [] { return std::chrono::system_clock::now(); };
   if (!h.random_unit)
-    h.random_unit = [] {
-      thread_local std::mt19937_64 gen{std::random_device{}()};
-      return std::uniform_real_distribution<double>(0.0, 1.0)(gen);
-    };
+    h.random_unit = backoff_random_unit;
   if (!h.sleep)
     h.sleep = [](std::chrono::milliseconds d) { std::this_thread::sleep_for(d); };
   try {

@@ -3,6 +3,7 @@
 // entity validation and the filter builder, and the JSON entry points the client reuses.
 // Includes nlohmann-json; never include it from a public header.
 
+#include "storage/encoding.hpp"
 #include "storage/error.hpp"
 #include "storage/table_entity.hpp"
 
@@ -16,46 +17,16 @@ namespace shoal::storage::detail {
 /// Calls `fn(char32_t)` for each code point of UTF-8 `s`. Returns false (stopping early) on
 /// malformed input: bad lead/continuation bytes, overlong forms, surrogates, > U+10FFFF.
 template <class F> bool for_each_code_point(std::string_view s, F&& fn) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* end = p + s.size();
+  const char* p = s.data();
+  const char* const end = p + s.size();
   while (p < end) {
-    unsigned char c = *p;
-    char32_t cp;
-    int extra;
-    if (c < 0x80) {
-      cp = c;
-      extra = 0;
-    } else if ((c & 0xE0) == 0xC0) {
-      cp = c & 0x1F;
-      extra = 1;
-    } else if ((c & 0xF0) == 0xE0) {
-      cp = c & 0x0F;
-      extra = 2;
-    } else if ((c & 0xF8) == 0xF0) {
-      cp = c & 0x07;
-      extra = 3;
-    } else {
+    const std::size_t n = static_cast<unsigned char>(*p) < 0x80 ? 1 : utf8_sequence_length(p, end);
+    if (n == 0)
       return false;
-    }
-    if (end - p <= extra)
-      return false;
-    for (int i = 1; i <= extra; ++i) {
-      if ((p[i] & 0xC0) != 0x80)
-        return false;
-      cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    static constexpr char32_t min_for[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < min_for[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    fn(cp);
-    p += extra + 1;
+    fn(utf8_decode(p, n));
+    p += n;
   }
   return true;
-}
-
-/// True when `s` is well-formed UTF-8.
-inline bool valid_utf8(std::string_view s) {
-  return for_each_code_point(s, [](char32_t) {});
 }
 
 /// Length of `s` in UTF-16 code units (what the service counts); for malformed input, bytes.

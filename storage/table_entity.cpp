@@ -15,6 +15,94 @@ namespace shoal::storage {
 
 using json = nlohmann::json;
 
+// -- typed reads ----------------------------------------------------------------------------------
+
+namespace {
+
+std::unexpected<error> missing(std::string_view name) {
+  return std::unexpected(error{errc::not_found, 0, {}, {}, false, 0, "no property '" + std::string(name) + "'"});
+}
+
+std::unexpected<error> wrong_type(std::string_view name, const table_value& v, std::string_view wanted) {
+  return std::unexpected(error{errc::bad_response, 0, {}, {}, false, 0,
+                               "property '" + std::string(name) + "' is " + std::string(to_string(type_of(v))) +
+                                   ", not readable as " + std::string(wanted)});
+}
+
+} // namespace
+
+namespace {
+
+// Property `name` of `e` through `conv` (table_value → optional<Out>, nullopt = not readable
+// as `wanted`): the one shape of every typed getter.
+template <class Out, class Conv>
+result<Out> read_prop(const table_entity& e, std::string_view name, std::string_view wanted, Conv conv) {
+  const table_value* v = e.find(name);
+  if (!v)
+    return missing(name);
+  if (std::optional<Out> out = conv(*v))
+    return *std::move(out);
+  return wrong_type(name, *v, wanted);
+}
+
+// The alternative T of `v`, if it holds one.
+template <class T> std::optional<T> exactly(const table_value& v) {
+  if (const auto* x = std::get_if<T>(&v))
+    return *x;
+  return std::nullopt;
+}
+
+} // namespace
+
+result<std::string> table_entity::get_string(std::string_view name) const {
+  return read_prop<std::string>(*this, name, "Edm.String", exactly<std::string>);
+}
+
+result<std::int64_t> table_entity::get_int64(std::string_view name) const {
+  return read_prop<std::int64_t>(*this, name, "Edm.Int64", [](const table_value& v) -> std::optional<std::int64_t> {
+    if (const auto* i = std::get_if<std::int64_t>(&v))
+      return *i;
+    if (const auto* i = std::get_if<std::int32_t>(&v))
+      return *i;
+    if (const auto* s = std::get_if<std::string>(&v)) {
+      std::int64_t out = 0;
+      const auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), out);
+      if (ec == std::errc{} && end == s->data() + s->size() && !s->empty())
+        return out;
+    }
+    // 2^63 is exactly representable; every double below it in magnitude converts exactly.
+    if (const auto* d = std::get_if<double>(&v); d && std::trunc(*d) == *d && *d >= -9223372036854775808.0 &&
+                                                  *d < 9223372036854775808.0)
+      return static_cast<std::int64_t>(*d);
+    return std::nullopt;
+  });
+}
+
+result<double> table_entity::get_double(std::string_view name) const {
+  return read_prop<double>(*this, name, "Edm.Double", [](const table_value& v) -> std::optional<double> {
+    if (const auto* d = std::get_if<double>(&v))
+      return *d;
+    if (const auto* i = std::get_if<std::int64_t>(&v))
+      return static_cast<double>(*i);
+    if (const auto* i = std::get_if<std::int32_t>(&v))
+      return *i;
+    return std::nullopt;
+  });
+}
+
+result<bool> table_entity::get_bool(std::string_view name) const {
+  return read_prop<bool>(*this, name, "Edm.Boolean", exactly<bool>);
+}
+
+result<std::chrono::system_clock::time_point> table_entity::get_time(std::string_view name) const {
+  using tp = std::chrono::system_clock::time_point;
+  return read_prop<tp>(*this, name, "Edm.DateTime", [](const table_value& v) -> std::optional<tp> {
+    if (const auto* t = std::get_if<table_time>(&v))
+      return std::chrono::time_point_cast<tp::duration>(*t);
+    return std::nullopt;
+  });
+}
+
 // -- guid -----------------------------------------------------------------------------------------
 
 namespace {
@@ -349,12 +437,12 @@ std::string write_entity_json(const table_entity& e) {
 }
 
 bool all_utf8(const table_entity& e) {
-  if (!detail::valid_utf8(e.partition_key) || !detail::valid_utf8(e.row_key))
+  if (!valid_utf8(e.partition_key) || !valid_utf8(e.row_key))
     return false;
   for (const auto& [name, v] : e.properties) {
-    if (!detail::valid_utf8(name))
+    if (!valid_utf8(name))
       return false;
-    if (const auto* s = std::get_if<std::string>(&v); s && !detail::valid_utf8(*s))
+    if (const auto* s = std::get_if<std::string>(&v); s && !valid_utf8(*s))
       return false;
   }
   return true;
@@ -554,7 +642,7 @@ result<void> validate_entity(const table_entity& e) {
     if (auto r = validate_property_name(name); !r)
       return r;
     if (const auto* s = std::get_if<std::string>(&value)) {
-      if (!detail::valid_utf8(*s))
+      if (!valid_utf8(*s))
         return std::unexpected(error::invalid("property '" + name + "' is not valid UTF-8 (Edm.String)"));
       if (std::size_t u = detail::utf16_units(*s); u > table_limits::max_string_utf16_units) {
         error err = error::invalid("property '" + name + "' is " + std::to_string(u) +

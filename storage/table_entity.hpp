@@ -92,6 +92,23 @@ struct table_entity {
     const table_value* v = find(name);
     return v ? std::get_if<T>(v) : nullptr;
   }
+  /// Typed reads with one set of coercion rules for every caller (in place of per-file
+  /// readers). Errors: not_found (no property `name`; use `.value_or(default)` where absence
+  /// means a default), bad_response (the stored type cannot be read as the type asked for; the
+  /// message names the property and both types). Thread-safe (const).
+  /// String: Edm.String only.
+  [[nodiscard]] result<std::string> get_string(std::string_view name) const;
+  /// Int64: Edm.Int64 or Edm.Int32; an Edm.String holding a whole decimal integer (Azurite
+  /// returns some untagged Int64 values as strings); an Edm.Double holding a whole number in
+  /// range. Nothing is truncated or rounded.
+  [[nodiscard]] result<std::int64_t> get_int64(std::string_view name) const;
+  /// Double: Edm.Double, Edm.Int32 or Edm.Int64 (converted).
+  [[nodiscard]] result<double> get_double(std::string_view name) const;
+  /// Boolean: Edm.Boolean only.
+  [[nodiscard]] result<bool> get_bool(std::string_view name) const;
+  /// DateTime as system_clock (exact: 100 ns ticks fit): Edm.DateTime only.
+  [[nodiscard]] result<std::chrono::system_clock::time_point> get_time(std::string_view name) const;
+
   /// Sets (or replaces) property `name`. Returns *this for chaining.
   table_entity& set(std::string name, table_value value) {
     properties.insert_or_assign(std::move(name), std::move(value));

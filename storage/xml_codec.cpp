@@ -131,26 +131,15 @@ result<blob_item> parse_blob(pugi::xml_node b) {
   return item;
 }
 
-// Decodes one UTF-8 sequence at s[i]; returns its code point and advances i, or -1 if invalid.
+// Decodes one UTF-8 sequence at s[i] (storage::utf8_sequence_length's rules); returns its code
+// point and advances i, or -1 if invalid.
 long decode_utf8(std::string_view s, std::size_t& i) noexcept {
-  auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char c = b(i);
-  if (c < 0x80)
-    return ++i, c;
-  std::size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-  if (len == 0 || i + len > s.size())
+  const char* p = s.data() + i;
+  const std::size_t n = static_cast<unsigned char>(*p) < 0x80 ? 1 : utf8_sequence_length(p, s.data() + s.size());
+  if (n == 0)
     return -1;
-  long cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
-  for (std::size_t k = 1; k < len; ++k) {
-    if ((b(i + k) & 0xC0) != 0x80)
-      return -1;
-    cp = (cp << 6) | (b(i + k) & 0x3F);
-  }
-  static constexpr long min_for_len[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < min_for_len[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-    return -1;
-  i += len;
-  return cp;
+  i += n;
+  return static_cast<long>(utf8_decode(p, n));
 }
 
 } // namespace

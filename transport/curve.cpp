@@ -120,8 +120,9 @@ result<void> check_secret_file(const struct stat& st, const std::filesystem::pat
   return {};
 }
 
-// The first line that is neither blank nor a comment; its first word must be a key.
-result<std::string> first_key(std::string_view text, const std::filesystem::path& p) {
+// Calls `take(key)` with the first word of each line that is neither blank nor a comment, in
+// order, until it returns false; each word must be a key. Errors name `where` and the line.
+template <class F> result<void> for_each_key_line(std::string_view text, const std::string& where, F&& take) {
   std::size_t line_no = 0;
   while (!text.empty()) {
     const auto nl = text.find('\n');
@@ -131,29 +132,32 @@ result<std::string> first_key(std::string_view text, const std::filesystem::path
     if (line.empty() || line.front() == '#') continue;
     const std::string_view key = line.substr(0, line.find_first_of(" \t"));
     if (!valid_curve_key(key))
-      return fail(errc::invalid_argument,
-                  p.string() + ":" + std::to_string(line_no) + ": not a 40-character Z85 key");
-    return std::string(key);
+      return fail(errc::invalid_argument, where + ":" + std::to_string(line_no) + ": not a 40-character Z85 key");
+    if (!take(key)) break;
   }
-  return fail(errc::invalid_argument, p.string() + ": no key found");
+  return {};
+}
+
+// The first line that is neither blank nor a comment; its first word must be a key.
+result<std::string> first_key(std::string_view text, const std::filesystem::path& p) {
+  std::optional<std::string> key;
+  auto walked = for_each_key_line(text, p.string(), [&](std::string_view k) {
+    key.emplace(k);
+    return false;
+  });
+  if (!walked) return unexpected_error(std::move(walked).error());
+  if (!key) return fail(errc::invalid_argument, p.string() + ": no key found");
+  return *key;
 }
 
 result<std::unordered_set<std::string>> parse_allow_list(std::string_view text,
                                                          const std::string& where) {
   std::unordered_set<std::string> keys;
-  std::size_t line_no = 0;
-  while (!text.empty()) {
-    const auto nl = text.find('\n');
-    std::string_view line = trim(text.substr(0, nl));
-    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
-    ++line_no;
-    if (line.empty() || line.front() == '#') continue;
-    const std::string_view key = line.substr(0, line.find_first_of(" \t"));
-    if (!valid_curve_key(key))
-      return fail(errc::invalid_argument,
-                  where + ":" + std::to_string(line_no) + ": not a 40-character Z85 key");
-    keys.emplace(key);
-  }
+  auto walked = for_each_key_line(text, where, [&](std::string_view k) {
+    keys.emplace(k);
+    return true;
+  });
+  if (!walked) return unexpected_error(std::move(walked).error());
   return keys;
 }
 

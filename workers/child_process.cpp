@@ -48,19 +48,115 @@ struct spawn_objects {
 
 } // namespace
 
-result<pid_t> spawn_process(const spawn_request& req) {
-  if (!req.path || !req.argv || !req.envp)
-    return fail(errc::invalid_argument, "spawn_process: path, argv and envp are required");
-  spawn_objects o;
-  if (!o.attr_ok || !o.actions_ok)
-    return fail(errc::io, "spawn_process: posix_spawn attributes could not be initialised");
-  sigset_t none, defaults;
-  ::sigemptyset(&none);
+namespace {
+
+// The signals a child gets back at their defaults, whatever the parent did with them.
+sigset_t default_signals() {
+  sigset_t defaults;
   ::sigemptyset(&defaults);
   for (int s : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGUSR1, SIGUSR2})
     ::sigaddset(&defaults, s);
+  return defaults;
+}
+
+// fork + execve for a child that needs prctl(PR_SET_PDEATHSIG), which posix_spawn cannot set.
+// Everything (argv, envp, fds, the signal set, the error pipe) is ready before the fork; the
+// child makes only async-signal-safe system calls and reports an exec failure's errno through
+// a close-on-exec pipe, so the parent can tell "started" from "could not start".
+result<pid_t> fork_exec(const spawn_request& req, int null_fd) {
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0)
+    return fail(errc::io, std::string("spawn_process: pipe: ") + std::strerror(errno));
+  const sigset_t defaults = default_signals();
+  sigset_t none;
+  ::sigemptyset(&none);
+  const pid_t parent = ::getpid();
+  const int fds[3] = {null_fd >= 0 ? null_fd : req.stdin_fd, req.stdout_fd, req.stderr_fd};
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int e = errno;
+    ::close(report[0]);
+    ::close(report[1]);
+    return fail(errc::io, std::string("spawn_process: fork: ") + std::strerror(e));
+  }
+  if (pid == 0) {
+    int err = 0;
+    if (::prctl(PR_SET_PDEATHSIG, req.parent_death_signal, 0, 0, 0) != 0)
+      err = errno;
+    else if (::getppid() != parent) // the parent died before the prctl: act as if after
+      ::raise(req.parent_death_signal);
+    if (err == 0 && req.new_session && ::setsid() < 0)
+      err = errno;
+    else if (err == 0 && !req.new_session && req.new_process_group && ::setpgid(0, 0) != 0)
+      err = errno;
+    if (err == 0 && req.cwd && ::chdir(req.cwd) != 0)
+      err = errno;
+    for (int target = 0; target < 3 && err == 0; ++target)
+      if (fds[target] >= 0 && ::dup2(fds[target], target) < 0)
+        err = errno;
+    for (int s = 1; s < NSIG && err == 0; ++s)
+      if (::sigismember(&defaults, s) == 1)
+        ::signal(s, SIG_DFL);
+    if (err == 0)
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (err == 0 && req.close_other_fds) {
+      // keep the report pipe open until the exec (it is close-on-exec)
+      if (report[1] > 3)
+        ::syscall(SYS_close_range, 3u, static_cast<unsigned>(report[1] - 1), 0u);
+      ::syscall(SYS_close_range, static_cast<unsigned>(report[1] + 1), ~0u, 0u);
+    }
+    if (err == 0) {
+      ::execve(req.path, req.argv, req.envp);
+      err = errno;
+    }
+    [[maybe_unused]] auto n = ::write(report[1], &err, sizeof err);
+    ::_exit(127);
+  }
+  ::close(report[1]);
+  int err = 0;
+  ssize_t n;
+  while ((n = ::read(report[0], &err, sizeof err)) < 0 && errno == EINTR) {
+  }
+  ::close(report[0]);
+  if (n == static_cast<ssize_t>(sizeof err)) {
+    int st = 0;
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return fail(errc::io, std::string("cannot start ") + req.path + ": " + std::strerror(err));
+  }
+  return pid;
+}
+
+} // namespace
+
+result<pid_t> spawn_process(const spawn_request& req) {
+  if (!req.path || !req.argv || !req.envp)
+    return fail(errc::invalid_argument, "spawn_process: path, argv and envp are required");
+  int null_fd = -1;
+  if (req.stdin_null) {
+    null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd < 0)
+      return fail(errc::io, std::string("spawn_process: /dev/null: ") + std::strerror(errno));
+  }
+  struct fd_closer {
+    int fd;
+    ~fd_closer() {
+      if (fd >= 0)
+        ::close(fd);
+    }
+  } null_guard{null_fd};
+  if (req.parent_death_signal != 0)
+    return fork_exec(req, null_fd);
+  spawn_objects o;
+  if (!o.attr_ok || !o.actions_ok)
+    return fail(errc::io, "spawn_process: posix_spawn attributes could not be initialised");
+  sigset_t none;
+  ::sigemptyset(&none);
+  const sigset_t defaults = default_signals();
   short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-  if (req.new_process_group) {
+  if (req.new_session) {
+    flags |= POSIX_SPAWN_SETSID;
+  } else if (req.new_process_group) {
     flags |= POSIX_SPAWN_SETPGROUP;
     ::posix_spawnattr_setpgroup(&o.attr, 0);
   }
@@ -68,12 +164,14 @@ result<pid_t> spawn_process(const spawn_request& req) {
   ::posix_spawnattr_setsigdefault(&o.attr, &defaults);
   ::posix_spawnattr_setflags(&o.attr, flags);
   int rc = 0;
-  const int fds[3] = {req.stdin_fd, req.stdout_fd, req.stderr_fd};
+  const int fds[3] = {null_fd >= 0 ? null_fd : req.stdin_fd, req.stdout_fd, req.stderr_fd};
   for (int target = 0; target < 3 && rc == 0; ++target)
     if (fds[target] >= 0)
       rc = ::posix_spawn_file_actions_adddup2(&o.actions, fds[target], target);
   if (rc == 0 && req.close_other_fds)
     rc = ::posix_spawn_file_actions_addclosefrom_np(&o.actions, 3);
+  if (rc == 0 && req.cwd)
+    rc = ::posix_spawn_file_actions_addchdir_np(&o.actions, req.cwd);
   if (rc != 0)
     return fail(errc::io, std::string("spawn_process: file actions: ") + std::strerror(rc));
   pid_t pid = -1;
@@ -98,7 +196,12 @@ int open_pidfd(pid_t pid) noexcept {
 result<child_process> child_process::spawn(const child_options& opts) {
   if (opts.argv.empty())
     return fail(errc::invalid_argument, "child_process: empty argv");
-  // argv and the environment (ours, with opts.env set over it) are built before the spawn.
+  // argv, the program's path and the environment (ours, with opts.env set over it) are built
+  // before the spawn.
+  auto program = find_program(opts.argv[0]);
+  if (!program)
+    return fail(errc::io, "cannot start " + opts.argv[0] + ": " + program.error().message);
+  const std::string path = program->string();
   std::vector<char*> args;
   for (const auto& a : opts.argv)
     args.push_back(const_cast<char*>(a.c_str()));
@@ -121,17 +224,23 @@ result<child_process> child_process::spawn(const child_options& opts) {
   envp.push_back(nullptr);
   int out = -1;
   if (!opts.output.empty()) {
-    out = ::open(opts.output.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    out = ::open(opts.output.c_str(),
+                 O_WRONLY | O_CREAT | O_CLOEXEC | (opts.truncate_output ? O_TRUNC : O_APPEND), 0644);
     if (out < 0)
       return fail(errc::io, "child_process: cannot open " + opts.output.string() + ": " + std::strerror(errno));
   }
   spawn_request req;
-  req.path = args[0];
+  req.path = path.c_str();
   req.argv = args.data();
   req.envp = envp.data();
   req.stdout_fd = out;
   req.stderr_fd = out;
+  req.stdin_null = opts.stdin_null;
+  req.cwd = opts.cwd.empty() ? nullptr : opts.cwd.c_str();
   req.new_process_group = opts.new_process_group;
+  req.new_session = opts.new_session;
+  req.close_other_fds = opts.close_other_fds;
+  req.parent_death_signal = opts.parent_death_signal;
   auto pid = spawn_process(req);
   if (out >= 0)
     ::close(out);
@@ -212,6 +321,38 @@ int child_process::terminate(std::chrono::milliseconds grace) {
     return *s;
   ::kill(pid_, SIGKILL);
   return *wait();
+}
+
+pid_t child_process::release() noexcept {
+  if (pidfd_ >= 0)
+    ::close(std::exchange(pidfd_, -1));
+  return status_ ? -1 : std::exchange(pid_, -1);
+}
+
+result<int> run_to_completion(const child_options& opts) {
+  auto c = child_process::spawn(opts);
+  if (!c)
+    return std::unexpected(c.error());
+  return *c->wait();
+}
+
+result<std::filesystem::path> find_program(const std::string& name) {
+  if (name.find('/') != std::string::npos)
+    return std::filesystem::path(name);
+  const char* path_env = std::getenv("PATH");
+  std::string_view dirs = path_env ? path_env : "/usr/local/bin:/usr/bin:/bin";
+  while (true) {
+    const auto colon = dirs.find(':');
+    const std::string_view dir = dirs.substr(0, colon);
+    std::filesystem::path candidate = std::filesystem::path(dir.empty() ? "." : std::string(dir)) / name;
+    std::error_code ec;
+    if (::access(candidate.c_str(), X_OK) == 0 && !std::filesystem::is_directory(candidate, ec))
+      return candidate;
+    if (colon == std::string_view::npos)
+      break;
+    dirs.remove_prefix(colon + 1);
+  }
+  return fail(errc::not_found, "no executable " + name + " in PATH");
 }
 
 bool make_process_non_dumpable() noexcept { return ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0; }

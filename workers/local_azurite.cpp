@@ -1,5 +1,7 @@
 #include "workers/local_azurite.hpp"
 
+#include "workers/child_process.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -47,30 +49,6 @@ std::string tail_of(const fs::path& file, std::size_t max_bytes = 4000) {
   std::ifstream in(file, std::ios::binary);
   std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return all.size() > max_bytes ? all.substr(all.size() - max_bytes) : all;
-}
-
-// Runs argv to completion with output appended to `log`; returns its exit status.
-int run_to_completion(const std::vector<std::string>& argv, const fs::path& log) {
-  pid_t pid = ::fork();
-  if (pid < 0)
-    return -1;
-  if (pid == 0) {
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-    }
-    std::vector<char*> args;
-    for (const auto& a : argv)
-      args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execvp(args[0], args.data());
-    _exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
 } // namespace
@@ -135,12 +113,17 @@ result<azurite_process> azurite_process::start(const azurite_options& opts) {
     argv.insert(argv.end(), {"--location", opts.workspace.string()});
   if (opts.tls) {
     const fs::path cert = opts.workspace / "cert.pem", key = opts.workspace / "key.pem";
-    int rc = run_to_completion({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                                "-keyout", key.string(), "-out", cert.string(), "-days", "3",
-                                "-subj", "/CN=127.0.0.1", "-addext",
-                                "subjectAltName=IP:127.0.0.1,DNS:localhost"},
-                               opts.workspace / "openssl.log");
-    if (rc != 0)
+    child_options openssl;
+    openssl.argv = {"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", key.string(), "-out", cert.string(), "-days", "3",
+                    "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost"};
+    openssl.output = opts.workspace / "openssl.log";
+    openssl.stdin_null = true;
+    auto done = run_to_completion(openssl);
+    if (!done)
+      return fail(errc::io, "openssl could not make a certificate: " + done.error().message);
+    if (const int rc = *done; rc != 0)
       return fail(errc::io, "openssl could not make a certificate (exit " + std::to_string(rc) +
                                 "): " + tail_of(opts.workspace / "openssl.log"));
     argv.insert(argv.end(), {"--cert", cert.string(), "--key", key.string()});
@@ -157,28 +140,17 @@ result<azurite_process> azurite_process::start(const azurite_options& opts) {
   for (int i = 0; i < 3; ++i)
     argv.insert(argv.end(), {flags[i], std::to_string(ports[i]), hosts[i], opts.host});
 
-  pid_t pid = ::fork();
-  if (pid < 0)
-    return fail(errc::io, std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {
-    if (opts.detach)
-      ::setsid();
-    int null = ::open("/dev/null", O_RDONLY);
-    ::dup2(null, 0);
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-    }
-    for (int f = 3; f < 1024; ++f)
-      ::close(f);
-    std::vector<char*> args;
-    for (const auto& a : argv)
-      args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    _exit(127);
-  }
+  child_options co;
+  co.argv = std::move(argv);
+  co.output = log;
+  co.truncate_output = true;
+  co.stdin_null = true;
+  co.close_other_fds = true;
+  co.new_session = opts.detach; // a detached Azurite outlives our session and terminal
+  auto child = child_process::spawn(co);
+  if (!child)
+    return fail(errc::io, "cannot start Azurite: " + child.error().message);
+  const pid_t pid = child->release(); // stop() and the destructor below stop it by pid
 
   azurite_process p;
   p.pid_ = pid;

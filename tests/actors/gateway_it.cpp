@@ -7,6 +7,7 @@
 #include "actors/system.hpp"
 #include "tests/support/eventually.hpp"
 #include "transport/curve.hpp"
+#include "workers/child_process.hpp"
 
 #include <gtest/gtest.h>
 
@@ -204,14 +205,17 @@ protected:
     std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
     std::string filter = "--gtest_filter=GatewayPeer.Serve";
     char* argv[] = {self.data(), filter.data(), nullptr};
-    child_ = ::fork();
-    ASSERT_GE(child_, 0);
-    if (child_ == 0) {
-      int devnull = ::open("/dev/null", O_WRONLY);
-      ::dup2(devnull, 1);
-      ::execve(self.c_str(), argv, envp.data());
-      ::_exit(127);
-    }
+    const int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(devnull, 0);
+    workers::spawn_request req;
+    req.path = self.c_str();
+    req.argv = argv;
+    req.envp = envp.data();
+    req.stdout_fd = devnull;
+    auto pid = workers::spawn_process(req);
+    ::close(devnull);
+    ASSERT_TRUE(pid) << pid.error().message;
+    child_ = *pid;
   }
   void kill_child() {
     if (child_ > 0) {

@@ -15,6 +15,7 @@
 //    JSON, else the payload as a string (or base64);
 //  - ndjson refuses exactly the payloads that nest deeper than workers::max_json_depth.
 
+#include "storage/encoding.hpp"
 #include "storage/table_detail.hpp"
 #include "workers/json_limits.hpp"
 #include "workers/persistor/format.hpp"
@@ -34,7 +35,7 @@ namespace {
 // anything above U+10FFFF refused), a separate implementation from the persistor's own in
 // format.cpp, so the two are compared rather than one trusted (and no exception per non-UTF-8
 // payload, as the earlier check through nlohmann's dump threw).
-bool valid_utf8_text(const std::string& s) { return shoal::storage::detail::valid_utf8(s); }
+bool valid_utf8_text(const std::string& s) { return shoal::storage::valid_utf8(s); }
 
 } // namespace
 
@@ -93,7 +94,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::abort();
   const auto& got = fmt == record_format::ndjson ? j["data"] : j["DATA"];
   if (!utf8) {
-    if (got != base64(r.payload) || meta["properties"].value("encoding", "") != "base64")
+    if (got != shoal::storage::base64_encode(r.payload) || meta["properties"].value("encoding", "") != "base64")
       std::abort();
   } else if (fmt == record_format::persistor_v1 || !accepted) {
     if (got != r.payload)

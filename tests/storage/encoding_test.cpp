@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 
 namespace shoal::storage {
@@ -50,6 +51,61 @@ TEST(EncodingTest, Base64RejectsMalformedInput) {
     ASSERT_FALSE(d) << bad;
     EXPECT_EQ(d.error().code, errc::invalid_argument);
   }
+}
+
+// OpenSSL's EVP_DecodeBlock trims whitespace and reads '=' anywhere as zero bits: neither may
+// get through, and no input crashes the decoder.
+TEST(EncodingTest, Base64RejectsWhitespaceInnerPaddingAndJunkWithoutCrashing) {
+  for (const char* bad : {"    Zm9v", "Zm9v    ", "Zm9v\n\n\n\n", "\tZm9vYg==\r\n\r\n", "Zm=v", "Zm9vYg=A"}) {
+    auto d = base64_decode(bad);
+    ASSERT_FALSE(d) << bad;
+    EXPECT_EQ(d.error().code, errc::invalid_argument);
+    EXPECT_NE(d.error().message.find("base64"), std::string::npos);
+  }
+  EXPECT_NE(base64_decode("Zm9v!A==").error().message.find("offset 4"), std::string::npos);
+  std::string junk;
+  for (int i = 0; i < 4096; ++i)
+    junk += static_cast<char>((i * 131 + 7) & 0xff);
+  EXPECT_FALSE(base64_decode(junk));
+}
+
+TEST(EncodingTest, Base64AppendAddsToWhatIsThere) {
+  std::string out = "x:";
+  base64_append(out, "foobar");
+  base64_append(out, "f");
+  EXPECT_EQ(out, "x:Zm9vYmFyZg==");
+}
+
+// The one UTF-8 validator: RFC 3629's rules, wherever the bad byte sits relative to the 16-byte
+// ASCII skip, and the same answers as the code-point walk behind utf16_length.
+TEST(EncodingTest, ValidUtf8FollowsRfc3629AtEveryOffset) {
+  const std::pair<std::string, bool> cases[] = {
+      {"", true},           {"plain ascii", true},      {"\xc3\xa9", true},       {"\xe2\x82\xac", true},
+      {"\xf0\x9f\x98\x80", true}, {"\xf4\x8f\xbf\xbf", true}, {"\xc0\xaf", false},     {"\xc1\xbf", false},
+      {"\xe0\x80\xaf", false}, {"\xed\xa0\x80", false},   {"\xf0\x80\x80\xaf", false}, {"\xf4\x90\x80\x80", false},
+      {"\xf5\x80\x80\x80", false}, {"\x80", false},        {"\xc3", false},         {"\xe2\x82", false},
+      {"\xff", false}};
+  for (const auto& [text, ok] : cases)
+    for (std::size_t pad = 0; pad < 40; ++pad) {
+      const std::string before(pad, 'a');
+      EXPECT_EQ(valid_utf8(before + text), ok) << pad;
+      EXPECT_EQ(valid_utf8(before + text + std::string(pad, 'b')), ok) << pad;
+      EXPECT_EQ(utf16_length(before + text).has_value(), ok) << pad;
+    }
+  std::uint32_t x = 12345;
+  int valid = 0;
+  for (int i = 0; i < 5000; ++i) {
+    std::string bytes;
+    for (std::uint32_t n = (x >> 8) % 64; n > 0; --n) {
+      x = x * 1103515245u + 12345u;
+      bytes += static_cast<char>((x >> 16) % 17 == 0 ? 0x80 + (x >> 8) % 0x80 : 'a' + (x >> 8) % 26);
+    }
+    x = x * 1103515245u + 12345u;
+    valid += valid_utf8(bytes);
+    ASSERT_EQ(valid_utf8(bytes), utf16_length(bytes).has_value()) << i;
+  }
+  EXPECT_GT(valid, 0); // both answers occur
+  EXPECT_LT(valid, 5000);
 }
 
 TEST(EncodingTest, UrlEncodeKeepsUnreservedOnly) {
@@ -124,6 +180,19 @@ TEST(EncodingTest, Iso8601HasSevenFractionalDigits) {
   ASSERT_TRUE(p) << p.error().describe();
   EXPECT_EQ(*p, t);
   EXPECT_EQ(format_iso8601(system_clock::time_point{day}), "2024-01-02T00:00:00.0000000Z");
+}
+
+TEST(EncodingTest, Iso8601TruncatesToTheDigitsAsked) {
+  const auto t = system_clock::time_point{sys_days{year{2024} / January / 2} + hours{3} + minutes{4} +
+                                          seconds{5}} +
+                 duration_cast<system_clock::duration>(nanoseconds{987'654'300});
+  EXPECT_EQ(format_iso8601(t, 0), "2024-01-02T03:04:05Z");
+  EXPECT_EQ(format_iso8601(t, 3), "2024-01-02T03:04:05.987Z");
+  EXPECT_EQ(format_iso8601(t, 7), "2024-01-02T03:04:05.9876543Z");
+  EXPECT_EQ(format_iso8601(t, 12), "2024-01-02T03:04:05.9876543Z"); // clamped
+  EXPECT_EQ(format_iso8601(t, -1), "2024-01-02T03:04:05Z");
+  for (int d = 0; d <= 7; ++d)
+    EXPECT_TRUE(parse_iso8601(format_iso8601(t, d))) << d;
 }
 
 TEST(EncodingTest, Iso8601ParsesShortFractionsAndOffsetZero) {

@@ -6,6 +6,7 @@
 #include "storage/encoding.hpp"
 #include "storage/queue_client.hpp"
 
+#include "tests/support/fake_storage.hpp"
 #include "tests/support/fake_transport.hpp"
 
 #include <gtest/gtest.h>
@@ -19,38 +20,10 @@ namespace {
 
 using tests::fake_transport;
 
-std::optional<std::string> header_of(const http_request& r, std::string_view name) {
-  for (const auto& [k, v] : r.headers) {
-    if (k.size() != name.size())
-      continue;
-    bool same = true;
-    for (std::size_t i = 0; i < k.size(); ++i)
-      same = same && std::tolower(static_cast<unsigned char>(k[i])) ==
-                         std::tolower(static_cast<unsigned char>(name[i]));
-    if (same)
-      return v;
-  }
-  return std::nullopt;
-}
+using tests::header_of;
 
-class QueueClientTest : public ::testing::Test {
-protected:
-  void SetUp() override {
-    auto acct = parse_connection_string("UseDevelopmentStorage=true");
-    ASSERT_TRUE(acct) << acct.error().describe();
-    pipeline_options opts;
-    opts.hooks.sleep = [](std::chrono::milliseconds) {};
-    opts.hooks.random_unit = [] { return 0.5; };
-    auto p = pipeline::make(*acct, opts, fake);
-    ASSERT_TRUE(p) << p.error().describe();
-    blobs.emplace(*p);
-    queues.emplace(*p);
-  }
-
-  std::shared_ptr<fake_transport> fake = std::make_shared<fake_transport>();
-  std::optional<blob_client> blobs;
-  std::optional<queue_client> queues;
-};
+// The shared fixture (tests/support/fake_storage.hpp), under this suite's name.
+class QueueClientTest : public tests::fake_storage_test {};
 
 TEST_F(QueueClientTest, StaleReceiptBecomesPreconditionFailed) {
   fake->respond(400, {{"x-ms-error-code", "PopReceiptMismatch"}},

@@ -285,5 +285,39 @@ TEST(TableEntityTest, SameContentAndContainsContent) {
   EXPECT_FALSE(contains_content(b, a));
 }
 
+// The typed getters: one coercion rule set; absence and a wrong type are errors, never a
+// silent zero or a crash.
+TEST(TableEntityGetters, ReadTheirTypeAndTheDocumentedCoercionsOnly) {
+  table_entity e;
+  const auto t = to_table_time(std::chrono::system_clock::time_point{1'700'000'000s});
+  e.set("s", "text").set("i32", std::int32_t{-7}).set("i64", std::int64_t{1} << 40).set("d", 2.5);
+  e.set("whole", 4096.0).set("digits", "123456789012").set("b", true).set("t", t);
+  e.set("huge", 1e30).set("junk", "12x").set("empty", "");
+  EXPECT_EQ(*e.get_string("s"), "text");
+  EXPECT_EQ(*e.get_int64("i32"), -7);
+  EXPECT_EQ(*e.get_int64("i64"), std::int64_t{1} << 40);
+  EXPECT_EQ(*e.get_int64("whole"), 4096);
+  EXPECT_EQ(*e.get_int64("digits"), 123456789012); // Azurite's untagged Int64
+  EXPECT_EQ(*e.get_double("d"), 2.5);
+  EXPECT_EQ(*e.get_double("i32"), -7.0);
+  EXPECT_EQ(*e.get_bool("b"), true);
+  EXPECT_EQ(*e.get_time("t"), std::chrono::system_clock::time_point{1'700'000'000s});
+  for (const char* name : {"d", "huge", "junk", "empty", "b", "t"}) {
+    auto v = e.get_int64(name);
+    ASSERT_FALSE(v) << name;
+    EXPECT_EQ(v.error().code, errc::bad_response) << name;
+    EXPECT_NE(v.error().message.find(name), std::string::npos) << v.error().message;
+  }
+  EXPECT_EQ(e.get_string("i32").error().code, errc::bad_response);
+  EXPECT_EQ(e.get_double("s").error().code, errc::bad_response);
+  EXPECT_EQ(e.get_bool("i32").error().code, errc::bad_response);
+  EXPECT_EQ(e.get_time("s").error().code, errc::bad_response);
+  for (auto code : {e.get_string("nope").error().code, e.get_int64("nope").error().code,
+                    e.get_double("nope").error().code, e.get_bool("nope").error().code,
+                    e.get_time("nope").error().code})
+    EXPECT_EQ(code, errc::not_found);
+  EXPECT_EQ(e.get_int64("nope").value_or(42), 42);
+}
+
 } // namespace
 } // namespace shoal::storage

@@ -10,6 +10,7 @@
 // e2e bench, as `shoal run` starts it). stop: SIGINT to the pid, SIGKILL after 15 s, workspace
 // removed.
 
+#include "tests/support/pid_file.hpp"
 #include "workers/local_azurite.hpp"
 
 #include <filesystem>
@@ -28,17 +29,10 @@ int usage() {
 }
 
 int stop(const fs::path& state) {
-  std::ifstream in(state / "pid");
-  pid_t pid = 0;
-  if (!(in >> pid) || pid <= 0) {
-    std::cerr << "shoal_test_azurite: no pid file in " << state << " (not started?)\n";
-    return 0;
+  if (shoal::tests::stop_from_pid_file(state, "azurite", std::chrono::seconds(15)) != 0) {
+    std::error_code ec;
+    fs::remove_all(state / "workspace", ec);
   }
-  shoal::workers::stop_process(pid, std::chrono::seconds(15));
-  std::error_code ec;
-  fs::remove(state / "pid", ec);
-  fs::remove_all(state / "workspace", ec);
-  std::cout << "azurite " << pid << " stopped\n";
   return 0;
 }
 

@@ -1,6 +1,7 @@
 #include "tests/support/fault_proxy.hpp"
 
 #include "storage/connection_string.hpp"
+#include "storage/encoding.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -270,23 +271,9 @@ std::string new_request_id() {
   return buf;
 }
 
-std::string http_date() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  return buf;
-}
+std::string http_date() { return storage::format_http_date(std::chrono::system_clock::now()); }
 
-std::string iso_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S.0000000Z", &tm);
-  return buf;
-}
+std::string iso_now() { return storage::format_iso8601(std::chrono::system_clock::now()); }
 
 // The service's error response: blob and queue answer XML, tables JSON (odata.error).
 std::string error_response(std::size_t service, int status, std::string_view reason, std::string_view code,

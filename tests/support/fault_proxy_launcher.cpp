@@ -12,6 +12,7 @@
 // foreground until SIGINT or SIGTERM. stop: SIGINT to the pid, SIGKILL after 5 s.
 
 #include "tests/support/fault_proxy.hpp"
+#include "tests/support/pid_file.hpp"
 #include "workers/local_azurite.hpp"
 
 #include <fcntl.h>
@@ -34,16 +35,7 @@ int usage() {
 }
 
 int stop(const fs::path& state) {
-  std::ifstream in(state / "pid");
-  pid_t pid = 0;
-  if (!(in >> pid) || pid <= 0) {
-    std::cerr << "shoal_test_fault_proxy: no pid file in " << state << " (not started?)\n";
-    return 0;
-  }
-  shoal::workers::stop_process(pid, std::chrono::seconds(5));
-  std::error_code ec;
-  fs::remove(state / "pid", ec);
-  std::cout << "fault proxy " << pid << " stopped\n";
+  shoal::tests::stop_from_pid_file(state, "fault_proxy", std::chrono::seconds(5));
   return 0;
 }
 
@@ -82,6 +74,8 @@ int start(const fs::path& state, const std::string& upstream, const std::string&
     serve_until_signalled(*p);
     return 0;
   }
+  // fork without exec on purpose (not the launcher): the child keeps serving on the sockets
+  // already listening, so the parent can exit knowing the ports are ready.
   const pid_t pid = ::fork();
   if (pid < 0) {
     std::cerr << "shoal_test_fault_proxy: fork failed\n";

@@ -2,13 +2,13 @@
 
 #include "tests/support/azurite.hpp"
 #include "tests/support/eventually.hpp"
+#include "workers/child_process.hpp"
 #include "workers/local_azurite.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -83,32 +83,17 @@ workers::result<private_queue_service> private_queue_service::start(const fs::pa
     std::vector<std::string> argv{exe.string(), "--loose", "--skipApiVersionCheck", "--silent",
                                   "--disableTelemetry", "--location", workspace.string(),
                                   "--queueHost", "127.0.0.1", "--queuePort", std::to_string(port)};
-    const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid < 0)
-      return workers::fail(workers::errc::io, std::string("fork: ") + std::strerror(errno));
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent)
-        _exit(1); // the parent died before prctl
-      if (::chdir(workspace.c_str()) != 0)
-        _exit(126);
-      int null = ::open("/dev/null", O_RDONLY);
-      ::dup2(null, 0);
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      for (int f = 3; f < 1024; ++f)
-        ::close(f);
-      std::vector<char*> args;
-      for (auto& a : argv)
-        args.push_back(a.data());
-      args.push_back(nullptr);
-      ::execv(args[0], args.data());
-      _exit(127);
-    }
+    workers::child_options co;
+    co.argv = std::move(argv);
+    co.cwd = workspace;
+    co.output = log;
+    co.stdin_null = true;
+    co.close_other_fds = true;
+    co.parent_death_signal = SIGKILL; // a crashed test leaves no queue service behind
+    auto child = workers::child_process::spawn(co);
+    if (!child)
+      return workers::fail(workers::errc::io, "cannot start azurite-queue: " + child.error().message);
+    const pid_t pid = child->release(); // the service's destructor stops it by pid
     private_queue_service q;
     q.pid_ = pid;
     q.port_ = port;

@@ -121,16 +121,26 @@ TEST(EnvelopeSocketTest, PushPullCarriesEnvelopesOverInprocIpcAndTcp) {
   }
 }
 
-TEST(EnvelopeSocketTest, CountsDropsAtTheHighWaterMark) {
+// PUSH → PULL over inproc with high-water marks of 1: the pipe fills after a message or two.
+struct hwm1_pair {
+  static socket_options hwm1() {
+    socket_options o;
+    o.send_hwm = 1;
+    o.receive_hwm = 1;
+    return o;
+  }
   zmq::context_t ctx;
-  socket_options opts;
-  opts.send_hwm = 1;
-  opts.receive_hwm = 1;
-  auto pull = must(envelope_socket::make(ctx, zmq::socket_type::pull, opts));
-  auto push = must(envelope_socket::make(ctx, zmq::socket_type::push, opts));
+  envelope_socket pull = must(envelope_socket::make(ctx, zmq::socket_type::pull, hwm1()));
+  envelope_socket push = must(envelope_socket::make(ctx, zmq::socket_type::push, hwm1()));
   const std::string where = inproc_name();
-  ASSERT_TRUE(pull.bind(where));
-  ASSERT_TRUE(push.connect(where));
+  const bool connected = static_cast<bool>(pull.bind(where)) && static_cast<bool>(push.connect(where));
+};
+
+TEST(EnvelopeSocketTest, CountsDropsAtTheHighWaterMark) {
+  hwm1_pair pair;
+  ASSERT_TRUE(pair.connected);
+  auto& pull = pair.pull;
+  auto& push = pair.push;
   std::uint64_t ok = 0, dropped = 0;
   for (int i = 0; i < 10000 && dropped < 5; ++i) {
     auto r = push.send(sample());
@@ -148,15 +158,10 @@ TEST(EnvelopeSocketTest, CountsDropsAtTheHighWaterMark) {
 }
 
 TEST(EnvelopeSocketTest, WaitingSendAppliesBackpressureInsteadOfDropping) {
-  zmq::context_t ctx;
-  socket_options opts;
-  opts.send_hwm = 1;
-  opts.receive_hwm = 1;
-  auto pull = must(envelope_socket::make(ctx, zmq::socket_type::pull, opts));
-  auto push = must(envelope_socket::make(ctx, zmq::socket_type::push, opts));
-  const std::string where = inproc_name();
-  ASSERT_TRUE(pull.bind(where));
-  ASSERT_TRUE(push.connect(where));
+  hwm1_pair pair;
+  ASSERT_TRUE(pair.connected);
+  auto& pull = pair.pull;
+  auto& push = pair.push;
   std::uint64_t ok = 0;
   while (push.send(sample())) ++ok;
   ASSERT_EQ(push.stats().dropped_hwm.load(), 1u);

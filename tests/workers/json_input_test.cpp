@@ -1,5 +1,6 @@
-// Unit tests of reading a JSON array without a DOM (workers/json_input.hpp): what `shoal send`
-// sends per element and how `shoal run` counts records, against nlohmann's reading.
+// Unit tests of reading input (workers/persistor/json_input.hpp): a JSON array without a DOM — what
+// `shoal send` sends per element and how `shoal run` counts records, against nlohmann's
+// reading — and CSV lines.
 
 #include "workers/persistor/json_input.hpp"
 
@@ -51,6 +52,27 @@ TEST(JsonInputTest, MinifiesOnlyOutsideStrings) {
   std::string out;
   append_minified(out, "{ \"a b\" : [ 1 ,\t\"c\\\" d\" ]\r\n}");
   EXPECT_EQ(out, "{\"a b\":[1,\"c\\\" d\"]}");
+}
+
+// csv_fields: RFC 4180 §2 within a line, the splitter of both `shoal send` and `shoal records`.
+TEST(CsvFields, SplitsQuotedAndPlainFieldsPerRfc4180) {
+  using v = std::vector<std::string>;
+  EXPECT_EQ(*csv_fields("a,b,c", 1), (v{"a", "b", "c"}));
+  EXPECT_EQ(*csv_fields("", 1), (v{""}));
+  EXPECT_EQ(*csv_fields("a,,", 1), (v{"a", "", ""}));
+  EXPECT_EQ(*csv_fields(R"("x,y","say ""hi""",z)", 1), (v{"x,y", "say \"hi\"", "z"}));
+  EXPECT_EQ(*csv_fields("a,\"\"\r", 1), (v{"a", ""}));         // CRLF line, empty quoted field
+  EXPECT_EQ(*csv_fields("\"a\rb\",c", 1), (v{"a\rb", "c"}));   // '\r' inside quotes is kept
+}
+
+TEST(CsvFields, AnUnclosedQuoteIsAnErrorNamingItsLine) {
+  for (const char* bad : {"\"abc", "a,\"b,c", "a,\"b\"\"", "\""}) {
+    auto f = csv_fields(bad, 42);
+    ASSERT_FALSE(f) << bad;
+    EXPECT_EQ(f.error().code, errc::parse);
+    EXPECT_NE(f.error().message.find("line 42"), std::string::npos) << f.error().message;
+    EXPECT_NE(f.error().message.find("unclosed quote"), std::string::npos) << f.error().message;
+  }
 }
 
 } // namespace

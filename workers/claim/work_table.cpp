@@ -1,5 +1,6 @@
 #include "workers/claim/work_table.hpp"
 
+#include "storage/backoff.hpp"
 #include "storage/encoding.hpp"
 
 #include "workers/claim/key_escape.hpp"
@@ -267,11 +268,8 @@ result<record_status> parse_record_status(std::string_view s) {
 }
 
 milliseconds retry_delay(std::uint32_t attempts, milliseconds base, milliseconds max, double unit) noexcept {
-  double d = static_cast<double>(base.count());
-  for (std::uint32_t i = 1; i < attempts && d < static_cast<double>(max.count()); ++i) d *= 2;
-  d = std::min(d, static_cast<double>(max.count()));
-  d *= 1.0 + 0.4 * (std::clamp(unit, 0.0, 1.0) - 0.5);
-  return milliseconds(static_cast<std::int64_t>(std::max(0.0, d)));
+  // The one backoff policy (storage/backoff.hpp), ±20 %.
+  return storage::backoff_delay({base, max, 0.2}, static_cast<int>(std::min<std::uint32_t>(attempts, 64)), unit);
 }
 
 // -- impl -----------------------------------------------------------------------------------------

@@ -330,8 +330,8 @@ private:
 /// is `%|` + 28 characters of time + `|` + the escaped id and must stay within Azurite's 512.
 inline constexpr std::size_t max_record_key_chars = 481;
 
-/// The retry delay after attempt `attempts` (≥ 1): base·2^(attempts−1) capped at `max`, times
-/// a jitter factor 1 + 0.4·(unit − 0.5) (±20 %). Thread-safe (pure).
+/// The retry delay after attempt `attempts` (≥ 1): storage::backoff_delay with jitter 0.2,
+/// i.e. base·2^(attempts−1)·(1 + 0.4·(unit − 0.5)) capped at `max`. Thread-safe (pure).
 std::chrono::milliseconds retry_delay(std::uint32_t attempts, std::chrono::milliseconds base,
                                       std::chrono::milliseconds max, double unit) noexcept;
 

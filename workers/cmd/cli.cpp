@@ -2,6 +2,7 @@
 
 #include "storage/connection_string.hpp"
 #include "storage/table_detail.hpp"
+#include "workers/claim/work_table.hpp"
 
 #include <spdlog/cfg/env.h>
 #include <spdlog/sinks/rotating_file_sink.h>
@@ -86,6 +87,24 @@ std::optional<storage::pipeline> make_pipeline(const workers::config& c, std::st
   return *std::move(p);
 }
 
+std::optional<workers::work_table> open_work_table(const workers::config& c, const storage::pipeline& p,
+                                                   std::string_view command) {
+  const auto complain = [&](const auto& e) {
+    std::fprintf(stderr, "shoal %.*s: work table: %s\n", static_cast<int>(command.size()), command.data(),
+                 e.describe().c_str());
+    return std::nullopt;
+  };
+  auto client = storage::table_client::make(p, c.work.table);
+  if (!client)
+    return complain(client.error());
+  workers::work_table_options wo;
+  wo.work = c.work;
+  auto table = workers::work_table::make(*client, storage::blob_client(p), wo);
+  if (!table)
+    return complain(table.error());
+  return std::move(*table);
+}
+
 std::string storage_summary(const workers::config& c) {
   auto account = storage::parse_connection_string(c.storage.connection_string);
   std::string out = account ? account->describe() : "an unparsable connection string";
@@ -111,7 +130,7 @@ std::string terminal_safe(std::string_view text) {
   };
   // Well-formed UTF-8 is decoded and only its control characters escaped; anything else is
   // escaped byte by byte (a stray 0x9b is a C1 CSI to some terminals).
-  const bool utf8 = storage::detail::valid_utf8(text);
+  const bool utf8 = storage::valid_utf8(text);
   if (!utf8) {
     for (const char ch : text) {
       const auto b = static_cast<unsigned char>(ch);

@@ -11,6 +11,10 @@
 #include <optional>
 #include <string>
 
+namespace shoal::workers {
+class work_table;
+} // namespace shoal::workers
+
 namespace shoal::cmd {
 
 /// Global options, parsed before any subcommand runs.
@@ -47,6 +51,12 @@ inline std::optional<storage::pipeline> make_pipeline(const workers::config& c,
                                                       std::string_view command) {
   return make_pipeline(c, command, pipeline_options_for(c));
 }
+
+/// The work table `c.work.table` (payload blobs through `p`), as `shoal worker` and `shoal
+/// run` open it. On failure prints "shoal <command>: work table: <error>" to stderr and returns
+/// nullopt. Thread-safe.
+std::optional<workers::work_table> open_work_table(const workers::config& c, const storage::pipeline& p,
+                                                   std::string_view command);
 
 /// Which storage `c` uses and where the connection string came from, without any secret:
 /// "account devstoreaccount1 (SharedKey) blob=http://127.0.0.1:10000/devstoreaccount1 …, from

@@ -16,6 +16,7 @@
 #include "workers/cmd/cli.hpp"
 
 #include "storage/blob_client.hpp"
+#include "storage/encoding.hpp"
 #include "storage/table_client.hpp"
 #include "workers/etl/orchestrator.hpp"
 #include "workers/claim/work_table.hpp"
@@ -47,14 +48,9 @@ struct etl_args {
   std::size_t limit = 100;
 };
 
+// A time as the CLI shows it: ISO-8601 UTC to the second, "-" for none.
 std::string iso(std::chrono::system_clock::time_point t) {
-  if (t.time_since_epoch().count() <= 0) return "-";
-  std::time_t s = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&s, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return t.time_since_epoch().count() <= 0 ? "-" : storage::format_iso8601(t, 0);
 }
 
 int report(const char* what, const workers::error& e) {

@@ -17,7 +17,9 @@
 #include "workers/cmd/cli.hpp"
 
 #include "storage/blob_client.hpp"
+#include "storage/encoding.hpp"
 #include "storage/table_client.hpp"
+#include "workers/persistor/json_input.hpp"
 #include "workers/json_limits.hpp"
 #include "workers/claim/work_table.hpp"
 
@@ -78,14 +80,9 @@ int report(const char* what, const workers::error& e) {
   return 1;
 }
 
+// A time as the CLI shows it: ISO-8601 UTC to the second, "-" for none.
 std::string iso(std::chrono::system_clock::time_point t) {
-  if (t.time_since_epoch().count() <= 0) return "-";
-  std::time_t s = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&s, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return t.time_since_epoch().count() <= 0 ? "-" : storage::format_iso8601(t, 0);
 }
 
 nlohmann::json to_json(const workers::record_view& v, bool with_payload) {
@@ -100,26 +97,6 @@ nlohmann::json to_json(const workers::record_view& v, bool with_payload) {
 }
 
 // -- input files ------------------------------------------------------------------------------------
-
-std::vector<std::string> csv_fields(const std::string& line) {
-  std::vector<std::string> out(1);
-  bool quoted = false;
-  for (std::size_t i = 0; i < line.size(); ++i) {
-    char c = line[i];
-    if (quoted) {
-      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') { out.back() += '"'; ++i; }
-      else if (c == '"') quoted = false;
-      else out.back() += c;
-    } else if (c == '"') {
-      quoted = true;
-    } else if (c == ',') {
-      out.emplace_back();
-    } else if (c != '\r') {
-      out.back() += c;
-    }
-  }
-  return out;
-}
 
 workers::result<workers::new_record> from_json_item(const nlohmann::json& j, std::size_t where) {
   if (j.is_string()) return workers::new_record{j.get<std::string>(), {}, {}};
@@ -172,20 +149,22 @@ workers::result<std::vector<workers::new_record>> read_file(const std::string& p
     std::istringstream lines(text);
     std::string line;
     if (!std::getline(lines, line)) return out;
-    auto header = csv_fields(line);
+    auto header = workers::csv_fields(line, 1);
+    if (!header) return workers::fail(workers::errc::parse, path + " " + header.error().message);
     int id_col = -1, payload_col = -1;
-    for (std::size_t i = 0; i < header.size(); ++i) {
-      if (header[i] == "id") id_col = static_cast<int>(i);
-      if (header[i] == "payload") payload_col = static_cast<int>(i);
+    for (std::size_t i = 0; i < header->size(); ++i) {
+      if ((*header)[i] == "id") id_col = static_cast<int>(i);
+      if ((*header)[i] == "payload") payload_col = static_cast<int>(i);
     }
     if (id_col < 0) return workers::fail(workers::errc::parse, path + ": the CSV header has no 'id' column");
     for (std::size_t n = 2; std::getline(lines, line); ++n) {
       if (line.empty() || line == "\r") continue;
-      auto f = csv_fields(line);
-      if (static_cast<int>(f.size()) <= id_col) return workers::fail(workers::errc::parse, path + " line " + std::to_string(n) + ": no id");
+      auto f = workers::csv_fields(line, n);
+      if (!f) return workers::fail(workers::errc::parse, path + " " + f.error().message);
+      if (static_cast<int>(f->size()) <= id_col) return workers::fail(workers::errc::parse, path + " line " + std::to_string(n) + ": no id");
       workers::new_record r;
-      r.id = f[static_cast<std::size_t>(id_col)];
-      if (payload_col >= 0 && static_cast<int>(f.size()) > payload_col) r.payload = f[static_cast<std::size_t>(payload_col)];
+      r.id = (*f)[static_cast<std::size_t>(id_col)];
+      if (payload_col >= 0 && static_cast<int>(f->size()) > payload_col) r.payload = (*f)[static_cast<std::size_t>(payload_col)];
       out.push_back(std::move(r));
     }
   } else {

@@ -423,18 +423,9 @@ int run_main(const global_options& g, const run_args& a) {
   auto pipeline = make_pipeline(*cfg, "run");
   if (!pipeline)
     return 1;
-  auto wt_client = storage::table_client::make(*pipeline, cfg->work.table);
-  if (!wt_client) {
-    std::fprintf(stderr, "shoal run: work table: %s\n", wt_client.error().describe().c_str());
+  auto wt = open_work_table(*cfg, *pipeline, "run");
+  if (!wt)
     return 1;
-  }
-  workers::work_table_options wo;
-  wo.work = cfg->work;
-  auto wt = workers::work_table::make(*wt_client, storage::blob_client(*pipeline), wo);
-  if (!wt) {
-    std::fprintf(stderr, "shoal run: work table: %s\n", wt.error().describe().c_str());
-    return 1;
-  }
   queue_watch queue(std::move(*wt), cfg->etl.queue);
   if (auto r = queue.baseline(); !r) {
     std::fprintf(stderr, "shoal run: work table %s: %s\n", cfg->work.table.c_str(),

@@ -158,34 +158,6 @@ struct input_record {
   transport::message_id id{};
 };
 
-// Splits one CSV line (RFC 4180 quoting; a quoted field may not span lines here).
-std::optional<std::vector<std::string>> csv_fields(const std::string& line) {
-  std::vector<std::string> out(1);
-  bool quoted = false;
-  for (std::size_t i = 0; i < line.size(); ++i) {
-    const char c = line[i];
-    if (quoted) {
-      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-        out.back() += '"';
-        ++i;
-      } else if (c == '"') {
-        quoted = false;
-      } else {
-        out.back() += c;
-      }
-    } else if (c == '"') {
-      quoted = true;
-    } else if (c == ',') {
-      out.emplace_back();
-    } else if (c != '\r') {
-      out.back() += c;
-    }
-  }
-  if (quoted)
-    return std::nullopt;
-  return out;
-}
-
 // Reads records one at a time from a JSON array, NDJSON or CSV input.
 class reader {
 public:
@@ -241,9 +213,9 @@ public:
         std::fprintf(stderr, "shoal send: %s: empty CSV (no header row)\n", r.origin_.c_str());
         return std::nullopt;
       }
-      auto h = csv_fields(header);
+      auto h = workers::csv_fields(header, 1);
       if (!h) {
-        std::fprintf(stderr, "shoal send: %s: CSV header has an unterminated quote\n", r.origin_.c_str());
+        std::fprintf(stderr, "shoal send: %s: CSV header: %s\n", r.origin_.c_str(), h.error().message.c_str());
         return std::nullopt;
       }
       r.header_ = *h;
@@ -290,11 +262,14 @@ public:
       if (line.find_first_not_of(" \t") == std::string::npos)
         continue;
       if (format_ == "csv") {
-        auto f = csv_fields(line);
+        auto f = workers::csv_fields(line, line_);
         if (!f || f->size() != header_.size()) {
           ++broken;
-          std::fprintf(stderr, "shoal send: %s:%zu: CSV row has %zu fields, the header %zu; sent as text\n",
-                       origin_.c_str(), line_, f ? f->size() : 0, header_.size());
+          if (!f)
+            std::fprintf(stderr, "shoal send: %s: %s; sent as text\n", origin_.c_str(), f.error().message.c_str());
+          else
+            std::fprintf(stderr, "shoal send: %s:%zu: CSV row has %zu fields, the header %zu; sent as text\n",
+                         origin_.c_str(), line_, f->size(), header_.size());
           return make(nlohmann::json{{"_raw", line}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
                       nullptr, line_);
         }

@@ -76,18 +76,9 @@ int run_worker(const global_options& g, const worker_args& a) {
   auto p = make_pipeline(*c, "worker");
   if (!p)
     return 2;
-  auto t = storage::table_client::make(*p, c->work.table);
-  if (!t) {
-    std::fprintf(stderr, "shoal worker: %s\n", t.error().describe().c_str());
+  auto table = open_work_table(*c, *p, "worker");
+  if (!table)
     return 2;
-  }
-  workers::work_table_options wo;
-  wo.work = c->work;
-  auto table = workers::work_table::make(*t, storage::blob_client(*p), wo);
-  if (!table) {
-    std::fprintf(stderr, "shoal worker: %s\n", table.error().describe().c_str());
-    return 2;
-  }
 
   workers::fleet::worker_options o;
   o.cfg = *c;

@@ -28,60 +28,43 @@ double ms_since(clock::time_point t0) {
 
 // -- entity mapping ---------------------------------------------------------------------------------
 
-std::string str_of(const table_entity& e, std::string_view k) {
-  auto* v = e.get<std::string>(k);
-  return v ? *v : std::string();
-}
-std::int64_t int_of(const table_entity& e, std::string_view k) {
-  if (auto* v = e.get<std::int64_t>(k)) return *v;
-  if (auto* v = e.get<std::int32_t>(k)) return *v;
-  return 0;
-}
-double dbl_of(const table_entity& e, std::string_view k) {
-  if (auto* v = e.get<double>(k)) return *v;
-  return static_cast<double>(int_of(e, k));
-}
-std::chrono::system_clock::time_point time_of(const table_entity& e, std::string_view k) {
-  if (auto* v = e.get<table_time>(k)) return std::chrono::time_point_cast<std::chrono::system_clock::duration>(*v);
-  return {};
-}
-
+// Properties are read with table_entity's typed getters; an absent one reads as empty/zero.
 run_instance instance_from(const table_entity& e) {
   run_instance i;
   i.id = unescape_key(e.partition_key).value_or(e.partition_key);
-  i.blob = str_of(e, "blob");
-  i.dataset = str_of(e, "dataset");
-  i.status = str_of(e, "status");
-  i.step = str_of(e, "step");
-  i.attempts = static_cast<std::int32_t>(int_of(e, "attempts"));
-  i.gen = int_of(e, "gen");
-  i.owner = str_of(e, "owner");
-  i.created = time_of(e, "created");
-  i.updated = time_of(e, "updated");
-  i.finished = time_of(e, "finished");
-  i.error = str_of(e, "error");
-  i.records = int_of(e, "records");
-  i.loaded = int_of(e, "loaded");
-  i.duplicates = int_of(e, "duplicates");
-  i.quarantined = int_of(e, "quarantined");
-  i.ms = dbl_of(e, "ms");
+  i.blob = e.get_string("blob").value_or("");
+  i.dataset = e.get_string("dataset").value_or("");
+  i.status = e.get_string("status").value_or("");
+  i.step = e.get_string("step").value_or("");
+  i.attempts = static_cast<std::int32_t>(e.get_int64("attempts").value_or(0));
+  i.gen = e.get_int64("gen").value_or(0);
+  i.owner = e.get_string("owner").value_or("");
+  i.created = e.get_time("created").value_or(std::chrono::system_clock::time_point{});
+  i.updated = e.get_time("updated").value_or(std::chrono::system_clock::time_point{});
+  i.finished = e.get_time("finished").value_or(std::chrono::system_clock::time_point{});
+  i.error = e.get_string("error").value_or("");
+  i.records = e.get_int64("records").value_or(0);
+  i.loaded = e.get_int64("loaded").value_or(0);
+  i.duplicates = e.get_int64("duplicates").value_or(0);
+  i.quarantined = e.get_int64("quarantined").value_or(0);
+  i.ms = e.get_double("ms").value_or(0.0);
   return i;
 }
 
 run_step step_from(const table_entity& e) {
   run_step s;
-  s.seq = static_cast<int>(int_of(e, "seq"));
-  s.step = str_of(e, "step");
-  s.attempt = static_cast<std::int32_t>(int_of(e, "attempt"));
-  s.gen = int_of(e, "gen");
-  s.owner = str_of(e, "owner");
-  s.started = time_of(e, "started");
-  s.finished = time_of(e, "finished");
-  s.ms = dbl_of(e, "ms");
-  s.records_in = int_of(e, "records_in");
-  s.records_out = int_of(e, "records_out");
-  s.quarantined = int_of(e, "quarantined");
-  s.detail = str_of(e, "detail");
+  s.seq = static_cast<int>(e.get_int64("seq").value_or(0));
+  s.step = e.get_string("step").value_or("");
+  s.attempt = static_cast<std::int32_t>(e.get_int64("attempt").value_or(0));
+  s.gen = e.get_int64("gen").value_or(0);
+  s.owner = e.get_string("owner").value_or("");
+  s.started = e.get_time("started").value_or(std::chrono::system_clock::time_point{});
+  s.finished = e.get_time("finished").value_or(std::chrono::system_clock::time_point{});
+  s.ms = e.get_double("ms").value_or(0.0);
+  s.records_in = e.get_int64("records_in").value_or(0);
+  s.records_out = e.get_int64("records_out").value_or(0);
+  s.quarantined = e.get_int64("quarantined").value_or(0);
+  s.detail = e.get_string("detail").value_or("");
   return s;
 }
 

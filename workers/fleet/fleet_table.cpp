@@ -11,26 +11,15 @@ constexpr const char* coordinator_pk = "coordinator";
 constexpr const char* coordinator_rk = "lease";
 constexpr const char* host_pk = "host";
 
-std::string str(const storage::table_entity& e, std::string_view name) {
-  auto* v = e.get<std::string>(name);
-  return v ? *v : std::string();
-}
-
-system_clock::time_point time_of(const storage::table_entity& e, std::string_view name) {
-  auto* v = e.get<storage::table_time>(name);
-  return v ? system_clock::time_point(std::chrono::duration_cast<system_clock::duration>(v->time_since_epoch()))
-           : system_clock::time_point{};
-}
-
+// Properties are read with table_entity's typed getters; an absent one reads as empty/epoch.
 coordinator_row to_coordinator(const storage::table_entity& e) {
   coordinator_row r;
-  r.host = str(e, "host");
-  r.instance = str(e, "instance");
-  r.endpoint = str(e, "endpoint");
-  r.public_key = str(e, "public_key");
-  if (auto* v = e.get<std::int64_t>("epoch")) r.epoch = *v;
-  else if (auto* w = e.get<std::int32_t>("epoch")) r.epoch = *w;
-  r.lease_until = time_of(e, "lease_until");
+  r.host = e.get_string("host").value_or("");
+  r.instance = e.get_string("instance").value_or("");
+  r.endpoint = e.get_string("endpoint").value_or("");
+  r.public_key = e.get_string("public_key").value_or("");
+  if (auto v = e.get_int64("epoch")) r.epoch = static_cast<decltype(r.epoch)>(*v);
+  r.lease_until = e.get_time("lease_until").value_or(system_clock::time_point{});
   r.etag = e.etag;
   return r;
 }
@@ -188,12 +177,11 @@ result<std::vector<host_row>> fleet_table::hosts() const {
   for (const auto& e : *all) {
     host_row h;
     h.host = e.row_key;
-    h.instance = str(e, "instance");
-    h.endpoint = str(e, "endpoint");
-    h.public_key = str(e, "public_key");
-    if (auto* v = e.get<std::int64_t>("workers")) h.workers = static_cast<std::uint32_t>(*v);
-    else if (auto* w = e.get<std::int32_t>("workers")) h.workers = static_cast<std::uint32_t>(*w);
-    h.heartbeat = time_of(e, "heartbeat");
+    h.instance = e.get_string("instance").value_or("");
+    h.endpoint = e.get_string("endpoint").value_or("");
+    h.public_key = e.get_string("public_key").value_or("");
+    if (auto v = e.get_int64("workers")) h.workers = static_cast<std::uint32_t>(*v);
+    h.heartbeat = e.get_time("heartbeat").value_or(system_clock::time_point{});
     out.push_back(std::move(h));
   }
   return out;

@@ -1,5 +1,6 @@
 #include "workers/persistor/format.hpp"
 
+#include "storage/encoding.hpp"
 #include "workers/json_limits.hpp"
 
 #include <nlohmann/json.hpp>
@@ -55,48 +56,9 @@ inline const char* skip_plain(const char* p, const char* e) {
   return p;
 }
 
-// Length (2 to 4) of the well-formed UTF-8 sequence at p (*p >= 0x80), or 0 when it is not one:
-// a continuation or invalid lead byte, a truncated sequence, an overlong form, a surrogate
-// (U+D800..DFFF) or a code point above U+10FFFF (the rules of storage::utf16_length).
-inline std::size_t utf8_sequence(const char* p, const char* e) {
-  const auto* u = reinterpret_cast<const unsigned char*>(p);
-  const std::ptrdiff_t left = e - p;
-  const unsigned c = u[0];
-  auto cont = [&](int i) { return (u[i] & 0xC0) == 0x80; };
-  if (c >= 0xC2 && c <= 0xDF)
-    return left >= 2 && cont(1) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (left < 3 || !cont(1) || !cont(2))
-      return 0;
-    if ((c == 0xE0 && u[1] < 0xA0) || (c == 0xED && u[1] >= 0xA0))
-      return 0; // overlong, surrogate
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (left < 4 || !cont(1) || !cont(2) || !cont(3))
-      return 0;
-    if ((c == 0xF0 && u[1] < 0x90) || (c == 0xF4 && u[1] >= 0x90))
-      return 0; // overlong, above U+10FFFF
-    return 4;
-  }
-  return 0; // 0x80..0xC1 (continuation, overlong 2-byte lead), 0xF5..0xFF
-}
-
-bool valid_utf8(std::string_view s) {
-  const char* p = s.data();
-  const char* e = p + s.size();
-  while ((p = skip_plain(p, e)) != e) {
-    if (static_cast<unsigned char>(*p) < 0x80) {
-      ++p;
-      continue;
-    }
-    const std::size_t n = utf8_sequence(p, e);
-    if (n == 0)
-      return false;
-    p += n;
-  }
-  return true;
-}
+// UTF-8: storage::utf8_sequence_length's rules (storage/encoding.hpp), storage::valid_utf8.
+using storage::utf8_sequence_length;
+using storage::valid_utf8;
 
 // The JSON escape of a quote, backslash or control character (storage::append_json_string's).
 inline void append_escape(std::string& out, unsigned char c) {
@@ -130,7 +92,7 @@ template <bool Check> bool append_string(std::string& out, std::string_view s) {
     const auto c = static_cast<unsigned char>(*p);
     if (c >= 0x80) {
       if constexpr (Check) {
-        const std::size_t n = utf8_sequence(p, e);
+        const std::size_t n = utf8_sequence_length(p, e);
         if (n == 0) {
           out.resize(start);
           return false;
@@ -154,30 +116,9 @@ void append_json_string(std::string& out, std::string_view s) { append_string<fa
 
 // Appends base64(bytes) as a JSON string (its alphabet needs no escapes).
 void append_base64_string(std::string& out, std::string_view bytes) {
-  static constexpr char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  const std::size_t start = out.size();
-  out.resize(start + 2 + (bytes.size() + 2) / 3 * 4);
-  char* o = out.data() + start;
-  *o++ = '"';
-  const auto* u = reinterpret_cast<const unsigned char*>(bytes.data());
-  std::size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const std::uint32_t v = (std::uint32_t{u[i]} << 16) | (std::uint32_t{u[i + 1]} << 8) | u[i + 2];
-    *o++ = tbl[(v >> 18) & 63];
-    *o++ = tbl[(v >> 12) & 63];
-    *o++ = tbl[(v >> 6) & 63];
-    *o++ = tbl[v & 63];
-  }
-  if (i < bytes.size()) {
-    std::uint32_t v = std::uint32_t{u[i]} << 16;
-    if (i + 1 < bytes.size())
-      v |= std::uint32_t{u[i + 1]} << 8;
-    *o++ = tbl[(v >> 18) & 63];
-    *o++ = tbl[(v >> 12) & 63];
-    *o++ = i + 1 < bytes.size() ? tbl[(v >> 6) & 63] : '=';
-    *o++ = '=';
-  }
-  *o = '"';
+  out += '"';
+  storage::base64_append(out, bytes);
+  out += '"';
 }
 
 // -- times ----------------------------------------------------------------------------------------
@@ -492,32 +433,6 @@ std::string blob_name(std::string_view dest, std::string_view partition, std::st
   return out;
 }
 
-std::string base64(std::string_view bytes) {
-  static constexpr char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const std::uint32_t v = (static_cast<unsigned char>(bytes[i]) << 16) |
-                            (static_cast<unsigned char>(bytes[i + 1]) << 8) |
-                            static_cast<unsigned char>(bytes[i + 2]);
-    out += tbl[(v >> 18) & 63];
-    out += tbl[(v >> 12) & 63];
-    out += tbl[(v >> 6) & 63];
-    out += tbl[v & 63];
-  }
-  if (i < bytes.size()) {
-    std::uint32_t v = static_cast<unsigned char>(bytes[i]) << 16;
-    if (i + 1 < bytes.size())
-      v |= static_cast<unsigned char>(bytes[i + 1]) << 8;
-    out += tbl[(v >> 18) & 63];
-    out += tbl[(v >> 12) & 63];
-    out += i + 1 < bytes.size() ? tbl[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
 namespace {
 
 // One-pass strict JSON checker (RFC 8259), no allocation: O(bytes), nesting in a fixed stack.
@@ -575,7 +490,7 @@ struct json_checker {
         return true;
       }
       if (c >= 0x80) {
-        const std::size_t n = utf8_sequence(p, e);
+        const std::size_t n = utf8_sequence_length(p, e);
         if (n == 0)
           return false;
         p += n;

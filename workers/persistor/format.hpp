@@ -132,7 +132,5 @@ struct batch_summary {
 /// format.
 std::map<std::string, std::string> blob_metadata(const batch_summary& s, record_format format);
 
-/// base64 of `bytes` (standard alphabet, padded).
-std::string base64(std::string_view bytes);
 
 } // namespace shoal::workers::persistor

@@ -81,4 +81,31 @@ void append_minified(std::string& out, std::string_view json) {
     out.append(json, run, json.size() - run);
 }
 
+result<std::vector<std::string>> csv_fields(std::string_view line, std::size_t line_number) {
+  std::vector<std::string> out(1);
+  bool quoted = false;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        out.back() += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        out.back() += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      out.emplace_back();
+    } else if (c != '\r') {
+      out.back() += c;
+    }
+  }
+  if (quoted)
+    return fail(errc::parse, "line " + std::to_string(line_number) + ": unclosed quote");
+  return out;
+}
+
 } // namespace shoal::workers

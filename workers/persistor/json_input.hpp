@@ -1,5 +1,6 @@
 #pragma once
-// Reading a JSON array of records without building a DOM (issue 14: `shoal send` spent most of
+// Reading input records: CSV lines (csv_fields, the one CSV splitter of `shoal send` and
+// `shoal records`), and a JSON array without building a DOM (issue 14: `shoal send` spent most of
 // its CPU parsing flights-200k into a nlohmann tree and dumping every element back to text).
 // The text is checked once with persistor::json_accept (one allocation-free pass), then its
 // elements are cut out where they stand.
@@ -8,10 +9,13 @@
 //   json_array_cursor c(text);
 //   while (auto e = c.next()) { std::string payload; append_minified(payload, *e); … }
 
+#include "workers/error.hpp"
+
 #include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace shoal::workers {
 
@@ -39,5 +43,12 @@ private:
 /// Appends `json` (valid JSON text) without the whitespace outside its strings: the element as
 /// nlohmann::json::dump() writes it except that numbers and escapes keep their spelling.
 void append_minified(std::string& out, std::string_view json);
+
+/// The fields of one CSV record held on one line (RFC 4180 §2): fields separated by ',', a
+/// field in double quotes may hold ',' and '""' (one quote); '\r' outside quotes is dropped,
+/// so CRLF lines read as LF ones. A quoted field may not span lines (both callers read a line
+/// at a time). Errors: parse "line N: unclosed quote" (N = `line_number`, 1-based) when a
+/// quoted field does not end on the line. Thread-safe (pure).
+[[nodiscard]] result<std::vector<std::string>> csv_fields(std::string_view line, std::size_t line_number);
 
 } // namespace shoal::workers

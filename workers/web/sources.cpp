@@ -326,28 +326,26 @@ result<record_selector> selector_of(const record_action& a) {
 }
 } // namespace
 
-result<std::size_t> dashboard_data::requeue(const record_action& a) const {
-  if (auto ok = impl_->need_work(); !ok)
+// Runs work-table operation `op` (requeue or purge) on the records `a` selects, then refreshes
+// the queue monitor so the dashboard shows the change at once.
+template <class Op> result<std::size_t> act_on(dashboard_data::impl& d, const record_action& a, Op op) {
+  if (auto ok = d.need_work(); !ok)
     return std::unexpected(ok.error());
   auto sel = selector_of(a);
   if (!sel)
     return std::unexpected(sel.error());
-  auto n = impl_->work->requeue(a.queue, *sel);
-  if (n && impl_->monitor)
-    impl_->monitor->refresh();
+  auto n = op(*d.work, *sel);
+  if (n && d.monitor)
+    d.monitor->refresh();
   return n;
 }
 
+result<std::size_t> dashboard_data::requeue(const record_action& a) const {
+  return act_on(*impl_, a, [&](auto& work, const auto& sel) { return work.requeue(a.queue, sel); });
+}
+
 result<std::size_t> dashboard_data::purge(const record_action& a) const {
-  if (auto ok = impl_->need_work(); !ok)
-    return std::unexpected(ok.error());
-  auto sel = selector_of(a);
-  if (!sel)
-    return std::unexpected(sel.error());
-  auto n = impl_->work->purge(a.queue, *sel);
-  if (n && impl_->monitor)
-    impl_->monitor->refresh();
-  return n;
+  return act_on(*impl_, a, [&](auto& work, const auto& sel) { return work.purge(a.queue, sel); });
 }
 
 result<std::string> dashboard_data::etl_json(const std::string& status, std::size_t limit) const {

@@ -5,6 +5,7 @@
 #include "storage/catalog.hpp"
 #include "storage/catalog_blobs.hpp"
 
+#include "workers/child_process.hpp"
 #include "tests/support/azurite.hpp"
 #include "tests/storage/catalog/catalog_it_support.hpp"
 
@@ -344,28 +345,19 @@ TEST_F(CatalogIt, TwoProcessesWithSkewedClocksLoseNothing) {
         << "\n";
     }
   }
-  // Everything the children need is prepared before fork (no allocation after it).
-  const std::string cs = tests::azurite_connection_string();
-  const std::string bin = tests::shoal_binary();
-  const std::string inputs[2] = {(dir / "in0.ndjson").string(), (dir / "in1.ndjson").string()};
-  const char* skews[2] = {"300000", "-300000"};
-  pid_t pids[2];
+  const std::string skews[2] = {"300000", "-300000"};
+  std::vector<workers::child_process> children;
   for (int w = 0; w < 2; ++w) {
-    pids[w] = ::fork();
-    ASSERT_GE(pids[w], 0);
-    if (pids[w] == 0) {
-      ::setenv("SHOAL_TEST_CLOCK_SKEW_MS", skews[w], 1);
-      ::setenv("SHOAL_CATALOG_TABLE", name.c_str(), 1);
-      ::execl(bin.c_str(), bin.c_str(), "--connection-string", cs.c_str(), "--log-level", "warn", "catalog",
-              "insert", "--input", inputs[w].c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
+    workers::child_options co;
+    co.argv = {tests::shoal_binary(), "--connection-string", tests::azurite_connection_string(), "--log-level",
+               "warn", "catalog", "insert", "--input", (dir / ("in" + std::to_string(w) + ".ndjson")).string()};
+    co.env = {{"SHOAL_TEST_CLOCK_SKEW_MS", skews[w]}, {"SHOAL_CATALOG_TABLE", name}};
+    auto c = workers::child_process::spawn(co);
+    ASSERT_TRUE(c) << c.error().message;
+    children.push_back(std::move(*c));
   }
-  for (pid_t p : pids) {
-    int status = 0;
-    ASSERT_EQ(::waitpid(p, &status, 0), p);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "shoal catalog insert failed: " << status;
-  }
+  for (auto& child : children)
+    EXPECT_EQ(child.wait(), 0) << "shoal catalog insert failed";
   std::filesystem::remove_all(dir);
   const catalog& c = base->generic();
   auto wal = c.wal();

@@ -8,9 +8,10 @@
 #include "tests/support/azurite.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/request_counts.hpp"
+#include "tests/support/record_table.hpp"
+#include "workers/child_process.hpp"
 #include "workers/claim/claimer.hpp"
 #include "workers/claim/key_escape.hpp"
-#include "tests/support/record_table.hpp"
 #include "workers/claim/work_table.hpp"
 
 #include <gtest/gtest.h>
@@ -552,12 +553,11 @@ std::string claim_process_binary() {
 /// Starts shoal_claim_process with `args` (after the binary).
 pid_t spawn_claim_process(std::vector<std::string> args) {
   args.insert(args.begin(), claim_process_binary());
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  EXPECT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0) << argv[0];
-  return pid;
+  child_options co;
+  co.argv = std::move(args);
+  auto c = child_process::spawn(co);
+  EXPECT_TRUE(c) << c.error().message;
+  return c ? c->release() : -1; // expect_all_exit_zero reaps it
 }
 
 /// Waits for every process; each must exit 0.

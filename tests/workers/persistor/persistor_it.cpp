@@ -13,6 +13,7 @@
 #include "storage/queue_client.hpp"
 #include "storage/table_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/blob_walk.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/free_port.hpp"
 #include "tests/support/shoal_process.hpp"
@@ -113,69 +114,46 @@ struct fixture_storage {
 inventory collect(const storage::blob_client& bc, const std::string& container,
                   ps::partition_depth depth = ps::partition_depth::day) {
   inventory inv;
-  auto pager = bc.list_blobs_pager(container);
-  while (true) {
-    auto page = pager.next();
-    EXPECT_TRUE(page) << page.error().describe();
-    if (!page || !*page)
-      break;
-    for (const auto& item : (*page)->blobs) {
-      if (item.name.starts_with("_shoal/"))
-        continue;
-      inv.blobs.push_back(item.name);
-      auto got = bc.get_blob(container, item.name);
-      EXPECT_TRUE(got) << item.name;
-      if (!got)
-        continue;
-      const std::string& body = got->body;
-      auto ex = workers::etl::extract_records(body);
-      EXPECT_TRUE(ex) << item.name << ": " << ex.error().describe();
-      if (!ex)
-        continue;
-      // Strict JSON: every record separately, in its format's framing.
-      const auto& md = got->properties.metadata;
-      const std::string format = md.contains("format") ? md.at("format") : "";
-      if (format == "ndjson") {
-        std::size_t pos = 0;
-        while (pos < body.size()) {
-          auto nl = body.find('\n', pos);
-          if (nl == std::string::npos) {
-            ADD_FAILURE() << item.name << " does not end with a newline";
-            break;
-          }
-          EXPECT_TRUE(nlohmann::json::accept(body.substr(pos, nl - pos))) << item.name;
-          pos = nl + 1;
-        }
-      } else {
-        EXPECT_EQ(format, "persistor-v1") << item.name;
-        std::size_t pos = 0;
-        while (pos < body.size()) {
-          auto sep = body.find("\n\n", pos);
-          if (sep == std::string::npos) {
-            ADD_FAILURE() << item.name << " record without a blank line";
-            break;
-          }
-          EXPECT_TRUE(nlohmann::json::accept(body.substr(pos, sep - pos))) << item.name;
-          pos = sep + 2;
-        }
-      }
-      EXPECT_EQ(md.contains("count") ? md.at("count") : "",
-                std::to_string(ex->records.size()))
-          << item.name;
-      // The folder is the partition (day by default) of each record's event time.
-      const std::string folder = item.name.substr(0, item.name.rfind('/'));
-      for (const auto& r : ex->records) {
-        EXPECT_TRUE(r.problem.empty()) << item.name << ": " << r.problem;
-        auto t = ps::parse_event_time(r.event_time);
-        EXPECT_TRUE(t) << r.event_time;
-        if (t) {
-          EXPECT_EQ(folder.substr(folder.find('/') + 1), ps::partition_of(*t, depth)) << item.name;
-        }
-        inv.by_id[r.message_id].push_back({item.name, r.event_time, r.payload});
-        ++inv.records;
-      }
+  tests::for_each_data_blob(bc, container, [&](const std::string& name, const storage::blob_download& got) {
+    inv.blobs.push_back(name);
+    const std::string& body = got.body;
+    auto ex = workers::etl::extract_records(body);
+    EXPECT_TRUE(ex) << name << ": " << ex.error().describe();
+    if (!ex)
+      return;
+    // Strict JSON: every record separately, in its format's framing.
+    const auto& md = got.properties.metadata;
+    const std::string format = md.contains("format") ? md.at("format") : "";
+    // ndjson: one record a line; persistor-v1: records separated by a blank line.
+    if (format != "ndjson") {
+      EXPECT_EQ(format, "persistor-v1") << name;
     }
-  }
+    const std::string sep = format == "ndjson" ? "\n" : "\n\n";
+    for (std::size_t pos = 0; pos < body.size();) {
+      const auto end = body.find(sep, pos);
+      if (end == std::string::npos) {
+        ADD_FAILURE() << name << (format == "ndjson" ? " does not end with a newline" : " record without a blank line");
+        break;
+      }
+      EXPECT_TRUE(nlohmann::json::accept(body.substr(pos, end - pos))) << name;
+      pos = end + sep.size();
+    }
+    EXPECT_EQ(md.contains("count") ? md.at("count") : "",
+              std::to_string(ex->records.size()))
+        << name;
+    // The folder is the partition (day by default) of each record's event time.
+    const std::string folder = name.substr(0, name.rfind('/'));
+    for (const auto& r : ex->records) {
+      EXPECT_TRUE(r.problem.empty()) << name << ": " << r.problem;
+      auto t = ps::parse_event_time(r.event_time);
+      EXPECT_TRUE(t) << r.event_time;
+      if (t) {
+        EXPECT_EQ(folder.substr(folder.find('/') + 1), ps::partition_of(*t, depth)) << name;
+      }
+      inv.by_id[r.message_id].push_back({name, r.event_time, r.payload});
+      ++inv.records;
+    }
+  });
   return inv;
 }
 

@@ -23,9 +23,11 @@
 #include "storage/pipeline.hpp"
 #include "storage/queue_client.hpp"
 #include "tests/support/azurite.hpp"
+#include "tests/support/blob_walk.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/private_queue_service.hpp"
 #include "workers/blob_format.hpp"
+#include "workers/child_process.hpp"
 #include "workers/persistor/format.hpp"
 
 #include <gtest/gtest.h>
@@ -80,26 +82,15 @@ class shoal_process {
 public:
   shoal_process(const std::vector<std::string>& args, const std::vector<std::string>& env,
                 const fs::path& log) {
-    std::vector<std::string> all{shoal_binary()};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : all)
-      argv.push_back(s.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> envs(env);
-    for (char** e = environ; *e; ++e)
-      envs.emplace_back(*e);
-    std::vector<char*> envp;
-    for (auto& s : envs)
-      envp.push_back(s.data());
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data()) != 0)
-      pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
+    workers::child_options co;
+    co.argv = {shoal_binary()};
+    co.argv.insert(co.argv.end(), args.begin(), args.end());
+    for (const auto& kv : env)
+      co.env.emplace_back(kv.substr(0, kv.find('=')), kv.substr(kv.find('=') + 1));
+    co.output = log;
+    // reaped here with wait4, for its CPU time: the launcher's object gives the pid up
+    if (auto c = workers::child_process::spawn(co))
+      pid_ = c->release();
   }
   shoal_process(const shoal_process&) = delete;
   shoal_process& operator=(const shoal_process&) = delete;
@@ -224,24 +215,11 @@ void check_blob(const std::string& name, const storage::blob_download& got, inve
 
 inventory collect(const storage::blob_client& bc, const std::string& container) {
   inventory inv;
-  auto pager = bc.list_blobs_pager(container);
-  while (true) {
-    auto page = pager.next();
-    EXPECT_TRUE(page) << page.error().describe();
-    if (!page || !*page)
-      break;
-    for (const auto& item : (*page)->blobs) {
-      if (item.name.starts_with("_shoal/"))
-        continue;
-      ++inv.blobs;
-      EXPECT_TRUE(item.name.starts_with("pullscale/2001/01/05/h1-pull1-"))
-          << item.name;
-      auto got = bc.get_blob(container, item.name);
-      EXPECT_TRUE(got) << item.name << ": " << got.error().describe();
-      if (got)
-        check_blob(item.name, *got, inv);
-    }
-  }
+  tests::for_each_data_blob(bc, container, [&](const std::string& name, const storage::blob_download& got) {
+    ++inv.blobs;
+    EXPECT_TRUE(name.starts_with("pullscale/2001/01/05/h1-pull1-")) << name;
+    check_blob(name, got, inv);
+  });
   return inv;
 }
 

@@ -8,6 +8,7 @@
 //    memory stays far below the blob (it never reads the body).
 
 #include "tests/workers/security/security_harness.hpp"
+#include "workers/child_process.hpp"
 #include "workers/claim/work_table.hpp"
 
 #include "storage/table_client.hpp"
@@ -161,22 +162,12 @@ TEST_F(BoundedInput, TheEtlQuarantinesTheDeepRecordAndLoadsTheRest) {
 std::pair<int, long> run_measured(const std::vector<std::string>& args,
                                   const std::vector<std::pair<std::string, std::string>>& env,
                                   const fs::path& log) {
-  std::vector<std::string> argv{shoal_binary()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<char*> cargv;
-  for (auto& a : argv)
-    cargv.push_back(a.data());
-  cargv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    for (const auto& [k, v] : env)
-      ::setenv(k.c_str(), v.c_str(), 1);
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::execv(cargv[0], cargv.data());
-    _exit(127);
-  }
+  workers::child_options co{.argv = {shoal_binary()}, .env = env, .output = log};
+  co.argv.insert(co.argv.end(), args.begin(), args.end());
+  auto c = workers::child_process::spawn(co);
+  if (!c)
+    return {-1, 0};
+  const pid_t pid = c->release(); // reaped here with wait4, for the rusage of exactly this child
   int st = 0;
   rusage ru{};
   ::wait4(pid, &st, 0, &ru);

@@ -51,6 +51,7 @@ protected:
   }
   // Runs `fn` in a child process as `uid` (the test runs as root): 0 when it returned true.
   static int as_user(uid_t uid, gid_t gid, const std::function<bool()>& fn) {
+    // fork without exec on purpose (not the launcher): the child runs `fn`, our code, as `uid`
     const pid_t pid = ::fork();
     if (pid == 0) {
       if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0)
