@@ -79,6 +79,11 @@ TEST_F(RunIt, LoadsFlights20kEndToEndAndVerifies) {
   const auto line = r.text.substr(r.text.rfind("\n{") + 1);
   const auto j = nlohmann::json::parse(line, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << line;
+  // The send starts once the persistor listens: its start-up is timed on its own, not in the
+  // records/s of the stages.
+  EXPECT_GT(j.value("persistor_start_s", 0.0), 0.0) << line;
+  EXPECT_NE(r.text.find("  persistor start         "), std::string::npos) << r.text;
+  EXPECT_GT(j.value("wall_s", 0.0), j.value("persistor_start_s", 0.0) + j.value("end_to_end_s", 0.0)) << line;
   const auto blobs = j.value("blobs", 0);
   EXPECT_GE(blobs, 90) << "one blob per day at least (90 days)";
   EXPECT_LT(blobs, 400) << "day folders, not hour folders";
