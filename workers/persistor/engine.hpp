@@ -181,7 +181,7 @@ public:
   /// they stop with the engine. Lives as long as the engine.
   actors::actor_system& system() noexcept;
 
-  struct impl; ///< defined in engine.cpp
+  struct impl; ///< defined in engine_internal.hpp
 private:
   explicit engine(std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
