@@ -87,7 +87,8 @@ struct pull_options {
   std::chrono::seconds visibility_timeout{60};
   std::string event_time_field;
   /// An empty get waits this long before the next one, doubling per further empty get up to
-  /// `idle_poll_max` (each wait drawn from [d/2, d], so pullers drift apart), the randomized
+  /// `idle_poll_max` (each wait d × [0.5, 1.5], capped at idle_poll_max, so pullers drift
+  /// apart; storage/backoff.hpp's policy), the randomized
   /// exponential back-off of Durable Task's and Functions' queue listeners. A get that returns
   /// messages resets it and wakes the other pullers. Idle cost with the defaults: about
   /// 0.2 gets/s per puller instead of 20.
