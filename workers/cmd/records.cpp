@@ -32,7 +32,6 @@
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -109,66 +108,49 @@ workers::result<workers::new_record> from_json_item(const nlohmann::json& j, std
   return workers::fail(workers::errc::parse, "item " + std::to_string(where) + ": expected an id string or an object with \"id\"");
 }
 
-workers::result<std::vector<workers::new_record>> read_file(const std::string& path, std::string format) {
+// Reads the records of an input file through workers::input_reader: JSON and NDJSON items are
+// id strings or {"id": ..., "payload": ...}; CSV has an "id" column and may have "payload".
+workers::result<std::vector<workers::new_record>> read_file(const std::string& path, const std::string& format) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return workers::fail(workers::errc::io, "cannot read " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
-  if (format == "auto") {
-    if (path.ends_with(".csv")) format = "csv";
-    else if (path.ends_with(".ndjson") || path.ends_with(".jsonl")) format = "ndjson";
-    else format = "json";
-  }
+  auto fmt = workers::choose_input_format(format, path, in);
+  if (!fmt) return std::unexpected(fmt.error());
+  auto reader = workers::input_reader::open(in, *fmt, path);
+  if (!reader) return std::unexpected(reader.error());
   std::vector<workers::new_record> out;
-  if (format == "json") {
-    // Items are re-serialized with nlohmann's recursive dump: bound the nesting first.
-    if (auto deep = workers::check_json_depth(text, path, workers::max_json_depth + 1); !deep)
-      return std::unexpected(deep.error());
-    auto j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_array()) return workers::fail(workers::errc::parse, path + ": expected a JSON array");
-    for (std::size_t i = 0; i < j.size(); ++i) {
-      auto r = from_json_item(j[i], i);
-      if (!r) return std::unexpected(r.error());
-      out.push_back(std::move(*r));
-    }
-  } else if (format == "ndjson") {
-    std::istringstream lines(text);
-    std::string line;
-    for (std::size_t n = 1; std::getline(lines, line); ++n) {
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      if (auto deep = workers::check_json_depth(line, path + " line " + std::to_string(n)); !deep)
-        return std::unexpected(deep.error());
-      auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded()) return workers::fail(workers::errc::parse, path + " line " + std::to_string(n) + ": not JSON");
-      auto r = from_json_item(j, n);
-      if (!r) return workers::fail(workers::errc::parse, path + " line " + std::to_string(n) + ": " + r.error().message);
-      out.push_back(std::move(*r));
-    }
-  } else if (format == "csv") {
-    std::istringstream lines(text);
-    std::string line;
-    if (!std::getline(lines, line)) return out;
-    auto header = workers::csv_fields(line, 1);
-    if (!header) return workers::fail(workers::errc::parse, path + " " + header.error().message);
-    int id_col = -1, payload_col = -1;
-    for (std::size_t i = 0; i < header->size(); ++i) {
-      if ((*header)[i] == "id") id_col = static_cast<int>(i);
-      if ((*header)[i] == "payload") payload_col = static_cast<int>(i);
+  int id_col = -1, payload_col = -1;
+  if (*fmt == workers::input_format::csv) {
+    const auto& header = reader->header();
+    for (std::size_t i = 0; i < header.size(); ++i) {
+      if (header[i] == "id") id_col = static_cast<int>(i);
+      if (header[i] == "payload") payload_col = static_cast<int>(i);
     }
     if (id_col < 0) return workers::fail(workers::errc::parse, path + ": the CSV header has no 'id' column");
-    for (std::size_t n = 2; std::getline(lines, line); ++n) {
-      if (line.empty() || line == "\r") continue;
-      auto f = workers::csv_fields(line, n);
-      if (!f) return workers::fail(workers::errc::parse, path + " " + f.error().message);
-      if (static_cast<int>(f->size()) <= id_col) return workers::fail(workers::errc::parse, path + " line " + std::to_string(n) + ": no id");
+  }
+  while (auto item = reader->next()) {
+    const std::string where = path + " line " + std::to_string(item->number);
+    if (*fmt == workers::input_format::csv) {
+      if (!item->problem.empty()) return workers::fail(workers::errc::parse, path + " " + item->problem);
+      const auto& f = item->fields;
+      if (static_cast<int>(f.size()) <= id_col) return workers::fail(workers::errc::parse, where + ": no id");
       workers::new_record r;
-      r.id = (*f)[static_cast<std::size_t>(id_col)];
-      if (payload_col >= 0 && static_cast<int>(f->size()) > payload_col) r.payload = (*f)[static_cast<std::size_t>(payload_col)];
+      r.id = f[static_cast<std::size_t>(id_col)];
+      if (payload_col >= 0 && static_cast<int>(f.size()) > payload_col) r.payload = f[static_cast<std::size_t>(payload_col)];
       out.push_back(std::move(r));
+      continue;
     }
-  } else {
-    return workers::fail(workers::errc::invalid_argument, "unknown --format '" + format + "' (auto, json, ndjson, csv)");
+    // Items are re-serialized with nlohmann's recursive dump: bound the nesting first (a JSON
+    // array's elements were bounded when it was opened).
+    if (*fmt == workers::input_format::ndjson)
+      if (auto deep = workers::check_json_depth(item->text, where); !deep) return std::unexpected(deep.error());
+    auto j = nlohmann::json::parse(item->text, nullptr, false);
+    if (j.is_discarded()) return workers::fail(workers::errc::parse, where + ": not JSON");
+    auto r = from_json_item(j, *fmt == workers::input_format::json ? item->number - 1 : item->number);
+    if (!r) {
+      if (*fmt == workers::input_format::json) return std::unexpected(r.error());
+      return workers::fail(workers::errc::parse, where + ": " + r.error().message);
+    }
+    out.push_back(std::move(*r));
   }
   return out;
 }

@@ -158,7 +158,8 @@ struct input_record {
   transport::message_id id{};
 };
 
-// Reads records one at a time from a JSON array, NDJSON or CSV input.
+// Reads records one at a time from a JSON array, NDJSON or CSV input (workers::input_reader)
+// and turns each item into a payload and a stable id.
 class reader {
 public:
   static std::optional<reader> open(const send_args& a) {
@@ -178,145 +179,114 @@ public:
       auto canon = std::filesystem::weakly_canonical(a.file, ec);
       r.origin_ = ec ? a.file : canon.string();
     }
-    std::string fmt = a.format;
-    if (fmt == "auto") {
-      const std::string ext = std::filesystem::path(a.file).extension().string();
-      if (ext == ".csv")
-        fmt = "csv";
-      else {
-        // A JSON array starts with '['; anything else is read as NDJSON.
-        int c;
-        while ((c = r.in_->peek()) != EOF && std::isspace(c))
-          r.in_->get();
-        fmt = c == '[' ? "json" : "ndjson";
-      }
+    auto fmt = workers::choose_input_format(a.format, a.file == "-" ? "" : a.file, *r.in_);
+    if (!fmt) {
+      std::fprintf(stderr, "shoal send: --format: %s\n", fmt.error().message.c_str());
+      return std::nullopt;
     }
-    r.format_ = fmt;
-    if (fmt == "json") {
-      // Checked whole in one pass, then cut into elements where they stand: no DOM. The nesting
-      // is bounded first (json_limits.hpp): --id-field parses an element, and an ndjson persistor
-      // would refuse it anyway.
-      r.text_.assign(std::istreambuf_iterator<char>(*r.in_), std::istreambuf_iterator<char>());
-      if (workers::json_depth(r.text_, workers::max_json_depth + 1) > workers::max_json_depth + 1) {
-        std::fprintf(stderr, "shoal send: %s: an element nests deeper than %zu levels; nothing sent\n",
-                     r.origin_.c_str(), workers::max_json_depth);
-        return std::nullopt;
-      }
-      if (!workers::is_json_array(r.text_)) {
-        std::fprintf(stderr, "shoal send: %s is not a JSON array (not valid JSON, or another top-level value)\n",
-                     r.origin_.c_str());
-        return std::nullopt;
-      }
-    } else if (fmt == "csv") {
-      std::string header;
-      if (!std::getline(*r.in_, header)) {
-        std::fprintf(stderr, "shoal send: %s: empty CSV (no header row)\n", r.origin_.c_str());
-        return std::nullopt;
-      }
-      auto h = workers::csv_fields(header, 1);
-      if (!h) {
-        std::fprintf(stderr, "shoal send: %s: CSV header: %s\n", r.origin_.c_str(), h.error().message.c_str());
-        return std::nullopt;
-      }
-      r.header_ = *h;
-      r.line_ = 1;
+    auto in = workers::input_reader::open(*r.in_, *fmt, r.origin_);
+    if (!in) {
+      std::fprintf(stderr, "shoal send: %s; nothing sent\n", in.error().message.c_str());
+      return std::nullopt;
+    }
+    r.input_ = std::make_unique<workers::input_reader>(std::move(*in));
+    if (*fmt == workers::input_format::csv) {
+      const auto& header = r.input_->header();
       // Payload keys in the order (and with the last-of-duplicates rule) nlohmann's object gave.
-      for (std::size_t i = 0; i < r.header_.size(); ++i)
+      for (std::size_t i = 0; i < header.size(); ++i)
         r.csv_order_.push_back(i);
       std::stable_sort(r.csv_order_.begin(), r.csv_order_.end(),
-                       [&](std::size_t x, std::size_t y) { return r.header_[x] < r.header_[y]; });
+                       [&](std::size_t x, std::size_t y) { return header[x] < header[y]; });
       std::vector<std::size_t> last;
       for (std::size_t k = 0; k < r.csv_order_.size(); ++k)
-        if (k + 1 == r.csv_order_.size() || r.header_[r.csv_order_[k]] != r.header_[r.csv_order_[k + 1]])
+        if (k + 1 == r.csv_order_.size() || header[r.csv_order_[k]] != header[r.csv_order_[k + 1]])
           last.push_back(r.csv_order_[k]);
       r.csv_order_ = std::move(last);
-      r.csv_header_utf8_ = std::all_of(r.header_.begin(), r.header_.end(),
+      r.csv_header_utf8_ = std::all_of(header.begin(), header.end(),
                                        [](const std::string& f) { return storage::utf16_length(f).has_value(); });
-    } else if (fmt != "ndjson") {
-      std::fprintf(stderr, "shoal send: --format must be auto, json, ndjson or csv\n");
-      return std::nullopt;
     }
     return r;
   }
 
   /// Next record, or nullopt at the end.
   std::optional<input_record> next() {
-    if (format_ == "json") {
-      if (!cursor_)
-        cursor_.emplace(text_); // here, not in open(): the reader is moved after open
-      auto e = cursor_->next();
-      if (!e)
-        return std::nullopt;
+    auto item = input_->next();
+    if (!item)
+      return std::nullopt;
+    const std::size_t n = item->number;
+    switch (input_->format()) {
+    case workers::input_format::json: {
       std::string payload;
-      workers::append_minified(payload, *e);
+      workers::append_minified(payload, item->text);
       if (id_field_.empty())
-        return make(std::move(payload), nullptr, cursor_->count());
-      const auto j = nlohmann::json::parse(*e); // valid (checked): only for --id-field
-      return make(std::move(payload), &j, cursor_->count());
+        return make(std::move(payload), nullptr, n);
+      const auto j = nlohmann::json::parse(item->text); // valid (checked): only for --id-field
+      return make(std::move(payload), &j, n);
     }
-    std::string line;
-    while (std::getline(*in_, line)) {
-      ++line_;
-      if (!line.empty() && line.back() == '\r')
-        line.pop_back();
-      if (line.find_first_not_of(" \t") == std::string::npos)
-        continue;
-      if (format_ == "csv") {
-        auto f = workers::csv_fields(line, line_);
-        if (!f || f->size() != header_.size()) {
-          ++broken;
-          if (!f)
-            std::fprintf(stderr, "shoal send: %s: %s; sent as text\n", origin_.c_str(), f.error().message.c_str());
-          else
-            std::fprintf(stderr, "shoal send: %s:%zu: CSV row has %zu fields, the header %zu; sent as text\n",
-                         origin_.c_str(), line_, f->size(), header_.size());
-          return make(nlohmann::json{{"_raw", line}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-                      nullptr, line_);
-        }
-        const bool utf8 = csv_header_utf8_ && std::all_of(f->begin(), f->end(), [](const std::string& v) {
-                            return storage::utf16_length(v).has_value();
-                          });
-        if (utf8 && id_field_.empty()) {
-          // {"field":"value",…} written directly (keys sorted as the DOM below sorts them).
-          std::string payload = "{";
-          for (std::size_t i : csv_order_) {
-            if (payload.size() > 1)
-              payload += ',';
-            storage::append_json_string(payload, header_[i]);
-            payload += ':';
-            storage::append_json_string(payload, (*f)[i]);
-          }
-          payload += '}';
-          return make(std::move(payload), nullptr, line_);
-        }
-        nlohmann::json obj = nlohmann::json::object();
-        for (std::size_t i = 0; i < header_.size(); ++i)
-          obj[header_[i]] = (*f)[i];
-        return make(obj.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), &obj, line_);
-      }
-      if (auto deep = workers::check_json_depth(line, "line"); !deep) {
-        ++broken;
-        std::fprintf(stderr, "shoal send: %s:%zu: %s; sent as text (an ndjson persistor rejects it)\n",
-                     origin_.c_str(), line_, deep.error().message.c_str());
-        return make(line, nullptr, line_);
-      }
-      bool multiline = false;
-      if (!workers::persistor::json_accept(line, multiline)) { // one pass, no DOM
-        ++broken;
-        std::fprintf(stderr, "shoal send: %s:%zu: not valid JSON; sent as text\n", origin_.c_str(), line_);
-        return make(line, nullptr, line_);
-      }
-      if (id_field_.empty())
-        return make(std::move(line), nullptr, line_);
-      const auto j = nlohmann::json::parse(line); // valid: only for --id-field
-      return make(std::move(line), &j, line_);
+    case workers::input_format::csv:
+      return from_csv(std::move(*item));
+    case workers::input_format::ndjson:
+      break;
     }
-    return std::nullopt;
+    std::string& line = item->text;
+    if (auto deep = workers::check_json_depth(line, "line"); !deep) {
+      ++broken;
+      std::fprintf(stderr, "shoal send: %s:%zu: %s; sent as text (an ndjson persistor rejects it)\n",
+                   origin_.c_str(), n, deep.error().message.c_str());
+      return make(std::move(line), nullptr, n);
+    }
+    bool multiline = false;
+    if (!workers::persistor::json_accept(line, multiline)) { // one pass, no DOM
+      ++broken;
+      std::fprintf(stderr, "shoal send: %s:%zu: not valid JSON; sent as text\n", origin_.c_str(), n);
+      return make(std::move(line), nullptr, n);
+    }
+    if (id_field_.empty())
+      return make(std::move(line), nullptr, n);
+    const auto j = nlohmann::json::parse(line); // valid: only for --id-field
+    return make(std::move(line), &j, n);
   }
 
-  std::size_t broken = 0; ///< lines sent as text because they did not parse
+  std::size_t broken = 0; ///< records sent as text because they did not parse
 
 private:
+  // A CSV record as {"column":"value",…}; a broken one (unclosed quote, another field count than
+  // the header) as {"_raw": its text}.
+  input_record from_csv(workers::input_item item) {
+    const auto& header = input_->header();
+    const std::vector<std::string>& f = item.fields;
+    if (!item.problem.empty() || f.size() != header.size()) {
+      ++broken;
+      if (!item.problem.empty())
+        std::fprintf(stderr, "shoal send: %s: %s; sent as text\n", origin_.c_str(), item.problem.c_str());
+      else
+        std::fprintf(stderr, "shoal send: %s:%zu: CSV row has %zu fields, the header %zu; sent as text\n",
+                     origin_.c_str(), item.number, f.size(), header.size());
+      return make(nlohmann::json{{"_raw", item.text}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                  nullptr, item.number);
+    }
+    const bool utf8 = csv_header_utf8_ && std::all_of(f.begin(), f.end(), [](const std::string& v) {
+                        return storage::utf16_length(v).has_value();
+                      });
+    if (utf8 && id_field_.empty()) {
+      // {"field":"value",…} written directly (keys sorted as the DOM below sorts them).
+      std::string payload = "{";
+      for (std::size_t i : csv_order_) {
+        if (payload.size() > 1)
+          payload += ',';
+        storage::append_json_string(payload, header[i]);
+        payload += ':';
+        storage::append_json_string(payload, f[i]);
+      }
+      payload += '}';
+      return make(std::move(payload), nullptr, item.number);
+    }
+    nlohmann::json obj = nlohmann::json::object();
+    for (std::size_t i = 0; i < header.size(); ++i)
+      obj[header[i]] = f[i];
+    return make(obj.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), &obj, item.number);
+  }
+
   input_record make(std::string payload, const nlohmann::json* j, std::size_t n) {
     input_record r;
     r.payload = std::move(payload);
@@ -332,12 +302,8 @@ private:
   std::istream* in_ = nullptr;
   std::unique_ptr<std::ifstream> file_;
   std::string origin_;
-  std::string format_;
   std::string id_field_;
-  std::string text_;                        // json: the whole input
-  std::optional<workers::json_array_cursor> cursor_;  // json: over text_
-  std::size_t line_ = 0;
-  std::vector<std::string> header_;
+  std::unique_ptr<workers::input_reader> input_; // borrows *in_
   std::vector<std::size_t> csv_order_;       // csv: header indexes in payload key order
   bool csv_header_utf8_ = true;
 };
