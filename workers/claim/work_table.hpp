@@ -319,7 +319,7 @@ public:
   /// The table client.
   const storage::table_client& table() const noexcept;
 
-  struct impl; ///< defined in work_table.cpp
+  struct impl; ///< defined in work_table_internal.hpp
 
 private:
   explicit work_table(std::shared_ptr<impl> p) : impl_(std::move(p)) {}
