@@ -131,7 +131,7 @@ public:
   /// The ports the dashboard listens on (empty when [web] port is 0; workers/web/dashboard.hpp).
   std::vector<int> web_ports() const;
 
-  struct impl; ///< defined in supervisor.cpp
+  struct impl; ///< defined in supervisor_internal.hpp
 
 private:
   explicit supervisor(std::unique_ptr<impl> p);

@@ -138,7 +138,7 @@ public:
   /// The queue claimed from.
   const std::string& queue() const noexcept;
 
-  struct impl; ///< defined in worker.cpp
+  struct impl; ///< defined in worker_internal.hpp
 
 private:
   explicit worker(std::unique_ptr<impl> p);
