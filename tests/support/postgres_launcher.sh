@@ -21,10 +21,15 @@ as_pg() {
 }
 
 free_port() {
-  # A port nothing listens on, from the ephemeral range minus what ss reports.
-  local p
+  # A port nothing listens on, below the kernel's ephemeral range (ip_local_port_range): a port
+  # in that range can be taken as the local port of any outgoing connection while the server is
+  # paused, and `resume` must get the same port back (the chaos scenario postgres-restart failed
+  # so on port 39088 once).
+  local p lo hi
+  read -r lo hi < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+  [ "$lo" -gt 21000 ] || lo=40000
   for _ in $(seq 1 50); do
-    p=$(( 20000 + RANDOM % 20000 ))
+    p=$(( 20000 + RANDOM % (lo - 20000) ))
     if ! ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then echo "$p"; return 0; fi
   done
   return 1
