@@ -35,21 +35,8 @@ std::optional<std::uint64_t> parse_seq(std::string_view rk) {
 }
 
 std::uint64_t int_prop(const table_entity& e, std::string_view name) {
-  if (const auto* v = e.get<std::int64_t>(name))
-    return *v < 0 ? 0 : static_cast<std::uint64_t>(*v);
-  if (const auto* v = e.get<std::int32_t>(name))
-    return *v < 0 ? 0 : static_cast<std::uint64_t>(*v);
-  // Azurite may hand back an untagged number as a string in odd cases; accept digits.
-  if (const auto* v = e.get<std::string>(name)) {
-    std::uint64_t out = 0;
-    for (char c : *v) {
-      if (c < '0' || c > '9')
-        return 0;
-      out = out * 10 + static_cast<std::uint64_t>(c - '0');
-    }
-    return out;
-  }
-  return 0;
+  const std::int64_t v = e.get_int64(name).value_or(0);
+  return v < 0 ? 0 : static_cast<std::uint64_t>(v);
 }
 
 std::string record_to_json(const catalog_fields& r) {

@@ -38,6 +38,8 @@ std::string pad(std::uint64_t seq);
 const std::string& max_pad();
 /// The sequence number a WAL RowKey names, or nullopt (counter, checkpoint, anything else).
 std::optional<std::uint64_t> parse_seq(std::string_view rk);
+/// A sequence number property read by table_entity::get_int64; 0 when missing, unreadable or
+/// negative (a row written before the property existed starts at 0).
 std::uint64_t int_prop(const table_entity& e, std::string_view name);
 /// The record as the WAL's `record` property holds it: a JSON object of strings.
 std::string record_to_json(const catalog_fields& r);

@@ -93,6 +93,8 @@ table_filter record_rows();
 std::size_t json_string_bytes(std::string_view s);
 // Cuts `s` to at most `max` bytes without splitting a UTF-8 sequence.
 std::string truncate_utf8(std::string_view s, std::size_t max);
+// Property reads through table_entity's typed getters (one set of coercion rules), with the
+// default a row written before the property existed has: 0, "", the epoch.
 std::int64_t int_prop(const table_entity& e, std::string_view name);
 std::string str_prop(const table_entity& e, std::string_view name);
 sys_tp time_prop(const table_entity& e, std::string_view name);

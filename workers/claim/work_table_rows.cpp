@@ -59,23 +59,15 @@ std::string truncate_utf8(std::string_view s, std::size_t max) {
 }
 
 std::int64_t int_prop(const table_entity& e, std::string_view name) {
-  if (const auto* v = e.get<std::int64_t>(name)) return *v;
-  if (const auto* v = e.get<std::int32_t>(name)) return *v;
-  if (const auto* v = e.get<double>(name)) return static_cast<std::int64_t>(*v);
-  if (const auto* v = e.get<std::string>(name)) {
-    try { return std::stoll(*v); } catch (...) { return 0; }
-  }
-  return 0;
+  return e.get_int64(name).value_or(0);
 }
 
 std::string str_prop(const table_entity& e, std::string_view name) {
-  if (const auto* v = e.get<std::string>(name)) return *v;
-  return {};
+  return e.get_string(name).value_or(std::string{});
 }
 
 sys_tp time_prop(const table_entity& e, std::string_view name) {
-  if (const auto* v = e.get<table_time>(name)) return as_sys(*v);
-  return {};
+  return e.get_time(name).value_or(sys_tp{});
 }
 
 // The status of a ticket or a layout-1 record row (pending/claimed), or of a settled record.
