@@ -219,10 +219,8 @@ std::string format_time(unix_ms t) {
   return std::string(buf, sizeof buf);
 }
 
-namespace {
+namespace detail {
 
-// event_time_of through a nlohmann DOM: the reference, and the path for what the fast path
-// leaves out. Cost: one full parse of the payload.
 result<unix_ms> event_time_dom(std::string_view payload, std::string_view field) {
   auto j = nlohmann::json::parse(payload, nullptr, false);
   if (j.is_discarded() || !j.is_object())
@@ -256,6 +254,10 @@ result<unix_ms> event_time_dom(std::string_view payload, std::string_view field)
   }
   return fail(errc::parse, "event-time field '" + std::string(field) + "' is not a string or number");
 }
+
+} // namespace detail
+
+namespace {
 
 // After a validated JSON value at p: its end. Strings are skipped to their closing quote,
 // containers by bracket depth (strings inside skipped whole). `p` must point at a value of a text
@@ -381,7 +383,7 @@ std::optional<result<unix_ms>> event_time_fast(std::string_view payload, std::st
 result<unix_ms> event_time_of(std::string_view payload, std::string_view field) {
   if (auto fast = event_time_fast(payload, field))
     return std::move(*fast);
-  return event_time_dom(payload, field);
+  return detail::event_time_dom(payload, field);
 }
 
 } // namespace shoal::workers::persistor

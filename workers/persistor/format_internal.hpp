@@ -1,7 +1,7 @@
 #pragma once
-// Private to workers/persistor (format.cpp, format_json.cpp, event_time.cpp): the JSON text
-// primitives the record formats and the event-time reader share. Not part of the persistor's
-// interface; include it from nowhere else.
+// Private to workers/persistor (format.cpp, format_json.cpp, event_time.cpp) and its tests: the
+// JSON text primitives the record formats and the event-time reader share. Not part of the
+// persistor's interface; include it from nowhere else.
 
 #include "workers/persistor/format.hpp"
 
@@ -76,5 +76,11 @@ struct json_verdict {
 
 /// Checks `text` (JSON syntax and UTF-8) in one pass. O(bytes), no allocation. Thread-safe.
 json_verdict check_json(std::string_view text) noexcept;
+
+/// event_time_of through a nlohmann DOM of the whole payload, then the dotted path: the
+/// reference the fast path is tested against, and the path for what the fast path leaves out
+/// (payloads it cannot scan alone). Same results and errors as event_time_of. Cost: one full
+/// parse. Thread-safe.
+result<unix_ms> event_time_dom(std::string_view payload, std::string_view field);
 
 } // namespace shoal::workers::persistor::detail

@@ -7,6 +7,7 @@
 #include "workers/blob_format.hpp"
 #include "workers/persistor/batcher.hpp"
 #include "workers/persistor/format.hpp"
+#include "workers/persistor/format_internal.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -55,42 +56,6 @@ TEST(PersistorEventTime, ReadsAFieldOfThePayload) {
   EXPECT_FALSE(event_time_of(R"({"ts":true})", "ts"));
 }
 
-// event_time_of as it was: a nlohmann DOM of the whole payload, then the dotted path.
-result<unix_ms> reference_event_time(std::string_view payload, std::string_view field) {
-  auto j = nlohmann::json::parse(payload, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return fail(errc::parse, "payload is not a JSON object, no event-time field '" + std::string(field) + "'");
-  const nlohmann::json* cur = &j;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t dot = field.find('.', start);
-    const std::string part(field.substr(start, dot == std::string_view::npos ? field.npos : dot - start));
-    if (!cur->is_object())
-      return fail(errc::parse, "event-time field '" + std::string(field) + "' missing");
-    auto it = cur->find(part);
-    if (it == cur->end())
-      return fail(errc::parse, "event-time field '" + std::string(field) + "' missing");
-    cur = &*it;
-    if (dot == std::string_view::npos)
-      break;
-    start = dot + 1;
-  }
-  if (cur->is_string())
-    return parse_event_time(cur->get_ref<const std::string&>());
-  if (cur->is_number_integer() || cur->is_number_unsigned()) {
-    const auto v = cur->get<std::int64_t>();
-    return (v >= 100'000'000'000 || v <= -100'000'000'000) ? v : v * 1000;
-  }
-  if (cur->is_number_float()) {
-    const double v = cur->get<double>();
-    const double ms = (v >= 1e11 || v <= -1e11) ? v : v * 1000.0;
-    if (!(ms > -9.2e18 && ms < 9.2e18)) // was an undefined cast; now refused
-      return fail(errc::parse, "event-time field '" + std::string(field) + "' is out of range");
-    return static_cast<unix_ms>(ms);
-  }
-  return fail(errc::parse, "event-time field '" + std::string(field) + "' is not a string or number");
-}
-
 TEST(PersistorEventTime, RefusesTimesBeyondTheMillisecondRange) {
   for (const char* bad : {"99999999999999999999999", "1" "0000000000000000000000000000000.5"})
     EXPECT_EQ(parse_event_time(bad).error().code, errc::parse) << bad;
@@ -123,7 +88,7 @@ TEST(PersistorEventTime, FieldLookupWithoutADomAgreesWithTheDomLookup) {
   for (const auto& p : payloads)
     for (const auto& f : fields) {
       const auto got = event_time_of(p, f);
-      const auto want = reference_event_time(p, f);
+      const auto want = detail::event_time_dom(p, f); // a nlohmann DOM, then the path
       ASSERT_EQ(got.has_value(), want.has_value()) << p << " / " << f;
       if (got) {
         EXPECT_EQ(*got, *want) << p << " / " << f;
