@@ -11,10 +11,8 @@
 #include <optional>
 
 namespace shoal::workers::persistor {
-namespace {
+namespace detail {
 
-// format_time's text through <chrono> and snprintf: the reference, used for years outside
-// 0..9999 (where the text is not 24 characters).
 std::string format_time_slow(unix_ms t) {
   using namespace std::chrono;
   const sys_time<milliseconds> tp{milliseconds{t}};
@@ -28,6 +26,10 @@ std::string format_time_slow(unix_ms t) {
                 static_cast<long>(hms.seconds().count()), static_cast<long>(hms.subseconds().count()));
   return buf;
 }
+
+} // namespace detail
+
+namespace {
 
 // Writes format_time(t) into buf[0, 24) and returns true when its year is 0..9999 (then the
 // text has exactly 24 characters); false otherwise. Integer arithmetic only (days to civil date:
@@ -176,7 +178,7 @@ namespace detail {
 void append_time_string(std::string& out, unix_ms t) {
   char buf[26];
   if (!time_text(t, buf + 1)) {
-    append_json_string(out, format_time_slow(t));
+    append_json_string(out, detail::format_time_slow(t));
     return;
   }
   buf[0] = '"';
@@ -215,7 +217,7 @@ result<unix_ms> parse_event_time(std::string_view text) {
 std::string format_time(unix_ms t) {
   char buf[24];
   if (!time_text(t, buf))
-    return format_time_slow(t);
+    return detail::format_time_slow(t);
   return std::string(buf, sizeof buf);
 }
 

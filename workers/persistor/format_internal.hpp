@@ -77,6 +77,11 @@ struct json_verdict {
 /// Checks `text` (JSON syntax and UTF-8) in one pass. O(bytes), no allocation. Thread-safe.
 json_verdict check_json(std::string_view text) noexcept;
 
+/// format_time's text through <chrono> and snprintf: the reference the one-pass formatter is
+/// tested against, and what it uses for years outside 0..9999 (where the text is not 24
+/// characters). Thread-safe.
+std::string format_time_slow(unix_ms t);
+
 /// event_time_of through a nlohmann DOM of the whole payload, then the dotted path: the
 /// reference the fast path is tested against, and the path for what the fast path leaves out
 /// (payloads it cannot scan alone). Same results and errors as event_time_of. Cost: one full

@@ -371,20 +371,9 @@ TEST(PersistorJsonAccept, AgreesWithNlohmannOnValidAndInvalidTexts) {
 
 // -- the one-pass formatter against the reference (the two-pass formatter it replaced) ---------------
 
-// format_time as it was written with <chrono> and snprintf.
-std::string reference_time(unix_ms t) {
-  using namespace std::chrono;
-  const sys_time<milliseconds> tp{milliseconds{t}};
-  const auto dp = floor<days>(tp);
-  const year_month_day ymd{dp};
-  const hh_mm_ss hms{tp - dp};
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02ld:%02ld:%02ld.%03ldZ", static_cast<int>(ymd.year()),
-                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
-                static_cast<long>(hms.hours().count()), static_cast<long>(hms.minutes().count()),
-                static_cast<long>(hms.seconds().count()), static_cast<long>(hms.subseconds().count()));
-  return buf;
-}
+// format_time as it was written with <chrono> and snprintf (the persistor keeps it for years
+// outside 0..9999).
+std::string reference_time(unix_ms t) { return detail::format_time_slow(t); }
 
 bool reference_utf8(std::string_view s) { return storage::utf16_length(s).has_value(); }
 
