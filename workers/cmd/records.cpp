@@ -19,7 +19,7 @@
 #include "storage/blob_client.hpp"
 #include "storage/encoding.hpp"
 #include "storage/table_client.hpp"
-#include "workers/persistor/json_input.hpp"
+#include "workers/cmd/input_reader.hpp"
 #include "workers/json_limits.hpp"
 #include "workers/claim/work_table.hpp"
 

@@ -2,7 +2,7 @@
 #include "workers/cmd/run_dataset.hpp"
 
 #include "workers/dev_storage.hpp"
-#include "workers/persistor/json_input.hpp"
+#include "workers/cmd/input_reader.hpp"
 
 #include <cctype>
 #include <cstdio>

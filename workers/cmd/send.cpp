@@ -25,7 +25,7 @@
 #include "transport/curve.hpp"
 #include "transport/endpoint.hpp"
 #include "transport/socket.hpp"
-#include "workers/persistor/json_input.hpp"
+#include "workers/cmd/input_reader.hpp"
 #include "workers/json_limits.hpp"
 #include "workers/persistor/engine.hpp"
 #include "workers/persistor/sources.hpp"

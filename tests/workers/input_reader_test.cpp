@@ -1,8 +1,8 @@
-// Unit tests of reading input (workers/persistor/json_input.hpp): a JSON array without a DOM — what
+// Unit tests of reading input (workers/cmd/input_reader.hpp): a JSON array without a DOM — what
 // `shoal send` sends per element and how `shoal run` counts records, against nlohmann's
 // reading — CSV records, and input_reader, the one reader of `shoal send` and `shoal records`.
 
-#include "workers/persistor/json_input.hpp"
+#include "workers/cmd/input_reader.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>

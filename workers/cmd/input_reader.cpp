@@ -1,4 +1,4 @@
-#include "workers/persistor/json_input.hpp"
+#include "workers/cmd/input_reader.hpp"
 
 #include "workers/json_limits.hpp"
 #include "workers/persistor/format.hpp"

@@ -1,9 +1,10 @@
 #pragma once
-// Reading input records, the one reader of `shoal send` and `shoal records enqueue`: a JSON
-// array, NDJSON or CSV (RFC 4180) read one item at a time (input_reader). A JSON array is
-// checked once with persistor::json_accept (one allocation-free pass), then its elements are
-// cut out where they stand, without a DOM (issue 14: `shoal send` spent most of its CPU parsing
-// flights-200k into a nlohmann tree and dumping every element back to text).
+// Reading input records, the one reader of `shoal send`, `shoal records enqueue` and `shoal run`
+// (in shoal::cmd: only the commands read users' files): a JSON array, NDJSON or CSV (RFC 4180)
+// read one item at a time (input_reader). A JSON array is checked once with
+// persistor::json_accept (one allocation-free pass), then its elements are cut out where they
+// stand, without a DOM (issue 14: `shoal send` spent most of its CPU parsing flights-200k into a
+// nlohmann tree and dumping every element back to text).
 //
 //   std::ifstream in(path, std::ios::binary);
 //   auto format = choose_input_format("auto", path, in);
