@@ -77,10 +77,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "etl_bench: cannot read flights-20k.json under %s\n", source.c_str());
     return 1;
   }
-  std::vector<etl::record_to_write> recs;
+  std::vector<shoal::workers::record_to_write> recs;
   for (std::size_t i = 0; i < rows; ++i)
     recs.push_back({"m-" + std::to_string(i), "2026-11-21T12:00:00Z", all[i % all.size()].dump()});
-  const std::string blob = etl::write_blob(etl::blob_format::persistor_v1, recs);
+  const std::string blob = shoal::workers::write_blob(shoal::workers::blob_format::persistor_v1, recs);
   const std::string blob_name = "flights/2026/11/21/12/bench-p1-00000001.json";
 
   auto dir = std::filesystem::temp_directory_path() / ("shoal-etl-bench-" + std::to_string(::getpid()));
@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
   // The rows as the ETL writes them, for the CSV and the C++ floor.
   std::vector<etl::load_row> mapped;
   {
-    auto ex = etl::extract_records(blob);
+    auto ex = shoal::workers::extract_records(blob);
     std::vector<etl::quarantine_row> q;
     auto v = etl::validate_records(*ds, *ex, q);
     mapped = etl::transform_records(*ds, blob_name, v, q);

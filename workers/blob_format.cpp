@@ -6,7 +6,7 @@
 
 #include <algorithm>
 
-namespace shoal::workers::etl {
+namespace shoal::workers {
 namespace {
 
 // Line and column (both 1-based) of byte `pos` of `body`. O(pos); only used for error messages.
@@ -348,4 +348,4 @@ std::string write_blob(blob_format format, const std::vector<record_to_write>& r
   return out;
 }
 
-} // namespace shoal::workers::etl
+} // namespace shoal::workers

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-namespace shoal::workers::etl {
+namespace shoal::workers {
 
 /// The two blob formats the persistor writes.
 enum class blob_format : std::uint8_t { persistor_v1, ndjson };
@@ -64,4 +64,4 @@ struct record_to_write {
 };
 std::string write_blob(blob_format format, const std::vector<record_to_write>& records);
 
-} // namespace shoal::workers::etl
+} // namespace shoal::workers

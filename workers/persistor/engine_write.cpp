@@ -205,11 +205,11 @@ result<void> engine::impl::recover_open_appends() {
     if (got && !got->body.empty()) {
       batch_summary sum;
       record_format format = opts.format;
-      if (auto ex = etl::extract_records(got->body); !ex) {
+      if (auto ex = workers::extract_records(got->body); !ex) {
         // Registered anyway: the ETL quarantines what it cannot read, nothing is hidden.
         spdlog::warn("persistor: open append blob {} does not parse: {}", name, ex.error().describe());
       } else {
-        format = ex->format == etl::blob_format::ndjson ? record_format::ndjson
+        format = ex->format == workers::blob_format::ndjson ? record_format::ndjson
                                                         : record_format::persistor_v1;
         bool timed = false;
         for (const auto& r : ex->records) {

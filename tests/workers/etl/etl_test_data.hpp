@@ -45,10 +45,10 @@ inline std::string break_payload(std::size_t k, const std::string& good) {
 
 /// A blob of `n` flights where `invalid` records (spread evenly) are broken; message ids are
 /// "<prefix>-<i>". Returns the body.
-inline std::string flights_blob(workers::etl::blob_format f, std::size_t n, std::size_t invalid,
+inline std::string flights_blob(workers::blob_format f, std::size_t n, std::size_t invalid,
                                 const std::string& prefix = "m") {
   auto payloads = flights(n);
-  std::vector<workers::etl::record_to_write> recs;
+  std::vector<workers::record_to_write> recs;
   recs.reserve(payloads.size());
   const std::size_t stride = invalid ? payloads.size() / invalid : 0;
   std::size_t broken = 0;
@@ -57,12 +57,12 @@ inline std::string flights_blob(workers::etl::blob_format f, std::size_t n, std:
     if (invalid && i % stride == stride / 2 && broken < invalid) {
       // ndjson embeds the payload as JSON: a non-JSON payload there becomes a schema problem.
       p = break_payload(broken, p);
-      if (f == workers::etl::blob_format::ndjson && broken % 6 == 3) p = "\"not an object\"";
+      if (f == workers::blob_format::ndjson && broken % 6 == 3) p = "\"not an object\"";
       ++broken;
     }
     recs.push_back({prefix + "-" + std::to_string(i), "2026-11-21T12:00:00Z", p});
   }
-  return workers::etl::write_blob(f, recs);
+  return workers::write_blob(f, recs);
 }
 
 /// deploy/datasets/flights.toml.

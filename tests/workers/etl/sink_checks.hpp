@@ -30,7 +30,7 @@ inline void check_ten_thousand_with_37_invalid(const sink_factory& open) {
   auto sink = open();
   ASSERT_TRUE(sink);
   auto d = flights_dataset();
-  const std::string body = flights_blob(workers::etl::blob_format::persistor_v1, 10'000, 37);
+  const std::string body = flights_blob(workers::blob_format::persistor_v1, 10'000, 37);
   auto r = workers::etl::run_pipeline(d, k_blob, body, *sink, "w1");
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_FALSE(r->load.already_loaded);
@@ -64,7 +64,7 @@ inline void check_ten_thousand_with_37_invalid(const sink_factory& open) {
 /// claimer) writes nothing: the ledger says the blob is loaded.
 inline void check_reload_after_commit_is_a_no_op(const sink_factory& open) {
   auto d = flights_dataset();
-  const std::string body = flights_blob(workers::etl::blob_format::ndjson, 2'000, 10);
+  const std::string body = flights_blob(workers::blob_format::ndjson, 2'000, 10);
   {
     auto first = open();
     auto r = workers::etl::run_pipeline(d, k_blob, body, *first, "dead-worker");
@@ -93,12 +93,12 @@ inline void check_resent_message_lands_once(const sink_factory& open, bool ledge
     d.insert_sql = d.insert_sql.substr(0, d.insert_sql.find(" ON CONFLICT"));
   }
   auto payloads = flights(30);
-  std::vector<workers::etl::record_to_write> first, second;
+  std::vector<workers::record_to_write> first, second;
   for (int i = 0; i < 20; ++i) first.push_back({"id-" + std::to_string(i), "2026-11-21T12:00:00Z", payloads[static_cast<std::size_t>(i)]});
   for (int i = 10; i < 30; ++i) second.push_back({"id-" + std::to_string(i), "2026-11-21T12:00:00Z", payloads[static_cast<std::size_t>(i)]});
-  auto a = workers::etl::run_pipeline(d, "flights/a.json", write_blob(workers::etl::blob_format::persistor_v1, first), *sink);
+  auto a = workers::etl::run_pipeline(d, "flights/a.json", write_blob(workers::blob_format::persistor_v1, first), *sink);
   ASSERT_TRUE(a) << a.error().message;
-  auto b = workers::etl::run_pipeline(d, "flights/b.json", write_blob(workers::etl::blob_format::ndjson, second), *sink);
+  auto b = workers::etl::run_pipeline(d, "flights/b.json", write_blob(workers::blob_format::ndjson, second), *sink);
   ASSERT_TRUE(b) << b.error().message;
   EXPECT_EQ(a->load.inserted, 20u);
   EXPECT_EQ(b->load.inserted, 10u);
@@ -113,7 +113,7 @@ inline void check_resent_message_lands_once(const sink_factory& open, bool ledge
 /// Two workers load the same blob at the same moment (two connections): rows land once.
 inline void check_two_workers_racing_load_once(const sink_factory& open) {
   auto d = flights_dataset();
-  const std::string body = flights_blob(workers::etl::blob_format::persistor_v1, 5'000, 5);
+  const std::string body = flights_blob(workers::blob_format::persistor_v1, 5'000, 5);
   auto s1 = open();
   auto s2 = open();
   ASSERT_TRUE(s1->prepare(d.ddl));
@@ -175,7 +175,7 @@ inline std::unique_ptr<prepared_blob> prepare_blob(const workers::etl::dataset& 
                                             const std::string& prefix) {
   auto p = std::make_unique<prepared_blob>();
   p->name = name;
-  p->body = flights_blob(workers::etl::blob_format::persistor_v1, n, 0, prefix);
+  p->body = flights_blob(workers::blob_format::persistor_v1, n, 0, prefix);
   EXPECT_TRUE(workers::etl::extract_step(p->body, p->recs));
   workers::etl::validate_step(d, p->recs);
   workers::etl::transform_step(d, name, p->recs);

@@ -87,7 +87,7 @@ void submit_flush_and_check(engine_under_test& t, int n) {
   for (const auto& b : t.seen.blobs) {
     auto d = bc.get_blob(t.container, b.name);
     ASSERT_TRUE(d) << d.error().describe();
-    auto ex = workers::etl::extract_records(d->body);
+    auto ex = workers::extract_records(d->body);
     ASSERT_TRUE(ex) << ex.error().describe();
     for (const auto& r : ex->records)
       stored[r.message_id] += 1;

@@ -184,10 +184,10 @@ TEST(PersistorFormat, PersistorV1ParsesStrictlyAndThroughTheEtlExtractor) {
     ++n;
   }
   EXPECT_EQ(n, 3u);
-  auto ex = etl::extract_records(body);
+  auto ex = workers::extract_records(body);
   ASSERT_TRUE(ex) << ex.error().describe();
   ASSERT_EQ(ex->records.size(), 3u);
-  EXPECT_EQ(ex->format, etl::blob_format::persistor_v1);
+  EXPECT_EQ(ex->format, workers::blob_format::persistor_v1);
   EXPECT_EQ(ex->records[0].message_id, "a1");
   EXPECT_EQ(ex->records[0].payload, R"({"x":"line1\nline2"})");
   EXPECT_EQ(ex->records[0].event_time, "2001-01-05T10:30:00.000Z");
@@ -203,10 +203,10 @@ TEST(PersistorFormat, NdjsonEmbedsJsonPayloadsAndQuotesOthers) {
   std::string body;
   append_record(body, record_format::ndjson, sample("b1", R"({"x":1})"));
   append_record(body, record_format::ndjson, sample("b2", "not json"));
-  auto ex = etl::extract_records(body);
+  auto ex = workers::extract_records(body);
   ASSERT_TRUE(ex) << ex.error().describe();
   ASSERT_EQ(ex->records.size(), 2u);
-  EXPECT_EQ(ex->format, etl::blob_format::ndjson);
+  EXPECT_EQ(ex->format, workers::blob_format::ndjson);
   EXPECT_EQ(nlohmann::json::parse(ex->records[0].payload), nlohmann::json::parse(R"({"x":1})"));
   EXPECT_EQ(ex->records[1].message_id, "b2");
   std::size_t lines = 0;
@@ -234,7 +234,7 @@ TEST(PersistorFormat, EscapesEveryControlCharacterAndKeepsNdjsonOnOneLine) {
         lines += c == '\n';
       EXPECT_EQ(lines, 2u) << body;
     }
-    auto ex = etl::extract_records(body);
+    auto ex = workers::extract_records(body);
     ASSERT_TRUE(ex) << ex.error().describe() << "\n" << body;
     ASSERT_EQ(ex->records.size(), 2u);
     auto j = nlohmann::json::parse(std::string_view(ex->records[0].raw).substr(

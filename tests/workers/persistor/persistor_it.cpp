@@ -117,7 +117,7 @@ inventory collect(const storage::blob_client& bc, const std::string& container,
   tests::for_each_data_blob(bc, container, [&](const std::string& name, const storage::blob_download& got) {
     inv.blobs.push_back(name);
     const std::string& body = got.body;
-    auto ex = workers::etl::extract_records(body);
+    auto ex = workers::extract_records(body);
     EXPECT_TRUE(ex) << name << ": " << ex.error().describe();
     if (!ex)
       return;
@@ -503,7 +503,7 @@ TEST(PersistorIt, CrashBetweenBlobAndRegistrationAcksNothingFromThatBlob) {
       continue;
     auto got = fx.blobs.get_blob(run.container, b);
     ASSERT_TRUE(got);
-    auto ex = workers::etl::extract_records(got->body);
+    auto ex = workers::extract_records(got->body);
     ASSERT_TRUE(ex);
     for (const auto& r : ex->records)
       EXPECT_FALSE(prod.acked.contains(r.message_id)) << r.message_id << " acked from unregistered " << b;

@@ -168,7 +168,7 @@ struct inventory {
 
 void check_blob(const std::string& name, const storage::blob_download& got, inventory& inv) {
   const std::string& body = got.body;
-  auto ex = workers::etl::extract_records(body);
+  auto ex = workers::extract_records(body);
   ASSERT_TRUE(ex) << name << ": " << ex.error().describe();
   const auto& md = got.properties.metadata;
   const std::string format = md.contains("format") ? md.at("format") : "";

@@ -96,7 +96,7 @@ TEST(EtlBounds, ADeepNdjsonRecordIsQuarantinedAndTheRestLoads) {
   std::string body = "{\"data\":{\"k\":1},\"meta\":{\"message_id\":\"a\"}}\n";
   body += "{\"data\":" + deep_payload(5000) + ",\"meta\":{\"message_id\":\"b\"}}\n";
   body += "{\"data\":{\"k\":3},\"meta\":{\"message_id\":\"c\"}}\n";
-  auto blob = etl::extract_records(body);
+  auto blob = workers::extract_records(body);
   ASSERT_TRUE(blob) << blob.error().describe();
   ASSERT_EQ(blob->records.size(), 3u);
   EXPECT_TRUE(blob->records[0].problem.empty());
@@ -121,10 +121,10 @@ TEST(EtlBounds, ADatasetMappingRefusesADeepPayloadBeforeWalkingIt) {
   f.source = "/0/0/0";
   f.type = etl::field_type::json;
   d.fields.push_back(f);
-  const std::string body = etl::write_blob(etl::blob_format::persistor_v1,
+  const std::string body = workers::write_blob(workers::blob_format::persistor_v1,
                                            {{"a", "2001-01-05T10:30:00Z", "[[[1]]]"},
                                             {"b", "2001-01-05T10:30:00Z", deep_payload()}});
-  auto blob = etl::extract_records(body);
+  auto blob = workers::extract_records(body);
   ASSERT_TRUE(blob) << blob.error().describe();
   std::vector<etl::quarantine_row> q;
   auto valid = etl::validate_records(d, *blob, q);
