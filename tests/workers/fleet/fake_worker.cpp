@@ -100,11 +100,14 @@ std::size_t claim_some(const std::string& owner) {
 
 int main(int argc, char** argv) {
   std::string slot, endpoint;
+  long supervisor_pid = 0;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--slot") == 0)
       slot = argv[++i];
     else if (std::strcmp(argv[i], "--supervisor") == 0)
       endpoint = argv[++i];
+    else if (std::strcmp(argv[i], "--supervisor-pid") == 0)
+      supervisor_pid = std::atol(argv[++i]);
   }
   if (slot.empty() || endpoint.empty()) {
     std::fprintf(stderr, "fake_worker: --slot and --supervisor are required\n");
@@ -155,6 +158,10 @@ int main(int argc, char** argv) {
     if (exit_after >= 0 && now - start >= milliseconds(exit_after)) {
       event("crash", slot);
       return 3;
+    }
+    if (supervisor_pid > 0 && static_cast<long>(::getppid()) != supervisor_pid) {
+      event("orphaned", slot);
+      return 0;
     }
     if (now >= next_hb) {
       send(*s, hb);
