@@ -9,12 +9,6 @@
 namespace shoal::actors::detail {
 
 namespace {
-std::uint64_t wall_now_ns() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
-
 // Sets current_cell() for the scope (handlers may run nested under manual execution).
 struct current_scope {
   cell* prev;
@@ -328,7 +322,7 @@ void cell::dispatch(transport::envelope& e) {
     return;
   }
   // Manual execution keeps time on the manual clock only; requesters time out by their timers.
-  if (!manual_ && e.deadline_ns && wall_now_ns() > *e.deadline_ns) {
+  if (!manual_ && e.deadline_ns && transport::unix_now_ns() > *e.deadline_ns) {
     sys_.count_expired();
     return;
   }
@@ -398,7 +392,7 @@ void cell::send_reply(const transport::envelope& req) {
   r.kind = reply_kind;
   r.from = addr_str_;
   r.corr = req.corr;
-  r.ts_ns = wall_now_ns();
+  r.ts_ns = transport::unix_now_ns();
   r.body = std::move(reply_buf_);
   reply_buf_ = {};
   auto to = address::parse(req.from);

@@ -24,12 +24,6 @@ std::string peer_key(std::string_view process, std::string_view host) {
   return k;
 }
 
-std::uint64_t wall_now_ns() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
-
 std::unexpected<error> transport_error(std::string what, const transport::error& e) {
   return make_error(errc::transport, std::move(what) + ": " + e.describe());
 }
@@ -143,7 +137,7 @@ struct gateway::impl {
     e.id = transport::new_message_id();
     e.kind = kind;
     e.from = self_from;
-    e.ts_ns = wall_now_ns();
+    e.ts_ns = transport::unix_now_ns();
     return e;
   }
 

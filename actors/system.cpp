@@ -9,11 +9,6 @@
 namespace shoal::actors {
 
 namespace {
-std::uint64_t wall_now_ns() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
 constexpr std::string_view client_name = "$client";
 } // namespace
 
@@ -31,7 +26,7 @@ void actor_system::init_envelope(transport::envelope& e, std::string_view kind, 
   e.from.assign(from);
   e.to.reset();
   e.corr.reset();
-  e.ts_ns = wall_now_ns();
+  e.ts_ns = transport::unix_now_ns();
   e.deadline_ns.reset();
   e.attempt.reset();
   e.gen.reset();

@@ -26,6 +26,12 @@ message_id new_message_id() {
   return id;
 }
 
+std::uint64_t unix_now_ns() noexcept {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
 std::string to_hex(const message_id& id) {
   static constexpr char digits[] = "0123456789abcdef";
   std::string out(32, '0');

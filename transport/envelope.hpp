@@ -39,6 +39,11 @@ struct envelope {
 /// instead of dirtying a random page per row. Thread-safe.
 message_id new_message_id();
 
+/// The wall-clock (system_clock) time now, in nanoseconds since the Unix epoch: the unit of an
+/// envelope's `ts_ns` and `deadline_ns` (ENVELOPE.md). Not monotonic; for intervals use a
+/// steady clock. Thread-safe.
+std::uint64_t unix_now_ns() noexcept;
+
 /// Lower-case hex of `id`, 32 characters.
 std::string to_hex(const message_id& id);
 

@@ -75,6 +75,17 @@ errc decode_code(const bytes& b, const decode_limits& lim = {}) {
 
 // -- round trips --------------------------------------------------------------------------------
 
+TEST(EnvelopeTest, UnixNowIsTheWallClockInNanoseconds) {
+  const auto before = std::chrono::system_clock::now();
+  const std::uint64_t ns = unix_now_ns();
+  const auto after = std::chrono::system_clock::now();
+  const auto as_ns = [](auto t) {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+  };
+  EXPECT_LE(as_ns(before), ns);
+  EXPECT_LE(ns, as_ns(after));
+}
+
 TEST(CodecTest, RoundTripsEveryFieldAndUsageExample) {
   envelope e = full();
   std::vector<std::uint8_t> buf;

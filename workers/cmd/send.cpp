@@ -391,9 +391,7 @@ int run_send(const global_options& g, const send_args& a) {
   flush.from = env.from;
   auto send_flush = [&] {
     flush.id = transport::new_message_id();
-    flush.ts_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                 std::chrono::system_clock::now().time_since_epoch())
-                                                 .count());
+    flush.ts_ns = transport::unix_now_ns();
     if (sock->send(flush, std::chrono::milliseconds(20))) {
       sent_since_flush = 0;
       last_flush_ms = now_ms();
@@ -402,9 +400,7 @@ int run_send(const global_options& g, const send_args& a) {
   };
   auto send_one = [&](const id_t& key, pending& p) -> bool {
     env.id = key;
-    env.ts_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                               std::chrono::system_clock::now().time_since_epoch())
-                                               .count());
+    env.ts_ns = transport::unix_now_ns();
     env.attempt = p.attempt + 1;
     env.body.assign(p.payload.begin(), p.payload.end());
     auto s = sock->send(env, std::chrono::milliseconds(20));

@@ -52,9 +52,7 @@ workers::result<std::string> ask(zmq::context_t& ctx, const std::string& endpoin
   req.id = transport::new_message_id();
   req.kind = std::string(workers::fleet::status_request::kind);
   req.from = "status@" + std::to_string(::getpid()) + "@local";
-  req.ts_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                             std::chrono::system_clock::now().time_since_epoch())
-                                             .count());
+  req.ts_ns = transport::unix_now_ns();
   actors::encode_body(workers::fleet::status_request{}, req.body);
   if (auto r = s->send(req, std::chrono::milliseconds(timeout_ms)); !r)
     return workers::fail(workers::errc::io, "cannot send to " + endpoint + ": " + r.error().message);

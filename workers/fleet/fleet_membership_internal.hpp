@@ -47,17 +47,12 @@ inline std::string random_instance() {
   return buf;
 }
 
-inline std::uint64_t now_ns() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-}
-
 template <class M> transport::envelope make_envelope(const M& m, std::string_view kind, const std::string& from) {
   transport::envelope e;
   e.id = transport::new_message_id();
   e.kind = std::string(kind);
   e.from = from;
-  e.ts_ns = now_ns();
+  e.ts_ns = transport::unix_now_ns();
   actors::encode_body(m, e.body);
   return e;
 }

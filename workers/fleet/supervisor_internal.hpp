@@ -45,12 +45,6 @@ namespace supervisor_parts {
 using steady = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-inline std::uint64_t unix_ns() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
-
 inline std::int64_t ms_between(steady::time_point a, steady::time_point b) {
   return std::chrono::duration_cast<milliseconds>(b - a).count();
 }
@@ -344,7 +338,7 @@ struct supervisor::impl {
     e.id = transport::new_message_id();
     e.kind = std::string(M::kind);
     e.from = address;
-    e.ts_ns = unix_ns();
+    e.ts_ns = transport::unix_now_ns();
     e.corr = corr;
     actors::encode_body(m, e.body);
     if (auto r = router->send(route, e); !r)

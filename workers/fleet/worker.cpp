@@ -132,7 +132,7 @@ transport::envelope worker::impl::make_envelope(std::string_view kind) const {
   e.id = transport::new_message_id();
   e.kind = std::string(kind);
   e.from = address;
-  e.ts_ns = unix_ns();
+  e.ts_ns = transport::unix_now_ns();
   return e;
 }
 

@@ -41,11 +41,6 @@ inline std::string local_host_name() {
   return buf;
 }
 
-inline std::uint64_t unix_ns() {
-  return static_cast<std::uint64_t>(
-      duration_cast<nanoseconds>(system_clock::now().time_since_epoch()).count());
-}
-
 // One job runner. Guarded by impl::mu except `job`, owned by the lane's thread.
 struct lane {
   std::unique_ptr<fleet::job> job;

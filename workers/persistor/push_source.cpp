@@ -257,7 +257,7 @@ private:
       rej.id = transport::new_message_id();
       rej.kind = std::string(kind_reject);
       rej.from = sh_->popts.address;
-      rej.ts_ns = unix_ns();
+      rej.ts_ns = transport::unix_now_ns();
       rej.corr = in_.id;
       const std::string& why = sub.error().message;
       rej.body.assign(why.begin(), why.end());
@@ -386,7 +386,7 @@ private:
       e.id = transport::new_message_id();
       e.kind = std::string(kind_committed);
       e.from = sh_->popts.address;
-      e.ts_ns = unix_ns();
+      e.ts_ns = transport::unix_now_ns();
       e.hdr["ct"] = "application/json";
       const std::string body = committed_json(c).dump();
       e.body.assign(body.begin(), body.end());
@@ -446,7 +446,7 @@ private:
       const std::size_t n = std::min<std::size_t>(4096, ids.size() - i);
       out_.id = transport::new_message_id();
       out_.kind = std::string(kind_ack);
-      out_.ts_ns = unix_ns();
+      out_.ts_ns = transport::unix_now_ns();
       out_.corr = ids[i];
       out_.hdr.clear();
       out_.body.resize(n * 16);

@@ -24,13 +24,6 @@ inline unix_ms now_ms() {
       .count();
 }
 
-/// Nanoseconds since the Unix epoch (system clock): envelope timestamps.
-inline std::uint64_t unix_ns() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
-
 /// Fills r.event_time from an explicit text or a payload field; falls back to the ingest time
 /// and records why in the properties (the record is never refused for its time).
 void set_event_time(record& r, const std::string* explicit_time, std::string_view field);
