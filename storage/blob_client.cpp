@@ -15,26 +15,11 @@ namespace {
 using headers_t = std::vector<std::pair<std::string, std::string>>;
 using time_point = std::chrono::system_clock::time_point;
 
-error limit(std::string msg) {
-  error e = error::invalid(std::move(msg));
-  e.code = errc::limit_exceeded;
-  return e;
-}
-
-error bad_response(std::string msg) {
-  error e;
-  e.code = errc::bad_response;
-  e.message = std::move(msg);
-  return e;
-}
-
 std::string container_path(std::string_view container) { return "/" + std::string(container); }
 
 std::string blob_path(std::string_view container, std::string_view blob) {
   return "/" + std::string(container) + "/" + url_encode(blob, /*keep_slash=*/true);
 }
-
-std::string quote(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 template <class T> bool parse_unsigned(std::string_view s, T& out) {
   if (s.empty())
@@ -76,7 +61,7 @@ result<blob_properties> properties_from(const http_response& r, bool ranged) {
   if (auto n = r.header("x-ms-blob-committed-block-count")) {
     std::uint32_t c = 0;
     if (!parse_unsigned(*n, c))
-      return std::unexpected(bad_response("bad x-ms-blob-committed-block-count: " +
+      return std::unexpected(error::malformed_response("bad x-ms-blob-committed-block-count: " +
                                           std::string(*n)));
     p.committed_block_count = c;
   }
@@ -85,11 +70,11 @@ result<blob_properties> properties_from(const http_response& r, bool ranged) {
     std::string_view cr = r.header("content-range").value_or("");
     auto slash = cr.rfind('/');
     if (slash == std::string_view::npos || !parse_unsigned(cr.substr(slash + 1), p.content_length))
-      return std::unexpected(bad_response("bad Content-Range on a range read: '" +
+      return std::unexpected(error::malformed_response("bad Content-Range on a range read: '" +
                                           std::string(cr) + "'"));
   } else if (auto len = r.header("content-length")) {
     if (!parse_unsigned(*len, p.content_length))
-      return std::unexpected(bad_response("bad Content-Length: " + std::string(*len)));
+      return std::unexpected(error::malformed_response("bad Content-Length: " + std::string(*len)));
   }
   for (const auto& [k, v] : r.headers)
     if (k.starts_with("x-ms-meta-"))
@@ -123,42 +108,27 @@ blob_write_result recovered_from(const blob_properties& p) {
   return w;
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 result<void> validate_names(std::string_view container, std::string_view blob) {
   if (auto r = validate_container_name(container); !r)
     return r;
   return validate_blob_name(blob);
 }
 
-bool ascii_lower_equal(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 // Container names (the queue client applies the same rules to queue names).
 result<void> validate_dns_like_name(std::string_view name, std::string_view what) {
   std::string w(what);
   if (name.size() < 3 || name.size() > 63)
-    return std::unexpected(error::invalid(w + " name " + quote(name) + " must be 3-63 characters (has " +
+    return std::unexpected(error::invalid(w + " name " + single_quoted(name) + " must be 3-63 characters (has " +
                                           std::to_string(name.size()) + ")"));
   for (char c : name)
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
       return std::unexpected(error::invalid(
-          w + " name " + quote(name) + " may hold only lowercase letters, digits and '-'"));
+          w + " name " + single_quoted(name) + " may hold only lowercase letters, digits and '-'"));
   if (name.front() == '-' || name.back() == '-')
-    return std::unexpected(error::invalid(w + " name " + quote(name) +
+    return std::unexpected(error::invalid(w + " name " + single_quoted(name) +
                                           " must not start or end with '-'"));
   if (name.find("--") != std::string_view::npos)
-    return std::unexpected(error::invalid(w + " name " + quote(name) +
+    return std::unexpected(error::invalid(w + " name " + single_quoted(name) +
                                           " must not contain consecutive dashes"));
   return {};
 }
@@ -184,11 +154,11 @@ result<void> validate_blob_name(std::string_view name) {
                                           std::to_string(*n) + ")"));
   for (unsigned char c : name)
     if (c < 0x20 || c == 0x7F)
-      return std::unexpected(error::invalid("blob name " + quote(name.substr(0, 64)) +
+      return std::unexpected(error::invalid("blob name " + single_quoted(name.substr(0, 64)) +
                                             " contains a control character"));
   char last = name.back();
   if (last == '.' || last == '/' || last == '\\')
-    return std::unexpected(error::invalid("blob name " + quote(name.substr(0, 64)) +
+    return std::unexpected(error::invalid("blob name " + single_quoted(name.substr(0, 64)) +
                                           " must not end with '.', '/' or '\\'"));
   std::size_t segments = 0;
   for (std::size_t start = 0;;) {
@@ -196,7 +166,7 @@ result<void> validate_blob_name(std::string_view name) {
     std::string_view seg = name.substr(start, end == std::string_view::npos ? end : end - start);
     ++segments;
     if (seg == "." || seg == "..")
-      return std::unexpected(error::invalid("blob name " + quote(name.substr(0, 64)) +
+      return std::unexpected(error::invalid("blob name " + single_quoted(name.substr(0, 64)) +
                                             " must not have a '.' or '..' segment"));
     if (end == std::string_view::npos)
       break;
@@ -218,24 +188,24 @@ result<void> validate_metadata(const metadata_map& metadata) {
            (std::isalnum(static_cast<unsigned char>(c)) || c == '_');
     if (!ok)
       return std::unexpected(error::invalid(
-          "metadata name " + quote(k) +
+          "metadata name " + single_quoted(k) +
           " must be a C# identifier (ASCII letter or '_', then letters, digits, '_')"));
     for (auto jt = std::next(it); jt != metadata.end(); ++jt)
-      if (ascii_lower_equal(k, jt->first))
-        return std::unexpected(error::invalid("metadata names " + quote(k) + " and " +
-                                              quote(jt->first) +
+      if (ascii_iequals(k, jt->first))
+        return std::unexpected(error::invalid("metadata names " + single_quoted(k) + " and " +
+                                              single_quoted(jt->first) +
                                               " differ only by case (names are case-insensitive)"));
     for (char c : v)
       if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7F)
-        return std::unexpected(error::invalid("metadata value of " + quote(k) +
+        return std::unexpected(error::invalid("metadata value of " + single_quoted(k) +
                                               " must be printable ASCII (encode other bytes)"));
     if (!v.empty() && (v.front() == ' ' || v.back() == ' '))
-      return std::unexpected(error::invalid("metadata value of " + quote(k) +
+      return std::unexpected(error::invalid("metadata value of " + single_quoted(k) +
                                             " must not start or end with a space"));
     total += k.size() + v.size();
   }
   if (total > max_metadata_bytes)
-    return std::unexpected(limit("metadata names plus values must total at most 8192 bytes (have " +
+    return std::unexpected(error::exceeded("metadata names plus values must total at most 8192 bytes (have " +
                                  std::to_string(total) + ")"));
   return {};
 }
@@ -244,7 +214,7 @@ result<void> validate_block_ids(const std::vector<std::string>& block_ids) {
   if (block_ids.empty())
     return std::unexpected(error::invalid("a block list must name at least one block"));
   if (block_ids.size() > max_blob_blocks)
-    return std::unexpected(limit("a blob holds at most 50000 blocks (block list has " +
+    return std::unexpected(error::exceeded("a blob holds at most 50000 blocks (block list has " +
                                  std::to_string(block_ids.size()) + ")"));
   const std::size_t len = block_ids.front().size();
   for (std::size_t i = 0; i < block_ids.size(); ++i) {
@@ -255,7 +225,7 @@ result<void> validate_block_ids(const std::vector<std::string>& block_ids) {
           std::to_string(id.size()) + " characters, id #0 has " + std::to_string(len)));
     auto raw = base64_decode(id);
     if (!raw || raw->empty())
-      return std::unexpected(error::invalid("block id #" + std::to_string(i) + " " + quote(id) +
+      return std::unexpected(error::invalid("block id #" + std::to_string(i) + " " + single_quoted(id) +
                                             " is not non-empty base64"));
     if (raw->size() > max_block_id_bytes)
       return std::unexpected(error::invalid("block id #" + std::to_string(i) +
@@ -307,7 +277,7 @@ result<void> container_call(const pipeline& p, http_method method, std::string_v
   req.query = {{"restype", "container"}};
   auto r = p.send(service::blob, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), what + quote(container)));
+    return std::unexpected(with_context(std::move(r.error()), what + single_quoted(container)));
   return {};
 }
 
@@ -349,7 +319,7 @@ result<blob_write_result> blob_client::put_blob(std::string_view container, std:
   if (auto v = validate_metadata(opts.metadata); !v)
     return std::unexpected(v.error());
   if (body.size() > max_put_blob_bytes)
-    return std::unexpected(limit("Put Blob takes at most 5000 MiB; use upload() to stage blocks"));
+    return std::unexpected(error::exceeded("Put Blob takes at most 5000 MiB; use upload() to stage blocks"));
   storage_request req;
   req.method = http_method::put;
   req.path = blob_path(container, blob);
@@ -378,7 +348,7 @@ result<blob_write_result> blob_client::put_blob(std::string_view container, std:
         p && p->content_md5 == md5 && p->content_length == body.size())
       return recovered_from(*p);
   }
-  return std::unexpected(with_context(std::move(e), "put blob " + quote(blob)));
+  return std::unexpected(with_context(std::move(e), "put blob " + single_quoted(blob)));
 }
 
 result<void> blob_client::put_block(std::string_view container, std::string_view blob,
@@ -388,7 +358,7 @@ result<void> blob_client::put_block(std::string_view container, std::string_view
   if (auto v = validate_block_ids({std::string(block_id)}); !v)
     return v;
   if (body.size() > max_put_block_bytes)
-    return std::unexpected(limit("Put Block takes at most 4000 MiB (have " +
+    return std::unexpected(error::exceeded("Put Block takes at most 4000 MiB (have " +
                                  std::to_string(body.size()) + " bytes)"));
   storage_request req;
   req.method = http_method::put;
@@ -399,7 +369,7 @@ result<void> blob_client::put_block(std::string_view container, std::string_view
   req.body = std::string(body);
   auto r = pipeline_.send(service::blob, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "put block of " + quote(blob)));
+    return std::unexpected(with_context(std::move(r.error()), "put block of " + single_quoted(blob)));
   return {};
 }
 
@@ -435,7 +405,7 @@ result<blob_write_result> blob_client::put_block_list(std::string_view container
         is_retry_conflict(r.error()))
       if (auto p = get_properties(container, blob); p && p->content_md5 == whole_md5)
         return recovered_from(*p);
-    return std::unexpected(with_context(std::move(r.error()), "put block list of " + quote(blob)));
+    return std::unexpected(with_context(std::move(r.error()), "put block list of " + single_quoted(blob)));
   }
   blob_write_result w = write_result_from(*r);
   // The response's Content-MD5 is that of the request body (the XML); report the blob's own.
@@ -456,7 +426,7 @@ result<blob_write_result> blob_client::upload(std::string_view container, std::s
     return std::unexpected(error::invalid("upload block_bytes must be 1 byte - 4000 MiB"));
   const std::size_t blocks = (body.size() + opts.block_bytes - 1) / opts.block_bytes;
   if (blocks > max_blob_blocks)
-    return std::unexpected(limit("upload of " + std::to_string(body.size()) + " bytes in " +
+    return std::unexpected(error::exceeded("upload of " + std::to_string(body.size()) + " bytes in " +
                                  std::to_string(opts.block_bytes) + "-byte blocks needs " +
                                  std::to_string(blocks) + " blocks; a blob holds at most 50000"));
   std::vector<std::string> ids;
@@ -494,7 +464,7 @@ blob_client::create_append_blob(std::string_view container, std::string_view blo
   add_if_match(req.headers, opts.if_match);
   auto r = pipeline_.send(service::blob, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "create append blob " + quote(blob)));
+    return std::unexpected(with_context(std::move(r.error()), "create append blob " + single_quoted(blob)));
   return write_result_from(*r);
 }
 
@@ -506,7 +476,7 @@ result<append_result> blob_client::append_block(std::string_view container, std:
   if (body.empty())
     return std::unexpected(error::invalid("an append block must hold at least 1 byte"));
   if (body.size() > max_append_block_bytes)
-    return std::unexpected(limit("Append Block takes at most 100 MiB (have " +
+    return std::unexpected(error::exceeded("Append Block takes at most 100 MiB (have " +
                                  std::to_string(body.size()) + " bytes)"));
   storage_request req;
   req.method = http_method::put;
@@ -529,7 +499,7 @@ result<append_result> blob_client::append_block(std::string_view container, std:
     std::string_view off = r->header("x-ms-blob-append-offset").value_or("");
     std::string_view cnt = r->header("x-ms-blob-committed-block-count").value_or("");
     if (!parse_unsigned(off, a.offset) || !parse_unsigned(cnt, a.committed_block_count))
-      return std::unexpected(bad_response("Append Block answered without a valid "
+      return std::unexpected(error::malformed_response("Append Block answered without a valid "
                                           "x-ms-blob-append-offset / committed-block-count ('" +
                                           std::string(off) + "', '" + std::string(cnt) + "')"));
     return a;
@@ -554,10 +524,10 @@ result<append_result> blob_client::append_block(std::string_view container, std:
     }
   }
   if (e.service_code == "AppendPositionConditionNotMet" && opts.expected_offset)
-    return std::unexpected(with_context(std::move(e), "append to " + quote(blob) +
+    return std::unexpected(with_context(std::move(e), "append to " + single_quoted(blob) +
                                                           ": blob length is not the expected " +
                                                           std::to_string(*opts.expected_offset)));
-  return std::unexpected(with_context(std::move(e), "append to " + quote(blob)));
+  return std::unexpected(with_context(std::move(e), "append to " + single_quoted(blob)));
 }
 
 // -- reads -----------------------------------------------------------------------------------------
@@ -581,11 +551,11 @@ result<blob_download> blob_client::get_blob(std::string_view container, std::str
   req.max_body_bytes = opts.max_bytes;
   auto r = pipeline_.send(service::blob, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "get blob " + quote(blob)));
+    return std::unexpected(with_context(std::move(r.error()), "get blob " + single_quoted(blob)));
   const bool ranged = r->status == 206;
   auto props = properties_from(*r, ranged);
   if (!props)
-    return std::unexpected(with_context(std::move(props.error()), "get blob " + quote(blob)));
+    return std::unexpected(with_context(std::move(props.error()), "get blob " + single_quoted(blob)));
   blob_download d;
   d.properties = std::move(*props);
   d.date = date_header(*r, "date");
@@ -599,7 +569,7 @@ result<blob_download> blob_client::get_blob(std::string_view container, std::str
     d.properties.content_length = d.body.size();
     if (opts.verify_md5 && !d.properties.content_md5.empty() &&
         base64_encode(md5(d.body)) != d.properties.content_md5)
-      return std::unexpected(bad_response("get blob " + quote(blob) +
+      return std::unexpected(error::malformed_response("get blob " + single_quoted(blob) +
                                           ": body does not match its Content-MD5"));
   }
   return d;
@@ -614,7 +584,7 @@ result<blob_properties> blob_client::get_properties(std::string_view container,
   req.path = blob_path(container, blob);
   auto r = pipeline_.send(service::blob, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "get properties of " + quote(blob)));
+    return std::unexpected(with_context(std::move(r.error()), "get properties of " + single_quoted(blob)));
   return properties_from(*r, false);
 }
 
@@ -637,11 +607,11 @@ result<blob_write_result> blob_client::set_metadata(std::string_view container,
     if (opts.if_match && is_retry_conflict(r.error())) {
       metadata_map ours;
       for (const auto& [k, v] : metadata)
-        ours[lower(k)] = v;
+        ours[ascii_lower(k)] = v;
       if (auto p = get_properties(container, blob); p && p->metadata == ours)
         return recovered_from(*p);
     }
-    return std::unexpected(with_context(std::move(r.error()), "set metadata of " + quote(blob)));
+    return std::unexpected(with_context(std::move(r.error()), "set metadata of " + single_quoted(blob)));
   }
   return write_result_from(*r);
 }
@@ -671,13 +641,13 @@ result<blob_list_page> blob_client::list_blobs(std::string_view container,
     req.query.emplace_back("include", "metadata");
   auto r = pipeline_.send(service::blob, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "list blobs in " + quote(container)));
+    return std::unexpected(with_context(std::move(r.error()), "list blobs in " + single_quoted(container)));
   auto page = xml::parse_blob_list(r->body);
   if (!page) {
     error e = std::move(page.error());
     e.http_status = r->status;
     e.request_id = std::string(r->header("x-ms-request-id").value_or(""));
-    return std::unexpected(with_context(std::move(e), "list blobs in " + quote(container)));
+    return std::unexpected(with_context(std::move(e), "list blobs in " + single_quoted(container)));
   }
   return page;
 }
@@ -700,7 +670,7 @@ result<void> blob_client::delete_blob(std::string_view container, std::string_vi
     if (r.error().code == errc::not_found && r.error().attempts > 1 &&
         r.error().service_code == "BlobNotFound")
       return {}; // an earlier attempt deleted it; the response was lost
-    return std::unexpected(with_context(std::move(r.error()), "delete blob " + quote(blob)));
+    return std::unexpected(with_context(std::move(r.error()), "delete blob " + single_quoted(blob)));
   }
   return {};
 }

@@ -41,24 +41,6 @@ constexpr std::array<std::string_view, k_count> key_names = {
     "QueueSecondaryEndpoint",   "TableSecondaryEndpoint", "FileSecondaryEndpoint",
     "SharedAccessSignature",    "UseDevelopmentStorage", "DevelopmentStorageProxyUri"};
 
-std::string_view trim(std::string_view s) noexcept {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
-    s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
-    s.remove_suffix(1);
-  return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size())
-    return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i])))
-      return false;
-  return true;
-}
-
 std::unexpected<error> bad(std::string msg) {
   return std::unexpected(error::invalid("connection string: " + std::move(msg)));
 }
@@ -94,7 +76,7 @@ result<storage_account> development_account(const std::array<std::optional<std::
     if (kv[i] && i != k_dev && i != k_proxy)
       return bad("key '" + std::string(key_names[i]) +
                  "' cannot be combined with UseDevelopmentStorage");
-  if (!iequals(*kv[k_dev], "true"))
+  if (!ascii_iequals(*kv[k_dev], "true"))
     return bad("key 'UseDevelopmentStorage' must be 'true'");
   // DevelopmentStorageProxyUri replaces the scheme and host of 127.0.0.1; the emulator's
   // ports and the account path stay (what the .NET CloudStorageAccount did).
@@ -146,7 +128,7 @@ result<storage_account> parse_connection_string(std::string_view s) {
   std::size_t segment = 0;
   while (!s.empty()) {
     const std::size_t semi = s.find(';');
-    const std::string_view part = trim(s.substr(0, semi));
+    const std::string_view part = trim_space(s.substr(0, semi));
     s = semi == std::string_view::npos ? std::string_view{} : s.substr(semi + 1);
     ++segment;
     if (part.empty())
@@ -156,8 +138,8 @@ result<storage_account> parse_connection_string(std::string_view s) {
     if (eq == std::string_view::npos)
       // Never echo the segment: it may be a secret pasted without its key.
       return bad("segment " + std::to_string(segment) + " is not Key=Value");
-    const std::string_view key = trim(part.substr(0, eq));
-    const std::string_view value = trim(part.substr(eq + 1));
+    const std::string_view key = trim_space(part.substr(0, eq));
+    const std::string_view value = trim_space(part.substr(eq + 1));
     std::size_t id = 0;
     while (id < k_count && key_names[id] != key)
       ++id;

@@ -10,6 +10,7 @@
 // TLS, callbacks, keepalive) are set once when a handle is created; only the per-request ones
 // (URL, method, headers, body) are set for each request.
 
+#include "storage/encoding.hpp"
 #include "storage/http.hpp"
 
 #include <curl/curl.h>
@@ -40,18 +41,6 @@ CURLcode global_init() {
 
 // -- callbacks --------------------------------------------------------------------------------
 
-char ascii_lower(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-std::string_view trim(std::string_view s) noexcept {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
-    s.remove_suffix(1);
-  return s;
-}
-
 // Largest body we pre-reserve from a Content-Length header; bigger bodies just grow.
 constexpr std::size_t max_body_reserve = 64u << 20;
 
@@ -69,7 +58,7 @@ std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) n
   auto* t = static_cast<transfer*>(user);
   auto* resp = t->resp;
   const std::size_t len = size * n;
-  const std::string_view line = trim(std::string_view(data, len));
+  const std::string_view line = trim_space(std::string_view(data, len));
   // A status line starts a new header block (after "100 Continue" or an interim response):
   // keep only the final response's headers.
   if (line.starts_with("HTTP/")) {
@@ -83,7 +72,7 @@ std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) n
     std::string name(line.substr(0, colon));
     for (char& c : name)
       c = ascii_lower(c);
-    const std::string_view value = trim(line.substr(colon + 1));
+    const std::string_view value = trim_space(line.substr(colon + 1));
     if (name == "content-length") {
       std::uint64_t bytes = 0;
       for (const char c : value)

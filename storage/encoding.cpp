@@ -108,6 +108,30 @@ civil_time to_civil(std::chrono::system_clock::time_point t) noexcept {
 
 } // namespace
 
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    c = ascii_lower(c);
+  return out;
+}
+
+bool ascii_iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size())
+    return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (ascii_lower(a[i]) != ascii_lower(b[i]))
+      return false;
+  return true;
+}
+
+std::string_view trim_space(std::string_view s) noexcept {
+  constexpr std::string_view space = " \t\r\n\f\v";
+  const auto b = s.find_first_not_of(space);
+  if (b == std::string_view::npos)
+    return {};
+  return s.substr(b, s.find_last_not_of(space) - b + 1);
+}
+
 int hex_value(char c) noexcept {
   if (c >= '0' && c <= '9')
     return c - '0';

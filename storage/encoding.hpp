@@ -1,5 +1,6 @@
 #pragma once
-// Small encoders the storage clients share: base64, percent-encoding, digests and HTTP/ISO dates.
+// Small encoders the storage clients share: base64, percent-encoding, digests, HTTP/ISO dates
+// and the ASCII text helpers of HTTP and connection-string parsing.
 
 #include "storage/error.hpp"
 
@@ -10,6 +11,19 @@
 #include <string_view>
 
 namespace shoal::storage {
+
+/// `c` with A-Z mapped to a-z; every other byte unchanged (HTTP header names, RFC 9110 §5.1,
+/// are ASCII and case-insensitive). Thread-safe (pure).
+inline char ascii_lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+/// A copy of `s` with A-Z mapped to a-z (ascii_lower per byte). Thread-safe (pure).
+std::string ascii_lower(std::string_view s);
+/// True when `a` and `b` are equal ignoring ASCII case. Thread-safe (pure).
+bool ascii_iequals(std::string_view a, std::string_view b) noexcept;
+/// `s` without leading and trailing ASCII white space (space, tab, CR, LF, FF, VT). Thread-safe.
+std::string_view trim_space(std::string_view s) noexcept;
+
+/// `s` between single quotes, as error messages name a container, blob or queue. Thread-safe.
+inline std::string single_quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 /// Standard base64 (RFC 4648 §4) with padding, no line breaks, through OpenSSL's
 /// EVP_EncodeBlock: the one base64 of shoal. Thread-safe (pure).

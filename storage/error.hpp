@@ -42,6 +42,14 @@ struct error {
   static error invalid(std::string msg) {
     return error{errc::invalid_argument, 0, {}, {}, false, 0, std::move(msg)};
   }
+  /// A caller-side error that an Azure limit would be exceeded (no request was sent).
+  static error exceeded(std::string msg) {
+    return error{errc::limit_exceeded, 0, {}, {}, false, 0, std::move(msg)};
+  }
+  /// The service answered something that could not be parsed (one attempt made).
+  static error malformed_response(std::string msg) {
+    return error{errc::bad_response, 0, {}, {}, false, 1, std::move(msg)};
+  }
   /// One line for logs: "precondition_failed (412 UpdateConditionNotSatisfied): msg [req ...]".
   std::string describe() const;
 };

@@ -29,7 +29,7 @@ struct pipeline::impl {
 namespace {
 
 // The longest service message we keep in an error (the rest is noise for a log line).
-constexpr std::size_t max_message_bytes = 512;
+constexpr std::size_t max_error_message_bytes = 512;
 
 // -- retry policy -------------------------------------------------------------------------------
 
@@ -155,8 +155,8 @@ void parse_error_body(std::string_view body, std::string& code, std::string& mes
     message.resize(nl);
   while (!message.empty() && (message.back() == '\r' || message.back() == ' '))
     message.pop_back();
-  if (message.size() > max_message_bytes)
-    message.resize(max_message_bytes);
+  if (message.size() > max_error_message_bytes)
+    message.resize(max_error_message_bytes);
 }
 
 error error_from_response(const http_response& r) {

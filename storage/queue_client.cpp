@@ -11,14 +11,6 @@ namespace {
 
 using seconds = std::chrono::seconds;
 
-error limit(std::string msg) {
-  error e = error::invalid(std::move(msg));
-  e.code = errc::limit_exceeded;
-  return e;
-}
-
-std::string quote(std::string_view s) { return "'" + std::string(s) + "'"; }
-
 std::string queue_path(std::string_view q) { return "/" + std::string(q); }
 
 std::string message_path(std::string_view q, std::string_view id) {
@@ -79,18 +71,18 @@ result<std::vector<queue_message>> parse_list(const http_response& r, message_en
 
 result<void> validate_queue_name(std::string_view name) {
   if (name.size() < 3 || name.size() > 63)
-    return std::unexpected(error::invalid("queue name " + quote(name) +
+    return std::unexpected(error::invalid("queue name " + single_quoted(name) +
                                           " must be 3-63 characters (has " +
                                           std::to_string(name.size()) + ")"));
   for (char c : name)
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-      return std::unexpected(error::invalid("queue name " + quote(name) +
+      return std::unexpected(error::invalid("queue name " + single_quoted(name) +
                                             " may hold only lowercase letters, digits and '-'"));
   if (name.front() == '-' || name.back() == '-')
-    return std::unexpected(error::invalid("queue name " + quote(name) +
+    return std::unexpected(error::invalid("queue name " + single_quoted(name) +
                                           " must not start or end with '-'"));
   if (name.find("--") != std::string_view::npos)
-    return std::unexpected(error::invalid("queue name " + quote(name) +
+    return std::unexpected(error::invalid("queue name " + single_quoted(name) +
                                           " must not contain consecutive dashes"));
   return {};
 }
@@ -107,7 +99,7 @@ result<std::string> encode_message_text(std::string_view text, message_encoding 
     out = std::string(text);
   }
   if (out.size() > max_message_bytes)
-    return std::unexpected(limit("message text is " + std::to_string(out.size()) +
+    return std::unexpected(error::exceeded("message text is " + std::to_string(out.size()) +
                                  " bytes once encoded (" + std::to_string(text.size()) +
                                  " before); the limit is 65536"));
   return out;
@@ -123,7 +115,7 @@ result<bool> queue_client::create_queue(std::string_view queue) const {
   req.path = queue_path(queue);
   auto r = pipeline_.send(service::queue, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "create queue " + quote(queue)));
+    return std::unexpected(with_context(std::move(r.error()), "create queue " + single_quoted(queue)));
   return r->status == 201;
 }
 
@@ -135,7 +127,7 @@ result<void> queue_client::delete_queue(std::string_view queue) const {
   req.path = queue_path(queue);
   auto r = pipeline_.send(service::queue, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "delete queue " + quote(queue)));
+    return std::unexpected(with_context(std::move(r.error()), "delete queue " + single_quoted(queue)));
   return {};
 }
 
@@ -148,7 +140,7 @@ result<std::uint64_t> queue_client::approximate_message_count(std::string_view q
   req.query = {{"comp", "metadata"}};
   auto r = pipeline_.send(service::queue, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "get metadata of queue " + quote(queue)));
+    return std::unexpected(with_context(std::move(r.error()), "get metadata of queue " + single_quoted(queue)));
   std::string_view v = r->header("x-ms-approximate-messages-count").value_or("");
   std::uint64_t n = 0;
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
@@ -156,7 +148,7 @@ result<std::uint64_t> queue_client::approximate_message_count(std::string_view q
     error e;
     e.code = errc::bad_response;
     e.http_status = r->status;
-    e.message = "queue " + quote(queue) + ": bad or missing x-ms-approximate-messages-count '" +
+    e.message = "queue " + single_quoted(queue) + ": bad or missing x-ms-approximate-messages-count '" +
                 std::string(v) + "'";
     return std::unexpected(std::move(e));
   }
@@ -171,7 +163,7 @@ result<void> queue_client::clear_messages(std::string_view queue) const {
   req.path = queue_path(queue) + "/messages";
   auto r = pipeline_.send(service::queue, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "clear queue " + quote(queue)));
+    return std::unexpected(with_context(std::move(r.error()), "clear queue " + single_quoted(queue)));
   return {};
 }
 
@@ -208,15 +200,15 @@ result<put_message_result> queue_client::put_message(std::string_view queue, std
   req.body = xml::build_queue_message(*encoded);
   auto r = pipeline_.send(service::queue, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "put message on " + quote(queue)));
-  auto msgs = parse_list(*r, message_encoding::raw, "put message on " + quote(queue));
+    return std::unexpected(with_context(std::move(r.error()), "put message on " + single_quoted(queue)));
+  auto msgs = parse_list(*r, message_encoding::raw, "put message on " + single_quoted(queue));
   if (!msgs)
     return std::unexpected(msgs.error());
   if (msgs->size() != 1) {
     error e;
     e.code = errc::bad_response;
     e.http_status = r->status;
-    e.message = "put message on " + quote(queue) + ": expected 1 message in the response, got " +
+    e.message = "put message on " + single_quoted(queue) + ": expected 1 message in the response, got " +
                 std::to_string(msgs->size());
     return std::unexpected(std::move(e));
   }
@@ -245,8 +237,8 @@ queue_client::get_messages(std::string_view queue, const get_messages_options& o
                {"visibilitytimeout", std::to_string(opts.visibility_timeout.count())}};
   auto r = pipeline_.send(service::queue, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "get messages from " + quote(queue)));
-  return parse_list(*r, opts.encoding, "get messages from " + quote(queue));
+    return std::unexpected(with_context(std::move(r.error()), "get messages from " + single_quoted(queue)));
+  return parse_list(*r, opts.encoding, "get messages from " + single_quoted(queue));
 }
 
 result<std::vector<queue_message>>
@@ -261,8 +253,8 @@ queue_client::peek_messages(std::string_view queue, const peek_messages_options&
   req.query = {{"peekonly", "true"}, {"numofmessages", std::to_string(opts.count)}};
   auto r = pipeline_.send(service::queue, req);
   if (!r)
-    return std::unexpected(with_context(std::move(r.error()), "peek messages of " + quote(queue)));
-  return parse_list(*r, opts.encoding, "peek messages of " + quote(queue));
+    return std::unexpected(with_context(std::move(r.error()), "peek messages of " + single_quoted(queue)));
+  return parse_list(*r, opts.encoding, "peek messages of " + single_quoted(queue));
 }
 
 result<void> queue_client::delete_message(std::string_view queue, std::string_view message_id,
@@ -279,8 +271,8 @@ result<void> queue_client::delete_message(std::string_view queue, std::string_vi
     return {}; // an earlier attempt deleted it; the response was lost
   if (!r)
     return std::unexpected(receipt_error(std::move(r.error()), "delete message " +
-                                                                   quote(message_id) + " of " +
-                                                                   quote(queue)));
+                                                                   single_quoted(message_id) + " of " +
+                                                                   single_quoted(queue)));
   return {};
 }
 
@@ -304,7 +296,7 @@ queue_client::update_message(std::string_view queue, std::string_view message_id
     req.body = xml::build_queue_message(*encoded);
   }
   auto r = pipeline_.send(service::queue, req);
-  const std::string what = "update message " + quote(message_id) + " of " + quote(queue);
+  const std::string what = "update message " + single_quoted(message_id) + " of " + single_quoted(queue);
   if (!r)
     return std::unexpected(receipt_error(std::move(r.error()), what));
   update_message_result out;

@@ -8,34 +8,8 @@
 namespace shoal::storage::shared_key {
 namespace {
 
-char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size())
-    return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (lower(a[i]) != lower(b[i]))
-      return false;
-  return true;
-}
-
 bool istarts_with(std::string_view s, std::string_view prefix) noexcept {
-  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
-
-std::string_view trim(std::string_view s) noexcept {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-    s.remove_suffix(1);
-  return s;
-}
-
-std::string to_lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    c = lower(c);
-  return out;
+  return s.size() >= prefix.size() && ascii_iequals(s.substr(0, prefix.size()), prefix);
 }
 
 void append_path(std::string& out, std::string_view account, std::string_view path) {
@@ -78,7 +52,7 @@ std::string_view table_date(const signing_input& in) noexcept {
 
 std::string_view find_header(pairs headers, std::string_view name) noexcept {
   for (const auto& [k, v] : headers)
-    if (iequals(k, name))
+    if (ascii_iequals(k, name))
       return v;
   return {};
 }
@@ -89,7 +63,7 @@ std::string canonicalized_headers(pairs headers) {
   ms.reserve(8);
   for (const auto& [k, v] : headers)
     if (istarts_with(k, "x-ms-"))
-      ms.emplace_back(to_lower(k), trim(v));
+      ms.emplace_back(ascii_lower(k), trim_space(v));
   std::sort(ms.begin(), ms.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
   std::string out;
@@ -110,7 +84,7 @@ std::string canonicalized_resource(std::string_view account, std::string_view pa
   std::vector<std::pair<std::string, std::string_view>> q;
   q.reserve(query.size());
   for (const auto& [k, v] : query)
-    q.emplace_back(to_lower(k), v);
+    q.emplace_back(ascii_lower(k), v);
   std::sort(q.begin(), q.end()); // by name, then value: repeated names get sorted values
   for (std::size_t i = 0; i < q.size(); ++i) {
     if (i > 0 && q[i].first == q[i - 1].first) {

@@ -24,32 +24,16 @@ void append_quoted_key(std::string& out, std::string_view key) {
   out += url_encode(doubled);
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n'))
-    s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
-    s.remove_suffix(1);
-  return s;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'A' && c <= 'Z')
-      c = static_cast<char>(c - 'A' + 'a');
-  return out;
-}
-
 // The boundary parameter of a multipart Content-Type, unquoted; "" if none.
 std::string boundary_of(std::string_view content_type) {
-  std::string lc = lower(content_type);
+  std::string lc = ascii_lower(content_type);
   auto pos = lc.find("boundary=");
   if (pos == std::string::npos)
     return {};
   std::string_view b = content_type.substr(pos + 9);
   if (auto semi = b.find(';'); semi != std::string_view::npos)
     b = b.substr(0, semi);
-  b = trim(b);
+  b = trim_space(b);
   if (b.size() >= 2 && b.front() == '"' && b.back() == '"')
     b = b.substr(1, b.size() - 2);
   return std::string(b);
@@ -72,7 +56,7 @@ void parse_header_line(std::string_view line, std::vector<std::pair<std::string,
   auto colon = line.find(':');
   if (colon == std::string_view::npos)
     return;
-  out.emplace_back(lower(trim(line.substr(0, colon))), std::string(trim(line.substr(colon + 1))));
+  out.emplace_back(ascii_lower(trim_space(line.substr(0, colon))), std::string(trim_space(line.substr(colon + 1))));
 }
 
 // The segments between `--boundary` delimiter lines (preamble and epilogue dropped).
@@ -83,7 +67,7 @@ std::vector<std::string_view> split_multipart(std::string_view body, std::string
   std::optional<std::size_t> part_start;
   std::string_view line;
   while (line_start = pos, next_line(body, pos, line)) {
-    std::string_view t = trim(line);
+    std::string_view t = trim_space(line);
     if (t.starts_with(delim)) {
       if (part_start)
         parts.push_back(body.substr(*part_start, line_start - *part_start));
@@ -104,19 +88,19 @@ void parse_segment(std::string_view seg, int depth, std::vector<batch_part>& out
   std::size_t pos = 0, line_start = 0;
   std::string_view line;
   while (line_start = pos, next_line(seg, pos, line)) {
-    if (trim(line).empty()) {
+    if (trim_space(line).empty()) {
       if (!mime.empty())
         break;
       continue; // tolerate blank lines before the headers
     }
-    if (trim(line).starts_with("HTTP/")) { // no MIME headers: rewind onto the status line
+    if (trim_space(line).starts_with("HTTP/")) { // no MIME headers: rewind onto the status line
       pos = line_start;
       break;
     }
     parse_header_line(line, mime);
   }
   for (const auto& [k, v] : mime)
-    if (k == "content-type" && lower(v).starts_with("multipart/")) {
+    if (k == "content-type" && ascii_lower(v).starts_with("multipart/")) {
       if (depth > 2)
         return;
       std::string inner = boundary_of(v);
@@ -129,7 +113,7 @@ void parse_segment(std::string_view seg, int depth, std::vector<batch_part>& out
   // An application/http part: skip anything up to the status line (Azurite may put a stray
   // boundary line there), then the HTTP headers, a blank line and the body.
   while (next_line(seg, pos, line)) {
-    std::string_view t = trim(line);
+    std::string_view t = trim_space(line);
     if (!t.starts_with("HTTP/"))
       continue;
     batch_part part;
@@ -140,11 +124,11 @@ void parse_segment(std::string_view seg, int depth, std::vector<batch_part>& out
     std::string_view code = t.substr(sp + 1, 3);
     std::from_chars(code.data(), code.data() + code.size(), part.status);
     while (next_line(seg, pos, line)) {
-      if (trim(line).empty())
+      if (trim_space(line).empty())
         break;
       parse_header_line(line, part.headers);
     }
-    part.body = std::string(trim(seg.substr(std::min(pos, seg.size()))));
+    part.body = std::string(trim_space(seg.substr(std::min(pos, seg.size()))));
     out.push_back(std::move(part));
     return;
   }

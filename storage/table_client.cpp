@@ -59,13 +59,6 @@ table_write_result write_result_of(const http_response& r) {
   return out;
 }
 
-error bad_response(std::string msg) {
-  error e;
-  e.code = errc::bad_response;
-  e.message = std::move(msg);
-  return e;
-}
-
 std::string random_id() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   static constexpr char hex[] = "0123456789abcdef";
@@ -305,10 +298,10 @@ result<table_query_page> table_client::query_page(const table_query& q,
   try {
     json j = json::parse(r->body, nullptr, false);
     if (j.is_discarded() || !j.is_object())
-      return std::unexpected(bad_response("query response is not a JSON object"));
+      return std::unexpected(error::malformed_response("query response is not a JSON object"));
     auto value = j.find("value");
     if (value == j.end() || !value->is_array())
-      return std::unexpected(bad_response("query response has no \"value\" array"));
+      return std::unexpected(error::malformed_response("query response has no \"value\" array"));
     page.entities.reserve(value->size());
     for (const json& item : *value) {
       auto e = detail::entity_from_json_object(item);
@@ -317,7 +310,7 @@ result<table_query_page> table_client::query_page(const table_query& q,
       page.entities.push_back(std::move(*e));
     }
   } catch (const std::exception& ex) {
-    return std::unexpected(bad_response(std::string("query response: ") + ex.what()));
+    return std::unexpected(error::malformed_response(std::string("query response: ") + ex.what()));
   }
   auto npk = r->header("x-ms-continuation-nextpartitionkey");
   auto nrk = r->header("x-ms-continuation-nextrowkey");
@@ -558,7 +551,7 @@ table_transaction_outcome table_client::submit_transaction(const table_transacti
     return std::unexpected(tx_error(std::move(e), index));
   }
   if (parts->size() != ops.size())
-    return std::unexpected(tx_error(bad_response("batch response has " + std::to_string(parts->size()) +
+    return std::unexpected(tx_error(error::malformed_response("batch response has " + std::to_string(parts->size()) +
                                                  " parts for " + std::to_string(ops.size()) + " operations")));
   table_transaction_result out;
   out.server_time = server_time_of(*r);
@@ -620,11 +613,11 @@ result<table_list_page> table_service_client::list_tables_page(const list_tables
   table_list_page page;
   json j = json::parse(r->body, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("value") || !j["value"].is_array())
-    return std::unexpected(bad_response("list tables response has no \"value\" array"));
+    return std::unexpected(error::malformed_response("list tables response has no \"value\" array"));
   for (const json& item : j["value"]) {
     auto n = item.find("TableName");
     if (n == item.end() || !n->is_string())
-      return std::unexpected(bad_response("list tables entry has no TableName"));
+      return std::unexpected(error::malformed_response("list tables entry has no TableName"));
     page.names.push_back(n->get<std::string>());
   }
   if (auto next = r->header("x-ms-continuation-nexttablename"); next && !next->empty())

@@ -107,7 +107,7 @@ result<std::chrono::system_clock::time_point> table_entity::get_time(std::string
 
 namespace {
 
-constexpr char hex_digits[] = "0123456789abcdef";
+constexpr char hex_lower_digits[] = "0123456789abcdef";
 
 } // namespace
 
@@ -140,8 +140,8 @@ std::string table_guid::to_string() const {
   for (std::size_t i = 0; i < 16; ++i) {
     if (i == 4 || i == 6 || i == 8 || i == 10)
       out += '-';
-    out += hex_digits[bytes[i] >> 4];
-    out += hex_digits[bytes[i] & 0xF];
+    out += hex_lower_digits[bytes[i] >> 4];
+    out += hex_lower_digits[bytes[i] & 0xF];
   }
   return out;
 }
@@ -235,13 +235,6 @@ void put_value(json& j, const std::string& name, const table_value& v) {
   }
 }
 
-error bad(std::string msg) {
-  error e;
-  e.code = errc::bad_response;
-  e.message = std::move(msg);
-  return e;
-}
-
 result<table_time> parse_time(std::string_view s) {
   auto t = parse_iso8601(s);
   if (!t)
@@ -260,7 +253,7 @@ std::optional<edm_type> edm_from_name(std::string_view n) {
 result<std::optional<table_value>> read_value(const std::string& name, const json& v,
                                               std::optional<edm_type> type) {
   auto mismatch = [&](std::string_view want) {
-    return std::unexpected(bad("property '" + name + "' is not a valid " + std::string(want) + ": " +
+    return std::unexpected(error::malformed_response("property '" + name + "' is not a valid " + std::string(want) + ": " +
                                v.dump(-1, ' ', false, json::error_handler_t::replace)));
   };
   if (v.is_null())
@@ -468,13 +461,13 @@ namespace detail {
 // Shared with table_client.cpp (query pages): converts one parsed JSON object.
 result<table_entity> entity_from_json_object(const json& j) {
   if (!j.is_object())
-    return std::unexpected(bad("entity is not a JSON object"));
+    return std::unexpected(error::malformed_response("entity is not a JSON object"));
   table_entity e;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& key = it.key();
     if (key == "odata.etag") {
       if (!it->is_string())
-        return std::unexpected(bad("odata.etag is not a string"));
+        return std::unexpected(error::malformed_response("odata.etag is not a string"));
       e.etag = it->get<std::string>();
       continue;
     }
@@ -482,24 +475,24 @@ result<table_entity> entity_from_json_object(const json& j) {
       continue; // metadata and annotations (read together with their property)
     if (key == "PartitionKey" || key == "RowKey") {
       if (!it->is_string())
-        return std::unexpected(bad(key + " is not a string"));
+        return std::unexpected(error::malformed_response(key + " is not a string"));
       (key == "PartitionKey" ? e.partition_key : e.row_key) = it->get<std::string>();
       continue;
     }
     std::optional<edm_type> type;
     if (auto a = j.find(key + std::string(type_suffix)); a != j.end()) {
       if (!a->is_string())
-        return std::unexpected(bad("annotation of '" + key + "' is not a string"));
+        return std::unexpected(error::malformed_response("annotation of '" + key + "' is not a string"));
       type = edm_from_name(a->get_ref<const std::string&>());
       if (!type)
-        return std::unexpected(bad("property '" + key + "' has unknown type " + a->get<std::string>()));
+        return std::unexpected(error::malformed_response("property '" + key + "' has unknown type " + a->get<std::string>()));
     }
     if (key == "Timestamp") {
       if (!it->is_string())
-        return std::unexpected(bad("Timestamp is not a string"));
+        return std::unexpected(error::malformed_response("Timestamp is not a string"));
       auto t = parse_time(it->get_ref<const std::string&>());
       if (!t)
-        return std::unexpected(bad("Timestamp '" + it->get<std::string>() + "' is not ISO-8601"));
+        return std::unexpected(error::malformed_response("Timestamp '" + it->get<std::string>() + "' is not ISO-8601"));
       e.timestamp = *t;
       continue;
     }
@@ -517,11 +510,11 @@ result<table_entity> entity_from_json_object(const json& j) {
 result<table_entity> entity_from_json(std::string_view text) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
-    return std::unexpected(bad("entity body is not valid JSON"));
+    return std::unexpected(error::malformed_response("entity body is not valid JSON"));
   try {
     return detail::entity_from_json_object(j);
   } catch (const std::exception& ex) { // nlohmann type errors: never escape
-    return std::unexpected(bad(std::string("entity JSON: ") + ex.what()));
+    return std::unexpected(error::malformed_response(std::string("entity JSON: ") + ex.what()));
   }
 }
 

@@ -12,25 +12,17 @@
 namespace shoal::storage::xml {
 namespace {
 
-error bad_response(std::string msg) {
-  error e;
-  e.code = errc::bad_response;
-  e.attempts = 1;
-  e.message = std::move(msg);
-  return e;
-}
-
 // parse_default minus parse_eol: a CR the service sent stays a CR (message text is opaque).
 constexpr unsigned parse_flags = pugi::parse_default & ~pugi::parse_eol;
 
 // Loads `body` into `doc`; on failure an error naming `what` and pugixml's description.
 result<void> load(pugi::xml_document& doc, std::string_view body, const char* what) {
   if (body.empty())
-    return std::unexpected(bad_response(std::string(what) + ": empty body"));
+    return std::unexpected(error::malformed_response(std::string(what) + ": empty body"));
   pugi::xml_parse_result r = doc.load_buffer(body.data(), body.size(), parse_flags,
                                              pugi::encoding_utf8);
   if (!r)
-    return std::unexpected(bad_response(std::string(what) + ": malformed XML (" +
+    return std::unexpected(error::malformed_response(std::string(what) + ": malformed XML (" +
                                         r.description() + " at offset " +
                                         std::to_string(r.offset) + ")"));
   return {};
@@ -41,13 +33,6 @@ template <class T> bool parse_unsigned(std::string_view s, T& out) {
     return false;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
   return ec == std::errc{} && p == s.data() + s.size();
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 // ETags in listings may come without quotes (Azure: 0x8D…); headers carry them quoted. We
@@ -77,7 +62,7 @@ result<std::optional<std::chrono::system_clock::time_point>> date_of(pugi::xml_n
   }
   auto t = parse_http_date(v);
   if (!t)
-    return std::unexpected(bad_response(std::string("bad date in <") + name + ">: " +
+    return std::unexpected(error::malformed_response(std::string("bad date in <") + name + ">: " +
                                         std::string(v)));
   return std::optional<std::chrono::system_clock::time_point>{*t};
 }
@@ -86,13 +71,13 @@ result<std::optional<std::chrono::system_clock::time_point>> date_of(pugi::xml_n
 result<std::string> name_of(pugi::xml_node entry, const char* what) {
   pugi::xml_node n = entry.child("Name");
   if (!n)
-    return std::unexpected(bad_response(std::string("List Blobs: <") + what +
+    return std::unexpected(error::malformed_response(std::string("List Blobs: <") + what +
                                         "> without <Name>"));
   std::string_view v = n.text().get();
   if (n.attribute("Encoded").as_bool()) {
     auto d = url_decode(v);
     if (!d)
-      return std::unexpected(bad_response("List Blobs: bad percent-encoded name"));
+      return std::unexpected(error::malformed_response("List Blobs: bad percent-encoded name"));
     return *d;
   }
   return std::string(v);
@@ -105,13 +90,13 @@ result<blob_item> parse_blob(pugi::xml_node b) {
     return std::unexpected(name.error());
   item.name = std::move(*name);
   if (item.name.empty())
-    return std::unexpected(bad_response("List Blobs: <Blob> with an empty <Name>"));
+    return std::unexpected(error::malformed_response("List Blobs: <Blob> with an empty <Name>"));
   pugi::xml_node p = b.child("Properties");
   blob_properties& props = item.properties;
   props.etag = quoted_etag(p.child("Etag").text().get());
   if (pugi::xml_node len = p.child("Content-Length"); len) {
     if (!parse_unsigned(std::string_view(len.text().get()), props.content_length))
-      return std::unexpected(bad_response("List Blobs: bad <Content-Length> for " + item.name));
+      return std::unexpected(error::malformed_response("List Blobs: bad <Content-Length> for " + item.name));
   }
   props.content_type = p.child("Content-Type").text().get();
   props.content_md5 = p.child("Content-MD5").text().get();
@@ -126,7 +111,7 @@ result<blob_item> parse_blob(pugi::xml_node b) {
     std::string_view n = m.name();
     if (n == "x-ms-invalid-name") // Azure's placeholder for names that are not identifiers
       continue;
-    props.metadata[lower(n)] = m.text().get();
+    props.metadata[ascii_lower(n)] = m.text().get();
   }
   return item;
 }
@@ -204,7 +189,7 @@ result<blob_list_page> parse_blob_list(std::string_view body) {
     return std::unexpected(r.error());
   pugi::xml_node root = doc.child("EnumerationResults");
   if (!root)
-    return std::unexpected(bad_response("List Blobs: root element is not <EnumerationResults>"));
+    return std::unexpected(error::malformed_response("List Blobs: root element is not <EnumerationResults>"));
   blob_list_page page;
   for (pugi::xml_node n : root.child("Blobs").children()) {
     if (n.type() != pugi::node_element)
@@ -232,17 +217,17 @@ result<std::vector<queue_message>> parse_queue_messages(std::string_view body,
     return std::unexpected(r.error());
   pugi::xml_node root = doc.child("QueueMessagesList");
   if (!root)
-    return std::unexpected(bad_response("queue messages: root element is not <QueueMessagesList>"));
+    return std::unexpected(error::malformed_response("queue messages: root element is not <QueueMessagesList>"));
   std::vector<queue_message> out;
   for (pugi::xml_node m : root.children("QueueMessage")) {
     queue_message q;
     q.message_id = m.child("MessageId").text().get();
     if (q.message_id.empty())
-      return std::unexpected(bad_response("queue messages: <QueueMessage> without <MessageId>"));
+      return std::unexpected(error::malformed_response("queue messages: <QueueMessage> without <MessageId>"));
     q.pop_receipt = m.child("PopReceipt").text().get();
     if (pugi::xml_node dc = m.child("DequeueCount"); dc) {
       if (!parse_unsigned(std::string_view(dc.text().get()), q.dequeue_count))
-        return std::unexpected(bad_response("queue messages: bad <DequeueCount> of " +
+        return std::unexpected(error::malformed_response("queue messages: bad <DequeueCount> of " +
                                             q.message_id));
     }
     auto ins = date_of(m, "InsertionTime");
@@ -279,7 +264,7 @@ result<error_body> parse_error(std::string_view body) {
     return std::unexpected(r.error());
   pugi::xml_node root = doc.child("Error");
   if (!root)
-    return std::unexpected(bad_response("error body: root element is not <Error>"));
+    return std::unexpected(error::malformed_response("error body: root element is not <Error>"));
   error_body e;
   e.code = root.child("Code").text().get();
   std::string_view msg = root.child("Message").text().get();

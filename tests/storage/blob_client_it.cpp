@@ -21,11 +21,6 @@
 namespace shoal::storage {
 namespace {
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
 // Deterministic bytes of length n (no randomness in tests).
 std::string pattern(std::size_t n, unsigned seed = 1) {
   std::string s(n, '\0');
@@ -69,7 +64,7 @@ protected:
     ASSERT_TRUE(acct) << acct.error().describe();
     account = *acct;
     client = make_client();
-    container = lower(tests::unique_name("blobit"));
+    container = ascii_lower(tests::unique_name("blobit"));
     auto c = client->create_container(container);
     ASSERT_TRUE(c) << c.error().describe();
   }
@@ -103,7 +98,7 @@ TEST_F(BlobClientIt, ContainerCreateTwiceConflictsAndIfNotExistsReportsIt) {
   ASSERT_TRUE(ine) << ine.error().describe();
   EXPECT_FALSE(*ine);
 
-  const std::string other = lower(tests::unique_name("blobit"));
+  const std::string other = ascii_lower(tests::unique_name("blobit"));
   auto created = client->create_container_if_not_exists(other);
   ASSERT_TRUE(created) << created.error().describe();
   EXPECT_TRUE(*created);
@@ -422,7 +417,7 @@ TEST_F(BlobClientIt, ListWithPrefixDelimiterMetadataAndPaging) {
   list_blobs_options too_many;
   too_many.max_results = 5001;
   EXPECT_EQ(client->list_blobs(container, too_many).error().code, errc::invalid_argument);
-  auto missing = client->list_blobs(lower(tests::unique_name("nocontainer")));
+  auto missing = client->list_blobs(ascii_lower(tests::unique_name("nocontainer")));
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, errc::not_found);
 }

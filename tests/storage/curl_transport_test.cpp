@@ -2,6 +2,7 @@
 // bytes on the wire (verbs, Content-Length, no Content-Type/Expect added), response parsing,
 // keep-alive reuse, and how resets, timeouts and refused connections map to errors.
 
+#include "storage/encoding.hpp"
 #include "storage/http.hpp"
 #include "tests/support/eventually.hpp"
 
@@ -130,7 +131,7 @@ private:
       r.head = buf.substr(0, end);
       r.connection = id;
       std::size_t length = 0;
-      if (const std::size_t cl = lower(r.head).find("\r\ncontent-length:"); cl != std::string::npos)
+      if (const std::size_t cl = ascii_lower(r.head).find("\r\ncontent-length:"); cl != std::string::npos)
         length = std::stoul(r.head.substr(cl + 17));
       buf.erase(0, end + 4);
       while (buf.size() < length) {
@@ -158,12 +159,6 @@ private:
       if (rep.close)
         return drop(c, id, false);
     }
-  }
-
-  static std::string lower(std::string s) {
-    for (char& ch : s)
-      ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    return s;
   }
 
   std::function<reply(const received&)> handler_;

@@ -207,5 +207,29 @@ TEST(EncodingTest, Iso8601ParsesShortFractionsAndOffsetZero) {
     EXPECT_FALSE(parse_iso8601(bad)) << bad;
 }
 
+TEST(EncodingTest, AsciiHelpersFoldOnlyAsciiAndTrimOnlyWhiteSpace) {
+  EXPECT_EQ(ascii_lower("Content-MD5 x-MS-Date"), "content-md5 x-ms-date");
+  EXPECT_EQ(ascii_lower("\xC3\x89t\xC3\xA9"), "\xC3\x89t\xC3\xA9"); // UTF-8 bytes untouched
+  EXPECT_TRUE(ascii_iequals("X-Ms-Version", "x-ms-version"));
+  EXPECT_FALSE(ascii_iequals("x-ms-version", "x-ms-versio"));
+  EXPECT_FALSE(ascii_iequals("\xC3\x89", "\xC3\xA9"));
+  EXPECT_EQ(trim_space(" \t value with  inner space\r\n"), "value with  inner space");
+  EXPECT_EQ(trim_space("\f\v"), "");
+  EXPECT_EQ(trim_space(""), "");
+  EXPECT_EQ(trim_space("x"), "x");
+  EXPECT_EQ(single_quoted("c1"), "'c1'");
+}
+
+TEST(EncodingTest, ErrorFactoriesSayWhetherARequestWasSent) {
+  const error limit = error::exceeded("too big");
+  EXPECT_EQ(limit.code, errc::limit_exceeded);
+  EXPECT_EQ(limit.attempts, 0);
+  EXPECT_FALSE(limit.retryable);
+  const error bad = error::malformed_response("no XML");
+  EXPECT_EQ(bad.code, errc::bad_response);
+  EXPECT_EQ(bad.attempts, 1);
+  EXPECT_EQ(bad.message, "no XML");
+}
+
 } // namespace
 } // namespace shoal::storage

@@ -53,11 +53,6 @@ storage_request create_queue_request(const std::string& name) {
   return req;
 }
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
 // This process's TCP connections to loopback port `port`: socket inode -> state, from
 // /proc/self/net/tcp and tcp6 (state 01 = ESTABLISHED, 08 = CLOSE_WAIT: the peer has closed it,
 // this side has not yet).
@@ -151,7 +146,7 @@ TEST_F(PipelineIt, CreatesTableWithSharedKeyLite) {
 
 TEST_F(PipelineIt, CreatesContainerAndBlobWithSharedKey) {
   const pipeline p = make();
-  const std::string container = lower(tests::unique_name("pipe"));
+  const std::string container = ascii_lower(tests::unique_name("pipe"));
   auto r = p.send(service::blob, create_container_request(container));
   ASSERT_TRUE(r) << r.error().describe();
   EXPECT_EQ(r->status, 201);
@@ -221,7 +216,7 @@ TEST_F(PipelineIt, CreatesContainerAndBlobWithSharedKey) {
 
 TEST_F(PipelineIt, CreatesQueueAndPutsMessageWithSharedKey) {
   const pipeline p = make();
-  const std::string queue = lower(tests::unique_name("pipeq"));
+  const std::string queue = ascii_lower(tests::unique_name("pipeq"));
   auto r = p.send(service::queue, create_queue_request(queue));
   ASSERT_TRUE(r) << r.error().describe();
   EXPECT_EQ(r->status, 201);
@@ -250,8 +245,8 @@ TEST_F(PipelineIt, WrongKeyIsAuthError403) {
   ASSERT_TRUE(p) << p.error().describe();
   for (service svc : {service::table, service::blob, service::queue}) {
     auto r = svc == service::table  ? p->send(svc, create_table_request(tests::unique_name("Bad")))
-             : svc == service::blob ? p->send(svc, create_container_request(lower(tests::unique_name("bad"))))
-                                    : p->send(svc, create_queue_request(lower(tests::unique_name("bad"))));
+             : svc == service::blob ? p->send(svc, create_container_request(ascii_lower(tests::unique_name("bad"))))
+                                    : p->send(svc, create_queue_request(ascii_lower(tests::unique_name("bad"))));
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, errc::auth) << r.error().describe();
     EXPECT_EQ(r.error().http_status, 403);
@@ -266,7 +261,7 @@ TEST_F(PipelineIt, WrongKeyIsAuthError403) {
 
 TEST_F(PipelineIt, ManyThreadsShareOnePipeline) {
   const pipeline p = make();
-  const std::string queue = lower(tests::unique_name("pipemt"));
+  const std::string queue = ascii_lower(tests::unique_name("pipemt"));
   ASSERT_TRUE(p.send(service::queue, create_queue_request(queue)));
   std::atomic<int> good{0};
   std::vector<std::thread> threads;
@@ -352,7 +347,7 @@ TEST_F(PipelineIt, AccountSasAuthorizesWithoutSharedKey) {
   sas_only.key.clear();
   auto p = pipeline::make(sas_only);
   ASSERT_TRUE(p) << p.error().describe();
-  const std::string container = lower(tests::unique_name("pipesas"));
+  const std::string container = ascii_lower(tests::unique_name("pipesas"));
   auto c = p->send(service::blob, create_container_request(container));
   ASSERT_TRUE(c) << c.error().describe();
   EXPECT_EQ(c->status, 201);
@@ -364,7 +359,7 @@ TEST_F(PipelineIt, AccountSasAuthorizesWithoutSharedKey) {
   read_only.sas = make_account_sas(account, "rl");
   auto ro = pipeline::make(read_only);
   ASSERT_TRUE(ro) << ro.error().describe();
-  auto denied = ro->send(service::blob, create_container_request(lower(tests::unique_name("pipesas"))));
+  auto denied = ro->send(service::blob, create_container_request(ascii_lower(tests::unique_name("pipesas"))));
   ASSERT_FALSE(denied);
   EXPECT_EQ(denied.error().code, errc::auth) << denied.error().describe();
   EXPECT_EQ(denied.error().attempts, 1);
@@ -391,9 +386,9 @@ TEST_F(PipelineTlsIt, TrustsTheSelfSignedCertificateAsCaFile) {
   auto t = p->send(service::table, create_table_request(tests::unique_name("PipeTls")));
   ASSERT_TRUE(t) << t.error().describe();
   EXPECT_EQ(t->status, 204);
-  auto c = p->send(service::blob, create_container_request(lower(tests::unique_name("pipetls"))));
+  auto c = p->send(service::blob, create_container_request(ascii_lower(tests::unique_name("pipetls"))));
   ASSERT_TRUE(c) << c.error().describe();
-  auto q = p->send(service::queue, create_queue_request(lower(tests::unique_name("pipetls"))));
+  auto q = p->send(service::queue, create_queue_request(ascii_lower(tests::unique_name("pipetls"))));
   ASSERT_TRUE(q) << q.error().describe();
 }
 

@@ -17,11 +17,6 @@ namespace {
 
 using std::chrono::seconds;
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
 class QueueClientIt : public ::testing::Test {
 protected:
   void SetUp() override {
@@ -30,7 +25,7 @@ protected:
     auto p = pipeline::make(*acct);
     ASSERT_TRUE(p) << p.error().describe();
     client.emplace(std::move(*p));
-    queue = lower(tests::unique_name("queueit"));
+    queue = ascii_lower(tests::unique_name("queueit"));
     auto c = client->create_queue(queue);
     ASSERT_TRUE(c) << c.error().describe();
     EXPECT_TRUE(*c);
@@ -60,7 +55,7 @@ TEST_F(QueueClientIt, CreateIsIdempotentAndDeleteReportsMissingQueues) {
   auto again = client->create_queue(queue);
   ASSERT_TRUE(again) << again.error().describe();
   EXPECT_FALSE(*again); // 204: already there
-  const std::string other = lower(tests::unique_name("queueit"));
+  const std::string other = ascii_lower(tests::unique_name("queueit"));
   ASSERT_TRUE(client->create_queue(other));
   ASSERT_TRUE(client->delete_queue(other));
   auto gone = client->delete_queue(other);
@@ -266,7 +261,7 @@ TEST_F(QueueClientIt, OversizedMessagesAreRefusedClientSide) {
 }
 
 TEST_F(QueueClientIt, MissingQueueIsNotFound) {
-  const std::string missing = lower(tests::unique_name("noqueue"));
+  const std::string missing = ascii_lower(tests::unique_name("noqueue"));
   auto put = client->put_message(missing, "x");
   ASSERT_FALSE(put);
   EXPECT_EQ(put.error().code, errc::not_found);
