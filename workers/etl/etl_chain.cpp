@@ -87,10 +87,6 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-double ms_since(clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(clock::now() - t0).count();
-}
-
 constexpr const char* k_stage_names[] = {"extract", "validate", "transform", "load"};
 
 // An error value (workers::fail without the unexpected; `fail` is also actor::fail in the stages).

@@ -22,10 +22,6 @@ using clock = std::chrono::steady_clock;
 using storage::table_entity;
 using storage::table_time;
 
-double ms_since(clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(clock::now() - t0).count();
-}
-
 // -- entity mapping ---------------------------------------------------------------------------------
 
 // Properties are read with table_entity's typed getters; an absent one reads as empty/zero.

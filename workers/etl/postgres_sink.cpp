@@ -12,7 +12,7 @@
 namespace shoal::workers::etl {
 namespace {
 
-constexpr const char* k_base_ddl = R"sql(
+constexpr const char* k_postgres_base_ddl = R"sql(
 CREATE TABLE IF NOT EXISTS shoal_etl_ledger (
   blob TEXT PRIMARY KEY, dataset TEXT NOT NULL, rows_loaded BIGINT NOT NULL DEFAULT 0,
   duplicates BIGINT NOT NULL DEFAULT 0, quarantined BIGINT NOT NULL DEFAULT 0,
@@ -51,7 +51,7 @@ public:
     return guarded("preparing the schema", [&] {
       pqxx::work w(*conn_);
       w.exec("SELECT pg_advisory_xact_lock(7307007)");
-      w.exec(k_base_ddl);
+      w.exec(k_postgres_base_ddl);
       if (!ddl.empty()) w.exec(std::string(ddl));
       w.commit();
     });

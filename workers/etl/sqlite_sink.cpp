@@ -68,7 +68,7 @@ std::string now_rfc3339() {
   return buf;
 }
 
-constexpr const char* k_base_ddl = R"sql(
+constexpr const char* k_sqlite_base_ddl = R"sql(
 CREATE TABLE IF NOT EXISTS shoal_etl_ledger (
   blob TEXT PRIMARY KEY, dataset TEXT NOT NULL, rows_loaded INTEGER NOT NULL DEFAULT 0,
   duplicates INTEGER NOT NULL DEFAULT 0, quarantined INTEGER NOT NULL DEFAULT 0,
@@ -93,7 +93,7 @@ public:
   std::string_view engine() const noexcept override { return "sqlite"; }
 
   result<void> prepare(std::string_view ddl) override {
-    if (auto r = execute(k_base_ddl); !r) return r;
+    if (auto r = execute(k_sqlite_base_ddl); !r) return r;
     if (!ddl.empty()) return execute(ddl);
     return {};
   }

@@ -13,10 +13,6 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-double ms_since(clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(clock::now() - t0).count();
-}
-
 std::size_t count_step(const std::vector<quarantine_row>& q, std::string_view step) {
   return static_cast<std::size_t>(std::count_if(q.begin(), q.end(), [&](const quarantine_row& r) { return r.step == step; }));
 }

@@ -19,6 +19,11 @@
 
 namespace shoal::workers::etl {
 
+/// Milliseconds (fractional) elapsed on the steady clock since `t0`: a step's `ms`. Thread-safe.
+inline double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
 /// What one step did (also one log line per step).
 struct step_stats {
   std::string step;              ///< "extract", "validate", "transform", "load"
