@@ -66,11 +66,6 @@ st::catalog_options catalog_opts(const workers::config& c, bool recover_on_open)
   return o;
 }
 
-int fail(const char* what, const st::error& e) {
-  std::fprintf(stderr, "shoal catalog %s: %s\n", what, e.describe().c_str());
-  return 1;
-}
-
 nlohmann::json to_json(const st::blob_catalog_entry& e) {
   return {{"blob", e.blob},     {"dest", e.dest},     {"date", e.date},
           {"host", e.host},     {"format", e.format}, {"record_count", e.record_count},
@@ -131,7 +126,7 @@ int write_command(const global_options& g, const catalog_args& a, bool is_delete
     return 2;
   auto bc = st::blob_catalog::open(*svc, a.table.empty() ? cfg->catalog.table : a.table, catalog_opts(*cfg, true));
   if (!bc)
-    return fail("open", bc.error());
+    return report_failure("catalog", "open", bc.error());
   std::vector<std::pair<bool, st::blob_catalog_entry>> work;
   if (!a.input.empty()) {
     std::ifstream file;
@@ -165,7 +160,7 @@ int write_command(const global_options& g, const catalog_args& a, bool is_delete
   for (const auto& [del, e] : work) {
     auto r = del ? bc->unregister_blob(e) : bc->register_blob(e);
     if (!r)
-      return fail(del ? "delete" : "insert", r.error());
+      return report_failure("catalog", del ? "delete" : "insert", r.error());
     if (g.json)
       results.push_back({{"op", del ? "delete" : "insert"}, {"blob", e.blob}, {"seq", r->seq},
                          {"checkpoint", r->checkpoint}});
@@ -197,10 +192,10 @@ int query_command(const global_options& g, const catalog_args& a) {
   auto bc = st::blob_catalog::open_existing(*svc, a.table.empty() ? cfg->catalog.table : a.table,
                                             catalog_opts(*cfg, false));
   if (!bc)
-    return fail("open", bc.error());
+    return report_failure("catalog", "open", bc.error());
   auto found = bc->find(q);
   if (!found)
-    return fail("query", found.error());
+    return report_failure("catalog", "query", found.error());
   if (g.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& e : *found)
@@ -226,12 +221,12 @@ int maintenance_command(const global_options& g, const catalog_args& a, const st
   const std::string name = a.table.empty() ? cfg->catalog.table : a.table;
   auto bc = st::blob_catalog::open_existing(*svc, name, catalog_opts(*cfg, false));
   if (!bc)
-    return fail("open", bc.error());
+    return report_failure("catalog", "open", bc.error());
   const st::catalog& c = bc->generic();
   if (which == "recover") {
     auto r = c.recover();
     if (!r)
-      return fail("recover", r.error());
+      return report_failure("catalog", "recover", r.error());
     if (g.json)
       std::printf("%s\n", nlohmann::json{{"catalog", name},
                                          {"checkpoint_before", r->checkpoint_before},
@@ -252,7 +247,7 @@ int maintenance_command(const global_options& g, const catalog_args& a, const st
     const auto retention = std::chrono::milliseconds(a.retention_set ? a.retention_ms : cfg->catalog.wal_retention_ms);
     auto r = c.compact(retention);
     if (!r)
-      return fail("compact", r.error());
+      return report_failure("catalog", "compact", r.error());
     if (g.json)
       std::printf("%s\n", nlohmann::json{{"catalog", name},
                                          {"checkpoint", r->checkpoint},
@@ -267,7 +262,7 @@ int maintenance_command(const global_options& g, const catalog_args& a, const st
   }
   auto s = c.stats();
   if (!s)
-    return fail("stats", s.error());
+    return report_failure("catalog", "stats", s.error());
   if (g.json) {
     nlohmann::json j{{"catalog", s->name},
                      {"index_keys", s->schema.index_keys},

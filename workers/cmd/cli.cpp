@@ -1,6 +1,7 @@
 #include "workers/cmd/cli.hpp"
 
 #include "storage/connection_string.hpp"
+#include "storage/encoding.hpp"
 #include "storage/table_detail.hpp"
 #include "workers/claim/work_table.hpp"
 
@@ -111,6 +112,10 @@ std::string storage_summary(const workers::config& c) {
   if (!c.storage.connection_string_origin.empty())
     out += ", from " + c.storage.connection_string_origin;
   return out;
+}
+
+std::string cli_time(std::chrono::system_clock::time_point t) {
+  return t.time_since_epoch().count() <= 0 ? "-" : storage::format_iso8601(t, 0);
 }
 
 std::string terminal_safe(std::string_view text) {

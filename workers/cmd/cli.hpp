@@ -7,6 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
+#include <cstdio>
 #include <functional>
 #include <optional>
 #include <string>
@@ -67,6 +69,19 @@ std::string storage_summary(const workers::config& c);
 /// as an escape (\n, \t, \x1b, \u0085, …), so job output, payloads and error texts cannot
 /// move the cursor, recolour or retitle a terminal. Thread-safe (pure).
 std::string terminal_safe(std::string_view text);
+
+/// A time as the CLI prints it: ISO 8601 UTC to the second ("2026-12-03T08:16:22Z"), or "-"
+/// for none (the epoch or earlier). Thread-safe (pure).
+std::string cli_time(std::chrono::system_clock::time_point t);
+
+/// Prints "shoal <command> <what>: <e.describe()>" to stderr and returns 1: the exit status of a
+/// command whose arguments were accepted but whose work failed. `E` is any error type with
+/// `describe()` (storage::error, workers::error). Thread-safe.
+template <class E> int report_failure(std::string_view command, std::string_view what, const E& e) {
+  std::fprintf(stderr, "shoal %.*s %.*s: %s\n", static_cast<int>(command.size()), command.data(),
+               static_cast<int>(what.size()), what.data(), e.describe().c_str());
+  return 1;
+}
 
 /// Sets up spdlog from `c.log` (level, optional rotating file) plus SPDLOG_LEVEL env overrides.
 void init_logging(const workers::config& c);

@@ -48,16 +48,6 @@ struct etl_args {
   std::size_t limit = 100;
 };
 
-// A time as the CLI shows it: ISO-8601 UTC to the second, "-" for none.
-std::string iso(std::chrono::system_clock::time_point t) {
-  return t.time_since_epoch().count() <= 0 ? "-" : storage::format_iso8601(t, 0);
-}
-
-int report(const char* what, const workers::error& e) {
-  std::fprintf(stderr, "shoal etl %s: %s\n", what, e.describe().c_str());
-  return 1;
-}
-
 
 std::optional<workers::etl::run_log> open_runs(const workers::config& c, const storage::pipeline& p) {
   auto t = storage::table_client::make(p, c.etl.runs_table);
@@ -78,7 +68,7 @@ std::optional<workers::work_table> open_work(const workers::config& c, const sto
   wo.work = c.work;
   auto w = workers::work_table::make(*t, storage::blob_client(p), wo);
   if (!w) {
-    report("work table", w.error());
+    report_failure("etl", "work table", w.error());
     return std::nullopt;
   }
   return *w;
@@ -96,10 +86,10 @@ int run_run(const workers::config& c, const etl_args& a) {
   auto runs = open_runs(c, *p);
   auto work = open_work(c, *p);
   if (!runs || !work) return 1;
-  if (auto r = runs->create_if_missing(); !r) return report("run", r.error());
-  if (auto r = work->create_if_missing(); !r) return report("run", r.error());
+  if (auto r = runs->create_if_missing(); !r) return report_failure("etl", "run", r.error());
+  if (auto r = work->create_if_missing(); !r) return report_failure("etl", "run", r.error());
   auto datasets = workers::etl::load_datasets(c.etl.datasets_dir);
-  if (!datasets) return report("datasets", datasets.error());
+  if (!datasets) return report_failure("etl", "datasets", datasets.error());
   // The blobs go through the chain of stage actors (workers/etl/etl_chain.hpp); its load stage
   // reopens the connection with `open` when it is restarted after a failure.
   workers::etl::sink_factory open = [&c]() -> workers::result<std::unique_ptr<workers::etl::sql_sink>> {
@@ -108,7 +98,7 @@ int run_run(const workers::config& c, const etl_args& a) {
                : workers::etl::open_postgres_sink(c.etl.postgres_url);
   };
   auto sink = open();
-  if (!sink) return report("sink", sink.error());
+  if (!sink) return report_failure("etl", "sink", sink.error());
   workers::etl::etl_job_options o;
   o.reopen_sink = open;
   o.container = c.etl.container;
@@ -116,7 +106,7 @@ int run_run(const workers::config& c, const etl_args& a) {
   o.owner = a.owner.empty() ? default_owner() : a.owner;
   o.datasets = std::move(*datasets);
   auto history = workers::etl::parse_history_mode(c.etl.history);
-  if (!history) return report("run", history.error());
+  if (!history) return report_failure("etl", "run", history.error());
   o.history = *history;
 #if defined(SHOAL_TEST_HOOKS) // fault injection exists in test builds only (workers/cmd/CMakeLists.txt)
   o.crash_after = workers::etl::crash_hook_from_env(); // SHOAL_ETL_CRASH_AT: kill -9 drills
@@ -132,13 +122,13 @@ int run_run(const workers::config& c, const etl_args& a) {
   }
 #endif
   auto job = workers::etl::etl_job::make(storage::blob_client(*p), *runs, std::move(*sink), std::move(o));
-  if (!job) return report("run", job.error());
+  if (!job) return report_failure("etl", "run", job.error());
   const std::string queue = a.queue.empty() ? c.etl.queue : a.queue;
   std::size_t ok = 0, failed = 0, lost = 0;
   while (true) {
     // Claimed records' leases are renewed while their blobs load (etl_job::drain).
     auto sum = job->drain(*work, queue, c.etl.claim_max);
-    if (!sum) return report("run", sum.error());
+    if (!sum) return report_failure("etl", "run", sum.error());
     ok += sum->succeeded;
     failed += sum->failed;
     lost += sum->lost;
@@ -155,11 +145,11 @@ int run_enqueue(const workers::config& c, const etl_args& a) {
   if (!p) return 1;
   auto work = open_work(c, *p);
   if (!work) return 1;
-  if (auto r = work->create_if_missing(); !r) return report("enqueue", r.error());
+  if (auto r = work->create_if_missing(); !r) return report_failure("etl", "enqueue", r.error());
   std::vector<workers::new_record> recs;
   for (const auto& id : a.ids) recs.push_back({id, id, {}});
   auto r = work->enqueue(a.queue.empty() ? c.etl.queue : a.queue, recs);
-  if (!r) return report("enqueue", r.error());
+  if (!r) return report_failure("etl", "enqueue", r.error());
   std::printf("%zu enqueued, %zu already present\n", r->inserted, r->already_present);
   return 0;
 }
@@ -167,8 +157,8 @@ int run_enqueue(const workers::config& c, const etl_args& a) {
 nlohmann::json to_json(const workers::etl::run_instance& i) {
   return {{"id", i.id},           {"blob", i.blob},         {"dataset", i.dataset},
           {"status", i.status},   {"step", i.step},         {"attempts", i.attempts},
-          {"gen", i.gen},         {"owner", i.owner},       {"created", iso(i.created)},
-          {"updated", iso(i.updated)}, {"finished", iso(i.finished)}, {"error", i.error},
+          {"gen", i.gen},         {"owner", i.owner},       {"created", cli_time(i.created)},
+          {"updated", cli_time(i.updated)}, {"finished", cli_time(i.finished)}, {"error", i.error},
           {"records", i.records}, {"loaded", i.loaded},     {"duplicates", i.duplicates},
           {"quarantined", i.quarantined}, {"ms", i.ms}};
 }
@@ -179,7 +169,7 @@ int run_runs(const workers::config& c, const etl_args& a, bool json) {
   auto runs = open_runs(c, *p);
   if (!runs) return 1;
   auto list = runs->list(a.status.empty() ? std::nullopt : std::optional<std::string>(a.status), a.limit);
-  if (!list) return report("runs", list.error());
+  if (!list) return report_failure("etl", "runs", list.error());
   if (json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& i : *list) out.push_back(to_json(i));
@@ -192,7 +182,7 @@ int run_runs(const workers::config& c, const etl_args& a, bool json) {
     std::printf("%-10s %-9s %4d %8lld %6lld %6lld %9.1f  %-20s  %s\n", i.status.c_str(),
                 i.step.empty() ? "-" : i.step.c_str(), i.attempts, static_cast<long long>(i.loaded),
                 static_cast<long long>(i.duplicates), static_cast<long long>(i.quarantined), i.ms,
-                iso(i.updated).c_str(), i.id.c_str());
+                cli_time(i.updated).c_str(), i.id.c_str());
     if (!i.error.empty()) std::printf("%58s  error: %s\n", "", i.error.c_str());
   }
   return 0;
@@ -204,14 +194,14 @@ int run_show(const workers::config& c, const etl_args& a, bool json) {
   auto runs = open_runs(c, *p);
   if (!runs) return 1;
   auto r = runs->show(a.ids.at(0));
-  if (!r) return report("show", r.error());
+  if (!r) return report_failure("etl", "show", r.error());
   const auto& [i, steps] = *r;
   if (json) {
     nlohmann::json out = to_json(i);
     out["history"] = nlohmann::json::array();
     for (const auto& s : steps)
       out["history"].push_back({{"seq", s.seq}, {"step", s.step}, {"attempt", s.attempt}, {"gen", s.gen},
-                                {"owner", s.owner}, {"started", iso(s.started)}, {"finished", iso(s.finished)},
+                                {"owner", s.owner}, {"started", cli_time(s.started)}, {"finished", cli_time(s.finished)},
                                 {"ms", s.ms}, {"records_in", s.records_in}, {"records_out", s.records_out},
                                 {"quarantined", s.quarantined}, {"detail", s.detail}});
     std::printf("%s\n", out.dump(2).c_str());
@@ -220,8 +210,8 @@ int run_show(const workers::config& c, const etl_args& a, bool json) {
   std::printf("id:        %s\nblob:      %s\ndataset:   %s\nstatus:    %s (last step %s)\nattempts:  %d (gen %lld, owner %s)\n"
               "created:   %s\nupdated:   %s\nfinished:  %s\nrecords:   %lld (loaded %lld, duplicates %lld, quarantined %lld)\n",
               i.id.c_str(), i.blob.c_str(), i.dataset.c_str(), i.status.c_str(), i.step.empty() ? "-" : i.step.c_str(),
-              i.attempts, static_cast<long long>(i.gen), i.owner.c_str(), iso(i.created).c_str(), iso(i.updated).c_str(),
-              iso(i.finished).c_str(), static_cast<long long>(i.records), static_cast<long long>(i.loaded),
+              i.attempts, static_cast<long long>(i.gen), i.owner.c_str(), cli_time(i.created).c_str(), cli_time(i.updated).c_str(),
+              cli_time(i.finished).c_str(), static_cast<long long>(i.records), static_cast<long long>(i.loaded),
               static_cast<long long>(i.duplicates), static_cast<long long>(i.quarantined));
   if (!i.error.empty()) std::printf("error:     %s\n", i.error.c_str());
   std::printf("\n%-3s %-9s %4s %5s %8s %8s %6s %9s  %s\n", "#", "STEP", "ATT", "GEN", "IN", "OUT", "QUAR", "MS", "FINISHED / DETAIL");
@@ -229,7 +219,7 @@ int run_show(const workers::config& c, const etl_args& a, bool json) {
     std::printf("%-3d %-9s %4d %5lld %8lld %8lld %6lld %9.1f  %s %s\n", s.seq, s.step.c_str(), s.attempt,
                 static_cast<long long>(s.gen), static_cast<long long>(s.records_in),
                 static_cast<long long>(s.records_out), static_cast<long long>(s.quarantined), s.ms,
-                iso(s.finished).c_str(), s.detail.c_str());
+                cli_time(s.finished).c_str(), s.detail.c_str());
   return 0;
 }
 

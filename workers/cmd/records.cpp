@@ -74,23 +74,13 @@ std::optional<workers::work_table> open(const workers::config& c, const records_
   return *w;
 }
 
-int report(const char* what, const workers::error& e) {
-  std::fprintf(stderr, "shoal records %s: %s\n", what, e.describe().c_str());
-  return 1;
-}
-
-// A time as the CLI shows it: ISO-8601 UTC to the second, "-" for none.
-std::string iso(std::chrono::system_clock::time_point t) {
-  return t.time_since_epoch().count() <= 0 ? "-" : storage::format_iso8601(t, 0);
-}
-
 nlohmann::json to_json(const workers::record_view& v, bool with_payload) {
   nlohmann::json j = {{"id", v.id},           {"queue", v.queue},       {"shard", v.shard},
                       {"status", std::string(to_string(v.status))}, {"owner", v.owner},
-                      {"gen", v.gen},         {"attempts", v.attempts}, {"not_before", iso(v.not_before)},
-                      {"lease_until", iso(v.lease_until)}, {"last_error", v.last_error},
+                      {"gen", v.gen},         {"attempts", v.attempts}, {"not_before", cli_time(v.not_before)},
+                      {"lease_until", cli_time(v.lease_until)}, {"last_error", v.last_error},
                       {"payload_bytes", v.payload_bytes}, {"payload_blob", v.payload_blob},
-                      {"created", iso(v.created)}, {"updated", iso(v.updated)}};
+                      {"created", cli_time(v.created)}, {"updated", cli_time(v.updated)}};
   if (with_payload) j["payload"] = v.payload;
   return j;
 }
@@ -174,7 +164,7 @@ int run_enqueue(const workers::config& c, const records_args& a, bool json) {
   for (const auto& id : a.ids) recs.push_back({id, a.payload, std::chrono::milliseconds(a.delay_ms)});
   if (!a.file.empty()) {
     auto more = read_file(a.file, a.format);
-    if (!more) return report("enqueue", more.error());
+    if (!more) return report_failure("records", "enqueue", more.error());
     for (auto& r : *more) {
       r.delay = std::chrono::milliseconds(a.delay_ms);
       recs.push_back(std::move(r));
@@ -186,9 +176,9 @@ int run_enqueue(const workers::config& c, const records_args& a, bool json) {
   }
   auto w = open(c, a);
   if (!w) return 1;
-  if (auto ok = w->create_if_missing(); !ok) return report("enqueue", ok.error());
+  if (auto ok = w->create_if_missing(); !ok) return report_failure("records", "enqueue", ok.error());
   auto r = w->enqueue(a.queue, recs);
-  if (!r) return report("enqueue", r.error());
+  if (!r) return report_failure("records", "enqueue", r.error());
   if (json) std::cout << nlohmann::json{{"queue", a.queue}, {"inserted", r->inserted}, {"already_present", r->already_present}}.dump() << "\n";
   else std::printf("queue %s: %zu enqueued, %zu already present (left unchanged)\n", a.queue.c_str(), r->inserted, r->already_present);
   return 0;
@@ -200,13 +190,13 @@ int run_list(const workers::config& c, const records_args& a, bool json) {
   std::optional<record_status> status;
   if (!a.statuses.empty()) {
     auto s = workers::parse_record_status(a.statuses.front());
-    if (!s) return report("list", s.error());
+    if (!s) return report_failure("records", "list", s.error());
     status = *s;
   }
   auto counts = w->counts(a.queue);
-  if (!counts) return report("list", counts.error());
+  if (!counts) return report_failure("records", "list", counts.error());
   auto recs = w->list(a.queue, status, a.limit);
-  if (!recs) return report("list", recs.error());
+  if (!recs) return report_failure("records", "list", recs.error());
   const record_status all[] = {record_status::pending, record_status::claimed, record_status::done, record_status::dead};
   if (json) {
     nlohmann::json j;
@@ -231,7 +221,7 @@ int run_list(const workers::config& c, const records_args& a, bool json) {
     std::printf("%-32s %-8s %5u %4lld %4d %-24s %-20s %s\n", terminal_safe(v.id).c_str(),
                 std::string(to_string(v.status)).c_str(), v.shard, static_cast<long long>(v.gen), v.attempts,
                 v.owner.empty() ? "-" : terminal_safe(v.owner).c_str(),
-                v.status == record_status::claimed ? iso(v.lease_until).c_str() : "-",
+                v.status == record_status::claimed ? cli_time(v.lease_until).c_str() : "-",
                 terminal_safe(v.last_error).substr(0, 60).c_str());
   if (recs->size() == a.limit) std::printf("(first %zu shown; --limit N for more)\n", a.limit);
   return 0;
@@ -245,7 +235,7 @@ int run_show(const workers::config& c, const records_args& a, bool json) {
   auto w = open(c, a);
   if (!w) return 1;
   auto v = w->get(a.queue, a.ids.front(), true);
-  if (!v) return report("show", v.error());
+  if (!v) return report_failure("records", "show", v.error());
   auto j = to_json(*v, true);
   // JSON escapes control characters itself; bytes that are not UTF-8 become U+FFFD instead of
   // an exception. The table escapes them (payloads and job errors are anyone's bytes).
@@ -264,7 +254,7 @@ int run_show(const workers::config& c, const records_args& a, bool json) {
 int run_change(const workers::config& c, const records_args& a, bool json, bool purge) {
   const char* what = purge ? "purge" : "requeue";
   auto sel = selector(a);
-  if (!sel) return report(what, sel.error());
+  if (!sel) return report_failure("records", what, sel.error());
   if (purge && a.all) sel->statuses = {record_status::pending, record_status::claimed, record_status::done, record_status::dead};
   if (sel->ids.empty() && sel->statuses.empty() && !sel->stuck) {
     std::fprintf(stderr, "shoal records %s: give ids, --status%s\n", what, purge ? " or --all" : " or --stuck");
@@ -273,7 +263,7 @@ int run_change(const workers::config& c, const records_args& a, bool json, bool 
   auto w = open(c, a);
   if (!w) return 1;
   auto n = purge ? w->purge(a.queue, *sel) : w->requeue(a.queue, *sel);
-  if (!n) return report(what, n.error());
+  if (!n) return report_failure("records", what, n.error());
   if (json) std::cout << nlohmann::json{{"queue", a.queue}, {purge ? "purged" : "requeued", *n}}.dump() << "\n";
   else std::printf("queue %s: %zu records %s\n", a.queue.c_str(), *n, purge ? "purged" : "requeued");
   return 0;
@@ -285,7 +275,7 @@ int run_sweep(const workers::config& c, const records_args& a, bool json) {
   std::optional<std::chrono::milliseconds> retention;
   if (a.retention_ms) retention = std::chrono::milliseconds(*a.retention_ms);
   auto r = w->sweep(a.queue, {}, retention);
-  if (!r) return report("sweep", r.error());
+  if (!r) return report_failure("records", "sweep", r.error());
   if (json) std::cout << nlohmann::json{{"queue", a.queue}, {"removed", r->removed}, {"archived", r->archived}, {"partitions", r->partitions}}.dump() << "\n";
   else std::printf("queue %s: %zu done records removed (%zu copied to the history table) from %zu partitions\n", a.queue.c_str(),
                    r->removed, r->archived, r->partitions);
@@ -296,7 +286,7 @@ int run_migrate(const workers::config& c, const records_args& a, bool json) {
   auto w = open(c, a);
   if (!w) return 1;
   auto r = w->migrate(a.queue);
-  if (!r) return report("migrate", r.error());
+  if (!r) return report_failure("records", "migrate", r.error());
   if (json) {
     std::cout << nlohmann::json{{"queue", a.queue}, {"partitions", r->partitions}, {"migrated", r->migrated},
                                 {"already_layout_2", r->already}, {"skipped", r->skipped}}.dump() << "\n";
@@ -312,7 +302,7 @@ int run_check(const workers::config& c, const records_args& a, bool json) {
   auto w = open(c, a);
   if (!w) return 1;
   auto r = w->check(a.queue);
-  if (!r) return report("check", r.error());
+  if (!r) return report_failure("records", "check", r.error());
   if (json) {
     std::cout << nlohmann::json{{"queue", a.queue}, {"records", r->records}, {"tickets", r->tickets}, {"open", r->open},
                                 {"problems", r->problems}}.dump() << "\n";
