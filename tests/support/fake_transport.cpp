@@ -2,7 +2,6 @@
 
 namespace shoal::tests {
 
-using storage::errc;
 using storage::error;
 using storage::http_request;
 using storage::http_response;
@@ -30,11 +29,11 @@ fake_transport& fake_transport::fail(error e) {
 }
 
 fake_transport& fake_transport::fail_timeout() {
-  return fail(error{errc::timeout, 0, {}, {}, true, 1, "curl: Timeout was reached (fake)"});
+  return fail(error{storage::errc::timeout, 0, {}, {}, true, 1, "curl: Timeout was reached (fake)"});
 }
 
 fake_transport& fake_transport::fail_connection_reset() {
-  return fail(error{errc::transport, 0, {}, {}, true, 1,
+  return fail(error{storage::errc::transport, 0, {}, {}, true, 1,
                     "curl: Failure when receiving data from the peer: Connection reset by peer "
                     "(fake)"});
 }
@@ -78,7 +77,7 @@ storage::result<http_response> fake_transport::send(const http_request& req) {
   if (handler)
     return handler(req);
   return std::unexpected(
-      error{errc::bad_response, 0, {}, {}, false, 1, "fake_transport: script exhausted"});
+      error{storage::errc::bad_response, 0, {}, {}, false, 1, "fake_transport: script exhausted"});
 }
 
 } // namespace shoal::tests

@@ -46,7 +46,7 @@ void write_text(const fs::path& file, const std::string& text) {
 
 using shoal::tests::eventually; // tests/support/eventually.hpp
 
-envelope sample() {
+envelope hello_sample() {
   envelope e;
   e.id = new_message_id();
   e.kind = "ctl.hello";
@@ -166,7 +166,7 @@ TEST_F(ZapTest, AdmitsAListedClientAndExchangesAnEnvelope) {
   EXPECT_EQ(zap->size(), 1u);
   EXPECT_TRUE(zap->allows(listed.public_key));
   auto& c = client(listed);
-  const envelope out = sample();
+  const envelope out = hello_sample();
   ASSERT_TRUE(c.send(out));
   auto in = server->receive(5s);
   ASSERT_TRUE(in) << in.error().describe();
@@ -177,7 +177,7 @@ TEST_F(ZapTest, AdmitsAListedClientAndExchangesAnEnvelope) {
 
 TEST_F(ZapTest, RefusesAnUnlistedKeyAndReportsThePeer) {
   auto& c = client(unlisted);
-  ASSERT_TRUE(c.send(sample())); // queued in the client; must never be delivered
+  ASSERT_TRUE(c.send(hello_sample())); // queued in the client; must never be delivered
   ASSERT_TRUE(eventually([&] { return zap->stats().refused.load() >= 1; }));
   auto in = server->receive(200ms);
   ASSERT_FALSE(in);
@@ -193,7 +193,7 @@ TEST_F(ZapTest, RefusesAnUnlistedKeyAndReportsThePeer) {
 
 TEST_F(ZapTest, ReloadAddsAKeyOnDemandAndOnFileChange) {
   auto& refused = client(unlisted);
-  ASSERT_TRUE(refused.send(sample()));
+  ASSERT_TRUE(refused.send(hello_sample()));
   ASSERT_TRUE(eventually([&] { return zap->stats().refused.load() >= 1; }));
 
   // On demand: reload() picks up the edited list at once.
@@ -203,7 +203,7 @@ TEST_F(ZapTest, ReloadAddsAKeyOnDemandAndOnFileChange) {
   EXPECT_EQ(*n, 2u);
   EXPECT_TRUE(zap->allows(unlisted.public_key));
   auto& now_listed = client(unlisted);
-  ASSERT_TRUE(now_listed.send(sample()));
+  ASSERT_TRUE(now_listed.send(hello_sample()));
   // The refused client retries on its own too, so one or two envelopes may arrive.
   auto in = server->receive(5s);
   ASSERT_TRUE(in) << in.error().describe();

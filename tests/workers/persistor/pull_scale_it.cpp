@@ -20,12 +20,14 @@
 
 #include "storage/blob_client.hpp"
 #include "storage/connection_string.hpp"
+#include "storage/encoding.hpp"
 #include "storage/pipeline.hpp"
 #include "storage/queue_client.hpp"
 #include "tests/support/azurite.hpp"
 #include "tests/support/blob_walk.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/private_queue_service.hpp"
+#include "tests/support/shoal_process.hpp"
 #include "workers/blob_format.hpp"
 #include "workers/child_process.hpp"
 #include "workers/persistor/format.hpp"
@@ -64,17 +66,6 @@ using clock_type = std::chrono::steady_clock;
 
 double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
-}
-
-std::string lower(std::string s) {
-  for (auto& c : s)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // A `shoal` child process, SIGKILLed and reaped by the destructor if still running.
@@ -160,13 +151,13 @@ std::string event_time_of(std::size_t i) {
 }
 
 // Per message id, how many records carry it; checks every blob on the way.
-struct inventory {
+struct pull_inventory {
   std::map<std::string, std::size_t> by_id;
   std::size_t records = 0;
   std::size_t blobs = 0;
 };
 
-void check_blob(const std::string& name, const storage::blob_download& got, inventory& inv) {
+void check_blob(const std::string& name, const storage::blob_download& got, pull_inventory& inv) {
   const std::string& body = got.body;
   auto ex = workers::extract_records(body);
   ASSERT_TRUE(ex) << name << ": " << ex.error().describe();
@@ -213,8 +204,8 @@ void check_blob(const std::string& name, const storage::blob_download& got, inve
   }
 }
 
-inventory collect(const storage::blob_client& bc, const std::string& container) {
-  inventory inv;
+pull_inventory collect_pulled(const storage::blob_client& bc, const std::string& container) {
+  pull_inventory inv;
   tests::for_each_data_blob(bc, container, [&](const std::string& name, const storage::blob_download& got) {
     ++inv.blobs;
     EXPECT_TRUE(name.starts_with("pullscale/2001/01/05/h1-pull1-")) << name;
@@ -247,8 +238,8 @@ TEST(PersistorPullScaleIt, TwentyThousandMessagesFourPullersQueueEmptiedPoisonPa
   ASSERT_TRUE(pipe) << pipe.error().describe();
   const storage::queue_client queues(*pipe);
   const storage::blob_client blobs(*pipe);
-  const std::string container = lower(unique_name("pullscale"));
-  const std::string queue = lower(unique_name("psq")), poison = lower(unique_name("psp"));
+  const std::string container = storage::ascii_lower(unique_name("pullscale"));
+  const std::string queue = storage::ascii_lower(unique_name("psq")), poison = storage::ascii_lower(unique_name("psp"));
   ASSERT_TRUE(queues.create_queue(queue));
 
   // The poison messages, first in the queue: a dest escaping its folder, and text that is not
@@ -264,7 +255,7 @@ TEST(PersistorPullScaleIt, TwentyThousandMessagesFourPullersQueueEmptiedPoisonPa
       {"--connection-string", cs, "persistor", "--mode", "pull", "--queue", queue, "--poison-queue",
        poison, "--pullers", "4", "--max-dequeue", "2", "--container", container, "--host", "h1",
        "--name", "pull1", "--batch-max-records", "2000", "--batch-max-delay-ms", "250", "--no-register"},
-      {"SHOAL_WORK_TABLE=" + lower(unique_name("psw")), "SHOAL_CATALOG_TABLE=" + lower(unique_name("psc")),
+      {"SHOAL_WORK_TABLE=" + storage::ascii_lower(unique_name("psw")), "SHOAL_CATALOG_TABLE=" + storage::ascii_lower(unique_name("psc")),
        "SHOAL_LOG_LEVEL=info"},
       dir / "persistor.log");
   ASSERT_TRUE(persistor.started());
@@ -370,7 +361,7 @@ TEST(PersistorPullScaleIt, TwentyThousandMessagesFourPullersQueueEmptiedPoisonPa
       << by_text[not_base64].dump();
 
   // Every message id in exactly one blob.
-  const auto inv = collect(blobs, container);
+  const auto inv = collect_pulled(blobs, container);
   EXPECT_EQ(inv.by_id.size(), n);
   EXPECT_EQ(inv.records, n) << "some message is stored twice";
   std::size_t missing = 0, twice = 0;
